@@ -1,0 +1,13 @@
+//! Generated protocol types of the mesh.
+//!
+//! Messages serialize with the proto3 JSON mapping (camelCase fields, enums as names), so the
+//! same types load from a YAML or JSON file and print in `/config_dump`.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+pub mod config {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/mesh.config.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/mesh.config.v1.serde.rs"));
+    }
+}
