@@ -1,1 +1,22 @@
-//! mesh-proxy
+//! mesh-proxy: the mesh's sidecar.
+//!
+//! Config (listeners, route tables, clusters) arrives as the proto model, is compiled into an
+//! immutable [`config::Snapshot`] and swapped atomically; every request reads the snapshot it
+//! started with. Decisions (routing, retry policy, load balancing) are pure functions in
+//! [`route`], [`retry`] and [`lb`]; the socket code in [`listener`], [`http`] and [`upstream`]
+//! calls them.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod http;
+pub mod lb;
+pub mod listener;
+pub mod metrics;
+pub mod retry;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use server::Server;

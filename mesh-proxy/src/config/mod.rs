@@ -1,0 +1,7 @@
+//! Config: loading the proto model from a file and compiling it into a runtime snapshot.
+
+pub mod load;
+pub mod snapshot;
+
+pub use load::{LoadError, load_config_file, parse_config};
+pub use snapshot::{ConfigError, Snapshot};

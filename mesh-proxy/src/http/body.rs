@@ -1,0 +1,243 @@
+//! Body types of the proxy: what goes upstream (streamed, or replayable for retries) and
+//! what goes back downstream (the upstream's body, or a local reply).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The downstream response body.
+pub enum ResponseBody {
+    Upstream(Incoming),
+    Local(Full<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn local(bytes: impl Into<Bytes>) -> Self {
+        Self::Local(Full::new(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        Self::Local(Full::new(Bytes::new()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(b) => b.is_end_stream(),
+            Self::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream(b) => b.size_hint(),
+            Self::Local(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The request body sent upstream.
+pub enum UpstreamBody {
+    /// Streamed as it arrives: the request cannot be retried once sent.
+    Stream(Incoming),
+    /// Streamed while a copy is kept, so another attempt can send it again.
+    Replay(ReplayBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Replay(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Stream(b) => b.is_end_stream(),
+            Self::Replay(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Stream(b) => b.size_hint(),
+            Self::Replay(b) => b.size_hint(),
+        }
+    }
+}
+
+/// State shared by all attempts of one request.
+struct Shared {
+    /// The downstream body, parked here whenever no attempt is reading it.
+    source: Option<Incoming>,
+    /// Everything read from `source` so far, unless it outgrew the limit.
+    chunks: Vec<Bytes>,
+    buffered_bytes: usize,
+    trailers: Option<HeaderMap>,
+    source_done: bool,
+    overflowed: bool,
+    limit: usize,
+    /// The size hint of the original body, for content length on every attempt.
+    hint: SizeHint,
+}
+
+/// Hands out replayable bodies, one per attempt.
+#[derive(Clone)]
+pub struct Replay {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Replay {
+    pub fn new(source: Incoming, limit: usize) -> Self {
+        let hint = source.size_hint();
+        let source_done = source.is_end_stream();
+        Self {
+            shared: Arc::new(Mutex::new(Shared {
+                source: Some(source),
+                chunks: Vec::new(),
+                buffered_bytes: 0,
+                trailers: None,
+                source_done,
+                overflowed: false,
+                limit,
+                hint,
+            })),
+        }
+    }
+
+    /// Whether another attempt could send the whole body again: nothing was dropped from the
+    /// copy, and no earlier attempt still holds the unread rest of the body.
+    pub fn can_replay(&self) -> bool {
+        let s = self.shared.lock().expect("replay lock");
+        !s.overflowed && (s.source_done || s.source.is_some())
+    }
+
+    /// A body for the next attempt, starting from the first byte.
+    pub fn body(&self) -> ReplayBody {
+        ReplayBody {
+            shared: self.shared.clone(),
+            source: None,
+            cursor: 0,
+            trailers_sent: false,
+        }
+    }
+}
+
+pub struct ReplayBody {
+    shared: Arc<Mutex<Shared>>,
+    /// The downstream body while this attempt reads it.
+    source: Option<Incoming>,
+    /// The next buffered chunk to replay.
+    cursor: usize,
+    trailers_sent: bool,
+}
+
+impl Drop for ReplayBody {
+    fn drop(&mut self) {
+        if let Some(source) = self.source.take()
+            && let Ok(mut s) = self.shared.lock()
+        {
+            s.source = Some(source);
+        }
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        {
+            let mut s = this.shared.lock().expect("replay lock");
+            if this.cursor < s.chunks.len() {
+                let chunk = s.chunks[this.cursor].clone();
+                this.cursor += 1;
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if s.source_done {
+                if !this.trailers_sent
+                    && let Some(t) = s.trailers.clone()
+                {
+                    this.trailers_sent = true;
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+                return Poll::Ready(None);
+            }
+            if this.source.is_none() {
+                if s.overflowed {
+                    return Poll::Ready(Some(Err("request body outgrew the retry buffer".into())));
+                }
+                match s.source.take() {
+                    Some(src) => this.source = Some(src),
+                    None => return Poll::Ready(Some(Err("request body is held by an earlier attempt".into()))),
+                }
+            }
+        }
+        let source = this.source.as_mut().expect("source taken above");
+        let frame = ready!(Pin::new(source).poll_frame(cx));
+        let mut s = this.shared.lock().expect("replay lock");
+        match frame {
+            None => {
+                s.source_done = true;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if !s.overflowed {
+                        if s.buffered_bytes + data.len() > s.limit {
+                            s.overflowed = true;
+                            s.chunks = Vec::new();
+                        } else {
+                            s.buffered_bytes += data.len();
+                            s.chunks.push(data.clone());
+                            this.cursor = s.chunks.len();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => {
+                    if let Some(t) = frame.trailers_ref() {
+                        s.trailers = Some(t.clone());
+                        s.source_done = true;
+                        this.trailers_sent = true;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let s = self.shared.lock().expect("replay lock");
+        s.source_done && self.cursor >= s.chunks.len() && (self.trailers_sent || s.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.shared.lock().expect("replay lock").hint.clone()
+    }
+}

@@ -1,0 +1,204 @@
+//! Sending a routed request upstream: endpoint choice, attempts, per-try and route timeouts,
+//! retries with backoff, and the reply when every attempt failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{Replay, ResponseBody, UpstreamBody};
+use super::headers::remove_hop_by_hop;
+use super::local;
+use crate::metrics::Metrics;
+use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
+use crate::retry::{Outcome, RetryPolicy, backoff};
+use crate::upstream::{Cluster, Protocol, SendError};
+
+/// A request ready to go upstream, after routing.
+pub struct Outgoing {
+    pub method: Method,
+    pub authority: HeaderValue,
+    pub path_and_query: PathAndQuery,
+    pub headers: HeaderMap,
+    pub downstream_version: Version,
+    pub grpc: bool,
+}
+
+/// Where and how to send it.
+pub struct Plan<'a> {
+    pub cluster: &'a Arc<Cluster>,
+    pub subset: &'a str,
+    pub hash: Option<u64>,
+    pub policy: RetryPolicy,
+    pub timeout: Option<Duration>,
+}
+
+pub async fn forward(metrics: &Metrics, plan: Plan<'_>, out: Outgoing, body: Incoming) -> Response<ResponseBody> {
+    let grpc = out.grpc;
+    let cluster_name = plan.cluster.name.clone();
+    match plan.timeout {
+        None => attempts(metrics, plan, out, body, None).await,
+        Some(t) => {
+            let deadline = Instant::now() + t;
+            match tokio::time::timeout_at(deadline, attempts(metrics, plan, out, body, Some(deadline))).await {
+                Ok(resp) => resp,
+                Err(_) => {
+                    metrics.timeout(&cluster_name);
+                    local::timeout(grpc)
+                }
+            }
+        }
+    }
+}
+
+enum BodySource {
+    Once(Option<Incoming>),
+    Replay(Replay),
+}
+
+impl BodySource {
+    fn next(&mut self) -> UpstreamBody {
+        match self {
+            Self::Once(b) => UpstreamBody::Stream(b.take().expect("a streamed body is sent once")),
+            Self::Replay(r) => UpstreamBody::Replay(r.body()),
+        }
+    }
+
+    fn can_replay(&self) -> bool {
+        match self {
+            Self::Once(_) => false,
+            Self::Replay(r) => r.can_replay(),
+        }
+    }
+}
+
+async fn attempts(
+    metrics: &Metrics,
+    plan: Plan<'_>,
+    mut out: Outgoing,
+    downstream_body: Incoming,
+    deadline: Option<Instant>,
+) -> Response<ResponseBody> {
+    let grpc = out.grpc;
+    let Some(balancer) = plan.cluster.balancer(plan.subset) else {
+        return local::no_healthy_upstream(grpc);
+    };
+    let version = match plan.cluster.protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::Http2 => Version::HTTP_2,
+        Protocol::SameAsDownstream if out.downstream_version == Version::HTTP_2 => Version::HTTP_2,
+        Protocol::SameAsDownstream => Version::HTTP_11,
+    };
+    let max_attempts = 1 + plan.policy.num_retries;
+    let mut body = if max_attempts > 1 {
+        BodySource::Replay(Replay::new(downstream_body, plan.cluster.retry_buffer_bytes))
+    } else {
+        BodySource::Once(Some(downstream_body))
+    };
+    let mut tried = Vec::with_capacity(max_attempts.min(8) as usize);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(index) = balancer.pick(plan.hash, &tried) else {
+            return local::no_healthy_upstream(grpc);
+        };
+        tried.push(index);
+        let endpoint = balancer.endpoints()[index].clone();
+        let _in_flight = endpoint.start_request();
+
+        // The last possible attempt takes the headers instead of copying them.
+        let mut headers = if attempt == max_attempts {
+            std::mem::take(&mut out.headers)
+        } else {
+            out.headers.clone()
+        };
+        headers.insert(ATTEMPT_COUNT, HeaderValue::from(attempt));
+        let expected = plan
+            .policy
+            .per_try_timeout
+            .or_else(|| deadline.map(|d| d.saturating_duration_since(Instant::now())));
+        if let Some(t) = expected {
+            headers.insert(EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(t.as_millis() as u64));
+        }
+        let req = build(&out, version, headers, body.next());
+
+        let sent = async {
+            match version {
+                Version::HTTP_2 => plan.cluster.pool.send_h2(endpoint.address, req).await,
+                _ => plan.cluster.pool.send_h1(endpoint.address, req).await,
+            }
+        };
+        let result = match plan.policy.per_try_timeout {
+            Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| ()),
+            None => Ok(sent.await),
+        };
+        let outcome = match &result {
+            Err(()) => Outcome::PerTryTimeout,
+            Ok(Err(SendError::Connect(_) | SendError::Handshake(_))) => Outcome::ConnectFailure,
+            Ok(Err(e)) if e.is_refused_stream() => Outcome::RefusedStream,
+            Ok(Err(_)) => Outcome::Reset,
+            Ok(Ok(resp)) => Outcome::Response {
+                status: resp.status().as_u16(),
+                grpc_status: resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            },
+        };
+        if outcome == Outcome::PerTryTimeout {
+            metrics.timeout(&plan.cluster.name);
+        }
+        let retry = attempt < max_attempts && plan.policy.retriable(&outcome) && body.can_replay();
+        if !retry {
+            return finish(result, grpc);
+        }
+        tracing::debug!(cluster = %plan.cluster.name, attempt, ?outcome, "retrying");
+        metrics.retry(&plan.cluster.name);
+        drop(result);
+        tokio::time::sleep(backoff::delay(attempt, rand::random::<f64>())).await;
+    }
+}
+
+fn build(out: &Outgoing, version: Version, mut headers: HeaderMap, body: UpstreamBody) -> Request<UpstreamBody> {
+    let uri = if version == Version::HTTP_2 {
+        headers.remove(header::HOST);
+        Uri::builder()
+            .scheme("http")
+            .authority(out.authority.as_bytes())
+            .path_and_query(out.path_and_query.clone())
+            .build()
+    } else {
+        headers.insert(header::HOST, out.authority.clone());
+        Uri::builder().path_and_query(out.path_and_query.clone()).build()
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = out.method.clone();
+    // The authority was validated as a header value; an invalid URI falls back to the path.
+    *req.uri_mut() = uri.unwrap_or_else(|_| Uri::from(out.path_and_query.clone()));
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    req
+}
+
+fn finish(result: Result<Result<Response<Incoming>, SendError>, ()>, grpc: bool) -> Response<ResponseBody> {
+    match result {
+        Err(()) => local::timeout(grpc),
+        Ok(Err(SendError::Connect(e))) => {
+            tracing::debug!(error = %e, "upstream connect failed");
+            local::connect_failure(grpc)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upstream request failed");
+            local::reset(grpc)
+        }
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            remove_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(parts, ResponseBody::Upstream(body))
+        }
+    }
+}

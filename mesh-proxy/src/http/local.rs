@@ -1,0 +1,73 @@
+//! Replies the proxy makes itself (no route, no upstream, timeouts), as Envoy words them.
+//! gRPC callers get a trailers-only gRPC reply, so their client libraries see a status code.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::ResponseBody;
+
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// gRPC's status for a local HTTP reply (the mapping of gRPC's HTTP-to-gRPC table).
+fn grpc_status(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 => 14,
+        504 => 4,
+        _ => 2,
+    }
+}
+
+pub fn reply(status: StatusCode, message: &'static str, grpc: bool) -> Response<ResponseBody> {
+    if grpc {
+        let mut resp = Response::new(ResponseBody::empty());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(grpc_status(status)));
+        h.insert("grpc-message", HeaderValue::from_static(message));
+        return resp;
+    }
+    let mut resp = Response::new(ResponseBody::local(message));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+pub fn no_route(grpc: bool) -> Response<ResponseBody> {
+    reply(StatusCode::NOT_FOUND, "route not found", grpc)
+}
+
+pub fn no_healthy_upstream(grpc: bool) -> Response<ResponseBody> {
+    reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", grpc)
+}
+
+pub fn timeout(grpc: bool) -> Response<ResponseBody> {
+    reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", grpc)
+}
+
+pub fn connect_failure(grpc: bool) -> Response<ResponseBody> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        grpc,
+    )
+}
+
+pub fn reset(grpc: bool) -> Response<ResponseBody> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        grpc,
+    )
+}
+
+pub fn bad_request(message: &'static str) -> Response<ResponseBody> {
+    reply(StatusCode::BAD_REQUEST, message, false)
+}

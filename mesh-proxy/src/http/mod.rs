@@ -1,0 +1,10 @@
+//! The HTTP data path: request handling, forwarding with retries, bodies and local replies.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod local;
+pub mod proxy;
+pub mod upgrade;
+
+pub use proxy::{ConnInfo, ListenerInfo, Proxy};

@@ -1,0 +1,304 @@
+//! The HTTP request handler: reads the request, routes it, applies the route's policy and
+//! hands it to `forward`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use mesh_proto::config::v1::{Direction, OutboundTrafficPolicy};
+
+use super::body::ResponseBody;
+use super::forward::{Outgoing, Plan, forward};
+use super::headers::{is_upgrade_request, remove_hop_by_hop};
+use super::{local, upgrade};
+use crate::config::Snapshot;
+use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
+use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
+use crate::route::{Action, RequestView, rewrite_path};
+use crate::upstream::{Cluster, HashInput, Pool};
+
+/// What a listener tells the handler about itself.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub direction: Direction,
+    pub route_table: String,
+    pub outbound_policy: OutboundTrafficPolicy,
+}
+
+/// One downstream connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub listener: Arc<ListenerInfo>,
+    pub peer: SocketAddr,
+    /// Where a redirected connection was going, when iptables redirected it.
+    pub original_dst: Option<SocketAddr>,
+}
+
+pub struct Proxy {
+    pub state: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    /// Connections to original destinations of unknown hosts (ALLOW_ANY).
+    passthrough: Arc<Cluster>,
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+impl Proxy {
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        let passthrough = Cluster::compile(
+            &mesh_proto::config::v1::Cluster {
+                name: "PassthroughCluster".into(),
+                ..Default::default()
+            },
+            None,
+            || metrics.connection_stats("PassthroughCluster"),
+        )
+        .expect("the passthrough cluster is valid");
+        Self {
+            state,
+            metrics,
+            passthrough: Arc::new(passthrough),
+        }
+    }
+
+    pub fn passthrough_pool(&self) -> &Arc<Pool> {
+        &self.passthrough.pool
+    }
+
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+        let resp = self.route(conn, req).await;
+        let direction = match conn.listener.direction {
+            Direction::Inbound => DirectionLabel::Inbound,
+            _ => DirectionLabel::Outbound,
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                direction,
+                response_code: resp.status().as_u16(),
+            })
+            .inc();
+        resp
+    }
+
+    async fn route(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ResponseBody> {
+        let grpc = local::is_grpc(req.headers());
+        let Some(authority) = authority_of(&req) else {
+            return local::bad_request("missing host");
+        };
+        let upgrade = is_upgrade_request(&req);
+        let outbound = conn.listener.direction == Direction::Outbound;
+        let overrides = Overrides::take(req.headers_mut(), outbound);
+        remove_hop_by_hop(req.headers_mut(), upgrade);
+        if outbound && !req.headers().contains_key(REQUEST_ID) {
+            req.headers_mut().insert(REQUEST_ID, new_request_id());
+        }
+
+        let snapshot = self.state.load_full();
+        let route = snapshot.route_tables.get(&conn.listener.route_table).and_then(|t| {
+            t.route(
+                authority.to_str().unwrap_or_default(),
+                &RequestView {
+                    method: req.method(),
+                    path: req.uri().path(),
+                    query: req.uri().query(),
+                    headers: req.headers(),
+                },
+            )
+        });
+        let Some(route) = route else {
+            return self.unrouted(conn, req, authority, upgrade, grpc).await;
+        };
+
+        let forward_action = match &route.action {
+            Action::Direct { status, body } => {
+                let mut resp = Response::new(ResponseBody::local(body.clone()));
+                *resp.status_mut() = *status;
+                route.response_headers.apply(resp.headers_mut());
+                return resp;
+            }
+            Action::Redirect(r) => {
+                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let location = r.location("http", authority.to_str().unwrap_or_default(), pq);
+                let mut resp = Response::new(ResponseBody::empty());
+                *resp.status_mut() = r.status;
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                route.response_headers.apply(resp.headers_mut());
+                return resp;
+            }
+            Action::Forward(f) => f,
+        };
+
+        let destination = forward_action.pick(rand::random());
+        let Some(cluster) = snapshot.clusters.get(&destination.cluster) else {
+            return local::no_healthy_upstream(grpc);
+        };
+        route.request_headers.apply(req.headers_mut());
+        destination.request_headers.apply(req.headers_mut());
+
+        let path_and_query = match &forward_action.prefix_rewrite {
+            None => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+            Some(rewrite) => {
+                let mut p = rewrite_path(&route.matcher, rewrite, req.uri().path());
+                if let Some(q) = req.uri().query() {
+                    p.push('?');
+                    p.push_str(q);
+                }
+                match PathAndQuery::try_from(p) {
+                    Ok(pq) => pq,
+                    Err(_) => return local::bad_request("rewritten path is invalid"),
+                }
+            }
+        };
+        let authority = forward_action.authority_rewrite.clone().unwrap_or(authority);
+
+        let policy = overrides.apply_to_retry(forward_action.retry.clone().unwrap_or_else(RetryPolicy::istio_default));
+        let mut timeout = overrides.apply_to_timeout(forward_action.timeout);
+        if let Some(g) = grpc_timeout(req.headers()) {
+            timeout = Some(timeout.map_or(g, |t| t.min(g)));
+        }
+        let hash = cluster.hash_key(&HashInput {
+            headers: req.headers(),
+            query: req.uri().query(),
+            source_ip: conn.peer.ip(),
+        });
+
+        let mut resp = if upgrade {
+            upgrade::forward(cluster, &destination.subset, hash, req, authority, path_and_query).await
+        } else {
+            let (parts, body) = req.into_parts();
+            let out = Outgoing {
+                method: parts.method,
+                authority,
+                path_and_query,
+                headers: parts.headers,
+                downstream_version: parts.version,
+                grpc,
+            };
+            let plan = Plan {
+                cluster,
+                subset: &destination.subset,
+                hash,
+                policy,
+                timeout,
+            };
+            forward(&self.metrics, plan, out, body).await
+        };
+        destination.response_headers.apply(resp.headers_mut());
+        route.response_headers.apply(resp.headers_mut());
+        resp
+    }
+
+    /// A request no route matched: on a redirected connection with ALLOW_ANY it goes on to
+    /// where it was going; otherwise 404.
+    async fn unrouted(
+        &self,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+        authority: HeaderValue,
+        upgrade: bool,
+        grpc: bool,
+    ) -> Response<ResponseBody> {
+        let Some(dst) = conn.original_dst else {
+            return local::no_route(grpc);
+        };
+        if conn.listener.outbound_policy == OutboundTrafficPolicy::RegistryOnly {
+            return local::no_route(grpc);
+        }
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if upgrade {
+            return upgrade::forward_to(&self.passthrough.pool, dst, req, authority, path_and_query).await;
+        }
+        let (parts, body) = req.into_parts();
+        let cluster = self.passthrough_for(dst);
+        let out = Outgoing {
+            method: parts.method,
+            authority,
+            path_and_query,
+            headers: parts.headers,
+            downstream_version: parts.version,
+            grpc,
+        };
+        let plan = Plan {
+            cluster: &cluster,
+            subset: "",
+            hash: None,
+            policy: RetryPolicy::none(),
+            timeout: None,
+        };
+        forward(&self.metrics, plan, out, body).await
+    }
+
+    /// A one-endpoint view of the passthrough cluster, sharing its connection pool.
+    fn passthrough_for(&self, dst: SocketAddr) -> Arc<Cluster> {
+        let spec = mesh_proto::config::v1::Cluster {
+            name: "PassthroughCluster".into(),
+            endpoints: vec![mesh_proto::config::v1::Endpoint {
+                address: dst.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        Arc::new(
+            Cluster::compile(&spec, Some(&self.passthrough), || unreachable!("the pool is shared"))
+                .expect("a socket address is a valid endpoint"),
+        )
+    }
+}
+
+/// The request's authority: `:authority` / absolute-form URI first, then `Host`.
+fn authority_of<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str()).ok();
+    }
+    req.headers().get(header::HOST).filter(|h| !h.is_empty()).cloned()
+}
+
+fn new_request_id() -> HeaderValue {
+    let v: u128 = rand::random();
+    // A version 4 UUID: the version and variant bits are fixed.
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let s = format!("{v:032x}");
+    let uuid = format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32]);
+    HeaderValue::from_str(&uuid).expect("hex and dashes are a valid header value")
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = new_request_id();
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_ne!(new_request_id(), id);
+    }
+
+    #[test]
+    fn authority_prefers_the_uri() {
+        let req = Request::builder()
+            .uri("http://reviews:9080/x")
+            .header("host", "other")
+            .body(())
+            .unwrap();
+        assert_eq!(authority_of(&req).unwrap(), "reviews:9080");
+        let req = Request::builder().uri("/x").header("host", "ratings").body(()).unwrap();
+        assert_eq!(authority_of(&req).unwrap(), "ratings");
+        let req = Request::builder().uri("/x").body(()).unwrap();
+        assert!(authority_of(&req).is_none());
+    }
+}

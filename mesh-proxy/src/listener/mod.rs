@@ -1,0 +1,225 @@
+//! Listeners: binding, accepting, and replacing them when the config changes.
+
+mod original_dst;
+mod serve;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use mesh_proto::config::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use original_dst::original_dst;
+
+use crate::config::ConfigError;
+use crate::http::{ConnInfo, ListenerInfo, Proxy};
+use crate::metrics::ListenerLabels;
+
+struct Running {
+    spec: pb::Listener,
+    addr: SocketAddr,
+    stop: CancellationToken,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+/// Sockets bound for a new config, not yet serving.
+pub struct Prepared {
+    bound: Vec<(pb::Listener, TcpListener)>,
+    /// Changed listeners whose address is still held by their predecessor: bound once it stops.
+    rebind: Vec<pb::Listener>,
+    keep: Vec<String>,
+}
+
+pub struct Listeners {
+    proxy: Arc<Proxy>,
+    running: Mutex<HashMap<String, Running>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Cancelled when the proxy drains: connections finish what is in flight and close.
+    pub drain: CancellationToken,
+    /// Every connection task, so a drain can wait for them.
+    pub connections: TaskTracker,
+}
+
+impl Listeners {
+    pub fn new(proxy: Arc<Proxy>) -> Self {
+        Self {
+            proxy,
+            running: Mutex::new(HashMap::new()),
+            builder: Arc::new(serve::http_builder()),
+            drain: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Binds the listeners that are new or changed. Nothing changes when one cannot bind.
+    pub fn prepare(&self, specs: &[pb::Listener]) -> Result<Prepared, ConfigError> {
+        let running = self.running.lock().expect("listeners lock");
+        let mut bound = Vec::new();
+        let mut rebind = Vec::new();
+        let mut keep = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if running.get(&spec.name).is_some_and(|r| &r.spec == spec) {
+                keep.push(spec.name.clone());
+                continue;
+            }
+            match bind(&spec.address) {
+                Ok(listener) => bound.push((spec.clone(), listener)),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && running.values().any(|r| r.spec.address == spec.address) =>
+                {
+                    rebind.push(spec.clone());
+                }
+                Err(e) => {
+                    return Err(ConfigError {
+                        field: format!("listeners[{i}].address"),
+                        reason: format!("cannot listen on {}: {e}", spec.address),
+                    });
+                }
+            }
+        }
+        Ok(Prepared { bound, rebind, keep })
+    }
+
+    /// Starts the prepared listeners and stops those the new config dropped or replaced.
+    /// Connections already accepted by a stopped listener carry on.
+    pub async fn commit(&self, prepared: Prepared) {
+        let mut stopped = Vec::new();
+        self.running.lock().expect("listeners lock").retain(|name, r| {
+            let kept = prepared.keep.contains(name);
+            if !kept {
+                r.stop.cancel();
+                stopped.push(std::mem::replace(&mut r.accepting, tokio::spawn(async {})));
+            }
+            kept
+        });
+        let mut bound = prepared.bound;
+        if !prepared.rebind.is_empty() {
+            // The old socket closes when its accept loop returns.
+            for task in stopped {
+                let _ = task.await;
+            }
+            for spec in prepared.rebind {
+                match bind(&spec.address) {
+                    Ok(listener) => bound.push((spec, listener)),
+                    Err(e) => tracing::error!(listener = %spec.name, error = %e, "cannot listen"),
+                }
+            }
+        }
+        let mut running = self.running.lock().expect("listeners lock");
+        for (spec, listener) in bound {
+            let addr = listener.local_addr().expect("bound socket has an address");
+            let stop = CancellationToken::new();
+            tracing::info!(listener = %spec.name, %addr, "listening");
+            let accepting = tokio::spawn(self.accept_loop(listener, spec.clone(), stop.clone()));
+            running.insert(
+                spec.name.clone(),
+                Running {
+                    spec,
+                    addr,
+                    stop,
+                    accepting,
+                },
+            );
+        }
+    }
+
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.running.lock().expect("listeners lock").get(name).map(|r| r.addr)
+    }
+
+    /// Stops accepting on every listener.
+    pub fn stop_all(&self) {
+        for r in self.running.lock().expect("listeners lock").values() {
+            r.stop.cancel();
+        }
+    }
+
+    fn accept_loop(
+        &self,
+        listener: TcpListener,
+        spec: pb::Listener,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let proxy = self.proxy.clone();
+        let builder = self.builder.clone();
+        let drain = self.drain.clone();
+        let tracker = self.connections.clone();
+        let info = Arc::new(ListenerInfo {
+            name: spec.name.clone(),
+            direction: spec.direction(),
+            route_table: spec.route_table.clone(),
+            outbound_policy: spec.outbound_traffic_policy(),
+        });
+        let labels = ListenerLabels {
+            listener: spec.name.clone(),
+        };
+        let accepted = proxy.metrics.downstream_connections.get_or_create(&labels).clone();
+        let active = proxy.metrics.downstream_connections_active.get_or_create(&labels).clone();
+        async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = listener.accept() => match r {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(listener = %info.name, error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let original_dst = if spec.transparent { original_dst(&stream) } else { None };
+                let conn = ConnInfo {
+                    listener: info.clone(),
+                    peer,
+                    original_dst,
+                };
+                accepted.inc();
+                active.inc();
+                let active = active.clone();
+                let proxy = proxy.clone();
+                let task = match spec.protocol() {
+                    pb::ListenerProtocol::Tcp => {
+                        let cluster = spec.tcp_cluster.clone();
+                        tokio_util::either::Either::Left(serve::serve_tcp(stream, conn, proxy, cluster))
+                    }
+                    _ => tokio_util::either::Either::Right(serve::serve_http(
+                        stream,
+                        conn,
+                        proxy,
+                        builder.clone(),
+                        drain.clone(),
+                    )),
+                };
+                tracker.spawn(async move {
+                    task.await;
+                    active.dec();
+                });
+            }
+        }
+    }
+}
+
+fn bind(address: &str) -> std::io::Result<TcpListener> {
+    let addr: SocketAddr = address
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP:port address"))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,9 @@
+//! Routing: the pure decision from a request and a route table to an action.
+
+pub mod headers;
+pub mod matcher;
+pub mod table;
+
+pub use headers::HeaderOps;
+pub use matcher::{RequestView, query_param};
+pub use table::{Action, Destination, Forward, Redirect, Route, RouteTable, rewrite_path, strip_port};

@@ -1,0 +1,330 @@
+//! Compiled route tables: virtual host selection by authority, then first-match routes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use mesh_proto::config::v1 as pb;
+
+use super::headers::HeaderOps;
+use super::matcher::{RequestView, RouteMatcher, StringMatcher};
+use crate::retry::RetryPolicy;
+
+#[derive(Debug)]
+pub struct RouteTable {
+    vhosts: Vec<VirtualHost>,
+    /// Lower-case domain (with or without port) to vhost index.
+    exact: HashMap<String, usize>,
+    /// `*.example.com` stored as `.example.com`, longest first.
+    suffixes: Vec<(String, usize)>,
+    catch_all: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatcher,
+    pub action: Action,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+    Direct { status: StatusCode, body: Bytes },
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    pub destinations: Vec<Destination>,
+    total_weight: u32,
+    pub timeout: Option<Duration>,
+    /// None: Istio's default policy applies.
+    pub retry: Option<RetryPolicy>,
+    pub prefix_rewrite: Option<String>,
+    pub authority_rewrite: Option<HeaderValue>,
+}
+
+#[derive(Debug)]
+pub struct Destination {
+    pub cluster: String,
+    pub subset: String,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub status: StatusCode,
+}
+
+/// A config error: the field path below the route table and the reason.
+pub type FieldError = (String, String);
+
+impl RouteTable {
+    pub fn compile(table: &pb::RouteTable) -> Result<Self, FieldError> {
+        let mut vhosts = Vec::with_capacity(table.virtual_hosts.len());
+        let mut exact = HashMap::new();
+        let mut suffixes = Vec::new();
+        let mut catch_all = None;
+        for (vi, vh) in table.virtual_hosts.iter().enumerate() {
+            let at = |f: &str| format!("virtualHosts[{vi}].{f}");
+            for (di, domain) in vh.domains.iter().enumerate() {
+                let domain = domain.to_ascii_lowercase();
+                let duplicate = if domain == "*" {
+                    catch_all.replace(vi).is_some()
+                } else if let Some(rest) = domain.strip_prefix('*') {
+                    let dup = suffixes.iter().any(|(s, _)| s == rest);
+                    suffixes.push((rest.to_string(), vi));
+                    dup
+                } else {
+                    exact.insert(domain.clone(), vi).is_some()
+                };
+                if duplicate {
+                    return Err((
+                        at(&format!("domains[{di}]")),
+                        format!("domain {domain:?} appears in more than one virtual host"),
+                    ));
+                }
+            }
+            let routes = vh
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(ri, r)| {
+                    Route::compile(r).map_err(|(f, e)| (at(&format!("routes[{ri}].{f}")), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            vhosts.push(VirtualHost {
+                name: vh.name.clone(),
+                routes,
+            });
+        }
+        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Ok(Self {
+            vhosts,
+            exact,
+            suffixes,
+            catch_all,
+        })
+    }
+
+    /// The virtual host for an authority: exact (with port, then without), longest `*.suffix`,
+    /// then `*`.
+    pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let lowered;
+        let authority = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = authority.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            authority
+        };
+        let host = strip_port(authority);
+        let index = self
+            .exact
+            .get(authority)
+            .or_else(|| self.exact.get(host))
+            .copied()
+            .or_else(|| {
+                self.suffixes
+                    .iter()
+                    .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+                    .map(|(_, i)| *i)
+            })
+            .or(self.catch_all)?;
+        Some(&self.vhosts[index])
+    }
+
+    /// The first route of the authority's virtual host that matches the request.
+    pub fn route(&self, authority: &str, req: &RequestView<'_>) -> Option<&Route> {
+        self.virtual_host(authority)?
+            .routes
+            .iter()
+            .find(|r| r.matcher.matches(req))
+    }
+}
+
+/// `host:port` -> `host`, leaving IPv6 literals (`[::1]:80` -> `[::1]`) intact.
+pub fn strip_port(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &authority[..i]
+        }
+        _ => authority,
+    }
+}
+
+impl Route {
+    fn compile(r: &pb::Route) -> Result<Self, FieldError> {
+        fn prefixed(p: &'static str) -> impl Fn(FieldError) -> FieldError {
+            move |(f, e)| (format!("{p}.{f}"), e)
+        }
+        let matcher = match &r.r#match {
+            Some(m) => RouteMatcher::compile(m).map_err(prefixed("match"))?,
+            None => RouteMatcher::default(),
+        };
+        let action = match &r.action {
+            None => return Err(("action".into(), "a route needs route, redirect or directResponse".into())),
+            Some(pb::route::Action::Route(a)) => {
+                Action::Forward(Forward::compile(a, &matcher).map_err(prefixed("route"))?)
+            }
+            Some(pb::route::Action::Redirect(rd)) => {
+                Action::Redirect(Redirect::compile(rd).map_err(prefixed("redirect"))?)
+            }
+            Some(pb::route::Action::DirectResponse(d)) => Action::Direct {
+                status: status_code(d.status).map_err(|e| ("directResponse.status".to_string(), e))?,
+                body: Bytes::from(d.body.clone()),
+            },
+        };
+        Ok(Self {
+            name: r.name.clone(),
+            matcher,
+            action,
+            request_headers: HeaderOps::compile(r.request_headers.as_ref()).map_err(prefixed("requestHeaders"))?,
+            response_headers: HeaderOps::compile(r.response_headers.as_ref())
+                .map_err(prefixed("responseHeaders"))?,
+        })
+    }
+}
+
+fn status_code(code: u32) -> Result<StatusCode, String> {
+    u16::try_from(code)
+        .ok()
+        .filter(|c| (200..600).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("{code} is not a status code between 200 and 599"))
+}
+
+impl Forward {
+    fn compile(a: &pb::RouteAction, matcher: &RouteMatcher) -> Result<Self, FieldError> {
+        if a.clusters.is_empty() {
+            return Err(("clusters".into(), "at least one cluster is required".into()));
+        }
+        let mut destinations = Vec::with_capacity(a.clusters.len());
+        for (i, c) in a.clusters.iter().enumerate() {
+            let at = |f: &str| format!("clusters[{i}].{f}");
+            if c.cluster.is_empty() {
+                return Err((at("cluster"), "must not be empty".into()));
+            }
+            destinations.push(Destination {
+                cluster: c.cluster.clone(),
+                subset: c.subset.clone(),
+                // A lone destination takes all traffic whatever its weight says.
+                weight: if a.clusters.len() == 1 { 1 } else { c.weight },
+                request_headers: HeaderOps::compile(c.request_headers.as_ref())
+                    .map_err(|(f, e)| (at(&format!("requestHeaders.{f}")), e))?,
+                response_headers: HeaderOps::compile(c.response_headers.as_ref())
+                    .map_err(|(f, e)| (at(&format!("responseHeaders.{f}")), e))?,
+            });
+        }
+        let total_weight = destinations.iter().map(|d| d.weight).sum::<u32>();
+        if total_weight == 0 {
+            return Err(("clusters".into(), "weights must not all be 0".into()));
+        }
+        let retry = a
+            .retry_policy
+            .as_ref()
+            .map(RetryPolicy::compile)
+            .transpose()
+            .map_err(|e| ("retryPolicy.retryOn".to_string(), e))?;
+        let authority_rewrite = if a.authority_rewrite.is_empty() {
+            None
+        } else {
+            Some(
+                HeaderValue::from_str(&a.authority_rewrite)
+                    .map_err(|_| ("authorityRewrite".to_string(), "invalid authority".to_string()))?,
+            )
+        };
+        if !a.prefix_rewrite.is_empty() && matches!(matcher.path, Some(StringMatcher::Regex(_))) {
+            return Err(("prefixRewrite".into(), "cannot rewrite a prefix of a regex match".into()));
+        }
+        Ok(Self {
+            destinations,
+            total_weight,
+            timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
+            retry,
+            prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
+            authority_rewrite,
+        })
+    }
+
+    /// Picks a destination by weight; `roll` is a uniformly random number.
+    pub fn pick(&self, roll: u32) -> &Destination {
+        let mut point = roll % self.total_weight;
+        for d in &self.destinations {
+            if point < d.weight {
+                return d;
+            }
+            point -= d.weight;
+        }
+        unreachable!("point is below the total weight")
+    }
+}
+
+impl Redirect {
+    fn compile(r: &pb::Redirect) -> Result<Self, FieldError> {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let status = match r.response_code {
+            0 => StatusCode::MOVED_PERMANENTLY,
+            301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(r.response_code as u16).expect("valid code"),
+            other => return Err(("responseCode".into(), format!("{other} is not a redirect status"))),
+        };
+        let port = match r.port {
+            0 => None,
+            p => Some(u16::try_from(p).map_err(|_| ("port".to_string(), format!("{p} is not a port")))?),
+        };
+        Ok(Self {
+            scheme: non_empty(&r.scheme),
+            host: non_empty(&r.host),
+            port,
+            path: non_empty(&r.path),
+            status,
+        })
+    }
+
+    /// The `Location` for a request to `scheme://authority` + `path_and_query`.
+    pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let host = self.host.as_deref().unwrap_or_else(|| strip_port(authority));
+        let port = match self.port {
+            Some(p) => format!(":{p}"),
+            // Keep the request's port only when the host is kept too.
+            None if self.host.is_none() => authority[strip_port(authority).len()..].to_string(),
+            None => String::new(),
+        };
+        let path = self.path.as_deref().unwrap_or(path_and_query);
+        format!("{scheme}://{host}{port}{path}")
+    }
+}
+
+/// The upstream path after a prefix rewrite: the matched prefix (or the whole exact path) replaced.
+pub fn rewrite_path(matcher: &RouteMatcher, rewrite: &str, path: &str) -> String {
+    let replaced = match &matcher.path {
+        Some(StringMatcher::Prefix(p)) => p.len(),
+        Some(StringMatcher::Exact(e)) => e.len(),
+        _ => 0,
+    };
+    let rest = &path[replaced.min(path.len())..];
+    if rewrite.ends_with('/') && rest.starts_with('/') {
+        format!("{rewrite}{}", &rest[1..])
+    } else {
+        format!("{rewrite}{rest}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

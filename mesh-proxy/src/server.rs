@@ -1,0 +1,99 @@
+//! The running proxy: config state, listeners, metrics registry, and the drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mesh_proto::config::v1::ProxyConfig;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Snapshot};
+use crate::http::Proxy;
+use crate::listener::Listeners;
+use crate::metrics::Metrics;
+
+pub struct Server {
+    state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    registry: Registry,
+    listeners: Listeners,
+    ready: AtomicBool,
+    /// Serialises config updates; requests never take it.
+    updating: tokio::sync::Mutex<()>,
+    /// Cancelled to ask the process to shut down (SIGTERM, `/quitquitquit`).
+    pub shutdown: CancellationToken,
+}
+
+impl Server {
+    pub fn new() -> Arc<Self> {
+        let state = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let proxy = Arc::new(Proxy::new(state.clone(), metrics.clone()));
+        Arc::new(Self {
+            state,
+            metrics,
+            registry,
+            listeners: Listeners::new(proxy),
+            ready: AtomicBool::new(false),
+            updating: tokio::sync::Mutex::new(()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Validates and applies a config atomically: requests see the old snapshot or the new
+    /// one, never a mix. A rejected config changes nothing.
+    pub async fn apply(&self, cfg: ProxyConfig) -> Result<(), ConfigError> {
+        let _one_at_a_time = self.updating.lock().await;
+        let result = async {
+            let snapshot = Snapshot::compile(cfg, Some(&self.state.load()), &self.metrics)?;
+            let prepared = self.listeners.prepare(&snapshot.source.listeners)?;
+            let version = snapshot.source.version.clone();
+            self.state.store(Arc::new(snapshot));
+            self.listeners.commit(prepared).await;
+            tracing::info!(%version, "config applied");
+            Ok(())
+        }
+        .await;
+        self.metrics.config_update(result.is_ok());
+        if result.is_ok() {
+            self.ready.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// True once a config has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.load_full()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.addr(name)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `deadline`, then returns.
+    pub async fn drain(&self, deadline: Duration) {
+        self.ready.store(false, Ordering::Release);
+        self.listeners.stop_all();
+        self.listeners.drain.cancel();
+        self.listeners.connections.close();
+        if tokio::time::timeout(deadline, self.listeners.connections.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = self.listeners.connections.len(),
+                "drain deadline reached with connections still open"
+            );
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Connection pools of one cluster: HTTP/1.1 connections reused one request at a time, and one
+//! multiplexed HTTP/2 connection per endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::connect::{ConnectError, ConnectionStats, Counted, connect};
+use crate::http::body::UpstreamBody;
+
+/// Why a request could not be sent or got no response headers.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("upstream handshake failed: {0}")]
+    Handshake(hyper::Error),
+    #[error("upstream reset: {0}")]
+    Request(hyper::Error),
+}
+
+impl SendError {
+    /// An HTTP/2 stream the server refused before processing (safe to retry anywhere).
+    pub fn is_refused_stream(&self) -> bool {
+        let Self::Request(e) = self else { return false };
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(h2) = s.downcast_ref::<h2::Error>() {
+                return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            }
+            source = s.source();
+        }
+        false
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+struct IdleH1 {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+struct H2Conn {
+    sender: http2::SendRequest<UpstreamBody>,
+    last_used: Instant,
+}
+
+pub struct Pool {
+    settings: PoolSettings,
+    stats: ConnectionStats,
+    h1_idle: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<SocketAddr, H2Conn>>,
+}
+
+/// Upper bound on idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+impl Pool {
+    pub fn new(settings: PoolSettings, stats: ConnectionStats) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            settings,
+            stats,
+            h1_idle: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+        });
+        spawn_sweeper(Arc::downgrade(&pool), settings.idle_timeout);
+        pool
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.settings
+    }
+
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Counted, ConnectError> {
+        connect(addr, self.settings.connect_timeout, &self.stats).await
+    }
+
+    /// Sends an HTTP/1.1 request on an idle connection, or a new one.
+    pub async fn send_h1(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        // A reused connection may have been closed by the server in the meantime; hyper then
+        // hands the unsent request back and it goes out on the next connection.
+        while let Some(mut sender) = self.checkout_h1(addr) {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.checkin_h1_when_ready(addr, sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
+        let io = self.connect(addr).await?;
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(SendError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream http/1.1 connection ended");
+            }
+        });
+        let resp = sender.send_request(req).await.map_err(SendError::Request)?;
+        self.checkin_h1_when_ready(addr, sender);
+        Ok(resp)
+    }
+
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut idle = self.h1_idle.lock().expect("pool lock");
+        let list = idle.get_mut(&addr)?;
+        while let Some(entry) = list.pop() {
+            if entry.sender.is_ready() && entry.since.elapsed() < self.settings.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// The connection can take another request once this response's body is read to the end;
+    /// a small task waits for that and puts it back.
+    fn checkin_h1_when_ready(self: &Arc<Self>, addr: SocketAddr, mut sender: http1::SendRequest<UpstreamBody>) {
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = pool.h1_idle.lock().expect("pool lock");
+            let list = idle.entry(addr).or_default();
+            if list.len() < MAX_IDLE_PER_ENDPOINT {
+                list.push(IdleH1 {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    /// Sends an HTTP/2 request on the endpoint's shared connection, opening it if needed.
+    pub async fn send_h2(&self, addr: SocketAddr, req: Request<UpstreamBody>) -> Result<Response<Incoming>, SendError> {
+        let existing = {
+            let mut conns = self.h2.lock().expect("pool lock");
+            match conns.get_mut(&addr) {
+                Some(c) if !c.sender.is_closed() => {
+                    c.last_used = Instant::now();
+                    Some(c.sender.clone())
+                }
+                _ => None,
+            }
+        };
+        let mut sender = match existing {
+            Some(s) => s,
+            None => self.open_h2(addr).await?,
+        };
+        sender.ready().await.map_err(SendError::Request)?;
+        sender.send_request(req).await.map_err(SendError::Request)
+    }
+
+    async fn open_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+        let io = self.connect(addr).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(SendError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream http/2 connection ended");
+            }
+        });
+        self.h2.lock().expect("pool lock").insert(
+            addr,
+            H2Conn {
+                sender: sender.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(sender)
+    }
+
+    /// Closes connections idle for longer than the idle timeout.
+    fn sweep(&self) {
+        let timeout = self.settings.idle_timeout;
+        self.h1_idle.lock().expect("pool lock").retain(|_, list| {
+            list.retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
+            !list.is_empty()
+        });
+        self.h2
+            .lock()
+            .expect("pool lock")
+            .retain(|_, c| !c.sender.is_closed() && c.last_used.elapsed() < timeout);
+    }
+}
+
+fn spawn_sweeper(pool: Weak<Pool>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    // Pools are also built outside a runtime in unit tests of config compilation.
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match pool.upgrade() {
+                Some(p) => p.sweep(),
+                None => return,
+            }
+        }
+    });
+}
