@@ -57,7 +57,9 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.endpoint.active_requests.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint
+            .active_requests
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -14,15 +14,20 @@ use super::rng::Rng;
 use super::weights::Weights;
 
 /// Needs at least two endpoints, and at least one that `exclude` allows.
-pub(super) fn pick(endpoints: &[Arc<Endpoint>], weights: &Weights, rng: &Rng, exclude: Exclude<'_>) -> usize {
+pub(super) fn pick(
+    endpoints: &[Arc<Endpoint>],
+    weights: &Weights,
+    rng: &Rng,
+    exclude: Exclude<'_>,
+) -> usize {
     let (first, second) = if exclude.is_empty() {
         let first = weights.sample(rng.next_u64());
         (first, Some(weights.sample_skipping(rng.next_u64(), first)))
     } else {
         let first = weights
-            .sample_filtered(rng.next_u64(), |i| exclude.contains(i))
+            .sample_where(rng, |i| exclude.contains(i))
             .unwrap_or_else(|| weights.sample(rng.next_u64()));
-        let second = weights.sample_filtered(rng.next_u64(), |i| i == first || exclude.contains(i));
+        let second = weights.sample_where(rng, |i| i == first || exclude.contains(i));
         (first, second)
     };
     match second {

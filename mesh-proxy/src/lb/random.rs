@@ -6,13 +6,12 @@ use super::weights::Weights;
 
 /// Needs at least one endpoint that `exclude` allows.
 pub(super) fn pick(weights: &Weights, rng: &Rng, exclude: Exclude<'_>) -> usize {
-    let r = rng.next_u64();
     if exclude.is_empty() {
-        return weights.sample(r);
+        return weights.sample(rng.next_u64());
     }
     weights
-        .sample_filtered(r, |i| exclude.contains(i))
-        .unwrap_or_else(|| weights.sample(r))
+        .sample_where(rng, |i| exclude.contains(i))
+        .unwrap_or_else(|| weights.sample(rng.next_u64()))
 }
 
 #[cfg(test)]
@@ -45,6 +44,9 @@ mod tests {
     fn excluded_endpoints_are_never_drawn() {
         let c = counts(&[1, 3, 2], &[1], 30_000);
         assert_eq!(c[1], 0);
-        assert!((8_500..11_500).contains(&c[0]), "weights 1:2 among the rest: {c:?}");
+        assert!(
+            (8_500..11_500).contains(&c[0]),
+            "weights 1:2 among the rest: {c:?}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::hash::hash_key;
 
 /// Envoy's default minimum_ring_size.
 const MIN_RING_SIZE: u64 = 1024;
-/// Envoy allows 8M; a smaller cap bounds memory per subset (16 bytes a point).
+/// Envoy allows 8M; a smaller cap bounds memory per subset (12 bytes a point).
 const MAX_RING_SIZE: u64 = 1 << 20;
 
 pub(super) struct Ring {
@@ -86,7 +86,9 @@ mod tests {
 
     fn owners(eps: &[Arc<Endpoint>]) -> Vec<SocketAddr> {
         let ring = Ring::new(eps);
-        keys().map(|k| eps[ring.pick(k, Exclude::new(&[], eps.len()))].address).collect()
+        keys()
+            .map(|k| eps[ring.pick(k, Exclude::new(&[], eps.len()))].address)
+            .collect()
     }
 
     #[test]
@@ -117,7 +119,10 @@ mod tests {
             assert!((700..1_300).contains(&n), "{}: {n}", e.address);
         }
         let eps = endpoints(&[1, 3]);
-        let light = self::owners(&eps).iter().filter(|&&a| a == eps[0].address).count();
+        let light = self::owners(&eps)
+            .iter()
+            .filter(|&&a| a == eps[0].address)
+            .count();
         assert!((2_000..3_000).contains(&light), "{light}");
     }
 
@@ -146,7 +151,11 @@ mod tests {
             let first = ring.pick(key, Exclude::new(&[], 4));
             let second = ring.pick(key, Exclude::new(&[first], 4));
             assert_ne!(first, second);
-            assert_eq!(second, ring.pick(key, Exclude::new(&[first], 4)), "retries are sticky too");
+            assert_eq!(
+                second,
+                ring.pick(key, Exclude::new(&[first], 4)),
+                "retries are sticky too"
+            );
             let third = ring.pick(key, Exclude::new(&[first, second], 4));
             assert!(third != first && third != second);
             // Once all are tried the key's own endpoint comes back.

@@ -128,7 +128,9 @@ mod tests {
     }
 
     fn counts(picks: &[usize], n: usize) -> Vec<usize> {
-        (0..n).map(|i| picks.iter().filter(|&&p| p == i).count()).collect()
+        (0..n)
+            .map(|i| picks.iter().filter(|&&p| p == i).count())
+            .collect()
     }
 
     #[test]
@@ -169,7 +171,10 @@ mod tests {
             for (i, &w) in weights.iter().enumerate() {
                 let got = s[..len].iter().filter(|&&p| p as usize == i).count() as f64;
                 let exact = len as f64 * w as f64 / total as f64;
-                assert!((got - exact).abs() <= 1.0, "endpoint {i} after {len}: {got} vs {exact}");
+                assert!(
+                    (got - exact).abs() <= 1.0,
+                    "endpoint {i} after {len}: {got} vs {exact}"
+                );
             }
         }
     }

@@ -1,6 +1,9 @@
 //! Weighted sampling over the endpoint list, shared by RANDOM and LEAST_REQUEST.
 
-use super::rng::below;
+use super::rng::{Rng, below};
+
+/// Plain draws tried before the linear pass when some endpoints are excluded.
+const QUICK_DRAWS: usize = 4;
 
 /// Prefix sums of the endpoint weights: a draw is a binary search, with no allocation.
 pub(super) struct Weights {
@@ -20,8 +23,14 @@ impl Weights {
                 sum
             })
             .collect();
-        let uniform = cumulative.iter().enumerate().all(|(i, &c)| c == cumulative[0] * (i as u64 + 1));
-        Self { cumulative, uniform }
+        let uniform = cumulative
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| c == cumulative[0] * (i as u64 + 1));
+        Self {
+            cumulative,
+            uniform,
+        }
     }
 
     fn total(&self) -> u64 {
@@ -61,9 +70,21 @@ impl Weights {
         }
     }
 
-    /// Like `sample`, among the indexes `skip` rejects; None when it rejects all. Linear, which is
-    /// fine for retries, the only caller.
-    pub(super) fn sample_filtered(&self, r: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
+    /// Like `sample`, among the indexes `skip` allows; None when it allows none. A few plain
+    /// draws usually land on an allowed index; the linear pass runs only when they all miss.
+    /// Both follow the weights of the allowed indexes, so their mix does too.
+    pub(super) fn sample_where(&self, rng: &Rng, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        for _ in 0..QUICK_DRAWS {
+            let i = self.sample(rng.next_u64());
+            if !skip(i) {
+                return Some(i);
+            }
+        }
+        self.sample_filtered(rng.next_u64(), skip)
+    }
+
+    /// The exact linear draw among the allowed indexes.
+    fn sample_filtered(&self, r: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let allowed = (0..self.cumulative.len()).filter(|&i| !skip(i));
         let total: u64 = allowed.clone().map(|i| self.weight(i)).sum();
         if total == 0 {
@@ -104,7 +125,10 @@ mod tests {
         let w = Weights::new([0, 1, 1]);
         assert!(w.uniform);
         assert_eq!(w.weight(0), 1);
-        assert_eq!((0..3).map(|x| w.sample(at(x, 3))).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(
+            (0..3).map(|x| w.sample(at(x, 3))).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
     }
 
     #[test]
@@ -122,8 +146,25 @@ mod tests {
     #[test]
     fn sample_filtered_keeps_the_weights_of_the_allowed() {
         let w = Weights::new([1, 3, 2]);
-        let owners: Vec<_> = (0..3).map(|x| w.sample_filtered(at(x, 3), |i| i == 1)).collect();
+        let owners: Vec<_> = (0..3)
+            .map(|x| w.sample_filtered(at(x, 3), |i| i == 1))
+            .collect();
         assert_eq!(owners, [Some(0), Some(2), Some(2)]);
         assert_eq!(w.sample_filtered(0, |_| true), None);
+    }
+
+    #[test]
+    fn sample_where_follows_the_weights_of_the_allowed() {
+        let w = Weights::new([1, 3, 2, 1_000]);
+        let rng = Rng::new(9);
+        let mut counts = [0usize; 4];
+        for _ in 0..30_000 {
+            // The heavy endpoint makes most quick draws miss, so both paths are exercised.
+            counts[w.sample_where(&rng, |i| i == 3).unwrap()] += 1;
+        }
+        assert_eq!(counts[3], 0);
+        assert!((4_000..6_000).contains(&counts[0]), "{counts:?}");
+        assert!((8_500..11_500).contains(&counts[2]), "{counts:?}");
+        assert_eq!(w.sample_where(&rng, |_| true), None);
     }
 }
