@@ -27,8 +27,27 @@ pub struct Server {
     pub shutdown: CancellationToken,
 }
 
+/// Settings of the data path that are not part of the pushed config.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A downstream client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Server {
     pub fn new() -> Arc<Self> {
+        Self::with_options(Options::default())
+    }
+
+    pub fn with_options(options: Options) -> Arc<Self> {
         let state = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::default();
@@ -38,7 +57,7 @@ impl Server {
             state,
             metrics,
             registry,
-            listeners: Listeners::new(proxy),
+            listeners: Listeners::new(proxy, options.header_read_timeout),
             ready: AtomicBool::new(false),
             updating: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),

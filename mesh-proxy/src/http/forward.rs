@@ -54,6 +54,9 @@ pub async fn forward(metrics: &Metrics, plan: Plan<'_>, out: Outgoing, body: Inc
     }
 }
 
+/// How many tried endpoints a request remembers when picking one for a retry.
+const MAX_REMEMBERED: usize = 16;
+
 enum BodySource {
     Once(Option<Incoming>),
     Replay(Replay),
@@ -98,14 +101,18 @@ async fn attempts(
     } else {
         BodySource::Once(Some(downstream_body))
     };
-    let mut tried = Vec::with_capacity(max_attempts.min(8) as usize);
+    // Endpoints already tried, so a retry prefers another one; kept on the stack.
+    let mut tried = [0usize; MAX_REMEMBERED];
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let Some(index) = balancer.pick(plan.hash, &tried) else {
+        let remembered = (attempt as usize - 1).min(MAX_REMEMBERED);
+        let Some(index) = balancer.pick(plan.hash, &tried[..remembered]) else {
             return local::no_healthy_upstream(grpc);
         };
-        tried.push(index);
+        if remembered < MAX_REMEMBERED {
+            tried[remembered] = index;
+        }
         let endpoint = balancer.endpoints()[index].clone();
         let _in_flight = endpoint.start_request();
 

@@ -46,11 +46,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub fn new(proxy: Arc<Proxy>) -> Self {
+    pub fn new(proxy: Arc<Proxy>, header_read_timeout: std::time::Duration) -> Self {
         Self {
             proxy,
             running: Mutex::new(HashMap::new()),
-            builder: Arc::new(serve::http_builder()),
+            builder: Arc::new(serve::http_builder(header_read_timeout)),
             drain: CancellationToken::new(),
             connections: TaskTracker::new(),
         }

@@ -15,15 +15,13 @@ use crate::upstream::HashInput;
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// A client must send its request headers within this time, or it is cut off.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The HTTP server settings shared by every downstream connection.
-pub fn http_builder() -> auto::Builder<TokioExecutor> {
+/// The HTTP server settings shared by every downstream connection. A client must send its
+/// request headers within `header_read_timeout`, or it is cut off.
+pub fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     b.http2()

@@ -44,7 +44,11 @@ impl Overrides {
     /// Reads the override headers (when `honour`) and removes them from `headers` either way.
     pub fn take(headers: &mut HeaderMap, honour: bool) -> Self {
         let mut o = Self::default();
-        if honour && ALL.iter().any(|h| headers.contains_key(*h)) {
+        // Most requests carry none of them: one pass of lookups, nothing else.
+        if !ALL.iter().any(|h| headers.contains_key(*h)) {
+            return o;
+        }
+        if honour {
             o.timeout = number::<u64>(headers, UPSTREAM_RQ_TIMEOUT_MS)
                 .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
             o.per_try_timeout = number::<u64>(headers, UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
