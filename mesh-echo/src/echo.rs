@@ -1,0 +1,80 @@
+//! The JSON echo: every plain HTTP request is answered with a description of itself.
+
+use std::collections::BTreeMap;
+
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::EchoConfig;
+use crate::body::{self, BoxError, ResponseBody};
+use crate::headers;
+use crate::route::{self, Action};
+
+/// How much of the request body is copied into the answer.
+pub const BODY_ECHO_LIMIT: usize = 64 * 1024;
+
+/// The JSON document sent back.
+#[derive(Debug, Serialize)]
+struct Echo<'a> {
+    name: &'a str,
+    version: &'a str,
+    method: &'a str,
+    path: &'a str,
+    protocol: String,
+    headers: BTreeMap<String, String>,
+    body_bytes: u64,
+    body: std::borrow::Cow<'a, str>,
+}
+
+/// Answers a plain HTTP request, honouring `/status/CODE`, `/delay/MS` and the fail status.
+pub async fn respond(
+    req: Request<Incoming>,
+    cfg: &EchoConfig,
+) -> Result<Response<ResponseBody>, BoxError> {
+    let action = route::action(req.uri().path());
+    let (parts, incoming) = req.into_parts();
+    let (kept, body_bytes) = body::read_capped(incoming, BODY_ECHO_LIMIT).await?;
+
+    if let Action::Delay(delay) = action {
+        // tokio's clock, so tests with a paused clock stay fast.
+        tokio::time::sleep(delay).await;
+    }
+
+    let status = route::status(action, cfg.fail_status);
+    let mut builder = Response::builder().status(status);
+    builder = identity_headers(builder, cfg);
+    if !route::has_body(status) {
+        return Ok(builder.body(body::empty())?);
+    }
+
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let echo = Echo {
+        name: &cfg.name,
+        version: &cfg.version,
+        method: parts.method.as_str(),
+        path,
+        protocol: format!("{:?}", parts.version),
+        headers: headers::flatten(&parts.headers),
+        body_bytes,
+        body: String::from_utf8_lossy(&kept),
+    };
+    let json = serde_json::to_vec(&echo)?;
+    Ok(builder
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body::full(json))?)
+}
+
+/// `x-echo-name` and `x-echo-version`, so a client can tell which replica answered without
+/// parsing the body.
+pub fn identity_headers(
+    mut builder: http::response::Builder,
+    cfg: &EchoConfig,
+) -> http::response::Builder {
+    for (name, value) in [("x-echo-name", &cfg.name), ("x-echo-version", &cfg.version)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            builder = builder.header(name, value);
+        }
+    }
+    builder
+}
