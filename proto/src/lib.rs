@@ -12,13 +12,6 @@ pub mod config {
     }
 }
 
-pub mod ca {
-    pub mod v1 {
-        include!(concat!(env!("OUT_DIR"), "/mesh.ca.v1.rs"));
-        include!(concat!(env!("OUT_DIR"), "/mesh.ca.v1.serde.rs"));
-    }
-}
-
 pub mod echo {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/mesh.echo.v1.rs"));
