@@ -1,0 +1,376 @@
+//! Loading: YAML text, files and directories into typed resources.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ObjectRef, ValidationError};
+use crate::path::FieldPath;
+use crate::resource::{Kind, Object, ObjectMeta, Resource, Source};
+use crate::yaml::{self, Document};
+
+/// Top-level keys of a Kubernetes object; `status` is written by controllers and ignored.
+const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Kinds that Istio retired, with the replacement to name in the error.
+const RETIRED: &[(&str, &str)] = &[
+    ("ExternalService", "ServiceEntry"),
+    ("RouteRule", "VirtualService"),
+    ("DestinationPolicy", "DestinationRule"),
+    ("EgressRule", "ServiceEntry"),
+    ("Policy", "PeerAuthentication and RequestAuthentication"),
+    ("MeshPolicy", "PeerAuthentication"),
+    ("ServiceRole", "AuthorizationPolicy"),
+    ("ServiceRoleBinding", "AuthorizationPolicy"),
+    ("RbacConfig", "AuthorizationPolicy"),
+    ("ClusterRbacConfig", "AuthorizationPolicy"),
+];
+
+/// Builds errors for one document before it has become a `Resource`.
+struct DocErrors<'a> {
+    file: Option<&'a Path>,
+    doc: &'a Document,
+    object: Option<ObjectRef>,
+    errors: Vec<ValidationError>,
+}
+
+impl DocErrors<'_> {
+    fn push(&mut self, path: &FieldPath, reason: impl Into<String>) {
+        let source = Source { file: None, line: Some(self.doc.line), field_lines: Default::default() };
+        let line = lookup_line(&self.doc.lines, path).or(source.line);
+        self.errors.push(ValidationError {
+            file: self.file.map(Path::to_path_buf),
+            line,
+            object: self.object.clone(),
+            field: path.to_string(),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn lookup_line(lines: &yaml::LineMap, path: &FieldPath) -> Option<usize> {
+    let mut p = Some(path.clone());
+    while let Some(cur) = p {
+        if cur.is_empty() {
+            return None;
+        }
+        if let Some(l) = lines.get(cur.as_str()) {
+            return Some(*l);
+        }
+        p = cur.parent();
+    }
+    None
+}
+
+/// Turns serde's messages into the wording of the rest of the validator.
+fn reword(msg: &str) -> String {
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some((value, tail)) = rest.split_once('`')
+    {
+        let expected = tail.trim_start_matches(", expected ").replace('`', "");
+        return format!("unsupported value {value:?} ({expected})");
+    }
+    msg.to_string()
+}
+
+/// snake_case to camelCase, to name the field an old file meant.
+fn camel(s: &str) -> String {
+    let mut out = String::new();
+    let mut up = false;
+    for c in s.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unknown_field_reason(field: &str, msg: &str) -> String {
+    let fixed = camel(field);
+    if fixed != field && msg.contains(&format!("`{fixed}`")) {
+        return format!("unknown field (snake_case is a retired form; the field is `{fixed}`)");
+    }
+    "unknown field".to_string()
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(p: &serde_path_to_error::Path) -> Vec<Seg> {
+    use serde_path_to_error::Segment;
+    p.iter()
+        .filter_map(|s| match s {
+            Segment::Map { key } => Some(Seg::Key(key.clone())),
+            Segment::Seq { index } => Some(Seg::Index(*index)),
+            Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn field_path(base: &FieldPath, segs: &[Seg]) -> FieldPath {
+    segs.iter().fold(base.clone(), |p, s| match s {
+        Seg::Key(k) => p.key(k),
+        Seg::Index(i) => p.index(*i),
+    })
+}
+
+/// Removes `key` from the map at `parent`; false when there is nothing to remove.
+fn remove_entry(value: &mut Value, parent: &[Seg], key: &str) -> bool {
+    let mut cur = value;
+    for seg in parent {
+        let next = match (seg, cur) {
+            (Seg::Key(k), Value::Object(m)) => m.get_mut(k),
+            (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return false,
+        }
+    }
+    match cur {
+        Value::Object(m) => m.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+/// Decodes `value` as `T`, reporting every unknown field and type error with
+/// its path. Offending map entries are dropped and decoding retried so one
+/// pass reports them all; the result is `None` if anything was reported.
+fn decode_part<T: DeserializeOwned>(mut value: Value, base: &FieldPath, errs: &mut DocErrors<'_>) -> Option<T> {
+    let mut clean = true;
+    for _ in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(t) => return clean.then_some(t),
+            Err(e) => e,
+        };
+        clean = false;
+        let mut segs = segments(err.path());
+        let msg = err.into_inner().to_string();
+        let unknown = msg
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(f, _)| f.to_string());
+        let (key, reason) = match unknown {
+            Some(field) => {
+                // Depending on the deserializer the path may already end at the field.
+                if matches!(segs.last(), Some(Seg::Key(k)) if *k == field) {
+                    segs.pop();
+                }
+                let reason = unknown_field_reason(&field, &msg);
+                (field, reason)
+            }
+            None => match segs.pop() {
+                Some(Seg::Key(k)) => (k, reword(&msg)),
+                other => {
+                    segs.extend(other);
+                    errs.push(&field_path(base, &segs), reword(&msg));
+                    return None;
+                }
+            },
+        };
+        errs.push(&field_path(base, &segs).key(&key), reason);
+        if !remove_entry(&mut value, &segs, &key) {
+            return None;
+        }
+    }
+    None
+}
+
+fn decode_object<T: DeserializeOwned + Default>(
+    api_version: &str,
+    map: &serde_json::Map<String, Value>,
+    spec_required: bool,
+    errs: &mut DocErrors<'_>,
+) -> Option<Object<T>> {
+    let root = FieldPath::root();
+    let metadata: Option<ObjectMeta> = match map.get("metadata") {
+        Some(m) => decode_part(m.clone(), &root.key("metadata"), errs),
+        None => Some(ObjectMeta::default()),
+    };
+    let spec: Option<T> = match map.get("spec") {
+        Some(Value::Null) | None => {
+            if spec_required {
+                errs.push(&root.key("spec"), "spec is required");
+            }
+            Some(T::default())
+        }
+        Some(s) => decode_part(s.clone(), &root.key("spec"), errs),
+    };
+    let source = Source {
+        file: errs.file.map(Path::to_path_buf),
+        line: Some(errs.doc.line),
+        field_lines: errs.doc.lines.clone(),
+    };
+    Some(Object { api_version: api_version.to_string(), metadata: metadata?, spec: spec?, source })
+}
+
+/// Decodes one YAML document into a typed resource (structure only: envelope,
+/// kind, field names and types). Use [`crate::validate`] for Istio's rules.
+pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<ValidationError>> {
+    let mut errs = DocErrors { file, doc, object: None, errors: Vec::new() };
+    let root = FieldPath::root();
+    let Value::Object(map) = &doc.value else {
+        errs.push(&root, "document is not a mapping");
+        return Err(errs.errors);
+    };
+    let kind_name = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let meta = map.get("metadata");
+    errs.object = Some(ObjectRef {
+        kind: kind_name.clone(),
+        namespace: meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_string),
+        name: meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(),
+    });
+    if kind_name.is_empty() {
+        errs.push(&root.key("kind"), "kind is required");
+        return Err(errs.errors);
+    }
+    let Some(kind) = Kind::from_name(&kind_name) else {
+        let reason = match RETIRED.iter().find(|(k, _)| *k == kind_name) {
+            Some((_, new)) => format!("unsupported kind {kind_name}: retired by Istio, use {new}"),
+            None => format!("unsupported kind {kind_name} ({api_version}): this mesh does not serve it"),
+        };
+        errs.push(&root.key("kind"), reason);
+        return Err(errs.errors);
+    };
+    if !kind.accepts_api_version(&api_version) {
+        let reason = if api_version.is_empty() {
+            "apiVersion is required".to_string()
+        } else {
+            format!("unsupported apiVersion {api_version:?} for kind {kind}")
+        };
+        errs.push(&root.key("apiVersion"), reason);
+    }
+    for key in map.keys() {
+        if !ENVELOPE.contains(&key.as_str()) {
+            errs.push(&root.key(key), "unknown field");
+        }
+    }
+    let required = !matches!(kind, Kind::Sidecar) && !kind.is_security();
+    let resource = match kind {
+        Kind::VirtualService => decode_object(&api_version, map, required, &mut errs).map(Resource::VirtualService),
+        Kind::DestinationRule => decode_object(&api_version, map, required, &mut errs).map(Resource::DestinationRule),
+        Kind::ServiceEntry => decode_object(&api_version, map, required, &mut errs).map(Resource::ServiceEntry),
+        Kind::WorkloadEntry => decode_object(&api_version, map, required, &mut errs).map(Resource::WorkloadEntry),
+        Kind::WorkloadGroup => decode_object(&api_version, map, required, &mut errs).map(Resource::WorkloadGroup),
+        Kind::Sidecar => decode_object(&api_version, map, required, &mut errs).map(Resource::Sidecar),
+        Kind::Gateway => decode_object(&api_version, map, required, &mut errs).map(Resource::Gateway),
+        Kind::PeerAuthentication => decode_object(&api_version, map, required, &mut errs).map(Resource::PeerAuthentication),
+        Kind::AuthorizationPolicy => decode_object(&api_version, map, required, &mut errs).map(Resource::AuthorizationPolicy),
+        Kind::RequestAuthentication => {
+            decode_object(&api_version, map, required, &mut errs).map(Resource::RequestAuthentication)
+        }
+    };
+    match resource {
+        Some(r) if errs.errors.is_empty() => Ok(r),
+        _ => Err(errs.errors),
+    }
+}
+
+/// Decodes every document of a YAML stream without applying Istio's rules.
+/// `file` names the source in errors.
+pub fn parse_str(file: impl AsRef<Path>, text: &str) -> (Vec<Resource>, Vec<ValidationError>) {
+    let file = file.as_ref();
+    let (docs, syntax) = yaml::parse_documents(text);
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for doc in &docs {
+        match decode(Some(file), doc) {
+            Ok(r) => resources.push(r),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if let Some(s) = syntax {
+        errors.push(ValidationError {
+            file: Some(file.to_path_buf()),
+            line: Some(s.line),
+            object: None,
+            field: String::new(),
+            reason: format!("YAML syntax error: {}", s.message),
+        });
+    }
+    (resources, errors)
+}
+
+/// Loads and validates a YAML stream: returns the valid resources and every
+/// error (syntax, structure, Istio's rules). Invalid objects are not returned.
+pub fn load_str(file: impl AsRef<Path>, text: &str) -> (Vec<Resource>, Vec<ValidationError>) {
+    let (parsed, mut errors) = parse_str(file, text);
+    let mut valid = Vec::new();
+    for r in parsed {
+        let e = crate::validate(&r);
+        if e.is_empty() {
+            valid.push(r);
+        } else {
+            errors.extend(e);
+        }
+    }
+    (valid, errors)
+}
+
+/// Whether a directory entry is a config file.
+fn is_config_file(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// Config files under `path` (the file itself, or a directory walked in name order).
+pub fn config_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        // Hidden entries are editor and Kubernetes ConfigMap bookkeeping (`..data`).
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            out.extend(config_files(&p)?);
+        } else if is_config_file(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Loads and validates a file or a directory of YAML files.
+pub fn load_path(path: impl AsRef<Path>) -> (Vec<Resource>, Vec<ValidationError>) {
+    let path = path.as_ref();
+    let io_error = |p: &Path, e: std::io::Error| ValidationError {
+        file: Some(p.to_path_buf()),
+        line: None,
+        object: None,
+        field: String::new(),
+        reason: format!("cannot read: {e}"),
+    };
+    let files = match config_files(path) {
+        Ok(f) => f,
+        Err(e) => return (Vec::new(), vec![io_error(path, e)]),
+    };
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => {
+                let (r, e) = load_str(&f, &text);
+                resources.extend(r);
+                errors.extend(e);
+            }
+            Err(e) => errors.push(io_error(&f, e)),
+        }
+    }
+    (resources, errors)
+}

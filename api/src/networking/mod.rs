@@ -1,0 +1,15 @@
+//! `networking.istio.io` resources.
+
+pub mod common;
+pub mod destination_rule;
+pub mod gateway;
+pub mod service_entry;
+pub mod sidecar;
+pub mod virtual_service;
+
+pub use common::*;
+pub use destination_rule::*;
+pub use gateway::*;
+pub use service_entry::*;
+pub use sidecar::*;
+pub use virtual_service::*;

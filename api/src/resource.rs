@@ -1,0 +1,223 @@
+//! The Kubernetes-style envelope and the `Resource` enum over served kinds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ObjectRef;
+use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry, WorkloadGroup};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::yaml::LineMap;
+
+/// Kubernetes `ObjectMeta`, the fields a config file may carry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ObjectMeta {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub generate_name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+    pub creation_timestamp: Option<String>,
+    pub deletion_timestamp: Option<String>,
+    pub deletion_grace_period_seconds: Option<i64>,
+    pub finalizers: Vec<String>,
+    pub owner_references: Vec<serde_json::Value>,
+    pub managed_fields: Vec<serde_json::Value>,
+}
+
+/// Where an object came from. Not part of the object's identity on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    pub file: Option<PathBuf>,
+    /// Line of the document's first field (1-based).
+    pub line: Option<usize>,
+    /// Line of every field of the document, by field path.
+    pub field_lines: LineMap,
+}
+
+impl Source {
+    /// Line of `path`, or of its nearest ancestor, or of the document.
+    pub fn line_of(&self, path: &crate::path::FieldPath) -> Option<usize> {
+        let mut p = Some(path.clone());
+        while let Some(cur) = p {
+            if let Some(l) = self.field_lines.get(cur.as_str()) {
+                return Some(*l);
+            }
+            p = cur.parent();
+        }
+        self.line
+    }
+}
+
+/// One typed object: envelope plus spec.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Object<T> {
+    pub api_version: String,
+    pub metadata: ObjectMeta,
+    pub spec: T,
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// The API groups accepted for each kind: Istio's and the project's own, same schemas.
+pub const NETWORKING_GROUPS: &[&str] = &["networking.istio.io", "networking.mesh.dev"];
+pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+pub const SECURITY_GROUPS: &[&str] = &["security.istio.io", "security.mesh.dev"];
+pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// Kinds this mesh serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    WorkloadEntry,
+    WorkloadGroup,
+    Sidecar,
+    Gateway,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
+        Kind::Sidecar,
+        Kind::Gateway,
+        Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::WorkloadGroup => "WorkloadGroup",
+            Kind::Sidecar => "Sidecar",
+            Kind::Gateway => "Gateway",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn is_security(self) -> bool {
+        matches!(self, Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication)
+    }
+
+    /// Whether `apiVersion` (`group/version`) is one this kind is served under.
+    pub fn accepts_api_version(self, api_version: &str) -> bool {
+        let Some((group, version)) = api_version.split_once('/') else {
+            return false;
+        };
+        let (groups, versions) = if self.is_security() {
+            (SECURITY_GROUPS, SECURITY_VERSIONS)
+        } else {
+            (NETWORKING_GROUPS, NETWORKING_VERSIONS)
+        };
+        groups.contains(&group) && versions.contains(&version)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A loaded object of one of the served kinds. Serializes as the Kubernetes
+/// envelope (`kind`, `apiVersion`, `metadata`, `spec`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Resource {
+    VirtualService(Object<VirtualService>),
+    DestinationRule(Object<DestinationRule>),
+    ServiceEntry(Object<ServiceEntry>),
+    WorkloadEntry(Object<WorkloadEntry>),
+    WorkloadGroup(Object<WorkloadGroup>),
+    Sidecar(Object<Sidecar>),
+    Gateway(Object<Gateway>),
+    PeerAuthentication(Object<PeerAuthentication>),
+    AuthorizationPolicy(Object<AuthorizationPolicy>),
+    RequestAuthentication(Object<RequestAuthentication>),
+}
+
+macro_rules! each {
+    ($self:expr, $o:ident => $e:expr) => {
+        match $self {
+            Resource::VirtualService($o) => $e,
+            Resource::DestinationRule($o) => $e,
+            Resource::ServiceEntry($o) => $e,
+            Resource::WorkloadEntry($o) => $e,
+            Resource::WorkloadGroup($o) => $e,
+            Resource::Sidecar($o) => $e,
+            Resource::Gateway($o) => $e,
+            Resource::PeerAuthentication($o) => $e,
+            Resource::AuthorizationPolicy($o) => $e,
+            Resource::RequestAuthentication($o) => $e,
+        }
+    };
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::ServiceEntry(_) => Kind::ServiceEntry,
+            Resource::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Resource::WorkloadGroup(_) => Kind::WorkloadGroup,
+            Resource::Sidecar(_) => Kind::Sidecar,
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
+        }
+    }
+
+    pub fn api_version(&self) -> &str {
+        each!(self, o => &o.api_version)
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        each!(self, o => &o.metadata)
+    }
+
+    pub fn source(&self) -> &Source {
+        each!(self, o => &o.source)
+    }
+
+    pub fn set_source(&mut self, source: Source) {
+        each!(self, o => o.source = source)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata().namespace.as_deref()
+    }
+
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef { kind: self.kind().to_string(), namespace: self.metadata().namespace.clone(), name: self.name().to_string() }
+    }
+}

@@ -1,0 +1,86 @@
+//! Validation with Istio's rules (`pkg/config/validation`), one module per kind.
+
+mod authorization_policy;
+mod destination_rule;
+mod gateway;
+mod peer_authentication;
+mod request_authentication;
+pub mod rules;
+mod service_entry;
+mod sidecar;
+mod virtual_service;
+mod workload_entry;
+
+use crate::error::ValidationError;
+use crate::path::FieldPath;
+use crate::resource::{ObjectMeta, Resource};
+
+/// Collects (field, reason) pairs; lines are attached at the end from the source map.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<(FieldPath, String)>);
+
+impl Errors {
+    pub fn push(&mut self, path: &FieldPath, reason: impl Into<String>) {
+        self.0.push((path.clone(), reason.into()));
+    }
+
+    /// Records `result`'s error, if any, at `path`.
+    pub fn check(&mut self, path: &FieldPath, result: Result<(), String>) {
+        if let Err(e) = result {
+            self.push(path, e);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Validates one resource; an empty result means Istio would accept it.
+pub fn validate(resource: &Resource) -> Vec<ValidationError> {
+    let mut errs = Errors::default();
+    let spec = FieldPath::root().key("spec");
+    validate_metadata(resource.metadata(), &mut errs);
+    let ns = resource.namespace();
+    match resource {
+        Resource::VirtualService(o) => virtual_service::validate(&o.spec, &spec, &mut errs),
+        Resource::DestinationRule(o) => destination_rule::validate(&o.spec, &spec, &mut errs),
+        Resource::ServiceEntry(o) => service_entry::validate(&o.spec, &spec, &mut errs),
+        Resource::WorkloadEntry(o) => workload_entry::validate_entry(&o.spec, &spec, false, &mut errs),
+        Resource::WorkloadGroup(o) => workload_entry::validate_group(&o.spec, &spec, &mut errs),
+        Resource::Sidecar(o) => sidecar::validate(&o.spec, &spec, &mut errs),
+        Resource::Gateway(o) => gateway::validate(&o.spec, &spec, &mut errs),
+        Resource::PeerAuthentication(o) => peer_authentication::validate(&o.spec, &spec, &mut errs),
+        Resource::AuthorizationPolicy(o) => authorization_policy::validate(&o.spec, ns, &spec, &mut errs),
+        Resource::RequestAuthentication(o) => request_authentication::validate(&o.spec, ns, &spec, &mut errs),
+    }
+    to_errors(resource, errs)
+}
+
+fn validate_metadata(meta: &ObjectMeta, errs: &mut Errors) {
+    let m = FieldPath::root().key("metadata");
+    if meta.name.is_empty() {
+        errs.push(&m.key("name"), "name is required");
+    } else {
+        errs.check(&m.key("name"), rules::dns1123_subdomain(&meta.name));
+    }
+    if let Some(ns) = &meta.namespace {
+        errs.check(&m.key("namespace"), rules::dns1123_label(ns));
+    }
+    rules::labels(&meta.labels, &m.key("labels"), errs);
+}
+
+/// Attaches file, line and object to collected errors.
+pub fn to_errors(resource: &Resource, errs: Errors) -> Vec<ValidationError> {
+    let source = resource.source();
+    errs.0
+        .into_iter()
+        .map(|(path, reason)| ValidationError {
+            file: source.file.clone(),
+            line: source.line_of(&path),
+            object: Some(resource.object_ref()),
+            field: path.to_string(),
+            reason,
+        })
+        .collect()
+}

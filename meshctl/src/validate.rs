@@ -1,0 +1,35 @@
+//! `meshctl validate -f PATH...`: load and validate config, one line per error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `meshctl validate`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Files or directories of YAML to validate (repeatable).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Exit 0 when every object is valid, 1 otherwise.
+pub fn run(args: &Args) -> ExitCode {
+    let mut objects = 0;
+    let mut errors = Vec::new();
+    for path in &args.files {
+        let (resources, errs) = mesh_api::load_path(path);
+        objects += resources.len();
+        errors.extend(errs);
+    }
+    let mut out = std::io::stdout().lock();
+    if errors.is_empty() {
+        let _ = writeln!(out, "{objects} object(s) valid in {} path(s)", args.files.len());
+        return ExitCode::SUCCESS;
+    }
+    let mut err = std::io::stderr().lock();
+    for e in &errors {
+        let _ = writeln!(err, "{e}");
+    }
+    let _ = writeln!(err, "{} error(s); {objects} valid object(s)", errors.len());
+    ExitCode::FAILURE
+}
