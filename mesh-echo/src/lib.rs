@@ -8,11 +8,13 @@
 
 mod body;
 mod echo;
+mod grpc;
 mod headers;
 mod route;
 mod server;
 mod upgrade;
 
+pub use grpc::STATUS_OVERRIDE_HEADER as GRPC_STATUS_HEADER;
 pub use server::{EchoHandle, serve, spawn};
 
 /// Identity and behaviour of one echo replica.

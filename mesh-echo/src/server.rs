@@ -9,16 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
+use mesh_proto::echo::v1::echo_server::EchoServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::EchoConfig;
-use crate::body::{self, ResponseBody};
+use crate::body::{self, BoxError, ResponseBody};
+use crate::grpc::{self, EchoGrpc};
 use crate::{echo, upgrade};
 
 /// Counters read by tests through [`EchoHandle`].
@@ -75,7 +79,8 @@ pub async fn serve(listener: TcpListener, cfg: EchoConfig) {
 
 /// Per-server state shared by every connection.
 struct App {
-    cfg: EchoConfig,
+    cfg: Arc<EchoConfig>,
+    grpc: EchoServer<EchoGrpc>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 }
@@ -84,7 +89,9 @@ async fn run(listener: TcpListener, cfg: EchoConfig, stats: Arc<Stats>) {
     let shutdown = CancellationToken::new();
     // Dropping this future (EchoHandle::drop aborts it) ends every connection and stream task.
     let _guard = shutdown.clone().drop_guard();
+    let cfg = Arc::new(cfg);
     let app = Arc::new(App {
+        grpc: grpc::service(cfg.clone()),
         cfg,
         stats,
         shutdown: shutdown.clone(),
@@ -122,7 +129,10 @@ impl App {
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // A broken replica fails everything alike, so the JSON handler answers it all.
-        let res = if self.cfg.fail_status.is_none() && upgrade::is_upgrade(&req) {
+        let healthy = self.cfg.fail_status.is_none();
+        let res = if healthy && grpc::is_grpc(&req) {
+            return Ok(self.grpc(req).await);
+        } else if healthy && upgrade::is_upgrade(&req) {
             upgrade::accept(req, &self.cfg, self.shutdown.clone())
         } else {
             echo::respond(req, &self.cfg).await
@@ -132,6 +142,16 @@ impl App {
             tracing::debug!(%err, "request failed");
             error_response()
         }))
+    }
+}
+
+impl App {
+    async fn grpc(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let res = match self.grpc.clone().oneshot(req).await {
+            Ok(res) => res,
+            Err(never) => match never {},
+        };
+        res.map(|b| b.map_err(BoxError::from).boxed_unsync())
     }
 }
 
