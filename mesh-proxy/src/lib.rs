@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod discovery;
 pub mod http;
 pub mod lb;
 pub mod listener;

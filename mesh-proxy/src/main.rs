@@ -7,15 +7,32 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
+use mesh_proto::discovery::v1::{Node, ProxyAddresses};
 use mesh_proxy::config::load_config_file;
+use mesh_proxy::discovery::DiscoveryClient;
 use mesh_proxy::{Server, admin};
 
 #[derive(Parser, Debug)]
 #[command(name = "mesh-proxy", version, about = "The mesh's sidecar proxy")]
 struct Args {
     /// Static config file (YAML or JSON in the proxy's config model); re-read when it changes.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", conflicts_with = "discovery_addr", required_unless_present = "discovery_addr")]
+    config: Option<PathBuf>,
+    /// Pilot's discovery address, e.g. http://127.0.0.1:15010: config is streamed from there.
+    #[arg(long, value_name = "URL", requires = "workload")]
+    discovery_addr: Option<String>,
+    /// NAME.NAMESPACE of the workload this proxy serves (a WorkloadEntry, or a Pod).
+    #[arg(long, value_name = "NAME.NAMESPACE")]
+    workload: Option<String>,
+    /// Explicit outbound listener that the application sends its requests to.
+    #[arg(long, value_name = "HOST:PORT")]
+    outbound_addr: Option<SocketAddr>,
+    /// Inbound listener that other proxies reach this workload at.
+    #[arg(long, value_name = "HOST:PORT")]
+    inbound_addr: Option<SocketAddr>,
+    /// The local application that inbound requests go on to.
+    #[arg(long, value_name = "HOST:PORT")]
+    app_addr: Option<SocketAddr>,
     /// Admin endpoint (/ready, /config_dump, /stats/prometheus, /quitquitquit); loopback only.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
@@ -62,16 +79,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(addr = %admin_listener.local_addr()?, "admin listening");
     tokio::spawn(admin::serve(admin_listener, server.clone()));
 
-    let cfg = load_config_file(&args.config)?;
-    server
-        .apply(cfg)
-        .await
-        .with_context(|| format!("{}: config rejected", args.config.display()))?;
-    tokio::spawn(watch_config(
-        server.clone(),
-        args.config.clone(),
-        Duration::from_millis(args.config_poll_ms),
-    ));
+    match (&args.config, &args.discovery_addr) {
+        (Some(path), _) => {
+            let cfg = load_config_file(path)?;
+            server
+                .apply(cfg)
+                .await
+                .with_context(|| format!("{}: config rejected", path.display()))?;
+            tokio::spawn(watch_config(
+                server.clone(),
+                path.clone(),
+                Duration::from_millis(args.config_poll_ms),
+            ));
+        }
+        (None, Some(pilot)) => {
+            let node = node(&args)?;
+            tracing::info!(%pilot, node = %node.id, "config comes from pilot");
+            let client = DiscoveryClient::new(server.clone(), pilot.clone(), node);
+            tokio::spawn(client.run(server.shutdown.clone()));
+        }
+        (None, None) => anyhow::bail!("either --config or --discovery-addr is required"),
+    }
 
     wait_for_shutdown(&server).await;
     tracing::info!("draining");
@@ -89,6 +117,26 @@ async fn wait_for_shutdown(server: &Server) {
         _ = int.recv() => {}
         _ = server.shutdown.cancelled() => {}
     }
+}
+
+/// The identity and listener addresses this proxy announces to pilot.
+fn node(args: &Args) -> anyhow::Result<Node> {
+    let workload = args.workload.as_deref().context("--workload is required with --discovery-addr")?;
+    let (name, namespace) = workload
+        .split_once('.')
+        .with_context(|| format!("--workload {workload:?}: expected NAME.NAMESPACE"))?;
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    Ok(Node {
+        id: workload.to_string(),
+        workload: name.to_string(),
+        namespace: namespace.to_string(),
+        addresses: Some(ProxyAddresses {
+            outbound: addr(args.outbound_addr),
+            inbound: addr(args.inbound_addr),
+            application: addr(args.app_addr),
+            transparent: false,
+        }),
+    })
 }
 
 fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
