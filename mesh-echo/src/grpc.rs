@@ -10,7 +10,9 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::EchoConfig;
-use crate::headers;
+use crate::body::{self, ResponseBody};
+use crate::echo::identity_headers;
+use crate::{headers, route};
 
 /// Request header that makes any method fail with the given gRPC status code, so proxy tests
 /// can exercise `retryOn: unavailable` and friends.
@@ -47,6 +49,21 @@ pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
     req.headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A broken replica's answer to a gRPC call: the HTTP status alone.
+///
+/// No body and no `grpc-status`, so clients map the HTTP status the way the gRPC spec says
+/// (503 is UNAVAILABLE) instead of failing to decode a JSON body as gRPC frames.
+pub fn broken(code: u16, cfg: &EchoConfig) -> http::Response<ResponseBody> {
+    let status = route::status(route::Action::Echo, Some(code));
+    let builder = identity_headers(http::Response::builder().status(status), cfg);
+    builder.body(body::empty()).unwrap_or_else(|_| {
+        // Only an invalid identity header could get here; the status still matters most.
+        let mut res = http::Response::new(body::empty());
+        *res.status_mut() = status;
+        res
+    })
 }
 
 /// The status asked for by `x-echo-grpc-status`, if any (0 or garbage means none).

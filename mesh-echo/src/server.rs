@@ -130,8 +130,11 @@ impl App {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // A broken replica fails everything alike, so the JSON handler answers it all.
         let healthy = self.cfg.fail_status.is_none();
-        let res = if healthy && grpc::is_grpc(&req) {
-            return Ok(self.grpc(req).await);
+        let res = if grpc::is_grpc(&req) {
+            return Ok(match self.cfg.fail_status {
+                None => self.grpc(req).await,
+                Some(code) => grpc::broken(code, &self.cfg),
+            });
         } else if healthy && upgrade::is_upgrade(&req) {
             upgrade::accept(req, &self.cfg, self.shutdown.clone())
         } else {
