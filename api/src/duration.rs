@@ -40,12 +40,16 @@ pub fn parse_duration(input: &str) -> Result<StdDuration, DurationError> {
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, after) = rest.split_at(num_len);
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return Err(DurationError::BadNumber(input.to_string()));
         }
-        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let nanos_per_unit: u128 = match unit {
             "" => return Err(DurationError::MissingUnit(input.to_string())),
@@ -55,13 +59,20 @@ pub fn parse_duration(input: &str) -> Result<StdDuration, DurationError> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            other => return Err(DurationError::UnknownUnit(input.to_string(), other.to_string())),
+            other => {
+                return Err(DurationError::UnknownUnit(
+                    input.to_string(),
+                    other.to_string(),
+                ));
+            }
         };
         let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
         let int: u128 = if int_part.is_empty() {
             0
         } else {
-            int_part.parse().map_err(|_| DurationError::Overflow(input.to_string()))?
+            int_part
+                .parse()
+                .map_err(|_| DurationError::Overflow(input.to_string()))?
         };
         let mut frac_nanos: u128 = 0;
         let mut scale: u128 = 1;
@@ -76,7 +87,8 @@ pub fn parse_duration(input: &str) -> Result<StdDuration, DurationError> {
             .ok_or_else(|| DurationError::Overflow(input.to_string()))?;
         rest = next;
     }
-    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| DurationError::Overflow(input.to_string()))?;
+    let secs = u64::try_from(total / 1_000_000_000)
+        .map_err(|_| DurationError::Overflow(input.to_string()))?;
     Ok(StdDuration::new(secs, (total % 1_000_000_000) as u32))
 }
 
@@ -151,21 +163,42 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), ms(3_600_000));
         assert_eq!(parse_duration("1m30s").unwrap(), ms(90_000));
         assert_eq!(parse_duration("1.5h").unwrap(), ms(5_400_000));
-        assert_eq!(parse_duration("250us").unwrap(), StdDuration::from_micros(250));
+        assert_eq!(
+            parse_duration("250us").unwrap(),
+            StdDuration::from_micros(250)
+        );
         assert_eq!(parse_duration("7ns").unwrap(), StdDuration::from_nanos(7));
         assert_eq!(parse_duration("300s").unwrap(), ms(300_000));
         assert_eq!(parse_duration("0").unwrap(), StdDuration::ZERO);
-        assert_eq!(parse_duration("3.000000001s").unwrap(), StdDuration::new(3, 1));
+        assert_eq!(
+            parse_duration("3.000000001s").unwrap(),
+            StdDuration::new(3, 1)
+        );
     }
 
     #[test]
     fn errors_are_clear() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert!(matches!(parse_duration("-1s"), Err(DurationError::Negative(_))));
-        assert!(matches!(parse_duration("10"), Err(DurationError::MissingUnit(_))));
-        assert!(matches!(parse_duration("apple"), Err(DurationError::BadNumber(_))));
-        assert!(matches!(parse_duration("5d"), Err(DurationError::UnknownUnit(_, _))));
-        assert!(matches!(parse_duration("1..2s"), Err(DurationError::BadNumber(_))));
+        assert!(matches!(
+            parse_duration("-1s"),
+            Err(DurationError::Negative(_))
+        ));
+        assert!(matches!(
+            parse_duration("10"),
+            Err(DurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            parse_duration("apple"),
+            Err(DurationError::BadNumber(_))
+        ));
+        assert!(matches!(
+            parse_duration("5d"),
+            Err(DurationError::UnknownUnit(_, _))
+        ));
+        assert!(matches!(
+            parse_duration("1..2s"),
+            Err(DurationError::BadNumber(_))
+        ));
         let msg = parse_duration("5d").unwrap_err().to_string();
         assert!(msg.contains("unknown unit \"d\""), "{msg}");
     }

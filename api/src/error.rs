@@ -68,11 +68,18 @@ mod tests {
             field: "spec.http[0].route[1].weight".into(),
             reason: "must be between 0 and 100".into(),
         };
-        assert_eq!(e.to_string(), "reviews.yaml:14: spec.http[0].route[1].weight: must be between 0 and 100");
+        assert_eq!(
+            e.to_string(),
+            "reviews.yaml:14: spec.http[0].route[1].weight: must be between 0 and 100"
+        );
         let k = ValidationError {
             file: None,
             line: None,
-            object: Some(ObjectRef { kind: "VirtualService".into(), namespace: Some("ns".into()), name: "r".into() }),
+            object: Some(ObjectRef {
+                kind: "VirtualService".into(),
+                namespace: Some("ns".into()),
+                name: "r".into(),
+            }),
             field: String::new(),
             reason: "bad".into(),
         };

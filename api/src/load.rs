@@ -37,7 +37,11 @@ struct DocErrors<'a> {
 
 impl DocErrors<'_> {
     fn push(&mut self, path: &FieldPath, reason: impl Into<String>) {
-        let source = Source { file: None, line: Some(self.doc.line), field_lines: Default::default() };
+        let source = Source {
+            file: None,
+            line: Some(self.doc.line),
+            field_lines: Default::default(),
+        };
         let line = lookup_line(&self.doc.lines, path).or(source.line);
         self.errors.push(ValidationError {
             file: self.file.map(Path::to_path_buf),
@@ -146,7 +150,11 @@ fn remove_entry(value: &mut Value, parent: &[Seg], key: &str) -> bool {
 /// Decodes `value` as `T`, reporting every unknown field and type error with
 /// its path. Offending map entries are dropped and decoding retried so one
 /// pass reports them all; the result is `None` if anything was reported.
-fn decode_part<T: DeserializeOwned>(mut value: Value, base: &FieldPath, errs: &mut DocErrors<'_>) -> Option<T> {
+fn decode_part<T: DeserializeOwned>(
+    mut value: Value,
+    base: &FieldPath,
+    errs: &mut DocErrors<'_>,
+) -> Option<T> {
     let mut clean = true;
     for _ in 0..64 {
         let err = match serde_path_to_error::deserialize::<_, T>(&value) {
@@ -200,7 +208,7 @@ fn decode_object<T: DeserializeOwned + Default>(
     let spec: Option<T> = match map.get("spec") {
         Some(Value::Null) | None => {
             if spec_required {
-                errs.push(&root.key("spec"), "spec is required");
+                errs.push(&root.key("spec"), "required value");
             }
             Some(T::default())
         }
@@ -211,25 +219,50 @@ fn decode_object<T: DeserializeOwned + Default>(
         line: Some(errs.doc.line),
         field_lines: errs.doc.lines.clone(),
     };
-    Some(Object { api_version: api_version.to_string(), metadata: metadata?, spec: spec?, source })
+    Some(Object {
+        api_version: api_version.to_string(),
+        metadata: metadata?,
+        spec: spec?,
+        source,
+    })
 }
 
 /// Decodes one YAML document into a typed resource (structure only: envelope,
 /// kind, field names and types). Use [`crate::validate`] for Istio's rules.
 pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<ValidationError>> {
-    let mut errs = DocErrors { file, doc, object: None, errors: Vec::new() };
+    let mut errs = DocErrors {
+        file,
+        doc,
+        object: None,
+        errors: Vec::new(),
+    };
     let root = FieldPath::root();
     let Value::Object(map) = &doc.value else {
         errs.push(&root, "document is not a mapping");
         return Err(errs.errors);
     };
-    let kind_name = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind_name = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let meta = map.get("metadata");
     errs.object = Some(ObjectRef {
         kind: kind_name.clone(),
-        namespace: meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_string),
-        name: meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string(),
+        namespace: meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        name: meta
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
     });
     if kind_name.is_empty() {
         errs.push(&root.key("kind"), "kind is required");
@@ -238,7 +271,9 @@ pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<Valid
     let Some(kind) = Kind::from_name(&kind_name) else {
         let reason = match RETIRED.iter().find(|(k, _)| *k == kind_name) {
             Some((_, new)) => format!("unsupported kind {kind_name}: retired by Istio, use {new}"),
-            None => format!("unsupported kind {kind_name} ({api_version}): this mesh does not serve it"),
+            None => {
+                format!("unsupported kind {kind_name} ({api_version}): this mesh does not serve it")
+            }
         };
         errs.push(&root.key("kind"), reason);
         return Err(errs.errors);
@@ -258,18 +293,26 @@ pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<Valid
     }
     let required = !matches!(kind, Kind::Sidecar) && !kind.is_security();
     let resource = match kind {
-        Kind::VirtualService => decode_object(&api_version, map, required, &mut errs).map(Resource::VirtualService),
-        Kind::DestinationRule => decode_object(&api_version, map, required, &mut errs).map(Resource::DestinationRule),
-        Kind::ServiceEntry => decode_object(&api_version, map, required, &mut errs).map(Resource::ServiceEntry),
-        Kind::WorkloadEntry => decode_object(&api_version, map, required, &mut errs).map(Resource::WorkloadEntry),
-        Kind::WorkloadGroup => decode_object(&api_version, map, required, &mut errs).map(Resource::WorkloadGroup),
-        Kind::Sidecar => decode_object(&api_version, map, required, &mut errs).map(Resource::Sidecar),
-        Kind::Gateway => decode_object(&api_version, map, required, &mut errs).map(Resource::Gateway),
-        Kind::PeerAuthentication => decode_object(&api_version, map, required, &mut errs).map(Resource::PeerAuthentication),
-        Kind::AuthorizationPolicy => decode_object(&api_version, map, required, &mut errs).map(Resource::AuthorizationPolicy),
-        Kind::RequestAuthentication => {
-            decode_object(&api_version, map, required, &mut errs).map(Resource::RequestAuthentication)
-        }
+        Kind::VirtualService => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::VirtualService(Box::new(o))),
+        Kind::DestinationRule => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::DestinationRule(Box::new(o))),
+        Kind::ServiceEntry => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::ServiceEntry(Box::new(o))),
+        Kind::WorkloadEntry => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::WorkloadEntry(Box::new(o))),
+        Kind::WorkloadGroup => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::WorkloadGroup(Box::new(o))),
+        Kind::Sidecar => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::Sidecar(Box::new(o))),
+        Kind::Gateway => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::Gateway(Box::new(o))),
+        Kind::PeerAuthentication => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::PeerAuthentication(Box::new(o))),
+        Kind::AuthorizationPolicy => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::AuthorizationPolicy(Box::new(o))),
+        Kind::RequestAuthentication => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::RequestAuthentication(Box::new(o))),
     };
     match resource {
         Some(r) if errs.errors.is_empty() => Ok(r),

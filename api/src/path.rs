@@ -16,7 +16,10 @@ impl FieldPath {
     pub fn key(&self, key: &str) -> Self {
         let mut s = self.0.clone();
         let plain = !key.is_empty()
-            && key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if plain {
             if !s.is_empty() {
@@ -53,7 +56,9 @@ impl FieldPath {
         let cut = if s.ends_with(']') {
             s.rfind('[').unwrap_or(0)
         } else {
-            s.rfind(['.', ']']).map(|i| if s.as_bytes()[i] == b'.' { i } else { i + 1 }).unwrap_or(0)
+            s.rfind(['.', ']'])
+                .map(|i| if s.as_bytes()[i] == b'.' { i } else { i + 1 })
+                .unwrap_or(0)
         };
         Some(Self(s[..cut].to_string()))
     }
@@ -87,7 +92,12 @@ mod tests {
 
     #[test]
     fn builds_and_parents() {
-        let p = FieldPath::root().key("spec").key("http").index(0).key("route").index(1);
+        let p = FieldPath::root()
+            .key("spec")
+            .key("http")
+            .index(0)
+            .key("route")
+            .index(1);
         assert_eq!(p.as_str(), "spec.http[0].route[1]");
         let l = FieldPath::root().key("spec").key("portLevelMtls").key("80");
         assert_eq!(l.as_str(), "spec.portLevelMtls[80]");

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ObjectRef;
-use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry, WorkloadGroup};
+use crate::networking::{
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry, WorkloadGroup,
+};
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::yaml::LineMap;
 
@@ -120,7 +122,10 @@ impl Kind {
     }
 
     pub fn is_security(self) -> bool {
-        matches!(self, Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication)
+        matches!(
+            self,
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication
+        )
     }
 
     /// Whether `apiVersion` (`group/version`) is one this kind is served under.
@@ -144,20 +149,21 @@ impl std::fmt::Display for Kind {
 }
 
 /// A loaded object of one of the served kinds. Serializes as the Kubernetes
-/// envelope (`kind`, `apiVersion`, `metadata`, `spec`).
+/// envelope (`kind`, `apiVersion`, `metadata`, `spec`). Boxed: specs differ a
+/// lot in size and a store holds thousands of them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum Resource {
-    VirtualService(Object<VirtualService>),
-    DestinationRule(Object<DestinationRule>),
-    ServiceEntry(Object<ServiceEntry>),
-    WorkloadEntry(Object<WorkloadEntry>),
-    WorkloadGroup(Object<WorkloadGroup>),
-    Sidecar(Object<Sidecar>),
-    Gateway(Object<Gateway>),
-    PeerAuthentication(Object<PeerAuthentication>),
-    AuthorizationPolicy(Object<AuthorizationPolicy>),
-    RequestAuthentication(Object<RequestAuthentication>),
+    VirtualService(Box<Object<VirtualService>>),
+    DestinationRule(Box<Object<DestinationRule>>),
+    ServiceEntry(Box<Object<ServiceEntry>>),
+    WorkloadEntry(Box<Object<WorkloadEntry>>),
+    WorkloadGroup(Box<Object<WorkloadGroup>>),
+    Sidecar(Box<Object<Sidecar>>),
+    Gateway(Box<Object<Gateway>>),
+    PeerAuthentication(Box<Object<PeerAuthentication>>),
+    AuthorizationPolicy(Box<Object<AuthorizationPolicy>>),
+    RequestAuthentication(Box<Object<RequestAuthentication>>),
 }
 
 macro_rules! each {
@@ -218,6 +224,10 @@ impl Resource {
     }
 
     pub fn object_ref(&self) -> ObjectRef {
-        ObjectRef { kind: self.kind().to_string(), namespace: self.metadata().namespace.clone(), name: self.name().to_string() }
+        ObjectRef {
+            kind: self.kind().to_string(),
+            namespace: self.metadata().namespace.clone(),
+            name: self.name().to_string(),
+        }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Number, Value};
-use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, StructureStyle};
 
 use crate::path::FieldPath;
 
@@ -31,7 +31,8 @@ pub struct SyntaxError {
 
 enum Frame {
     Seq(Vec<Value>, FieldPath),
-    Map(Map<String, Value>, FieldPath, Option<String>),
+    /// The flag marks an implicit single-pair mapping inside a flow sequence.
+    Map(Map<String, Value>, FieldPath, Option<String>, bool),
 }
 
 struct Builder {
@@ -45,7 +46,14 @@ struct Builder {
 
 impl Builder {
     fn new() -> Self {
-        Self { stack: Vec::new(), anchors: HashMap::new(), pending: Vec::new(), lines: LineMap::new(), root: None, first_line: None }
+        Self {
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            pending: Vec::new(),
+            lines: LineMap::new(),
+            root: None,
+            first_line: None,
+        }
     }
 
     /// Path of the node about to be added, recording its line.
@@ -53,9 +61,9 @@ impl Builder {
         let path = match self.stack.last() {
             None => FieldPath::root(),
             Some(Frame::Seq(items, p)) => p.index(items.len()),
-            Some(Frame::Map(_, p, Some(k))) => p.key(k),
+            Some(Frame::Map(_, p, Some(k), _)) => p.key(k),
             // A key is being read: its line is the field's line.
-            Some(Frame::Map(_, p, None)) => p.clone(),
+            Some(Frame::Map(_, p, None, _)) => p.clone(),
         };
         if let Some(Frame::Seq(..)) = self.stack.last() {
             self.lines.entry(path.as_str().to_string()).or_insert(line);
@@ -70,7 +78,7 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(v),
             Some(Frame::Seq(items, _)) => items.push(v),
-            Some(Frame::Map(map, path, key)) => match key.take() {
+            Some(Frame::Map(map, path, key, _)) => match key.take() {
                 None => {
                     let k = match v {
                         Value::String(s) => s,
@@ -118,9 +126,14 @@ fn resolve_plain(s: &str) -> Value {
         return Value::Number(i.into());
     }
     let looks_float = digits.bytes().any(|b| b.is_ascii_digit())
-        && digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && digits.bytes().filter(|b| *b == b'.').count() <= 1
-        && digits.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.');
+        && digits
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'.');
     if looks_float
         && let Ok(f) = s.parse::<f64>()
         && let Some(n) = Number::from_f64(f)
@@ -140,7 +153,13 @@ pub fn parse_documents(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
             Ok(x) => x,
             Err(e) => {
                 let message = e.info().to_string();
-                return (docs, Some(SyntaxError { line: e.marker().line(), message }));
+                return (
+                    docs,
+                    Some(SyntaxError {
+                        line: e.marker().line(),
+                        message,
+                    }),
+                );
             }
         };
         let line = span.start.line();
@@ -151,7 +170,11 @@ pub fn parse_documents(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
                 if let Some(value) = done.root
                     && !value.is_null()
                 {
-                    docs.push(Document { line: done.first_line.unwrap_or(line), value, lines: done.lines });
+                    docs.push(Document {
+                        line: done.first_line.unwrap_or(line),
+                        value,
+                        lines: done.lines,
+                    });
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -172,17 +195,34 @@ pub fn parse_documents(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
                 // Anchors on collections are recorded when the collection ends.
                 b.pending.push(anchor);
             }
-            Event::MappingStart(_, anchor, _) => {
+            Event::MappingStart(style, anchor, _) => {
                 b.first_line.get_or_insert(line);
                 let p = b.child_path(line);
-                b.stack.push(Frame::Map(Map::new(), p, None));
+                let in_flow_seq =
+                    matches!(b.stack.last(), Some(Frame::Seq(..))) && style == StructureStyle::Flow;
+                let offset = span
+                    .start
+                    .byte_offset()
+                    .or_else(|| text.char_indices().nth(span.start.index()).map(|(i, _)| i));
+                let implicit = in_flow_seq && offset.is_some_and(|o| !text[o..].starts_with('{'));
+                b.stack.push(Frame::Map(Map::new(), p, None, implicit));
                 b.pending.push(anchor);
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let anchor = b.pending.pop().unwrap_or(0);
                 let v = match b.stack.pop() {
                     Some(Frame::Seq(items, _)) => Value::Array(items),
-                    Some(Frame::Map(map, _, _)) => Value::Object(map),
+                    // Go's YAML reads `[1.2.3.4, 2001:db8::]` as two strings, where YAML 1.2
+                    // sees `2001:db8:` as a key; Istio's files rely on the Go reading.
+                    Some(Frame::Map(map, _, _, true))
+                        if map.len() == 1 && map.values().all(Value::is_null) =>
+                    {
+                        Value::String(format!(
+                            "{}:",
+                            map.keys().next().map(String::as_str).unwrap_or_default()
+                        ))
+                    }
+                    Some(Frame::Map(map, _, _, _)) => Value::Object(map),
                     None => Value::Null,
                 };
                 b.push_value(v, anchor, line);
@@ -222,7 +262,9 @@ mod tests {
 
     #[test]
     fn anchors_and_syntax_errors() {
-        let (docs, _) = parse_documents("a: &x {k: 1}\nb: *x\n");
+        let (docs, _) = parse_documents("a: &x {k: 1}\nb: *x\nc: [1.2.3.4, 001:db8::, {k: }]\n");
+        assert_eq!(docs[0].value["c"][1], "001:db8::");
+        assert!(docs[0].value["c"][2]["k"].is_null());
         assert_eq!(docs[0].value["b"]["k"], 1);
         let (_, err) = parse_documents("a: [1, 2\nb: 3\n");
         assert!(err.is_some());

@@ -23,7 +23,11 @@ pub fn run(args: &Args) -> ExitCode {
     }
     let mut out = std::io::stdout().lock();
     if errors.is_empty() {
-        let _ = writeln!(out, "{objects} object(s) valid in {} path(s)", args.files.len());
+        let _ = writeln!(
+            out,
+            "{objects} object(s) valid in {} path(s)",
+            args.files.len()
+        );
         return ExitCode::SUCCESS;
     }
     let mut err = std::io::stderr().lock();

@@ -45,10 +45,27 @@ pub struct Port {
 }
 
 /// Istio's protocol names; parsing is case-insensitive as in Istio.
-pub const PROTOCOLS: &[&str] =
-    &["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "HTTP_PROXY", "TCP", "TLS", "UDP", "MONGO", "REDIS", "MYSQL", "THRIFT", "HBONE"];
+pub const PROTOCOLS: &[&str] = &[
+    "HTTP",
+    "HTTPS",
+    "GRPC",
+    "GRPC-WEB",
+    "HTTP2",
+    "HTTP_PROXY",
+    "TCP",
+    "TLS",
+    "UDP",
+    "MONGO",
+    "REDIS",
+    "MYSQL",
+    "THRIFT",
+    "HBONE",
+];
 
 /// The canonical protocol for a port's `protocol` field, if Istio knows it.
 pub fn parse_protocol(s: &str) -> Option<&'static str> {
-    PROTOCOLS.iter().copied().find(|p| p.eq_ignore_ascii_case(s))
+    PROTOCOLS
+        .iter()
+        .copied()
+        .find(|p| p.eq_ignore_ascii_case(s))
 }

@@ -58,4 +58,3 @@ pub struct OutboundTrafficPolicy {
     pub mode: OutboundMode,
     pub egress_proxy: Option<super::virtual_service::Destination>,
 }
-

@@ -145,7 +145,8 @@ pub struct HttpRetry {
 
 /// Istio's retry default, applied by translation when a route has no `retries`.
 pub const DEFAULT_RETRY_ATTEMPTS: i32 = 2;
-pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

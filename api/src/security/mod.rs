@@ -5,7 +5,9 @@ pub mod common;
 pub mod peer_authentication;
 pub mod request_authentication;
 
-pub use authorization_policy::{Action, AuthorizationPolicy, Condition, ExtensionProvider, Operation, Rule, To};
+pub use authorization_policy::{
+    Action, AuthorizationPolicy, Condition, ExtensionProvider, Operation, Rule, To,
+};
 pub use common::*;
 pub use peer_authentication::*;
 pub use request_authentication::*;

@@ -5,8 +5,8 @@ use super::destination_rule::selector_labels;
 use super::request_authentication::target_refs;
 use super::rules;
 use crate::path::FieldPath;
-use crate::security::{Action, AuthorizationPolicy, Condition, Operation};
 use crate::security::authorization_policy::Source;
+use crate::security::{Action, AuthorizationPolicy, Condition, Operation};
 
 /// `when` keys that take IPs or CIDRs.
 const IP_KEYS: &[&str] = &["source.ip", "remote.ip", "destination.ip"];
@@ -26,15 +26,29 @@ const PLAIN_KEYS: &[&str] = &[
 
 pub fn validate(ap: &AuthorizationPolicy, ns: Option<&str>, p: &FieldPath, errs: &mut Errors) {
     if let Some(sel) = &ap.selector {
-        selector_labels(&sel.match_labels, &p.key("selector").key("matchLabels"), errs);
+        selector_labels(
+            &sel.match_labels,
+            &p.key("selector").key("matchLabels"),
+            errs,
+        );
     }
-    target_refs(ap.selector.is_some(), &ap.target_ref, &ap.target_refs, ns, p, errs);
+    target_refs(
+        ap.selector.is_some(),
+        &ap.target_ref,
+        &ap.target_refs,
+        ns,
+        p,
+        errs,
+    );
     match (ap.action, &ap.provider) {
         (Action::Custom, None) => errs.push(&p.key("provider"), "CUSTOM action without provider"),
-        (Action::Custom, Some(pr)) if pr.name.is_empty() => errs.push(&p.key("provider").key("name"), "provider name must be set"),
-        (Action::Allow | Action::Deny | Action::Audit, Some(_)) => {
-            errs.push(&p.key("provider"), "provider must not be set with non CUSTOM action")
+        (Action::Custom, Some(pr)) if pr.name.is_empty() => {
+            errs.push(&p.key("provider").key("name"), "provider name must be set")
         }
+        (Action::Allow | Action::Deny | Action::Audit, Some(_)) => errs.push(
+            &p.key("provider"),
+            "provider must not be set with non CUSTOM action",
+        ),
         _ => {}
     }
     for (i, rule) in ap.rules.iter().enumerate() {
@@ -62,7 +76,10 @@ pub fn validate(ap: &AuthorizationPolicy, ns: Option<&str>, p: &FieldPath, errs:
 fn non_empty_values(field: &str, values: &[String], p: &FieldPath, errs: &mut Errors) {
     for (i, v) in values.iter().enumerate() {
         if v.is_empty() {
-            errs.push(&p.key(field).index(i), format!("empty value not allowed, found in {field}"));
+            errs.push(
+                &p.key(field).index(i),
+                format!("empty value not allowed, found in {field}"),
+            );
         }
     }
 }
@@ -94,7 +111,10 @@ fn source(s: &Source, p: &FieldPath, errs: &mut Errors) {
         || !s.principals.is_empty()
         || !s.not_principals.is_empty();
     if sa && ns_or_principal {
-        errs.push(p, "Cannot set serviceAccounts with namespaces or principals");
+        errs.push(
+            p,
+            "Cannot set serviceAccounts with namespaces or principals",
+        );
     }
     for (field, values) in [
         ("ipBlocks", &s.ip_blocks),
@@ -156,7 +176,13 @@ fn condition(c: &Condition, p: &FieldPath, errs: &mut Errors) {
         errs.push(&p.key("key"), format!("unknown attribute ({})", c.key));
     }
     if c.values.is_empty() && c.not_values.is_empty() {
-        errs.push(p, format!("at least one of `values` or `notValues` must be set for key {}", c.key));
+        errs.push(
+            p,
+            format!(
+                "at least one of `values` or `notValues` must be set for key {}",
+                c.key
+            ),
+        );
     }
     for (field, values) in [("values", &c.values), ("notValues", &c.not_values)] {
         for (i, v) in values.iter().enumerate() {

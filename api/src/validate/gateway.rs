@@ -28,16 +28,28 @@ pub fn validate(gw: &Gateway, p: &FieldPath, errs: &mut Errors) {
                 }
                 let proto = parse_protocol(&port.protocol);
                 if !port.protocol.is_empty() && proto.is_none() {
-                    errs.push(&pp.key("protocol"), format!("unsupported protocol: {}", port.protocol));
+                    errs.push(
+                        &pp.key("protocol"),
+                        format!("unsupported protocol: {}", port.protocol),
+                    );
                 }
                 if !port.name.is_empty() && !names.insert(port.name.clone()) {
-                    errs.push(&pp.key("name"), format!("port names in servers must be unique: duplicate name {}", port.name));
+                    errs.push(
+                        &pp.key("name"),
+                        format!(
+                            "port names in servers must be unique: duplicate name {}",
+                            port.name
+                        ),
+                    );
                 }
                 proto
             }
         };
         if s.hosts.is_empty() {
-            errs.push(&sp.key("hosts"), "server config must contain at least one host");
+            errs.push(
+                &sp.key("hosts"),
+                "server config must contain at least one host",
+            );
         }
         for (j, h) in s.hosts.iter().enumerate() {
             errs.check(&sp.key("hosts").index(j), gateway_host(h));
@@ -50,7 +62,10 @@ pub fn validate(gw: &Gateway, p: &FieldPath, errs: &mut Errors) {
         }
         let secure = matches!(protocol, Some("HTTPS" | "TLS"));
         match &s.tls {
-            None if secure => errs.push(&sp.key("tls"), "server must have TLS settings for HTTPS/TLS protocols"),
+            None if secure => errs.push(
+                &sp.key("tls"),
+                "server must have TLS settings for HTTPS/TLS protocols",
+            ),
             Some(t) => server_tls(t, &sp.key("tls"), errs),
             None => {}
         }
@@ -62,17 +77,25 @@ fn gateway_host(h: &str) -> Result<(), String> {
     let host = match h.split_once('/') {
         Some((ns, host)) => {
             if !["*", "."].contains(&ns) {
-                rules::dns1123_label(ns).map_err(|_| format!("invalid namespace {ns:?} in host {h:?}"))?;
+                rules::dns1123_label(ns)
+                    .map_err(|_| format!("invalid namespace {ns:?} in host {h:?}"))?;
             }
             host
         }
         None => h,
     };
-    if host == "*" { Ok(()) } else { rules::wildcard_domain(host) }
+    if host == "*" {
+        Ok(())
+    } else {
+        rules::wildcard_domain(host)
+    }
 }
 
 fn server_tls(t: &ServerTlsSettings, p: &FieldPath, errs: &mut Errors) {
-    if t.https_redirect == Some(true) && t.server_certificate.is_none() && t.credential_name.is_none() {
+    if t.https_redirect == Some(true)
+        && t.server_certificate.is_none()
+        && t.credential_name.is_none()
+    {
         return;
     }
     let has_cred = t.credential_name.is_some() || !t.credential_names.is_empty();
@@ -80,19 +103,35 @@ fn server_tls(t: &ServerTlsSettings, p: &FieldPath, errs: &mut Errors) {
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
             if !has_cred {
                 if t.server_certificate.is_none() {
-                    errs.push(&p.key("serverCertificate"), "SIMPLE TLS requires a server certificate or credentialName");
+                    errs.push(
+                        &p.key("serverCertificate"),
+                        "SIMPLE TLS requires a server certificate or credentialName",
+                    );
                 }
                 if t.private_key.is_none() {
-                    errs.push(&p.key("privateKey"), "SIMPLE TLS requires a private key or credentialName");
+                    errs.push(
+                        &p.key("privateKey"),
+                        "SIMPLE TLS requires a private key or credentialName",
+                    );
                 }
                 if t.mode != ServerTlsMode::Simple && t.ca_certificates.is_none() {
-                    errs.push(&p.key("caCertificates"), "MUTUAL TLS requires client CA bundle or credentialName");
+                    errs.push(
+                        &p.key("caCertificates"),
+                        "MUTUAL TLS requires client CA bundle or credentialName",
+                    );
                 }
             }
         }
         ServerTlsMode::IstioMutual => {
-            if has_cred || t.server_certificate.is_some() || t.private_key.is_some() || t.ca_certificates.is_some() {
-                errs.push(p, "ISTIO_MUTUAL TLS cannot have associated certificates or credentialName");
+            if has_cred
+                || t.server_certificate.is_some()
+                || t.private_key.is_some()
+                || t.ca_certificates.is_some()
+            {
+                errs.push(
+                    p,
+                    "ISTIO_MUTUAL TLS cannot have associated certificates or credentialName",
+                );
             }
         }
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {}

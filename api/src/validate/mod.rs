@@ -46,13 +46,19 @@ pub fn validate(resource: &Resource) -> Vec<ValidationError> {
         Resource::VirtualService(o) => virtual_service::validate(&o.spec, &spec, &mut errs),
         Resource::DestinationRule(o) => destination_rule::validate(&o.spec, &spec, &mut errs),
         Resource::ServiceEntry(o) => service_entry::validate(&o.spec, &spec, &mut errs),
-        Resource::WorkloadEntry(o) => workload_entry::validate_entry(&o.spec, &spec, false, &mut errs),
+        Resource::WorkloadEntry(o) => {
+            workload_entry::validate_entry(&o.spec, &spec, false, &mut errs)
+        }
         Resource::WorkloadGroup(o) => workload_entry::validate_group(&o.spec, &spec, &mut errs),
         Resource::Sidecar(o) => sidecar::validate(&o.spec, &spec, &mut errs),
         Resource::Gateway(o) => gateway::validate(&o.spec, &spec, &mut errs),
         Resource::PeerAuthentication(o) => peer_authentication::validate(&o.spec, &spec, &mut errs),
-        Resource::AuthorizationPolicy(o) => authorization_policy::validate(&o.spec, ns, &spec, &mut errs),
-        Resource::RequestAuthentication(o) => request_authentication::validate(&o.spec, ns, &spec, &mut errs),
+        Resource::AuthorizationPolicy(o) => {
+            authorization_policy::validate(&o.spec, ns, &spec, &mut errs)
+        }
+        Resource::RequestAuthentication(o) => {
+            request_authentication::validate(&o.spec, ns, &spec, &mut errs)
+        }
     }
     to_errors(resource, errs)
 }

@@ -10,9 +10,11 @@ use super::rules;
 use crate::path::FieldPath;
 use crate::security::{PolicyTargetReference, RequestAuthentication};
 
-static GROUP: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
-static KIND: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$").unwrap());
+static GROUP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap()
+});
+static KIND: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$").unwrap());
 static HEADER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[-_A-Za-z0-9]+$").unwrap());
 
 pub(super) fn target_refs(
@@ -23,7 +25,10 @@ pub(super) fn target_refs(
     p: &FieldPath,
     errs: &mut Errors,
 ) {
-    let set = [has_selector, one.is_some(), !many.is_empty()].into_iter().filter(|b| *b).count();
+    let set = [has_selector, one.is_some(), !many.is_empty()]
+        .into_iter()
+        .filter(|b| *b)
+        .count();
     if set > 1 {
         errs.push(p, "only one of targetRefs or selector can be set");
     }
@@ -42,25 +47,38 @@ fn target_ref(r: &PolicyTargetReference, ns: Option<&str>, p: &FieldPath, errs: 
     if let Some(g) = &r.group
         && !GROUP.is_match(g)
     {
-        errs.push(&p.key("group"), format!("group {g:?} should match {}", GROUP.as_str()));
+        errs.push(
+            &p.key("group"),
+            format!("group {g:?} should match {}", GROUP.as_str()),
+        );
     }
     if !KIND.is_match(&r.kind) {
-        errs.push(&p.key("kind"), format!("kind {:?} should match {}", r.kind, KIND.as_str()));
+        errs.push(
+            &p.key("kind"),
+            format!("kind {:?} should match {}", r.kind, KIND.as_str()),
+        );
     }
     if let Some(target_ns) = r.namespace.as_deref()
         && !target_ns.is_empty()
         && Some(target_ns) != ns
     {
-        errs.push(&p.key("namespace"), "cross namespace referencing is not currently supported");
+        errs.push(
+            &p.key("namespace"),
+            "cross namespace referencing is not currently supported",
+        );
     }
 }
 
 fn jwks_uri(uri: &str) -> Result<(), String> {
     let Some((scheme, rest)) = uri.split_once("://") else {
-        return Err(format!("invalid jwksUri {uri:?}: url must have scheme http:// or https://"));
+        return Err(format!(
+            "invalid jwksUri {uri:?}: url must have scheme http:// or https://"
+        ));
     };
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(format!("invalid jwksUri {uri:?}: url must have scheme http:// or https://"));
+        return Err(format!(
+            "invalid jwksUri {uri:?}: url must have scheme http:// or https://"
+        ));
     }
     if rest.is_empty() || rest.starts_with('/') {
         return Err(format!("invalid jwksUri {uri:?}: missing host"));
@@ -78,9 +96,20 @@ fn non_empty(field: &str, values: &[String], p: &FieldPath, errs: &mut Errors) {
 
 pub fn validate(ra: &RequestAuthentication, ns: Option<&str>, p: &FieldPath, errs: &mut Errors) {
     if let Some(sel) = &ra.selector {
-        selector_labels(&sel.match_labels, &p.key("selector").key("matchLabels"), errs);
+        selector_labels(
+            &sel.match_labels,
+            &p.key("selector").key("matchLabels"),
+            errs,
+        );
     }
-    target_refs(ra.selector.is_some(), &ra.target_ref, &ra.target_refs, ns, p, errs);
+    target_refs(
+        ra.selector.is_some(),
+        &ra.target_ref,
+        &ra.target_refs,
+        ns,
+        p,
+        errs,
+    );
     for (i, rule) in ra.jwt_rules.iter().enumerate() {
         let rp = p.key("jwtRules").index(i);
         if rule.issuer.is_empty() {
@@ -89,13 +118,21 @@ pub fn validate(ra: &RequestAuthentication, ns: Option<&str>, p: &FieldPath, err
         non_empty("audiences", &rule.audiences, &rp, errs);
         non_empty("fromParams", &rule.from_params, &rp, errs);
         non_empty("fromCookies", &rule.from_cookies, &rp, errs);
-        non_empty("spaceDelimitedClaims", &rule.space_delimited_claims, &rp, errs);
+        non_empty(
+            "spaceDelimitedClaims",
+            &rule.space_delimited_claims,
+            &rp,
+            errs,
+        );
         if let Some(uri) = &rule.jwks_uri {
             errs.check(&rp.key("jwksUri"), jwks_uri(uri));
         }
         for (j, h) in rule.from_headers.iter().enumerate() {
             if h.name.is_empty() {
-                errs.push(&rp.key("fromHeaders").index(j).key("name"), "name is required and should be at least 1 chars long");
+                errs.push(
+                    &rp.key("fromHeaders").index(j).key("name"),
+                    "name is required and should be at least 1 chars long",
+                );
             }
         }
         for (j, c) in rule.output_claim_to_headers.iter().enumerate() {
@@ -106,14 +143,21 @@ pub fn validate(ra: &RequestAuthentication, ns: Option<&str>, p: &FieldPath, err
             if c.header.is_empty() {
                 errs.push(&cp.key("header"), "header should be at least 1 chars long");
             } else if !HEADER.is_match(&c.header) {
-                errs.push(&cp.key("header"), format!("header {:?} should match {}", c.header, HEADER.as_str()));
+                errs.push(
+                    &cp.key("header"),
+                    format!("header {:?} should match {}", c.header, HEADER.as_str()),
+                );
             }
         }
         if let Some(h) = &rule.output_payload_to_header {
             errs.check(&rp.key("outputPayloadToHeader"), rules::header_name(h));
         }
         if let Some(t) = &rule.timeout {
-            errs.check(&rp.key("timeout"), rules::duration(t).map_err(|_| "must be a valid duration greater than 1ms".to_string()));
+            errs.check(
+                &rp.key("timeout"),
+                rules::duration(t)
+                    .map_err(|_| "must be a valid duration greater than 1ms".to_string()),
+            );
         }
     }
 }

@@ -10,7 +10,8 @@ use super::Errors;
 use crate::duration::Duration;
 use crate::path::FieldPath;
 
-static DNS1123_LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap());
+static DNS1123_LABEL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap());
 static WILDCARD_LABEL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(\*|(\*|\*-)?[a-z0-9]([-a-z0-9]*[a-z0-9])?)$").unwrap());
 static LABEL_NAME: LazyLock<Regex> =
@@ -23,7 +24,9 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
     if s.len() <= 63 && DNS1123_LABEL.is_match(s) {
         Ok(())
     } else {
-        Err(format!("{s:?} is not a valid DNS-1123 label (lowercase alphanumerics and '-', at most 63 characters)"))
+        Err(format!(
+            "{s:?} is not a valid DNS-1123 label (lowercase alphanumerics and '-', at most 63 characters)"
+        ))
     }
 }
 
@@ -39,7 +42,9 @@ fn dns1123_labels(domain: &str, full: &str) -> Result<(), String> {
     let trimmed = domain.strip_suffix('.').unwrap_or(domain);
     for label in trimmed.split('.') {
         if label.len() > 63 || !DNS1123_LABEL.is_match(label) {
-            return Err(format!("domain name {full:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {full:?} invalid (label {label:?} invalid)"
+            ));
         }
     }
     Ok(())
@@ -58,7 +63,9 @@ pub fn wildcard_domain(domain: &str) -> Result<(), String> {
         None => (domain, None),
     };
     if first.len() > 63 || !WILDCARD_LABEL.is_match(first) {
-        return Err(format!("domain name {domain:?} invalid (label {first:?} invalid)"));
+        return Err(format!(
+            "domain name {domain:?} invalid (label {first:?} invalid)"
+        ));
     }
     match rest {
         Some(r) if !r.is_empty() => dns1123_labels(r, domain),
@@ -78,7 +85,11 @@ pub fn fqdn(domain: &str) -> Result<(), String> {
 }
 
 pub fn port(p: u32) -> Result<(), String> {
-    if (1..=65535).contains(&p) { Ok(()) } else { Err(format!("port number {p} must be between 1-65535")) }
+    if (1..=65535).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("port number {p} must be between 1-65535"))
+    }
 }
 
 /// Istio's `ValidateDuration`: at least 1ms and at millisecond precision.
@@ -87,7 +98,7 @@ pub fn duration(d: &Duration) -> Result<(), String> {
     if d < std::time::Duration::from_millis(1) {
         return Err("duration must be greater than 1ms".into());
     }
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return Err("only durations to ms precision are supported".into());
     }
     Ok(())
@@ -100,11 +111,20 @@ pub fn opt_duration(d: &Option<Duration>, path: &FieldPath, errs: &mut Errors) {
 }
 
 pub fn percentage(v: f64) -> Result<(), String> {
-    if (0.0..=100.0).contains(&v) { Ok(()) } else { Err(format!("percentage {v} is out of range 0..100")) }
+    if (0.0..=100.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("percentage {v} is out of range 0..100"))
+    }
 }
 
 pub fn regex(re: &str) -> Result<(), String> {
-    Regex::new(re).map(|_| ()).map_err(|e| format!("{re:?} is not a valid regex: {}", e.to_string().lines().last().unwrap_or("")))
+    Regex::new(re).map(|_| ()).map_err(|e| {
+        format!(
+            "{re:?} is not a valid regex: {}",
+            e.to_string().lines().last().unwrap_or("")
+        )
+    })
 }
 
 /// Kubernetes label keys (optional DNS prefix + name) and values.
@@ -136,7 +156,11 @@ pub fn header_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("header name cannot be empty".into());
     }
-    if HEADER_NAME.is_match(name) { Ok(()) } else { Err(format!("header name {name:?} is not a valid header name")) }
+    if HEADER_NAME.is_match(name) {
+        Ok(())
+    } else {
+        Err(format!("header name {name:?} is not a valid header name"))
+    }
 }
 
 pub fn ip_or_cidr(s: &str) -> Result<(), String> {
@@ -161,14 +185,21 @@ pub fn export_to(values: &[String], path: &FieldPath, errs: &mut Errors) {
     for (i, v) in values.iter().enumerate() {
         let p = path.index(i);
         if v != "." && v != "*" && v != "~" {
-            errs.check(&p, dns1123_label(v).map_err(|_| format!("only ., * or namespace names are allowed, got {v:?}")));
+            errs.check(
+                &p,
+                dns1123_label(v)
+                    .map_err(|_| format!("only ., * or namespace names are allowed, got {v:?}")),
+            );
         }
         if !seen.insert(v) {
             errs.push(&p, format!("duplicate entries in exportTo: {v}"));
         }
     }
     if values.len() > 1 && values.iter().any(|v| v == "*") {
-        errs.push(path, "cannot have both public (*) and non-public exportTo values");
+        errs.push(
+            path,
+            "cannot have both public (*) and non-public exportTo values",
+        );
     }
 }
 
@@ -187,7 +218,9 @@ pub fn gateway_name(name: &str) -> Result<(), String> {
     dns1123_subdomain(n).map_err(|_| format!("invalid gateway name {name:?}"))
 }
 
-pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+pub const HTTP_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 #[cfg(test)]
 mod tests {
@@ -231,7 +264,11 @@ mod tests {
         let mut e = Errors::default();
         export_to(&[".".into(), "foo".into()], &FieldPath::root(), &mut e);
         assert!(e.is_empty());
-        export_to(&["*".into(), "foo".into(), "foo".into(), "Bad".into()], &FieldPath::root(), &mut e);
+        export_to(
+            &["*".into(), "foo".into(), "foo".into(), "Bad".into()],
+            &FieldPath::root(),
+            &mut e,
+        );
         assert_eq!(e.0.len(), 3);
         assert!(regex("b.*").is_ok());
         assert!(regex("(").is_err());

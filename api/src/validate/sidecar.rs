@@ -12,7 +12,10 @@ use crate::path::FieldPath;
 pub fn validate(sc: &Sidecar, p: &FieldPath, errs: &mut Errors) {
     if let Some(ws) = &sc.workload_selector {
         if ws.labels.is_empty() {
-            errs.push(&p.key("workloadSelector"), "sidecar: workloadSelector cannot have empty labels");
+            errs.push(
+                &p.key("workloadSelector"),
+                "sidecar: workloadSelector cannot have empty labels",
+            );
         }
         selector_labels(&ws.labels, &p.key("workloadSelector").key("labels"), errs);
     }
@@ -20,11 +23,17 @@ pub fn validate(sc: &Sidecar, p: &FieldPath, errs: &mut Errors) {
     for (i, l) in sc.ingress.iter().enumerate() {
         let lp = p.key("ingress").index(i);
         match &l.port {
-            None => errs.push(&lp.key("port"), "sidecar: ingress listener must have a port"),
+            None => errs.push(
+                &lp.key("port"),
+                "sidecar: ingress listener must have a port",
+            ),
             Some(port) => {
                 listener_port(port, &lp.key("port"), errs);
                 if !ingress_ports.insert((port.number, l.bind.clone())) {
-                    errs.push(&lp.key("port"), "sidecar: ports on IP bound listeners must be unique");
+                    errs.push(
+                        &lp.key("port"),
+                        "sidecar: ports on IP bound listeners must be unique",
+                    );
                 }
             }
         }
@@ -50,7 +59,10 @@ pub fn validate(sc: &Sidecar, p: &FieldPath, errs: &mut Errors) {
         }
         bind(&l.bind, &lp.key("bind"), errs);
         if l.hosts.is_empty() {
-            errs.push(&lp.key("hosts"), "sidecar: egress listener must contain at least one host");
+            errs.push(
+                &lp.key("hosts"),
+                "sidecar: egress listener must contain at least one host",
+            );
         }
         for (j, h) in l.hosts.iter().enumerate() {
             errs.check(&lp.key("hosts").index(j), namespace_host(h));
@@ -70,7 +82,10 @@ pub fn validate(sc: &Sidecar, p: &FieldPath, errs: &mut Errors) {
 fn listener_port(port: &Port, p: &FieldPath, errs: &mut Errors) {
     errs.check(&p.key("number"), rules::port(port.number));
     if !port.protocol.is_empty() && parse_protocol(&port.protocol).is_none() {
-        errs.push(&p.key("protocol"), format!("unsupported protocol: {}", port.protocol));
+        errs.push(
+            &p.key("protocol"),
+            format!("unsupported protocol: {}", port.protocol),
+        );
     }
 }
 
@@ -79,30 +94,50 @@ fn bind(b: &Option<String>, p: &FieldPath, errs: &mut Errors) {
         && !b.starts_with("unix://")
         && b.parse::<std::net::IpAddr>().is_err()
     {
-        errs.push(p, format!("sidecar: invalid bind address {b:?}: must be an IP address or unix:// path"));
+        errs.push(
+            p,
+            format!("sidecar: invalid bind address {b:?}: must be an IP address or unix:// path"),
+        );
     }
 }
 
 /// Where inbound traffic is forwarded: a loopback/any address with port, or a socket.
 fn default_endpoint(ep: &str) -> Result<(), String> {
     if let Some(path) = ep.strip_prefix("unix://") {
-        return if path.is_empty() { Err("sidecar: empty unix domain socket path".into()) } else { Ok(()) };
+        return if path.is_empty() {
+            Err("sidecar: empty unix domain socket path".into())
+        } else {
+            Ok(())
+        };
     }
-    let (host, port) = ep.rsplit_once(':').ok_or_else(|| format!("sidecar: defaultEndpoint {ep:?} must be IP:PORT or unix:///path"))?;
+    let (host, port) = ep.rsplit_once(':').ok_or_else(|| {
+        format!("sidecar: defaultEndpoint {ep:?} must be IP:PORT or unix:///path")
+    })?;
     if !["127.0.0.1", "0.0.0.0", "[::1]", "[::]"].contains(&host) {
-        return Err(format!("sidecar: defaultEndpoint {ep:?} must use 127.0.0.1, 0.0.0.0, [::1] or [::]"));
+        return Err(format!(
+            "sidecar: defaultEndpoint {ep:?} must use 127.0.0.1, 0.0.0.0, [::1] or [::]"
+        ));
     }
-    let n: u32 = port.parse().map_err(|_| format!("sidecar: defaultEndpoint {ep:?} has an invalid port"))?;
+    let n: u32 = port
+        .parse()
+        .map_err(|_| format!("sidecar: defaultEndpoint {ep:?} has an invalid port"))?;
     rules::port(n)
 }
 
 /// `namespace/dnsName` where namespace is `*`, `.`, `~` or a name.
 pub(super) fn namespace_host(h: &str) -> Result<(), String> {
     let Some((ns, host)) = h.split_once('/') else {
-        return Err(format!("sidecar: host {h:?} must be of form namespace/dnsName"));
+        return Err(format!(
+            "sidecar: host {h:?} must be of form namespace/dnsName"
+        ));
     };
     if !["*", ".", "~"].contains(&ns) {
-        rules::dns1123_label(ns).map_err(|_| format!("sidecar: invalid namespace {ns:?} in host {h:?}"))?;
+        rules::dns1123_label(ns)
+            .map_err(|_| format!("sidecar: invalid namespace {ns:?} in host {h:?}"))?;
     }
-    if host == "*" { Ok(()) } else { rules::wildcard_domain(host) }
+    if host == "*" {
+        Ok(())
+    } else {
+        rules::wildcard_domain(host)
+    }
 }

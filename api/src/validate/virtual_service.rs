@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use super::Errors;
 use super::rules;
 use crate::networking::{
-    CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry,
-    HttpRewrite, HttpRoute, L4MatchAttributes, RouteDestination, StringMatch, TcpRoute, TlsRoute, VirtualService,
+    CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
+    HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, L4MatchAttributes, RouteDestination,
+    StringMatch, TcpRoute, TlsRoute, VirtualService,
 };
 use crate::path::FieldPath;
 
@@ -34,12 +35,18 @@ pub fn validate(vs: &VirtualService, p: &FieldPath, errs: &mut Errors) {
     let delegate = vs.hosts.is_empty();
     let bound_to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
     if delegate && !vs.gateways.is_empty() {
-        errs.push(&p.key("gateways"), "delegate virtual service must have no gateways specified");
+        errs.push(
+            &p.key("gateways"),
+            "delegate virtual service must have no gateways specified",
+        );
     }
     for (i, host) in vs.hosts.iter().enumerate() {
         let hp = p.key("hosts").index(i);
         if host == "*" && bound_to_mesh {
-            errs.push(&hp, "wildcard host * is not allowed for virtual services bound to the mesh gateway");
+            errs.push(
+                &hp,
+                "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+            );
         } else if host.parse::<std::net::IpAddr>().is_err() {
             errs.check(&hp, rules::wildcard_domain(host));
         }
@@ -65,23 +72,38 @@ pub fn validate(vs: &VirtualService, p: &FieldPath, errs: &mut Errors) {
 fn http_route(r: &HttpRoute, in_delegate: bool, p: &FieldPath, errs: &mut Errors) {
     let has_route = !r.route.is_empty();
     if !has_route && r.redirect.is_none() && r.direct_response.is_none() && r.delegate.is_none() {
-        errs.push(p, "HTTP route, redirect, direct response or delegate is required");
+        errs.push(
+            p,
+            "HTTP route, redirect, direct response or delegate is required",
+        );
     }
     if has_route && r.redirect.is_some() {
         errs.push(p, "HTTP route cannot contain both route and redirect");
     }
     if r.direct_response.is_some() && (has_route || r.redirect.is_some()) {
-        errs.push(&p.key("directResponse"), "directResponse cannot be combined with route or redirect");
+        errs.push(
+            &p.key("directResponse"),
+            "directResponse cannot be combined with route or redirect",
+        );
     }
     if r.rewrite.is_some() && r.redirect.is_some() {
-        errs.push(p, "HTTP route rule cannot contain both rewrite and redirect");
+        errs.push(
+            p,
+            "HTTP route rule cannot contain both rewrite and redirect",
+        );
     }
     if let Some(d) = &r.delegate {
         if in_delegate {
-            errs.push(&p.key("delegate"), "delegate virtual service cannot have delegate");
+            errs.push(
+                &p.key("delegate"),
+                "delegate virtual service cannot have delegate",
+            );
         }
         if has_route || r.redirect.is_some() {
-            errs.push(&p.key("delegate"), "HTTP route cannot contain both delegate and route or redirect");
+            errs.push(
+                &p.key("delegate"),
+                "HTTP route cannot contain both delegate and route or redirect",
+            );
         }
         if d.name.is_empty() {
             errs.push(&p.key("delegate").key("name"), "delegate name is required");
@@ -103,13 +125,19 @@ fn http_route(r: &HttpRoute, in_delegate: bool, p: &FieldPath, errs: &mut Errors
     }
     if let Some(dr) = &r.direct_response {
         if !(200..=599).contains(&dr.status) {
-            errs.push(&p.key("directResponse").key("status"), format!("invalid status {}: must be between 200 and 599", dr.status));
+            errs.push(
+                &p.key("directResponse").key("status"),
+                format!("invalid status {}: must be between 200 and 599", dr.status),
+            );
         }
         if let Some(b) = &dr.body
             && b.string.is_some()
             && b.bytes.is_some()
         {
-            errs.push(&p.key("directResponse").key("body"), "only one of string or bytes may be set");
+            errs.push(
+                &p.key("directResponse").key("body"),
+                "only one of string or bytes may be set",
+            );
         }
     }
     if let Some(rw) = &r.rewrite {
@@ -132,16 +160,25 @@ fn http_route(r: &HttpRoute, in_delegate: bool, p: &FieldPath, errs: &mut Errors
         let mp = p.key("mirrors").index(i);
         destination(&m.destination, &mp.key("destination"), errs);
         if let Some(pc) = &m.percentage {
-            errs.check(&mp.key("percentage").key("value"), rules::percentage(pc.value));
+            errs.check(
+                &mp.key("percentage").key("value"),
+                rules::percentage(pc.value),
+            );
         }
     }
     if let Some(pc) = r.mirror_percent
         && pc > 100
     {
-        errs.push(&p.key("mirrorPercent"), format!("mirror percent {pc} must be between 0 and 100"));
+        errs.push(
+            &p.key("mirrorPercent"),
+            format!("mirror percent {pc} must be between 0 and 100"),
+        );
     }
     if let Some(pc) = &r.mirror_percentage {
-        errs.check(&p.key("mirrorPercentage").key("value"), rules::percentage(pc.value));
+        errs.check(
+            &p.key("mirrorPercentage").key("value"),
+            rules::percentage(pc.value),
+        );
     }
     if let Some(c) = &r.cors_policy {
         cors(c, &p.key("corsPolicy"), errs);
@@ -170,12 +207,18 @@ pub(super) fn destination(d: &Destination, p: &FieldPath, errs: &mut Errors) {
     if d.host.is_empty() {
         errs.push(&p.key("host"), "destination host is required");
     } else if d.host == "*" {
-        errs.push(&p.key("host"), format!("invalid destination host {}", d.host));
+        errs.push(
+            &p.key("host"),
+            format!("invalid destination host {}", d.host),
+        );
     } else {
         errs.check(&p.key("host"), rules::wildcard_domain(&d.host));
     }
     if let Some(s) = &d.subset {
-        errs.check(&p.key("subset"), rules::dns1123_label(s).map_err(|_| format!("subset name {s:?} is invalid")));
+        errs.check(
+            &p.key("subset"),
+            rules::dns1123_label(s).map_err(|_| format!("subset name {s:?} is invalid")),
+        );
     }
     if let Some(port) = &d.port {
         errs.check(&p.key("port").key("number"), rules::port(port.number));
@@ -183,7 +226,10 @@ pub(super) fn destination(d: &Destination, p: &FieldPath, errs: &mut Errors) {
 }
 
 fn string_match(m: &StringMatch, p: &FieldPath, errs: &mut Errors) {
-    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()].into_iter().filter(|b| *b).count();
+    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
+        .into_iter()
+        .filter(|b| *b)
+        .count();
     if set > 1 {
         errs.push(p, "only one of exact, prefix or regex may be set");
     }
@@ -202,7 +248,12 @@ fn match_map(m: &BTreeMap<String, StringMatch>, p: &FieldPath, errs: &mut Errors
 }
 
 fn http_match(m: &HttpMatchRequest, p: &FieldPath, errs: &mut Errors) {
-    for (name, sm) in [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)] {
+    for (name, sm) in [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
         if let Some(sm) = sm {
             string_match(sm, &p.key(name), errs);
         }
@@ -223,13 +274,21 @@ fn http_match(m: &HttpMatchRequest, p: &FieldPath, errs: &mut Errors) {
 }
 
 fn redirect(r: &HttpRedirect, p: &FieldPath, errs: &mut Errors) {
-    if r.uri.is_none() && r.authority.is_none() && r.scheme.is_none() && r.port.is_none() && r.derive_port.is_none() {
+    if r.uri.is_none()
+        && r.authority.is_none()
+        && r.scheme.is_none()
+        && r.port.is_none()
+        && r.derive_port.is_none()
+    {
         errs.push(p, "redirect must specify URI, authority, scheme, or port");
     }
     if let Some(code) = r.redirect_code
         && !(300..=399).contains(&code)
     {
-        errs.push(&p.key("redirectCode"), format!("{code} is not a valid redirect code, must be 3xx"));
+        errs.push(
+            &p.key("redirectCode"),
+            format!("{code} is not a valid redirect code, must be 3xx"),
+        );
     }
     if let Some(port) = r.port {
         errs.check(&p.key("port"), rules::port(port));
@@ -241,7 +300,10 @@ fn redirect(r: &HttpRedirect, p: &FieldPath, errs: &mut Errors) {
         && d != "FROM_PROTOCOL_DEFAULT"
         && d != "FROM_REQUEST_PORT"
     {
-        errs.push(&p.key("derivePort"), format!("unsupported value {d:?}: expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"));
+        errs.push(
+            &p.key("derivePort"),
+            format!("unsupported value {d:?}: expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"),
+        );
     }
 }
 
@@ -253,7 +315,10 @@ fn rewrite(r: &HttpRewrite, p: &FieldPath, errs: &mut Errors) {
         errs.push(p, "rewrite may only contain one of URI or uriRegexRewrite");
     }
     if let Some(rr) = &r.uri_regex_rewrite {
-        errs.check(&p.key("uriRegexRewrite").key("match"), rules::regex(&rr.match_));
+        errs.check(
+            &p.key("uriRegexRewrite").key("match"),
+            rules::regex(&rr.match_),
+        );
     }
 }
 
@@ -264,9 +329,14 @@ fn retries(r: &HttpRetry, p: &FieldPath, errs: &mut Errors) {
     rules::opt_duration(&r.per_try_timeout, &p.key("perTryTimeout"), errs);
     if let Some(on) = &r.retry_on {
         for policy in on.split(',').map(str::trim) {
-            let status = policy.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+            let status = policy
+                .parse::<u16>()
+                .is_ok_and(|c| (100..=599).contains(&c));
             if !status && !RETRY_ON.contains(&policy) {
-                errs.push(&p.key("retryOn"), format!("{policy:?} is not a valid retryOn policy"));
+                errs.push(
+                    &p.key("retryOn"),
+                    format!("{policy:?} is not a valid retryOn policy"),
+                );
             }
         }
     }
@@ -279,40 +349,70 @@ fn fault(f: &HttpFaultInjection, p: &FieldPath, errs: &mut Errors) {
     if let Some(d) = &f.delay {
         let dp = p.key("delay");
         if let Some(pc) = &d.percentage {
-            errs.check(&dp.key("percentage").key("value"), rules::percentage(pc.value));
+            errs.check(
+                &dp.key("percentage").key("value"),
+                rules::percentage(pc.value),
+            );
         }
         if let Some(pc) = d.percent
             && !(0..=100).contains(&pc)
         {
-            errs.push(&dp.key("percent"), format!("percent {pc} is out of range 0..100"));
+            errs.push(
+                &dp.key("percent"),
+                format!("percent {pc} is out of range 0..100"),
+            );
         }
         match (&d.fixed_delay, &d.exponential_delay) {
             (Some(fd), None) => errs.check(&dp.key("fixedDelay"), rules::duration(fd)),
-            (None, Some(_)) => errs.push(&dp.key("exponentialDelay"), "exponentialDelay not supported yet"),
+            (None, Some(_)) => errs.push(
+                &dp.key("exponentialDelay"),
+                "exponentialDelay not supported yet",
+            ),
             (None, None) => errs.push(&dp, "delay must specify fixedDelay"),
-            (Some(_), Some(_)) => errs.push(&dp, "only one of fixedDelay or exponentialDelay may be set"),
+            (Some(_), Some(_)) => {
+                errs.push(&dp, "only one of fixedDelay or exponentialDelay may be set")
+            }
         }
     }
     if let Some(a) = &f.abort {
         let ap = p.key("abort");
         if let Some(pc) = &a.percentage {
-            errs.check(&ap.key("percentage").key("value"), rules::percentage(pc.value));
+            errs.check(
+                &ap.key("percentage").key("value"),
+                rules::percentage(pc.value),
+            );
         }
         if let Some(pc) = a.percent
             && !(0..=100).contains(&pc)
         {
-            errs.push(&ap.key("percent"), format!("percent {pc} is out of range 0..100"));
+            errs.push(
+                &ap.key("percent"),
+                format!("percent {pc} is out of range 0..100"),
+            );
         }
-        let kinds = [a.http_status.is_some(), a.grpc_status.is_some(), a.http2_error.is_some()];
+        let kinds = [
+            a.http_status.is_some(),
+            a.grpc_status.is_some(),
+            a.http2_error.is_some(),
+        ];
         match kinds.iter().filter(|b| **b).count() {
-            0 => errs.push(&ap, "abort must specify httpStatus, grpcStatus or http2Error"),
+            0 => errs.push(
+                &ap,
+                "abort must specify httpStatus, grpcStatus or http2Error",
+            ),
             1 => {}
-            _ => errs.push(&ap, "only one of httpStatus, grpcStatus or http2Error may be set"),
+            _ => errs.push(
+                &ap,
+                "only one of httpStatus, grpcStatus or http2Error may be set",
+            ),
         }
         if let Some(s) = a.http_status
             && !(200..=599).contains(&s)
         {
-            errs.push(&ap.key("httpStatus"), format!("invalid abort http status {s}"));
+            errs.push(
+                &ap.key("httpStatus"),
+                format!("invalid abort http status {s}"),
+            );
         }
     }
 }
@@ -323,10 +423,16 @@ fn cors(c: &CorsPolicy, p: &FieldPath, errs: &mut Errors) {
     }
     for (i, m) in c.allow_methods.iter().enumerate() {
         if !rules::HTTP_METHODS.contains(&m.as_str()) {
-            errs.push(&p.key("allowMethods").index(i), format!("{m:?} is not a supported HTTP method"));
+            errs.push(
+                &p.key("allowMethods").index(i),
+                format!("{m:?} is not a supported HTTP method"),
+            );
         }
     }
-    for (field, names) in [("allowHeaders", &c.allow_headers), ("exposeHeaders", &c.expose_headers)] {
+    for (field, names) in [
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
         for (i, h) in names.iter().enumerate() {
             errs.check(&p.key(field).index(i), rules::header_name(h));
         }
@@ -334,7 +440,10 @@ fn cors(c: &CorsPolicy, p: &FieldPath, errs: &mut Errors) {
     if let Some(age) = &c.max_age
         && age.as_std().subsec_nanos() != 0
     {
-        errs.push(&p.key("maxAge"), "max_age duration is accurate only to seconds precision");
+        errs.push(
+            &p.key("maxAge"),
+            "max_age duration is accurate only to seconds precision",
+        );
     }
 }
 
@@ -404,18 +513,27 @@ fn host_covers(host: &str, sni: &str) -> bool {
 
 fn tls_route(r: &TlsRoute, hosts: &[String], p: &FieldPath, errs: &mut Errors) {
     if r.matches.is_empty() {
-        errs.push(&p.key("match"), "TLS route must have at least one match condition");
+        errs.push(
+            &p.key("match"),
+            "TLS route must have at least one match condition",
+        );
     }
     for (i, m) in r.matches.iter().enumerate() {
         let mp = p.key("match").index(i);
         if m.sni_hosts.is_empty() {
-            errs.push(&mp.key("sniHosts"), "TLS match must have at least one SNI host");
+            errs.push(
+                &mp.key("sniHosts"),
+                "TLS match must have at least one SNI host",
+            );
         }
         for (j, sni) in m.sni_hosts.iter().enumerate() {
             let sp = mp.key("sniHosts").index(j);
             errs.check(&sp, rules::wildcard_domain(sni));
             if !hosts.is_empty() && !hosts.iter().any(|h| host_covers(h, sni)) {
-                errs.push(&sp, format!("the SNI host {sni:?} is not a match for any virtual service host"));
+                errs.push(
+                    &sp,
+                    format!("the SNI host {sni:?} is not a match for any virtual service host"),
+                );
             }
         }
         let l4 = L4MatchAttributes {

@@ -27,8 +27,15 @@ pub fn validate_entry(we: &WorkloadEntry, p: &FieldPath, endpoint: bool, errs: &
     }
     for (name, port) in &we.ports {
         let pp = p.key("ports").key(name);
-        errs.check(&pp, rules::port(*port).map_err(|_| "port must be between 1-65535".to_string()));
-        errs.check(&pp, rules::dns1123_label(name).map_err(|_| format!("invalid value {name:?}: port name must be a DNS-1123 label")));
+        errs.check(
+            &pp,
+            rules::port(*port).map_err(|_| "port must be between 1-65535".to_string()),
+        );
+        errs.check(
+            &pp,
+            rules::dns1123_label(name)
+                .map_err(|_| format!("invalid value {name:?}: port name must be a DNS-1123 label")),
+        );
     }
     rules::labels(&we.labels, &p.key("labels"), errs);
     if let Some(sa) = &we.service_account {
@@ -43,7 +50,10 @@ pub fn validate_group(wg: &WorkloadGroup, p: &FieldPath, errs: &mut Errors) {
     if let Some(t) = &wg.template {
         let tp = p.key("template");
         if !t.address.is_empty() {
-            errs.push(&tp.key("address"), "address must not be set in a WorkloadGroup template");
+            errs.push(
+                &tp.key("address"),
+                "address must not be set in a WorkloadGroup template",
+            );
         }
         let mut t = t.clone();
         t.address.clear();
@@ -52,19 +62,36 @@ pub fn validate_group(wg: &WorkloadGroup, p: &FieldPath, errs: &mut Errors) {
     }
     if let Some(probe) = &wg.probe {
         let pp = p.key("probe");
-        let kinds = [probe.http_get.is_some(), probe.tcp_socket.is_some(), probe.exec.is_some(), probe.grpc.is_some()];
+        let kinds = [
+            probe.http_get.is_some(),
+            probe.tcp_socket.is_some(),
+            probe.exec.is_some(),
+            probe.grpc.is_some(),
+        ];
         if kinds.iter().filter(|b| **b).count() > 1 {
-            errs.push(&pp, "only one of httpGet, tcpSocket, exec or grpc may be set");
+            errs.push(
+                &pp,
+                "only one of httpGet, tcpSocket, exec or grpc may be set",
+            );
         }
         if let Some(h) = &probe.http_get {
             let hp = pp.key("httpGet");
-            errs.check(&hp.key("port"), rules::port(h.port).map_err(|_| "port must be between 1-65535".to_string()));
+            errs.check(
+                &hp.key("port"),
+                rules::port(h.port).map_err(|_| "port must be between 1-65535".to_string()),
+            );
             for (i, hdr) in h.http_headers.iter().enumerate() {
-                errs.check(&hp.key("httpHeaders").index(i).key("name"), rules::header_name(&hdr.name));
+                errs.check(
+                    &hp.key("httpHeaders").index(i).key("name"),
+                    rules::header_name(&hdr.name),
+                );
             }
         }
         if let Some(t) = &probe.tcp_socket {
-            errs.check(&pp.key("tcpSocket").key("port"), rules::port(t.port).map_err(|_| "port must be between 1-65535".to_string()));
+            errs.check(
+                &pp.key("tcpSocket").key("port"),
+                rules::port(t.port).map_err(|_| "port must be between 1-65535".to_string()),
+            );
         }
         if let Some(e) = &probe.exec
             && e.command.is_empty()
