@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod service_entry;
 pub mod sidecar;
 pub mod virtual_service;
+pub mod workload_entry;
 
 pub use common::*;
 pub use destination_rule::*;
@@ -13,3 +14,4 @@ pub use gateway::*;
 pub use service_entry::*;
 pub use sidecar::*;
 pub use virtual_service::*;
+pub use workload_entry::*;
