@@ -63,13 +63,19 @@ mod tests {
     #[test]
     fn renders_as_a_shell_line() {
         let c = Command::nat(Family::V6, &["-A", "MESH_OUTPUT", "!", "-d", "::1/128"]);
-        assert_eq!(c.to_string(), "ip6tables -t nat -A MESH_OUTPUT ! -d ::1/128");
+        assert_eq!(
+            c.to_string(),
+            "ip6tables -t nat -A MESH_OUTPUT ! -d ::1/128"
+        );
         assert!(!c.missing_ok);
         assert!(c.missing_ok().missing_ok);
     }
 
     #[test]
     fn quotes_what_a_shell_would_expand() {
-        assert_eq!(shell_line(&["echo", "*", "", "a b", "it's"]), r"echo '*' '' 'a b' 'it'\''s'");
+        assert_eq!(
+            shell_line(&["echo", "*", "", "a b", "it's"]),
+            r"echo '*' '' 'a b' 'it'\''s'"
+        );
     }
 }

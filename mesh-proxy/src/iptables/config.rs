@@ -62,7 +62,9 @@ impl fmt::Display for Ports {
 pub enum Inbound {
     Disabled,
     /// `-b '*'`: every port except these (`-d`).
-    All { except: Vec<Ports> },
+    All {
+        except: Vec<Ports>,
+    },
     Ports(Vec<Ports>),
 }
 

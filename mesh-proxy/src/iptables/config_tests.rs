@@ -35,9 +35,30 @@ fn defaults_are_istios() {
 #[test]
 fn short_and_long_flags_are_istios() {
     let short = ok(&[
-        "-p", "16001", "-z", "16006", "-e", "16008", "-u", "1000", "-g", "2000", "-m", "REDIRECT",
-        "-b", "80,8080", "-d", "22", "-i", "198.18.0.0/15", "-x", "198.19.1.0/24", "-q", "3306",
-        "-o", "5432",
+        "-p",
+        "16001",
+        "-z",
+        "16006",
+        "-e",
+        "16008",
+        "-u",
+        "1000",
+        "-g",
+        "2000",
+        "-m",
+        "REDIRECT",
+        "-b",
+        "80,8080",
+        "-d",
+        "22",
+        "-i",
+        "198.18.0.0/15",
+        "-x",
+        "198.19.1.0/24",
+        "-q",
+        "3306",
+        "-o",
+        "5432",
     ]);
     let long = ok(&[
         "--envoy-port=16001",
@@ -59,9 +80,18 @@ fn short_and_long_flags_are_istios() {
     assert_eq!(short.tunnel_port, 16008);
     assert_eq!(short.uids, vec![1000]);
     assert_eq!(short.gids, vec![2000]);
-    assert_eq!(short.inbound, Inbound::Ports(vec![Ports::one(80), Ports::one(8080)]));
-    assert_eq!(short.outbound, Outbound::Cidrs(vec!["198.18.0.0/15".parse().unwrap()]));
-    assert_eq!(short.outbound_exclude, vec!["198.19.1.0/24".parse().unwrap()]);
+    assert_eq!(
+        short.inbound,
+        Inbound::Ports(vec![Ports::one(80), Ports::one(8080)])
+    );
+    assert_eq!(
+        short.outbound,
+        Outbound::Cidrs(vec!["198.18.0.0/15".parse().unwrap()])
+    );
+    assert_eq!(
+        short.outbound_exclude,
+        vec!["198.19.1.0/24".parse().unwrap()]
+    );
     assert_eq!(short.outbound_ports_include, vec![Ports::one(3306)]);
     assert_eq!(short.outbound_ports_exclude, vec![Ports::one(5432)]);
 }
@@ -72,18 +102,30 @@ fn wildcards_capture_everything() {
     assert_eq!(
         cfg.inbound,
         Inbound::All {
-            except: vec![Ports::one(22), Ports { first: 9000, last: 9010 }]
+            except: vec![
+                Ports::one(22),
+                Ports {
+                    first: 9000,
+                    last: 9010
+                }
+            ]
         }
     );
     assert_eq!(cfg.outbound, Outbound::All);
     // -d only matters with `-b '*'`, as in Istio.
-    assert_eq!(ok(&["-b", "80", "-d", "22"]).inbound, Inbound::Ports(vec![Ports::one(80)]));
+    assert_eq!(
+        ok(&["-b", "80", "-d", "22"]).inbound,
+        Inbound::Ports(vec![Ports::one(80)])
+    );
 }
 
 #[test]
 fn lists_tolerate_blanks_and_spaces() {
     let cfg = ok(&["-b", " 80 ,, 443 ,", "-u", "1337, 1338", "-i", ""]);
-    assert_eq!(cfg.inbound, Inbound::Ports(vec![Ports::one(80), Ports::one(443)]));
+    assert_eq!(
+        cfg.inbound,
+        Inbound::Ports(vec![Ports::one(80), Ports::one(443)])
+    );
     assert_eq!(cfg.uids, vec![1337, 1338]);
     assert_eq!(cfg.gids, vec![1337, 1338]);
     assert_eq!(cfg.outbound, Outbound::Disabled);
@@ -127,13 +169,19 @@ fn bad_cidrs_are_rejected_with_the_flag_value_and_reason() {
         err(&["-x", "198.18.0/24"]),
         "--istio-service-exclude-cidr: `198.18.0/24` is not a CIDR range: `198.18.0` is not an IP address"
     );
-    assert_eq!(err(&["-x", "*"]), "--istio-service-exclude-cidr: `*` is not allowed here");
+    assert_eq!(
+        err(&["-x", "*"]),
+        "--istio-service-exclude-cidr: `*` is not allowed here"
+    );
     assert!(err(&["-i", "198.18.0.0/15,*"]).starts_with("--istio-service-cidr: `*`"));
 }
 
 #[test]
 fn ids_must_be_numeric_and_present() {
-    assert_eq!(err(&["-u", "istio-proxy"]), "--proxy-uid: `istio-proxy` is not a numeric id");
+    assert_eq!(
+        err(&["-u", "istio-proxy"]),
+        "--proxy-uid: `istio-proxy` is not a numeric id"
+    );
     assert!(err(&["-g", "1337,x"]).starts_with("--proxy-gid: `x`"));
     assert!(err(&["-u", ""]).starts_with("--proxy-uid: at least one id is needed"));
     assert!(err(&["-g", " , "]).starts_with("--proxy-gid: at least one id is needed"));

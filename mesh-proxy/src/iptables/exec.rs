@@ -113,7 +113,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         let mark = |n: &str| sh(&format!("touch {}/{n}", dir.display()));
-        let commands = [mark("one"), sh("echo 'iptables: Chain already exists.' >&2; exit 1"), mark("two")];
+        let commands = [
+            mark("one"),
+            sh("echo 'iptables: Chain already exists.' >&2; exit 1"),
+            mark("two"),
+        ];
 
         let err = Executor::default().run(&commands).unwrap_err();
         let text = err.to_string();
@@ -148,7 +152,10 @@ mod tests {
         let out = exec.output(&["sh", "-c", "echo $MESH_IPT_TEST"]).unwrap();
         assert_eq!(out, "1\n");
         let err = exec.output(&["false"]).unwrap_err().to_string();
-        assert!(err.starts_with("`env MESH_IPT_TEST=1 false` failed"), "{err}");
+        assert!(
+            err.starts_with("`env MESH_IPT_TEST=1 false` failed"),
+            "{err}"
+        );
     }
 
     #[test]

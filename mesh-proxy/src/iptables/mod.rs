@@ -47,7 +47,12 @@ pub fn run(args: &IptablesArgs) -> anyhow::Result<()> {
         print!("{}", dry_run_text(&commands));
         return Ok(());
     }
-    tracing::info!(ipv6 = env.ipv6, cleanup = args.cleanup, commands = commands.len(), "programming iptables");
+    tracing::info!(
+        ipv6 = env.ipv6,
+        cleanup = args.cleanup,
+        commands = commands.len(),
+        "programming iptables"
+    );
     Executor::default().run(&commands)?;
     Ok(())
 }

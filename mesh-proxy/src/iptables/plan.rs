@@ -27,12 +27,13 @@ pub fn plan(args: &IptablesArgs, env: &Env) -> Result<Vec<Command>, ConfigError>
 pub fn cleanup_plan(env: &Env) -> Vec<Command> {
     let mut commands = Vec::new();
     for family in env.families() {
+        let nat = |rule: String| Command::nat(family, &words(&rule)).missing_ok();
         for (builtin, chain) in JUMPS {
-            commands.push(Command::nat(family, &["-D", builtin, "-p", "tcp", "-j", chain]).missing_ok());
+            commands.push(nat(format!("-D {builtin} -p tcp -j {chain}")));
         }
         for op in ["-F", "-X"] {
             for chain in chains::ALL {
-                commands.push(Command::nat(family, &[op, chain]).missing_ok());
+                commands.push(nat(format!("{op} {chain}")));
             }
         }
     }
@@ -47,10 +48,15 @@ fn install(cfg: &Config, family: Family) -> Vec<Command> {
     for chain in chains::ALL {
         rules.commands.push(Command::nat(family, &["-N", chain]));
     }
-    let to_outbound = cfg.outbound_port.to_string();
-    let to_inbound = cfg.inbound_port.to_string();
-    rules.append(REDIRECT, &["-p", "tcp", "-j", "REDIRECT", "--to-ports", &to_outbound]);
-    rules.append(IN_REDIRECT, &["-p", "tcp", "-j", "REDIRECT", "--to-ports", &to_inbound]);
+    let (to_outbound, to_inbound) = (cfg.outbound_port, cfg.inbound_port);
+    rules.append(
+        REDIRECT,
+        &format!("-p tcp -j REDIRECT --to-ports {to_outbound}"),
+    );
+    rules.append(
+        IN_REDIRECT,
+        &format!("-p tcp -j REDIRECT --to-ports {to_inbound}"),
+    );
     inbound(&mut rules, cfg);
     outbound(&mut rules, cfg);
     rules.commands
@@ -60,7 +66,7 @@ fn inbound(rules: &mut Rules, cfg: &Config) {
     if cfg.inbound == Inbound::Disabled {
         return;
     }
-    rules.append("PREROUTING", &["-p", "tcp", "-j", INBOUND]);
+    rules.append("PREROUTING", &format!("-p tcp -j {INBOUND}"));
     let bypass = inbound_bypass(cfg);
     for ports in &bypass {
         rules.dport(INBOUND, ports, "RETURN");
@@ -70,7 +76,7 @@ fn inbound(rules: &mut Rules, cfg: &Config) {
             for ports in except.iter().filter(|p| !bypass.contains(p)) {
                 rules.dport(INBOUND, ports, "RETURN");
             }
-            rules.append(INBOUND, &["-p", "tcp", "-j", IN_REDIRECT]);
+            rules.append(INBOUND, &format!("-p tcp -j {IN_REDIRECT}"));
         }
         Inbound::Ports(include) => {
             for ports in include {
@@ -100,53 +106,55 @@ fn inbound_bypass(cfg: &Config) -> Vec<Ports> {
 
 fn outbound(rules: &mut Rules, cfg: &Config) {
     let family = rules.family;
-    rules.append("OUTPUT", &["-p", "tcp", "-j", OUTPUT]);
+    let (localhost, tunnel) = (family.localhost(), cfg.tunnel_port);
+    rules.append("OUTPUT", &format!("-p tcp -j {OUTPUT}"));
     for ports in &cfg.outbound_ports_exclude {
         rules.dport(OUTPUT, ports, "RETURN");
     }
     // The proxy's inbound passthrough connects to the app from 127.0.0.6: not captured.
-    rules.append(OUTPUT, &["-o", "lo", "-s", family.passthrough_source(), "-j", "RETURN"]);
-    let tunnel = cfg.tunnel_port.to_string();
-    let owners = cfg
-        .uids
-        .iter()
-        .map(|id| ("--uid-owner", id))
-        .chain(cfg.gids.iter().map(|id| ("--gid-owner", id)));
-    for (owner, id) in owners {
-        let id = id.to_string();
+    let passthrough = family.passthrough_source();
+    rules.append(OUTPUT, &format!("-o lo -s {passthrough} -j RETURN"));
+    let uids = cfg.uids.iter().map(|id| ("--uid-owner", id));
+    let gids = cfg.gids.iter().map(|id| ("--gid-owner", id));
+    for (owner, id) in uids.chain(gids) {
         // The proxy calling the pod's own IP (an app calling its own service through the
         // proxy): send it through the inbound side, as a call from another pod would go.
         rules.append(
             OUTPUT,
-            &[
-                "-o", "lo", "!", "-d", family.localhost(), "-p", "tcp", "!", "--dport", &tunnel,
-                "-m", "owner", owner, &id, "-j", IN_REDIRECT,
-            ],
+            &format!(
+                "-o lo ! -d {localhost} -p tcp ! --dport {tunnel} \
+                 -m owner {owner} {id} -j {IN_REDIRECT}"
+            ),
         );
         // The app calling itself over lo (by pod IP) is not captured, unless loopback
         // ranges were explicitly included.
         if !cfg.captures_loopback() {
-            rules.append(OUTPUT, &["-o", "lo", "-m", "owner", "!", owner, &id, "-j", "RETURN"]);
+            rules.append(OUTPUT, &format!("-o lo -m owner ! {owner} {id} -j RETURN"));
         }
         // The proxy's own upstream connections: never captured, or they would loop.
-        rules.append(OUTPUT, &["-m", "owner", owner, &id, "-j", "RETURN"]);
+        rules.append(OUTPUT, &format!("-m owner {owner} {id} -j RETURN"));
     }
-    rules.append(OUTPUT, &["-d", family.localhost(), "-j", "RETURN"]);
+    rules.append(OUTPUT, &format!("-d {localhost} -j RETURN"));
     for cidr in cfg.outbound_exclude.iter().filter(|c| c.family() == family) {
-        rules.append(OUTPUT, &["-d", &cidr.to_string(), "-j", "RETURN"]);
+        rules.append(OUTPUT, &format!("-d {cidr} -j RETURN"));
     }
     for ports in &cfg.outbound_ports_include {
         rules.dport(OUTPUT, ports, REDIRECT);
     }
     match &cfg.outbound {
-        Outbound::All => rules.append(OUTPUT, &["-j", REDIRECT]),
+        Outbound::All => rules.append(OUTPUT, &format!("-j {REDIRECT}")),
         Outbound::Cidrs(cidrs) => {
             for cidr in cidrs.iter().filter(|c| c.family() == family) {
-                rules.append(OUTPUT, &["-d", &cidr.to_string(), "-j", REDIRECT]);
+                rules.append(OUTPUT, &format!("-d {cidr} -j {REDIRECT}"));
             }
         }
         Outbound::Disabled => {}
     }
+}
+
+/// Rules are written as text for readability; no argument contains a space.
+fn words(rule: &str) -> Vec<&str> {
+    rule.split_whitespace().collect()
 }
 
 struct Rules {
@@ -155,14 +163,13 @@ struct Rules {
 }
 
 impl Rules {
-    fn append(&mut self, chain: &str, rule: &[&str]) {
+    fn append(&mut self, chain: &str, rule: &str) {
         let mut args = vec!["-A", chain];
-        args.extend_from_slice(rule);
+        args.extend(words(rule));
         self.commands.push(Command::nat(self.family, &args));
     }
 
     fn dport(&mut self, chain: &str, ports: &Ports, target: &str) {
-        let ports = ports.to_string();
-        self.append(chain, &["-p", "tcp", "--dport", &ports, "-j", target]);
+        self.append(chain, &format!("-p tcp --dport {ports} -j {target}"));
     }
 }

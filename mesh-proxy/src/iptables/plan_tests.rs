@@ -8,7 +8,10 @@ const V6: Env = Env { ipv6: true };
 
 fn lines(flags: &[&str], env: &Env) -> Vec<String> {
     let commands = plan(&parse_args(flags).unwrap(), env).unwrap();
-    dry_run_text(&commands).lines().map(str::to_string).collect()
+    dry_run_text(&commands)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The install lines (after the cleanup prefix), without the `iptables -t nat ` head.
@@ -34,8 +37,22 @@ fn position(rules: &[String], rule: &str) -> usize {
 
 /// What the injector passes for a default pod.
 const INJECTED: &[&str] = &[
-    "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
-    "-d", "15090,15021,15020",
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
 ];
 
 #[test]
@@ -101,7 +118,10 @@ fn cleanup_removes_jumps_then_flushes_then_deletes_every_chain() {
     assert!(lines[2..6].iter().all(|l| l.contains(" -F MESH_")));
     assert!(lines[6..].iter().all(|l| l.contains(" -X MESH_")));
     // Every jump install adds is one cleanup removes.
-    for rule in rules(INJECTED, &V4).iter().filter(|r| r.starts_with("-A PREROUTING") || r.starts_with("-A OUTPUT")) {
+    for rule in rules(INJECTED, &V4)
+        .iter()
+        .filter(|r| r.starts_with("-A PREROUTING") || r.starts_with("-A OUTPUT"))
+    {
         let delete = format!("iptables -t nat {}", rule.replacen("-A", "-D", 1));
         assert!(lines.contains(&delete.as_str()), "{delete}");
     }
@@ -115,26 +135,52 @@ fn ipv6_repeats_the_rules_with_ip6tables_and_v6_addresses() {
     assert_eq!(v4.len() + v6.len(), all.len());
     assert_eq!(v4.len(), v6.len());
     assert!(v6.iter().all(|l| !l.contains("127.0.0.")));
-    assert!(v6.iter().any(|l| l.ends_with("-A MESH_OUTPUT -o lo -s ::6/128 -j RETURN")));
-    assert!(v6.iter().any(|l| l.ends_with("-A MESH_OUTPUT -d ::1/128 -j RETURN")));
-    assert!(v6.iter().any(|l| l.contains("-o lo ! -d ::1/128 -p tcp ! --dport 15008 -m owner --uid-owner 1337")));
+    assert!(
+        v6.iter()
+            .any(|l| l.ends_with("-A MESH_OUTPUT -o lo -s ::6/128 -j RETURN"))
+    );
+    assert!(
+        v6.iter()
+            .any(|l| l.ends_with("-A MESH_OUTPUT -d ::1/128 -j RETURN"))
+    );
+    assert!(v6.iter().any(|l| {
+        l.contains("-o lo ! -d ::1/128 -p tcp ! --dport 15008 -m owner --uid-owner 1337")
+    }));
     // Both families are cleaned up before either is installed.
     let first_install = all.iter().position(|l| l.contains(" -N ")).unwrap();
-    assert!(all[..first_install].iter().all(|l| l.contains(" -D ") || l.contains(" -F ") || l.contains(" -X ")));
+    assert!(
+        all[..first_install]
+            .iter()
+            .all(|l| l.contains(" -D ") || l.contains(" -F ") || l.contains(" -X "))
+    );
     assert!(all[first_install..].iter().all(|l| !l.contains(" -D ")));
 }
 
 #[test]
 fn without_ipv6_ip6tables_is_never_called() {
-    assert!(lines(INJECTED, &V4).iter().all(|l| l.starts_with("iptables -t nat ")));
-    assert!(dry_run_text(&cleanup_plan(&V4)).lines().all(|l| l.starts_with("iptables ")));
+    assert!(
+        lines(INJECTED, &V4)
+            .iter()
+            .all(|l| l.starts_with("iptables -t nat "))
+    );
+    assert!(
+        dry_run_text(&cleanup_plan(&V4))
+            .lines()
+            .all(|l| l.starts_with("iptables "))
+    );
 }
 
 #[test]
 fn capture_ports_set_the_redirect_targets() {
     let r = rules(&["-p", "16001", "-z", "16006", "-b", "*", "-i", "*"], &V4);
-    assert!(has(&r, "-A MESH_REDIRECT -p tcp -j REDIRECT --to-ports 16001"));
-    assert!(has(&r, "-A MESH_IN_REDIRECT -p tcp -j REDIRECT --to-ports 16006"));
+    assert!(has(
+        &r,
+        "-A MESH_REDIRECT -p tcp -j REDIRECT --to-ports 16001"
+    ));
+    assert!(has(
+        &r,
+        "-A MESH_IN_REDIRECT -p tcp -j REDIRECT --to-ports 16006"
+    ));
     // The capture ports themselves are never captured inbound.
     assert!(has(&r, "-A MESH_INBOUND -p tcp --dport 16001 -j RETURN"));
     assert!(has(&r, "-A MESH_INBOUND -p tcp --dport 16006 -j RETURN"));
@@ -145,14 +191,26 @@ fn capture_ports_set_the_redirect_targets() {
 fn tunnel_port_is_never_captured() {
     let r = rules(&["-e", "16008", "-b", "*"], &V4);
     assert!(has(&r, "-A MESH_INBOUND -p tcp --dport 16008 -j RETURN"));
-    assert!(r.iter().any(|l| l.contains("! --dport 16008 -m owner --uid-owner 1337")));
+    assert!(
+        r.iter()
+            .any(|l| l.contains("! --dport 16008 -m owner --uid-owner 1337"))
+    );
 }
 
 #[test]
 fn inbound_wildcard_redirects_all_but_excluded_and_proxy_ports() {
     let r = rules(&["-b", "*", "-d", "22,9000:9010,15021"], &V4);
     let catch_all = position(&r, "-A MESH_INBOUND -p tcp -j MESH_IN_REDIRECT");
-    for port in ["15008", "15090", "15021", "15020", "15001", "15006", "22", "9000:9010"] {
+    for port in [
+        "15008",
+        "15090",
+        "15021",
+        "15020",
+        "15001",
+        "15006",
+        "22",
+        "9000:9010",
+    ] {
         let rule = format!("-A MESH_INBOUND -p tcp --dport {port} -j RETURN");
         assert!(position(&r, &rule) < catch_all, "{rule}");
         // Listed once even when also given with -d.
@@ -164,15 +222,25 @@ fn inbound_wildcard_redirects_all_but_excluded_and_proxy_ports() {
 fn inbound_port_list_redirects_only_those_ports() {
     let r = rules(&["-b", "80,8080", "-d", "22"], &V4);
     assert!(has(&r, "-A PREROUTING -p tcp -j MESH_INBOUND"));
-    let p80 = position(&r, "-A MESH_INBOUND -p tcp --dport 80 -j MESH_IN_REDIRECT");
-    assert!(has(&r, "-A MESH_INBOUND -p tcp --dport 8080 -j MESH_IN_REDIRECT"));
+    // Each listed port after the bypass RETURNs.
+    let bypass = position(&r, "-A MESH_INBOUND -p tcp --dport 15006 -j RETURN");
+    assert!(position(&r, "-A MESH_INBOUND -p tcp --dport 80 -j MESH_IN_REDIRECT") > bypass);
+    assert!(has(
+        &r,
+        "-A MESH_INBOUND -p tcp --dport 8080 -j MESH_IN_REDIRECT"
+    ));
     assert!(!has(&r, "-A MESH_INBOUND -p tcp -j MESH_IN_REDIRECT"));
     // -d is Istio's "only with *": ignored here.
     assert!(!r.iter().any(|l| l.contains("--dport 22")));
     // An explicitly listed proxy port is still not captured: its RETURN comes first.
     let r = rules(&["-b", "15021,80"], &V4);
-    assert!(position(&r, "-A MESH_INBOUND -p tcp --dport 15021 -j RETURN") < position(&r, "-A MESH_INBOUND -p tcp --dport 15021 -j MESH_IN_REDIRECT"));
-    assert!(p80 > 0);
+    assert!(
+        position(&r, "-A MESH_INBOUND -p tcp --dport 15021 -j RETURN")
+            < position(
+                &r,
+                "-A MESH_INBOUND -p tcp --dport 15021 -j MESH_IN_REDIRECT"
+            )
+    );
 }
 
 #[test]
@@ -208,8 +276,13 @@ fn outbound_cidrs_redirect_only_those_ranges_of_the_right_family() {
     assert!(!has(&r, "-A MESH_OUTPUT -j MESH_REDIRECT"));
     assert!(!r.iter().any(|l| l.contains("2001:db8")));
     let all = lines(&flags, &V6);
-    assert!(all.contains(&"ip6tables -t nat -A MESH_OUTPUT -d 2001:db8::/32 -j MESH_REDIRECT".to_string()));
-    assert!(!all.iter().any(|l| l.starts_with("ip6tables") && l.contains("198.18.")));
+    assert!(all.contains(
+        &"ip6tables -t nat -A MESH_OUTPUT -d 2001:db8::/32 -j MESH_REDIRECT".to_string()
+    ));
+    assert!(
+        !all.iter()
+            .any(|l| l.starts_with("ip6tables") && l.contains("198.18."))
+    );
 }
 
 #[test]
@@ -221,19 +294,27 @@ fn empty_outbound_cidrs_redirect_nothing_but_keep_exemptions() {
 
 #[test]
 fn excluded_cidrs_return_before_any_redirect() {
-    let r = rules(&["-i", "*", "-x", "198.18.4.0/24,198.19.0.1,2001:db8::/48"], &V4);
+    let r = rules(
+        &["-i", "*", "-x", "198.18.4.0/24,198.19.0.1,2001:db8::/48"],
+        &V4,
+    );
     let redirect = position(&r, "-A MESH_OUTPUT -j MESH_REDIRECT");
     assert!(position(&r, "-A MESH_OUTPUT -d 198.18.4.0/24 -j RETURN") < redirect);
     assert!(position(&r, "-A MESH_OUTPUT -d 198.19.0.1/32 -j RETURN") < redirect);
     assert!(!r.iter().any(|l| l.contains("2001:db8")));
     let all = lines(&["-i", "*", "-x", "2001:db8::/48"], &V6);
-    assert!(all.contains(&"ip6tables -t nat -A MESH_OUTPUT -d 2001:db8::/48 -j RETURN".to_string()));
+    assert!(
+        all.contains(&"ip6tables -t nat -A MESH_OUTPUT -d 2001:db8::/48 -j RETURN".to_string())
+    );
 }
 
 #[test]
 fn excluded_outbound_ports_return_first() {
     let r = rules(&["-i", "*", "-o", "5432,6379:6380"], &V4);
-    assert!(position(&r, "-A MESH_OUTPUT -p tcp --dport 5432 -j RETURN") < position(&r, "-A MESH_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN"));
+    assert!(
+        position(&r, "-A MESH_OUTPUT -p tcp --dport 5432 -j RETURN")
+            < position(&r, "-A MESH_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN")
+    );
     assert!(has(&r, "-A MESH_OUTPUT -p tcp --dport 6379:6380 -j RETURN"));
 }
 
@@ -249,7 +330,10 @@ fn included_outbound_ports_redirect_whatever_the_destination() {
 fn several_uids_and_a_separate_gid() {
     let r = rules(&["-u", "1337,1338", "-g", "2000", "-i", "*"], &V4);
     for owner in ["--uid-owner 1337", "--uid-owner 1338", "--gid-owner 2000"] {
-        assert!(has(&r, &format!("-A MESH_OUTPUT -m owner {owner} -j RETURN")), "{owner}");
+        assert!(
+            has(&r, &format!("-A MESH_OUTPUT -m owner {owner} -j RETURN")),
+            "{owner}"
+        );
     }
     assert!(!r.iter().any(|l| l.contains("--gid-owner 1337")));
 }
@@ -260,7 +344,10 @@ fn an_included_loopback_range_keeps_app_to_self_traffic_captured() {
     assert!(!r.iter().any(|l| l.contains("-o lo -m owner !")));
     assert!(has(&r, "-A MESH_OUTPUT -d 127.0.0.1/32 -j MESH_REDIRECT"));
     // The proxy's own calls to the pod IP still go inbound.
-    assert!(r.iter().any(|l| l.ends_with("--uid-owner 1337 -j MESH_IN_REDIRECT")));
+    assert!(
+        r.iter()
+            .any(|l| l.ends_with("--uid-owner 1337 -j MESH_IN_REDIRECT"))
+    );
 }
 
 #[test]
