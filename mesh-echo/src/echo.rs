@@ -21,6 +21,9 @@ struct Echo<'a> {
     version: &'a str,
     method: &'a str,
     path: &'a str,
+    /// HTTP/2 carries the host in `:authority`, not in a header: report it for both versions,
+    /// so host rewriting through a proxy is visible whatever the upstream protocol.
+    authority: Option<&'a str>,
     protocol: String,
     headers: BTreeMap<String, String>,
     body_bytes: u64,
@@ -54,6 +57,12 @@ pub async fn respond(
         version: &cfg.version,
         method: parts.method.as_str(),
         path,
+        authority: parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        }),
         protocol: format!("{:?}", parts.version),
         headers: headers::flatten(&parts.headers),
         body_bytes,

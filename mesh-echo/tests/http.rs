@@ -33,6 +33,7 @@ async fn get_is_echoed_as_json() {
     assert_eq!(v["version"], "v2");
     assert_eq!(v["method"], "GET");
     assert_eq!(v["path"], "/api/items?page=2&x=y");
+    assert_eq!(v["authority"], "reviews.default");
     assert_eq!(v["protocol"], "HTTP/1.1");
     assert_eq!(v["headers"]["host"], "reviews.default");
     assert_eq!(v["headers"]["x-test"], "one, two");
@@ -99,6 +100,7 @@ async fn h2c_prior_knowledge_is_served() {
     let v = json(&body);
     assert_eq!(v["protocol"], "HTTP/2.0");
     assert_eq!(v["path"], "/h2/path?q=1");
+    assert_eq!(v["authority"], echo.addr().to_string());
     assert_eq!(v["headers"]["x-test"], "h2");
     assert_eq!(v["body"], "over h2");
     // Concurrent streams share the one connection.
