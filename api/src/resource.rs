@@ -17,26 +17,41 @@ use crate::yaml::LineMap;
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ObjectMeta {
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub generate_name: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_grace_period_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub owner_references: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub managed_fields: Vec<serde_json::Value>,
 }
 
 /// Where an object came from. Not part of the object's identity on the wire.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// Line of the document's first field (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
     /// Line of every field of the document, by field path.
     pub field_lines: LineMap,

@@ -15,8 +15,11 @@ pub struct PortSelector {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StringMatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }
 
@@ -24,6 +27,7 @@ pub struct StringMatch {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct WorkloadSelector {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -41,6 +45,7 @@ pub struct Port {
     pub number: u32,
     pub protocol: String,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u32>,
 }
 

@@ -26,13 +26,20 @@ pub enum Resolution {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ServiceEntry {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     pub location: Location,
     pub resolution: Resolution,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<WorkloadEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
 }

@@ -17,30 +17,43 @@ pub enum CaptureMode {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Sidecar {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IstioIngressListener>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<IstioEgressListener>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_connection_pool: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct IstioIngressListener {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<Port>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
     pub capture_mode: CaptureMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<super::gateway::ServerTlsSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct IstioEgressListener {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<Port>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
     pub capture_mode: CaptureMode,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
 }
 
@@ -56,5 +69,6 @@ pub enum OutboundMode {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct OutboundTrafficPolicy {
     pub mode: OutboundMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub egress_proxy: Option<super::virtual_service::Destination>,
 }

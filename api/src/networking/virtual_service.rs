@@ -10,54 +10,89 @@ use crate::duration::Duration;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct VirtualService {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpRoute>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsRoute>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<TcpRoute>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpRoute {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "match")]
+    #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<HttpMatchRequest>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<HttpRouteDestination>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<HttpRedirect>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<HttpDirectResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub delegate: Option<Delegate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<HttpRetry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<HttpFaultInjection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Destination>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<HttpMirrorPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
     /// Deprecated in Istio and ignored there; accepted so old files load.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub websocket_upgrade: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpMatchRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<StringMatch>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub query_params: BTreeMap<String, StringMatch>,
     pub ignore_uri_case: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub without_headers: BTreeMap<String, StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stat_prefix: Option<String>,
 }
 
@@ -65,7 +100,9 @@ pub struct HttpMatchRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Destination {
     pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
 }
 
@@ -74,6 +111,7 @@ pub struct Destination {
 pub struct HttpRouteDestination {
     pub destination: Destination,
     pub weight: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
 }
 
@@ -87,11 +125,17 @@ pub struct RouteDestination {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpRedirect {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub derive_port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect_code: Option<u32>,
 }
 
@@ -99,13 +143,16 @@ pub struct HttpRedirect {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpDirectResponse {
     pub status: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<HttpBody>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub string: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
 }
 
@@ -113,14 +160,18 @@ pub struct HttpBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Delegate {
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpRewrite {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uri_regex_rewrite: Option<RegexRewrite>,
 }
 
@@ -138,8 +189,11 @@ pub struct RegexRewrite {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpRetry {
     pub attempts: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_remote_localities: Option<bool>,
 }
 
@@ -151,28 +205,39 @@ pub const DEFAULT_RETRY_ON: &str =
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpFaultInjection {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub delay: Option<FaultDelay>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub abort: Option<FaultAbort>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct FaultDelay {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed_delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exponential_delay: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
     /// Deprecated integer percentage, still used by Istio's bookinfo samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct FaultAbort {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http2_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
     /// Deprecated integer percentage, still used by Istio's bookinfo samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
 }
 
@@ -180,6 +245,7 @@ pub struct FaultAbort {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HttpMirrorPolicy {
     pub destination: Destination,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
 }
 
@@ -187,64 +253,90 @@ pub struct HttpMirrorPolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct CorsPolicy {
     /// Deprecated exact-match origins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_origin: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<StringMatch>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_methods: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expose_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_age: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unmatched_preflights: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Headers {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<HeaderOperations>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<HeaderOperations>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct HeaderOperations {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub set: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub add: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TlsRoute {
-    #[serde(rename = "match")]
+    #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<TlsMatchAttributes>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteDestination>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TlsMatchAttributes {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sni_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destination_subnets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TcpRoute {
-    #[serde(rename = "match")]
+    #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<L4MatchAttributes>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteDestination>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct L4MatchAttributes {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destination_subnets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
 }

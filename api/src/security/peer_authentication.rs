@@ -26,8 +26,11 @@ pub struct Mtls {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PeerAuthentication {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mtls: Option<Mtls>,
     /// Keyed by port number; kept as text so a bad key is reported by validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port_level_mtls: Option<BTreeMap<String, Mtls>>,
 }
