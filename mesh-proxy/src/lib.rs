@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod discovery;
 pub mod http;
+pub mod iptables;
 pub mod lb;
 pub mod listener;
 pub mod metrics;

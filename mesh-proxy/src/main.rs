@@ -13,7 +13,22 @@ use mesh_proxy::discovery::DiscoveryClient;
 use mesh_proxy::{Server, admin};
 
 #[derive(Parser, Debug)]
-#[command(name = "mesh-proxy", version, about = "The mesh's sidecar proxy")]
+#[command(name = "mesh-proxy", version, about = "The mesh's sidecar proxy", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Installs (or with --cleanup removes) the iptables rules that capture a pod's traffic;
+    /// run as the init container.
+    Iptables(mesh_proxy::iptables::IptablesArgs),
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Static config file (YAML or JSON in the proxy's config model); re-read when it changes.
     #[arg(long, value_name = "FILE", conflicts_with = "discovery_addr", required_unless_present = "discovery_addr")]
@@ -48,7 +63,11 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Iptables(ipt)) => return mesh_proxy::iptables::run(&ipt),
+        None => cli.run,
+    };
     init_logging(args.log_json);
     // One core by default: a sidecar shares its node with the application.
     let workers = std::env::var("MESH_PROXY_WORKERS")
