@@ -12,6 +12,13 @@ pub mod config {
     }
 }
 
+pub mod ca {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/mesh.ca.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/mesh.ca.v1.serde.rs"));
+    }
+}
+
 pub mod discovery {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/mesh.discovery.v1.rs"));

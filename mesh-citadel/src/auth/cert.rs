@@ -1,0 +1,92 @@
+//! Renewal: a workload proves who it is with a still-valid certificate from this CA, presented
+//! as its TLS client certificate. The TLS layer only checks possession of the key; the chain,
+//! expiry and identity are checked here against the trust bundle in force, so a stale or
+//! foreign certificate is answered with UNAUTHENTICATED and a reason instead of a failed
+//! handshake.
+
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::UnixTime;
+use x509_parser::extensions::GeneralName;
+
+use super::{AuthError, Authenticator, Caller};
+use crate::ca::Ca;
+use crate::identity::SpiffeId;
+
+pub struct CertAuthenticator {
+    ca: Arc<Ca>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl CertAuthenticator {
+    pub fn new(ca: Arc<Ca>) -> Self {
+        Self {
+            ca,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticator for CertAuthenticator {
+    fn name(&self) -> &'static str {
+        "certificate"
+    }
+
+    async fn authenticate(&self, caller: &Caller<'_>) -> Result<Option<SpiffeId>, AuthError> {
+        let Some((leaf, intermediates)) = caller.peer_certs.and_then(|c| c.split_first()) else {
+            return Ok(None);
+        };
+        let mut roots = RootCertStore::empty();
+        for root in self.ca.roots() {
+            roots
+                .add(root.clone())
+                .map_err(|e| AuthError::Certificate(format!("trust bundle: {e}")))?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| AuthError::Certificate(e.to_string()))?;
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|e| AuthError::Certificate(e.to_string()))?;
+
+        let id = spiffe_id_of(leaf)?;
+        if id.trust_domain() != self.ca.trust_domain() {
+            return Err(AuthError::ForeignTrustDomain {
+                got: id.trust_domain().to_owned(),
+                want: self.ca.trust_domain().to_owned(),
+            });
+        }
+        Ok(Some(id))
+    }
+}
+
+/// The one URI SAN of a workload certificate. Several URIs would make the identity ambiguous.
+pub fn spiffe_id_of(cert: &[u8]) -> Result<SpiffeId, AuthError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| AuthError::Certificate(format!("does not parse: {e}")))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| AuthError::Certificate(format!("subjectAltName: {e}")))?
+        .ok_or_else(|| AuthError::Certificate("no subjectAltName".into()))?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [uri] => Ok(uri.parse()?),
+        _ => Err(AuthError::Certificate(format!(
+            "expected exactly one URI SAN, found {}",
+            uris.len()
+        ))),
+    }
+}

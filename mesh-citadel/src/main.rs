@@ -1,0 +1,95 @@
+//! `mesh-citadel`: the mesh CA as a process.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use mesh_citadel::auth::{AnyOf, Authenticator, CertAuthenticator, TokenAuthenticator};
+use mesh_citadel::{Ca, ServeOptions, ValidityPolicy, validity};
+
+#[derive(Debug, Parser)]
+#[command(about = "Certificate authority of the mesh: signs workload SPIFFE certificates")]
+struct Args {
+    /// Directory of the CA's own root, created on first start and reused after.
+    #[arg(long, env = "CITADEL_DIR", required_unless_present = "plugin_certs")]
+    dir: Option<PathBuf>,
+    /// Operator-provided CA in Istio's layout (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem); takes precedence over --dir.
+    #[arg(long, env = "CITADEL_PLUGIN_CERTS")]
+    plugin_certs: Option<PathBuf>,
+    #[arg(long, env = "CITADEL_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    #[arg(long, env = "CITADEL_GRPC_ADDR", default_value = "127.0.0.1:15012")]
+    grpc_addr: SocketAddr,
+    /// Per-workload tokens: a directory `<ns>/<sa>` of token files, or a file of
+    /// `<token> <namespace> <service-account>` lines.
+    #[arg(long, env = "CITADEL_TOKENS")]
+    tokens: Option<PathBuf>,
+    /// DNS names of the CA's serving certificate (repeatable).
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+    /// Lifetime of a certificate when the caller asks for none, in seconds.
+    #[arg(long, default_value_t = validity::DEFAULT_VALIDITY.as_secs())]
+    default_validity_secs: u64,
+    /// Longest lifetime issued, in seconds; longer requests are capped.
+    #[arg(long, default_value_t = validity::MAX_VALIDITY.as_secs())]
+    max_validity_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+
+    let ca = match (&args.plugin_certs, &args.dir) {
+        (Some(plugin), _) => Ca::load(plugin, &args.trust_domain)
+            .with_context(|| format!("loading plug-in CA from {}", plugin.display()))?,
+        (None, Some(dir)) => Ca::load_or_create(dir, &args.trust_domain)
+            .with_context(|| format!("loading CA from {}", dir.display()))?,
+        (None, None) => unreachable!("clap requires --dir or --plugin-certs"),
+    };
+    let ca = Arc::new(ca.with_validity(ValidityPolicy {
+        default: Duration::from_secs(args.default_validity_secs),
+        max: Duration::from_secs(args.max_validity_secs),
+    }));
+
+    let mut authenticators: Vec<Arc<dyn Authenticator>> =
+        vec![Arc::new(CertAuthenticator::new(ca.clone()))];
+    if let Some(tokens) = &args.tokens {
+        authenticators.push(Arc::new(TokenAuthenticator::new(
+            tokens.clone(),
+            args.trust_domain.clone(),
+        )));
+    }
+    let authenticator = Arc::new(AnyOf::new(authenticators));
+
+    let mut options = ServeOptions::default();
+    if !args.server_names.is_empty() {
+        options.server_names = args.server_names.clone();
+    }
+    let listener = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", args.grpc_addr))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        trust_domain = %args.trust_domain,
+        roots = ca.trust_bundle_pem().len(),
+        tokens = ?args.tokens,
+        "mesh-citadel serving"
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    mesh_citadel::serve_with_shutdown(listener, ca, authenticator, options, shutdown).await?;
+    Ok(())
+}
