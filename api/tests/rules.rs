@@ -70,6 +70,12 @@ const CASES: &[(&str, &str, &str)] = &[
     ("VirtualService", "  hosts: [db]\n  tcp:\n  - route: []\n", "spec.tcp[0].route: route is required"),
     ("VirtualService", "  hosts: [reviews]\n  exportTo: [\".\", \".\"]\n  http:\n  - route:\n    - destination: {host: reviews}\n", "spec.exportTo[1]: duplicate entries in exportTo: ."),
     ("VirtualService", "  hosts: [reviews]\n  exportTo: [\"*\", ns1]\n  http:\n  - route:\n    - destination: {host: reviews}\n", "spec.exportTo: cannot have both public (*) and non-public exportTo values"),
+    ("VirtualService", "  hosts: [a.example.com, \"*.example.com\"]\n  http:\n  - route:\n    - destination: {host: reviews}\n", "spec.hosts: duplicate hosts in virtual service: a.example.com & *.example.com"),
+    ("VirtualService", "  http:\n  - route:\n    - destination: {host: reviews}\n  tcp:\n  - route:\n    - destination: {host: reviews}\n", "spec.tcp: delegate virtual service must have no tcp route specified"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - redirect: {uri: /x}\n    fault: {abort: {httpStatus: 500}}\n", "spec.http[0]: HTTP route cannot contain both fault and redirect"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    retries: {attempts: 0, retryOn: 5xx}\n", "spec.http[0].retries: http retry policy configured when attempts are set to 0 (disabled)"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - delegate: {name: sub}\n", "spec.http[0].delegate: http delegate only applies to gateway"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    corsPolicy: {allowOrigins: [{exact: \"\"}]}\n", "spec.http[0].corsPolicy.allowOrigins[0]: empty match is not a valid match type for CORS allow origins"),
     // DestinationRule
     ("DestinationRule", "  subsets: [{name: v1}]\n", "spec.host: host is required"),
     ("DestinationRule", "  host: reviews\n  subsets: [{name: v1}, {name: v1}]\n", "spec.subsets[1].name: duplicate subset names: v1"),
@@ -90,6 +96,11 @@ const CASES: &[(&str, &str, &str)] = &[
     ("ServiceEntry", "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 1.2.3.4, ports: {grpc: 90}}]\n", "spec.endpoints[0].ports.grpc: endpoint port grpc is not defined by the service entry"),
     ("ServiceEntry", "  hosts: [a.example.com]\n  addresses: [300.1.1.1]\n", "spec.addresses[0]: \"300.1.1.1\" is not a valid IP address or CIDR block"),
     ("ServiceEntry", "  hosts: [a.example.com]\n  resolution: MAGIC\n", "spec.resolution: unsupported value \"MAGIC\""),
+    ("ServiceEntry", "  hosts: [a.example.com]\n  ports: [{number: 80, name: Http_1, protocol: HTTP}]\n", "spec.ports[0].name: invalid port name: Http_1"),
+    ("ServiceEntry", "  hosts: [a.example.com, b.example.com]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DNS\n", "spec.hosts: multiple hosts provided with non-HTTP, non-TLS ports"),
+    ("ServiceEntry", "  hosts: [\"*.example.com\"]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n", "spec.hosts[0]: hosts must be FQDN if no endpoints are provided for resolution mode DNS"),
+    ("ServiceEntry", "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n  endpoints: [{address: bad_name}]\n", "spec.endpoints[0].address: endpoint address \"bad_name\" is not a valid FQDN or an IP address"),
+    ("ServiceEntry", "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: h2, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: \"unix:///run/a.sock\"}]\n", "spec.ports: exactly 1 service port required for unix endpoints"),
     // WorkloadEntry
     ("WorkloadEntry", "  address: bad_address\n", "spec.address: domain name \"bad_address\" invalid"),
     ("WorkloadEntry", "  address: 1.2.3.4\n  labels: {\"app\": \"bad value!\"}\n", "spec.labels.app: invalid label value \"bad value!\""),
@@ -101,6 +112,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("Sidecar", "  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    defaultEndpoint: 10.1.1.1:8080\n", "spec.ingress[0].defaultEndpoint: sidecar: defaultEndpoint \"10.1.1.1:8080\" must use 127.0.0.1"),
     ("Sidecar", "  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    captureMode: MAYBE\n", "spec.ingress[0].captureMode: unsupported value \"MAYBE\""),
     ("Sidecar", "  workloadSelector: {labels: {}}\n", "spec.workloadSelector: sidecar: workloadSelector cannot have empty labels"),
+    ("Sidecar", "  egress:\n  - hosts: [\"ns/reviews\"]\n", "spec.egress[0].hosts[0]: short names (non FQDN) are not allowed: \"reviews\""),
+    ("Sidecar", "  egress:\n  - port: {number: 0, protocol: HTTP, name: uds}\n    hosts: [\"./*\"]\n", "spec.egress[0].bind: sidecar: ports with 0 value must have a unix domain socket bind address"),
     // Gateway
     ("Gateway", "  selector: {istio: ingressgateway}\n", "spec.servers: gateway must have at least one server"),
     ("Gateway", "  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n", "spec.servers[0].tls: server must have TLS settings for HTTPS/TLS protocols"),

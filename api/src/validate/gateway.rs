@@ -84,11 +84,11 @@ fn gateway_host(h: &str) -> Result<(), String> {
         }
         None => h,
     };
-    if host == "*" {
-        Ok(())
-    } else {
-        rules::wildcard_domain(host)
+    // Gateways also accept an IP as host.
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
     }
+    super::sidecar::hostname_part(host)
 }
 
 fn server_tls(t: &ServerTlsSettings, p: &FieldPath, errs: &mut Errors) {

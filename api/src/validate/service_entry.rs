@@ -28,9 +28,7 @@ pub fn validate(se: &ServiceEntry, p: &FieldPath, errs: &mut Errors) {
             {
                 errs.push(
                     &hp,
-                    format!(
-                        "wildcard host {h} is not allowed with DNS resolution and no endpoints"
-                    ),
+                    "hosts must be FQDN if no endpoints are provided for resolution mode DNS",
                 );
             }
         }
@@ -72,6 +70,8 @@ pub fn validate(se: &ServiceEntry, p: &FieldPath, errs: &mut Errors) {
         }
         if port.name.is_empty() {
             errs.push(&pp.key("name"), "port name is required");
+        } else if rules::dns1123_label(&port.name).is_err() {
+            errs.push(&pp.key("name"), format!("invalid port name: {}", port.name));
         } else if !names.insert(&port.name) {
             errs.push(&pp.key("name"), format!("Duplicate value: {:?}", port.name));
         }
@@ -101,6 +101,31 @@ pub fn validate(se: &ServiceEntry, p: &FieldPath, errs: &mut Errors) {
         ),
         _ => {}
     }
+    // Plain TCP carries no host name, so several hosts cannot be told apart.
+    if se.resolution != Resolution::None && se.hosts.len() > 1 {
+        let named = se.ports.iter().all(|p| {
+            matches!(
+                parse_protocol(&p.protocol),
+                Some("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY" | "HTTPS" | "TLS")
+            )
+        });
+        if !named {
+            errs.push(
+                &p.key("hosts"),
+                "multiple hosts provided with non-HTTP, non-TLS ports",
+            );
+        }
+    }
+    let unix = se
+        .endpoints
+        .iter()
+        .any(|e| e.address.starts_with("unix://"));
+    if se.resolution == Resolution::Static && unix && se.ports.len() != 1 {
+        errs.push(
+            &p.key("ports"),
+            "exactly 1 service port required for unix endpoints",
+        );
+    }
     for (i, ep) in se.endpoints.iter().enumerate() {
         let ep_path = p.key("endpoints").index(i);
         workload_entry::validate_entry(ep, &ep_path, true, errs);
@@ -112,6 +137,19 @@ pub fn validate(se: &ServiceEntry, p: &FieldPath, errs: &mut Errors) {
                 &ep_path.key("address"),
                 format!(
                     "endpoint address {:?} is not a valid IP address",
+                    ep.address
+                ),
+            );
+        }
+        let dns = matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin);
+        if dns
+            && ep.address.parse::<std::net::IpAddr>().is_err()
+            && rules::fqdn(&ep.address).is_err()
+        {
+            errs.push(
+                &ep_path.key("address"),
+                format!(
+                    "endpoint address {:?} is not a valid FQDN or an IP address",
                     ep.address
                 ),
             );

@@ -46,6 +46,12 @@ pub fn validate(sc: &Sidecar, p: &FieldPath, errs: &mut Errors) {
     for (i, l) in sc.egress.iter().enumerate() {
         let lp = p.key("egress").index(i);
         match &l.port {
+            // Port 0 is a unix domain socket listener named by `bind`.
+            Some(port) if port.number == 0 => {
+                if !l.bind.as_deref().is_some_and(|b| b.starts_with("unix://")) {
+                    errs.push(&lp.key("bind"), "sidecar: ports with 0 value must have a unix domain socket bind address");
+                }
+            }
             Some(port) => {
                 listener_port(port, &lp.key("port"), errs);
                 if !egress_ports.insert((port.number, l.bind.clone())) {
@@ -135,9 +141,16 @@ pub(super) fn namespace_host(h: &str) -> Result<(), String> {
         rules::dns1123_label(ns)
             .map_err(|_| format!("sidecar: invalid namespace {ns:?} in host {h:?}"))?;
     }
+    hostname_part(host)
+}
+
+/// The dnsName of a `namespace/dnsName` host: `*` or a wildcard FQDN, never a short name.
+pub(super) fn hostname_part(host: &str) -> Result<(), String> {
     if host == "*" {
-        Ok(())
-    } else {
-        rules::wildcard_domain(host)
+        return Ok(());
     }
+    if !host.contains('.') {
+        return Err(format!("short names (non FQDN) are not allowed: {host:?}"));
+    }
+    rules::wildcard_domain(host)
 }

@@ -34,12 +34,27 @@ const RETRY_ON: &[&str] = &[
 pub fn validate(vs: &VirtualService, p: &FieldPath, errs: &mut Errors) {
     let delegate = vs.hosts.is_empty();
     let bound_to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
-    if delegate && !vs.gateways.is_empty() {
-        errs.push(
-            &p.key("gateways"),
-            "delegate virtual service must have no gateways specified",
-        );
+    if delegate {
+        if !vs.gateways.is_empty() {
+            errs.push(
+                &p.key("gateways"),
+                "delegate virtual service must have no gateways specified",
+            );
+        }
+        if !vs.tls.is_empty() {
+            errs.push(
+                &p.key("tls"),
+                "delegate virtual service must have no tls route specified",
+            );
+        }
+        if !vs.tcp.is_empty() {
+            errs.push(
+                &p.key("tcp"),
+                "delegate virtual service must have no tcp route specified",
+            );
+        }
     }
+    let bound_to_gateway = vs.gateways.iter().any(|g| g != "mesh");
     for (i, host) in vs.hosts.iter().enumerate() {
         let hp = p.key("hosts").index(i);
         if host == "*" && bound_to_mesh {
@@ -54,10 +69,27 @@ pub fn validate(vs: &VirtualService, p: &FieldPath, errs: &mut Errors) {
     for (i, g) in vs.gateways.iter().enumerate() {
         errs.check(&p.key("gateways").index(i), rules::gateway_name(g));
     }
+    // `*.foo.com` and `a.foo.com` overlap just like two equal hosts.
+    for (i, a) in vs.hosts.iter().enumerate() {
+        for b in &vs.hosts[i + 1..] {
+            if host_covers(a, b) || host_covers(b, a) {
+                errs.push(
+                    &p.key("hosts"),
+                    format!("duplicate hosts in virtual service: {a} & {b}"),
+                );
+            }
+        }
+    }
     if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         errs.push(p, "http, tcp or tls must be provided in virtual service");
     }
     for (i, r) in vs.http.iter().enumerate() {
+        if r.delegate.is_some() && !bound_to_gateway {
+            errs.push(
+                &p.key("http").index(i).key("delegate"),
+                "http delegate only applies to gateway",
+            );
+        }
         http_route(r, delegate, &p.key("http").index(i), errs);
     }
     for (i, r) in vs.tls.iter().enumerate() {
@@ -91,6 +123,9 @@ fn http_route(r: &HttpRoute, in_delegate: bool, p: &FieldPath, errs: &mut Errors
             p,
             "HTTP route rule cannot contain both rewrite and redirect",
         );
+    }
+    if r.fault.is_some() && r.redirect.is_some() {
+        errs.push(p, "HTTP route cannot contain both fault and redirect");
     }
     if let Some(d) = &r.delegate {
         if in_delegate {
@@ -326,6 +361,16 @@ fn retries(r: &HttpRetry, p: &FieldPath, errs: &mut Errors) {
     if r.attempts < 0 {
         errs.push(&p.key("attempts"), "attempts cannot be negative");
     }
+    if r.attempts == 0
+        && (r.per_try_timeout.is_some()
+            || r.retry_on.is_some()
+            || r.retry_remote_localities.is_some())
+    {
+        errs.push(
+            p,
+            "http retry policy configured when attempts are set to 0 (disabled)",
+        );
+    }
     rules::opt_duration(&r.per_try_timeout, &p.key("perTryTimeout"), errs);
     if let Some(on) = &r.retry_on {
         for policy in on.split(',').map(str::trim) {
@@ -419,7 +464,20 @@ fn fault(f: &HttpFaultInjection, p: &FieldPath, errs: &mut Errors) {
 
 fn cors(c: &CorsPolicy, p: &FieldPath, errs: &mut Errors) {
     for (i, o) in c.allow_origins.iter().enumerate() {
-        string_match(o, &p.key("allowOrigins").index(i), errs);
+        let op = p.key("allowOrigins").index(i);
+        let value = o
+            .exact
+            .as_deref()
+            .or(o.prefix.as_deref())
+            .or(o.regex.as_deref())
+            .unwrap_or_default();
+        if value.is_empty() {
+            errs.push(
+                &op,
+                "empty match is not a valid match type for CORS allow origins",
+            );
+        }
+        string_match(o, &op, errs);
     }
     for (i, m) in c.allow_methods.iter().enumerate() {
         if !rules::HTTP_METHODS.contains(&m.as_str()) {
