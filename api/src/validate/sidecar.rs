@@ -48,9 +48,14 @@ pub fn validate(sc: &Sidecar, p: &FieldPath, errs: &mut Errors) {
         match &l.port {
             // Port 0 is a unix domain socket listener named by `bind`.
             Some(port) if port.number == 0 => {
-                if !l.bind.as_deref().is_some_and(|b| b.starts_with("unix://")) {
-                    errs.push(&lp.key("bind"), "sidecar: ports with 0 value must have a unix domain socket bind address");
-                }
+                let unix = l.bind.as_deref().is_some_and(|b| b.starts_with("unix://"));
+                errs.check(
+                    &lp.key("bind"),
+                    unix.then_some(()).ok_or_else(|| {
+                        "sidecar: ports with 0 value must have a unix domain socket bind address"
+                            .to_string()
+                    }),
+                );
             }
             Some(port) => {
                 listener_port(port, &lp.key("port"), errs);
