@@ -282,6 +282,16 @@ pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<Valid
         };
         errs.push(&root.key("apiVersion"), reason);
     }
+    for dup in &doc.duplicate_keys {
+        let line = doc.lines.get(dup).copied();
+        errs.errors.push(ValidationError {
+            file: file.map(Path::to_path_buf),
+            line: line.or(Some(doc.line)),
+            object: errs.object.clone(),
+            field: dup.clone(),
+            reason: "duplicate key: the field is given more than once".into(),
+        });
+    }
     for key in map.keys() {
         if !ENVELOPE.contains(&key.as_str()) {
             errs.push(&root.key(key), "unknown field");

@@ -14,8 +14,8 @@ pub fn parse_str(file: impl AsRef<Path>, text: &str) -> (Vec<Resource>, Vec<Vali
     let (docs, syntax) = yaml::parse_documents(text);
     let mut resources = Vec::new();
     let mut errors = Vec::new();
-    for doc in &docs {
-        match decode(Some(file), doc) {
+    for doc in docs.iter().flat_map(expand_list) {
+        match decode(Some(file), &doc) {
             Ok(r) => resources.push(r),
             Err(e) => errors.extend(e),
         }
@@ -30,6 +30,42 @@ pub fn parse_str(file: impl AsRef<Path>, text: &str) -> (Vec<Resource>, Vec<Vali
         });
     }
     (resources, errors)
+}
+
+/// A Kubernetes `List` (what `kubectl get -o yaml` prints) becomes one
+/// document per item, keeping each item's lines.
+fn expand_list(doc: &yaml::Document) -> Vec<yaml::Document> {
+    let is_list = doc.value.get("kind").and_then(|k| k.as_str()) == Some("List");
+    let Some(items) = doc
+        .value
+        .get("items")
+        .and_then(|i| i.as_array())
+        .filter(|_| is_list)
+    else {
+        return vec![doc.clone()];
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let prefix = format!("items[{i}]");
+            let lines = doc
+                .lines
+                .iter()
+                .filter_map(|(k, v)| {
+                    let rest = k.strip_prefix(&prefix)?;
+                    let rest = rest.strip_prefix('.').unwrap_or(rest);
+                    (!rest.is_empty()).then(|| (rest.to_string(), *v))
+                })
+                .collect();
+            yaml::Document {
+                line: doc.lines.get(&prefix).copied().unwrap_or(doc.line),
+                value: item.clone(),
+                lines,
+                duplicate_keys: Vec::new(),
+            }
+        })
+        .collect()
 }
 
 /// Loads and validates a YAML stream: returns the valid resources and every

@@ -20,6 +20,8 @@ pub struct Document {
     pub line: usize,
     pub value: Value,
     pub lines: LineMap,
+    /// Field paths of keys given twice in one mapping (Kubernetes rejects them).
+    pub duplicate_keys: Vec<String>,
 }
 
 /// A YAML syntax error with its line.
@@ -40,6 +42,7 @@ struct Builder {
     anchors: HashMap<usize, Value>,
     pending: Vec<usize>,
     lines: LineMap,
+    duplicates: Vec<String>,
     root: Option<Value>,
     first_line: Option<usize>,
 }
@@ -51,6 +54,7 @@ impl Builder {
             anchors: HashMap::new(),
             pending: Vec::new(),
             lines: LineMap::new(),
+            duplicates: Vec::new(),
             root: None,
             first_line: None,
         }
@@ -86,6 +90,9 @@ impl Builder {
                         other => other.to_string(),
                     };
                     let p = path.key(&k);
+                    if map.contains_key(&k) {
+                        self.duplicates.push(p.as_str().to_string());
+                    }
                     self.lines.insert(p.as_str().to_string(), line);
                     *key = Some(k);
                 }
@@ -174,6 +181,7 @@ pub fn parse_documents(text: &str) -> (Vec<Document>, Option<SyntaxError>) {
                         line: done.first_line.unwrap_or(line),
                         value,
                         lines: done.lines,
+                        duplicate_keys: done.duplicates,
                     });
                 }
             }
@@ -266,6 +274,9 @@ mod tests {
         assert_eq!(docs[0].value["c"][1], "001:db8::");
         assert!(docs[0].value["c"][2]["k"].is_null());
         assert_eq!(docs[0].value["b"]["k"], 1);
+        let (docs, _) = parse_documents("a: 1\nb:\n  c: 1\n  c: 2\n");
+        assert_eq!(docs[0].duplicate_keys, vec!["b.c".to_string()]);
+        assert_eq!(docs[0].lines["b.c"], 4);
         let (_, err) = parse_documents("a: [1, 2\nb: 3\n");
         assert!(err.is_some());
     }

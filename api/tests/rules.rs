@@ -398,3 +398,45 @@ fn resources_round_trip_through_json() {
     back.set_source(ok[0].source().clone());
     assert_eq!(back, ok[0]);
 }
+
+#[test]
+fn duplicate_keys_are_reported() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a\n  host: b\n";
+    let errs = load_str("dup.yaml", text).1;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        errs[0].to_string(),
+        "dup.yaml:6: spec.host: duplicate key: the field is given more than once"
+    );
+}
+
+#[test]
+fn kubernetes_lists_are_expanded() {
+    let text = "\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: a}
+  spec: {host: a}
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: b}
+  spec:
+    host: b
+    subsets: [{name: V1}]
+";
+    let (ok, errs) = load_str("list.yaml", text);
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].name(), "a");
+    assert_eq!(ok[0].source().line, Some(4));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .to_string()
+            .starts_with("list.yaml:13: spec.subsets[0].name: subset name \"V1\" is invalid"),
+        "{}",
+        errs[0]
+    );
+}
