@@ -40,6 +40,8 @@ pub enum CaError {
     NotCa(String),
     #[error("CA chain: {0}")]
     Chain(String),
+    #[error("{dir}: holds {file} but no {key}; refusing to replace an operator's CA", file = store::CA_CERT, key = store::CA_KEY)]
+    Incomplete { dir: String },
     #[error("creating the root: {0}")]
     Create(#[from] rcgen::Error),
     #[error(transparent)]
@@ -99,6 +101,11 @@ impl Ca {
     pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
         identity::check_trust_domain(trust_domain)?;
         if !store::key_exists(dir) {
+            if dir.join(store::CA_CERT).exists() {
+                return Err(CaError::Incomplete {
+                    dir: dir.display().to_string(),
+                });
+            }
             let (root_pem, key_pem) = new_root(trust_domain)?;
             store::write_new(dir, &root_pem, &key_pem)?;
             tracing::info!(dir = %dir.display(), "created a self-signed root CA");

@@ -202,3 +202,17 @@ async fn plugin_ca_served_over_grpc_with_a_token_file() {
     );
     verify_chain(&chain, &[root_pem]).unwrap();
 }
+
+#[test]
+fn a_certificate_without_its_key_is_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cacerts");
+    write_plugin_ca(&dir);
+    std::fs::remove_file(dir.join("ca-key.pem")).unwrap();
+    let before = std::fs::read(dir.join("ca-cert.pem")).unwrap();
+    assert!(matches!(
+        Ca::load_or_create(&dir, TD),
+        Err(CaError::Incomplete { .. })
+    ));
+    assert_eq!(std::fs::read(dir.join("ca-cert.pem")).unwrap(), before);
+}
