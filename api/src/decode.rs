@@ -325,3 +325,19 @@ pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<Valid
         _ => Err(errs.errors),
     }
 }
+
+/// Decodes an object that did not come from a file (a Kubernetes watch event,
+/// an AdmissionReview): errors name the object instead of a file and line.
+pub fn decode_value(value: Value) -> Result<Resource, Vec<ValidationError>> {
+    let doc = Document {
+        line: 0,
+        value,
+        lines: Default::default(),
+        duplicate_keys: Vec::new(),
+    };
+    decode(None, &doc).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| ValidationError { line: None, ..e })
+            .collect()
+    })
+}

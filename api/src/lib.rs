@@ -40,7 +40,7 @@ pub mod security;
 pub mod validate;
 pub mod yaml;
 
-pub use decode::decode;
+pub use decode::{decode, decode_value};
 pub use duration::{Duration, DurationError, parse_duration};
 pub use error::{ObjectRef, ValidationError};
 pub use load::{config_files, load_path, load_str, parse_str};

@@ -440,3 +440,26 @@ items:
         errs[0]
     );
 }
+
+#[test]
+fn objects_without_a_file_are_named_by_kind_namespace_and_name() {
+    let value = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "r", "namespace": "prod"},
+        "spec": {"host": "reviews", "subsets": [{"name": "v1", "labelz": {}}]}
+    });
+    let errs = mesh_api::decode_value(value.clone()).unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        "DestinationRule/prod/r: spec.subsets[0].labelz: unknown field"
+    );
+    let mut ok = value;
+    ok["spec"]["subsets"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("labelz");
+    ok["spec"]["host"] = "*".into();
+    let r = mesh_api::decode_value(ok).unwrap();
+    assert!(mesh_api::validate(&r).is_empty());
+}

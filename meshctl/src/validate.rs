@@ -1,5 +1,6 @@
 //! `meshctl validate -f PATH...`: load and validate config, one line per error.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,19 +15,24 @@ pub struct Args {
 
 /// Exit 0 when every object is valid, 1 otherwise.
 pub fn run(args: &Args) -> ExitCode {
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut objects = 0;
     let mut errors = Vec::new();
     for path in &args.files {
         let (resources, errs) = mesh_api::load_path(path);
+        for r in &resources {
+            *kinds.entry(r.kind().as_str()).or_default() += 1;
+        }
         objects += resources.len();
         errors.extend(errs);
     }
-    let mut out = std::io::stdout().lock();
     if errors.is_empty() {
+        let summary: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let _ = writeln!(
-            out,
-            "{objects} object(s) valid in {} path(s)",
-            args.files.len()
+            std::io::stdout(),
+            "{objects} object(s) valid in {} path(s): {}",
+            args.files.len(),
+            summary.join(", ")
         );
         return ExitCode::SUCCESS;
     }
