@@ -74,3 +74,46 @@ pub fn parse_protocol(s: &str) -> Option<&'static str> {
         .copied()
         .find(|p| p.eq_ignore_ascii_case(s))
 }
+
+impl Port {
+    /// The port's protocol as Istio resolves it: the `protocol` field, else the
+    /// port name's prefix (`http-web`, `grpc`, `tcp-db`), else `None` (sniffed).
+    pub fn resolved_protocol(&self) -> Option<&'static str> {
+        if !self.protocol.is_empty() {
+            return parse_protocol(&self.protocol);
+        }
+        let prefix = self.name.split('-').next().unwrap_or_default();
+        match prefix.to_ascii_lowercase().as_str() {
+            // `grpc-web` is both a prefix and a protocol name.
+            "grpc" if self.name.to_ascii_lowercase().starts_with("grpc-web") => Some("GRPC-WEB"),
+            p => parse_protocol(p),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, protocol: &str) -> Port {
+        Port {
+            number: 80,
+            protocol: protocol.into(),
+            name: name.into(),
+            target_port: None,
+        }
+    }
+
+    #[test]
+    fn protocol_from_field_then_name_prefix() {
+        assert_eq!(port("x", "http").resolved_protocol(), Some("HTTP"));
+        assert_eq!(port("http-web", "").resolved_protocol(), Some("HTTP"));
+        assert_eq!(
+            port("grpc-web-ui", "").resolved_protocol(),
+            Some("GRPC-WEB")
+        );
+        assert_eq!(port("tcp-db", "").resolved_protocol(), Some("TCP"));
+        assert_eq!(port("web", "").resolved_protocol(), None);
+        assert_eq!(port("x", "FOO").resolved_protocol(), None);
+    }
+}

@@ -197,6 +197,29 @@ pub struct HttpRetry {
     pub retry_remote_localities: Option<bool>,
 }
 
+impl HttpRetry {
+    /// `retryOn`, or Istio's default conditions when it is unset.
+    pub fn retry_on_or_default(&self) -> &str {
+        self.retry_on
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_RETRY_ON)
+    }
+}
+
+impl HttpRoute {
+    /// The retry policy in force: the route's own, or Istio's default
+    /// (2 attempts on the default conditions) when the route has none.
+    pub fn effective_retries(&self) -> HttpRetry {
+        self.retries.clone().unwrap_or(HttpRetry {
+            attempts: DEFAULT_RETRY_ATTEMPTS,
+            per_try_timeout: None,
+            retry_on: Some(DEFAULT_RETRY_ON.to_string()),
+            retry_remote_localities: None,
+        })
+    }
+}
+
 /// Istio's retry default, applied by translation when a route has no `retries`.
 pub const DEFAULT_RETRY_ATTEMPTS: i32 = 2;
 pub const DEFAULT_RETRY_ON: &str =
@@ -339,4 +362,30 @@ pub struct L4MatchAttributes {
     pub gateways: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_defaults_follow_istio() {
+        let route = HttpRoute::default();
+        let r = route.effective_retries();
+        assert_eq!(r.attempts, 2);
+        assert_eq!(
+            r.retry_on_or_default(),
+            "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+        );
+        let own = HttpRetry {
+            attempts: 5,
+            ..Default::default()
+        };
+        assert_eq!(own.retry_on_or_default(), DEFAULT_RETRY_ON);
+        let route = HttpRoute {
+            retries: Some(own.clone()),
+            ..Default::default()
+        };
+        assert_eq!(route.effective_retries(), own);
+    }
 }
