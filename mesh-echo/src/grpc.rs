@@ -1,5 +1,6 @@
 //! The gRPC side of the echo: the `mesh.echo.v1.Echo` service.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -32,16 +33,23 @@ pub struct EchoGrpc {
 }
 
 impl EchoGrpc {
-    fn response(&self, message: String, metadata: &MetadataMap) -> EchoResponse {
+    fn response(&self, message: String, metadata: &Metadata) -> EchoResponse {
         EchoResponse {
             message,
             name: self.cfg.name.clone(),
             version: self.cfg.version.clone(),
-            metadata: headers::flatten(&metadata.clone().into_headers())
-                .into_iter()
-                .collect(),
+            metadata: metadata.clone(),
         }
     }
+}
+
+/// Request metadata as reported back; flattened once per call, not once per streamed message.
+type Metadata = HashMap<String, String>;
+
+fn flatten(metadata: &MetadataMap) -> Metadata {
+    headers::flatten(&metadata.clone().into_headers())
+        .into_iter()
+        .collect()
 }
 
 /// gRPC shares the port with plain HTTP; the content type tells them apart.
@@ -86,7 +94,7 @@ fn requested_failure(metadata: &MetadataMap) -> Result<(), Status> {
 impl Echo for EchoGrpc {
     async fn unary(&self, req: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         requested_failure(req.metadata())?;
-        let reply = self.response(req.get_ref().message.clone(), req.metadata());
+        let reply = self.response(req.get_ref().message.clone(), &flatten(req.metadata()));
         Ok(Response::new(reply))
     }
 
@@ -97,7 +105,7 @@ impl Echo for EchoGrpc {
         req: Request<EchoRequest>,
     ) -> Result<Response<ResponseStream>, Status> {
         requested_failure(req.metadata())?;
-        let reply = self.response(req.get_ref().message.clone(), req.metadata());
+        let reply = self.response(req.get_ref().message.clone(), &flatten(req.metadata()));
         let count = req.get_ref().count;
         // A lazy stream: responses are produced as the client reads them (flow control applies).
         let stream = futures_util::stream::repeat(reply)
@@ -111,7 +119,7 @@ impl Echo for EchoGrpc {
         req: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoResponse>, Status> {
         requested_failure(req.metadata())?;
-        let metadata = req.metadata().clone();
+        let metadata = flatten(req.metadata());
         let mut inbound = req.into_inner();
         let mut message = String::new();
         while let Some(item) = inbound.message().await? {
@@ -127,7 +135,7 @@ impl Echo for EchoGrpc {
         req: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         requested_failure(req.metadata())?;
-        let metadata = req.metadata().clone();
+        let metadata = flatten(req.metadata());
         let this = self.clone();
         // Each message is answered as it arrives: nothing is buffered, so a test can interleave
         // sends and receives through a proxy.
