@@ -335,9 +335,14 @@ pub fn decode_value(value: Value) -> Result<Resource, Vec<ValidationError>> {
         lines: Default::default(),
         duplicate_keys: Vec::new(),
     };
-    decode(None, &doc).map_err(|errs| {
-        errs.into_iter()
-            .map(|e| ValidationError { line: None, ..e })
-            .collect()
-    })
+    decode(None, &doc)
+        .map(|mut r| {
+            r.set_source(Source::default());
+            r
+        })
+        .map_err(|errs| {
+            errs.into_iter()
+                .map(|e| ValidationError { line: None, ..e })
+                .collect()
+        })
 }

@@ -462,4 +462,5 @@ fn objects_without_a_file_are_named_by_kind_namespace_and_name() {
     ok["spec"]["host"] = "*".into();
     let r = mesh_api::decode_value(ok).unwrap();
     assert!(mesh_api::validate(&r).is_empty());
+    assert_eq!(r.source().line, None);
 }
