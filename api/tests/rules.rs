@@ -90,6 +90,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("DestinationRule", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL, clientCertificate: a.pem}}\n", "spec.trafficPolicy.tls: cannot specify client certificates"),
     ("DestinationRule", "  host: reviews\n  trafficPolicy: {portLevelSettings: [{loadBalancer: {simple: RANDOM}}]}\n", "spec.trafficPolicy.portLevelSettings[0].port: port must be specified"),
     ("DestinationRule", "  host: reviews\n  subsets:\n  - name: v1\n    trafficPolicy: {connectionPool: {http: {maxRetries: -2}}}\n", "spec.subsets[0].trafficPolicy.connectionPool.http.maxRetries: -2 must not be negative"),
+    ("DestinationRule", "  host: reviews\n  trafficPolicy: {}\n", "spec.trafficPolicy: traffic policy must have at least one field"),
+    ("DestinationRule", "  host: reviews\n  trafficPolicy: {portLevelSettings: [{port: {number: 80}}]}\n", "spec.trafficPolicy.portLevelSettings[0]: port traffic policy must have at least one field"),
+    ("DestinationRule", "  host: reviews\n  trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user}}}}\n", "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl: ttl required for HttpCookie"),
     // ServiceEntry
     ("ServiceEntry", "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: FOO}]\n", "spec.ports[0].protocol: unsupported protocol: FOO"),
     ("ServiceEntry", "  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: a.example.com}]\n", "spec.endpoints[0].address: endpoint address \"a.example.com\" is not a valid IP address"),

@@ -63,6 +63,16 @@ pub(super) fn selector_labels(
 }
 
 fn traffic_policy(tp: &TrafficPolicy, p: &FieldPath, errs: &mut Errors) {
+    let empty = tp.load_balancer.is_none()
+        && tp.connection_pool.is_none()
+        && tp.outlier_detection.is_none()
+        && tp.tls.is_none()
+        && tp.port_level_settings.is_empty()
+        && tp.tunnel.is_none()
+        && tp.proxy_protocol.is_none();
+    if empty {
+        errs.push(p, "traffic policy must have at least one field");
+    }
     settings(
         &tp.load_balancer,
         &tp.connection_pool,
@@ -78,6 +88,13 @@ fn traffic_policy(tp: &TrafficPolicy, p: &FieldPath, errs: &mut Errors) {
 }
 
 fn port_level(pl: &PortTrafficPolicy, p: &FieldPath, seen: &mut HashSet<u32>, errs: &mut Errors) {
+    let empty = pl.load_balancer.is_none()
+        && pl.connection_pool.is_none()
+        && pl.outlier_detection.is_none()
+        && pl.tls.is_none();
+    if empty {
+        errs.push(p, "port traffic policy must have at least one field");
+    }
     match &pl.port {
         None => errs.push(&p.key("port"), "port must be specified"),
         Some(port) => {
@@ -143,6 +160,14 @@ fn load_balancer(lb: &LoadBalancerSettings, p: &FieldPath, errs: &mut Errors) {
             errs.push(
                 &cp.key("httpCookie").key("name"),
                 "name required for HttpCookie",
+            );
+        }
+        if let Some(c) = &ch.http_cookie
+            && c.ttl.is_none()
+        {
+            errs.push(
+                &cp.key("httpCookie").key("ttl"),
+                "ttl required for HttpCookie",
             );
         }
         if ch.ring_hash.is_some() && ch.maglev.is_some() {
