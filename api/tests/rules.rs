@@ -51,6 +51,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    fault: {delay: {percent: 101, fixedDelay: 1s}}\n", "spec.http[0].fault.delay.percent: percent 101 is out of range 0..100"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    fault: {delay: {percentage: {value: 10}}}\n", "spec.http[0].fault.delay: delay must specify fixedDelay"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    fault: {}\n", "spec.http[0].fault: HTTP fault injection must have an abort and/or a delay"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    fault: {abort: {httpStatus: 500, percentage: {value: 0.00001}}}\n", "spec.http[0].fault.abort.percentage.value: percentage 0.00001 is neither 0.0, nor in range [0.0001, 100.0]"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    mirror: {host: mirror}\n    mirrorPercentage: {value: 100.5}\n", "spec.http[0].mirrorPercentage.value: percentage 100.5 is out of range 0..100"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    redirect: {uri: /x}\n", "spec.http[0]: HTTP route cannot contain both route and redirect"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - redirect: {redirectCode: 200}\n", "spec.http[0].redirect: redirect must specify URI, authority, scheme, or port"),
@@ -123,6 +124,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("Gateway", "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n", "spec.servers[0].hosts: server config must contain at least one host"),
     ("Gateway", "  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE}\n", "spec.servers[0].tls.serverCertificate: SIMPLE TLS requires a server certificate or credentialName"),
     ("Gateway", "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"bad_ns/*\"]\n", "spec.servers[0].hosts[0]: invalid namespace \"bad_ns\""),
+    ("Gateway", "  servers:\n  - port: {number: 80, protocol: HTTP}\n    hosts: [\"*\"]\n", "spec.servers[0].port.name: port name must be set"),
+    ("Gateway", "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: cert}\n", "spec.servers[0].tls: server cannot have TLS settings for plain text HTTP ports"),
+    ("Gateway", "  servers:\n  - port: {number: 5432, name: pg, protocol: TCP}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: cert}\n", "spec.servers[0].tls: server cannot have TLS settings for non HTTPS/TLS ports"),
     // PeerAuthentication
     ("PeerAuthentication", "  portLevelMtls:\n    \"80\": {mode: STRICT}\n", "spec.portLevelMtls: portLevelMtls requires selector"),
     // AuthorizationPolicy
@@ -466,4 +470,15 @@ fn objects_without_a_file_are_named_by_kind_namespace_and_name() {
     let r = mesh_api::decode_value(ok).unwrap();
     assert!(mesh_api::validate(&r).is_empty());
     assert_eq!(r.source().line, None);
+}
+
+#[test]
+fn gateway_names_have_no_dots() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: my.gw}\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    let errs = load_str("gw.yaml", text).1;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        errs[0].to_string(),
+        "gw.yaml:3: metadata.name: invalid gateway name: \"my.gw\""
+    );
 }

@@ -26,6 +26,9 @@ pub fn validate(gw: &Gateway, p: &FieldPath, errs: &mut Errors) {
                 if port.protocol.is_empty() {
                     errs.push(&pp.key("protocol"), "protocol is required");
                 }
+                if port.name.is_empty() {
+                    errs.push(&pp.key("name"), "port name must be set");
+                }
                 let proto = parse_protocol(&port.protocol);
                 if !port.protocol.is_empty() && proto.is_none() {
                     errs.push(
@@ -61,10 +64,28 @@ pub fn validate(gw: &Gateway, p: &FieldPath, errs: &mut Errors) {
             errs.push(&sp.key("bind"), format!("invalid bind address {b:?}"));
         }
         let secure = matches!(protocol, Some("HTTPS" | "TLS"));
+        let http = matches!(protocol, Some("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"));
         match &s.tls {
             None if secure => errs.push(
                 &sp.key("tls"),
                 "server must have TLS settings for HTTPS/TLS protocols",
+            ),
+            // A plain HTTP server may only carry `httpsRedirect`.
+            Some(t) if http && !secure => {
+                let redirect_only = t.server_certificate.is_none()
+                    && t.private_key.is_none()
+                    && t.ca_certificates.is_none()
+                    && t.credential_name.is_none();
+                if !redirect_only {
+                    errs.push(
+                        &sp.key("tls"),
+                        "server cannot have TLS settings for plain text HTTP ports",
+                    );
+                }
+            }
+            Some(_) if protocol.is_some() && !secure => errs.push(
+                &sp.key("tls"),
+                "server cannot have TLS settings for non HTTPS/TLS ports",
             ),
             Some(t) => server_tls(t, &sp.key("tls"), errs),
             None => {}

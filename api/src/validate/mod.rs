@@ -51,7 +51,16 @@ pub fn validate(resource: &Resource) -> Vec<ValidationError> {
         }
         Resource::WorkloadGroup(o) => workload_entry::validate_group(&o.spec, &spec, &mut errs),
         Resource::Sidecar(o) => sidecar::validate(&o.spec, &spec, &mut errs),
-        Resource::Gateway(o) => gateway::validate(&o.spec, &spec, &mut errs),
+        Resource::Gateway(o) => {
+            // VirtualServices name gateways as `namespace/name`: no dots.
+            if rules::dns1123_label(&o.metadata.name).is_err() {
+                errs.push(
+                    &FieldPath::root().key("metadata").key("name"),
+                    format!("invalid gateway name: {:?}", o.metadata.name),
+                );
+            }
+            gateway::validate(&o.spec, &spec, &mut errs)
+        }
         Resource::PeerAuthentication(o) => peer_authentication::validate(&o.spec, &spec, &mut errs),
         Resource::AuthorizationPolicy(o) => {
             authorization_policy::validate(&o.spec, ns, &spec, &mut errs)

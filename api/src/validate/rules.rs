@@ -40,6 +40,15 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
 
 fn dns1123_labels(domain: &str, full: &str) -> Result<(), String> {
     let trimmed = domain.strip_suffix('.').unwrap_or(domain);
+    // An all-numeric TLD would make `1.2.3.4` a host name.
+    if let Some(tld) = trimmed.rsplit('.').next()
+        && !tld.is_empty()
+        && tld.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "domain name {full:?} invalid (top level domain {tld:?} cannot be all-numeric)"
+        ));
+    }
     for label in trimmed.split('.') {
         if label.len() > 63 || !DNS1123_LABEL.is_match(label) {
             return Err(format!(
@@ -110,7 +119,13 @@ pub fn opt_duration(d: &Option<Duration>, path: &FieldPath, errs: &mut Errors) {
     }
 }
 
+/// A fractional percentage: 0, or within [0.0001, 100] (Envoy's resolution).
 pub fn percentage(v: f64) -> Result<(), String> {
+    if v > 0.0 && v < 0.0001 {
+        return Err(format!(
+            "percentage {v} is neither 0.0, nor in range [0.0001, 100.0]"
+        ));
+    }
     if (0.0..=100.0).contains(&v) {
         Ok(())
     } else {
@@ -238,6 +253,8 @@ mod tests {
         assert!(wildcard_domain("").is_err());
         assert!(wildcard_domain(&"a".repeat(256)).is_err());
         assert!(fqdn("*.foo").is_err());
+        assert!(wildcard_domain("foo.123").is_err());
+        assert!(wildcard_domain("istio.io.").is_ok());
     }
 
     #[test]
@@ -251,6 +268,8 @@ mod tests {
         assert!(percentage(100.1).is_err());
         assert!(percentage(-1.0).is_err());
         assert!(percentage(50.0).is_ok());
+        assert!(percentage(0.00001).is_err());
+        assert!(percentage(0.0).is_ok());
     }
 
     #[test]
