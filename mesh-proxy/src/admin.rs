@@ -20,7 +20,10 @@ pub enum AdminError {
     #[error("admin address {0} is not a loopback address; the admin port must stay on localhost")]
     NotLoopback(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Binds the admin listener, refusing anything but loopback.
@@ -50,7 +53,9 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
                 let server = server.clone();
                 async move { Ok::<_, Infallible>(handle(&server, req)) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -61,13 +66,18 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
             if server.is_ready() {
                 text(StatusCode::OK, "LIVE\n".into())
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "NOT READY: no config yet\n".into())
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NOT READY: no config yet\n".into(),
+                )
             }
         }
-        (&Method::GET, "/config_dump") => match serde_json::to_vec_pretty(&server.snapshot().source) {
-            Ok(json) => body(StatusCode::OK, "application/json", json),
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-        },
+        (&Method::GET, "/config_dump") => {
+            match serde_json::to_vec_pretty(&server.snapshot().source) {
+                Ok(json) => body(StatusCode::OK, "application/json", json),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
         (&Method::GET, "/stats/prometheus") => {
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, server.registry()) {
@@ -83,9 +93,10 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
             server.shutdown.cancel();
             text(StatusCode::OK, "OK\n".into())
         }
-        (_, "/ready" | "/config_dump" | "/stats/prometheus" | "/quitquitquit") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into())
-        }
+        (_, "/ready" | "/config_dump" | "/stats/prometheus" | "/quitquitquit") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
@@ -97,7 +108,9 @@ fn text(status: StatusCode, s: String) -> Response<Full<Bytes>> {
 fn body(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }

@@ -13,7 +13,12 @@ use mesh_proxy::discovery::DiscoveryClient;
 use mesh_proxy::{Server, admin};
 
 #[derive(Parser, Debug)]
-#[command(name = "mesh-proxy", version, about = "The mesh's sidecar proxy", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "mesh-proxy",
+    version,
+    about = "The mesh's sidecar proxy",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -31,7 +36,12 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct Args {
     /// Static config file (YAML or JSON in the proxy's config model); re-read when it changes.
-    #[arg(long, value_name = "FILE", conflicts_with = "discovery_addr", required_unless_present = "discovery_addr")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "discovery_addr",
+        required_unless_present = "discovery_addr"
+    )]
     config: Option<PathBuf>,
     /// Pilot's discovery address, e.g. http://127.0.0.1:15010: config is streamed from there.
     #[arg(long, value_name = "URL", requires = "workload")]
@@ -84,7 +94,9 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -122,7 +134,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     wait_for_shutdown(&server).await;
     tracing::info!("draining");
-    server.drain(Duration::from_millis(args.drain_timeout_ms)).await;
+    server
+        .drain(Duration::from_millis(args.drain_timeout_ms))
+        .await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -140,7 +154,10 @@ async fn wait_for_shutdown(server: &Server) {
 
 /// The identity and listener addresses this proxy announces to pilot.
 fn node(args: &Args) -> anyhow::Result<Node> {
-    let workload = args.workload.as_deref().context("--workload is required with --discovery-addr")?;
+    let workload = args
+        .workload
+        .as_deref()
+        .context("--workload is required with --discovery-addr")?;
     let (name, namespace) = workload
         .split_once('.')
         .with_context(|| format!("--workload {workload:?}: expected NAME.NAMESPACE"))?;
@@ -176,7 +193,10 @@ async fn watch_config(server: Arc<Server>, path: PathBuf, every: Duration) {
         }
         last = now;
         let result = match load_config_file(&path) {
-            Ok(cfg) => server.apply(cfg).await.map_err(|e| format!("{}: {e}", path.display())),
+            Ok(cfg) => server
+                .apply(cfg)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display())),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = result {

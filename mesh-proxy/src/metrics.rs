@@ -51,10 +51,26 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("mesh_proxy");
-        r.register("requests", "Downstream requests by direction and response code", self.requests.clone());
-        r.register("upstream_retries", "Retried upstream requests", self.retries.clone());
-        r.register("upstream_timeouts", "Route and per-try timeouts", self.timeouts.clone());
-        r.register("upstream_connections", "Upstream connections opened", self.upstream_connections.clone());
+        r.register(
+            "requests",
+            "Downstream requests by direction and response code",
+            self.requests.clone(),
+        );
+        r.register(
+            "upstream_retries",
+            "Retried upstream requests",
+            self.retries.clone(),
+        );
+        r.register(
+            "upstream_timeouts",
+            "Route and per-try timeouts",
+            self.timeouts.clone(),
+        );
+        r.register(
+            "upstream_connections",
+            "Upstream connections opened",
+            self.upstream_connections.clone(),
+        );
         r.register(
             "upstream_connections_active",
             "Upstream connections open now",
@@ -89,8 +105,14 @@ impl Metrics {
         };
         ConnectionStats {
             opened: self.upstream_connections.get_or_create(&labels).clone(),
-            active: self.upstream_connections_active.get_or_create(&labels).clone(),
-            connect_failures: self.upstream_connect_failures.get_or_create(&labels).clone(),
+            active: self
+                .upstream_connections_active
+                .get_or_create(&labels)
+                .clone(),
+            connect_failures: self
+                .upstream_connect_failures
+                .get_or_create(&labels)
+                .clone(),
         }
     }
 

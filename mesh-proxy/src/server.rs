@@ -108,7 +108,10 @@ impl Server {
         self.listeners.stop_all();
         self.listeners.drain.cancel();
         self.listeners.connections.close();
-        if tokio::time::timeout(deadline, self.listeners.connections.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.listeners.connections.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 remaining = self.listeners.connections.len(),
                 "drain deadline reached with connections still open"

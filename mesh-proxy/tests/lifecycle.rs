@@ -10,7 +10,11 @@ use mesh_proxy::Server;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn routes_to(cluster_name: &str, app: &mesh_echo::EchoHandle, version: &str) -> mesh_proto::config::v1::ProxyConfig {
+fn routes_to(
+    cluster_name: &str,
+    app: &mesh_echo::EchoHandle,
+    version: &str,
+) -> mesh_proto::config::v1::ProxyConfig {
     let mut c = outbound_config(
         table(json!([{ "name": "a", "domains": ["app"], "routes": [to(cluster_name)] }])),
         json!([cluster(cluster_name, &[app])]),
@@ -26,13 +30,22 @@ async fn new_config_applies_atomically_without_dropping_requests_or_connections(
     server.apply(routes_to("one", &v1, "1")).await.unwrap();
     let out = out_addr(&server);
     let client = h1_client();
-    assert_eq!(send_h1(&client, out, "GET", "app", "/", &[], "").await.served_by(), "app/v1");
+    assert_eq!(
+        send_h1(&client, out, "GET", "app", "/", &[], "")
+            .await
+            .served_by(),
+        "app/v1"
+    );
 
     // A slow request is in flight on its own connection while the config changes.
     let slow = tokio::spawn(async move { get(out, "app", "/delay/400").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.apply(routes_to("two", &v2, "2")).await.unwrap();
-    assert_eq!(server.listener_addr("out"), Some(out), "an unchanged listener keeps its socket");
+    assert_eq!(
+        server.listener_addr("out"),
+        Some(out),
+        "an unchanged listener keeps its socket"
+    );
 
     // The kept-alive client connection carries on, with the new routes.
     let r = send_h1(&client, out, "GET", "app", "/", &[], "").await;
@@ -48,29 +61,49 @@ async fn invalid_config_is_rejected_with_its_field_and_the_old_one_keeps_serving
     let server = Server::new();
     server.apply(routes_to("one", &app, "1")).await.unwrap();
     let mut bad = routes_to("one", &app, "2");
-    bad.route_tables[0].virtual_hosts[0].routes[0].r#match = Some(mesh_proto::config::v1::RouteMatch {
-        path: Some(mesh_proto::config::v1::StringMatch {
-            kind: Some(mesh_proto::config::v1::string_match::Kind::Regex("(".into())),
-        }),
-        ..Default::default()
-    });
+    bad.route_tables[0].virtual_hosts[0].routes[0].r#match =
+        Some(mesh_proto::config::v1::RouteMatch {
+            path: Some(mesh_proto::config::v1::StringMatch {
+                kind: Some(mesh_proto::config::v1::string_match::Kind::Regex(
+                    "(".into(),
+                )),
+            }),
+            ..Default::default()
+        });
     let err = server.apply(bad).await.unwrap_err();
-    assert_eq!(err.field, "routeTables[0].virtualHosts[0].routes[0].match.path");
+    assert_eq!(
+        err.field,
+        "routeTables[0].virtualHosts[0].routes[0].match.path"
+    );
     assert!(err.reason.contains("regex"), "{err}");
     assert_eq!(server.snapshot().source.version, "1");
-    assert_eq!(get(out_addr(&server), "app", "/").await.status, StatusCode::OK);
+    assert_eq!(
+        get(out_addr(&server), "app", "/").await.status,
+        StatusCode::OK
+    );
     let m = metrics_text(&server);
-    assert_eq!(metric(&m, "mesh_proxy_config_updates_total", "rejected"), 1.0);
-    assert_eq!(metric(&m, "mesh_proxy_config_updates_total", "accepted"), 1.0);
+    assert_eq!(
+        metric(&m, "mesh_proxy_config_updates_total", "rejected"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "mesh_proxy_config_updates_total", "accepted"),
+        1.0
+    );
 
     let mut unknown_cluster = routes_to("one", &app, "3");
     unknown_cluster.clusters.clear();
     let err = server.apply(unknown_cluster).await.unwrap_err();
-    assert_eq!(err.field, "routeTables[0].virtualHosts[0].routes[0].route.clusters[0].cluster");
+    assert_eq!(
+        err.field,
+        "routeTables[0].virtualHosts[0].routes[0].route.clusters[0].cluster"
+    );
 }
 
 async fn admin(server: std::sync::Arc<Server>) -> std::net::SocketAddr {
-    let l = mesh_proxy::admin::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = mesh_proxy::admin::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(mesh_proxy::admin::serve(l, server));
     addr
@@ -80,7 +113,10 @@ async fn admin(server: std::sync::Arc<Server>) -> std::net::SocketAddr {
 async fn admin_ready_config_dump_stats_and_quit() {
     let server = Server::new();
     let addr = admin(server.clone()).await;
-    assert_eq!(get(addr, "admin", "/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(addr, "admin", "/ready").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     let app = echo("app", "v1").await;
     server.apply(routes_to("one", &app, "42")).await.unwrap();
     assert_eq!(get(addr, "admin", "/ready").await.status, StatusCode::OK);
@@ -91,21 +127,28 @@ async fn admin_ready_config_dump_stats_and_quit() {
     assert_eq!(dump["clusters"][0]["name"], "one");
 
     get(out_addr(&server), "app", "/status/418").await;
-    let stats = String::from_utf8(get(addr, "admin", "/stats/prometheus").await.body.to_vec()).unwrap();
-    assert_eq!(metric(&stats, "mesh_proxy_requests_total", "response_code=\"418\""), 1.0, "{stats}");
+    let stats =
+        String::from_utf8(get(addr, "admin", "/stats/prometheus").await.body.to_vec()).unwrap();
+    assert_eq!(
+        metric(&stats, "mesh_proxy_requests_total", "response_code=\"418\""),
+        1.0,
+        "{stats}"
+    );
 
-    let mut c = h1_client();
-    let r = send_h1(&mut c, addr, "GET", "admin", "/quitquitquit", &[], "").await;
+    let c = h1_client();
+    let r = send_h1(&c, addr, "GET", "admin", "/quitquitquit", &[], "").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(!server.shutdown.is_cancelled());
-    let r = send_h1(&mut c, addr, "POST", "admin", "/quitquitquit", &[], "").await;
+    let r = send_h1(&c, addr, "POST", "admin", "/quitquitquit", &[], "").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(server.shutdown.is_cancelled());
 }
 
 #[tokio::test]
 async fn admin_refuses_non_loopback_addresses() {
-    let err = mesh_proxy::admin::bind("0.0.0.0:0".parse().unwrap()).await.unwrap_err();
+    let err = mesh_proxy::admin::bind("0.0.0.0:0".parse().unwrap())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("loopback"), "{err}");
 }
 
@@ -121,10 +164,12 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 async fn bad_input_gets_proper_statuses() {
     let app = echo("app", "v1").await;
     let mut cfg = routes_to("one", &app, "1");
-    cfg.clusters[0].subsets.push(mesh_proto::config::v1::Subset {
-        name: "empty".into(),
-        labels: [("version".to_string(), "none".to_string())].into(),
-    });
+    cfg.clusters[0]
+        .subsets
+        .push(mesh_proto::config::v1::Subset {
+            name: "empty".into(),
+            labels: [("version".to_string(), "none".to_string())].into(),
+        });
     cfg.route_tables[0].virtual_hosts.push(serde_json::from_value(json!({
         "name": "empty", "domains": ["empty"],
         "routes": [{ "route": { "clusters": [{ "cluster": "one", "subset": "empty", "weight": 1 }] } }]
@@ -137,15 +182,29 @@ async fn bad_input_gets_proper_statuses() {
     assert!(r.starts_with("HTTP/1.1 400"), "malformed header: {r}");
     let r = raw(out, b"BLAH\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "malformed request line: {r}");
-    let big = format!("GET / HTTP/1.1\r\nHost: app\r\nx-big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
     let r = raw(out, big.as_bytes()).await;
-    assert!(r.starts_with("HTTP/1.1 431"), "headers too large: {}", &r[..r.len().min(80)]);
+    assert!(
+        r.starts_with("HTTP/1.1 431"),
+        "headers too large: {}",
+        &r[..r.len().min(80)]
+    );
     let r = raw(out, b"GET / HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "no host: {r}");
 
     assert_eq!(get(out, "nobody", "/").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(get(out, "empty", "/").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(get(out, "app", "/").await.status, StatusCode::OK, "still serving");
+    assert_eq!(
+        get(out, "empty", "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(out, "app", "/").await.status,
+        StatusCode::OK,
+        "still serving"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +229,11 @@ async fn upstream_reset_is_503() {
         .unwrap();
     let r = get(out_addr(&server), "x", "/").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(String::from_utf8_lossy(&r.body).contains("reset"), "{:?}", r.body);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("reset"),
+        "{:?}",
+        r.body
+    );
 }
 
 #[tokio::test]
@@ -180,8 +243,12 @@ async fn slow_headers_are_cut_off() {
         header_read_timeout: Duration::from_millis(300),
     });
     server.apply(routes_to("one", &app, "1")).await.unwrap();
-    let mut s = tokio::net::TcpStream::connect(out_addr(&server)).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(out_addr(&server))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let start = std::time::Instant::now();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;

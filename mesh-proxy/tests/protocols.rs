@@ -12,10 +12,17 @@ use mesh_proto::echo::v1::echo_client::EchoClient;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn one_cluster(app: &mesh_echo::EchoHandle, protocol: &str) -> std::sync::Arc<mesh_proxy::Server> {
+async fn one_cluster(
+    app: &mesh_echo::EchoHandle,
+    protocol: &str,
+) -> std::sync::Arc<mesh_proxy::Server> {
     let mut c = cluster("app", &[app]);
     c["protocol"] = json!(protocol);
-    proxy(table(json!([{ "name": "app", "domains": ["*"], "routes": [to("app")] }])), json!([c])).await
+    proxy(
+        table(json!([{ "name": "app", "domains": ["*"], "routes": [to("app")] }])),
+        json!([c]),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -25,20 +32,37 @@ async fn http1_keep_alive_reuses_connections_both_sides() {
     let out = out_addr(&server);
     let client = h1_client();
     for _ in 0..50 {
-        assert_eq!(send_h1(&client, out, "GET", "app", "/", &[], "").await.status, StatusCode::OK);
+        assert_eq!(
+            send_h1(&client, out, "GET", "app", "/", &[], "")
+                .await
+                .status,
+            StatusCode::OK
+        );
     }
     assert_eq!(app.requests(), 50);
-    assert_eq!(app.connections(), 1, "one pooled upstream connection served all 50 requests");
+    assert_eq!(
+        app.connections(),
+        1,
+        "one pooled upstream connection served all 50 requests"
+    );
     let m = metrics_text(&server);
-    assert_eq!(metric(&m, "mesh_proxy_downstream_connections_total", "out"), 1.0);
-    assert_eq!(metric(&m, "mesh_proxy_upstream_connections_total", "app"), 1.0);
+    assert_eq!(
+        metric(&m, "mesh_proxy_downstream_connections_total", "out"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "mesh_proxy_upstream_connections_total", "app"),
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn chunked_request_and_response_bodies_stream() {
     let app = echo("app", "v1").await;
     let server = one_cluster(&app, "HTTP1").await;
-    let mut s = tokio::net::TcpStream::connect(out_addr(&server)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(out_addr(&server))
+        .await
+        .unwrap();
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n")
         .await
         .unwrap();
@@ -59,14 +83,26 @@ async fn http2_prior_knowledge_to_http1_and_http2_upstreams() {
         let mut h2 = h2_connection(out_addr(&server)).await;
         let r = send_h2(&mut h2, "app:80", "/x?y=1").await;
         assert_eq!(r.status, StatusCode::OK, "{protocol}");
-        let expected = if protocol == "HTTP1" { "HTTP/1.1" } else { "HTTP/2.0" };
+        let expected = if protocol == "HTTP1" {
+            "HTTP/1.1"
+        } else {
+            "HTTP/2.0"
+        };
         assert_eq!(r.json()["protocol"], expected, "{protocol}");
         assert_eq!(r.json()["path"], "/x?y=1");
         let authority = r.json()["headers"]["host"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| r.json()["authority"].as_str().unwrap_or_default().to_string());
-        assert_eq!(authority, "app:80", "{protocol}: upstream sees the original authority");
+            .unwrap_or_else(|| {
+                r.json()["authority"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            });
+        assert_eq!(
+            authority, "app:80",
+            "{protocol}: upstream sees the original authority"
+        );
     }
 }
 
@@ -88,12 +124,18 @@ async fn http2_upstream_requests_multiplex_on_one_connection() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let mut h2 = h2.clone();
-        tasks.push(tokio::spawn(async move { send_h2(&mut h2, "app", "/delay/100").await.status }));
+        tasks.push(tokio::spawn(async move {
+            send_h2(&mut h2, "app", "/delay/100").await.status
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
-    assert_eq!(app.connections(), 1, "20 concurrent requests shared one HTTP/2 connection");
+    assert_eq!(
+        app.connections(),
+        1,
+        "20 concurrent requests shared one HTTP/2 connection"
+    );
 }
 
 async fn grpc_client(server: &mesh_proxy::Server) -> EchoClient<tonic::transport::Channel> {
@@ -174,7 +216,8 @@ async fn grpc_unary_and_streams_keep_trailers_and_status() {
         message: "x".into(),
         count: 0,
     });
-    req.metadata_mut().insert("x-echo-grpc-status", "5".parse().unwrap());
+    req.metadata_mut()
+        .insert("x-echo-grpc-status", "5".parse().unwrap());
     let err = client.unary(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
@@ -188,25 +231,37 @@ async fn grpc_unavailable_is_retried_by_default() {
         message: "x".into(),
         count: 0,
     });
-    req.metadata_mut().insert("x-echo-grpc-status", "14".parse().unwrap());
+    req.metadata_mut()
+        .insert("x-echo-grpc-status", "14".parse().unwrap());
     let err = client.unary(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert_eq!(app.requests(), 3, "Istio's default: 2 retries on unavailable");
+    assert_eq!(
+        app.requests(),
+        3,
+        "Istio's default: 2 retries on unavailable"
+    );
 }
 
 #[tokio::test]
 async fn upgrade_is_passed_through() {
     let app = echo("ws", "v1").await;
     let server = one_cluster(&app, "HTTP1").await;
-    let mut s = tokio::net::TcpStream::connect(out_addr(&server)).await.unwrap();
-    s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    let mut s = tokio::net::TcpStream::connect(out_addr(&server))
         .await
         .unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
     for msg in [&b"ping"[..], b"second message"] {
         s.write_all(msg).await.unwrap();
         let mut got = vec![0u8; msg.len()];

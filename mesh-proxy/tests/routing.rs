@@ -11,8 +11,12 @@ use serde_json::json;
 
 #[tokio::test]
 async fn routes_by_host_with_and_without_port_suffix_and_catch_all() {
-    let (reviews, ratings, wild, fallback) =
-        (echo("reviews", "v1").await, echo("ratings", "v1").await, echo("wild", "v1").await, echo("fallback", "v1").await);
+    let (reviews, ratings, wild, fallback) = (
+        echo("reviews", "v1").await,
+        echo("ratings", "v1").await,
+        echo("wild", "v1").await,
+        echo("fallback", "v1").await,
+    );
     let server = proxy(
         table(json!([
             { "name": "reviews", "domains": ["reviews", "reviews:9080", "reviews.default.svc.cluster.local"],
@@ -38,7 +42,11 @@ async fn routes_by_host_with_and_without_port_suffix_and_catch_all() {
         let r = get(out, authority, "/").await;
         assert_eq!(r.status, StatusCode::OK, "{authority}");
         assert_eq!(r.served_by(), expected, "{authority}");
-        assert_eq!(r.upstream_header("host").as_deref(), Some(authority), "Host is kept");
+        assert_eq!(
+            r.upstream_header("host").as_deref(),
+            Some(authority),
+            "Host is kept"
+        );
     }
 }
 
@@ -51,7 +59,9 @@ async fn absolute_form_requests_route_by_their_uri_like_http_proxy_clients() {
     )
     .await;
     // What curl -x sends: the absolute URI on the request line.
-    let mut stream = tokio::net::TcpStream::connect(out_addr(&server)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(out_addr(&server))
+        .await
+        .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(b"GET http://reviews:9080/products?id=1 HTTP/1.1\r\nHost: reviews:9080\r\nConnection: close\r\n\r\n")
@@ -75,7 +85,9 @@ async fn first_match_on_path_headers_method_and_query() {
         echo("query", "v1").await,
         echo("rest", "v1").await,
     ];
-    let names = ["exact", "prefix", "regex", "jason", "absent", "post", "query", "rest"];
+    let names = [
+        "exact", "prefix", "regex", "jason", "absent", "post", "query", "rest",
+    ];
     let route = |m: serde_json::Value, c: &str| {
         let mut r = to(c);
         r["match"] = m;
@@ -100,7 +112,8 @@ async fn first_match_on_path_headers_method_and_query() {
     let out = out_addr(&server);
     let client = h1_client();
     let who = |r: Reply| r.json()["name"].as_str().unwrap().to_string();
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("GET", "/login", &[], "exact"),
         ("GET", "/login/x", &[], "rest"),
         ("GET", "/static/app.js", &[], "prefix"),
@@ -132,10 +145,12 @@ async fn weighted_split_follows_integer_weights_and_subsets() {
         ],
     });
     let server = proxy(
-        table(json!([{ "name": "r", "domains": ["reviews"], "routes": [{ "route": { "clusters": [
-            {"cluster": "reviews", "subset": "v1", "weight": 80},
-            {"cluster": "reviews", "subset": "v2", "weight": 20},
-        ]}}]}])),
+        table(
+            json!([{ "name": "r", "domains": ["reviews"], "routes": [{ "route": { "clusters": [
+                {"cluster": "reviews", "subset": "v1", "weight": 80},
+                {"cluster": "reviews", "subset": "v2", "weight": 20},
+            ]}}]}]),
+        ),
         json!([reviews]),
     )
     .await;
@@ -149,7 +164,10 @@ async fn weighted_split_follows_integer_weights_and_subsets() {
     }
     let v2_share = counts.get("reviews/v2").copied().unwrap_or(0) as f64 / n as f64;
     // Binomial(1000, 0.2): standard deviation 1.3 %; 5 sigma either way.
-    assert!((0.135..=0.265).contains(&v2_share), "v2 share {v2_share}: {counts:?}");
+    assert!(
+        (0.135..=0.265).contains(&v2_share),
+        "v2 share {v2_share}: {counts:?}"
+    );
     assert_eq!(counts.len(), 2, "{counts:?}");
 }
 
@@ -176,7 +194,11 @@ async fn request_and_response_headers_are_set_added_and_removed() {
         out_addr(&server),
         "app",
         "/",
-        &[("x-set", "client"), ("x-add", "first"), ("x-secret", "hush")],
+        &[
+            ("x-set", "client"),
+            ("x-add", "first"),
+            ("x-secret", "hush"),
+        ],
     )
     .await;
     assert_eq!(r.upstream_header("x-set").as_deref(), Some("route"));
@@ -186,7 +208,10 @@ async fn request_and_response_headers_are_set_added_and_removed() {
     assert_eq!(r.headers["x-served-by"], "mesh");
     assert_eq!(r.headers["x-dest-resp"], "1");
     assert!(r.headers.get("x-echo-version").is_none());
-    assert_eq!(r.headers["x-echo-name"], "app", "other response headers pass");
+    assert_eq!(
+        r.headers["x-echo-name"], "app",
+        "other response headers pass"
+    );
 }
 
 #[tokio::test]
@@ -216,7 +241,11 @@ async fn redirect_rewrite_and_direct_response() {
     let r = get(out, "app", "/health").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(&r.body[..], b"ok");
-    assert_eq!(app.requests(), 1, "only the rewritten request reached the app");
+    assert_eq!(
+        app.requests(),
+        1,
+        "only the rewritten request reached the app"
+    );
 
     let r = get(out, "app", "/nothing").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "no route");
@@ -224,11 +253,19 @@ async fn redirect_rewrite_and_direct_response() {
 
 #[tokio::test]
 async fn consistent_hash_keeps_a_key_on_one_endpoint() {
-    let apps = [echo("a", "1").await, echo("a", "2").await, echo("a", "3").await];
+    let apps = [
+        echo("a", "1").await,
+        echo("a", "2").await,
+        echo("a", "3").await,
+    ];
     let mut c = cluster("a", &[&apps[0], &apps[1], &apps[2]]);
     c["lbPolicy"] = json!("RING_HASH");
     c["hashPolicy"] = json!({"header": "x-user"});
-    let server = proxy(table(json!([{ "name": "a", "domains": ["a"], "routes": [to("a")] }])), json!([c])).await;
+    let server = proxy(
+        table(json!([{ "name": "a", "domains": ["a"], "routes": [to("a")] }])),
+        json!([c]),
+    )
+    .await;
     let out = out_addr(&server);
     let client = h1_client();
     let mut owners = HashMap::new();
@@ -237,16 +274,27 @@ async fn consistent_hash_keeps_a_key_on_one_endpoint() {
         for _ in 0..5 {
             let r = send_h1(&client, out, "GET", "a", "/", &[("x-user", &user)], "").await;
             let owner = r.served_by();
-            assert_eq!(owners.entry(user.clone()).or_insert(owner.clone()), &owner, "{user} moved");
+            assert_eq!(
+                owners.entry(user.clone()).or_insert(owner.clone()),
+                &owner,
+                "{user} moved"
+            );
         }
     }
     let distinct: std::collections::HashSet<_> = owners.values().collect();
-    assert!(distinct.len() > 1, "20 keys all on one endpoint: {owners:?}");
+    assert!(
+        distinct.len() > 1,
+        "20 keys all on one endpoint: {owners:?}"
+    );
 }
 
 #[tokio::test]
 async fn round_robin_spreads_over_endpoints() {
-    let apps = [echo("a", "1").await, echo("a", "2").await, echo("a", "3").await];
+    let apps = [
+        echo("a", "1").await,
+        echo("a", "2").await,
+        echo("a", "3").await,
+    ];
     let server = proxy(
         table(json!([{ "name": "a", "domains": ["a"], "routes": [to("a")] }])),
         json!([cluster("a", &[&apps[0], &apps[1], &apps[2]])]),

@@ -31,7 +31,14 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let _app = Proc::spawn(
         "mesh-echo",
-        Command::new(binary("mesh-echo")).args(["--addr", &app_addr.to_string(), "--name", "app", "--version", "v1"]),
+        Command::new(binary("mesh-echo")).args([
+            "--addr",
+            &app_addr.to_string(),
+            "--name",
+            "app",
+            "--version",
+            "v1",
+        ]),
     );
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("proxy.yaml");
@@ -48,10 +55,16 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
         ]),
     );
     assert!(
-        eventually(Duration::from_secs(10), || http_get(admin, "admin", "/ready").is_ok_and(|(s, _)| s == 200)),
+        eventually(Duration::from_secs(10), || http_get(
+            admin, "admin", "/ready"
+        )
+        .is_ok_and(|(s, _)| s == 200)),
         "proxy became ready"
     );
-    assert!(eventually(Duration::from_secs(10), || http_get(listen, "app", "/").is_ok_and(|(s, _)| s == 200)));
+    assert!(eventually(Duration::from_secs(10), || http_get(
+        listen, "app", "/"
+    )
+    .is_ok_and(|(s, _)| s == 200)));
 
     let slow = std::thread::spawn(move || http_get(listen, "app", "/delay/1500"));
     std::thread::sleep(Duration::from_millis(300));
@@ -59,14 +72,19 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
 
     // New connections are refused once the listener is closed.
     assert!(
-        eventually(Duration::from_secs(2), || std::net::TcpStream::connect(listen).is_err()),
+        eventually(Duration::from_secs(2), || std::net::TcpStream::connect(
+            listen
+        )
+        .is_err()),
         "listener still accepting after SIGTERM"
     );
     let started = Instant::now();
     let (status, body) = slow.join().unwrap().expect("in-flight request answered");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""path":"/delay/1500""#), "{body}");
-    let exit = proxy.wait_exit(Duration::from_secs(5)).expect("proxy exited");
+    let exit = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("proxy exited");
     assert!(exit.success(), "{exit:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -35,29 +35,92 @@ fn redirected_connections_are_routed_or_passed_through_to_their_original_destina
         return;
     }
     let ns = Netns::new("tp");
-    ns.ip(&["link", "add", "dummy0", "type", "dummy"]);
-    ns.ip(&["addr", "add", "198.18.0.1/24", "dev", "dummy0"]);
-    ns.ip(&["link", "set", "dummy0", "up"]);
+    // A veth pair inside the pod gives 198.18.0.0/24 a route (no dummy driver needed).
+    ns.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0-peer",
+    ]);
+    ns.ip(&["addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "eth0-peer", "up"]);
     // As Istio's init container does: the proxy's own connections are never captured.
-    ns.exec("iptables", &["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner", "--uid-owner", PROXY_UID, "-j", "RETURN"]);
     ns.exec(
         "iptables",
-        &["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "198.18.0.0/24", "--dport", "80", "-j", "REDIRECT", "--to-ports", "15001"],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-m",
+            "owner",
+            "--uid-owner",
+            PROXY_UID,
+            "-j",
+            "RETURN",
+        ],
+    );
+    ns.exec(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "198.18.0.0/24",
+            "--dport",
+            "80",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15001",
+        ],
     );
 
     let echo = binary("mesh-echo");
     let _reviews = Proc::spawn(
         "reviews",
-        ns.command(echo.to_str().unwrap()).args(["--addr", "198.18.0.1:9080", "--name", "reviews", "--version", "v1"]),
+        ns.command(echo.to_str().unwrap()).args([
+            "--addr",
+            "198.18.0.1:9080",
+            "--name",
+            "reviews",
+            "--version",
+            "v1",
+        ]),
     );
     let _direct = Proc::spawn(
         "direct",
-        ns.command(echo.to_str().unwrap()).args(["--addr", "198.18.0.1:80", "--name", "direct", "--version", "v1"]),
+        ns.command(echo.to_str().unwrap()).args([
+            "--addr",
+            "198.18.0.1:80",
+            "--name",
+            "direct",
+            "--version",
+            "v1",
+        ]),
     );
 
     // The config must be readable by the proxy's uid.
-    let dir = tempfile::Builder::new().prefix("mesh-e2e").tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("mesh-e2e")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let cfg = dir.path().join("proxy.yaml");
     std::fs::write(&cfg, proxy_config()).unwrap();
     let proxy_bin = binary("mesh-proxy");
@@ -86,19 +149,30 @@ fn redirected_connections_are_routed_or_passed_through_to_their_original_destina
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(
-        eventually(Duration::from_secs(10), || curl(&["http://127.0.0.1:15000/ready"]).starts_with("LIVE")),
+        eventually(Duration::from_secs(10), || curl(&[
+            "http://127.0.0.1:15000/ready"
+        ])
+        .starts_with("LIVE")),
         "proxy ready"
     );
-    assert!(eventually(Duration::from_secs(10), || curl(&["http://198.18.0.1:9080/"]).contains("reviews")));
+    assert!(eventually(Duration::from_secs(10), || curl(&[
+        "http://198.18.0.1:9080/"
+    ])
+    .contains("reviews")));
 
     // The app calls some address of the service on port 80; the proxy routes by Host.
-    let routed: serde_json::Value =
-        serde_json::from_str(&curl(&["-H", "Host: reviews", "http://198.18.0.77/productpage"])).expect("JSON");
+    let routed: serde_json::Value = serde_json::from_str(&curl(&[
+        "-H",
+        "Host: reviews",
+        "http://198.18.0.77/productpage",
+    ]))
+    .expect("JSON");
     assert_eq!(routed["name"], "reviews", "{routed}");
     assert_eq!(routed["path"], "/productpage");
 
     // An unknown host goes on to where the app was connecting (ALLOW_ANY).
-    let passed: serde_json::Value = serde_json::from_str(&curl(&["http://198.18.0.1/x"])).expect("JSON");
+    let passed: serde_json::Value =
+        serde_json::from_str(&curl(&["http://198.18.0.1/x"])).expect("JSON");
     assert_eq!(passed["name"], "direct", "{passed}");
 
     // Both went through the proxy, and the proxy's own upstream connections were not captured
@@ -106,7 +180,9 @@ fn redirected_connections_are_routed_or_passed_through_to_their_original_destina
     let stats = curl(&["http://127.0.0.1:15000/stats/prometheus"]);
     let served: f64 = stats
         .lines()
-        .filter(|l| l.starts_with("mesh_proxy_requests_total{") && l.contains("response_code=\"200\""))
+        .filter(|l| {
+            l.starts_with("mesh_proxy_requests_total{") && l.contains("response_code=\"200\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(served, 2.0, "{stats}");

@@ -45,16 +45,26 @@ impl Snapshot {
     }
 
     /// Validates and compiles `cfg`. Pools of unchanged clusters in `previous` are kept.
-    pub fn compile(cfg: pb::ProxyConfig, previous: Option<&Snapshot>, metrics: &Metrics) -> Result<Self, ConfigError> {
+    pub fn compile(
+        cfg: pb::ProxyConfig,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+    ) -> Result<Self, ConfigError> {
         let mut clusters = HashMap::with_capacity(cfg.clusters.len());
         for (i, c) in cfg.clusters.iter().enumerate() {
             if c.name.is_empty() {
-                return Err(ConfigError::at(format!("clusters[{i}].name"), "must not be empty"));
+                return Err(ConfigError::at(
+                    format!("clusters[{i}].name"),
+                    "must not be empty",
+                ));
             }
             let old = previous.and_then(|p| p.clusters.get(&c.name));
             let compiled = Cluster::compile(c, old, || metrics.connection_stats(&c.name))
                 .map_err(|(f, r)| ConfigError::at(format!("clusters[{i}].{f}"), r))?;
-            if clusters.insert(c.name.clone(), Arc::new(compiled)).is_some() {
+            if clusters
+                .insert(c.name.clone(), Arc::new(compiled))
+                .is_some()
+            {
                 return Err(ConfigError::at(
                     format!("clusters[{i}].name"),
                     format!("duplicate cluster {:?}", c.name),
@@ -64,15 +74,25 @@ impl Snapshot {
 
         let mut route_tables = HashMap::with_capacity(cfg.route_tables.len());
         for (i, t) in cfg.route_tables.iter().enumerate() {
-            let table = RouteTable::compile(t).map_err(|(f, r)| ConfigError::at(format!("routeTables[{i}].{f}"), r))?;
+            let table = RouteTable::compile(t)
+                .map_err(|(f, r)| ConfigError::at(format!("routeTables[{i}].{f}"), r))?;
             for (vi, vh) in t.virtual_hosts.iter().enumerate() {
                 for (ri, r) in vh.routes.iter().enumerate() {
-                    let Some(pb::route::Action::Route(a)) = &r.action else { continue };
+                    let Some(pb::route::Action::Route(a)) = &r.action else {
+                        continue;
+                    };
                     for (ci, wc) in a.clusters.iter().enumerate() {
-                        let field = || format!("routeTables[{i}].virtualHosts[{vi}].routes[{ri}].route.clusters[{ci}]");
-                        let cluster = clusters
-                            .get(&wc.cluster)
-                            .ok_or_else(|| ConfigError::at(field() + ".cluster", format!("unknown cluster {:?}", wc.cluster)))?;
+                        let field = || {
+                            format!(
+                                "routeTables[{i}].virtualHosts[{vi}].routes[{ri}].route.clusters[{ci}]"
+                            )
+                        };
+                        let cluster = clusters.get(&wc.cluster).ok_or_else(|| {
+                            ConfigError::at(
+                                field() + ".cluster",
+                                format!("unknown cluster {:?}", wc.cluster),
+                            )
+                        })?;
                         if cluster.balancer(&wc.subset).is_none() {
                             return Err(ConfigError::at(
                                 field() + ".subset",
@@ -82,7 +102,10 @@ impl Snapshot {
                     }
                 }
             }
-            if route_tables.insert(t.name.clone(), Arc::new(table)).is_some() {
+            if route_tables
+                .insert(t.name.clone(), Arc::new(table))
+                .is_some()
+            {
                 return Err(ConfigError::at(
                     format!("routeTables[{i}].name"),
                     format!("duplicate route table {:?}", t.name),
@@ -111,23 +134,38 @@ fn validate_listeners(
             return Err(ConfigError::at(at("name"), "must be non-empty and unique"));
         }
         if l.address.parse::<SocketAddr>().is_err() {
-            return Err(ConfigError::at(at("address"), format!("{:?} is not an IP:port address", l.address)));
+            return Err(ConfigError::at(
+                at("address"),
+                format!("{:?} is not an IP:port address", l.address),
+            ));
         }
         if l.direction() == pb::Direction::Unspecified {
-            return Err(ConfigError::at(at("direction"), "must be OUTBOUND or INBOUND"));
+            return Err(ConfigError::at(
+                at("direction"),
+                "must be OUTBOUND or INBOUND",
+            ));
         }
         match l.protocol() {
             pb::ListenerProtocol::Tcp => {
                 if !l.tcp_cluster.is_empty() && !clusters.contains_key(&l.tcp_cluster) {
-                    return Err(ConfigError::at(at("tcpCluster"), format!("unknown cluster {:?}", l.tcp_cluster)));
+                    return Err(ConfigError::at(
+                        at("tcpCluster"),
+                        format!("unknown cluster {:?}", l.tcp_cluster),
+                    ));
                 }
                 if l.tcp_cluster.is_empty() && !l.transparent {
-                    return Err(ConfigError::at(at("tcpCluster"), "required unless the listener is transparent"));
+                    return Err(ConfigError::at(
+                        at("tcpCluster"),
+                        "required unless the listener is transparent",
+                    ));
                 }
             }
             _ => {
                 if !route_tables.contains_key(&l.route_table) {
-                    return Err(ConfigError::at(at("routeTable"), format!("unknown route table {:?}", l.route_table)));
+                    return Err(ConfigError::at(
+                        at("routeTable"),
+                        format!("unknown route table {:?}", l.route_table),
+                    ));
                 }
             }
         }

@@ -54,14 +54,18 @@ impl DiscoveryClient {
             };
             match result {
                 Ok(()) => tracing::warn!(pilot = %self.address, "discovery stream closed by pilot"),
-                Err(e) => tracing::warn!(pilot = %self.address, error = %e, "discovery stream failed"),
+                Err(e) => {
+                    tracing::warn!(pilot = %self.address, error = %e, "discovery stream failed")
+                }
             }
             // A stream that lived a while was healthy: start the backoff over.
             if started.elapsed() > Duration::from_secs(30) {
                 failures = 0;
             }
             failures = failures.saturating_add(1);
-            let ceiling = BACKOFF_BASE.saturating_mul(1 << failures.min(6)).min(BACKOFF_CAP);
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1 << failures.min(6))
+                .min(BACKOFF_CAP);
             let wait = ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0);
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -83,7 +87,9 @@ impl DiscoveryClient {
             ..Default::default()
         };
         let _ = tx.send(first(ResourceType::Config, held.config)).await;
-        let _ = tx.send(first(ResourceType::Endpoints, held.endpoints)).await;
+        let _ = tx
+            .send(first(ResourceType::Endpoints, held.endpoints))
+            .await;
         let mut responses = client.stream(ReceiverStream::new(rx)).await?.into_inner();
         tracing::info!(pilot = %self.address, node = %self.node.id, "discovery stream open");
         while let Some(resp) = responses.message().await? {

@@ -5,7 +5,10 @@ use mesh_proto::discovery::v1::ClusterEndpoints;
 
 /// `config` with the endpoints of the named clusters replaced. Unknown clusters are an error:
 /// endpoints arrive only for clusters the proxy has been told about.
-pub fn merge_endpoints(mut config: ProxyConfig, updates: &[ClusterEndpoints]) -> Result<ProxyConfig, String> {
+pub fn merge_endpoints(
+    mut config: ProxyConfig,
+    updates: &[ClusterEndpoints],
+) -> Result<ProxyConfig, String> {
     for update in updates {
         let cluster = config
             .clusters

@@ -33,7 +33,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
@@ -67,7 +70,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Replay(b) => Pin::new(b).poll_frame(cx),
@@ -169,7 +175,10 @@ impl Body for ReplayBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         {
             let mut s = this.shared.lock().expect("replay lock");
@@ -193,7 +202,11 @@ impl Body for ReplayBody {
                 }
                 match s.source.take() {
                     Some(src) => this.source = Some(src),
-                    None => return Poll::Ready(Some(Err("request body is held by an earlier attempt".into()))),
+                    None => {
+                        return Poll::Ready(Some(Err(
+                            "request body is held by an earlier attempt".into(),
+                        )));
+                    }
                 }
             }
         }
@@ -234,10 +247,12 @@ impl Body for ReplayBody {
 
     fn is_end_stream(&self) -> bool {
         let s = self.shared.lock().expect("replay lock");
-        s.source_done && self.cursor >= s.chunks.len() && (self.trailers_sent || s.trailers.is_none())
+        s.source_done
+            && self.cursor >= s.chunks.len()
+            && (self.trailers_sent || s.trailers.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared.lock().expect("replay lock").hint.clone()
+        self.shared.lock().expect("replay lock").hint
     }
 }

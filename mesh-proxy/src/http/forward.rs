@@ -36,14 +36,24 @@ pub struct Plan<'a> {
     pub timeout: Option<Duration>,
 }
 
-pub async fn forward(metrics: &Metrics, plan: Plan<'_>, out: Outgoing, body: Incoming) -> Response<ResponseBody> {
+pub async fn forward(
+    metrics: &Metrics,
+    plan: Plan<'_>,
+    out: Outgoing,
+    body: Incoming,
+) -> Response<ResponseBody> {
     let grpc = out.grpc;
     let cluster_name = plan.cluster.name.clone();
     match plan.timeout {
         None => attempts(metrics, plan, out, body, None).await,
         Some(t) => {
             let deadline = Instant::now() + t;
-            match tokio::time::timeout_at(deadline, attempts(metrics, plan, out, body, Some(deadline))).await {
+            match tokio::time::timeout_at(
+                deadline,
+                attempts(metrics, plan, out, body, Some(deadline)),
+            )
+            .await
+            {
                 Ok(resp) => resp,
                 Err(_) => {
                     metrics.timeout(&cluster_name);
@@ -97,7 +107,10 @@ async fn attempts(
     };
     let max_attempts = 1 + plan.policy.num_retries;
     let mut body = if max_attempts > 1 {
-        BodySource::Replay(Replay::new(downstream_body, plan.cluster.retry_buffer_bytes))
+        BodySource::Replay(Replay::new(
+            downstream_body,
+            plan.cluster.retry_buffer_bytes,
+        ))
     } else {
         BodySource::Once(Some(downstream_body))
     };
@@ -128,7 +141,10 @@ async fn attempts(
             .per_try_timeout
             .or_else(|| deadline.map(|d| d.saturating_duration_since(Instant::now())));
         if let Some(t) = expected {
-            headers.insert(EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(t.as_millis() as u64));
+            headers.insert(
+                EXPECTED_RQ_TIMEOUT_MS,
+                HeaderValue::from(t.as_millis() as u64),
+            );
         }
         let req = build(&out, version, headers, body.next());
 
@@ -170,7 +186,12 @@ async fn attempts(
     }
 }
 
-fn build(out: &Outgoing, version: Version, mut headers: HeaderMap, body: UpstreamBody) -> Request<UpstreamBody> {
+fn build(
+    out: &Outgoing,
+    version: Version,
+    mut headers: HeaderMap,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
     let uri = if version == Version::HTTP_2 {
         headers.remove(header::HOST);
         Uri::builder()
@@ -180,7 +201,9 @@ fn build(out: &Outgoing, version: Version, mut headers: HeaderMap, body: Upstrea
             .build()
     } else {
         headers.insert(header::HOST, out.authority.clone());
-        Uri::builder().path_and_query(out.path_and_query.clone()).build()
+        Uri::builder()
+            .path_and_query(out.path_and_query.clone())
+            .build()
     };
     let mut req = Request::new(body);
     *req.method_mut() = out.method.clone();
@@ -191,7 +214,10 @@ fn build(out: &Outgoing, version: Version, mut headers: HeaderMap, body: Upstrea
     req
 }
 
-fn finish(result: Result<Result<Response<Incoming>, SendError>, ()>, grpc: bool) -> Response<ResponseBody> {
+fn finish(
+    result: Result<Result<Response<Incoming>, SendError>, ()>,
+    grpc: bool,
+) -> Response<ResponseBody> {
     match result {
         Err(()) => local::timeout(grpc),
         Ok(Err(SendError::Connect(e))) => {

@@ -5,7 +5,10 @@ use http::{HeaderMap, HeaderName, header};
 /// Removes hop-by-hop headers and those named in `Connection`. `te: trailers` survives, since
 /// gRPC needs it end to end; `Upgrade` survives on an upgrade request.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
+    if let Some(conn) = headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+    {
         let named: Vec<HeaderName> = conn
             .split(',')
             .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
@@ -22,9 +25,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
     headers.remove(header::TRANSFER_ENCODING);
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    let te_trailers = headers.get(header::TE).is_some_and(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
@@ -39,7 +45,10 @@ pub fn is_upgrade_request(req: &http::Request<hyper::body::Incoming>) -> bool {
             .headers()
             .get(header::CONNECTION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 #[cfg(test)]

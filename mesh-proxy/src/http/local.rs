@@ -28,7 +28,10 @@ pub fn reply(status: StatusCode, message: &'static str, grpc: bool) -> Response<
     if grpc {
         let mut resp = Response::new(ResponseBody::empty());
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         h.insert("grpc-status", HeaderValue::from(grpc_status(status)));
         h.insert("grpc-message", HeaderValue::from_static(message));
         return resp;
@@ -49,7 +52,11 @@ pub fn no_healthy_upstream(grpc: bool) -> Response<ResponseBody> {
 }
 
 pub fn timeout(grpc: bool) -> Response<ResponseBody> {
-    reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout", grpc)
+    reply(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream request timeout",
+        grpc,
+    )
 }
 
 pub fn connect_failure(grpc: bool) -> Response<ResponseBody> {

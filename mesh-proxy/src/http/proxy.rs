@@ -99,17 +99,20 @@ impl Proxy {
         }
 
         let snapshot = self.state.load_full();
-        let route = snapshot.route_tables.get(&conn.listener.route_table).and_then(|t| {
-            t.route(
-                authority.to_str().unwrap_or_default(),
-                &RequestView {
-                    method: req.method(),
-                    path: req.uri().path(),
-                    query: req.uri().query(),
-                    headers: req.headers(),
-                },
-            )
-        });
+        let route = snapshot
+            .route_tables
+            .get(&conn.listener.route_table)
+            .and_then(|t| {
+                t.route(
+                    authority.to_str().unwrap_or_default(),
+                    &RequestView {
+                        method: req.method(),
+                        path: req.uri().path(),
+                        query: req.uri().query(),
+                        headers: req.headers(),
+                    },
+                )
+            });
         let Some(route) = route else {
             return self.unrouted(conn, req, authority, upgrade, grpc).await;
         };
@@ -143,7 +146,11 @@ impl Proxy {
         destination.request_headers.apply(req.headers_mut());
 
         let path_and_query = match &forward_action.prefix_rewrite {
-            None => req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+            None => req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
             Some(rewrite) => {
                 let mut p = rewrite_path(&route.matcher, rewrite, req.uri().path());
                 if let Some(q) = req.uri().query() {
@@ -156,9 +163,17 @@ impl Proxy {
                 }
             }
         };
-        let authority = forward_action.authority_rewrite.clone().unwrap_or(authority);
+        let authority = forward_action
+            .authority_rewrite
+            .clone()
+            .unwrap_or(authority);
 
-        let policy = overrides.apply_to_retry(forward_action.retry.clone().unwrap_or_else(RetryPolicy::istio_default));
+        let policy = overrides.apply_to_retry(
+            forward_action
+                .retry
+                .clone()
+                .unwrap_or_else(RetryPolicy::istio_default),
+        );
         let mut timeout = overrides.apply_to_timeout(forward_action.timeout);
         if let Some(g) = grpc_timeout(req.headers()) {
             timeout = Some(timeout.map_or(g, |t| t.min(g)));
@@ -170,7 +185,15 @@ impl Proxy {
         });
 
         let mut resp = if upgrade {
-            upgrade::forward(cluster, &destination.subset, hash, req, authority, path_and_query).await
+            upgrade::forward(
+                cluster,
+                &destination.subset,
+                hash,
+                req,
+                authority,
+                path_and_query,
+            )
+            .await
         } else {
             let (parts, body) = req.into_parts();
             let out = Outgoing {
@@ -217,7 +240,14 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         if upgrade {
-            return upgrade::forward_to(&self.passthrough.pool, dst, req, authority, path_and_query).await;
+            return upgrade::forward_to(
+                &self.passthrough.pool,
+                dst,
+                req,
+                authority,
+                path_and_query,
+            )
+            .await;
         }
         let (parts, body) = req.into_parts();
         let cluster = self.passthrough_for(dst);
@@ -250,8 +280,10 @@ impl Proxy {
             ..Default::default()
         };
         Arc::new(
-            Cluster::compile(&spec, Some(&self.passthrough), || unreachable!("the pool is shared"))
-                .expect("a socket address is a valid endpoint"),
+            Cluster::compile(&spec, Some(&self.passthrough), || {
+                unreachable!("the pool is shared")
+            })
+            .expect("a socket address is a valid endpoint"),
         )
     }
 }
@@ -261,7 +293,10 @@ fn authority_of<B>(req: &Request<B>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
         return HeaderValue::from_str(a.as_str()).ok();
     }
-    req.headers().get(header::HOST).filter(|h| !h.is_empty()).cloned()
+    req.headers()
+        .get(header::HOST)
+        .filter(|h| !h.is_empty())
+        .cloned()
 }
 
 fn new_request_id() -> HeaderValue {
@@ -269,10 +304,16 @@ fn new_request_id() -> HeaderValue {
     // A version 4 UUID: the version and variant bits are fixed.
     let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let s = format!("{v:032x}");
-    let uuid = format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32]);
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    );
     HeaderValue::from_str(&uuid).expect("hex and dashes are a valid header value")
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -296,7 +337,11 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(authority_of(&req).unwrap(), "reviews:9080");
-        let req = Request::builder().uri("/x").header("host", "ratings").body(()).unwrap();
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "ratings")
+            .body(())
+            .unwrap();
         assert_eq!(authority_of(&req).unwrap(), "ratings");
         let req = Request::builder().uri("/x").body(()).unwrap();
         assert!(authority_of(&req).is_none());

@@ -27,7 +27,14 @@ pub async fn forward(
     else {
         return local::no_healthy_upstream(false);
     };
-    forward_to(&cluster.pool, endpoint.address, req, authority, path_and_query).await
+    forward_to(
+        &cluster.pool,
+        endpoint.address,
+        req,
+        authority,
+        path_and_query,
+    )
+    .await
 }
 
 pub async fn forward_to(

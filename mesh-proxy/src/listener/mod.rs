@@ -83,21 +83,28 @@ impl Listeners {
                 }
             }
         }
-        Ok(Prepared { bound, rebind, keep })
+        Ok(Prepared {
+            bound,
+            rebind,
+            keep,
+        })
     }
 
     /// Starts the prepared listeners and stops those the new config dropped or replaced.
     /// Connections already accepted by a stopped listener carry on.
     pub async fn commit(&self, prepared: Prepared) {
         let mut stopped = Vec::new();
-        self.running.lock().expect("listeners lock").retain(|name, r| {
-            let kept = prepared.keep.contains(name);
-            if !kept {
-                r.stop.cancel();
-                stopped.push(std::mem::replace(&mut r.accepting, tokio::spawn(async {})));
-            }
-            kept
-        });
+        self.running
+            .lock()
+            .expect("listeners lock")
+            .retain(|name, r| {
+                let kept = prepared.keep.contains(name);
+                if !kept {
+                    r.stop.cancel();
+                    stopped.push(std::mem::replace(&mut r.accepting, tokio::spawn(async {})));
+                }
+                kept
+            });
         let mut bound = prepared.bound;
         if !prepared.rebind.is_empty() {
             // The old socket closes when its accept loop returns.
@@ -130,7 +137,11 @@ impl Listeners {
     }
 
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.running.lock().expect("listeners lock").get(name).map(|r| r.addr)
+        self.running
+            .lock()
+            .expect("listeners lock")
+            .get(name)
+            .map(|r| r.addr)
     }
 
     /// Stops accepting on every listener.
@@ -159,8 +170,16 @@ impl Listeners {
         let labels = ListenerLabels {
             listener: spec.name.clone(),
         };
-        let accepted = proxy.metrics.downstream_connections.get_or_create(&labels).clone();
-        let active = proxy.metrics.downstream_connections_active.get_or_create(&labels).clone();
+        let accepted = proxy
+            .metrics
+            .downstream_connections
+            .get_or_create(&labels)
+            .clone();
+        let active = proxy
+            .metrics
+            .downstream_connections_active
+            .get_or_create(&labels)
+            .clone();
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -176,7 +195,11 @@ impl Listeners {
                     },
                 };
                 let _ = stream.set_nodelay(true);
-                let original_dst = if spec.transparent { original_dst(&stream) } else { None };
+                let original_dst = if spec.transparent {
+                    original_dst(&stream)
+                } else {
+                    None
+                };
                 let conn = ConnInfo {
                     listener: info.clone(),
                     peer,
@@ -189,7 +212,9 @@ impl Listeners {
                 let task = match spec.protocol() {
                     pb::ListenerProtocol::Tcp => {
                         let cluster = spec.tcp_cluster.clone();
-                        tokio_util::either::Either::Left(serve::serve_tcp(stream, conn, proxy, cluster))
+                        tokio_util::either::Either::Left(serve::serve_tcp(
+                            stream, conn, proxy, cluster,
+                        ))
                     }
                     _ => tokio_util::either::Either::Right(serve::serve_http(
                         stream,
@@ -209,9 +234,9 @@ impl Listeners {
 }
 
 fn bind(address: &str) -> std::io::Result<TcpListener> {
-    let addr: SocketAddr = address
-        .parse()
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP:port address"))?;
+    let addr: SocketAddr = address.parse().map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP:port address")
+    })?;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,

@@ -61,7 +61,12 @@ pub async fn serve_http(
     }
 }
 
-pub async fn serve_tcp(mut stream: TcpStream, conn: ConnInfo, proxy: Arc<Proxy>, tcp_cluster: String) {
+pub async fn serve_tcp(
+    mut stream: TcpStream,
+    conn: ConnInfo,
+    proxy: Arc<Proxy>,
+    tcp_cluster: String,
+) {
     let snapshot = proxy.state.load_full();
     let target = if tcp_cluster.is_empty() {
         conn.original_dst

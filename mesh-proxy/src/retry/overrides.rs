@@ -174,7 +174,10 @@ mod tests {
         let o = Overrides::take(&mut h, true);
         assert_eq!(o.timeout, None);
         assert_eq!(o.max_retries, None);
-        assert_eq!(o.apply_to_timeout(Some(Duration::from_secs(3))), Some(Duration::from_secs(3)));
+        assert_eq!(
+            o.apply_to_timeout(Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[test]

@@ -58,7 +58,8 @@ impl RetryOn {
         for token in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if let Some((_, flag)) = Self::NAMES.iter().find(|(n, _)| *n == token) {
                 on = on.union(*flag);
-            } else if let Some(code) = token.parse::<u16>().ok().filter(|c| (100..600).contains(c)) {
+            } else if let Some(code) = token.parse::<u16>().ok().filter(|c| (100..600).contains(c))
+            {
                 on = on.union(Self::RETRIABLE_STATUS_CODES);
                 codes.push(code);
             } else {
@@ -105,7 +106,10 @@ impl RetryPolicy {
     pub fn compile(p: &pb::RetryPolicy) -> Result<Self, String> {
         let (retry_on, mut status_codes, unknown) = RetryOn::parse(&p.retry_on);
         if !unknown.is_empty() {
-            return Err(format!("unknown retry condition(s): {}", unknown.join(", ")));
+            return Err(format!(
+                "unknown retry condition(s): {}",
+                unknown.join(", ")
+            ));
         }
         for code in &p.retriable_status_codes {
             let code = u16::try_from(*code)
@@ -116,7 +120,8 @@ impl RetryPolicy {
         }
         Ok(Self {
             num_retries: p.num_retries,
-            per_try_timeout: (p.per_try_timeout_ms > 0).then(|| Duration::from_millis(p.per_try_timeout_ms)),
+            per_try_timeout: (p.per_try_timeout_ms > 0)
+                .then(|| Duration::from_millis(p.per_try_timeout_ms)),
             retry_on,
             status_codes,
         })
@@ -139,12 +144,18 @@ impl RetryPolicy {
             Outcome::RefusedStream => on.contains(RetryOn::REFUSED_STREAM),
             Outcome::Reset => false,
             // A per-try timeout answers 504, so it counts as a gateway error.
-            Outcome::PerTryTimeout => on.contains(RetryOn::FIVE_XX) || on.contains(RetryOn::GATEWAY_ERROR),
-            Outcome::Response { status, grpc_status } => {
+            Outcome::PerTryTimeout => {
+                on.contains(RetryOn::FIVE_XX) || on.contains(RetryOn::GATEWAY_ERROR)
+            }
+            Outcome::Response {
+                status,
+                grpc_status,
+            } => {
                 let by_status = (on.contains(RetryOn::FIVE_XX) && status >= 500)
                     || (on.contains(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504))
                     || (on.contains(RetryOn::RETRIABLE_4XX) && status == 409)
-                    || (on.contains(RetryOn::RETRIABLE_STATUS_CODES) && self.status_codes.contains(&status));
+                    || (on.contains(RetryOn::RETRIABLE_STATUS_CODES)
+                        && self.status_codes.contains(&status));
                 let by_grpc = match grpc_status {
                     Some(1) => on.contains(RetryOn::GRPC_CANCELLED),
                     Some(4) => on.contains(RetryOn::GRPC_DEADLINE_EXCEEDED),
@@ -167,7 +178,10 @@ pub enum Outcome {
     Reset,
     PerTryTimeout,
     /// Response headers arrived; `grpc_status` is set for a trailers-only gRPC reply.
-    Response { status: u16, grpc_status: Option<u32> },
+    Response {
+        status: u16,
+        grpc_status: Option<u32>,
+    },
 }
 
 #[cfg(test)]
@@ -247,7 +261,10 @@ mod tests {
         assert!(d.retriable(&Outcome::RefusedStream));
         assert!(d.retriable(&grpc(14)));
         assert!(d.retriable(&grpc(1)));
-        assert!(!d.retriable(&response(503)), "5xx is not in Istio's default");
+        assert!(
+            !d.retriable(&response(503)),
+            "5xx is not in Istio's default"
+        );
         assert!(!d.retriable(&Outcome::Reset));
     }
 

@@ -20,9 +20,14 @@ impl HeaderOps {
             list.iter()
                 .enumerate()
                 .map(|(i, hv)| {
-                    let name = header_name(&hv.name).map_err(|r| (format!("{field}[{i}].name"), r))?;
-                    let value = HeaderValue::from_str(&hv.value)
-                        .map_err(|_| (format!("{field}[{i}].value"), "invalid header value".to_string()))?;
+                    let name =
+                        header_name(&hv.name).map_err(|r| (format!("{field}[{i}].name"), r))?;
+                    let value = HeaderValue::from_str(&hv.value).map_err(|_| {
+                        (
+                            format!("{field}[{i}].value"),
+                            "invalid header value".to_string(),
+                        )
+                    })?;
                     Ok::<_, (String, String)>((name, value))
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -87,7 +92,10 @@ mod tests {
         h.insert("x-gone", "bye".parse().unwrap());
         ops.apply(&mut h);
         assert_eq!(h.get_all("x-set").iter().collect::<Vec<_>>(), ["new"]);
-        assert_eq!(h.get_all("x-add").iter().collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(
+            h.get_all("x-add").iter().collect::<Vec<_>>(),
+            ["one", "two"]
+        );
         assert!(h.get("x-gone").is_none());
     }
 

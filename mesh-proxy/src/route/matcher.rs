@@ -141,7 +141,12 @@ impl RouteMatcher {
         for (i, h) in m.headers.iter().enumerate() {
             let field = format!("headers[{i}]");
             let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
-                .map_err(|_| (format!("{field}.name"), format!("invalid header name {:?}", h.name)))?;
+                .map_err(|_| {
+                    (
+                        format!("{field}.name"),
+                        format!("invalid header name {:?}", h.name),
+                    )
+                })?;
             let value = opt(&h.value, &format!("{field}.value"))?;
             headers.push(HeaderMatcher {
                 name,
@@ -152,7 +157,10 @@ impl RouteMatcher {
         let mut query = Vec::with_capacity(m.query_parameters.len());
         for (i, q) in m.query_parameters.iter().enumerate() {
             if q.name.is_empty() {
-                return Err((format!("queryParameters[{i}].name"), "must not be empty".into()));
+                return Err((
+                    format!("queryParameters[{i}].name"),
+                    "must not be empty".into(),
+                ));
             }
             let value = opt(&q.value, &format!("queryParameters[{i}].value"))?;
             query.push(QueryMatcher {
@@ -170,7 +178,10 @@ impl RouteMatcher {
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         self.path.as_ref().is_none_or(|m| m.matches(req.path))
-            && self.method.as_ref().is_none_or(|m| m.matches(req.method.as_str()))
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|m| m.matches(req.method.as_str()))
             && self.headers.iter().all(|h| h.matches(req.headers))
             && self.query.iter().all(|q| q.matches(req.query))
     }
@@ -267,7 +278,10 @@ mod tests {
         assert!(!m("x-other", None, false), "present but missing");
         assert!(m("x-other", None, true), "absent");
         assert!(!m("end-user", None, true), "absent but there");
-        assert!(m("end-user", Some(Kind::Exact("bob".into())), true), "not equal");
+        assert!(
+            m("end-user", Some(Kind::Exact("bob".into())), true),
+            "not equal"
+        );
     }
 
     #[test]
@@ -292,7 +306,10 @@ mod tests {
         .unwrap();
         assert!(m.matches(&view(&post, "/", Some("debug&user=a%20b"), &h)));
         assert!(!m.matches(&view(&get, "/", Some("debug&user=a%20b"), &h)));
-        assert!(!m.matches(&view(&post, "/", Some("user=a+b"), &h)), "debug missing");
+        assert!(
+            !m.matches(&view(&post, "/", Some("user=a+b"), &h)),
+            "debug missing"
+        );
         assert!(!m.matches(&view(&post, "/", None, &h)));
     }
 

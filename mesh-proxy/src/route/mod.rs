@@ -6,4 +6,6 @@ pub mod table;
 
 pub use headers::HeaderOps;
 pub use matcher::{RequestView, query_param};
-pub use table::{Action, Destination, Forward, Redirect, Route, RouteTable, rewrite_path, strip_port};
+pub use table::{
+    Action, Destination, Forward, Redirect, Route, RouteTable, rewrite_path, strip_port,
+};

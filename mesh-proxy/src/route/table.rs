@@ -114,7 +114,7 @@ impl RouteTable {
                 routes,
             });
         }
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         Ok(Self {
             vhosts,
             exact,
@@ -142,7 +142,9 @@ impl RouteTable {
             .or_else(|| {
                 self.suffixes
                     .iter()
-                    .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+                    .find(|(suffix, _)| {
+                        host.ends_with(suffix.as_str()) && host.len() > suffix.len()
+                    })
                     .map(|(_, i)| *i)
             })
             .or(self.catch_all)?;
@@ -161,7 +163,10 @@ impl RouteTable {
 /// `host:port` -> `host`, leaving IPv6 literals (`[::1]:80` -> `[::1]`) intact.
 pub fn strip_port(authority: &str) -> &str {
     match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+        Some(i)
+            if !authority[i..].contains(']')
+                && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
             &authority[..i]
         }
         _ => authority,
@@ -178,7 +183,12 @@ impl Route {
             None => RouteMatcher::default(),
         };
         let action = match &r.action {
-            None => return Err(("action".into(), "a route needs route, redirect or directResponse".into())),
+            None => {
+                return Err((
+                    "action".into(),
+                    "a route needs route, redirect or directResponse".into(),
+                ));
+            }
             Some(pb::route::Action::Route(a)) => {
                 Action::Forward(Forward::compile(a, &matcher).map_err(prefixed("route"))?)
             }
@@ -186,7 +196,8 @@ impl Route {
                 Action::Redirect(Redirect::compile(rd).map_err(prefixed("redirect"))?)
             }
             Some(pb::route::Action::DirectResponse(d)) => Action::Direct {
-                status: status_code(d.status).map_err(|e| ("directResponse.status".to_string(), e))?,
+                status: status_code(d.status)
+                    .map_err(|e| ("directResponse.status".to_string(), e))?,
                 body: Bytes::from(d.body.clone()),
             },
         };
@@ -194,7 +205,8 @@ impl Route {
             name: r.name.clone(),
             matcher,
             action,
-            request_headers: HeaderOps::compile(r.request_headers.as_ref()).map_err(prefixed("requestHeaders"))?,
+            request_headers: HeaderOps::compile(r.request_headers.as_ref())
+                .map_err(prefixed("requestHeaders"))?,
             response_headers: HeaderOps::compile(r.response_headers.as_ref())
                 .map_err(prefixed("responseHeaders"))?,
         })
@@ -244,13 +256,18 @@ impl Forward {
         let authority_rewrite = if a.authority_rewrite.is_empty() {
             None
         } else {
-            Some(
-                HeaderValue::from_str(&a.authority_rewrite)
-                    .map_err(|_| ("authorityRewrite".to_string(), "invalid authority".to_string()))?,
-            )
+            Some(HeaderValue::from_str(&a.authority_rewrite).map_err(|_| {
+                (
+                    "authorityRewrite".to_string(),
+                    "invalid authority".to_string(),
+                )
+            })?)
         };
         if !a.prefix_rewrite.is_empty() && matches!(matcher.path, Some(StringMatcher::Regex(_))) {
-            return Err(("prefixRewrite".into(), "cannot rewrite a prefix of a regex match".into()));
+            return Err((
+                "prefixRewrite".into(),
+                "cannot rewrite a prefix of a regex match".into(),
+            ));
         }
         Ok(Self {
             destinations,
@@ -280,12 +297,21 @@ impl Redirect {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let status = match r.response_code {
             0 => StatusCode::MOVED_PERMANENTLY,
-            301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(r.response_code as u16).expect("valid code"),
-            other => return Err(("responseCode".into(), format!("{other} is not a redirect status"))),
+            301 | 302 | 303 | 307 | 308 => {
+                StatusCode::from_u16(r.response_code as u16).expect("valid code")
+            }
+            other => {
+                return Err((
+                    "responseCode".into(),
+                    format!("{other} is not a redirect status"),
+                ));
+            }
         };
         let port = match r.port {
             0 => None,
-            p => Some(u16::try_from(p).map_err(|_| ("port".to_string(), format!("{p} is not a port")))?),
+            p => Some(
+                u16::try_from(p).map_err(|_| ("port".to_string(), format!("{p} is not a port")))?,
+            ),
         };
         Ok(Self {
             scheme: non_empty(&r.scheme),
@@ -299,7 +325,10 @@ impl Redirect {
     /// The `Location` for a request to `scheme://authority` + `path_and_query`.
     pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(scheme);
-        let host = self.host.as_deref().unwrap_or_else(|| strip_port(authority));
+        let host = self
+            .host
+            .as_deref()
+            .unwrap_or_else(|| strip_port(authority));
         let port = match self.port {
             Some(p) => format!(":{p}"),
             // Keep the request's port only when the host is kept too.

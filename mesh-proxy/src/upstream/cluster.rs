@@ -48,7 +48,9 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,7 +75,9 @@ impl Cluster {
             idle_timeout: ms_or(spec.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
         };
         let protocol = match spec.protocol() {
-            pb::UpstreamProtocol::Unspecified | pb::UpstreamProtocol::SameAsDownstream => Protocol::SameAsDownstream,
+            pb::UpstreamProtocol::Unspecified | pb::UpstreamProtocol::SameAsDownstream => {
+                Protocol::SameAsDownstream
+            }
             pb::UpstreamProtocol::Http1 => Protocol::Http1,
             pb::UpstreamProtocol::Http2 => Protocol::Http2,
         };
@@ -86,7 +90,10 @@ impl Cluster {
         };
         let hash = compile_hash(spec)?;
         if matches!(policy, Policy::RingHash | Policy::Maglev) && hash.is_none() {
-            return Err(("hashPolicy".into(), "RING_HASH and MAGLEV need a hash policy".into()));
+            return Err((
+                "hashPolicy".into(),
+                "RING_HASH and MAGLEV need a hash policy".into(),
+            ));
         }
 
         let mut endpoints = Vec::with_capacity(spec.endpoints.len());
@@ -97,7 +104,10 @@ impl Cluster {
                     format!("{:?} is not an IP:port address", e.address),
                 )
             })?;
-            endpoints.push((Arc::new(lb::Endpoint::new(address, e.weight.max(1))), &e.labels));
+            endpoints.push((
+                Arc::new(lb::Endpoint::new(address, e.weight.max(1))),
+                &e.labels,
+            ));
         }
         let mut subsets = HashMap::with_capacity(spec.subsets.len() + 1);
         subsets.insert(
@@ -113,8 +123,14 @@ impl Cluster {
                 .filter(|(_, labels)| subset.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
                 .map(|(e, _)| e.clone())
                 .collect();
-            if subsets.insert(subset.name.clone(), Balancer::new(policy, members)).is_some() {
-                return Err((format!("subsets[{i}].name"), format!("duplicate subset {:?}", subset.name)));
+            if subsets
+                .insert(subset.name.clone(), Balancer::new(policy, members))
+                .is_some()
+            {
+                return Err((
+                    format!("subsets[{i}].name"),
+                    format!("duplicate subset {:?}", subset.name),
+                ));
             }
         }
 
@@ -149,7 +165,9 @@ impl Cluster {
     pub fn hash_key(&self, input: &HashInput<'_>) -> Option<u64> {
         match self.hash.as_ref()? {
             HashSource::Header(name) => input.headers.get(name).map(|v| lb::hash_key(v.as_bytes())),
-            HashSource::Cookie(name) => cookie(input.headers, name).map(|v| lb::hash_key(v.as_bytes())),
+            HashSource::Cookie(name) => {
+                cookie(input.headers, name).map(|v| lb::hash_key(v.as_bytes()))
+            }
             HashSource::QueryParameter(name) => {
                 query_param(input.query?, name).map(|v| lb::hash_key(v.as_bytes()))
             }
@@ -159,7 +177,11 @@ impl Cluster {
 }
 
 fn ms_or(ms: u64, default: Duration) -> Duration {
-    if ms == 0 { default } else { Duration::from_millis(ms) }
+    if ms == 0 {
+        default
+    } else {
+        Duration::from_millis(ms)
+    }
 }
 
 fn compile_hash(spec: &pb::Cluster) -> Result<Option<HashSource>, (String, String)> {
@@ -171,8 +193,12 @@ fn compile_hash(spec: &pb::Cluster) -> Result<Option<HashSource>, (String, Strin
     Ok(Some(match key {
         Key::Header(h) if h.is_empty() => return empty("header"),
         Key::Header(h) => HashSource::Header(
-            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                .map_err(|_| ("hashPolicy.header".to_string(), format!("invalid header name {h:?}")))?,
+            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                (
+                    "hashPolicy.header".to_string(),
+                    format!("invalid header name {h:?}"),
+                )
+            })?,
         ),
         Key::Cookie(c) if c.is_empty() => return empty("cookie"),
         Key::Cookie(c) => HashSource::Cookie(c.clone()),
@@ -252,7 +278,12 @@ endpoints:
         )
         .unwrap_err();
         assert_eq!(err.0, "endpoints[0].address");
-        let err = Cluster::compile(&spec("{name: a, lbPolicy: MAGLEV}"), None, ConnectionStats::default).unwrap_err();
+        let err = Cluster::compile(
+            &spec("{name: a, lbPolicy: MAGLEV}"),
+            None,
+            ConnectionStats::default,
+        )
+        .unwrap_err();
         assert_eq!(err.0, "hashPolicy");
     }
 
@@ -260,7 +291,9 @@ endpoints:
     fn hash_key_sources() {
         let c = |key: &str| {
             Cluster::compile(
-                &spec(&format!("{{name: a, lbPolicy: RING_HASH, hashPolicy: {{{key}}}}}")),
+                &spec(&format!(
+                    "{{name: a, lbPolicy: RING_HASH, hashPolicy: {{{key}}}}}"
+                )),
                 None,
                 ConnectionStats::default,
             )
@@ -274,10 +307,22 @@ endpoints:
             query: Some("shard=7"),
             source_ip: "127.0.0.9".parse().unwrap(),
         };
-        assert_eq!(c("header: X-User").hash_key(&input), Some(lb::hash_key(b"alice")));
-        assert_eq!(c("cookie: session").hash_key(&input), Some(lb::hash_key(b"s42")));
-        assert_eq!(c("queryParameter: shard").hash_key(&input), Some(lb::hash_key(b"7")));
-        assert_eq!(c("sourceIp: true").hash_key(&input), Some(lb::hash_key(b"127.0.0.9")));
+        assert_eq!(
+            c("header: X-User").hash_key(&input),
+            Some(lb::hash_key(b"alice"))
+        );
+        assert_eq!(
+            c("cookie: session").hash_key(&input),
+            Some(lb::hash_key(b"s42"))
+        );
+        assert_eq!(
+            c("queryParameter: shard").hash_key(&input),
+            Some(lb::hash_key(b"7"))
+        );
+        assert_eq!(
+            c("sourceIp: true").hash_key(&input),
+            Some(lb::hash_key(b"127.0.0.9"))
+        );
         assert_eq!(c("header: x-missing").hash_key(&input), None);
     }
 }

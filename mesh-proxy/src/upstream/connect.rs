@@ -28,7 +28,11 @@ pub enum ConnectError {
     Io { addr: SocketAddr, source: io::Error },
 }
 
-pub async fn connect(addr: SocketAddr, timeout: Duration, stats: &ConnectionStats) -> Result<Counted, ConnectError> {
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    stats: &ConnectionStats,
+) -> Result<Counted, ConnectError> {
     let result = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => Err(ConnectError::Timeout(addr)),
         Ok(Err(source)) => Err(ConnectError::Io { addr, source }),
@@ -65,13 +69,21 @@ pin_project! {
 }
 
 impl AsyncRead for Counted {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         self.project().inner.poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Counted {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 

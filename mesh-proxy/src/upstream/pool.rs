@@ -60,7 +60,8 @@ pub struct Pool {
     settings: PoolSettings,
     stats: ConnectionStats,
     h1_idle: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<SocketAddr, H2Conn>>,
+    /// Per endpoint, behind an async lock so concurrent first requests share one handshake.
+    h2: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<H2Conn>>>>>,
 }
 
 /// Upper bound on idle HTTP/1.1 connections kept per endpoint.
@@ -138,7 +139,11 @@ impl Pool {
 
     /// The connection can take another request once this response's body is read to the end;
     /// a small task waits for that and puts it back.
-    fn checkin_h1_when_ready(self: &Arc<Self>, addr: SocketAddr, mut sender: http1::SendRequest<UpstreamBody>) {
+    fn checkin_h1_when_ready(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut sender: http1::SendRequest<UpstreamBody>,
+    ) {
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
@@ -157,26 +162,43 @@ impl Pool {
     }
 
     /// Sends an HTTP/2 request on the endpoint's shared connection, opening it if needed.
-    pub async fn send_h2(&self, addr: SocketAddr, req: Request<UpstreamBody>) -> Result<Response<Incoming>, SendError> {
-        let existing = {
-            let mut conns = self.h2.lock().expect("pool lock");
-            match conns.get_mut(&addr) {
+    pub async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let slot = self
+            .h2
+            .lock()
+            .expect("pool lock")
+            .entry(addr)
+            .or_default()
+            .clone();
+        let mut sender = {
+            let mut conn = slot.lock().await;
+            match conn.as_mut() {
                 Some(c) if !c.sender.is_closed() => {
                     c.last_used = Instant::now();
-                    Some(c.sender.clone())
+                    c.sender.clone()
                 }
-                _ => None,
+                _ => {
+                    let sender = self.open_h2(addr).await?;
+                    *conn = Some(H2Conn {
+                        sender: sender.clone(),
+                        last_used: Instant::now(),
+                    });
+                    sender
+                }
             }
-        };
-        let mut sender = match existing {
-            Some(s) => s,
-            None => self.open_h2(addr).await?,
         };
         sender.ready().await.map_err(SendError::Request)?;
         sender.send_request(req).await.map_err(SendError::Request)
     }
 
-    async fn open_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+    async fn open_h2(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
         let io = self.connect(addr).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -188,13 +210,6 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream http/2 connection ended");
             }
         });
-        self.h2.lock().expect("pool lock").insert(
-            addr,
-            H2Conn {
-                sender: sender.clone(),
-                last_used: Instant::now(),
-            },
-        );
         Ok(sender)
     }
 
@@ -205,10 +220,19 @@ impl Pool {
             list.retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
             !list.is_empty()
         });
-        self.h2
-            .lock()
-            .expect("pool lock")
-            .retain(|_, c| !c.sender.is_closed() && c.last_used.elapsed() < timeout);
+        self.h2.lock().expect("pool lock").retain(|_, slot| {
+            // A slot being connected right now is busy, not idle.
+            let Ok(mut conn) = slot.try_lock() else {
+                return true;
+            };
+            if conn
+                .as_ref()
+                .is_some_and(|c| c.sender.is_closed() || c.last_used.elapsed() >= timeout)
+            {
+                *conn = None;
+            }
+            conn.is_some()
+        });
     }
 }
 

@@ -95,7 +95,11 @@ impl Reply {
     /// The answering echo app's `name/version`.
     pub fn served_by(&self) -> String {
         let j = self.json();
-        format!("{}/{}", j["name"].as_str().unwrap(), j["version"].as_str().unwrap())
+        format!(
+            "{}/{}",
+            j["name"].as_str().unwrap(),
+            j["version"].as_str().unwrap()
+        )
     }
 
     /// A request header as the upstream app saw it.
@@ -136,23 +140,37 @@ pub async fn send_h1(
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    collect(client.request(req).await.expect("request through the proxy")).await
+    collect(
+        client
+            .request(req)
+            .await
+            .expect("request through the proxy"),
+    )
+    .await
 }
 
 pub async fn get(proxy: SocketAddr, authority: &str, path: &str) -> Reply {
     send_h1(&h1_client(), proxy, "GET", authority, path, &[], "").await
 }
 
-pub async fn get_with(proxy: SocketAddr, authority: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub async fn get_with(
+    proxy: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     send_h1(&h1_client(), proxy, "GET", authority, path, headers, "").await
 }
 
 /// An HTTP/2 (prior knowledge) connection to `addr`.
-pub async fn h2_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+pub async fn h2_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -173,7 +191,9 @@ pub async fn send_h2(
 /// A metric's value from the admin text (sum over label sets containing `labels`).
 pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels))
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

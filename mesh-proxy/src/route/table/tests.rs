@@ -42,7 +42,11 @@ fn table() -> RouteTable {
         virtual_hosts: vec![
             vhost(
                 "reviews",
-                &["reviews", "reviews:9080", "reviews.default.svc.cluster.local"],
+                &[
+                    "reviews",
+                    "reviews:9080",
+                    "reviews.default.svc.cluster.local",
+                ],
                 vec![
                     pb::Route {
                         name: "jason".into(),
@@ -64,7 +68,11 @@ fn table() -> RouteTable {
             ),
             vhost("ports", &["ratings:8080"], vec![catch_all("ratings-8080")]),
             vhost("wild", &["*.example.com"], vec![catch_all("example")]),
-            vhost("deeper", &["*.api.example.com"], vec![catch_all("api-example")]),
+            vhost(
+                "deeper",
+                &["*.api.example.com"],
+                vec![catch_all("api-example")],
+            ),
             vhost("default", &["*"], vec![catch_all("default")]),
         ],
     })
@@ -88,15 +96,26 @@ fn virtual_host_by_exact_suffix_and_catch_all() {
     let name = |a: &str| t.virtual_host(a).map(|v| v.name.clone()).unwrap();
     assert_eq!(name("reviews"), "reviews");
     assert_eq!(name("REVIEWS:9080"), "reviews");
-    assert_eq!(name("reviews:1234"), "reviews", "port stripped when no exact port entry");
+    assert_eq!(
+        name("reviews:1234"),
+        "reviews",
+        "port stripped when no exact port entry"
+    );
     assert_eq!(name("reviews.default.svc.cluster.local:9080"), "reviews");
     assert_eq!(name("ratings:8080"), "ports");
     assert_eq!(name("ratings:9090"), "default", "only the listed port");
     assert_eq!(name("www.example.com"), "wild");
     assert_eq!(name("v1.api.example.com"), "deeper", "longest suffix wins");
-    assert_eq!(name("example.com"), "default", "*.x does not match x itself");
+    assert_eq!(
+        name("example.com"),
+        "default",
+        "*.x does not match x itself"
+    );
     assert_eq!(name("[::1]:80"), "default");
-    assert_eq!(cluster_of(route_for(&t, "reviews", &h).unwrap()), "reviews-v1");
+    assert_eq!(
+        cluster_of(route_for(&t, "reviews", &h).unwrap()),
+        "reviews-v1"
+    );
 }
 
 #[test]
@@ -104,9 +123,15 @@ fn first_matching_route_wins() {
     let t = table();
     let mut h = HeaderMap::new();
     h.insert("end-user", "jason".parse().unwrap());
-    assert_eq!(cluster_of(route_for(&t, "reviews", &h).unwrap()), "reviews-v2");
+    assert_eq!(
+        cluster_of(route_for(&t, "reviews", &h).unwrap()),
+        "reviews-v2"
+    );
     h.insert("end-user", "bob".parse().unwrap());
-    assert_eq!(cluster_of(route_for(&t, "reviews", &h).unwrap()), "reviews-v1");
+    assert_eq!(
+        cluster_of(route_for(&t, "reviews", &h).unwrap()),
+        "reviews-v1"
+    );
 }
 
 #[test]
@@ -198,7 +223,10 @@ fn redirect_location_keeps_what_it_does_not_replace() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(r.location("http", "shop:8080", "/login?x=1"), "http://shop:8080/v2/login");
+    assert_eq!(
+        r.location("http", "shop:8080", "/login?x=1"),
+        "http://shop:8080/v2/login"
+    );
     assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
     let r = Redirect::compile(&pb::Redirect {
         scheme: "https".into(),
@@ -207,7 +235,10 @@ fn redirect_location_keeps_what_it_does_not_replace() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(r.location("http", "shop:8080", "/a?b"), "https://secure.shop/a?b");
+    assert_eq!(
+        r.location("http", "shop:8080", "/a?b"),
+        "https://secure.shop/a?b"
+    );
     assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
 }
 
@@ -220,8 +251,20 @@ fn prefix_rewrite_replaces_the_matched_prefix() {
         })
         .unwrap()
     };
-    assert_eq!(rewrite_path(&m(Kind::Prefix("/api".into())), "/v1", "/api/users"), "/v1/users");
-    assert_eq!(rewrite_path(&m(Kind::Prefix("/api/".into())), "/", "/api/users"), "/users");
-    assert_eq!(rewrite_path(&m(Kind::Exact("/old".into())), "/new", "/old"), "/new");
-    assert_eq!(rewrite_path(&RouteMatcher::default(), "/base", "/x"), "/base/x");
+    assert_eq!(
+        rewrite_path(&m(Kind::Prefix("/api".into())), "/v1", "/api/users"),
+        "/v1/users"
+    );
+    assert_eq!(
+        rewrite_path(&m(Kind::Prefix("/api/".into())), "/", "/api/users"),
+        "/users"
+    );
+    assert_eq!(
+        rewrite_path(&m(Kind::Exact("/old".into())), "/new", "/old"),
+        "/new"
+    );
+    assert_eq!(
+        rewrite_path(&RouteMatcher::default(), "/base", "/x"),
+        "/base/x"
+    );
 }
