@@ -193,3 +193,15 @@ async fn dropping_the_handle_stops_the_server() {
     // ...and the port no longer accepts.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn serve_runs_on_a_given_listener() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(mesh_echo::serve(listener, config(None)));
+    let mut c = h1(addr).await;
+    let (head, body) = send_h1(&mut c, get("/from-serve")).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(json(&body)["path"], "/from-serve");
+    server.abort();
+}
