@@ -16,7 +16,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::identity::{IdentityError, SpiffeId};
 
-pub use cert::CertAuthenticator;
+pub use cert::{CertAuthenticator, spiffe_id_of};
 pub use token::{TokenAuthenticator, write_token};
 
 /// What a caller presented with its request.
