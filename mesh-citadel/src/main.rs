@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use mesh_citadel::auth::{AnyOf, Authenticator, CertAuthenticator, TokenAuthenticator};
 use mesh_citadel::{Ca, ServeOptions, ValidityPolicy, validity};
 
 #[derive(Debug, Parser)]
 #[command(about = "Certificate authority of the mesh: signs workload SPIFFE certificates")]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory of the CA's own root, created on first start and reused after.
     #[arg(long, env = "CITADEL_DIR", required_unless_present = "plugin_certs")]
     dir: Option<PathBuf>,
@@ -22,8 +25,10 @@ struct Args {
     /// cert-chain.pem); takes precedence over --dir.
     #[arg(long, env = "CITADEL_PLUGIN_CERTS")]
     plugin_certs: Option<PathBuf>,
+    /// Trust domain of the SPIFFE IDs this CA signs.
     #[arg(long, env = "CITADEL_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+    /// Address of the gRPC-over-TLS endpoint (Istio's CA port is 15012).
     #[arg(long, env = "CITADEL_GRPC_ADDR", default_value = "127.0.0.1:15012")]
     grpc_addr: SocketAddr,
     /// Per-workload tokens: a directory `<ns>/<sa>` of token files, or a file of
@@ -41,6 +46,20 @@ struct Args {
     max_validity_secs: u64,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Creates (or replaces) one workload's token in a token directory and prints its path,
+    /// the file to hand to that workload's proxy.
+    Token {
+        #[arg(long, env = "CITADEL_TOKENS")]
+        tokens: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -49,13 +68,23 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::Token {
+        tokens,
+        namespace,
+        service_account,
+    }) = &args.command
+    {
+        let path = mesh_citadel::auth::write_token(tokens, namespace, service_account)?;
+        println!("{}", path.display());
+        return Ok(());
+    }
 
     let ca = match (&args.plugin_certs, &args.dir) {
         (Some(plugin), _) => Ca::load(plugin, &args.trust_domain)
             .with_context(|| format!("loading plug-in CA from {}", plugin.display()))?,
         (None, Some(dir)) => Ca::load_or_create(dir, &args.trust_domain)
             .with_context(|| format!("loading CA from {}", dir.display()))?,
-        (None, None) => unreachable!("clap requires --dir or --plugin-certs"),
+        (None, None) => anyhow::bail!("--dir or --plugin-certs is required"),
     };
     let ca = Arc::new(ca.with_validity(ValidityPolicy {
         default: Duration::from_secs(args.default_validity_secs),

@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use mesh_citadel::auth::write_token;
 use mesh_citadel::client::{CitadelClient, ClientConfig};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -71,7 +70,25 @@ async fn binary_signs_and_keeps_its_root_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
     let tokens = tmp.path().join("tokens");
-    let token_file = write_token(&tokens, "bookinfo", "ratings").unwrap();
+    // The token subcommand makes the workload's token file and prints its path.
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-citadel"))
+        .args([
+            "token",
+            "--namespace",
+            "bookinfo",
+            "--service-account",
+            "ratings",
+        ])
+        .args(["--tokens".as_ref(), tokens.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token_file = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert_eq!(token_file, tokens.join("bookinfo/ratings"));
     let token = std::fs::read_to_string(token_file)
         .unwrap()
         .trim()
