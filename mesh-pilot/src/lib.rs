@@ -1,1 +1,17 @@
-//! mesh-pilot
+//! mesh-pilot: the discovery control plane.
+//!
+//! Istio resources come in from a watched directory of YAML (and, later, Kubernetes) into one
+//! [`store`]; the [`registry`] of services and workloads is derived from them; [`translate`]
+//! turns both into the config of one proxy, a pure function; [`discovery`] streams it to every
+//! connected proxy and tracks their ACKs and NACKs.
+
+#![forbid(unsafe_code)]
+
+pub mod registry;
+pub mod translate;
+pub mod debug;
+pub mod discovery;
+pub mod metrics;
+pub mod store;
+pub mod watch;
+pub mod server;
