@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod up;
 mod validate;
 
 #[derive(Parser)]
@@ -18,11 +19,15 @@ struct Cli {
 enum Command {
     /// Validate mesh configuration files (Istio API) without applying them.
     Validate(validate::Args),
+    /// Run a local mesh from a directory of Istio YAML: pilot, a proxy and a sample app per
+    /// WorkloadEntry.
+    Up(up::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Up(args) => up::run(&args),
     }
 }
