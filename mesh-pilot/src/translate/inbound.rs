@@ -1,0 +1,67 @@
+//! The inbound side: the mesh's requests to the local application.
+
+use mesh_proto::config::v1::{
+    Cluster, Direction, Endpoint, LbPolicy, Listener, ListenerProtocol, RetryPolicy, Route,
+    RouteAction, RouteMatch, RouteTable, StringMatch, UpstreamProtocol, VirtualHost,
+    WeightedCluster, route, string_match,
+};
+
+/// Name of the inbound listener and route table.
+pub const INBOUND: &str = "inbound";
+/// The cluster of the local application.
+pub const INBOUND_CLUSTER: &str = "inbound|app";
+
+/// Listener on `address`, one virtual host `*` to the application at `application`, which
+/// speaks whatever the caller spoke. No retries: the caller's proxy already retries, and
+/// retrying twice multiplies attempts (Istio's inbound routes have none either).
+pub fn build(address: &str, application: &str, transparent: bool) -> (Listener, RouteTable, Cluster) {
+    let listener = Listener {
+        name: INBOUND.to_string(),
+        address: address.to_string(),
+        direction: Direction::Inbound as i32,
+        protocol: ListenerProtocol::Http as i32,
+        route_table: INBOUND.to_string(),
+        tcp_cluster: String::new(),
+        outbound_traffic_policy: 0,
+        transparent,
+    };
+    let table = RouteTable {
+        name: INBOUND.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: INBOUND_CLUSTER.to_string(),
+            domains: vec!["*".to_string()],
+            routes: vec![Route {
+                name: "default".to_string(),
+                r#match: Some(RouteMatch {
+                    path: Some(StringMatch {
+                        kind: Some(string_match::Kind::Prefix("/".to_string())),
+                    }),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    clusters: vec![WeightedCluster {
+                        cluster: INBOUND_CLUSTER.to_string(),
+                        weight: 100,
+                        ..Default::default()
+                    }],
+                    retry_policy: Some(RetryPolicy::default()),
+                    ..Default::default()
+                })),
+                request_headers: None,
+                response_headers: None,
+            }],
+        }],
+    };
+    let cluster = Cluster {
+        name: INBOUND_CLUSTER.to_string(),
+        lb_policy: LbPolicy::LeastRequest as i32,
+        protocol: UpstreamProtocol::SameAsDownstream as i32,
+        endpoints: vec![Endpoint {
+            address: application.to_string(),
+            labels: Default::default(),
+            weight: 1,
+        }],
+        ..Default::default()
+    };
+    (listener, table, cluster)
+}

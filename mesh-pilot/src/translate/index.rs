@@ -1,0 +1,220 @@
+//! `MeshIndex`: the resources of one config generation, indexed for per-proxy translation,
+//! with the outbound config memoised per [`ScopeKey`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use mesh_api::networking::{DestinationRule, VirtualService};
+use mesh_api::{Object, Resource};
+
+use super::hosts;
+use super::outbound::{self, Outbound};
+use super::scope::{ScopeKey, SidecarEntry, select_sidecar};
+use crate::registry::{DEFAULT_NAMESPACE, Registry, Workload, labels_match};
+
+/// A label selector a proxy may or may not satisfy; `namespace` limits it to one namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Selector {
+    pub namespace: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct VsEntry {
+    pub namespace: String,
+    pub name: String,
+    pub created: String,
+    /// Hosts resolved against the VirtualService's namespace.
+    pub hosts: Vec<String>,
+    pub spec: VirtualService,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct DrEntry {
+    pub namespace: String,
+    pub name: String,
+    pub created: String,
+    pub host: String,
+    pub spec: DestinationRule,
+    /// Index into `MeshIndex::selectors` for a DestinationRule with a `workloadSelector`.
+    pub selector: Option<usize>,
+}
+
+/// The resources of one config generation, indexed. Build once per change, share across
+/// proxies; [`MeshIndex::outbound`] caches what proxies of the same scope share.
+#[derive(Debug)]
+pub struct MeshIndex {
+    pub(super) registry: Arc<Registry>,
+    /// Sorted by (created, namespace, name): Istio's precedence among conflicting configs.
+    pub(super) virtual_services: Vec<VsEntry>,
+    pub(super) destination_rules: Vec<DrEntry>,
+    pub(super) sidecars: Vec<SidecarEntry>,
+    pub(super) selectors: Vec<Selector>,
+    pub(super) selector_ids: HashMap<Selector, usize>,
+    pub(super) warnings: Vec<String>,
+    cache: Mutex<HashMap<ScopeKey, Arc<Outbound>>>,
+}
+
+fn ns_of<T>(o: &Object<T>) -> String {
+    o.metadata
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
+fn created_of<T>(o: &Object<T>) -> String {
+    o.metadata.creation_timestamp.clone().unwrap_or_default()
+}
+
+impl MeshIndex {
+    pub fn new(resources: &[Resource], registry: Arc<Registry>) -> MeshIndex {
+        let mut index = MeshIndex {
+            registry,
+            virtual_services: Vec::new(),
+            destination_rules: Vec::new(),
+            sidecars: Vec::new(),
+            selectors: Vec::new(),
+            selector_ids: HashMap::new(),
+            warnings: Vec::new(),
+            cache: Mutex::new(HashMap::new()),
+        };
+        for r in resources {
+            match r {
+                Resource::VirtualService(vs) => {
+                    let ns = ns_of(vs);
+                    // Only VirtualServices bound to the mesh (no gateways, or `mesh`) apply to sidecars.
+                    let spec = &vs.spec;
+                    if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
+                        continue;
+                    }
+                    index.virtual_services.push(VsEntry {
+                        hosts: spec.hosts.iter().map(|h| hosts::resolve(h, &ns)).collect(),
+                        namespace: ns,
+                        name: vs.metadata.name.clone(),
+                        created: created_of(vs),
+                        spec: spec.clone(),
+                    });
+                }
+                Resource::DestinationRule(dr) => {
+                    let ns = ns_of(dr);
+                    let selector = dr
+                        .spec
+                        .workload_selector
+                        .as_ref()
+                        .filter(|s| !s.labels.is_empty())
+                        .map(|s| {
+                            index.selector(Selector {
+                                namespace: Some(ns.clone()),
+                                labels: s.labels.clone(),
+                            })
+                        });
+                    index.destination_rules.push(DrEntry {
+                        host: hosts::resolve(&dr.spec.host, &ns),
+                        namespace: ns,
+                        name: dr.metadata.name.clone(),
+                        created: created_of(dr),
+                        spec: dr.spec.clone(),
+                        selector,
+                    });
+                }
+                Resource::Sidecar(sc) => {
+                    let ns = ns_of(sc);
+                    let entry = SidecarEntry::new(
+                        &ns,
+                        &sc.metadata.name,
+                        &created_of(sc),
+                        &sc.spec,
+                        &mut index.warnings,
+                    );
+                    index.sidecars.push(entry);
+                }
+                _ => {}
+            }
+        }
+        index
+            .virtual_services
+            .sort_by(|a, b| (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name)));
+        index
+            .destination_rules
+            .sort_by(|a, b| (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name)));
+        index
+            .sidecars
+            .sort_by(|a, b| (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name)));
+        let source_labels: Vec<BTreeMap<String, String>> = index
+            .virtual_services
+            .iter()
+            .flat_map(|vs| vs.spec.http.iter())
+            .flat_map(|h| h.matches.iter())
+            .filter(|m| !m.source_labels.is_empty())
+            .map(|m| m.source_labels.clone())
+            .collect();
+        for labels in source_labels {
+            index.selector(Selector {
+                namespace: None,
+                labels,
+            });
+        }
+        index.warnings.sort();
+        index.warnings.dedup();
+        index
+    }
+
+    fn selector(&mut self, s: Selector) -> usize {
+        if let Some(&i) = self.selector_ids.get(&s) {
+            return i;
+        }
+        self.selectors.push(s.clone());
+        self.selector_ids.insert(s, self.selectors.len() - 1);
+        self.selectors.len() - 1
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Problems found in the resources themselves, independent of any proxy.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The scope of a proxy running for `workload`: its namespace, Sidecar and the selectors
+    /// its labels satisfy. Cheap: no allocation beyond the key.
+    pub fn scope(&self, workload: &Workload) -> ScopeKey {
+        let selected = self
+            .selectors
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.namespace.as_ref().is_none_or(|ns| *ns == workload.namespace)
+                    && labels_match(&s.labels, &workload.labels)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        ScopeKey {
+            namespace: workload.namespace.clone(),
+            sidecar: select_sidecar(&self.sidecars, &workload.namespace, &workload.labels),
+            selected,
+        }
+    }
+
+    /// The outbound route table and clusters of a scope, built on first use and then shared.
+    pub fn outbound(&self, scope: &ScopeKey) -> Arc<Outbound> {
+        if let Some(hit) = self.cache.lock().expect("scope cache").get(scope) {
+            return hit.clone();
+        }
+        // Built outside the lock: two proxies of a new scope may both build it; equal results.
+        let built = Arc::new(outbound::build(self, scope));
+        self.cache
+            .lock()
+            .expect("scope cache")
+            .entry(scope.clone())
+            .or_insert(built)
+            .clone()
+    }
+
+    /// How many scopes have an outbound config cached.
+    pub fn cached_scopes(&self) -> usize {
+        self.cache.lock().expect("scope cache").len()
+    }
+}

@@ -1,0 +1,402 @@
+//! The outbound config shared by every proxy of one scope: the `outbound` route table (one
+//! virtual host per visible service HTTP port) and the clusters (per port and per subset).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use mesh_api::networking::{self as api, HttpMatchRequest, OutboundMode, Subset};
+use mesh_proto::config::v1::{
+    Cluster, Endpoint, OutboundTrafficPolicy, RouteTable, VirtualHost,
+};
+
+use super::index::{DrEntry, MeshIndex, Selector, VsEntry};
+use super::routes::{self, RouteEnv};
+use super::scope::{ROOT_NAMESPACE, ScopeKey, SidecarEntry};
+use super::{hosts, policy};
+use crate::registry::{Service, ServicePort, export_visible, labels_match};
+
+/// Name of the outbound route table and listener.
+pub const OUTBOUND: &str = "outbound";
+
+/// What every proxy of a scope shares.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outbound {
+    pub route_table: RouteTable,
+    /// Sorted by name.
+    pub clusters: Vec<Cluster>,
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Sorted, without duplicates.
+    pub warnings: Vec<String>,
+}
+
+/// Istio's cluster name `outbound|PORT|SUBSET|HOST`.
+pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// A DestinationRule in force for one host, after Istio's merge of same-host rules.
+struct DrView<'a> {
+    top: Option<&'a api::TrafficPolicy>,
+    subsets: Vec<&'a Subset>,
+    origin: String,
+}
+
+struct Builder<'a> {
+    index: &'a MeshIndex,
+    scope: &'a ScopeKey,
+    sidecar: Option<&'a SidecarEntry>,
+    /// Visible services by hostname (one per host).
+    services: BTreeMap<&'a str, &'a Service>,
+    /// Visible VirtualServices in Istio's order for this namespace.
+    virtual_services: Vec<&'a VsEntry>,
+    drs: HashMap<&'a str, Option<DrView<'a>>>,
+    warnings: Vec<String>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(index: &'a MeshIndex, scope: &'a ScopeKey) -> Builder<'a> {
+        let sidecar = scope.sidecar.map(|i| &index.sidecars[i]);
+        let ns = scope.namespace.as_str();
+        let imports = |svc_ns: &str, host: &str| sidecar.is_none_or(|s| s.imports(svc_ns, host));
+
+        // One service per hostname: the proxy's own namespace first, else the oldest.
+        let mut services: BTreeMap<&str, &Service> = BTreeMap::new();
+        for svc in index.registry.services() {
+            if !svc.visible_from(ns) || !imports(&svc.namespace, &svc.hostname) {
+                continue;
+            }
+            let better = |old: &Service| {
+                (old.namespace != ns && svc.namespace == ns)
+                    || (old.namespace != ns && (&svc.created, &svc.namespace) < (&old.created, &old.namespace))
+            };
+            match services.get(svc.hostname.as_str()) {
+                Some(old) if !better(old) => {}
+                _ => {
+                    services.insert(&svc.hostname, svc);
+                }
+            }
+        }
+
+        // Istio's VirtualServicesForGateway order: exported privately to this namespace, then
+        // to it by name, then public; by age within each group.
+        let group = |vs: &VsEntry| {
+            let e = &vs.spec.export_to;
+            if e.is_empty() || e.iter().any(|x| x == "*") {
+                2
+            } else if vs.namespace == ns {
+                0
+            } else {
+                1
+            }
+        };
+        let mut virtual_services: Vec<&VsEntry> = index
+            .virtual_services
+            .iter()
+            .filter(|vs| export_visible(&vs.spec.export_to, &vs.namespace, ns))
+            .filter(|vs| vs.hosts.iter().any(|h| imports(&vs.namespace, h)))
+            .collect();
+        virtual_services.sort_by_key(|vs| group(vs)); // stable: age order kept within groups
+        Builder {
+            index,
+            scope,
+            sidecar,
+            services,
+            virtual_services,
+            drs: HashMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The VirtualService for a host: the first with the exact host, else the first with the
+    /// most specific wildcard covering it.
+    fn virtual_service(&self, host: &str) -> Option<&'a VsEntry> {
+        let mut best: Option<(usize, &VsEntry)> = None;
+        for vs in &self.virtual_services {
+            for h in &vs.hosts {
+                if hosts::covers(h, host) {
+                    let s = hosts::specificity(h);
+                    if best.is_none_or(|(b, _)| s > b) {
+                        best = Some((s, vs));
+                    }
+                }
+            }
+        }
+        best.map(|(_, vs)| vs)
+    }
+
+    /// Istio's DestinationRule lookup for a service: the proxy's namespace, then the
+    /// service's, then the root namespace; the most specific host within a namespace, a
+    /// rule selecting this workload before one without selector; same-host rules merge.
+    fn destination_rule(&mut self, svc: &'a Service) -> Option<&DrView<'a>> {
+        if !self.drs.contains_key(svc.hostname.as_str()) {
+            let view = self.find_dr(svc);
+            self.drs.insert(&svc.hostname, view);
+        }
+        self.drs[svc.hostname.as_str()].as_ref()
+    }
+
+    fn find_dr(&self, svc: &Service) -> Option<DrView<'a>> {
+        let ns = self.scope.namespace.as_str();
+        let applies = |dr: &DrEntry| {
+            export_visible(&dr.spec.export_to, &dr.namespace, ns)
+                && dr.selector.is_none_or(|i| self.scope.selected.contains(&i))
+                && hosts::covers(&dr.host, &svc.hostname)
+        };
+        for candidate_ns in [ns, svc.namespace.as_str(), ROOT_NAMESPACE] {
+            let rules: Vec<&DrEntry> = self
+                .index
+                .destination_rules
+                .iter()
+                .filter(|dr| dr.namespace == candidate_ns && applies(dr))
+                .collect();
+            let Some(best) = rules
+                .iter()
+                .map(|dr| (hosts::specificity(&dr.host), dr.selector.is_some()))
+                .max()
+            else {
+                continue;
+            };
+            let chosen: Vec<&DrEntry> = rules
+                .into_iter()
+                .filter(|dr| (hosts::specificity(&dr.host), dr.selector.is_some()) == best)
+                .collect();
+            let mut subsets: Vec<&Subset> = Vec::new();
+            for dr in &chosen {
+                for s in &dr.spec.subsets {
+                    if !subsets.iter().any(|x| x.name == s.name) {
+                        subsets.push(s);
+                    }
+                }
+            }
+            return Some(DrView {
+                top: chosen.iter().find_map(|dr| dr.spec.traffic_policy.as_ref()),
+                subsets,
+                origin: format!("DestinationRule {}/{}", chosen[0].namespace, chosen[0].name),
+            });
+        }
+        None
+    }
+
+    fn routable(port: &ServicePort) -> bool {
+        port.protocol.is_http() || port.protocol == crate::registry::Protocol::Unknown
+    }
+
+    fn clusters_of(&mut self, svc: &'a Service, out: &mut Vec<Cluster>) {
+        let dr = self.destination_rule(svc).map(|d| (d.top, d.subsets.clone(), d.origin.clone()));
+        for port in svc.ports.iter().filter(|p| Self::routable(p)) {
+            let (top, subsets) = match &dr {
+                Some((top, subsets, _)) => (*top, subsets.as_slice()),
+                None => (None, &[][..]),
+            };
+            let add = |subset: Option<&Subset>, warnings: &mut Vec<String>| {
+                let name = cluster_name(port.number, subset.map_or("", |s| &s.name), &svc.hostname);
+                let mut cluster = Cluster {
+                    name: name.clone(),
+                    endpoints: endpoints(svc, port, subset.map(|s| &s.labels), &name, warnings),
+                    ..Default::default()
+                };
+                let effective = policy::merge(top, subset.and_then(|s| s.traffic_policy.as_ref()), port.number);
+                policy::apply(&mut cluster, &effective, port.protocol, &name, warnings);
+                cluster
+            };
+            out.push(add(None, &mut self.warnings));
+            for s in subsets {
+                out.push(add(Some(s), &mut self.warnings));
+            }
+        }
+    }
+
+    fn virtual_hosts_of(&mut self, svc: &'a Service, out: &mut Vec<VirtualHost>) {
+        let http_ports: Vec<&ServicePort> = svc.ports.iter().filter(|p| Self::routable(p)).collect();
+        for p in svc.ports.iter().filter(|p| !Self::routable(p)) {
+            self.warnings.push(format!(
+                "{} {}/{}: port {} ({}) of {}: only HTTP is routed yet; skipped",
+                svc.origin.kind,
+                svc.origin.namespace,
+                svc.origin.name,
+                p.number,
+                p.protocol.as_str(),
+                svc.hostname
+            ));
+        }
+        let vs = self.virtual_service(&svc.hostname);
+        for port in &http_ports {
+            let bare = port.number == 80 || http_ports.len() == 1;
+            let routes = match vs {
+                Some(vs) => {
+                    let env = Env {
+                        b: self,
+                        vs,
+                        port: port.number,
+                        origin: format!("VirtualService {}/{}", vs.namespace, vs.name),
+                    };
+                    let mut w = Vec::new();
+                    let r = routes::http_routes(&vs.spec.http, &env, &mut w);
+                    self.warnings.extend(w);
+                    r
+                }
+                None => vec![routes::default_route(cluster_name(port.number, "", &svc.hostname))],
+            };
+            out.push(VirtualHost {
+                name: format!("{}:{}", svc.hostname, port.number),
+                domains: hosts::domains(&svc.hostname, port.number, &self.scope.namespace, bare),
+                routes,
+            });
+        }
+    }
+}
+
+/// The route environment of one VirtualService at one port.
+struct Env<'b, 'a> {
+    b: &'b Builder<'a>,
+    vs: &'a VsEntry,
+    port: u32,
+    origin: String,
+}
+
+impl RouteEnv for Env<'_, '_> {
+    fn cluster(&self, dest: &api::Destination) -> Result<String, String> {
+        let host = hosts::resolve(&dest.host, &self.vs.namespace);
+        let svc = self
+            .b
+            .services
+            .get(host.as_str())
+            .ok_or_else(|| format!("destination host {host} is not a service visible here"))?;
+        let port = match &dest.port {
+            Some(p) => p.number,
+            None if svc.ports.len() == 1 => svc.ports[0].number,
+            None => self.port,
+        };
+        let sp = svc
+            .port(port)
+            .ok_or_else(|| format!("destination {host} has no port {port}"))?;
+        if !Builder::routable(sp) {
+            return Err(format!(
+                "destination {host} port {port} is {}, not HTTP",
+                sp.protocol.as_str()
+            ));
+        }
+        let subset = dest.subset.as_deref().unwrap_or("");
+        if !subset.is_empty() {
+            let dr = self.b.find_dr(svc);
+            if !dr.is_some_and(|d| d.subsets.iter().any(|s| s.name == subset)) {
+                return Err(format!(
+                    "subset {subset} of {host} is not defined by a DestinationRule visible here"
+                ));
+            }
+        }
+        Ok(cluster_name(port, subset, &svc.hostname))
+    }
+
+    fn applies(&self, m: &HttpMatchRequest) -> bool {
+        if !m.gateways.is_empty() && !m.gateways.iter().any(|g| g == "mesh") {
+            return false;
+        }
+        if m.source_namespace.as_ref().is_some_and(|ns| *ns != self.b.scope.namespace) {
+            return false;
+        }
+        if m.source_labels.is_empty() {
+            return true;
+        }
+        let sel = Selector {
+            namespace: None,
+            labels: m.source_labels.clone(),
+        };
+        self.b
+            .index
+            .selector_ids
+            .get(&sel)
+            .is_some_and(|i| self.b.scope.selected.contains(i))
+    }
+
+    fn port(&self) -> u32 {
+        self.port
+    }
+
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// `HOST:PORT`, with brackets for IPv6.
+pub fn socket_addr(host: &str, port: u32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn endpoints(
+    svc: &Service,
+    port: &ServicePort,
+    subset: Option<&BTreeMap<String, String>>,
+    cluster: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = svc
+        .endpoints
+        .iter()
+        .filter(|e| subset.is_none_or(|s| labels_match(s, &e.labels)))
+        .filter_map(|e| {
+            if e.address.starts_with("unix://") {
+                warnings.push(format!(
+                    "{cluster}: unix socket endpoint {} is not supported; skipped",
+                    e.address
+                ));
+                return None;
+            }
+            let p = e.ports.get(&port.number).copied().unwrap_or(port.number);
+            Some(Endpoint {
+                address: socket_addr(&e.address, p),
+                labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                weight: e.weight,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.address.cmp(&b.address));
+    out
+}
+
+/// Builds the outbound config of `scope`.
+pub(super) fn build(index: &MeshIndex, scope: &ScopeKey) -> Outbound {
+    let mut b = Builder::new(index, scope);
+    let services: Vec<&Service> = b.services.values().copied().collect();
+    let mut clusters = Vec::new();
+    let mut vhosts = Vec::new();
+    for svc in services {
+        b.clusters_of(svc, &mut clusters);
+        b.virtual_hosts_of(svc, &mut vhosts);
+    }
+    for vs in &b.virtual_services {
+        for h in &vs.hosts {
+            if !h.starts_with('*') && !b.services.contains_key(h.as_str()) {
+                b.warnings.push(format!(
+                    "VirtualService {}/{}: host {h} is not a service visible here; ignored for it",
+                    vs.namespace, vs.name
+                ));
+            }
+        }
+    }
+    vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+    // A domain belongs to the first virtual host that claims it (short forms may collide).
+    let mut claimed = HashSet::new();
+    for vh in &mut vhosts {
+        vh.domains.retain(|d| claimed.insert(d.clone()));
+    }
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut warnings = b.warnings;
+    warnings.sort();
+    warnings.dedup();
+    Outbound {
+        route_table: RouteTable {
+            name: OUTBOUND.to_string(),
+            virtual_hosts: vhosts,
+        },
+        clusters,
+        outbound_traffic_policy: match b.sidecar.map(|s| s.mode).unwrap_or_default() {
+            OutboundMode::AllowAny => OutboundTrafficPolicy::AllowAny,
+            OutboundMode::RegistryOnly => OutboundTrafficPolicy::RegistryOnly,
+        },
+        warnings,
+    }
+}

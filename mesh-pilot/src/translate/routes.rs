@@ -1,0 +1,364 @@
+//! VirtualService `http` routes into the proxy's routes, for one virtual host (service port).
+
+use std::collections::BTreeMap;
+
+use mesh_api::networking::{
+    self as api, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_ON, HttpMatchRequest, HttpRoute,
+};
+use mesh_proto::config::v1::{
+    DirectResponse, HeaderMatch, HeaderOperations, HeaderValue, QueryParameterMatch, Redirect,
+    RetryPolicy, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster, route,
+    string_match,
+};
+
+/// What the route builder needs from its caller.
+pub trait RouteEnv {
+    /// The cluster of a destination (host as written in the VirtualService), or why it has none.
+    fn cluster(&self, dest: &api::Destination) -> Result<String, String>;
+    /// Whether a match applies to this proxy (gateways, sourceLabels, sourceNamespace).
+    fn applies(&self, m: &HttpMatchRequest) -> bool;
+    /// The port of the virtual host being built.
+    fn port(&self) -> u32;
+    /// `Kind namespace/name` of the VirtualService, for warnings.
+    fn origin(&self) -> &str;
+}
+
+/// Answer of a route whose destination does not exist, as Istio's Envoy gives (503 `NC`).
+pub const NO_CLUSTER_STATUS: u32 = 503;
+pub const NO_CLUSTER_BODY: &str = "no healthy upstream";
+
+fn ms(d: &mesh_api::Duration) -> u64 {
+    u64::try_from(d.as_std().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn string_match(m: &api::StringMatch) -> Option<StringMatch> {
+    let kind = if let Some(e) = &m.exact {
+        string_match::Kind::Exact(e.clone())
+    } else if let Some(p) = &m.prefix {
+        string_match::Kind::Prefix(p.clone())
+    } else if let Some(r) = &m.regex {
+        string_match::Kind::Regex(r.clone())
+    } else {
+        return None;
+    };
+    Some(StringMatch { kind: Some(kind) })
+}
+
+/// `ignoreUriCase`: the proxy matches case-sensitively, so the path becomes an anchored,
+/// case-insensitive regex.
+fn uri_match(m: &api::StringMatch, ignore_case: bool) -> Option<StringMatch> {
+    if !ignore_case {
+        return string_match(m);
+    }
+    let regex = if let Some(e) = &m.exact {
+        format!("(?i){}", regex::escape(e))
+    } else if let Some(p) = &m.prefix {
+        format!("(?i){}.*", regex::escape(p))
+    } else if let Some(r) = &m.regex {
+        format!("(?i){r}")
+    } else {
+        return None;
+    };
+    Some(StringMatch {
+        kind: Some(string_match::Kind::Regex(regex)),
+    })
+}
+
+fn prefix(p: &str) -> Option<StringMatch> {
+    Some(StringMatch {
+        kind: Some(string_match::Kind::Prefix(p.to_string())),
+    })
+}
+
+/// One Istio match into the proxy's; `None` when a condition cannot be expressed (the match
+/// is then dropped rather than widened).
+fn route_match(m: &HttpMatchRequest, origin: &str, warnings: &mut Vec<String>) -> Option<RouteMatch> {
+    if m.authority.is_some() || m.scheme.is_some() {
+        warnings.push(format!(
+            "{origin}: match on authority or scheme is not supported yet; that match is dropped"
+        ));
+        return None;
+    }
+    let headers = m
+        .headers
+        .iter()
+        .map(|(name, v)| HeaderMatch {
+            name: name.clone(),
+            value: string_match(v),
+            invert: false,
+        })
+        .chain(m.without_headers.iter().map(|(name, v)| HeaderMatch {
+            name: name.clone(),
+            value: string_match(v),
+            invert: true,
+        }))
+        .collect();
+    let query_parameters = m
+        .query_params
+        .iter()
+        .map(|(name, v)| QueryParameterMatch {
+            name: name.clone(),
+            // Istio reads `exact: ""` as "present".
+            value: string_match(v).filter(|s| s.kind != Some(string_match::Kind::Exact(String::new()))),
+        })
+        .collect();
+    Some(RouteMatch {
+        path: match &m.uri {
+            Some(u) => uri_match(u, m.ignore_uri_case),
+            None => prefix("/"),
+        },
+        headers,
+        query_parameters,
+        method: m.method.as_ref().and_then(string_match),
+    })
+}
+
+fn header_ops(ops: Option<&api::HeaderOperations>) -> Option<HeaderOperations> {
+    let ops = ops?;
+    let values = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .map(|(name, value)| HeaderValue {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    };
+    Some(HeaderOperations {
+        set: values(&ops.set),
+        add: values(&ops.add),
+        remove: ops.remove.clone(),
+    })
+}
+
+/// Istio's retry translation: `attempts` retries (0 disables), `perTryTimeout`, and `retryOn`
+/// split into Envoy conditions and bare status codes; no `retries` means Istio's default.
+pub fn retry_policy(r: Option<&api::HttpRetry>) -> RetryPolicy {
+    let Some(r) = r else {
+        return RetryPolicy {
+            num_retries: DEFAULT_RETRY_ATTEMPTS as u32,
+            per_try_timeout_ms: 0,
+            retry_on: DEFAULT_RETRY_ON.to_string(),
+            retriable_status_codes: Vec::new(),
+        };
+    };
+    if r.attempts <= 0 {
+        return RetryPolicy::default();
+    }
+    let mut conditions: Vec<String> = Vec::new();
+    let mut codes = Vec::new();
+    for part in r.retry_on_or_default().split(',').map(str::trim) {
+        if part.is_empty() {
+            continue;
+        }
+        match part.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => {
+                if !conditions.iter().any(|c| c == part) {
+                    conditions.push(part.to_string());
+                }
+            }
+        }
+    }
+    if !codes.is_empty() && !conditions.iter().any(|c| c == "retriable-status-codes") {
+        conditions.push("retriable-status-codes".to_string());
+    }
+    RetryPolicy {
+        num_retries: r.attempts as u32,
+        per_try_timeout_ms: r.per_try_timeout.as_ref().map(ms).unwrap_or(0),
+        retry_on: conditions.join(","),
+        retriable_status_codes: codes,
+    }
+}
+
+/// Base64 (standard alphabet, padding optional) for `directResponse.body.bytes`.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> route::Action {
+    let origin = env.origin();
+    if let Some(rd) = &r.redirect {
+        if rd.derive_port.is_some() {
+            warnings.push(format!(
+                "{origin}: redirect.derivePort is not supported yet; the request's port is kept"
+            ));
+        }
+        return route::Action::Redirect(Redirect {
+            scheme: rd.scheme.clone().unwrap_or_default(),
+            host: rd.authority.clone().unwrap_or_default(),
+            port: rd.port.unwrap_or(0),
+            path: rd.uri.clone().unwrap_or_default(),
+            response_code: rd.redirect_code.unwrap_or(301),
+        });
+    }
+    if let Some(dr) = &r.direct_response {
+        let body = match &dr.body {
+            Some(b) => match (&b.string, &b.bytes) {
+                (Some(s), _) => s.clone(),
+                (None, Some(bytes)) => base64_decode(bytes)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            },
+            None => String::new(),
+        };
+        return route::Action::DirectResponse(DirectResponse {
+            status: dr.status,
+            body,
+        });
+    }
+    let mut clusters = Vec::with_capacity(r.route.len());
+    let total: i32 = r.route.iter().map(|d| d.weight).sum();
+    for d in &r.route {
+        // A zero weight next to weighted destinations gets no traffic; alone it means 100.
+        if d.weight == 0 && total > 0 {
+            continue;
+        }
+        match env.cluster(&d.destination) {
+            Ok(cluster) => clusters.push(WeightedCluster {
+                cluster,
+                subset: String::new(),
+                weight: if total == 0 { 100 } else { d.weight as u32 },
+                request_headers: header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref())),
+                response_headers: header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref())),
+            }),
+            Err(reason) => {
+                // Istio's Envoy answers 503 for a route to a cluster that does not exist; the
+                // route stays so later routes do not catch its traffic.
+                warnings.push(format!("{origin}: {reason}; the route answers 503"));
+                return route::Action::DirectResponse(DirectResponse {
+                    status: NO_CLUSTER_STATUS,
+                    body: NO_CLUSTER_BODY.to_string(),
+                });
+            }
+        }
+    }
+    let rewrite = r.rewrite.as_ref();
+    if rewrite.is_some_and(|rw| rw.uri_regex_rewrite.is_some()) {
+        warnings.push(format!(
+            "{origin}: rewrite.uriRegexRewrite is not supported yet; ignored"
+        ));
+    }
+    route::Action::Route(RouteAction {
+        clusters,
+        timeout_ms: r.timeout.as_ref().map(ms).unwrap_or(0),
+        retry_policy: Some(retry_policy(r.retries.as_ref())),
+        prefix_rewrite: rewrite.and_then(|rw| rw.uri.clone()).unwrap_or_default(),
+        authority_rewrite: rewrite.and_then(|rw| rw.authority.clone()).unwrap_or_default(),
+    })
+}
+
+fn unsupported(r: &HttpRoute, origin: &str, warnings: &mut Vec<String>) {
+    let mut skip = |what: &str| {
+        warnings.push(format!(
+            "{origin}: {what} is not supported by the proxy yet; ignored"
+        ))
+    };
+    if r.fault.is_some() {
+        skip("fault injection");
+    }
+    if r.mirror.is_some() || !r.mirrors.is_empty() {
+        skip("mirroring");
+    }
+    if r.cors_policy.is_some() {
+        skip("corsPolicy");
+    }
+}
+
+/// The routes of one VirtualService for the virtual host of `env.port()`, in order: each
+/// `http` entry gives one route per applicable match (or one catch-all without matches).
+pub fn http_routes(http: &[HttpRoute], env: &dyn RouteEnv, warnings: &mut Vec<String>) -> Vec<Route> {
+    let mut out = Vec::new();
+    for r in http {
+        if r.delegate.is_some() {
+            warnings.push(format!(
+                "{}: delegate is not supported yet; route skipped",
+                env.origin()
+            ));
+            continue;
+        }
+        let matches: Vec<Option<&HttpMatchRequest>> = if r.matches.is_empty() {
+            vec![None]
+        } else {
+            r.matches
+                .iter()
+                .filter(|m| m.port.is_none_or(|p| p == env.port()) && env.applies(m))
+                .map(Some)
+                .collect()
+        };
+        if matches.is_empty() {
+            continue;
+        }
+        unsupported(r, env.origin(), warnings);
+        let action = action(r, env, warnings);
+        for m in matches {
+            let rm = match m {
+                Some(m) => match route_match(m, env.origin(), warnings) {
+                    Some(rm) => rm,
+                    None => continue,
+                },
+                None => RouteMatch {
+                    path: prefix("/"),
+                    ..Default::default()
+                },
+            };
+            let name = match (r.name.as_deref(), m.and_then(|m| m.name.as_deref())) {
+                (Some(r), Some(m)) => format!("{r}.{m}"),
+                (Some(n), None) | (None, Some(n)) => n.to_string(),
+                (None, None) => String::new(),
+            };
+            out.push(Route {
+                name,
+                r#match: Some(rm),
+                action: Some(action.clone()),
+                request_headers: header_ops(r.headers.as_ref().and_then(|h| h.request.as_ref())),
+                response_headers: header_ops(r.headers.as_ref().and_then(|h| h.response.as_ref())),
+            });
+        }
+    }
+    out
+}
+
+/// The route of a service without VirtualService: everything to the service's cluster.
+pub fn default_route(cluster: String) -> Route {
+    Route {
+        name: "default".to_string(),
+        r#match: Some(RouteMatch {
+            path: prefix("/"),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            clusters: vec![WeightedCluster {
+                cluster,
+                weight: 100,
+                ..Default::default()
+            }],
+            retry_policy: Some(retry_policy(None)),
+            ..Default::default()
+        })),
+        request_headers: None,
+        response_headers: None,
+    }
+}
+
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod tests;
