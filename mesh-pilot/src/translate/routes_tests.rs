@@ -1,0 +1,295 @@
+use super::*;
+use mesh_api::networking::{HttpRetry, VirtualService};
+
+struct Mock;
+
+impl RouteEnv for Mock {
+    fn cluster(&self, dest: &api::Destination) -> Result<String, String> {
+        match dest.subset.as_deref() {
+            Some("missing") => Err("subset missing is not defined".into()),
+            s => Ok(format!(
+                "outbound|{}|{}|{}",
+                dest.port.as_ref().map_or(9080, |p| p.number),
+                s.unwrap_or(""),
+                dest.host
+            )),
+        }
+    }
+    fn applies(&self, m: &HttpMatchRequest) -> bool {
+        m.source_labels.is_empty()
+    }
+    fn port(&self) -> u32 {
+        9080
+    }
+    fn origin(&self) -> &str {
+        "VirtualService default/vs"
+    }
+}
+
+fn vs(yaml_spec: &str) -> VirtualService {
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [reviews]\n{yaml_spec}"
+    );
+    let (r, e) = mesh_api::load_str("vs.yaml", &yaml);
+    assert!(e.is_empty(), "{e:?}");
+    let mesh_api::Resource::VirtualService(v) = &r[0] else {
+        panic!()
+    };
+    v.spec.clone()
+}
+
+fn routes(yaml_spec: &str) -> (Vec<Route>, Vec<String>) {
+    let mut w = Vec::new();
+    let r = http_routes(&vs(yaml_spec).http, &Mock, &mut w);
+    (r, w)
+}
+
+fn action(r: &Route) -> &RouteAction {
+    match r.action.as_ref().unwrap() {
+        route::Action::Route(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn each_match_is_a_route_with_the_same_action_in_order() {
+    let (r, _) = routes(
+        "  http:
+  - name: api
+    match:
+    - {name: a, uri: {prefix: /api}}
+    - headers: {end-user: {exact: jason}}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v3}}]
+",
+    );
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0].name, "api.a");
+    assert_eq!(r[1].name, "api");
+    assert_eq!(action(&r[0]), action(&r[1]));
+    let m0 = r[0].r#match.as_ref().unwrap();
+    assert_eq!(
+        m0.path.as_ref().unwrap().kind,
+        Some(string_match::Kind::Prefix("/api".into()))
+    );
+    let m1 = r[1].r#match.as_ref().unwrap();
+    assert_eq!(m1.headers[0].name, "end-user");
+    assert_eq!(
+        m1.headers[0].value.as_ref().unwrap().kind,
+        Some(string_match::Kind::Exact("jason".into()))
+    );
+    assert_eq!(
+        m1.path.as_ref().unwrap().kind,
+        Some(string_match::Kind::Prefix("/".into()))
+    );
+    assert_eq!(action(&r[2]).clusters[0].cluster, "outbound|9080|v3|reviews");
+    assert_eq!(action(&r[2]).clusters[0].weight, 100);
+}
+
+#[test]
+fn match_fields() {
+    let (r, _) = routes(
+        "  http:
+  - match:
+    - uri: {exact: /Login}
+      ignoreUriCase: true
+      method: {exact: POST}
+      queryParams: {debug: {exact: \"\"}, user: {regex: 'a.*'}}
+      withoutHeaders: {x-canary: {}}
+    - port: 9999
+      uri: {prefix: /other-port}
+    - sourceLabels: {app: other}
+    route: [{destination: {host: reviews}}]
+",
+    );
+    assert_eq!(r.len(), 1, "other port and unselected source drop their matches");
+    let m = r[0].r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path.as_ref().unwrap().kind,
+        Some(string_match::Kind::Regex("(?i)/Login".into()))
+    );
+    assert_eq!(
+        m.method.as_ref().unwrap().kind,
+        Some(string_match::Kind::Exact("POST".into()))
+    );
+    assert_eq!(m.query_parameters[0].name, "debug");
+    assert_eq!(m.query_parameters[0].value, None, "exact \"\" means present");
+    assert_eq!(
+        m.query_parameters[1].value.as_ref().unwrap().kind,
+        Some(string_match::Kind::Regex("a.*".into()))
+    );
+    assert_eq!(m.headers[0].name, "x-canary");
+    assert!(m.headers[0].invert);
+    assert_eq!(m.headers[0].value, None);
+}
+
+#[test]
+fn route_with_only_inapplicable_matches_is_dropped() {
+    let (r, _) = routes(
+        "  http:
+  - match: [{port: 1234}]
+    route: [{destination: {host: reviews}}]
+",
+    );
+    assert!(r.is_empty());
+}
+
+#[test]
+fn weights_timeout_rewrite_and_headers() {
+    let (r, _) = routes(
+        "  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 80
+      headers: {request: {set: {x-version: v1}}}
+    - destination: {host: reviews, subset: v2}
+      weight: 20
+    - destination: {host: reviews, subset: v3}
+      weight: 0
+    timeout: 1.5s
+    rewrite: {uri: /v2, authority: reviews.internal}
+    headers:
+      request: {set: {x-a: '1'}, add: {x-b: '2'}, remove: [x-c]}
+      response: {remove: [server]}
+",
+    );
+    let a = action(&r[0]);
+    let w: Vec<_> = a
+        .clusters
+        .iter()
+        .map(|c| (c.cluster.as_str(), c.weight))
+        .collect();
+    assert_eq!(
+        w,
+        [("outbound|9080|v1|reviews", 80), ("outbound|9080|v2|reviews", 20)]
+    );
+    let set = &a.clusters[0].request_headers.as_ref().unwrap().set[0];
+    assert_eq!((set.name.as_str(), set.value.as_str()), ("x-version", "v1"));
+    assert_eq!(a.timeout_ms, 1500);
+    assert_eq!(a.prefix_rewrite, "/v2");
+    assert_eq!(a.authority_rewrite, "reviews.internal");
+    let req = r[0].request_headers.as_ref().unwrap();
+    assert_eq!(req.set[0].name, "x-a");
+    assert_eq!(req.add[0].value, "2");
+    assert_eq!(req.remove, ["x-c"]);
+    assert_eq!(r[0].response_headers.as_ref().unwrap().remove, ["server"]);
+}
+
+#[test]
+fn retries() {
+    let d = retry_policy(None);
+    assert_eq!(d.num_retries, 2);
+    assert_eq!(
+        d.retry_on,
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    );
+    let off = retry_policy(Some(&HttpRetry::default()));
+    assert_eq!(off.num_retries, 0);
+    let (r, _) = routes(
+        "  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 3, perTryTimeout: 2s, retryOn: 'gateway-error,503,connect-failure,429'}
+",
+    );
+    let p = action(&r[0]).retry_policy.clone().unwrap();
+    assert_eq!(p.num_retries, 3);
+    assert_eq!(p.per_try_timeout_ms, 2000);
+    assert_eq!(p.retry_on, "gateway-error,connect-failure,retriable-status-codes");
+    assert_eq!(p.retriable_status_codes, [503, 429]);
+    let (r, _) = routes(
+        "  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 4}
+",
+    );
+    let p = action(&r[0]).retry_policy.clone().unwrap();
+    assert_eq!((p.num_retries, p.retry_on.as_str()), (4, DEFAULT_RETRY_ON));
+}
+
+#[test]
+fn redirect_and_direct_response() {
+    let (r, _) = routes(
+        "  http:
+  - match: [{uri: {exact: /old}}]
+    redirect: {uri: /new, authority: example.com, redirectCode: 308}
+  - match: [{uri: {exact: /gone}}]
+    directResponse: {status: 410, body: {string: gone}}
+  - directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+",
+    );
+    assert_eq!(
+        r[0].action,
+        Some(route::Action::Redirect(Redirect {
+            scheme: String::new(),
+            host: "example.com".into(),
+            port: 0,
+            path: "/new".into(),
+            response_code: 308,
+        }))
+    );
+    assert_eq!(
+        r[1].action,
+        Some(route::Action::DirectResponse(DirectResponse {
+            status: 410,
+            body: "gone".into()
+        }))
+    );
+    assert_eq!(
+        r[2].action,
+        Some(route::Action::DirectResponse(DirectResponse {
+            status: 200,
+            body: "hello".into()
+        }))
+    );
+}
+
+#[test]
+fn unknown_destination_answers_503_and_warns() {
+    let (r, w) = routes(
+        "  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: missing}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    assert_eq!(r.len(), 2, "the route stays so jason does not fall through");
+    assert_eq!(
+        r[0].action,
+        Some(route::Action::DirectResponse(DirectResponse {
+            status: 503,
+            body: "no healthy upstream".into()
+        }))
+    );
+    assert_eq!(w.len(), 1);
+    assert!(w[0].contains("subset missing"), "{w:?}");
+}
+
+#[test]
+fn faults_and_mirrors_are_warned_and_skipped() {
+    let (r, w) = routes(
+        "  http:
+  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
+    mirror: {host: reviews}
+    route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    assert_eq!(action(&r[0]).clusters[0].cluster, "outbound|9080|v1|reviews");
+    assert!(w.iter().any(|w| w.contains("fault injection")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("mirroring")), "{w:?}");
+}
+
+#[test]
+fn default_route_goes_to_the_service_with_default_retries() {
+    let r = default_route("outbound|80||a".into());
+    let a = action(&r);
+    assert_eq!(a.clusters[0].cluster, "outbound|80||a");
+    assert_eq!(a.retry_policy.as_ref().unwrap().num_retries, 2);
+    assert_eq!(a.timeout_ms, 0);
+}
+
+#[test]
+fn base64() {
+    assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+    assert_eq!(base64_decode("aGk").unwrap(), b"hi");
+    assert!(base64_decode("*").is_none());
+}

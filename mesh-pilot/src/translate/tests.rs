@@ -1,0 +1,384 @@
+use std::sync::Arc;
+
+use mesh_proto::config::v1::{Cluster, LbPolicy, Route, UpstreamProtocol, VirtualHost, route};
+
+use super::*;
+use crate::registry::Registry;
+
+const SERVICES: &str = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 198.18.0.11, labels: {app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec: {address: 198.18.0.12, labels: {app: reviews, version: v2}, ports: {http: 19082}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http-web}, {number: 8443, name: grpc-admin}, {number: 5432, name: tcp-db}]
+  endpoints: [{address: 198.18.0.21}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: cart, namespace: shop}
+spec: {address: 198.18.0.31, labels: {app: cart}, serviceAccount: cart}
+";
+
+fn load(yaml: &str) -> Vec<mesh_api::Resource> {
+    let (r, e) = mesh_api::load_str("t.yaml", yaml);
+    assert!(e.is_empty(), "{e:?}");
+    r
+}
+
+fn mesh(extra: &str) -> MeshIndex {
+    let resources = load(&format!("{SERVICES}---\n{extra}"));
+    let registry = Arc::new(Registry::build(&resources));
+    MeshIndex::new(&resources, registry)
+}
+
+fn run(mesh: &MeshIndex, workload: &str, ns: &str, addresses: ProxyAddresses) -> Translated {
+    let w = mesh.registry().workload(workload, ns).expect("workload").clone();
+    translate(
+        mesh,
+        &ProxyContext {
+            id: "p1",
+            workload: &w,
+            addresses: &addresses,
+        },
+    )
+    .expect("translate")
+}
+
+fn outbound_only() -> ProxyAddresses {
+    ProxyAddresses {
+        outbound: "127.0.0.1:15001".into(),
+        ..Default::default()
+    }
+}
+
+fn vhost<'a>(t: &'a Translated, name: &str) -> Option<&'a VirtualHost> {
+    t.config.route_tables[0]
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == name)
+}
+
+fn cluster<'a>(t: &'a Translated, name: &str) -> &'a Cluster {
+    t.config
+        .clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+fn targets(r: &Route) -> Vec<(String, u32)> {
+    match r.action.as_ref().unwrap() {
+        route::Action::Route(a) => a
+            .clusters
+            .iter()
+            .map(|c| (c.cluster.clone(), c.weight))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn default_routes_domains_and_endpoints() {
+    let m = mesh("");
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    let l = &t.config.listeners[0];
+    assert_eq!((l.name.as_str(), l.address.as_str()), ("outbound", "127.0.0.1:15001"));
+    assert_eq!(l.route_table, "outbound");
+    assert_eq!(l.outbound_traffic_policy, 1, "ALLOW_ANY by default");
+
+    let vh = vhost(&t, "reviews.default.svc.cluster.local:9080").unwrap();
+    // Single-port service: bare names too; same namespace: the short name too.
+    for d in ["reviews:9080", "reviews", "reviews.default", "reviews.default.svc.cluster.local"] {
+        assert!(vh.domains.iter().any(|x| x == d), "{d} in {:?}", vh.domains);
+    }
+    assert_eq!(
+        targets(&vh.routes[0]),
+        [("outbound|9080||reviews.default.svc.cluster.local".to_string(), 100)]
+    );
+    let c = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
+    let eps: Vec<_> = c.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(eps, ["198.18.0.11:9080", "198.18.0.12:19082"]);
+    assert_eq!(c.endpoints[0].labels["version"], "v1");
+    assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32);
+    assert_eq!(c.protocol, UpstreamProtocol::Http1 as i32);
+
+    // From another namespace: no bare short name; port 80 gets bare host names.
+    let t = run(&m, "cart", "shop", outbound_only());
+    let vh = vhost(&t, "reviews.default.svc.cluster.local:9080").unwrap();
+    assert!(!vh.domains.iter().any(|d| d == "reviews:9080"));
+    assert!(vh.domains.iter().any(|d| d == "reviews.default:9080"));
+    let web80 = vhost(&t, "web.shop.svc.cluster.local:80").unwrap();
+    assert!(web80.domains.iter().any(|d| d == "web"));
+    let web8443 = vhost(&t, "web.shop.svc.cluster.local:8443").unwrap();
+    assert!(!web8443.domains.iter().any(|d| d == "web"), "multi-port: bare host is port 80's");
+    assert_eq!(
+        cluster(&t, "outbound|8443||web.shop.svc.cluster.local").protocol,
+        UpstreamProtocol::Http2 as i32
+    );
+    // TCP ports are skipped with a warning.
+    assert!(vhost(&t, "web.shop.svc.cluster.local:5432").is_none());
+    assert!(t.warnings.iter().any(|w| w.contains("port 5432 (TCP)")), "{:?}", t.warnings);
+}
+
+#[test]
+fn export_to_hides_services_and_configs() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: private, namespace: default}
+spec:
+  hosts: [private.default.svc.cluster.local]
+  exportTo: [.]
+  ports: [{number: 80, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 198.18.0.41}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-private, namespace: default}
+spec:
+  hosts: [reviews]
+  exportTo: [.]
+  http: [{route: [{destination: {host: reviews}}], timeout: 3s}]
+",
+    );
+    let own = run(&m, "reviews-v1", "default", outbound_only());
+    assert!(vhost(&own, "private.default.svc.cluster.local:80").is_some());
+    let vh = vhost(&own, "reviews.default.svc.cluster.local:9080").unwrap();
+    assert_eq!(vh.routes[0].name, "", "the VirtualService's route");
+
+    let other = run(&m, "cart", "shop", outbound_only());
+    assert!(vhost(&other, "private.default.svc.cluster.local:80").is_none());
+    let vh = vhost(&other, "reviews.default.svc.cluster.local:9080").unwrap();
+    assert_eq!(vh.routes[0].name, "default", "the private VirtualService is not seen");
+}
+
+#[test]
+fn sidecar_egress_and_outbound_policy() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress: [{hosts: [./*]}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress: [{hosts: [shop/*]}]
+",
+    );
+    let shop = run(&m, "cart", "shop", outbound_only());
+    assert!(vhost(&shop, "web.shop.svc.cluster.local:80").is_some());
+    assert!(vhost(&shop, "reviews.default.svc.cluster.local:9080").is_none());
+    assert!(shop.config.clusters.iter().all(|c| !c.name.contains("reviews")));
+    assert_eq!(shop.config.listeners[0].outbound_traffic_policy, 2);
+
+    // default has no Sidecar: the root namespace's applies.
+    let def = run(&m, "reviews-v1", "default", outbound_only());
+    assert!(vhost(&def, "reviews.default.svc.cluster.local:9080").is_none());
+    assert!(vhost(&def, "web.shop.svc.cluster.local:80").is_some());
+    assert_eq!(def.config.listeners[0].outbound_traffic_policy, 1);
+}
+
+#[test]
+fn destination_rule_lookup_prefers_the_proxy_namespace() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc-ns, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: client-ns, namespace: shop}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+",
+    );
+    let def = run(&m, "reviews-v1", "default", outbound_only());
+    let c = cluster(&def, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(c.lb_policy, LbPolicy::Random as i32);
+    let v1 = cluster(&def, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    let eps: Vec<_> = v1.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(eps, ["198.18.0.11:9080"], "subset endpoints by labels");
+    assert_eq!(v1.lb_policy, LbPolicy::Random as i32, "subset inherits top level");
+
+    let shop = run(&m, "cart", "shop", outbound_only());
+    let c = cluster(&shop, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
+    assert!(
+        !shop.config.clusters.iter().any(|c| c.name.contains("|v1|")),
+        "the shop rule has no subsets"
+    );
+}
+
+#[test]
+fn virtual_service_precedence_and_source_labels() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: old, namespace: default, creationTimestamp: '2024-01-01T00:00:00Z'}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: cart}}]
+    route: [{destination: {host: reviews}}]
+    timeout: 1s
+  - route: [{destination: {host: reviews}}]
+    timeout: 2s
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: new, namespace: default, creationTimestamp: '2024-06-01T00:00:00Z'}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}], timeout: 9s}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: gateway-only, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [my-gateway]
+  http: [{route: [{destination: {host: reviews}}], timeout: 7s}]
+",
+    );
+    let timeouts = |t: &Translated| -> Vec<u64> {
+        vhost(t, "reviews.default.svc.cluster.local:9080")
+            .unwrap()
+            .routes
+            .iter()
+            .map(|r| match r.action.as_ref().unwrap() {
+                route::Action::Route(a) => a.timeout_ms,
+                _ => panic!(),
+            })
+            .collect()
+    };
+    let cart = run(&m, "cart", "shop", outbound_only());
+    assert_eq!(timeouts(&cart), [1000, 2000], "the oldest VirtualService, with its cart match");
+    let reviews = run(&m, "reviews-v1", "default", outbound_only());
+    assert_eq!(timeouts(&reviews), [2000]);
+    assert_ne!(
+        m.scope(m.registry().workload("cart", "shop").unwrap()),
+        m.scope(m.registry().workload("reviews-v1", "default").unwrap())
+    );
+}
+
+#[test]
+fn proxies_of_one_scope_share_the_outbound_config() {
+    let m = mesh("");
+    let a = run(&m, "reviews-v1", "default", outbound_only());
+    let b = run(&m, "reviews-v2", "default", outbound_only());
+    assert_eq!(m.cached_scopes(), 1);
+    assert_eq!(a, b);
+    run(&m, "cart", "shop", outbound_only());
+    assert_eq!(m.cached_scopes(), 2);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let a = run(&mesh(""), "cart", "shop", outbound_only());
+    let b = run(&mesh(""), "cart", "shop", outbound_only());
+    assert_eq!(
+        prost::Message::encode_to_vec(&a.config.route_tables[0]),
+        prost::Message::encode_to_vec(&b.config.route_tables[0])
+    );
+    assert_eq!(a, b);
+}
+
+#[test]
+fn inbound_listener_to_the_application() {
+    let m = mesh("");
+    let t = run(
+        &m,
+        "reviews-v1",
+        "default",
+        ProxyAddresses {
+            inbound: "198.18.0.11:9080".into(),
+            application: "127.0.0.1:19080".into(),
+            transparent: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(t.config.listeners.len(), 1);
+    let l = &t.config.listeners[0];
+    assert_eq!((l.name.as_str(), l.direction, l.transparent), ("inbound", 2, true));
+    let vh = &t.config.route_tables[0].virtual_hosts[0];
+    assert_eq!(vh.domains, ["*"]);
+    let route::Action::Route(a) = vh.routes[0].action.as_ref().unwrap() else {
+        panic!()
+    };
+    assert_eq!(a.clusters[0].cluster, "inbound|app");
+    assert_eq!(a.retry_policy.as_ref().unwrap().num_retries, 0);
+    let c = &t.config.clusters[0];
+    assert_eq!(c.endpoints[0].address, "127.0.0.1:19080");
+    assert_eq!(c.protocol, UpstreamProtocol::SameAsDownstream as i32);
+    assert_eq!(t.config.version, "");
+}
+
+#[test]
+fn bad_addresses_are_errors() {
+    let m = mesh("");
+    let w = m.registry().workload("cart", "shop").unwrap().clone();
+    let err = |addresses: ProxyAddresses| {
+        translate(
+            &m,
+            &ProxyContext {
+                id: "p",
+                workload: &w,
+                addresses: &addresses,
+            },
+        )
+        .unwrap_err()
+    };
+    assert!(matches!(
+        err(ProxyAddresses {
+            outbound: "localhost".into(),
+            ..Default::default()
+        }),
+        TranslateError::BadAddress { .. }
+    ));
+    assert!(matches!(
+        err(ProxyAddresses {
+            outbound: "127.0.0.1:1".into(),
+            inbound: "127.0.0.1:1".into(),
+            application: "127.0.0.1:2".into(),
+            ..Default::default()
+        }),
+        TranslateError::AddressConflict { .. }
+    ));
+}
