@@ -1,0 +1,618 @@
+#!/usr/bin/env bash
+# One benchmark run: mesh-proxy side by side with a direct connection, HAProxy (one thread) and
+# nginx (one worker) as reverse proxies in front of the same upstream (nginx answering a fixed
+# 1 KiB body), HTTP/1.1 keep-alive, loopback only. Prints one table and records it, with the
+# machine and the targets, in docs/benchmarks.md (between the bench:begin/bench:end markers).
+#
+# Placement: every proxy under test on core 1, the load generator and the upstream on core 0.
+#
+# Knobs (environment):
+#   BENCH_DURATION=10       seconds of each load phase
+#   BENCH_WARMUP=2          seconds of warm-up load before each full-load phase
+#   BENCH_LOAD_CONNS=32     connections of the full-load (wrk) phases
+#   BENCH_RATE=1000         requests/s of the fixed-rate latency phases
+#   BENCH_RATE_CONNS=16     connections of the fixed-rate latency phases
+#   BENCH_CG_SMALL=2000     requests of the short callgrind run
+#   BENCH_CG_LARGE=12000    requests of the long callgrind run
+#   BENCH_PORT_BASE=28000   first of the loopback ports used (base+0 .. base+99)
+#   BENCH_UPDATE_DOCS=1     0 leaves docs/benchmarks.md alone
+#   BENCH_SKIP_BUILD=0      1 uses the release binaries already built
+#   BENCH_NICE=-20          nice level of every process of the run (as root; 0 otherwise), so
+#                           that other work on the machine disturbs the measurements less
+#   CARGO_TARGET_DIR        where cargo builds (default: target/ of this checkout)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
+DOC=$REPO_DIR/docs/benchmarks.md
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+LOAD_CONNS=${BENCH_LOAD_CONNS:-32}
+RATE=${BENCH_RATE:-1000}
+RATE_CONNS=${BENCH_RATE_CONNS:-16}
+CG_SMALL=${BENCH_CG_SMALL:-2000}
+CG_LARGE=${BENCH_CG_LARGE:-12000}
+PORT_BASE=${BENCH_PORT_BASE:-28000}
+UPDATE_DOCS=${BENCH_UPDATE_DOCS:-1}
+SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+if [[ $(id -u) -eq 0 ]]; then NICE=${BENCH_NICE:--20}; else NICE=${BENCH_NICE:-0}; fi
+
+PROXY_CORE=1
+LOAD_CORE=0
+
+# Ports, all on 127.0.0.1.
+P_UPSTREAM=$((PORT_BASE + 80))
+P_MESH=$((PORT_BASE + 1))
+P_MESH_ADMIN=$((PORT_BASE + 0))
+P_CHAIN_OUT=$((PORT_BASE + 11))
+P_CHAIN_OUT_ADMIN=$((PORT_BASE + 10))
+P_CHAIN_IN=$((PORT_BASE + 16))
+P_CHAIN_IN_ADMIN=$((PORT_BASE + 15))
+P_HAPROXY=$((PORT_BASE + 21))
+P_NGINX=$((PORT_BASE + 31))
+P_CG_MESH=$((PORT_BASE + 41))
+P_CG_MESH_ADMIN=$((PORT_BASE + 40))
+P_CG_HAPROXY=$((PORT_BASE + 42))
+P_CG_NGINX=$((PORT_BASE + 43))
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    printf '[bench] error: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "not root and no sudo: install haproxy nginx wrk valgrind procps jq curl by hand"
+    SUDO=(sudo)
+fi
+
+install_apt() {
+    local pkgs=() created_policy=0
+    command -v haproxy >/dev/null || pkgs+=(haproxy)
+    command -v nginx >/dev/null || pkgs+=(nginx)
+    command -v wrk >/dev/null || pkgs+=(wrk)
+    command -v valgrind >/dev/null || pkgs+=(valgrind)
+    command -v callgrind_annotate >/dev/null || pkgs+=(valgrind)
+    command -v pgrep >/dev/null || pkgs+=(procps)
+    command -v taskset >/dev/null || pkgs+=(util-linux)
+    command -v jq >/dev/null || pkgs+=(jq)
+    command -v curl >/dev/null || pkgs+=(curl)
+    [[ ${#pkgs[@]} -eq 0 ]] && return 0
+    log "installing with apt-get: ${pkgs[*]}"
+    # Installing nginx or haproxy must not start their system services: policy-rc.d forbids it
+    # for the duration of the install (only if no policy is in place already).
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    local rc=0
+    {
+        "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+            "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+                install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    } || rc=$?
+    if [[ $created_policy -eq 1 ]]; then
+        "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+    fi
+    [[ $rc -eq 0 ]] || die "apt-get install ${pkgs[*]} failed"
+}
+
+OHA=""
+install_oha() {
+    if command -v oha >/dev/null; then
+        OHA=$(command -v oha)
+    elif [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/oha ]]; then
+        OHA=${CARGO_HOME:-$HOME/.cargo}/bin/oha
+    else
+        log "installing oha (cargo install oha --locked; a few minutes, once)"
+        cargo install oha --locked >&2 || die "cargo install oha failed"
+        OHA=${CARGO_HOME:-$HOME/.cargo}/bin/oha
+    fi
+    "$OHA" --help | grep -q -- '--output-format' ||
+        die "$OHA lacks --output-format json; update it with: cargo install oha --locked --force"
+}
+
+install_apt
+install_oha
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building release binaries into $TARGET_DIR"
+    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p mesh-proxy -p mesh-echo >&2) ||
+        die "cargo build --release failed"
+fi
+MESH_PROXY=$TARGET_DIR/release/mesh-proxy
+[[ -x $MESH_PROXY ]] || die "$MESH_PROXY not built"
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+
+WORK=$(mktemp -d /tmp/mesh-bench.XXXXXX)
+CG_KEEP=$TARGET_DIR/bench
+mkdir -p "$CG_KEEP"
+PIDS=()
+
+cleanup() {
+    local rc=$? pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+for p in "$P_UPSTREAM" "$P_MESH" "$P_MESH_ADMIN" "$P_CHAIN_OUT" "$P_CHAIN_OUT_ADMIN" "$P_CHAIN_IN" \
+    "$P_CHAIN_IN_ADMIN" "$P_HAPROXY" "$P_NGINX" "$P_CG_MESH" "$P_CG_MESH_ADMIN" "$P_CG_HAPROXY" \
+    "$P_CG_NGINX"; do
+    if port_busy "$p"; then
+        die "port 127.0.0.1:$p is in use; pick another range with BENCH_PORT_BASE"
+    fi
+done
+
+# pinned CORE CMD...: runs CMD on CORE at the run's nice level.
+pinned() {
+    local core=$1
+    shift
+    nice -n "$NICE" taskset -c "$core" "$@"
+}
+
+# start NAME CORE CMD...: starts CMD pinned to CORE, output in $WORK/NAME.log; sets STARTED_PID.
+STARTED_PID=""
+start() {
+    local name=$1 core=$2
+    shift 2
+    nice -n "$NICE" taskset -c "$core" "$@" >"$WORK/$name.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+}
+
+# stop PID: SIGTERM, wait for the exit (callgrind writes its profile then).
+stop() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# wait_ok NAME PID URL TIMEOUT_S: waits until URL answers 200 with a 1024-byte body.
+wait_ok() {
+    local name=$1 pid=$2 url=$3 timeout=$4 deadline out
+    deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        kill -0 "$pid" 2>/dev/null || {
+            tail -n 20 "$WORK/$name.log" >&2 || true
+            die "$name exited during start-up (log above)"
+        }
+        out=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 2 "$url" || true)
+        [[ $out == "200 1024" ]] && return 0
+        sleep 0.2
+    done
+    tail -n 20 "$WORK/$name.log" >&2 || true
+    die "$name did not answer 200 with 1024 bytes on $url within ${timeout}s (last: '${out:-none}')"
+}
+
+BODY=$(printf '%01024d' 0 | tr 0 x)
+
+upstream_conf() {
+    cat >"$WORK/upstream.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/ub; proxy_temp_path $WORK/up; fastcgi_temp_path $WORK/uf;
+    uwsgi_temp_path $WORK/uu; scgi_temp_path $WORK/us;
+    server {
+        listen 127.0.0.1:$P_UPSTREAM;
+        location / { default_type text/plain; return 200 "$BODY"; }
+    }
+}
+EOF
+}
+
+nginx_conf() { # nginx_conf NAME PORT
+    cat >"$WORK/$1.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/$1-b; proxy_temp_path $WORK/$1-p; fastcgi_temp_path $WORK/$1-f;
+    uwsgi_temp_path $WORK/$1-u; scgi_temp_path $WORK/$1-s;
+    upstream app { server 127.0.0.1:$P_UPSTREAM; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
+haproxy_conf() { # haproxy_conf NAME PORT
+    cat >"$WORK/$1.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+frontend fe
+    bind 127.0.0.1:$2
+    default_backend app
+backend app
+    http-reuse always
+    server up 127.0.0.1:$P_UPSTREAM
+EOF
+}
+
+mesh_conf() { # mesh_conf NAME LISTEN_PORT DIRECTION TARGET_PORT
+    cat >"$WORK/$1.yaml" <<EOF
+version: "bench"
+listeners:
+  - { name: l, address: "127.0.0.1:$2", direction: $3, protocol: HTTP, routeTable: rt }
+routeTables:
+  - name: rt
+    virtualHosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - route: { clusters: [{ cluster: next, weight: 100 }] }
+clusters:
+  - { name: next, lbPolicy: ROUND_ROBIN, protocol: HTTP1, endpoints: [{ address: "127.0.0.1:$4" }] }
+EOF
+}
+
+start_mesh() { # start_mesh NAME CORE ADMIN_PORT [valgrind args...]
+    local name=$1 core=$2 admin=$3
+    shift 3
+    start "$name" "$core" env MESH_PROXY_WORKERS=1 "$@" "$MESH_PROXY" --config "$WORK/$name.yaml" \
+        --admin-addr "127.0.0.1:$admin"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # utime + stime of all threads of PID, in clock ticks
+    local s f
+    s=$(<"/proc/$1/stat")
+    s=${s##*) }
+    read -r -a f <<<"$s"
+    echo $((f[11] + f[12]))
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# Samples VmRSS of the given PIDs (summed) every 0.5 s into FILE until stopped.
+SAMPLER_PID=""
+sampler_start() {
+    local file=$1
+    shift
+    (
+        while :; do
+            t=0
+            for p in "$@"; do t=$((t + $(rss_kb "$p"))); done
+            echo "$t" >>"$file"
+            sleep 0.5
+        done
+    ) &
+    SAMPLER_PID=$!
+    PIDS+=("$SAMPLER_PID")
+}
+sampler_stop() {
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+}
+
+declare -A RPS CPU_FULL CPU_RATE IR P50 P90 P99 RSS_IDLE RSS_LOAD
+
+# full_load KEY URL PID...: wrk at full load; requests/s, CPU us/request of the PIDs.
+full_load() {
+    local key=$1 url=$2 out reqs t0 t1 p non2xx
+    shift 2
+    pinned "$LOAD_CORE" wrk -t1 -c"$LOAD_CONNS" -d"${WARMUP}s" "$url" >/dev/null
+    t0=0
+    for p in "$@"; do t0=$((t0 + $(cpu_ticks "$p"))); done
+    if [[ $# -gt 0 ]]; then sampler_start "$WORK/rss.$key.full" "$@"; fi
+    out=$(pinned "$LOAD_CORE" wrk -t1 -c"$LOAD_CONNS" -d"${DURATION}s" "$url")
+    if [[ $# -gt 0 ]]; then sampler_stop; fi
+    t1=0
+    for p in "$@"; do t1=$((t1 + $(cpu_ticks "$p"))); done
+    echo "$out" >"$WORK/wrk.$key.txt"
+    reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+    non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
+    [[ -n $reqs && $reqs -gt 0 ]] || die "wrk against $key completed no request: $out"
+    [[ -z $non2xx ]] || die "wrk against $key got $non2xx non-2xx answers"
+    RPS[$key]=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
+    if [[ $# -gt 0 ]]; then
+        CPU_FULL[$key]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" \
+            'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+    fi
+}
+
+# fixed_rate KEY URL PID...: oha at RATE req/s over RATE_CONNS connections; latency percentiles,
+# CPU us/request of the PIDs, their RSS under this load.
+fixed_rate() {
+    local key=$1 url=$2 json t0 t1 p n ok rps
+    shift 2
+    t0=0
+    for p in "$@"; do t0=$((t0 + $(cpu_ticks "$p"))); done
+    if [[ $# -gt 0 ]]; then sampler_start "$WORK/rss.$key.rate" "$@"; fi
+    json=$WORK/oha.$key.json
+    pinned "$LOAD_CORE" "$OHA" --no-tui --output-format json --latency-correction \
+        -q "$RATE" -c "$RATE_CONNS" -z "${DURATION}s" "$url" >"$json" ||
+        die "oha against $key failed"
+    if [[ $# -gt 0 ]]; then sampler_stop; fi
+    t1=0
+    for p in "$@"; do t1=$((t1 + $(cpu_ticks "$p"))); done
+    n=$(jq '[.statusCodeDistribution[]] | add // 0' "$json")
+    ok=$(jq '.statusCodeDistribution["200"] // 0' "$json")
+    [[ $n -gt 0 && $n -eq $ok ]] || die "oha against $key: $ok of $n answers were 200 ($json)"
+    # Requests still in flight when the phase ends are reported as aborted; nothing else may fail.
+    [[ $(jq '[.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0' "$json") -eq 0 ]] ||
+        die "oha against $key saw errors: $(jq -c .errorDistribution "$json")"
+    rps=$(jq '.summary.requestsPerSec' "$json")
+    awk -v r="$rps" -v want="$RATE" 'BEGIN { exit !(r > want * 0.95) }' ||
+        die "oha held only $rps req/s against $key (wanted $RATE)"
+    P50[$key]=$(jq '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' "$json")
+    P90[$key]=$(jq '.latencyPercentiles.p90 * 1000 | . * 1000 | round / 1000' "$json")
+    P99[$key]=$(jq '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' "$json")
+    if [[ $# -gt 0 ]]; then
+        CPU_RATE[$key]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" \
+            'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+    fi
+}
+
+# callgrind_total NAME PORT START_FN REQUESTS: sets CG_TOTAL to the instructions of a proxy run
+# under callgrind that served REQUESTS sequential requests on one connection.
+CG_TOTAL=""
+callgrind_total() {
+    local name=$1 port=$2 starter=$3 n=$4 out pid total
+    out=$WORK/callgrind.$name.$n.out
+    "$starter" "$name" valgrind --tool=callgrind --callgrind-out-file="$out"
+    pid=$STARTED_PID
+    wait_ok "$name" "$pid" "http://127.0.0.1:$port/" 120
+    pinned "$LOAD_CORE" "$OHA" --no-tui --output-format json -n "$n" -c 1 \
+        "http://127.0.0.1:$port/" >"$WORK/oha.cg.$name.$n.json" || die "oha against callgrind $name failed"
+    [[ $(jq '.statusCodeDistribution["200"] // 0' "$WORK/oha.cg.$name.$n.json") -eq $n ]] ||
+        die "callgrind $name: not all of $n requests answered 200"
+    stop "$pid"
+    total=$(awk '/^(summary|totals):/ { print $2; exit }' "$out" 2>/dev/null || true)
+    [[ -n $total ]] || die "no callgrind totals for $name ($out); log: $(tail -n 5 "$WORK/$name.log")"
+    cp "$out" "$CG_KEEP/callgrind.$name.$n.out"
+    CG_TOTAL=$total
+}
+instructions_per_request() { # KEY NAME PORT START_FN
+    local key=$1 name=$2 port=$3 starter=$4 small large
+    log "callgrind: $key, $CG_SMALL then $CG_LARGE requests"
+    callgrind_total "$name" "$port" "$starter" "$CG_SMALL"
+    small=$CG_TOTAL
+    callgrind_total "$name" "$port" "$starter" "$CG_LARGE"
+    large=$CG_TOTAL
+    IR[$key]=$(awk -v a="$small" -v b="$large" -v n="$CG_SMALL" -v m="$CG_LARGE" \
+        'BEGIN { printf "%.0f", (b - a) / (m - n) }')
+}
+
+cg_start_mesh() { # NAME valgrind...
+    local name=$1
+    shift
+    start_mesh "$name" "$PROXY_CORE" "$P_CG_MESH_ADMIN" "$@"
+}
+cg_start_haproxy() {
+    local name=$1
+    shift
+    start "$name" "$PROXY_CORE" "$@" haproxy -db -f "$WORK/$name.cfg"
+}
+cg_start_nginx() {
+    local name=$1
+    shift
+    start "$name" "$PROXY_CORE" "$@" nginx -p "$WORK" -e "$WORK/$name.err" -c "$WORK/$name.conf"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+RUN_START=$SECONDS
+
+upstream_conf
+start upstream "$LOAD_CORE" nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf"
+wait_ok upstream "$STARTED_PID" "http://127.0.0.1:$P_UPSTREAM/" 20
+
+mesh_conf mesh "$P_MESH" OUTBOUND "$P_UPSTREAM"
+start_mesh mesh "$PROXY_CORE" "$P_MESH_ADMIN"
+PID_MESH=$STARTED_PID
+mesh_conf chain-in "$P_CHAIN_IN" INBOUND "$P_UPSTREAM"
+start_mesh chain-in "$PROXY_CORE" "$P_CHAIN_IN_ADMIN"
+PID_CHAIN_IN=$STARTED_PID
+mesh_conf chain-out "$P_CHAIN_OUT" OUTBOUND "$P_CHAIN_IN"
+start_mesh chain-out "$PROXY_CORE" "$P_CHAIN_OUT_ADMIN"
+PID_CHAIN_OUT=$STARTED_PID
+haproxy_conf haproxy "$P_HAPROXY"
+start haproxy "$PROXY_CORE" haproxy -db -f "$WORK/haproxy.cfg"
+PID_HAPROXY=$STARTED_PID
+nginx_conf nginx "$P_NGINX"
+start nginx "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx.err" -c "$WORK/nginx.conf"
+PID_NGINX=$STARTED_PID
+
+for a in "$P_MESH_ADMIN" "$P_CHAIN_IN_ADMIN" "$P_CHAIN_OUT_ADMIN"; do
+    deadline=$((SECONDS + 20))
+    until [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$a/ready" || true) == 200 ]]; do
+        ((SECONDS < deadline)) || die "mesh-proxy admin 127.0.0.1:$a never became ready"
+        sleep 0.2
+    done
+done
+# Idle resident memory: started, configured, no traffic yet.
+RSS_IDLE[mesh]=$(rss_kb "$PID_MESH")
+RSS_IDLE[haproxy]=$(rss_kb "$PID_HAPROXY")
+RSS_IDLE[nginx]=$(rss_kb "$PID_NGINX")
+wait_ok mesh "$PID_MESH" "http://127.0.0.1:$P_MESH/" 20
+wait_ok chain-out "$PID_CHAIN_OUT" "http://127.0.0.1:$P_CHAIN_OUT/" 20
+wait_ok haproxy "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/" 20
+wait_ok nginx "$PID_NGINX" "http://127.0.0.1:$P_NGINX/" 20
+
+log "full load (wrk, ${LOAD_CONNS} connections, ${DURATION}s each) and ${RATE} req/s over ${RATE_CONNS} connections (oha, ${DURATION}s each)"
+full_load direct "http://127.0.0.1:$P_UPSTREAM/"
+fixed_rate direct "http://127.0.0.1:$P_UPSTREAM/"
+log "direct done: ${RPS[direct]} req/s, p99 ${P99[direct]} ms"
+full_load mesh "http://127.0.0.1:$P_MESH/" "$PID_MESH"
+fixed_rate mesh "http://127.0.0.1:$P_MESH/" "$PID_MESH"
+log "mesh-proxy done: ${RPS[mesh]} req/s, ${CPU_FULL[mesh]} us/req, p99 ${P99[mesh]} ms"
+full_load haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
+fixed_rate haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
+log "haproxy done: ${RPS[haproxy]} req/s, ${CPU_FULL[haproxy]} us/req, p99 ${P99[haproxy]} ms"
+full_load nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
+fixed_rate nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
+log "nginx done: ${RPS[nginx]} req/s, ${CPU_FULL[nginx]} us/req, p99 ${P99[nginx]} ms"
+# Two mesh proxies in a row: warm the pools, then the fixed-rate phase only.
+pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_CHAIN_OUT/" >/dev/null
+fixed_rate chain "http://127.0.0.1:$P_CHAIN_OUT/" "$PID_CHAIN_OUT" "$PID_CHAIN_IN"
+log "mesh-proxy x2 done: p99 ${P99[chain]} ms"
+
+for k in mesh haproxy nginx; do
+    RSS_LOAD[$k]=$(cat "$WORK/rss.$k.full" "$WORK/rss.$k.rate" | sort -n | tail -n 1)
+done
+for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
+
+mesh_conf cg-mesh "$P_CG_MESH" OUTBOUND "$P_UPSTREAM"
+haproxy_conf cg-haproxy "$P_CG_HAPROXY"
+nginx_conf cg-nginx "$P_CG_NGINX"
+instructions_per_request mesh cg-mesh "$P_CG_MESH" cg_start_mesh
+instructions_per_request haproxy cg-haproxy "$P_CG_HAPROXY" cg_start_haproxy
+instructions_per_request nginx cg-nginx "$P_CG_NGINX" cg_start_nginx
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$((SECONDS - RUN_START))
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+mb() { awk -v k="${1:-}" 'BEGIN { if (k == "") print "-"; else printf "%.1f", k * 1024 / 1e6 }'; }
+v() { if [[ -n ${1:-} ]]; then printf '%s' "$1"; else printf -- '-'; fi; }
+
+row() { # KEY LABEL
+    local k=$1
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" \
+        "$(v "${RPS[$k]:-}")" "$(v "${CPU_FULL[$k]:-}")" "$(v "${CPU_RATE[$k]:-}")" "$(v "${IR[$k]:-}")" \
+        "$(v "${P50[$k]:-}")" "$(v "${P90[$k]:-}")" "$(v "${P99[$k]:-}")" \
+        "$(mb "${RSS_IDLE[$k]:-}")" "$(mb "${RSS_LOAD[$k]:-}")"
+}
+
+TABLE=$(
+    echo "| target | req/s (full load) | CPU us/req (full load) | CPU us/req (${RATE} req/s) | instructions/req | p50 ms | p90 ms | p99 ms | RSS idle MB | RSS load MB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    row direct direct
+    row mesh mesh-proxy
+    row chain "mesh-proxy x2 (in a row)"
+    row haproxy "haproxy (nbthread 1)"
+    row nginx "nginx (1 worker)"
+)
+
+# verdict VALUE LIMIT UNIT: "met (X under)" / "missed by X (Y%)"
+verdict() {
+    awk -v v="$1" -v l="$2" -v u="$3" 'BEGIN {
+        if (v <= l) printf "met (%s %s, limit %s %s)", v, u, l, u;
+        else printf "**missed** by %.3g %s (%s vs %s %s, +%.0f%%)", v - l, u, v, l, u, (v - l) / l * 100 }'
+}
+ADDED_P99=$(awk -v a="${P99[chain]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a - b }')
+TARGETS=$(
+    echo "| target | verdict |"
+    echo "|---|---|"
+    echo "| CPU per request at or under nginx's (full load) | $(verdict "${CPU_FULL[mesh]}" "${CPU_FULL[nginx]}" us) |"
+    echo "| instructions per request at or under nginx's | $(verdict "${IR[mesh]}" "${IR[nginx]}" instructions) |"
+    echo "| added p99 through two proxies under 0.3 ms | $(verdict "$ADDED_P99" 0.3 ms) (p99 ${P99[chain]} ms vs direct ${P99[direct]} ms) |"
+    echo "| resident memory under load under 15 MB | $(verdict "$(mb "${RSS_LOAD[mesh]}")" 15 MB) |"
+    echo "| resident memory idle under 8 MB | $(verdict "$(mb "${RSS_IDLE[mesh]}")" 8 MB) |"
+)
+
+MACHINE=$(
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- nproc: $(nproc); CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); memory: $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- kernel: $(uname -sr)"
+    echo "- load average before/after the run (other work shares the machine): $LOAD_BEFORE / $LOAD_AFTER; run took ${ELAPSED}s"
+    echo "- tools: $(haproxy -v | head -n 1 | awk '{ print $1, $2, $3 }'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }'), $("$OHA" --version), $(valgrind --version), $(rustc --version | awk '{ print $1, $2 }')"
+)
+
+METHOD="Each phase ${DURATION}s; full load: wrk -t1 -c${LOAD_CONNS} after a ${WARMUP}s warm-up; fixed rate: oha -q ${RATE} -c ${RATE_CONNS} --latency-correction; instructions: callgrind, (Ir of ${CG_LARGE} requests - Ir of ${CG_SMALL} requests) / $((CG_LARGE - CG_SMALL)), one connection, sequential. Proxies on core ${PROXY_CORE}; load generator and upstream (nginx, fixed 1024-byte body) on core ${LOAD_CORE}. RSS load = highest VmRSS sampled every 0.5 s during both load phases; MB = 10^6 bytes."
+
+RESULT=$(
+    echo "<!-- bench:begin (written by bench/run.sh; edits inside are overwritten) -->"
+    echo "### Last run"
+    echo
+    echo "$MACHINE"
+    echo
+    echo "$TABLE"
+    echo
+    echo "$METHOD"
+    echo
+    echo "Targets (mesh-proxy):"
+    echo
+    echo "$TARGETS"
+    echo "<!-- bench:end -->"
+)
+
+echo
+echo "$TABLE"
+echo
+echo "$TARGETS"
+echo
+echo "$METHOD"
+echo "callgrind profiles of the long runs: $CG_KEEP/callgrind.cg-*.$CG_LARGE.out (callgrind_annotate FILE)"
+
+if [[ $UPDATE_DOCS == 1 ]]; then
+    mkdir -p "$(dirname "$DOC")"
+    if [[ -f $DOC ]] && grep -q '^<!-- bench:begin' "$DOC"; then
+        BLOCK=$RESULT awk '
+            /^<!-- bench:begin/ { print ENVIRON["BLOCK"]; skip = 1; next }
+            /^<!-- bench:end/ { skip = 0; next }
+            !skip { print }' "$DOC" >"$DOC.tmp"
+        mv "$DOC.tmp" "$DOC"
+    else
+        { [[ -f $DOC ]] && cat "$DOC" && echo; echo "$RESULT"; } >"$DOC.tmp"
+        mv "$DOC.tmp" "$DOC"
+    fi
+    log "results written to $DOC"
+fi
