@@ -1,0 +1,19 @@
+//! Identity checks made during a handshake.
+
+/// Why a verified peer certificate is still refused. Carried in
+/// `rustls::CertificateError::Other`, so the handshake error names the identity.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerIdentityError {
+    #[error("peer certificate carries no SPIFFE ID")]
+    NoSpiffeId,
+    #[error("peer identity {got} is not one of the expected {expected:?}")]
+    Unexpected { got: String, expected: Vec<String> },
+}
+
+impl From<PeerIdentityError> for rustls::Error {
+    fn from(e: PeerIdentityError) -> Self {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(e),
+        )))
+    }
+}

@@ -1,0 +1,28 @@
+//! mTLS between proxies: TLS 1.3 only, SPIFFE identities instead of host names.
+//!
+//! Both configs read the latest [`crate::identity::Identity`] at each handshake (certificate
+//! and roots), so a renewal or a root rotation needs no rebuild and leaves open connections
+//! alone. Session resumption is off on both sides: a resumed session would skip the
+//! certificate exchange, and with it the identity checks and the rotated certificate.
+
+mod client;
+mod error;
+mod peer;
+mod server;
+mod sniff;
+mod xfcc;
+
+pub use client::client_config;
+pub use error::PeerIdentityError;
+pub use peer::peer_spiffe_id;
+pub use server::server_config;
+pub use sniff::{SNIFF_TIMEOUT, looks_like_tls, sniff_tls};
+pub use xfcc::{XFCC, xfcc};
+
+/// ALPN the inbound side offers; the client picks per upstream protocol.
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}

@@ -1,0 +1,127 @@
+//! The inbound side: presents the workload certificate and requires one from the client.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use super::{ALPN_H2, ALPN_HTTP11, PeerIdentityError, provider};
+use crate::identity::{IdentityHandle, spiffe_id_of};
+
+/// TLS 1.3, client certificate mandatory and verified against the current trust bundle,
+/// ALPN `h2` and `http/1.1`. Read the client's identity with [`super::peer_spiffe_id`].
+pub fn server_config(source: IdentityHandle) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = LatestRootsVerifier {
+        source: source.clone(),
+        provider: provider.clone(),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(CurrentCert(source)));
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// Presents whatever identity is current when the handshake starts.
+pub(super) struct CurrentCert(pub(super) IdentityHandle);
+
+impl fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CurrentCert")
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current().certified_key())
+    }
+}
+
+/// WebPKI client verification against the roots in force at handshake time, plus a SPIFFE ID
+/// (policy and telemetry need one; a mesh certificate without it is not a workload's).
+struct LatestRootsVerifier {
+    source: IdentityHandle,
+    provider: Arc<CryptoProvider>,
+}
+
+impl fmt::Debug for LatestRootsVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LatestRootsVerifier")
+    }
+}
+
+impl ClientCertVerifier for LatestRootsVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    // No CA names in the CertificateRequest: the client has one certificate to offer anyway.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let roots = self.source.current().roots().clone();
+        WebPkiClientVerifier::builder_with_provider(roots, self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?
+            .verify_client_cert(end_entity, intermediates, now)?;
+        spiffe_id_of(end_entity).ok_or(PeerIdentityError::NoSpiffeId)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
