@@ -1,0 +1,126 @@
+//! The compiled form of a policy and how one request is matched against it.
+
+use http::HeaderName;
+
+use super::Attributes;
+use super::ip::Cidr;
+use super::pattern::{PathPattern, Pattern};
+
+/// One value test on one request attribute.
+#[derive(Clone, Debug)]
+pub(super) enum Test {
+    Principal(Pattern),
+    RequestPrincipal(Pattern),
+    Namespace(Pattern),
+    SourceIp(Cidr),
+    RemoteIp(Cidr),
+    Host(Pattern),
+    Port(u16),
+    Method(Pattern),
+    Path(PathPattern),
+    Header(HeaderName, Pattern),
+}
+
+impl Test {
+    /// Fields that only exist on HTTP requests (Istio's list: hosts, methods, paths,
+    /// request principals, request headers).
+    pub(super) fn http_only(&self) -> bool {
+        matches!(
+            self,
+            Test::RequestPrincipal(_)
+                | Test::Host(_)
+                | Test::Method(_)
+                | Test::Path(_)
+                | Test::Header(..)
+        )
+    }
+
+    fn matches(&self, a: &Attributes<'_>) -> bool {
+        let http = a.http.as_ref();
+        match self {
+            Test::Principal(p) => p.matches(a.source_principal),
+            // No RequestAuthentication yet, so no request carries a verified JWT identity.
+            Test::RequestPrincipal(p) => p.matches(None),
+            Test::Namespace(p) => p.matches(a.namespace()),
+            Test::SourceIp(c) => c.contains(a.source_ip),
+            Test::RemoteIp(c) => c.contains(a.remote_ip),
+            Test::Host(p) => p.matches_ignore_case(http.map(|h| h.host)),
+            Test::Port(port) => *port == a.destination_port,
+            Test::Method(p) => p.matches(http.map(|h| h.method)),
+            Test::Path(p) => p.matches(http.map(|h| h.path)),
+            Test::Header(name, p) => {
+                // Repeated headers are seen joined with ",", as Envoy's header matcher does.
+                let joined = http.and_then(|h| {
+                    let mut values = h.headers.get_all(name).iter().peekable();
+                    values.peek()?;
+                    let strs: Option<Vec<&str>> = values.map(|v| v.to_str().ok()).collect();
+                    Some(strs?.join(","))
+                });
+                p.matches(joined.as_deref())
+            }
+        }
+    }
+}
+
+/// One key of a source, operation or condition: any of `values` (when given) and none of
+/// `not_values`.
+#[derive(Clone, Debug)]
+pub(super) struct Clause {
+    pub(super) any_of: Vec<Test>,
+    pub(super) none_of: Vec<Test>,
+}
+
+impl Clause {
+    fn http_only(&self) -> bool {
+        self.any_of.iter().chain(&self.none_of).any(Test::http_only)
+    }
+
+    fn matches(&self, a: &Attributes<'_>) -> bool {
+        (self.any_of.is_empty() || self.any_of.iter().any(|t| t.matches(a)))
+            && !self.none_of.iter().any(|t| t.matches(a))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct Rule {
+    /// Each entry is one `from` source: the AND of its clauses. Entries are OR-ed.
+    pub(super) from: Vec<Vec<Clause>>,
+    /// Each entry is one `to` operation, same shape.
+    pub(super) to: Vec<Vec<Clause>>,
+    /// AND-ed.
+    pub(super) when: Vec<Clause>,
+}
+
+impl Rule {
+    fn has_http_only(&self) -> bool {
+        self.from
+            .iter()
+            .chain(&self.to)
+            .flatten()
+            .chain(&self.when)
+            .any(Clause::http_only)
+    }
+
+    /// `widen` selects Istio's treatment of HTTP-only fields on TCP traffic for DENY and AUDIT.
+    /// Istio's "TCP Traffic" task (istio.io docs/tasks/security/authorization/authz-tcp) and its
+    /// RBAC builder (`checkError` in pilot/pkg/security/authz/model): for ALLOW, a rule that
+    /// uses an HTTP-only field is ignored as a whole, so it never matches a TCP connection;
+    /// for DENY and AUDIT only the HTTP-only fields are ignored and the rest of the rule still
+    /// applies, so `to: [{operation: {methods: [GET]}}]` denies every TCP connection and
+    /// `methods: [GET], ports: ["9000"]` denies TCP connections to port 9000.
+    pub(super) fn matches(&self, a: &Attributes<'_>, widen: bool) -> bool {
+        let tcp = a.http.is_none();
+        if tcp && !widen && self.has_http_only() {
+            return false;
+        }
+        let all = |clauses: &[Clause]| {
+            clauses
+                .iter()
+                .filter(|c| !(tcp && c.http_only()))
+                .all(|c| c.matches(a))
+        };
+        (self.from.is_empty() || self.from.iter().any(|s| all(s)))
+            && (self.to.is_empty() || self.to.iter().any(|o| all(o)))
+            && all(&self.when)
+    }
+}
