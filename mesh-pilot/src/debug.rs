@@ -32,14 +32,20 @@ pub async fn serve(listener: TcpListener, state: Arc<DebugState>) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, &req)) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
 fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".into());
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        );
     }
     match req.uri().path() {
         "/ready" => reply(StatusCode::OK, "text/plain", "ready\n".into()),
@@ -53,14 +59,27 @@ fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 .filter_map(|p| p.split_once('='))
                 .collect();
             let Some(id) = query.get("proxy") else {
-                return reply(StatusCode::BAD_REQUEST, "text/plain", "missing ?proxy=ID\n".into());
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "missing ?proxy=ID\n".into(),
+                );
             };
             match state.discovery.connection(id) {
                 Some(conn) => {
-                    let sent = conn.state.lock().expect("connection lock").last_sent.clone();
+                    let sent = conn
+                        .state
+                        .lock()
+                        .expect("connection lock")
+                        .last_sent
+                        .clone();
                     json_reply(serde_json::to_value(sent.as_deref()).unwrap_or_default())
                 }
-                None => reply(StatusCode::NOT_FOUND, "text/plain", format!("no connected proxy {id:?}\n")),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!("no connected proxy {id:?}\n"),
+                ),
             }
         }
         "/metrics" => {
@@ -71,7 +90,11 @@ fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     out,
                 ),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{e}\n"),
+                ),
             }
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
@@ -91,10 +114,7 @@ pub fn syncz(discovery: &Discovery) -> serde_json::Value {
                 "workload": c.node.workload,
                 "namespace": c.node.namespace,
                 "generation": s.generation,
-                "synced": s.generation == mesh.generation
-                    && s.config.nack.is_none()
-                    && s.endpoints.nack.is_none()
-                    && s.config.sent == s.config.acked,
+                "synced": s.generation == mesh.generation && s.config.in_sync() && s.endpoints.in_sync(),
                 "config": s.config,
                 "endpoints": s.endpoints,
                 "problems": s.problems,
@@ -112,7 +132,9 @@ fn json_reply(value: serde_json::Value) -> Response<Full<Bytes>> {
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }

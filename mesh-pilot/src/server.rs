@@ -53,8 +53,7 @@ impl Pilot {
             let discovery = discovery.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let stopped = stop.clone();
-                if let Err(e) = discovery::serve(grpc, discovery, async move { stopped.cancelled().await }).await {
+                if let Err(e) = discovery::serve(grpc, discovery, stop).await {
                     tracing::error!(error = %e, "discovery server failed");
                 }
                 debug_task.abort();

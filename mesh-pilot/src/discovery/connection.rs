@@ -28,6 +28,13 @@ pub struct TypeStatus {
     pending_since: Option<Instant>,
 }
 
+impl TypeStatus {
+    /// Nothing is awaiting an answer and the last answer was an ACK.
+    pub fn in_sync(&self) -> bool {
+        self.pending_nonce.is_empty() && self.nack.is_none()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct State {
     pub config: TypeStatus,
@@ -53,8 +60,14 @@ pub struct Connection {
 
 /// An ACK or NACK outcome worth recording in metrics.
 pub enum Answer {
-    Ack { kind: ResourceType, since: Option<Instant> },
-    Nack { kind: ResourceType, reason: String },
+    Ack {
+        kind: ResourceType,
+        since: Option<Instant>,
+    },
+    Nack {
+        kind: ResourceType,
+        reason: String,
+    },
     Stale,
 }
 
@@ -107,6 +120,7 @@ impl Connection {
                     nonce,
                     config: Some(config.clone()),
                     endpoints: Vec::new(),
+                    endpoints_version: fingerprint.endpoints.clone(),
                 });
             } else {
                 let endpoints_known = s.endpoints.sent == fingerprint.endpoints
@@ -132,6 +146,7 @@ impl Connection {
                         nonce,
                         config: None,
                         endpoints,
+                        endpoints_version: String::new(),
                     });
                 }
             }

@@ -35,7 +35,7 @@ pub struct Mesh {
 impl Mesh {
     pub fn new(generation: u64, changed_at: Instant, resources: Vec<Resource>) -> Self {
         let registry = Registry::build(&resources);
-        let index = MeshIndex::new(&resources, registry);
+        let index = MeshIndex::new(&resources, std::sync::Arc::new(registry));
         Self {
             generation,
             changed_at,
@@ -50,7 +50,12 @@ impl Mesh {
             .index
             .registry()
             .workload(&node.workload, &node.namespace)
-            .ok_or_else(|| format!("no WorkloadEntry {}/{} for proxy {}", node.namespace, node.workload, node.id))?;
+            .ok_or_else(|| {
+                format!(
+                    "no WorkloadEntry {}/{} for proxy {}",
+                    node.namespace, node.workload, node.id
+                )
+            })?;
         let addresses = node.addresses.clone().unwrap_or_default();
         let translated = translate(
             &self.index,
@@ -129,13 +134,22 @@ impl Discovery {
 
     fn register(&self, conn: Arc<Connection>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.connections.lock().expect("connections lock").insert(id, conn);
+        self.connections
+            .lock()
+            .expect("connections lock")
+            .insert(id, conn);
         self.metrics.connected.inc();
         id
     }
 
     fn unregister(&self, id: u64) {
-        if self.connections.lock().expect("connections lock").remove(&id).is_some() {
+        if self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .remove(&id)
+            .is_some()
+        {
             self.metrics.connected.dec();
         }
     }
@@ -155,6 +169,10 @@ impl Discovery {
 
     /// The connection of a proxy by node id (the newest one if it reconnected).
     pub fn connection(&self, node_id: &str) -> Option<Arc<Connection>> {
-        self.connections().into_iter().rev().find(|(_, c)| c.node.id == node_id).map(|(_, c)| c)
+        self.connections()
+            .into_iter()
+            .rev()
+            .find(|(_, c)| c.node.id == node_id)
+            .map(|(_, c)| c)
     }
 }

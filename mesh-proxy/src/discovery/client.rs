@@ -128,7 +128,13 @@ impl DiscoveryClient {
             Ok(()) => {
                 match kind {
                     ResourceType::Endpoints => held.endpoints = resp.version_info.clone(),
-                    _ => held.config = resp.version_info.clone(),
+                    _ => {
+                        held.config = resp.version_info.clone();
+                        // A whole config carries its endpoints too.
+                        if !resp.endpoints_version.is_empty() {
+                            held.endpoints = resp.endpoints_version.clone();
+                        }
+                    }
                 }
                 answer.version_info = resp.version_info;
                 tracing::info!(version = %answer.version_info, ?kind, "applied pushed config");

@@ -1,0 +1,476 @@
+//! A local mesh in one process: a real pilot serving a directory of Istio YAML, real proxies
+//! connected over the discovery protocol, and real sample apps, all on loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mesh_echo::{EchoConfig, EchoHandle};
+use mesh_pilot::server::Pilot;
+use mesh_pilot::watch::Debounce;
+use mesh_proto::discovery::v1::{Node, ProxyAddresses};
+use mesh_proxy::Server;
+use mesh_proxy::discovery::DiscoveryClient;
+use tokio_util::sync::CancellationToken;
+
+const SAMPLES: &str = "../../shared/conformance/istio/samples/bookinfo/networking";
+
+fn fast() -> Debounce {
+    Debounce {
+        poll: Duration::from_millis(20),
+        quiet: Duration::from_millis(30),
+        max: Duration::from_secs(1),
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// One workload: its app, its proxy, and where they listen.
+struct Workload {
+    name: String,
+    _app: EchoHandle,
+    proxy: Arc<Server>,
+    outbound: Option<SocketAddr>,
+    stop: CancellationToken,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+struct Mesh {
+    dir: tempfile::TempDir,
+    pilot: Option<Pilot>,
+    grpc: SocketAddr,
+    workloads: Vec<Workload>,
+    expected_generation: std::sync::atomic::AtomicU64,
+}
+
+/// ServiceEntry + WorkloadEntry YAML for (service, version, inbound port) triples.
+fn services_yaml(entries: &[(&str, &str, u16)]) -> String {
+    let mut docs = Vec::new();
+    let mut services: Vec<&str> = entries.iter().map(|e| e.0).collect();
+    services.dedup();
+    for s in services {
+        docs.push(format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {s}, namespace: default }}\nspec:\n  hosts: [{s}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{ number: 9080, name: http, protocol: HTTP }}]\n  workloadSelector: {{ labels: {{ app: {s} }} }}\n"
+        ));
+    }
+    for (s, v, port) in entries {
+        docs.push(format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{ name: {s}-{v}, namespace: default }}\nspec:\n  address: 127.0.0.1\n  ports: {{ http: {port} }}\n  labels: {{ app: {s}, version: {v} }}\n  serviceAccount: bookinfo-{s}\n"
+        ));
+    }
+    docs.join("---\n")
+}
+
+impl Mesh {
+    /// Pilot plus productpage (with an outbound listener), reviews v1/v2/v3 and ratings v1.
+    async fn bookinfo() -> Self {
+        let workloads = [
+            ("productpage", "v1"),
+            ("reviews", "v1"),
+            ("reviews", "v2"),
+            ("reviews", "v3"),
+            ("ratings", "v1"),
+        ];
+        let ports: Vec<(&str, &str, u16)> = workloads
+            .iter()
+            .map(|(s, v)| (*s, *v, free_addr().port()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("services.yaml"), services_yaml(&ports)).unwrap();
+        std::fs::copy(
+            Path::new(SAMPLES).join("destination-rule-all.yaml"),
+            dir.path().join("destination-rule-all.yaml"),
+        )
+        .unwrap();
+        let grpc = free_addr();
+        let mut mesh = Self {
+            dir,
+            pilot: None,
+            grpc,
+            workloads: Vec::new(),
+            expected_generation: std::sync::atomic::AtomicU64::new(0),
+        };
+        mesh.start_pilot().await;
+        for (service, version, port) in ports {
+            mesh.add_workload(service, version, port, service == "productpage")
+                .await;
+        }
+        mesh.wait_synced().await;
+        mesh
+    }
+
+    async fn start_pilot(&mut self) {
+        let grpc = bind_retrying(self.grpc).await;
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.pilot = Some(
+            Pilot::start(self.dir.path(), grpc, http, fast())
+                .await
+                .unwrap(),
+        );
+        self.expected_generation
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn add_workload(
+        &mut self,
+        service: &str,
+        version: &str,
+        inbound_port: u16,
+        outbound: bool,
+    ) {
+        let app = mesh_echo::spawn(
+            "127.0.0.1:0",
+            EchoConfig {
+                name: service.into(),
+                version: version.into(),
+                fail_status: None,
+            },
+        )
+        .await
+        .unwrap();
+        let proxy = Server::new();
+        let outbound = outbound.then(free_addr);
+        let node = Node {
+            id: format!("{service}-{version}.default"),
+            workload: format!("{service}-{version}"),
+            namespace: "default".into(),
+            addresses: Some(ProxyAddresses {
+                outbound: outbound.map(|a| a.to_string()).unwrap_or_default(),
+                inbound: format!("127.0.0.1:{inbound_port}"),
+                application: app.addr().to_string(),
+                transparent: false,
+            }),
+        };
+        let stop = CancellationToken::new();
+        let client = DiscoveryClient::new(proxy.clone(), format!("http://{}", self.grpc), node);
+        tokio::spawn(client.run(stop.clone()));
+        self.workloads.push(Workload {
+            name: format!("{service}-{version}"),
+            _app: app,
+            proxy,
+            outbound,
+            stop,
+        });
+    }
+
+    fn pilot(&self) -> &Pilot {
+        self.pilot.as_ref().expect("pilot running")
+    }
+
+    /// Waits until pilot has taken in the last change and every proxy has ACKed it.
+    async fn wait_synced(&self) {
+        let start = Instant::now();
+        loop {
+            let syncz = mesh_pilot::debug::syncz(&self.pilot().discovery);
+            let generation = syncz["generation"].as_u64().unwrap();
+            if generation
+                < self
+                    .expected_generation
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "pilot did not see the change"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let proxies = syncz["proxies"].as_array().unwrap();
+            let ready = self.workloads.iter().all(|w| w.proxy.is_ready());
+            if ready
+                && proxies.len() == self.workloads.len()
+                && proxies.iter().all(|p| p["synced"] == true)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mesh did not sync: {syncz:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes a config file; the next `wait_synced` waits for the generation it causes.
+    fn write(&self, name: &str, text: &str) {
+        let generation = self.pilot().discovery.mesh().generation;
+        self.expected_generation
+            .store(generation + 1, std::sync::atomic::Ordering::SeqCst);
+        let path: PathBuf = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+    }
+
+    fn use_sample(&self, sample: &str) {
+        let text = std::fs::read_to_string(Path::new(SAMPLES).join(sample)).unwrap();
+        self.write("virtual-service.yaml", &text);
+    }
+
+    fn outbound(&self) -> SocketAddr {
+        self.workloads
+            .iter()
+            .find_map(|w| w.outbound)
+            .expect("productpage outbound")
+    }
+}
+
+async fn bind_retrying(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..50 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+struct Caller {
+    client: Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+}
+
+impl Caller {
+    fn new(proxy: SocketAddr) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            proxy,
+        }
+    }
+
+    /// GET http://reviews:9080/ through the outbound listener; returns (status, "name/version").
+    async fn reviews(&self, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut req = http::Request::builder()
+            .uri(format!("http://{}/", self.proxy))
+            .header("host", "reviews:9080");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let who = serde_json::from_slice::<serde_json::Value>(&body)
+            .map(|j| {
+                format!(
+                    "{}/{}",
+                    j["name"].as_str().unwrap_or("?"),
+                    j["version"].as_str().unwrap_or("?")
+                )
+            })
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).to_string());
+        (status, who)
+    }
+
+    async fn sample(&self, n: usize, headers: &[(&str, &str)]) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            let (status, who) = self.reviews(headers).await;
+            assert_eq!(status, 200, "{who}");
+            *counts.entry(who).or_default() += 1;
+        }
+        counts
+    }
+}
+
+fn share(counts: &HashMap<String, usize>, key: &str) -> f64 {
+    let total: usize = counts.values().sum();
+    counts.get(key).copied().unwrap_or(0) as f64 / total as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_routing_samples_behave_as_istio_documents() {
+    let mesh = Mesh::bookinfo().await;
+    let caller = Caller::new(mesh.outbound());
+
+    // No VirtualService yet: round robin over all three versions.
+    let counts = caller.sample(90, &[]).await;
+    assert_eq!(counts.len(), 3, "{counts:?}");
+
+    mesh.use_sample("virtual-service-all-v1.yaml");
+    mesh.wait_synced().await;
+    let counts = caller.sample(50, &[]).await;
+    assert_eq!(counts.get("reviews/v1"), Some(&50), "{counts:?}");
+
+    // Weighted splits: 600 samples, bounds of about 5 standard deviations.
+    for (sample, minor, expected) in [
+        ("virtual-service-reviews-50-v3.yaml", "reviews/v3", 0.5_f64),
+        ("virtual-service-reviews-80-20.yaml", "reviews/v2", 0.2),
+        ("virtual-service-reviews-90-10.yaml", "reviews/v2", 0.1),
+    ] {
+        mesh.use_sample(sample);
+        mesh.wait_synced().await;
+        let counts = caller.sample(600, &[]).await;
+        let got = share(&counts, minor);
+        let sd = (expected * (1.0 - expected) / 600.0_f64).sqrt();
+        assert!(
+            (got - expected).abs() < 5.0 * sd,
+            "{sample}: {minor} share {got}, {counts:?}"
+        );
+        assert_eq!(counts.len(), 2, "{sample}: {counts:?}");
+    }
+
+    mesh.use_sample("virtual-service-reviews-jason-v2-v3.yaml");
+    mesh.wait_synced().await;
+    let jason = caller.sample(30, &[("end-user", "jason")]).await;
+    assert_eq!(jason.get("reviews/v2"), Some(&30), "{jason:?}");
+    let others = caller.sample(30, &[("end-user", "someone")]).await;
+    assert_eq!(others.get("reviews/v3"), Some(&30), "{others:?}");
+
+    mesh.use_sample("virtual-service-reviews-v3.yaml");
+    mesh.wait_synced().await;
+    assert_eq!(caller.sample(20, &[]).await.get("reviews/v3"), Some(&20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_virtual_service_reaches_proxies_within_a_second_without_failed_requests() {
+    let mesh = Mesh::bookinfo().await;
+    mesh.use_sample("virtual-service-all-v1.yaml");
+    mesh.wait_synced().await;
+    let caller = Arc::new(Caller::new(mesh.outbound()));
+
+    // Requests flow continuously while the route changes.
+    let stop = CancellationToken::new();
+    let traffic = {
+        let caller = caller.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.is_cancelled() {
+                let (status, who) = caller.reviews(&[]).await;
+                seen.push((Instant::now(), status, who));
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let changed = Instant::now();
+    mesh.use_sample("virtual-service-reviews-v3.yaml");
+    let mut switched = None;
+    while changed.elapsed() < Duration::from_secs(3) {
+        if caller.reviews(&[]).await.1 == "reviews/v3" {
+            switched = Some(changed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let seen = traffic.await.unwrap();
+    let switched = switched.expect("v3 never answered");
+    assert!(switched < Duration::from_secs(1), "took {switched:?}");
+    let failed: Vec<_> = seen.iter().filter(|(_, s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "failed requests during the change: {failed:?}"
+    );
+    assert!(seen.len() > 20, "traffic kept flowing: {}", seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_keep_serving_without_pilot_and_resume_without_a_resend() {
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.use_sample("virtual-service-reviews-v3.yaml");
+    mesh.wait_synced().await;
+    let caller = Caller::new(mesh.outbound());
+    mesh.pilot.take().unwrap().shutdown().await;
+
+    // Pilot is gone: the last config keeps serving.
+    for _ in 0..10 {
+        assert_eq!(caller.reviews(&[]).await, (200, "reviews/v3".to_string()));
+    }
+
+    // Pilot comes back with the same config: proxies reconnect holding the same versions,
+    // so nothing is sent again.
+    mesh.start_pilot().await;
+    let start = Instant::now();
+    while mesh.pilot().discovery.connections().len() < mesh.workloads.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "proxies did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    mesh.wait_synced().await;
+    let pushes: u64 = mesh
+        .pilot()
+        .discovery
+        .metrics
+        .pushes
+        .get_or_create(&mesh_pilot::metrics::TypeLabels {
+            r#type: "CONFIG".into(),
+        })
+        .get();
+    assert_eq!(pushes, 0, "a resumed stream got its config again");
+    assert_eq!(caller.reviews(&[]).await, (200, "reviews/v3".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_endpoint_is_pushed_as_an_endpoint_update() {
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.use_sample("virtual-service-all-v1.yaml");
+    mesh.wait_synced().await;
+    let config_pushes = || mesh_pilot::metrics::TypeLabels {
+        r#type: "CONFIG".into(),
+    };
+    let endpoint_pushes = || mesh_pilot::metrics::TypeLabels {
+        r#type: "ENDPOINTS".into(),
+    };
+    let metrics = mesh.pilot().discovery.metrics.clone();
+    let configs_before = metrics.pushes.get_or_create(&config_pushes()).get();
+    let endpoints_before = metrics.pushes.get_or_create(&endpoint_pushes()).get();
+
+    // A second reviews v1 replica joins.
+    let port = free_addr().port();
+    let text = std::fs::read_to_string(mesh.dir.path().join("services.yaml")).unwrap()
+        + "---\n"
+        + &services_yaml(&[("reviews", "v1b", port)])
+            .split("---\n")
+            .last()
+            .unwrap()
+            .replace("version: v1b", "version: v1");
+    mesh.write("services.yaml", &text);
+    mesh.add_workload("reviews", "v1b", port, false).await;
+    mesh.wait_synced().await;
+
+    let endpoint_updates =
+        metrics.pushes.get_or_create(&endpoint_pushes()).get() - endpoints_before;
+    let config_updates = metrics.pushes.get_or_create(&config_pushes()).get() - configs_before;
+    // Only productpage has an outbound listener, so only its config holds reviews' endpoints:
+    // it alone gets the update, and as endpoints, not as a whole config.
+    assert_eq!(
+        endpoint_updates, 1,
+        "endpoint updates (configs: {config_updates})"
+    );
+    // Only the new proxy (its first config) got a whole config.
+    assert_eq!(
+        config_updates, 1,
+        "endpoint changes went out as whole configs"
+    );
+    let caller = Caller::new(mesh.outbound());
+    // The subset v1 now has both replicas (the new app answers as "v1b").
+    let counts = caller.sample(40, &[]).await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(
+        counts.get("reviews/v1").unwrap() + counts.get("reviews/v1b").unwrap(),
+        40
+    );
+}
