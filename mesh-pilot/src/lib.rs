@@ -7,11 +7,12 @@
 
 #![forbid(unsafe_code)]
 
-pub mod registry;
-pub mod translate;
+pub mod authz;
 pub mod debug;
 pub mod discovery;
 pub mod metrics;
-pub mod store;
-pub mod watch;
+pub mod registry;
 pub mod server;
+pub mod store;
+pub mod translate;
+pub mod watch;
