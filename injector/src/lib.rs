@@ -31,7 +31,10 @@ pub mod manifest;
 pub mod patch;
 pub mod policy;
 pub mod probes;
+pub mod review;
+pub mod server;
 pub mod template;
+pub mod tls;
 pub mod values;
 pub mod workload;
 
