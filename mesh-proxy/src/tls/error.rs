@@ -2,7 +2,7 @@
 
 /// Why a verified peer certificate is still refused. Carried in
 /// `rustls::CertificateError::Other`, so the handshake error names the identity.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum PeerIdentityError {
     #[error("peer certificate carries no SPIFFE ID")]
     NoSpiffeId,
@@ -15,5 +15,12 @@ impl From<PeerIdentityError> for rustls::Error {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
             std::sync::Arc::new(e),
         )))
+    }
+}
+
+// rustls shows an `OtherError` with `{:?}`: make that the readable message.
+impl std::fmt::Debug for PeerIdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
