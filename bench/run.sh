@@ -8,12 +8,21 @@
 #
 # Knobs (environment):
 #   BENCH_DURATION=10       seconds of each load phase
+#   BENCH_RATE_DURATION=6   seconds of each fixed-rate latency phase
+#   BENCH_ROUNDS=5          rounds of fixed-rate latency phases (targets interleaved; the table
+#                           gives the median of the rounds' percentiles)
+#   BENCH_RT=1              (as root) during the fixed-rate phases, run the proxies, the upstream
+#                           and the load generator SCHED_FIFO, so that builds sharing the
+#                           machine do not decide the latency percentiles; 0 leaves them at
+#                           BENCH_NICE. The load is light then (1000 req/s), far from a core.
+#   BENCH_LATENCY_CORRECTION=0  1 passes --latency-correction to oha (latency counted from the
+#                           scheduled send time, which adds the load generator's timer lateness)
 #   BENCH_WARMUP=2          seconds of warm-up load before each full-load phase
 #   BENCH_LOAD_CONNS=32     connections of the full-load (wrk) phases
 #   BENCH_RATE=1000         requests/s of the fixed-rate latency phases
 #   BENCH_RATE_CONNS=16     connections of the fixed-rate latency phases
 #   BENCH_CG_SMALL=2000     requests of the short callgrind run
-#   BENCH_CG_LARGE=12000    requests of the long callgrind run
+#   BENCH_CG_LARGE=8000     requests of the long callgrind run
 #   BENCH_PORT_BASE=28000   first of the loopback ports used (base+0 .. base+99)
 #   BENCH_UPDATE_DOCS=1     0 leaves docs/benchmarks.md alone
 #   BENCH_SKIP_BUILD=0      1 uses the release binaries already built
@@ -28,16 +37,27 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 DOC=$REPO_DIR/docs/benchmarks.md
 
 DURATION=${BENCH_DURATION:-10}
+RATE_DURATION=${BENCH_RATE_DURATION:-6}
+ROUNDS=${BENCH_ROUNDS:-5}
+LATENCY_CORRECTION=()
+if [[ ${BENCH_LATENCY_CORRECTION:-0} == 1 ]]; then LATENCY_CORRECTION=(--latency-correction); fi
 WARMUP=${BENCH_WARMUP:-2}
 LOAD_CONNS=${BENCH_LOAD_CONNS:-32}
 RATE=${BENCH_RATE:-1000}
 RATE_CONNS=${BENCH_RATE_CONNS:-16}
 CG_SMALL=${BENCH_CG_SMALL:-2000}
-CG_LARGE=${BENCH_CG_LARGE:-12000}
+CG_LARGE=${BENCH_CG_LARGE:-8000}
 PORT_BASE=${BENCH_PORT_BASE:-28000}
 UPDATE_DOCS=${BENCH_UPDATE_DOCS:-1}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
-if [[ $(id -u) -eq 0 ]]; then NICE=${BENCH_NICE:--20}; else NICE=${BENCH_NICE:-0}; fi
+if [[ $(id -u) -eq 0 ]]; then
+    NICE=${BENCH_NICE:--20}
+    RT=${BENCH_RT:-1}
+else
+    NICE=${BENCH_NICE:-0}
+    RT=0
+fi
+RT_PRIO=10
 
 PROXY_CORE=1
 LOAD_CORE=0
@@ -174,6 +194,17 @@ pinned() {
     local core=$1
     shift
     nice -n "$NICE" taskset -c "$core" "$@"
+}
+
+# rate_pinned CORE CMD...: as pinned, SCHED_FIFO when BENCH_RT=1.
+rate_pinned() {
+    local core=$1
+    shift
+    if [[ $RT == 1 ]]; then
+        chrt -f "$RT_PRIO" taskset -c "$core" "$@"
+    else
+        pinned "$core" "$@"
+    fi
 }
 
 # start NAME CORE CMD...: starts CMD pinned to CORE, output in $WORK/NAME.log; sets STARTED_PID.
@@ -371,8 +402,10 @@ full_load() {
     fi
 }
 
-# fixed_rate KEY URL PID...: oha at RATE req/s over RATE_CONNS connections; latency percentiles,
-# CPU us/request of the PIDs, their RSS under this load.
+# fixed_rate KEY URL PID...: one phase of oha at RATE req/s over RATE_CONNS connections. Adds
+# the phase's latency percentiles to LAT_*[KEY], the CPU ticks of the PIDs and the requests
+# answered to RATE_TICKS[KEY] and RATE_N[KEY], and samples their RSS.
+declare -A LAT_P50 LAT_P90 LAT_P99 RATE_TICKS RATE_N
 fixed_rate() {
     local key=$1 url=$2 json t0 t1 p n ok rps
     shift 2
@@ -380,8 +413,8 @@ fixed_rate() {
     for p in "$@"; do t0=$((t0 + $(cpu_ticks "$p"))); done
     if [[ $# -gt 0 ]]; then sampler_start "$WORK/rss.$key.rate" "$@"; fi
     json=$WORK/oha.$key.json
-    pinned "$LOAD_CORE" "$OHA" --no-tui --output-format json --latency-correction \
-        -q "$RATE" -c "$RATE_CONNS" -z "${DURATION}s" "$url" >"$json" ||
+    rate_pinned "$LOAD_CORE" "$OHA" --no-tui --output-format json "${LATENCY_CORRECTION[@]}" \
+        -q "$RATE" -c "$RATE_CONNS" -z "${RATE_DURATION}s" "$url" >"$json" ||
         die "oha against $key failed"
     if [[ $# -gt 0 ]]; then sampler_stop; fi
     t1=0
@@ -395,11 +428,27 @@ fixed_rate() {
     rps=$(jq '.summary.requestsPerSec' "$json")
     awk -v r="$rps" -v want="$RATE" 'BEGIN { exit !(r > want * 0.95) }' ||
         die "oha held only $rps req/s against $key (wanted $RATE)"
-    P50[$key]=$(jq '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' "$json")
-    P90[$key]=$(jq '.latencyPercentiles.p90 * 1000 | . * 1000 | round / 1000' "$json")
-    P99[$key]=$(jq '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' "$json")
-    if [[ $# -gt 0 ]]; then
-        CPU_RATE[$key]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" \
+    LAT_P50[$key]+=" $(jq '.latencyPercentiles.p50 * 1e6 | round' "$json")"
+    LAT_P90[$key]+=" $(jq '.latencyPercentiles.p90 * 1e6 | round' "$json")"
+    LAT_P99[$key]+=" $(jq '.latencyPercentiles.p99 * 1e6 | round' "$json")"
+    RATE_TICKS[$key]=$((${RATE_TICKS[$key]:-0} + t1 - t0))
+    RATE_N[$key]=$((${RATE_N[$key]:-0} + n))
+}
+
+# median_ms "US US ...": the median of microsecond values, in milliseconds.
+median_ms() {
+    tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n |
+        awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1000 }'
+}
+
+# rate_summary KEY: the table's latency and fixed-rate CPU cells from the rounds.
+rate_summary() {
+    local key=$1
+    P50[$key]=$(median_ms "${LAT_P50[$key]}")
+    P90[$key]=$(median_ms "${LAT_P90[$key]}")
+    P99[$key]=$(median_ms "${LAT_P99[$key]}")
+    if [[ ${RATE_TICKS[$key]:-0} -gt 0 ]]; then
+        CPU_RATE[$key]=$(awk -v d="${RATE_TICKS[$key]}" -v hz="$CLK_TCK" -v n="${RATE_N[$key]}" \
             'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
     fi
 }
@@ -459,7 +508,8 @@ RUN_START=$SECONDS
 
 upstream_conf
 start upstream "$LOAD_CORE" nginx -p "$WORK" -e "$WORK/upstream.err" -c "$WORK/upstream.conf"
-wait_ok upstream "$STARTED_PID" "http://127.0.0.1:$P_UPSTREAM/" 20
+PID_UPSTREAM=$STARTED_PID
+wait_ok upstream "$PID_UPSTREAM" "http://127.0.0.1:$P_UPSTREAM/" 20
 
 mesh_conf mesh "$P_MESH" OUTBOUND "$P_UPSTREAM"
 start_mesh mesh "$PROXY_CORE" "$P_MESH_ADMIN"
@@ -493,23 +543,38 @@ wait_ok chain-out "$PID_CHAIN_OUT" "http://127.0.0.1:$P_CHAIN_OUT/" 20
 wait_ok haproxy "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/" 20
 wait_ok nginx "$PID_NGINX" "http://127.0.0.1:$P_NGINX/" 20
 
-log "full load (wrk, ${LOAD_CONNS} connections, ${DURATION}s each) and ${RATE} req/s over ${RATE_CONNS} connections (oha, ${DURATION}s each)"
+log "full load: wrk, ${LOAD_CONNS} connections, ${DURATION}s per target"
 full_load direct "http://127.0.0.1:$P_UPSTREAM/"
-fixed_rate direct "http://127.0.0.1:$P_UPSTREAM/"
-log "direct done: ${RPS[direct]} req/s, p99 ${P99[direct]} ms"
 full_load mesh "http://127.0.0.1:$P_MESH/" "$PID_MESH"
-fixed_rate mesh "http://127.0.0.1:$P_MESH/" "$PID_MESH"
-log "mesh-proxy done: ${RPS[mesh]} req/s, ${CPU_FULL[mesh]} us/req, p99 ${P99[mesh]} ms"
 full_load haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
-fixed_rate haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
-log "haproxy done: ${RPS[haproxy]} req/s, ${CPU_FULL[haproxy]} us/req, p99 ${P99[haproxy]} ms"
 full_load nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
-fixed_rate nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
-log "nginx done: ${RPS[nginx]} req/s, ${CPU_FULL[nginx]} us/req, p99 ${P99[nginx]} ms"
-# Two mesh proxies in a row: warm the pools, then the fixed-rate phase only.
+for k in direct mesh haproxy nginx; do
+    log "  $k: ${RPS[$k]} req/s, ${CPU_FULL[$k]:--} us/req"
+done
+# Two mesh proxies in a row: warm their pools (they take no part in the full-load phases).
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_CHAIN_OUT/" >/dev/null
-fixed_rate chain "http://127.0.0.1:$P_CHAIN_OUT/" "$PID_CHAIN_OUT" "$PID_CHAIN_IN"
-log "mesh-proxy x2 done: p99 ${P99[chain]} ms"
+if [[ $RT == 1 ]]; then
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
+        chrt -a -f -p "$RT_PRIO" "$pid" >/dev/null || die "chrt -f on $pid failed (BENCH_RT=0 skips it)"
+    done
+fi
+for round in $(seq "$ROUNDS"); do
+    log "fixed rate, round $round of $ROUNDS: oha, ${RATE} req/s over ${RATE_CONNS} connections, ${RATE_DURATION}s per target"
+    fixed_rate direct "http://127.0.0.1:$P_UPSTREAM/"
+    fixed_rate mesh "http://127.0.0.1:$P_MESH/" "$PID_MESH"
+    fixed_rate chain "http://127.0.0.1:$P_CHAIN_OUT/" "$PID_CHAIN_OUT" "$PID_CHAIN_IN"
+    fixed_rate haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
+    fixed_rate nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
+done
+if [[ $RT == 1 ]]; then
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
+        chrt -a -o -p 0 "$pid" >/dev/null || true
+    done
+fi
+for k in direct mesh chain haproxy nginx; do
+    rate_summary "$k"
+    log "  $k: p50/p90/p99 ${P50[$k]}/${P90[$k]}/${P99[$k]} ms (p99 of the rounds:${LAT_P99[$k]} us)"
+done
 
 for k in mesh haproxy nginx; do
     RSS_LOAD[$k]=$(cat "$WORK/rss.$k.full" "$WORK/rss.$k.rate" | sort -n | tail -n 1)
@@ -576,7 +641,7 @@ MACHINE=$(
     echo "- tools: $(haproxy -v | head -n 1 | awk '{ print $1, $2, $3 }'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }'), $("$OHA" --version), $(valgrind --version), $(rustc --version | awk '{ print $1, $2 }')"
 )
 
-METHOD="Each phase ${DURATION}s; full load: wrk -t1 -c${LOAD_CONNS} after a ${WARMUP}s warm-up; fixed rate: oha -q ${RATE} -c ${RATE_CONNS} --latency-correction; instructions: callgrind, (Ir of ${CG_LARGE} requests - Ir of ${CG_SMALL} requests) / $((CG_LARGE - CG_SMALL)), one connection, sequential. Proxies on core ${PROXY_CORE}; load generator and upstream (nginx, fixed 1024-byte body) on core ${LOAD_CORE}. RSS load = highest VmRSS sampled every 0.5 s during both load phases; MB = 10^6 bytes."
+METHOD="Full load: wrk -t1 -c${LOAD_CONNS} -d${DURATION}s after a ${WARMUP}s warm-up; fixed rate: oha -q ${RATE} -c ${RATE_CONNS} -z ${RATE_DURATION}s ${LATENCY_CORRECTION[*]:-(no latency correction)}, ${ROUNDS} rounds with the targets interleaved, median of the rounds' percentiles$([[ $RT == 1 ]] && echo ", proxies, upstream and oha SCHED_FIFO"); instructions: callgrind, (Ir of ${CG_LARGE} requests - Ir of ${CG_SMALL} requests) / $((CG_LARGE - CG_SMALL)), one connection, sequential. Proxies on core ${PROXY_CORE}; load generator and upstream (nginx, fixed 1024-byte body) on core ${LOAD_CORE}. RSS load = highest VmRSS sampled every 0.5 s during both load phases; MB = 10^6 bytes."
 
 RESULT=$(
     echo "<!-- bench:begin (written by bench/run.sh; edits inside are overwritten) -->"
