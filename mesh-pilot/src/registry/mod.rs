@@ -8,8 +8,8 @@ mod service_entry;
 use std::collections::{BTreeMap, HashMap};
 
 pub use model::{
-    Endpoint, Location, Protocol, Resolution, Service, ServiceOrigin, ServicePort,
-    TLS_MODE_LABEL, Workload, export_visible, has_sidecar, labels_match, spiffe_id,
+    Endpoint, Location, Protocol, Resolution, Service, ServiceOrigin, ServicePort, TLS_MODE_LABEL,
+    Workload, export_visible, has_sidecar, labels_match, spiffe_id,
 };
 
 /// Trust domain of SPIFFE identities unless told otherwise (Istio's default).

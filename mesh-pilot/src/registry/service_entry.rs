@@ -126,8 +126,10 @@ fn service(
         // A selector picks WorkloadEntries of the entry's own namespace; inline endpoints
         // are then not used (Istio's validation forbids both).
         Some(sel) => workloads
-            .values()
-            .filter(|w| w.namespace == ns && labels_match(&sel.labels, &w.labels))
+            .range((ns.to_string(), String::new())..)
+            .map(|(_, w)| w)
+            .take_while(|w| w.namespace == ns)
+            .filter(|w| labels_match(&sel.labels, &w.labels))
             .map(|w| Endpoint {
                 address: w.address.clone(),
                 ports: endpoint_ports(&ports, &w.ports),
@@ -290,7 +292,10 @@ spec:
         let v2 = &svc.endpoints[1];
         assert_eq!(v2.ports[&9080], 9090);
         assert_eq!(v2.service_account, "default");
-        assert!(!v2.sidecar, "tlsMode label other than istio means no sidecar");
+        assert!(
+            !v2.sidecar,
+            "tlsMode label other than istio means no sidecar"
+        );
         assert_eq!(v2.weight, 3);
     }
 

@@ -14,7 +14,11 @@ pub const INBOUND_CLUSTER: &str = "inbound|app";
 /// Listener on `address`, one virtual host `*` to the application at `application`, which
 /// speaks whatever the caller spoke. No retries: the caller's proxy already retries, and
 /// retrying twice multiplies attempts (Istio's inbound routes have none either).
-pub fn build(address: &str, application: &str, transparent: bool) -> (Listener, RouteTable, Cluster) {
+pub fn build(
+    address: &str,
+    application: &str,
+    transparent: bool,
+) -> (Listener, RouteTable, Cluster) {
     let listener = Listener {
         name: INBOUND.to_string(),
         address: address.to_string(),

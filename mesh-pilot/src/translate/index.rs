@@ -48,6 +48,10 @@ pub struct MeshIndex {
     /// Sorted by (created, namespace, name): Istio's precedence among conflicting configs.
     pub(super) virtual_services: Vec<VsEntry>,
     pub(super) destination_rules: Vec<DrEntry>,
+    /// DestinationRules by (namespace, exact host), and wildcard ones by namespace; indices
+    /// into `destination_rules`, oldest first.
+    pub(super) dr_exact: HashMap<(String, String), Vec<usize>>,
+    pub(super) dr_wildcard: HashMap<String, Vec<usize>>,
     pub(super) sidecars: Vec<SidecarEntry>,
     pub(super) selectors: Vec<Selector>,
     pub(super) selector_ids: HashMap<Selector, usize>,
@@ -73,6 +77,8 @@ impl MeshIndex {
             registry,
             virtual_services: Vec::new(),
             destination_rules: Vec::new(),
+            dr_exact: HashMap::new(),
+            dr_wildcard: HashMap::new(),
             sidecars: Vec::new(),
             selectors: Vec::new(),
             selector_ids: HashMap::new(),
@@ -132,15 +138,27 @@ impl MeshIndex {
                 _ => {}
             }
         }
-        index
-            .virtual_services
-            .sort_by(|a, b| (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name)));
-        index
-            .destination_rules
-            .sort_by(|a, b| (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name)));
-        index
-            .sidecars
-            .sort_by(|a, b| (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name)));
+        index.virtual_services.sort_by(|a, b| {
+            (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
+        });
+        index.destination_rules.sort_by(|a, b| {
+            (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
+        });
+        for (i, dr) in index.destination_rules.iter().enumerate() {
+            if dr.host.starts_with('*') {
+                index
+                    .dr_wildcard
+                    .entry(dr.namespace.clone())
+                    .or_default()
+                    .push(i);
+            } else {
+                let key = (dr.namespace.clone(), dr.host.clone());
+                index.dr_exact.entry(key).or_default().push(i);
+            }
+        }
+        index.sidecars.sort_by(|a, b| {
+            (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
+        });
         let source_labels: Vec<BTreeMap<String, String>> = index
             .virtual_services
             .iter()
@@ -155,6 +173,9 @@ impl MeshIndex {
                 labels,
             });
         }
+        index
+            .warnings
+            .extend(index.registry.warnings().iter().cloned());
         index.warnings.sort();
         index.warnings.dedup();
         index
@@ -173,7 +194,8 @@ impl MeshIndex {
         &self.registry
     }
 
-    /// Problems found in the resources themselves, independent of any proxy.
+    /// Problems found in the resources themselves (the registry's included), independent of
+    /// any proxy.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
@@ -186,7 +208,9 @@ impl MeshIndex {
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                s.namespace.as_ref().is_none_or(|ns| *ns == workload.namespace)
+                s.namespace
+                    .as_ref()
+                    .is_none_or(|ns| *ns == workload.namespace)
                     && labels_match(&s.labels, &workload.labels)
             })
             .map(|(i, _)| i)

@@ -14,14 +14,18 @@
 //! missing cluster, instead of letting a later route take its traffic.
 
 mod hosts;
-mod index;
 mod inbound;
+mod index;
 mod outbound;
 mod policy;
 mod routes;
 mod scope;
 
-use mesh_proto::config::v1::{Direction, Listener, ListenerProtocol, ProxyConfig};
+use std::sync::Arc;
+
+use mesh_proto::config::v1::{
+    Cluster, Direction, Listener, ListenerProtocol, ProxyConfig, RouteTable,
+};
 use mesh_proto::discovery::v1::ProxyAddresses;
 
 pub use hosts::{DOMAIN_SUFFIX, domains, resolve as resolve_host};
@@ -67,9 +71,9 @@ pub enum TranslateError {
 }
 
 fn check_address(proxy: &str, listener: &'static str, address: &str) -> Result<(), TranslateError> {
-    let ok = address.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && port.parse::<u16>().is_ok()
-    });
+    let ok = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if ok {
         Ok(())
     } else {
@@ -81,8 +85,57 @@ fn check_address(proxy: &str, listener: &'static str, address: &str) -> Result<(
     }
 }
 
-/// The config of one proxy. Pure and deterministic; cheap when the proxy's scope is cached.
-pub fn translate(mesh: &MeshIndex, proxy: &ProxyContext) -> Result<Translated, TranslateError> {
+/// A proxy's config with the outbound part still shared with the other proxies of its
+/// scope: per proxy only the listeners and the inbound part are built, so a push to many
+/// proxies does not copy the outbound clusters for each (encode them once per scope).
+#[derive(Clone, Debug, Default)]
+pub struct SharedConfig {
+    /// Sorted by name.
+    pub listeners: Vec<Listener>,
+    /// The `outbound` route table and clusters, when the proxy has an outbound listener.
+    pub outbound: Option<Arc<Outbound>>,
+    /// The `inbound` route table and `inbound|app` cluster, when it has an inbound listener.
+    pub inbound: Option<(RouteTable, Cluster)>,
+    /// Warnings of this proxy and of the index; the scope's are in `outbound.warnings`.
+    pub warnings: Vec<String>,
+}
+
+impl SharedConfig {
+    /// The whole config, sorted: "inbound" sorts before "outbound" in every list.
+    pub fn to_config(&self) -> ProxyConfig {
+        let mut config = ProxyConfig {
+            listeners: self.listeners.clone(),
+            ..Default::default()
+        };
+        if let Some((table, cluster)) = &self.inbound {
+            config.route_tables.push(table.clone());
+            config.clusters.push(cluster.clone());
+        }
+        if let Some(out) = &self.outbound {
+            config.route_tables.push(out.route_table.clone());
+            config.clusters.extend(out.clusters.iter().cloned());
+        }
+        config
+    }
+
+    /// Every warning, sorted, without duplicates.
+    pub fn all_warnings(&self) -> Vec<String> {
+        let mut all = self.warnings.clone();
+        if let Some(out) = &self.outbound {
+            all.extend(out.warnings.iter().cloned());
+        }
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// The config of one proxy, its outbound part shared with its scope. Pure; cheap (no copy
+/// of the outbound config) when the proxy's scope is cached.
+pub fn translate_shared(
+    mesh: &MeshIndex,
+    proxy: &ProxyContext,
+) -> Result<SharedConfig, TranslateError> {
     let a = proxy.addresses;
     if !a.outbound.is_empty() {
         check_address(proxy.id, OUTBOUND, &a.outbound)?;
@@ -101,11 +154,26 @@ pub fn translate(mesh: &MeshIndex, proxy: &ProxyContext) -> Result<Translated, T
         check_address(proxy.id, "application", &a.application)?;
     }
 
-    let mut config = ProxyConfig::default();
-    let mut warnings: Vec<String> = mesh.warnings().to_vec();
+    let mut shared = SharedConfig {
+        warnings: mesh.warnings().to_vec(),
+        ..Default::default()
+    };
+    if inbound_on {
+        if a.application.is_empty() {
+            shared.warnings.push(format!(
+                "proxy {}: an inbound address without an application address; no inbound listener",
+                proxy.id
+            ));
+        } else {
+            let (listener, table, cluster) =
+                inbound::build(&a.inbound, &a.application, a.transparent);
+            shared.listeners.push(listener);
+            shared.inbound = Some((table, cluster));
+        }
+    }
     if !a.outbound.is_empty() {
         let out = mesh.outbound(&mesh.scope(proxy.workload));
-        config.listeners.push(Listener {
+        shared.listeners.push(Listener {
             name: OUTBOUND.to_string(),
             address: a.outbound.clone(),
             direction: Direction::Outbound as i32,
@@ -115,29 +183,18 @@ pub fn translate(mesh: &MeshIndex, proxy: &ProxyContext) -> Result<Translated, T
             outbound_traffic_policy: out.outbound_traffic_policy as i32,
             transparent: a.transparent,
         });
-        config.route_tables.push(out.route_table.clone());
-        config.clusters.extend(out.clusters.iter().cloned());
-        warnings.extend(out.warnings.iter().cloned());
+        shared.outbound = Some(out);
     }
-    if inbound_on {
-        if a.application.is_empty() {
-            warnings.push(format!(
-                "proxy {}: an inbound address without an application address; no inbound listener",
-                proxy.id
-            ));
-        } else {
-            let (listener, table, cluster) = inbound::build(&a.inbound, &a.application, a.transparent);
-            config.listeners.push(listener);
-            config.route_tables.push(table);
-            config.clusters.push(cluster);
-        }
-    }
-    config.listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    config.route_tables.sort_by(|a, b| a.name.cmp(&b.name));
-    config.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    warnings.sort();
-    warnings.dedup();
-    Ok(Translated { config, warnings })
+    Ok(shared)
+}
+
+/// The config of one proxy, owned. Pure and deterministic: equal inputs, byte-equal output.
+pub fn translate(mesh: &MeshIndex, proxy: &ProxyContext) -> Result<Translated, TranslateError> {
+    let shared = translate_shared(mesh, proxy)?;
+    Ok(Translated {
+        config: shared.to_config(),
+        warnings: shared.all_warnings(),
+    })
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mesh_api::networking::{self as api, HttpMatchRequest, OutboundMode, Subset};
-use mesh_proto::config::v1::{
-    Cluster, Endpoint, OutboundTrafficPolicy, RouteTable, VirtualHost,
-};
+use mesh_proto::config::v1::{Cluster, Endpoint, OutboundTrafficPolicy, RouteTable, VirtualHost};
 
 use super::index::{DrEntry, MeshIndex, Selector, VsEntry};
 use super::routes::{self, RouteEnv};
@@ -37,18 +35,21 @@ pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
 struct DrView<'a> {
     top: Option<&'a api::TrafficPolicy>,
     subsets: Vec<&'a Subset>,
-    origin: String,
 }
 
 struct Builder<'a> {
-    index: &'a MeshIndex,
     scope: &'a ScopeKey,
+    selector_ids: &'a HashMap<Selector, usize>,
     sidecar: Option<&'a SidecarEntry>,
     /// Visible services by hostname (one per host).
     services: BTreeMap<&'a str, &'a Service>,
     /// Visible VirtualServices in Istio's order for this namespace.
     virtual_services: Vec<&'a VsEntry>,
-    drs: HashMap<&'a str, Option<DrView<'a>>>,
+    /// The DestinationRule in force for each visible service.
+    drs: HashMap<&'a str, DrView<'a>>,
+    /// Visible VirtualServices by exact host (the first wins), and the wildcard hosts.
+    vs_exact: HashMap<&'a str, &'a VsEntry>,
+    vs_wildcard: Vec<(&'a str, &'a VsEntry)>,
     warnings: Vec<String>,
 }
 
@@ -66,7 +67,8 @@ impl<'a> Builder<'a> {
             }
             let better = |old: &Service| {
                 (old.namespace != ns && svc.namespace == ns)
-                    || (old.namespace != ns && (&svc.created, &svc.namespace) < (&old.created, &old.namespace))
+                    || (old.namespace != ns
+                        && (&svc.created, &svc.namespace) < (&old.created, &old.namespace))
             };
             match services.get(svc.hostname.as_str()) {
                 Some(old) if !better(old) => {}
@@ -95,13 +97,30 @@ impl<'a> Builder<'a> {
             .filter(|vs| vs.hosts.iter().any(|h| imports(&vs.namespace, h)))
             .collect();
         virtual_services.sort_by_key(|vs| group(vs)); // stable: age order kept within groups
+        let mut vs_exact = HashMap::new();
+        let mut vs_wildcard = Vec::new();
+        for vs in &virtual_services {
+            for h in &vs.hosts {
+                if h.starts_with('*') {
+                    vs_wildcard.push((h.as_str(), *vs));
+                } else {
+                    vs_exact.entry(h.as_str()).or_insert(*vs);
+                }
+            }
+        }
+        let drs = services
+            .iter()
+            .filter_map(|(host, svc)| Some((*host, Self::find_dr(index, scope, svc)?)))
+            .collect();
         Builder {
-            index,
             scope,
+            selector_ids: &index.selector_ids,
             sidecar,
             services,
             virtual_services,
-            drs: HashMap::new(),
+            drs,
+            vs_exact,
+            vs_wildcard,
             warnings: Vec::new(),
         }
     }
@@ -109,15 +128,14 @@ impl<'a> Builder<'a> {
     /// The VirtualService for a host: the first with the exact host, else the first with the
     /// most specific wildcard covering it.
     fn virtual_service(&self, host: &str) -> Option<&'a VsEntry> {
+        if let Some(vs) = self.vs_exact.get(host) {
+            return Some(vs);
+        }
         let mut best: Option<(usize, &VsEntry)> = None;
-        for vs in &self.virtual_services {
-            for h in &vs.hosts {
-                if hosts::covers(h, host) {
-                    let s = hosts::specificity(h);
-                    if best.is_none_or(|(b, _)| s > b) {
-                        best = Some((s, vs));
-                    }
-                }
+        for (h, vs) in &self.vs_wildcard {
+            let s = hosts::specificity(h);
+            if hosts::covers(h, host) && best.is_none_or(|(b, _)| s > b) {
+                best = Some((s, vs));
             }
         }
         best.map(|(_, vs)| vs)
@@ -125,28 +143,26 @@ impl<'a> Builder<'a> {
 
     /// Istio's DestinationRule lookup for a service: the proxy's namespace, then the
     /// service's, then the root namespace; the most specific host within a namespace, a
-    /// rule selecting this workload before one without selector; same-host rules merge.
-    fn destination_rule(&mut self, svc: &'a Service) -> Option<&DrView<'a>> {
-        if !self.drs.contains_key(svc.hostname.as_str()) {
-            let view = self.find_dr(svc);
-            self.drs.insert(&svc.hostname, view);
-        }
-        self.drs[svc.hostname.as_str()].as_ref()
-    }
-
-    fn find_dr(&self, svc: &Service) -> Option<DrView<'a>> {
-        let ns = self.scope.namespace.as_str();
+    /// rule selecting this workload before one without selector; same-host rules merge
+    /// (subsets of later rules are added, the first traffic policy wins).
+    fn find_dr(index: &'a MeshIndex, scope: &ScopeKey, svc: &Service) -> Option<DrView<'a>> {
+        let ns = scope.namespace.as_str();
         let applies = |dr: &DrEntry| {
             export_visible(&dr.spec.export_to, &dr.namespace, ns)
-                && dr.selector.is_none_or(|i| self.scope.selected.contains(&i))
+                && dr.selector.is_none_or(|i| scope.selected.contains(&i))
                 && hosts::covers(&dr.host, &svc.hostname)
         };
         for candidate_ns in [ns, svc.namespace.as_str(), ROOT_NAMESPACE] {
-            let rules: Vec<&DrEntry> = self
-                .index
-                .destination_rules
-                .iter()
-                .filter(|dr| dr.namespace == candidate_ns && applies(dr))
+            let exact = index
+                .dr_exact
+                .get(&(candidate_ns.to_string(), svc.hostname.clone()));
+            let wild = index.dr_wildcard.get(candidate_ns);
+            let mut ids: Vec<usize> = exact.into_iter().chain(wild).flatten().copied().collect();
+            ids.sort_unstable();
+            let rules: Vec<&DrEntry> = ids
+                .into_iter()
+                .map(|i| &index.destination_rules[i])
+                .filter(|dr| applies(dr))
                 .collect();
             let Some(best) = rules
                 .iter()
@@ -170,7 +186,6 @@ impl<'a> Builder<'a> {
             return Some(DrView {
                 top: chosen.iter().find_map(|dr| dr.spec.traffic_policy.as_ref()),
                 subsets,
-                origin: format!("DestinationRule {}/{}", chosen[0].namespace, chosen[0].name),
             });
         }
         None
@@ -181,10 +196,13 @@ impl<'a> Builder<'a> {
     }
 
     fn clusters_of(&mut self, svc: &'a Service, out: &mut Vec<Cluster>) {
-        let dr = self.destination_rule(svc).map(|d| (d.top, d.subsets.clone(), d.origin.clone()));
+        let dr = self
+            .drs
+            .get(svc.hostname.as_str())
+            .map(|d| (d.top, d.subsets.clone()));
         for port in svc.ports.iter().filter(|p| Self::routable(p)) {
             let (top, subsets) = match &dr {
-                Some((top, subsets, _)) => (*top, subsets.as_slice()),
+                Some((top, subsets)) => (*top, subsets.as_slice()),
                 None => (None, &[][..]),
             };
             let add = |subset: Option<&Subset>, warnings: &mut Vec<String>| {
@@ -194,7 +212,11 @@ impl<'a> Builder<'a> {
                     endpoints: endpoints(svc, port, subset.map(|s| &s.labels), &name, warnings),
                     ..Default::default()
                 };
-                let effective = policy::merge(top, subset.and_then(|s| s.traffic_policy.as_ref()), port.number);
+                let effective = policy::merge(
+                    top,
+                    subset.and_then(|s| s.traffic_policy.as_ref()),
+                    port.number,
+                );
                 policy::apply(&mut cluster, &effective, port.protocol, &name, warnings);
                 cluster
             };
@@ -206,7 +228,8 @@ impl<'a> Builder<'a> {
     }
 
     fn virtual_hosts_of(&mut self, svc: &'a Service, out: &mut Vec<VirtualHost>) {
-        let http_ports: Vec<&ServicePort> = svc.ports.iter().filter(|p| Self::routable(p)).collect();
+        let http_ports: Vec<&ServicePort> =
+            svc.ports.iter().filter(|p| Self::routable(p)).collect();
         for p in svc.ports.iter().filter(|p| !Self::routable(p)) {
             self.warnings.push(format!(
                 "{} {}/{}: port {} ({}) of {}: only HTTP is routed yet; skipped",
@@ -234,7 +257,11 @@ impl<'a> Builder<'a> {
                     self.warnings.extend(w);
                     r
                 }
-                None => vec![routes::default_route(cluster_name(port.number, "", &svc.hostname))],
+                None => vec![routes::default_route(cluster_name(
+                    port.number,
+                    "",
+                    &svc.hostname,
+                ))],
             };
             out.push(VirtualHost {
                 name: format!("{}:{}", svc.hostname, port.number),
@@ -277,7 +304,7 @@ impl RouteEnv for Env<'_, '_> {
         }
         let subset = dest.subset.as_deref().unwrap_or("");
         if !subset.is_empty() {
-            let dr = self.b.find_dr(svc);
+            let dr = self.b.drs.get(svc.hostname.as_str());
             if !dr.is_some_and(|d| d.subsets.iter().any(|s| s.name == subset)) {
                 return Err(format!(
                     "subset {subset} of {host} is not defined by a DestinationRule visible here"
@@ -291,7 +318,10 @@ impl RouteEnv for Env<'_, '_> {
         if !m.gateways.is_empty() && !m.gateways.iter().any(|g| g == "mesh") {
             return false;
         }
-        if m.source_namespace.as_ref().is_some_and(|ns| *ns != self.b.scope.namespace) {
+        if m.source_namespace
+            .as_ref()
+            .is_some_and(|ns| *ns != self.b.scope.namespace)
+        {
             return false;
         }
         if m.source_labels.is_empty() {
@@ -302,7 +332,6 @@ impl RouteEnv for Env<'_, '_> {
             labels: m.source_labels.clone(),
         };
         self.b
-            .index
             .selector_ids
             .get(&sel)
             .is_some_and(|i| self.b.scope.selected.contains(i))
@@ -348,7 +377,11 @@ fn endpoints(
             let p = e.ports.get(&port.number).copied().unwrap_or(port.number);
             Some(Endpoint {
                 address: socket_addr(&e.address, p),
-                labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                labels: e
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 weight: e.weight,
             })
         })

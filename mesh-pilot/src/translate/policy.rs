@@ -104,7 +104,9 @@ pub fn apply(
             } else if let Some(q) = &ch.http_query_parameter_name {
                 Some(hash_policy::Key::QueryParameter(q.clone()))
             } else {
-                ch.use_source_ip.filter(|b| *b).map(hash_policy::Key::SourceIp)
+                ch.use_source_ip
+                    .filter(|b| *b)
+                    .map(hash_policy::Key::SourceIp)
             };
             cluster.hash_policy = key.map(|k| HashPolicy { key: Some(k) });
         } else {
@@ -117,14 +119,20 @@ pub fn apply(
                 )),
             }
         }
-        if lb.locality_lb_setting.is_some() || lb.warmup.is_some() || lb.warmup_duration_secs.is_some() {
+        if lb.locality_lb_setting.is_some()
+            || lb.warmup.is_some()
+            || lb.warmup_duration_secs.is_some()
+        {
             warnings.push(format!(
                 "{what}: localityLbSetting and warmup are not supported yet; ignored"
             ));
         }
     }
 
-    let http = policy.connection_pool.as_ref().and_then(|c| c.http.as_ref());
+    let http = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|c| c.http.as_ref());
     if let Some(tcp) = policy.connection_pool.as_ref().and_then(|c| c.tcp.as_ref()) {
         cluster.connect_timeout_ms = tcp.connect_timeout.as_ref().map(ms).unwrap_or(0);
         if tcp.max_connections.is_some() {
@@ -257,7 +265,10 @@ mod tests {
         let m = merge(Some(&top), Some(&sub_port), 9080);
         assert_eq!(m.load_balancer, lb(SimpleLb::LeastRequest));
         assert_eq!(m.connection_pool, None);
-        assert_eq!(merge(Some(&top), Some(&sub_port), 80).connection_pool, pool(100));
+        assert_eq!(
+            merge(Some(&top), Some(&sub_port), 80).connection_pool,
+            pool(100)
+        );
     }
 
     fn cluster_for(policy: &Effective, protocol: Protocol) -> (Cluster, Vec<String>) {
@@ -318,7 +329,10 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(c.lb_policy, LbPolicy::Maglev as i32);
-        assert_eq!(c.hash_policy.unwrap().key, Some(hash_policy::Key::SourceIp(true)));
+        assert_eq!(
+            c.hash_policy.unwrap().key,
+            Some(hash_policy::Key::SourceIp(true))
+        );
         let c = hash(ConsistentHashLb {
             http_query_parameter_name: Some("u".into()),
             ..Default::default()

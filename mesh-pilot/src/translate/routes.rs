@@ -7,8 +7,7 @@ use mesh_api::networking::{
 };
 use mesh_proto::config::v1::{
     DirectResponse, HeaderMatch, HeaderOperations, HeaderValue, QueryParameterMatch, Redirect,
-    RetryPolicy, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster, route,
-    string_match,
+    RetryPolicy, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster, route, string_match,
 };
 
 /// What the route builder needs from its caller.
@@ -72,7 +71,11 @@ fn prefix(p: &str) -> Option<StringMatch> {
 
 /// One Istio match into the proxy's; `None` when a condition cannot be expressed (the match
 /// is then dropped rather than widened).
-fn route_match(m: &HttpMatchRequest, origin: &str, warnings: &mut Vec<String>) -> Option<RouteMatch> {
+fn route_match(
+    m: &HttpMatchRequest,
+    origin: &str,
+    warnings: &mut Vec<String>,
+) -> Option<RouteMatch> {
     if m.authority.is_some() || m.scheme.is_some() {
         warnings.push(format!(
             "{origin}: match on authority or scheme is not supported yet; that match is dropped"
@@ -99,7 +102,8 @@ fn route_match(m: &HttpMatchRequest, origin: &str, warnings: &mut Vec<String>) -
         .map(|(name, v)| QueryParameterMatch {
             name: name.clone(),
             // Istio reads `exact: ""` as "present".
-            value: string_match(v).filter(|s| s.kind != Some(string_match::Kind::Exact(String::new()))),
+            value: string_match(v)
+                .filter(|s| s.kind != Some(string_match::Kind::Exact(String::new()))),
         })
         .collect();
     Some(RouteMatch {
@@ -262,7 +266,9 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
         timeout_ms: r.timeout.as_ref().map(ms).unwrap_or(0),
         retry_policy: Some(retry_policy(r.retries.as_ref())),
         prefix_rewrite: rewrite.and_then(|rw| rw.uri.clone()).unwrap_or_default(),
-        authority_rewrite: rewrite.and_then(|rw| rw.authority.clone()).unwrap_or_default(),
+        authority_rewrite: rewrite
+            .and_then(|rw| rw.authority.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -285,7 +291,11 @@ fn unsupported(r: &HttpRoute, origin: &str, warnings: &mut Vec<String>) {
 
 /// The routes of one VirtualService for the virtual host of `env.port()`, in order: each
 /// `http` entry gives one route per applicable match (or one catch-all without matches).
-pub fn http_routes(http: &[HttpRoute], env: &dyn RouteEnv, warnings: &mut Vec<String>) -> Vec<Route> {
+pub fn http_routes(
+    http: &[HttpRoute],
+    env: &dyn RouteEnv,
+    warnings: &mut Vec<String>,
+) -> Vec<Route> {
     let mut out = Vec::new();
     for r in http {
         if r.delegate.is_some() {

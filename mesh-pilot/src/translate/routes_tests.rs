@@ -82,7 +82,10 @@ fn each_match_is_a_route_with_the_same_action_in_order() {
         m1.path.as_ref().unwrap().kind,
         Some(string_match::Kind::Prefix("/".into()))
     );
-    assert_eq!(action(&r[2]).clusters[0].cluster, "outbound|9080|v3|reviews");
+    assert_eq!(
+        action(&r[2]).clusters[0].cluster,
+        "outbound|9080|v3|reviews"
+    );
     assert_eq!(action(&r[2]).clusters[0].weight, 100);
 }
 
@@ -102,7 +105,11 @@ fn match_fields() {
     route: [{destination: {host: reviews}}]
 ",
     );
-    assert_eq!(r.len(), 1, "other port and unselected source drop their matches");
+    assert_eq!(
+        r.len(),
+        1,
+        "other port and unselected source drop their matches"
+    );
     let m = r[0].r#match.as_ref().unwrap();
     assert_eq!(
         m.path.as_ref().unwrap().kind,
@@ -113,7 +120,10 @@ fn match_fields() {
         Some(string_match::Kind::Exact("POST".into()))
     );
     assert_eq!(m.query_parameters[0].name, "debug");
-    assert_eq!(m.query_parameters[0].value, None, "exact \"\" means present");
+    assert_eq!(
+        m.query_parameters[0].value, None,
+        "exact \"\" means present"
+    );
     assert_eq!(
         m.query_parameters[1].value.as_ref().unwrap().kind,
         Some(string_match::Kind::Regex("a.*".into()))
@@ -161,7 +171,10 @@ fn weights_timeout_rewrite_and_headers() {
         .collect();
     assert_eq!(
         w,
-        [("outbound|9080|v1|reviews", 80), ("outbound|9080|v2|reviews", 20)]
+        [
+            ("outbound|9080|v1|reviews", 80),
+            ("outbound|9080|v2|reviews", 20)
+        ]
     );
     let set = &a.clusters[0].request_headers.as_ref().unwrap().set[0];
     assert_eq!((set.name.as_str(), set.value.as_str()), ("x-version", "v1"));
@@ -194,7 +207,10 @@ fn retries() {
     let p = action(&r[0]).retry_policy.clone().unwrap();
     assert_eq!(p.num_retries, 3);
     assert_eq!(p.per_try_timeout_ms, 2000);
-    assert_eq!(p.retry_on, "gateway-error,connect-failure,retriable-status-codes");
+    assert_eq!(
+        p.retry_on,
+        "gateway-error,connect-failure,retriable-status-codes"
+    );
     assert_eq!(p.retriable_status_codes, [503, 429]);
     let (r, _) = routes(
         "  http:
@@ -273,7 +289,10 @@ fn faults_and_mirrors_are_warned_and_skipped() {
     route: [{destination: {host: reviews, subset: v1}}]
 ",
     );
-    assert_eq!(action(&r[0]).clusters[0].cluster, "outbound|9080|v1|reviews");
+    assert_eq!(
+        action(&r[0]).clusters[0].cluster,
+        "outbound|9080|v1|reviews"
+    );
     assert!(w.iter().any(|w| w.contains("fault injection")), "{w:?}");
     assert!(w.iter().any(|w| w.contains("mirroring")), "{w:?}");
 }

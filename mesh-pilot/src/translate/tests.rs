@@ -55,7 +55,11 @@ fn mesh(extra: &str) -> MeshIndex {
 }
 
 fn run(mesh: &MeshIndex, workload: &str, ns: &str, addresses: ProxyAddresses) -> Translated {
-    let w = mesh.registry().workload(workload, ns).expect("workload").clone();
+    let w = mesh
+        .registry()
+        .workload(workload, ns)
+        .expect("workload")
+        .clone();
     translate(
         mesh,
         &ProxyContext {
@@ -105,18 +109,29 @@ fn default_routes_domains_and_endpoints() {
     let m = mesh("");
     let t = run(&m, "reviews-v1", "default", outbound_only());
     let l = &t.config.listeners[0];
-    assert_eq!((l.name.as_str(), l.address.as_str()), ("outbound", "127.0.0.1:15001"));
+    assert_eq!(
+        (l.name.as_str(), l.address.as_str()),
+        ("outbound", "127.0.0.1:15001")
+    );
     assert_eq!(l.route_table, "outbound");
     assert_eq!(l.outbound_traffic_policy, 1, "ALLOW_ANY by default");
 
     let vh = vhost(&t, "reviews.default.svc.cluster.local:9080").unwrap();
     // Single-port service: bare names too; same namespace: the short name too.
-    for d in ["reviews:9080", "reviews", "reviews.default", "reviews.default.svc.cluster.local"] {
+    for d in [
+        "reviews:9080",
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc.cluster.local",
+    ] {
         assert!(vh.domains.iter().any(|x| x == d), "{d} in {:?}", vh.domains);
     }
     assert_eq!(
         targets(&vh.routes[0]),
-        [("outbound|9080||reviews.default.svc.cluster.local".to_string(), 100)]
+        [(
+            "outbound|9080||reviews.default.svc.cluster.local".to_string(),
+            100
+        )]
     );
     let c = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
     let eps: Vec<_> = c.endpoints.iter().map(|e| e.address.as_str()).collect();
@@ -133,14 +148,21 @@ fn default_routes_domains_and_endpoints() {
     let web80 = vhost(&t, "web.shop.svc.cluster.local:80").unwrap();
     assert!(web80.domains.iter().any(|d| d == "web"));
     let web8443 = vhost(&t, "web.shop.svc.cluster.local:8443").unwrap();
-    assert!(!web8443.domains.iter().any(|d| d == "web"), "multi-port: bare host is port 80's");
+    assert!(
+        !web8443.domains.iter().any(|d| d == "web"),
+        "multi-port: bare host is port 80's"
+    );
     assert_eq!(
         cluster(&t, "outbound|8443||web.shop.svc.cluster.local").protocol,
         UpstreamProtocol::Http2 as i32
     );
     // TCP ports are skipped with a warning.
     assert!(vhost(&t, "web.shop.svc.cluster.local:5432").is_none());
-    assert!(t.warnings.iter().any(|w| w.contains("port 5432 (TCP)")), "{:?}", t.warnings);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("port 5432 (TCP)")),
+        "{:?}",
+        t.warnings
+    );
 }
 
 #[test]
@@ -174,7 +196,10 @@ spec:
     let other = run(&m, "cart", "shop", outbound_only());
     assert!(vhost(&other, "private.default.svc.cluster.local:80").is_none());
     let vh = vhost(&other, "reviews.default.svc.cluster.local:9080").unwrap();
-    assert_eq!(vh.routes[0].name, "default", "the private VirtualService is not seen");
+    assert_eq!(
+        vh.routes[0].name, "default",
+        "the private VirtualService is not seen"
+    );
 }
 
 #[test]
@@ -198,7 +223,12 @@ spec:
     let shop = run(&m, "cart", "shop", outbound_only());
     assert!(vhost(&shop, "web.shop.svc.cluster.local:80").is_some());
     assert!(vhost(&shop, "reviews.default.svc.cluster.local:9080").is_none());
-    assert!(shop.config.clusters.iter().all(|c| !c.name.contains("reviews")));
+    assert!(
+        shop.config
+            .clusters
+            .iter()
+            .all(|c| !c.name.contains("reviews"))
+    );
     assert_eq!(shop.config.listeners[0].outbound_traffic_policy, 2);
 
     // default has no Sidecar: the root namespace's applies.
@@ -234,7 +264,11 @@ spec:
     let v1 = cluster(&def, "outbound|9080|v1|reviews.default.svc.cluster.local");
     let eps: Vec<_> = v1.endpoints.iter().map(|e| e.address.as_str()).collect();
     assert_eq!(eps, ["198.18.0.11:9080"], "subset endpoints by labels");
-    assert_eq!(v1.lb_policy, LbPolicy::Random as i32, "subset inherits top level");
+    assert_eq!(
+        v1.lb_policy,
+        LbPolicy::Random as i32,
+        "subset inherits top level"
+    );
 
     let shop = run(&m, "cart", "shop", outbound_only());
     let c = cluster(&shop, "outbound|9080||reviews.default.svc.cluster.local");
@@ -289,7 +323,11 @@ spec:
             .collect()
     };
     let cart = run(&m, "cart", "shop", outbound_only());
-    assert_eq!(timeouts(&cart), [1000, 2000], "the oldest VirtualService, with its cart match");
+    assert_eq!(
+        timeouts(&cart),
+        [1000, 2000],
+        "the oldest VirtualService, with its cart match"
+    );
     let reviews = run(&m, "reviews-v1", "default", outbound_only());
     assert_eq!(timeouts(&reviews), [2000]);
     assert_ne!(
@@ -336,7 +374,10 @@ fn inbound_listener_to_the_application() {
     );
     assert_eq!(t.config.listeners.len(), 1);
     let l = &t.config.listeners[0];
-    assert_eq!((l.name.as_str(), l.direction, l.transparent), ("inbound", 2, true));
+    assert_eq!(
+        (l.name.as_str(), l.direction, l.transparent),
+        ("inbound", 2, true)
+    );
     let vh = &t.config.route_tables[0].virtual_hosts[0];
     assert_eq!(vh.domains, ["*"]);
     let route::Action::Route(a) = vh.routes[0].action.as_ref().unwrap() else {
@@ -381,4 +422,72 @@ fn bad_addresses_are_errors() {
         }),
         TranslateError::AddressConflict { .. }
     ));
+}
+
+#[test]
+fn unknown_destination_host_answers_503_with_a_warning() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: nowhere}}]}]
+",
+    );
+    let t = run(&m, "cart", "shop", outbound_only());
+    let vh = vhost(&t, "reviews.default.svc.cluster.local:9080").unwrap();
+    assert!(matches!(
+        vh.routes[0].action,
+        Some(route::Action::DirectResponse(ref d)) if d.status == 503
+    ));
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("nowhere.default.svc.cluster.local is not a service")),
+        "{:?}",
+        t.warnings
+    );
+}
+
+#[test]
+fn destination_rule_specificity_and_workload_selector() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wildcard, namespace: shop}
+spec:
+  host: '*.default.svc.cluster.local'
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: exact, namespace: shop}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart-only, namespace: shop}
+spec:
+  host: web.shop.svc.cluster.local
+  workloadSelector: {labels: {app: cart}}
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+",
+    );
+    let t = run(&m, "cart", "shop", outbound_only());
+    let lb = |t: &Translated, c: &str| cluster(t, c).lb_policy;
+    assert_eq!(
+        lb(&t, "outbound|9080||reviews.default.svc.cluster.local"),
+        LbPolicy::RoundRobin as i32,
+        "the exact host beats the wildcard"
+    );
+    assert_eq!(
+        lb(&t, "outbound|80||web.shop.svc.cluster.local"),
+        LbPolicy::Random as i32,
+        "the rule selecting cart applies to cart"
+    );
 }
