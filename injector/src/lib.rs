@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod annotations;
+pub mod config;
 pub mod inject;
 pub mod manifest;
 pub mod patch;

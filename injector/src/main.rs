@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use mesh_injector::server::{self, Webhook};
 use mesh_injector::tls::CertReloader;
-use mesh_injector::{Injector, Template, Values};
+use mesh_injector::{Injector, config};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,24 +49,12 @@ struct Args {
 }
 
 fn injector(args: &Args) -> anyhow::Result<Injector> {
-    let mut values = match &args.values {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
-            Values::from_yaml(&text).with_context(|| p.display().to_string())?
-        }
-        None => Values::default(),
-    };
-    if let Some(v) = &args.cluster_version {
-        values.cluster_version = Some(v.clone());
-    }
-    let template = match &args.template {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
-            Template::parse(&text).with_context(|| p.display().to_string())?
-        }
-        None => Template::default_template(),
-    };
-    Ok(Injector::new(values, template)?)
+    Ok(config::load(&config::Sources {
+        configmap: None,
+        values: args.values.as_deref(),
+        template: args.template.as_deref(),
+        cluster_version: args.cluster_version.as_deref(),
+    })?)
 }
 
 #[tokio::main]

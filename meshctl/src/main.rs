@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod kube_inject;
 mod up;
 mod validate;
 
@@ -22,6 +23,9 @@ enum Command {
     /// Run a local mesh from a directory of Istio YAML: pilot, a proxy and a sample app per
     /// WorkloadEntry.
     Up(up::Args),
+    /// Inject the mesh's sidecar into Kubernetes manifests (Pods and workloads), as the
+    /// injector webhook would.
+    KubeInject(kube_inject::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,5 +33,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Up(args) => up::run(&args),
+        Command::KubeInject(args) => kube_inject::run(&args),
     }
 }
