@@ -64,7 +64,10 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Its fallback report of a failed log write is an eprintln!, which panics (and drops
+        // the connection being served) when stderr is a closed pipe.
+        .log_internal_errors(false);
     if args.log_json {
         builder.json().init();
     } else {
