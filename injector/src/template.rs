@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Lifecycle, Probe, Volume};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::values::Values;
@@ -40,10 +40,12 @@ pub enum TemplateError {
     Unterminated(String),
     #[error("template: {0}")]
     Shape(String),
+    #[error("template: unknown field {0} (not in the Kubernetes API)")]
+    UnknownField(String),
 }
 
 /// What the template renders to for one pod.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rendered {
     pub init_container: Container,
@@ -57,14 +59,14 @@ pub struct Rendered {
 }
 
 /// Fields merged into the proxy when it runs as a native sidecar.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NativeSidecar {
     pub startup_probe: Option<Probe>,
 }
 
 /// Fields merged into the proxy when it runs as the first ordinary container.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FirstContainer {
     pub lifecycle: Option<Lifecycle>,
@@ -91,6 +93,16 @@ impl Template {
             .map(|f| (f.to_string(), "1".to_string()))
             .collect();
         template.render(&Values::default(), &probe)?;
+        // k8s-openapi ignores fields it does not know: a misspelt `readOnly` would vanish
+        // silently. Whatever the typed parts do not carry back out is a typo.
+        let mut tree = template.tree.clone();
+        substitute(&mut tree, &|_| Some("1".to_string()))?;
+        let typed: Rendered = serde_json::from_value(tree.clone())
+            .map_err(|e| TemplateError::Shape(e.to_string()))?;
+        let back = serde_json::to_value(&typed).map_err(|e| TemplateError::Shape(e.to_string()))?;
+        if let Some(path) = unknown_key(&tree, &back, "") {
+            return Err(TemplateError::UnknownField(path));
+        }
         Ok(template)
     }
 
@@ -133,6 +145,31 @@ impl Template {
         drop_empty_flags(&mut rendered.init_container);
         drop_empty_flags(&mut rendered.sidecar);
         Ok(rendered)
+    }
+}
+
+/// The first key of `tree` that `typed` (its typed round trip) lacks.
+fn unknown_key(tree: &Value, typed: &Value, path: &str) -> Option<String> {
+    match (tree, typed) {
+        (Value::Object(t), Value::Object(b)) => t.iter().find_map(|(k, v)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            match b.get(k) {
+                Some(bv) => unknown_key(v, bv, &p),
+                // Empty values are dropped by the model's serializer, not unknown.
+                None if v.is_null() || v == &Value::Object(Default::default()) => None,
+                None => Some(p),
+            }
+        }),
+        (Value::Array(t), Value::Array(b)) => t
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (tv, bv))| unknown_key(tv, bv, &format!("{path}[{i}]"))),
+        _ => None,
     }
 }
 
@@ -267,5 +304,11 @@ mod tests {
             Template::parse("initContainer: {name: a}\nsidecar: {name: p}\nextra: 1\n").is_err()
         );
         assert!(Template::parse(": : :").is_err());
+        let typo = DEFAULT_TEMPLATE.replace("readOnly: true", "readonly: true");
+        let err = Template::parse(&typo).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "template: unknown field sidecar.volumeMounts[1].readonly (not in the Kubernetes API)"
+        );
     }
 }
