@@ -66,9 +66,9 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let better = |old: &Service| {
-                (old.namespace != ns && svc.namespace == ns)
-                    || (old.namespace != ns
-                        && (&svc.created, &svc.namespace) < (&old.created, &old.namespace))
+                old.namespace != ns
+                    && (svc.namespace == ns
+                        || (&svc.created, &svc.namespace) < (&old.created, &old.namespace))
             };
             match services.get(svc.hostname.as_str()) {
                 Some(old) if !better(old) => {}
