@@ -13,6 +13,7 @@ pub mod authz;
 pub mod config;
 pub mod discovery;
 pub mod http;
+pub mod identity;
 pub mod iptables;
 pub mod lb;
 pub mod listener;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod retry;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use server::Server;
