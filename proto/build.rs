@@ -26,12 +26,15 @@ fn main() {
     let fds = protox::compile(&files, ["."]).expect("compile protos");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let descriptor_path = out_dir.join("descriptors.bin");
-    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds)).expect("write descriptors");
+    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))
+        .expect("write descriptors");
 
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .compile_well_known_types(true)
+        // Ordered maps keep the encoding of a config byte-stable, so its hash is its version.
+        .btree_map(".")
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds.clone())
         .expect("generate prost and tonic code");
@@ -40,6 +43,7 @@ fn main() {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)
         .expect("register descriptors")
+        .btree_map(["."])
         .build(&[".mesh"])
         .expect("generate serde impls");
 }

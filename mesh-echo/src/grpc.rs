@@ -1,6 +1,6 @@
 //! The gRPC side of the echo: the `mesh.echo.v1.Echo` service.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ impl EchoGrpc {
 }
 
 /// Request metadata as reported back; flattened once per call, not once per streamed message.
-type Metadata = HashMap<String, String>;
+type Metadata = BTreeMap<String, String>;
 
 fn flatten(metadata: &MetadataMap) -> Metadata {
     headers::flatten(&metadata.clone().into_headers())

@@ -9,7 +9,11 @@ use mesh_pilot::server::Pilot;
 use mesh_pilot::watch::Debounce;
 
 #[derive(Parser, Debug)]
-#[command(name = "mesh-pilot", version, about = "The mesh's discovery control plane")]
+#[command(
+    name = "mesh-pilot",
+    version,
+    about = "The mesh's discovery control plane"
+)]
 struct Args {
     /// Directory of Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry,
     /// Sidecar, ...), watched for changes.

@@ -38,7 +38,11 @@ impl Default for PilotMetrics {
 
 impl PilotMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("pilot_xds_pushes", "Discovery responses sent, by type", self.pushes.clone());
+        registry.register(
+            "pilot_xds_pushes",
+            "Discovery responses sent, by type",
+            self.pushes.clone(),
+        );
         registry.register(
             "pilot_xds_push_errors",
             "Discovery responses NACKed or not delivered, by type",

@@ -88,7 +88,11 @@ impl DirStore {
         let mut out = Vec::new();
         for (path, state) in &self.files {
             for r in &state.good {
-                let key = (r.kind(), r.namespace().unwrap_or_default().to_string(), r.name().to_string());
+                let key = (
+                    r.kind(),
+                    r.namespace().unwrap_or_default().to_string(),
+                    r.name().to_string(),
+                );
                 if seen.insert(key) {
                     out.push(r.clone());
                 } else {
@@ -101,7 +105,10 @@ impl DirStore {
 
     /// The errors of files whose current version was rejected.
     pub fn errors(&self) -> Vec<ValidationError> {
-        self.files.values().flat_map(|s| s.errors.iter().cloned()).collect()
+        self.files
+            .values()
+            .flat_map(|s| s.errors.iter().cloned())
+            .collect()
     }
 }
 
@@ -131,12 +138,21 @@ spec:
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).unwrap();
         // Make the change visible even within the file system's timestamp granularity.
-        let f = std::fs::File::options().append(true).open(dir.join(name)).unwrap();
-        f.set_modified(SystemTime::now() + std::time::Duration::from_secs(rand_secs())).unwrap();
+        let f = std::fs::File::options()
+            .append(true)
+            .open(dir.join(name))
+            .unwrap();
+        f.set_modified(SystemTime::now() + std::time::Duration::from_secs(rand_secs()))
+            .unwrap();
     }
 
     fn rand_secs() -> u64 {
-        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos() as u64 % 1000 + 1
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+            % 1000
+            + 1
     }
 
     #[test]
@@ -162,7 +178,11 @@ spec:
         let mut store = DirStore::new(dir.path());
         write(dir.path(), "a.yaml", SE);
         store.scan();
-        write(dir.path(), "a.yaml", &SE.replace("number: 9080", "number: 99999"));
+        write(
+            dir.path(),
+            "a.yaml",
+            &SE.replace("number: 9080", "number: 99999"),
+        );
         assert!(!store.scan(), "the valid objects did not change");
         assert_eq!(store.resources().len(), 1);
         let errors = store.errors();

@@ -34,7 +34,12 @@ pub fn due(first: Instant, last: Instant, now: Instant, d: &Debounce) -> bool {
     now.duration_since(last) >= d.quiet || now.duration_since(first) >= d.max
 }
 
-pub async fn watch(mut store: DirStore, discovery: Arc<Discovery>, debounce: Debounce, stop: CancellationToken) {
+pub async fn watch(
+    mut store: DirStore,
+    discovery: Arc<Discovery>,
+    debounce: Debounce,
+    stop: CancellationToken,
+) {
     let mut pending: Option<(Instant, Instant)> = None;
     let mut tick = tokio::time::interval(debounce.poll);
     loop {
@@ -49,7 +54,10 @@ pub async fn watch(mut store: DirStore, discovery: Arc<Discovery>, debounce: Deb
                 None => (now, now),
             });
         }
-        discovery.metrics.config_errors.set(store.errors().len() as i64);
+        discovery
+            .metrics
+            .config_errors
+            .set(store.errors().len() as i64);
         if let Some((first, last)) = pending
             && due(first, last, now, &debounce)
         {
@@ -70,7 +78,13 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         assert!(!due(t0, ms(50), ms(120), &d), "changed 70 ms ago");
         assert!(due(t0, ms(50), ms(150), &d), "quiet for 100 ms");
-        assert!(!due(t0, ms(9_950), ms(9_990), &d), "still changing, under the max");
-        assert!(due(t0, ms(9_990), ms(10_000), &d), "10 s after the first change");
+        assert!(
+            !due(t0, ms(9_950), ms(9_990), &d),
+            "still changing, under the max"
+        );
+        assert!(
+            due(t0, ms(9_990), ms(10_000), &d),
+            "10 s after the first change"
+        );
     }
 }

@@ -10,8 +10,12 @@ use std::time::Duration;
 use common::*;
 use futures_util::Stream;
 use http::StatusCode;
-use mesh_proto::discovery::v1::aggregated_discovery_server::{AggregatedDiscovery, AggregatedDiscoveryServer};
-use mesh_proto::discovery::v1::{DiscoveryRequest, DiscoveryResponse, Node, ProxyAddresses, ResourceType};
+use mesh_proto::discovery::v1::aggregated_discovery_server::{
+    AggregatedDiscovery, AggregatedDiscoveryServer,
+};
+use mesh_proto::discovery::v1::{
+    DiscoveryRequest, DiscoveryResponse, Node, ProxyAddresses, ResourceType,
+};
 use mesh_proxy::discovery::DiscoveryClient;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -20,7 +24,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Each stream's requests go to the test; the test sends the responses.
 struct Scripted {
-    streams: mpsc::Sender<(Streaming<DiscoveryRequest>, mpsc::Sender<Result<DiscoveryResponse, Status>>)>,
+    streams: mpsc::Sender<(
+        Streaming<DiscoveryRequest>,
+        mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    )>,
 }
 
 type Out = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
@@ -28,14 +35,21 @@ type Out = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>
 #[tonic::async_trait]
 impl AggregatedDiscovery for Scripted {
     type StreamStream = Out;
-    async fn stream(&self, req: Request<Streaming<DiscoveryRequest>>) -> Result<Response<Out>, Status> {
+    async fn stream(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Out>, Status> {
         let (tx, rx) = mpsc::channel(4);
         self.streams.send((req.into_inner(), tx)).await.unwrap();
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-fn push(version: &str, nonce: &str, config: mesh_proto::config::v1::ProxyConfig) -> Result<DiscoveryResponse, Status> {
+fn push(
+    version: &str,
+    nonce: &str,
+    config: mesh_proto::config::v1::ProxyConfig,
+) -> Result<DiscoveryResponse, Status> {
     Ok(DiscoveryResponse {
         r#type: ResourceType::Config as i32,
         version_info: version.into(),
@@ -57,7 +71,10 @@ async fn next(requests: &mut Streaming<DiscoveryRequest>) -> DiscoveryRequest {
 #[tokio::test]
 async fn applies_acks_nacks_and_resumes() {
     let app = echo("app", "v1").await;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let good = config(json!({
         "listeners": [{ "name": "out", "address": listen.to_string(), "direction": "OUTBOUND",
                         "protocol": "HTTP", "routeTable": "out" }],
@@ -65,14 +82,17 @@ async fn applies_acks_nacks_and_resumes() {
         "clusters": [cluster("app", &[&app])],
     }));
     let mut bad = good.clone();
-    bad.route_tables[0].virtual_hosts[0].routes[0].r#match = Some(serde_json::from_value(json!({"path": {"regex": "("}})).unwrap());
+    bad.route_tables[0].virtual_hosts[0].routes[0].r#match =
+        Some(serde_json::from_value(json!({"path": {"regex": "("}})).unwrap());
 
     let (streams_tx, mut streams) = mpsc::channel(4);
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_addr = grpc.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServer::new(Scripted { streams: streams_tx }))
+            .add_service(AggregatedDiscoveryServer::new(Scripted {
+                streams: streams_tx,
+            }))
             .serve_with_incoming(TcpListenerStream::new(grpc)),
     );
 
@@ -84,7 +104,9 @@ async fn applies_acks_nacks_and_resumes() {
         addresses: Some(ProxyAddresses::default()),
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(DiscoveryClient::new(server.clone(), format!("http://{grpc_addr}"), node).run(stop.clone()));
+    tokio::spawn(
+        DiscoveryClient::new(server.clone(), format!("http://{grpc_addr}"), node).run(stop.clone()),
+    );
 
     let (mut requests, responses) = streams.recv().await.unwrap();
     let first = next(&mut requests).await;
@@ -96,16 +118,30 @@ async fn applies_acks_nacks_and_resumes() {
 
     responses.send(push("v1", "n1", good)).await.unwrap();
     let ack = next(&mut requests).await;
-    assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str(), ack.error_detail.as_str()), ("v1", "n1", ""));
+    assert_eq!(
+        (
+            ack.version_info.as_str(),
+            ack.response_nonce.as_str(),
+            ack.error_detail.as_str()
+        ),
+        ("v1", "n1", "")
+    );
     assert!(server.is_ready());
     assert_eq!(get(listen, "app", "/").await.status, StatusCode::OK);
 
     responses.send(push("v2", "n2", bad)).await.unwrap();
     let nack = next(&mut requests).await;
     assert_eq!(nack.response_nonce, "n2");
-    assert_eq!(nack.version_info, "v1", "a NACK reports the version still held");
+    assert_eq!(
+        nack.version_info, "v1",
+        "a NACK reports the version still held"
+    );
     assert!(nack.error_detail.contains("regex"), "{}", nack.error_detail);
-    assert_eq!(get(listen, "app", "/").await.status, StatusCode::OK, "last good config serves");
+    assert_eq!(
+        get(listen, "app", "/").await.status,
+        StatusCode::OK,
+        "last good config serves"
+    );
 
     // The control plane goes away; the proxy keeps serving and comes back holding v1.
     drop(responses);

@@ -48,12 +48,24 @@ const ADMIN_PORT: &str = "local.mesh.dev/admin-port";
 pub fn local_workloads(resources: &[Resource]) -> Result<Vec<LocalWorkload>, String> {
     let mut out = Vec::new();
     for r in resources {
-        let Resource::WorkloadEntry(we) = r else { continue };
+        let Resource::WorkloadEntry(we) = r else {
+            continue;
+        };
         let annotations = &we.metadata.annotations;
-        let Some(app_port) = annotations.get(APP_PORT) else { continue };
-        let at = |what: &str| format!("WorkloadEntry {}/{}: {what}", r.namespace().unwrap_or("default"), r.name());
+        let Some(app_port) = annotations.get(APP_PORT) else {
+            continue;
+        };
+        let at = |what: &str| {
+            format!(
+                "WorkloadEntry {}/{}: {what}",
+                r.namespace().unwrap_or("default"),
+                r.name()
+            )
+        };
         let port = |key: &str, value: &str| -> Result<u16, String> {
-            value.parse().map_err(|_| at(&format!("annotation {key}: {value:?} is not a port")))
+            value
+                .parse()
+                .map_err(|_| at(&format!("annotation {key}: {value:?} is not a port")))
         };
         let ip: std::net::IpAddr = we
             .spec
@@ -67,12 +79,23 @@ pub fn local_workloads(resources: &[Resource]) -> Result<Vec<LocalWorkload>, Str
             .next()
             .copied()
             .ok_or_else(|| at("spec.ports must name the proxy's inbound port"))?;
-        let label = |k: &str| we.spec.labels.get(k).cloned().unwrap_or_else(|| r.name().to_string());
+        let label = |k: &str| {
+            we.spec
+                .labels
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| r.name().to_string())
+        };
         out.push(LocalWorkload {
             name: r.name().to_string(),
             namespace: r.namespace().unwrap_or("default").to_string(),
             app: label("app"),
-            version: we.spec.labels.get("version").cloned().unwrap_or_else(|| "v1".into()),
+            version: we
+                .spec
+                .labels
+                .get("version")
+                .cloned()
+                .unwrap_or_else(|| "v1".into()),
             inbound: SocketAddr::new(ip, inbound_port as u16),
             app_addr: SocketAddr::new(ip, port(APP_PORT, app_port)?),
             outbound: annotations
@@ -124,9 +147,12 @@ impl Drop for Fleet {
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let path = exe.with_file_name(name);
-    path.exists()
-        .then_some(path.clone())
-        .ok_or_else(|| format!("{} not found: build it with `cargo build --bins`", path.display()))
+    path.exists().then_some(path.clone()).ok_or_else(|| {
+        format!(
+            "{} not found: build it with `cargo build --bins`",
+            path.display()
+        )
+    })
 }
 
 fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
@@ -156,13 +182,24 @@ fn up(args: &Args) -> Result<(), String> {
         eprintln!("{e}");
     }
     if !errors.is_empty() {
-        return Err(format!("{} invalid object(s) in {}", errors.len(), args.dir.display()));
+        return Err(format!(
+            "{} invalid object(s) in {}",
+            errors.len(),
+            args.dir.display()
+        ));
     }
     let workloads = local_workloads(&resources)?;
     if workloads.is_empty() {
-        return Err(format!("no WorkloadEntry with {APP_PORT} in {}", args.dir.display()));
+        return Err(format!(
+            "no WorkloadEntry with {APP_PORT} in {}",
+            args.dir.display()
+        ));
     }
-    let (pilot, proxy, echo) = (sibling("mesh-pilot")?, sibling("mesh-proxy")?, sibling("mesh-echo")?);
+    let (pilot, proxy, echo) = (
+        sibling("mesh-pilot")?,
+        sibling("mesh-proxy")?,
+        sibling("mesh-echo")?,
+    );
     let mut fleet = Fleet(Vec::new());
     fleet.spawn(
         "mesh-pilot".into(),
@@ -230,10 +267,19 @@ fn up(args: &Args) -> Result<(), String> {
 }
 
 fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
-    println!("local mesh up: pilot {} (debug http://{})", args.grpc_addr, args.http_addr);
-    println!("{:<16} {:<8} {:<18} {:<18} {:<18}", "workload", "version", "inbound", "app", "outbound");
+    println!(
+        "local mesh up: pilot {} (debug http://{})",
+        args.grpc_addr, args.http_addr
+    );
+    println!(
+        "{:<16} {:<8} {:<18} {:<18} {:<18}",
+        "workload", "version", "inbound", "app", "outbound"
+    );
     for w in workloads {
-        let outbound = w.outbound.map(|o| o.to_string()).unwrap_or_else(|| "-".into());
+        let outbound = w
+            .outbound
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<16} {:<8} {:<18} {:<18} {:<18}",
             w.name, w.version, w.inbound, w.app_addr, outbound
