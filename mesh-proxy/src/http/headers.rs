@@ -2,8 +2,12 @@
 
 use http::{HeaderMap, HeaderName, header};
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Removes hop-by-hop headers and those named in `Connection`. `te: trailers` survives, since
-/// gRPC needs it end to end; `Upgrade` survives on an upgrade request.
+/// gRPC needs it end to end; `Upgrade` survives on an upgrade request. This runs twice per
+/// request, so the common case (`Connection: keep-alive` or `close`) allocates nothing.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(conn) = headers
         .get(header::CONNECTION)
@@ -11,8 +15,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     {
         let named: Vec<HeaderName> = conn
             .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE) && n != header::TE)
+            .map(str::trim)
+            .filter(|t| {
+                !(t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("te")
+                    || (keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -22,18 +32,20 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
     headers.remove(header::TRANSFER_ENCODING);
-    let te_trailers = headers.get(header::TE).is_some_and(|v| {
-        v.to_str().is_ok_and(|s| {
+    if let Some(te) = headers.get(header::TE) {
+        let trailers = te.to_str().is_ok_and(|s| {
             s.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+        });
+        if !trailers || te.as_bytes() != b"trailers" {
+            headers.remove(header::TE);
+            if trailers {
+                headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+            }
+        }
     }
 }
 

@@ -300,19 +300,21 @@ fn authority_of<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let v: u128 = rand::random();
     // A version 4 UUID: the version and variant bits are fixed.
     let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let s = format!("{v:032x}");
-    let uuid = format!(
-        "{}-{}-{}-{}-{}",
-        &s[0..8],
-        &s[8..12],
-        &s[12..16],
-        &s[16..20],
-        &s[20..32]
-    );
-    HeaderValue::from_str(&uuid).expect("hex and dashes are a valid header value")
+    let mut out = [0u8; 36];
+    let mut nibble = 32;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *byte = b'-';
+            continue;
+        }
+        nibble -= 1;
+        *byte = HEX[((v >> (nibble * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
 }
 
 #[cfg(test)]
