@@ -300,13 +300,28 @@ fn netns_helper_process() {
     }
 }
 
+/// A copy of `exe` that another uid can run: the checkout may sit under a directory only root
+/// can enter (such as /root).
+fn reachable_by_any_user(exe: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("mesh-ipt-bin-{}", std::process::id()));
+    let copy = dir.join(exe.file_name().unwrap());
+    if !copy.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy(exe, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy
+}
+
 fn helper(ns: &Netns, uid: Option<&str>, role: String) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name]);
     if let Some(uid) = uid {
         cmd.args(["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups"]);
     }
-    cmd.arg(std::env::current_exe().unwrap())
+    cmd.arg(reachable_by_any_user(&std::env::current_exe().unwrap()))
         .args(["--exact", "netns_helper_process", "--nocapture"])
         .env(HELPER, role);
     cmd
