@@ -1,0 +1,668 @@
+//! Scale benchmark: one in-process pilot, N services of M endpoints, P simulated proxies that
+//! ACK like real ones. Prints memory, CPU, time to serve every proxy, and convergence after a
+//! VirtualService change and after an endpoint change, next to the targets of issue 3.
+//!
+//! `cargo run --release -p mesh-pilot --bin pilot-scale -- --services 1000 --endpoints 10 --proxies 2000`
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use mesh_pilot::metrics::TypeLabels;
+use mesh_pilot::server::Pilot;
+use mesh_pilot::watch::Debounce;
+use mesh_proto::discovery::v1::aggregated_discovery_client::AggregatedDiscoveryClient;
+use mesh_proto::discovery::v1::{DiscoveryRequest, Node, ProxyAddresses, ResourceType};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug)]
+#[command(name = "pilot-scale", about = "Pilot scale benchmark (issue 3)")]
+struct Args {
+    /// ServiceEntries, each selecting its own WorkloadEntries.
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    /// Endpoints (WorkloadEntries) per service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// Simulated proxies, all connecting at once.
+    #[arg(long, default_value_t = 2000)]
+    proxies: usize,
+    /// Proxy streams sharing one HTTP/2 connection.
+    #[arg(long, default_value_t = 50)]
+    streams_per_connection: usize,
+    /// Namespaces the proxies are spread over.
+    #[arg(long, default_value_t = 10)]
+    namespaces: usize,
+    /// Limit of every wait, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+const SERVICE_NS: &str = "mesh";
+/// Benchmarking range (RFC 2544): endpoints from 198.18.0.0, proxies from 198.19.0.0.
+const ENDPOINT_BASE: u32 = u32::from_be_bytes([198, 18, 0, 0]);
+const PROXY_BASE: u32 = u32::from_be_bytes([198, 19, 0, 0]);
+
+fn ip(base: u32, n: usize) -> Ipv4Addr {
+    Ipv4Addr::from(base + n as u32)
+}
+
+fn service_name(s: usize) -> String {
+    format!("svc-{s:04}")
+}
+
+fn host(s: usize) -> String {
+    format!("{}.{SERVICE_NS}.svc.cluster.local", service_name(s))
+}
+
+/// One service's file: its ServiceEntry and its `count` WorkloadEntries.
+fn service_yaml(s: usize, endpoints: usize, count: usize) -> String {
+    let name = service_name(s);
+    let mut docs = vec![format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {name}, namespace: {SERVICE_NS} }}\nspec:\n  hosts: [{}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{ number: 80, name: http, protocol: HTTP }}]\n  workloadSelector: {{ labels: {{ app: {name} }} }}\n",
+        host(s)
+    )];
+    for e in 0..count {
+        // Endpoints past the initial ones take addresses after every initial endpoint.
+        let n = if e < endpoints {
+            s * endpoints + e
+        } else {
+            usize::MAX
+        };
+        docs.push(format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{ name: {name}-{e}, namespace: {SERVICE_NS} }}\nspec:\n  address: {}\n  ports: {{ http: 8080 }}\n  labels: {{ app: {name} }}\n  serviceAccount: {name}\n",
+            if n == usize::MAX {
+                ip(ENDPOINT_BASE, 0xfff0 + e - endpoints)
+            } else {
+                ip(ENDPOINT_BASE, n)
+            }
+        ));
+    }
+    docs.join("---\n")
+}
+
+/// The proxies' own workloads in one namespace.
+fn proxies_yaml(ns: usize, ids: impl Iterator<Item = usize>) -> String {
+    ids.map(|i| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{ name: client-{i}, namespace: ns-{ns} }}\nspec:\n  address: {}\n  ports: {{ http: 8080 }}\n  labels: {{ app: client-{i} }}\n  serviceAccount: client\n",
+            ip(PROXY_BASE, i)
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("---\n")
+}
+
+/// A weighted split of the first service's traffic over the first two services.
+fn virtual_service_yaml(services: usize, first_weight: u32) -> String {
+    let other = if services > 1 { 1 } else { 0 };
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: {name}, namespace: {SERVICE_NS} }}\nspec:\n  hosts: [{h0}]\n  http:\n  - route:\n    - destination: {{ host: {h0} }}\n      weight: {first_weight}\n    - destination: {{ host: {h1} }}\n      weight: {rest}\n",
+        name = service_name(0),
+        h0 = host(0),
+        h1 = host(other),
+        rest = 100 - first_weight,
+    )
+}
+
+/// Replaces a file in one step, so the watcher never reads it half written.
+fn write_atomic(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
+}
+
+/// What one simulated proxy holds, with receipt times.
+#[derive(Debug, Default)]
+struct Seen {
+    config: String,
+    config_at: Option<Instant>,
+    endpoints: String,
+    endpoints_at: Option<Instant>,
+    first_config_at: Option<Instant>,
+    largest_config: usize,
+    error: Option<String>,
+}
+
+type Fleet = Arc<Vec<Mutex<Seen>>>;
+
+fn lock(fleet: &Fleet, i: usize) -> std::sync::MutexGuard<'_, Seen> {
+    fleet[i].lock().expect("seen lock")
+}
+
+/// One proxy's stream: the two initial requests, then an ACK for every response (it keeps only
+/// the versions, not the config: the clients share this process with pilot).
+async fn run_proxy(channel: Channel, node: Node, i: usize, fleet: Fleet) {
+    let result: Result<(), tonic::Status> = async {
+        let mut client =
+            AggregatedDiscoveryClient::new(channel).max_decoding_message_size(256 << 20);
+        let (tx, rx) = mpsc::channel(4);
+        let first = |kind: ResourceType, node: Option<Node>| DiscoveryRequest {
+            node,
+            r#type: kind as i32,
+            ..Default::default()
+        };
+        let _ = tx.send(first(ResourceType::Config, Some(node))).await;
+        let _ = tx.send(first(ResourceType::Endpoints, None)).await;
+        let mut responses = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        while let Some(resp) = responses.message().await? {
+            let at = Instant::now();
+            let kind = resp.r#type();
+            {
+                let mut s = lock(&fleet, i);
+                match kind {
+                    ResourceType::Endpoints => {
+                        s.endpoints = resp.version_info.clone();
+                        s.endpoints_at = Some(at);
+                    }
+                    _ => {
+                        s.config = resp.version_info.clone();
+                        s.config_at = Some(at);
+                        s.first_config_at.get_or_insert(at);
+                        // A whole config carries its endpoints too.
+                        if !resp.endpoints_version.is_empty() {
+                            s.endpoints = resp.endpoints_version.clone();
+                            s.endpoints_at = Some(at);
+                        }
+                        if let Some(c) = &resp.config {
+                            s.largest_config = s.largest_config.max(c.encoded_len());
+                        }
+                    }
+                }
+            }
+            let ack = DiscoveryRequest {
+                r#type: kind as i32,
+                version_info: resp.version_info,
+                response_nonce: resp.nonce,
+                ..Default::default()
+            };
+            if tx.send(ack).await.is_err() {
+                break;
+            }
+        }
+        Err(tonic::Status::unavailable("stream ended by pilot"))
+    }
+    .await;
+    if let Err(e) = result {
+        lock(&fleet, i).error = Some(e.to_string());
+    }
+}
+
+/// Polls until `done` holds, or fails after `timeout` naming `what` and any stream errors.
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    fleet: &Fleet,
+    mut done: impl FnMut() -> Option<usize>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let left = match done() {
+            None => return Ok(()),
+            Some(left) => left,
+        };
+        if start.elapsed() > timeout {
+            let errors: Vec<_> = fleet
+                .iter()
+                .filter_map(|s| s.lock().expect("seen lock").error.clone())
+                .collect();
+            bail!(
+                "timed out after {timeout:?} waiting for {what}: {left} not there; {} streams failed{}",
+                errors.len(),
+                errors
+                    .first()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until pilot has nothing unacknowledged and every proxy is at the current generation.
+async fn wait_settled(
+    pilot: &Pilot,
+    proxies: usize,
+    timeout: Duration,
+    fleet: &Fleet,
+) -> anyhow::Result<()> {
+    wait_for("pilot to see every proxy in sync", timeout, fleet, || {
+        let syncz = mesh_pilot::debug::syncz(&pilot.discovery);
+        let list = syncz["proxies"].as_array().cloned().unwrap_or_default();
+        let synced = list.iter().filter(|p| p["synced"] == true).count();
+        (list.len() != proxies || synced != proxies).then_some(proxies - synced.min(proxies))
+    })
+    .await?;
+    // Quiet for longer than the debounce, so the next change starts a push of its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// Per-proxy latencies from `t0` until the version read by `version` moved past `before`.
+async fn convergence(
+    what: &str,
+    timeout: Duration,
+    fleet: &Fleet,
+    t0: Instant,
+    before: &[String],
+    version: fn(&Seen) -> (&str, Option<Instant>),
+) -> anyhow::Result<Vec<Duration>> {
+    wait_for(what, timeout, fleet, || {
+        let left = (0..fleet.len())
+            .filter(|&i| version(&lock(fleet, i)).0 == before[i])
+            .count();
+        (left > 0).then_some(left)
+    })
+    .await?;
+    let mut out: Vec<Duration> = (0..fleet.len())
+        .map(|i| {
+            let s = lock(fleet, i);
+            version(&s)
+                .1
+                .map(|at| at.saturating_duration_since(t0))
+                .unwrap_or_default()
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    // Nearest rank.
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// utime + stime of this process, from /proc/self/stat (in clock ticks of 1/100 s on Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which may hold spaces, start at field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(14) + ticks(15)) as f64 / 100.0
+}
+
+fn pushes(pilot: &Pilot, kind: &str) -> u64 {
+    pilot
+        .discovery
+        .metrics
+        .pushes
+        .get_or_create(&TypeLabels {
+            r#type: kind.to_string(),
+        })
+        .get()
+}
+
+fn push_errors(pilot: &Pilot, kind: &str) -> u64 {
+    pilot
+        .discovery
+        .metrics
+        .push_errors
+        .get_or_create(&TypeLabels {
+            r#type: kind.to_string(),
+        })
+        .get()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+struct Row {
+    metric: String,
+    value: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+fn row(metric: impl Into<String>, value: impl Into<String>) -> Row {
+    Row {
+        metric: metric.into(),
+        value: value.into(),
+        target: "",
+        met: None,
+    }
+}
+
+fn target(
+    metric: impl Into<String>,
+    value: impl Into<String>,
+    target: &'static str,
+    met: bool,
+) -> Row {
+    Row {
+        metric: metric.into(),
+        value: value.into(),
+        target,
+        met: Some(met),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = std::env::temp_dir().join(format!("pilot-scale-{}", std::process::id()));
+    let result = run(&args, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        eprintln!("pilot-scale failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
+    ensure!(
+        args.services >= 1 && args.endpoints >= 1 && args.proxies >= 1,
+        "sizes must be at least 1"
+    );
+    ensure!(
+        args.namespaces >= 1 && args.streams_per_connection >= 1,
+        "namespaces and streams per connection must be at least 1"
+    );
+    // Initial endpoints must stay below the addresses of added ones (198.18.255.240 up).
+    ensure!(
+        args.services * args.endpoints < 0xfff0,
+        "at most 65519 endpoints fit 198.18.0.0/16"
+    );
+    ensure!(
+        args.proxies <= 0x10000,
+        "at most 65536 proxies fit 198.19.0.0/16"
+    );
+    let timeout = Duration::from_secs(args.timeout);
+    let (services, endpoints, proxies) = (args.services, args.endpoints, args.proxies);
+
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for s in 0..services {
+        std::fs::write(
+            dir.join(format!("{}.yaml", service_name(s))),
+            service_yaml(s, endpoints, endpoints),
+        )?;
+    }
+    for ns in 0..args.namespaces {
+        let ids = (0..proxies).filter(|i| i % args.namespaces == ns);
+        std::fs::write(
+            dir.join(format!("proxies-ns-{ns}.yaml")),
+            proxies_yaml(ns, ids),
+        )?;
+    }
+    std::fs::write(
+        dir.join("virtual-service.yaml"),
+        virtual_service_yaml(services, 90),
+    )?;
+
+    eprintln!(
+        "wrote {} files to {}",
+        services + args.namespaces + 1,
+        dir.display()
+    );
+    let rss_start = status_kb("VmRSS:");
+    let cpu_start = cpu_seconds();
+    let load_start = Instant::now();
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let pilot = Pilot::start(dir, grpc, http, Debounce::default()).await?;
+    let load_time = load_start.elapsed();
+    let loaded = pilot.discovery.mesh().resources.len();
+    ensure!(
+        loaded > services * (endpoints + 1) + proxies,
+        "pilot loaded {loaded} resources, fewer than were written"
+    );
+    eprintln!("pilot loaded {loaded} resources in {}", ms(load_time));
+    let rss_loaded = status_kb("VmRSS:");
+    let cpu_loaded = cpu_seconds();
+
+    // Connect all proxies at once: one HTTP/2 connection per group, a stream per proxy.
+    let addr: SocketAddr = pilot.grpc_addr;
+    let fleet: Fleet = Arc::new((0..proxies).map(|_| Mutex::new(Seen::default())).collect());
+    let connect_start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for group in 0..proxies.div_ceil(args.streams_per_connection) {
+        // Each real proxy has a connection of its own; one shared by many streams needs a
+        // larger connection window to not serialize their configs.
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .initial_connection_window_size(Some(16 << 20))
+            .initial_stream_window_size(Some(4 << 20))
+            .connect_lazy();
+        let first = group * args.streams_per_connection;
+        for i in first..(first + args.streams_per_connection).min(proxies) {
+            let ns = i % args.namespaces;
+            let node = Node {
+                id: format!("client-{i}.ns-{ns}"),
+                workload: format!("client-{i}"),
+                namespace: format!("ns-{ns}"),
+                addresses: Some(ProxyAddresses {
+                    outbound: "127.0.0.1:15001".into(),
+                    ..Default::default()
+                }),
+            };
+            tasks.spawn(run_proxy(channel.clone(), node, i, fleet.clone()));
+        }
+    }
+    wait_for("every proxy's first config", timeout, &fleet, || {
+        let left = fleet
+            .iter()
+            .filter(|s| s.lock().expect("seen lock").first_config_at.is_none())
+            .count();
+        (left > 0).then_some(left)
+    })
+    .await?;
+    let all_served = fleet
+        .iter()
+        .filter_map(|s| s.lock().expect("seen lock").first_config_at)
+        .max()
+        .map(|at| at.saturating_duration_since(connect_start))
+        .unwrap_or_default();
+    let mut first_served: Vec<Duration> = fleet
+        .iter()
+        .filter_map(|s| s.lock().expect("seen lock").first_config_at)
+        .map(|at| at.saturating_duration_since(connect_start))
+        .collect();
+    first_served.sort();
+    eprintln!("all {proxies} served in {}", ms(all_served));
+    wait_settled(&pilot, proxies, timeout, &fleet).await?;
+    let rss_served = status_kb("VmRSS:");
+    let cpu_served = cpu_seconds();
+    let largest_config = fleet
+        .iter()
+        .map(|s| s.lock().expect("seen lock").largest_config)
+        .max()
+        .unwrap_or(0);
+    let (configs_0, endpoints_0) = (pushes(&pilot, "CONFIG"), pushes(&pilot, "ENDPOINTS"));
+
+    // VirtualService change: every proxy's routes change, so each gets a whole CONFIG.
+    let before: Vec<String> = (0..proxies)
+        .map(|i| lock(&fleet, i).config.clone())
+        .collect();
+    let t0 = Instant::now();
+    write_atomic(
+        dir,
+        "virtual-service.yaml",
+        &virtual_service_yaml(services, 80),
+    )?;
+    let vs = convergence(
+        "the VirtualService change at every proxy",
+        timeout,
+        &fleet,
+        t0,
+        &before,
+        |s| (&s.config, s.config_at),
+    )
+    .await?;
+    eprintln!("VirtualService change converged");
+    wait_settled(&pilot, proxies, timeout, &fleet).await?;
+    let cpu_vs = cpu_seconds();
+    let (configs_1, endpoints_1) = (pushes(&pilot, "CONFIG"), pushes(&pilot, "ENDPOINTS"));
+
+    // Endpoint change: the first service gets one more endpoint.
+    let before: Vec<String> = (0..proxies)
+        .map(|i| lock(&fleet, i).endpoints.clone())
+        .collect();
+    let t0 = Instant::now();
+    write_atomic(
+        dir,
+        &format!("{}.yaml", service_name(0)),
+        &service_yaml(0, endpoints, endpoints + 1),
+    )?;
+    let ep = convergence(
+        "the endpoint change at every proxy",
+        timeout,
+        &fleet,
+        t0,
+        &before,
+        |s| (&s.endpoints, s.endpoints_at),
+    )
+    .await?;
+    eprintln!("endpoint change converged");
+    wait_settled(&pilot, proxies, timeout, &fleet).await?;
+    let cpu_ep = cpu_seconds();
+    let (configs_2, endpoints_2) = (pushes(&pilot, "CONFIG"), pushes(&pilot, "ENDPOINTS"));
+    let rss_end = status_kb("VmRSS:");
+    let hwm = status_kb("VmHWM:");
+    let failed = fleet
+        .iter()
+        .filter(|s| s.lock().expect("seen lock").error.is_some())
+        .count();
+
+    // One at a time: a Family's guard held across a second get_or_create deadlocks.
+    let push_errors_config = push_errors(&pilot, "CONFIG");
+    let push_errors_endpoints = push_errors(&pilot, "ENDPOINTS");
+    let rss_peak_ok = mb(hwm) < 300.0;
+    let rows = vec![
+        row(
+            "services x endpoints, proxies",
+            format!("{services} x {endpoints}, {proxies}"),
+        ),
+        row("config load (Pilot::start)", ms(load_time)),
+        row(
+            "largest CONFIG response",
+            format!("{:.1} MB", largest_config as f64 / 1e6),
+        ),
+        row("RSS at start", format!("{:.0} MB", mb(rss_start))),
+        row(
+            "RSS, config loaded, before clients",
+            format!("{:.0} MB", mb(rss_loaded)),
+        ),
+        row(
+            "RSS, all served (pilot + clients)",
+            format!("{:.0} MB", mb(rss_served)),
+        ),
+        row(
+            "RSS at end (pilot + clients)",
+            format!("{:.0} MB", mb(rss_end)),
+        ),
+        target(
+            "peak RSS, VmHWM (pilot + clients)",
+            format!("{:.0} MB", mb(hwm)),
+            "< 300 MB",
+            rss_peak_ok,
+        ),
+        row(
+            "CPU s: load / connect / VS change / endpoint change",
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1}",
+                cpu_loaded - cpu_start,
+                cpu_served - cpu_loaded,
+                cpu_vs - cpu_served,
+                cpu_ep - cpu_vs
+            ),
+        ),
+        row("CPU s total (process)", format!("{:.1}", cpu_seconds())),
+        row(
+            "first config p50 / p99",
+            format!(
+                "{} / {}",
+                ms(percentile(&first_served, 0.5)),
+                ms(percentile(&first_served, 0.99))
+            ),
+        ),
+        target(
+            format!("all {proxies} served"),
+            ms(all_served),
+            "< 10 s",
+            all_served < Duration::from_secs(10),
+        ),
+        row(
+            "VS change convergence p50 / p99 / max",
+            format!(
+                "{} / {} / {}",
+                ms(percentile(&vs, 0.5)),
+                ms(percentile(&vs, 0.99)),
+                ms(percentile(&vs, 1.0))
+            ),
+        ),
+        target(
+            "endpoint change convergence p50 / p99 / max",
+            format!(
+                "{} / {} / {}",
+                ms(percentile(&ep, 0.5)),
+                ms(percentile(&ep, 0.99)),
+                ms(percentile(&ep, 1.0))
+            ),
+            "p99 < 1 s",
+            percentile(&ep, 0.99) < Duration::from_secs(1),
+        ),
+        row(
+            "responses CONFIG / ENDPOINTS: connect",
+            format!("{configs_0} / {endpoints_0}"),
+        ),
+        row(
+            "responses CONFIG / ENDPOINTS: VS change",
+            format!("{} / {}", configs_1 - configs_0, endpoints_1 - endpoints_0),
+        ),
+        row(
+            "responses CONFIG / ENDPOINTS: endpoint change",
+            format!("{} / {}", configs_2 - configs_1, endpoints_2 - endpoints_1),
+        ),
+        row(
+            "push errors CONFIG / ENDPOINTS, failed streams",
+            format!("{push_errors_config} / {push_errors_endpoints}, {failed}"),
+        ),
+    ];
+    println!("| metric | measured | target | met |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        println!("| {} | {} | {} | {met} |", r.metric, r.value, r.target);
+    }
+
+    tasks.abort_all();
+    // A graceful stop waits for client connections to drain; the table is out already.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pilot.shutdown()).await;
+    Ok(())
+}
