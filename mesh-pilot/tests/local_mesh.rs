@@ -39,7 +39,6 @@ fn free_addr() -> SocketAddr {
 
 /// One workload: its app, its proxy, and where they listen.
 struct Workload {
-    name: String,
     _app: EchoHandle,
     proxy: Arc<Server>,
     outbound: Option<SocketAddr>,
@@ -162,7 +161,6 @@ impl Mesh {
         let client = DiscoveryClient::new(proxy.clone(), format!("http://{}", self.grpc), node);
         tokio::spawn(client.run(stop.clone()));
         self.workloads.push(Workload {
-            name: format!("{service}-{version}"),
             _app: app,
             proxy,
             outbound,

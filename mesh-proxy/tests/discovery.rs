@@ -22,12 +22,15 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+/// One proxy stream as the test sees it: its requests, and where to send responses.
+type StreamEnds = (
+    Streaming<DiscoveryRequest>,
+    mpsc::Sender<Result<DiscoveryResponse, Status>>,
+);
+
 /// Each stream's requests go to the test; the test sends the responses.
 struct Scripted {
-    streams: mpsc::Sender<(
-        Streaming<DiscoveryRequest>,
-        mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    )>,
+    streams: mpsc::Sender<StreamEnds>,
 }
 
 type Out = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
