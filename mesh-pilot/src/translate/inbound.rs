@@ -28,6 +28,7 @@ pub fn build(
         tcp_cluster: String::new(),
         outbound_traffic_policy: 0,
         transparent,
+        ..Default::default()
     };
     let table = RouteTable {
         name: INBOUND.to_string(),
@@ -51,8 +52,7 @@ pub fn build(
                     retry_policy: Some(RetryPolicy::default()),
                     ..Default::default()
                 })),
-                request_headers: None,
-                response_headers: None,
+                ..Default::default()
             }],
         }],
     };
@@ -62,8 +62,8 @@ pub fn build(
         protocol: UpstreamProtocol::SameAsDownstream as i32,
         endpoints: vec![Endpoint {
             address: application.to_string(),
-            labels: Default::default(),
             weight: 1,
+            ..Default::default()
         }],
         ..Default::default()
     };

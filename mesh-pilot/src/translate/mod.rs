@@ -182,6 +182,7 @@ pub fn translate_shared(
             tcp_cluster: String::new(),
             outbound_traffic_policy: out.outbound_traffic_policy as i32,
             transparent: a.transparent,
+            ..Default::default()
         });
         shared.outbound = Some(out);
     }

@@ -383,11 +383,22 @@ fn endpoints(
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 weight: e.weight,
+                identities: identities(e),
+                sidecar: e.sidecar,
             })
         })
         .collect();
     out.sort_by(|a, b| a.address.cmp(&b.address));
     out
+}
+
+/// The SPIFFE IDs a mesh mTLS peer at `e` may present: its workload's identity.
+fn identities(e: &crate::registry::Endpoint) -> Vec<String> {
+    if e.identity.is_empty() {
+        Vec::new()
+    } else {
+        vec![e.identity.clone()]
+    }
 }
 
 /// Builds the outbound config of `scope`.

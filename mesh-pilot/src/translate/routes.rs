@@ -341,6 +341,7 @@ pub fn http_routes(
                 action: Some(action.clone()),
                 request_headers: header_ops(r.headers.as_ref().and_then(|h| h.request.as_ref())),
                 response_headers: header_ops(r.headers.as_ref().and_then(|h| h.response.as_ref())),
+                fault: None,
             });
         }
     }
@@ -364,8 +365,7 @@ pub fn default_route(cluster: String) -> Route {
             retry_policy: Some(retry_policy(None)),
             ..Default::default()
         })),
-        request_headers: None,
-        response_headers: None,
+        ..Default::default()
     }
 }
 
