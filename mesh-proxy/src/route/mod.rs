@@ -1,9 +1,11 @@
 //! Routing: the pure decision from a request and a route table to an action.
 
+pub mod fault;
 pub mod headers;
 pub mod matcher;
 pub mod table;
 
+pub use fault::{Abort, Fault, Rolls};
 pub use headers::HeaderOps;
 pub use matcher::{RequestView, query_param};
 pub use table::{

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use mesh_proto::config::v1 as pb;
 
+use super::fault::Fault;
 use super::headers::HeaderOps;
 use super::matcher::{RequestView, RouteMatcher, StringMatcher};
 use crate::retry::RetryPolicy;
@@ -34,6 +35,8 @@ pub struct Route {
     pub action: Action,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Delays and aborts injected before the action.
+    pub fault: Option<Fault>,
 }
 
 #[derive(Debug)]
@@ -209,11 +212,15 @@ impl Route {
                 .map_err(prefixed("requestHeaders"))?,
             response_headers: HeaderOps::compile(r.response_headers.as_ref())
                 .map_err(prefixed("responseHeaders"))?,
+            fault: match &r.fault {
+                Some(f) => Fault::compile(f).map_err(prefixed("fault"))?,
+                None => None,
+            },
         })
     }
 }
 
-fn status_code(code: u32) -> Result<StatusCode, String> {
+pub(super) fn status_code(code: u32) -> Result<StatusCode, String> {
     u16::try_from(code)
         .ok()
         .filter(|c| (200..600).contains(c))
