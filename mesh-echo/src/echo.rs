@@ -25,6 +25,8 @@ struct Echo<'a> {
     /// so host rewriting through a proxy is visible whatever the upstream protocol.
     authority: Option<&'a str>,
     protocol: String,
+    /// The caller's mesh identity, as the sidecar vouched for it in `x-forwarded-client-cert`.
+    client_identity: Option<&'a str>,
     headers: BTreeMap<String, String>,
     body_bytes: u64,
     body: std::borrow::Cow<'a, str>,
@@ -64,6 +66,11 @@ pub async fn respond(
                 .and_then(|h| h.to_str().ok())
         }),
         protocol: format!("{:?}", parts.version),
+        client_identity: parts
+            .headers
+            .get("x-forwarded-client-cert")
+            .and_then(|v| v.to_str().ok())
+            .and_then(xfcc_uri),
         headers: headers::flatten(&parts.headers),
         body_bytes,
         body: String::from_utf8_lossy(&kept),
@@ -72,6 +79,15 @@ pub async fn respond(
     Ok(builder
         .header(header::CONTENT_TYPE, "application/json")
         .body(body::full(json))?)
+}
+
+/// The `URI=` element of the last (nearest) certificate in an XFCC header value.
+fn xfcc_uri(xfcc: &str) -> Option<&str> {
+    xfcc.rsplit(',')
+        .next()?
+        .split(';')
+        .find_map(|kv| kv.trim().strip_prefix("URI="))
+        .map(|v| v.trim_matches('"'))
 }
 
 /// `x-echo-name` and `x-echo-version`, so a client can tell which replica answered without
@@ -86,4 +102,30 @@ pub fn identity_headers(
         }
     }
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xfcc_uri;
+
+    #[test]
+    fn client_identity_is_the_uri_of_the_nearest_element() {
+        let id = "spiffe://cluster.local/ns/default/sa/productpage";
+        assert_eq!(
+            xfcc_uri(&format!(
+                "By=spiffe://cluster.local/ns/default/sa/reviews;URI={id}"
+            )),
+            Some(id)
+        );
+        assert_eq!(
+            xfcc_uri(&format!(
+                "By=a;URI=spiffe://x/ns/a/sa/b,By=b;Hash=00;URI=\"{id}\""
+            )),
+            Some(id)
+        );
+        assert_eq!(
+            xfcc_uri("By=spiffe://cluster.local/ns/default/sa/reviews"),
+            None
+        );
+    }
 }
