@@ -62,16 +62,13 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
 
 fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ready") => {
-            if server.is_ready() {
-                text(StatusCode::OK, "LIVE\n".into())
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "NOT READY: no config yet\n".into(),
-                )
-            }
-        }
+        (&Method::GET, "/ready") => match server.waiting_for() {
+            None => text(StatusCode::OK, "LIVE\n".into()),
+            Some(what) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("NOT READY: {what}\n"),
+            ),
+        },
         (&Method::GET, "/config_dump") => {
             match serde_json::to_vec_pretty(&server.snapshot().source) {
                 Ok(json) => body(StatusCode::OK, "application/json", json),

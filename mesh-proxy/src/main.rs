@@ -7,10 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
+use mesh_citadel::SpiffeId;
 use mesh_proto::discovery::v1::{Node, ProxyAddresses};
 use mesh_proxy::config::load_config_file;
 use mesh_proxy::discovery::DiscoveryClient;
+use mesh_proxy::identity::{IdentityConfig, IdentitySource};
 use mesh_proxy::{Server, admin};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +74,32 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+/// Where the workload certificate comes from. Kubernetes sets these through the environment.
+#[derive(clap::Args, Debug)]
+struct IdentityArgs {
+    /// Citadel's gRPC-over-TLS address, `host:port` or `https://host:port`. Without it the
+    /// proxy has no identity and speaks plaintext only (STRICT listeners refuse everything).
+    #[arg(long, env = "CA_ADDR", value_name = "URL")]
+    ca_addr: Option<String>,
+    /// Trust domain of the mesh; the issued identity must belong to it.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Token proving the workload's identity to citadel; read again at each CSR, so a rotated
+    /// (projected) token is picked up.
+    #[arg(long, env = "MESH_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// PEM roots (one or more) that verify citadel's TLS certificate. The mesh trust bundle
+    /// then comes from citadel with each certificate.
+    #[arg(long, env = "MESH_ROOT_CERT_FILE", value_name = "PATH")]
+    root_cert_file: Option<PathBuf>,
+    /// When set, the issued certificate must carry exactly
+    /// spiffe://<trust-domain>/ns/<namespace of --workload or POD_NAMESPACE>/sa/<this>.
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    service_account: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,12 +121,28 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
+/// Stderr whose write errors are dropped: a closed stderr (its reader gone) must not take the
+/// proxy down, and the default writer's fallback `eprintln!` would panic there.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     if json {
         builder.json().init();
     } else {
@@ -106,6 +152,18 @@ fn init_logging(json: bool) {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let server = Server::new();
+    match identity_config(&args)? {
+        Some(cfg) => {
+            tracing::info!(ca = %cfg.citadel_addr, "workload certificate comes from citadel");
+            server.expect_identity();
+            let server = server.clone();
+            tokio::spawn(async move {
+                let handle = IdentitySource::start(cfg).await;
+                server.set_identity(handle);
+            });
+        }
+        None => tracing::info!("no --ca-addr: no workload identity, plaintext only"),
+    }
     let admin_listener = admin::bind(args.admin_addr).await?;
     tracing::info!(addr = %admin_listener.local_addr()?, "admin listening");
     tokio::spawn(admin::serve(admin_listener, server.clone()));
@@ -173,6 +231,58 @@ fn node(args: &Args) -> anyhow::Result<Node> {
             transparent: false,
         }),
     })
+}
+
+/// The identity request from the flags; `None` without a CA address.
+fn identity_config(args: &Args) -> anyhow::Result<Option<IdentityConfig>> {
+    let id = &args.identity;
+    let Some(addr) = id.ca_addr.as_deref() else {
+        return Ok(None);
+    };
+    let addr = addr
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let roots_path = id
+        .root_cert_file
+        .as_deref()
+        .context("--ca-addr needs --root-cert-file (MESH_ROOT_CERT_FILE) to verify citadel")?;
+    let roots = read_roots(roots_path)?;
+    let mut cfg = match &id.service_account {
+        Some(sa) => {
+            let namespace = args
+                .workload
+                .as_deref()
+                .and_then(|w| w.split_once('.').map(|(_, ns)| ns.to_owned()))
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .context("--service-account needs the namespace: --workload NAME.NAMESPACE or POD_NAMESPACE")?;
+            let spiffe = SpiffeId::new(&id.trust_domain, namespace, sa)
+                .context("--service-account: not a valid identity")?;
+            IdentityConfig::new(addr, spiffe, roots)
+        }
+        None => IdentityConfig::for_token_identity(addr, &id.trust_domain, roots),
+    };
+    // Citadel's certificate names its service; an IP address gives no name to check.
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_err() {
+        cfg.citadel_server_name = host.to_owned();
+    }
+    cfg.token_path = id.token_file.clone();
+    Ok(Some(cfg))
+}
+
+fn read_roots(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let roots = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "{}: holds no certificate",
+        path.display()
+    );
+    Ok(roots)
 }
 
 fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Snapshot};
 use crate::http::Proxy;
+use crate::identity::{IdentityHandle, IdentitySlot};
 use crate::listener::Listeners;
 use crate::metrics::Metrics;
 
@@ -20,6 +21,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     registry: Registry,
     listeners: Listeners,
+    /// The workload certificate, once citadel issued it (none without a CA).
+    identity: Arc<IdentitySlot>,
     ready: AtomicBool,
     /// Serialises config updates; requests never take it.
     updating: tokio::sync::Mutex<()>,
@@ -53,11 +56,13 @@ impl Server {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let proxy = Arc::new(Proxy::new(state.clone(), metrics.clone()));
+        let identity = Arc::new(IdentitySlot::default());
         Arc::new(Self {
             state,
             metrics,
             registry,
-            listeners: Listeners::new(proxy, options.header_read_timeout),
+            listeners: Listeners::new(proxy, options.header_read_timeout, identity.clone()),
+            identity,
             ready: AtomicBool::new(false),
             updating: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
@@ -69,7 +74,8 @@ impl Server {
     pub async fn apply(&self, cfg: ProxyConfig) -> Result<(), ConfigError> {
         let _one_at_a_time = self.updating.lock().await;
         let result = async {
-            let snapshot = Snapshot::compile(cfg, Some(&self.state.load()), &self.metrics)?;
+            let previous = self.state.load();
+            let snapshot = Snapshot::compile(cfg, Some(&previous), &self.metrics, &self.identity)?;
             let prepared = self.listeners.prepare(&snapshot.source.listeners)?;
             let version = snapshot.source.version.clone();
             self.state.store(Arc::new(snapshot));
@@ -85,9 +91,39 @@ impl Server {
         result
     }
 
-    /// True once a config has been applied.
+    /// Announces that a workload certificate is coming (a CA is configured): auto mTLS picks
+    /// mTLS for sidecar endpoints from the next config on, and readiness waits for it. Call
+    /// before the first config is applied.
+    pub fn expect_identity(&self) {
+        self.identity.enable();
+    }
+
+    /// Serves mTLS with this identity from now on (renewals flow through the handle). Set
+    /// once; call before the first config so auto mTLS sees it.
+    pub fn set_identity(&self, handle: IdentityHandle) {
+        self.identity.set(handle);
+    }
+
+    /// The workload identity, when there is one.
+    pub fn identity(&self) -> Option<&IdentityHandle> {
+        self.identity.handle()
+    }
+
+    /// True once a config has been applied and, when a CA is configured, the first
+    /// certificate has arrived.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.waiting_for().is_none()
+    }
+
+    /// What readiness still waits for, for the admin page.
+    pub fn waiting_for(&self) -> Option<&'static str> {
+        if !self.ready.load(Ordering::Acquire) {
+            Some("no config yet")
+        } else if self.identity.is_enabled() && self.identity.handle().is_none() {
+            Some("no workload certificate yet")
+        } else {
+            None
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -135,6 +135,11 @@ impl Authorizer {
         }
     }
 
+    /// Whether any AUDIT policy exists, so callers skip [`Authorizer::audited`] otherwise.
+    pub fn has_audit(&self) -> bool {
+        !self.audit.is_empty()
+    }
+
     /// Names of the AUDIT policies that match, for the access log; the decision is `check`'s.
     pub fn audited(&self, attrs: &Attributes<'_>) -> Vec<&str> {
         self.audit

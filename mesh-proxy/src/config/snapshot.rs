@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use mesh_proto::config::v1 as pb;
 
+use super::ListenerSecurity;
+use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
 use crate::upstream::Cluster;
@@ -32,6 +34,8 @@ pub struct Snapshot {
     pub source: pb::ProxyConfig,
     pub route_tables: HashMap<String, Arc<RouteTable>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Inbound listeners' mTLS modes and authorizers, by listener name.
+    pub listener_security: HashMap<String, Arc<ListenerSecurity>>,
 }
 
 impl Snapshot {
@@ -41,14 +45,17 @@ impl Snapshot {
             source: pb::ProxyConfig::default(),
             route_tables: HashMap::new(),
             clusters: HashMap::new(),
+            listener_security: HashMap::new(),
         }
     }
 
     /// Validates and compiles `cfg`. Pools of unchanged clusters in `previous` are kept.
+    /// `identity` is the proxy's own, for mTLS to upstream endpoints.
     pub fn compile(
         cfg: pb::ProxyConfig,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
+        identity: &Arc<IdentitySlot>,
     ) -> Result<Self, ConfigError> {
         let mut clusters = HashMap::with_capacity(cfg.clusters.len());
         for (i, c) in cfg.clusters.iter().enumerate() {
@@ -59,7 +66,8 @@ impl Snapshot {
                 ));
             }
             let old = previous.and_then(|p| p.clusters.get(&c.name));
-            let compiled = Cluster::compile(c, old, || metrics.connection_stats(&c.name))
+            let stats = || metrics.connection_stats(&c.name);
+            let compiled = Cluster::compile_with_identity(c, old, stats, identity)
                 .map_err(|(f, r)| ConfigError::at(format!("clusters[{i}].{f}"), r))?;
             if clusters
                 .insert(c.name.clone(), Arc::new(compiled))
@@ -114,12 +122,30 @@ impl Snapshot {
         }
 
         validate_listeners(&cfg.listeners, &route_tables, &clusters)?;
+        let listener_security = compile_security(&cfg.listeners)?;
         Ok(Self {
             source: cfg,
             route_tables,
             clusters,
+            listener_security,
         })
     }
+}
+
+/// Inbound listeners only: outbound traffic is not the local workload's to authorize.
+fn compile_security(
+    listeners: &[pb::Listener],
+) -> Result<HashMap<String, Arc<ListenerSecurity>>, ConfigError> {
+    let mut out = HashMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.direction() != pb::Direction::Inbound {
+            continue;
+        }
+        let security = ListenerSecurity::compile(l)
+            .map_err(|(f, r)| ConfigError::at(format!("listeners[{i}].{f}"), r))?;
+        out.insert(l.name.clone(), Arc::new(security));
+    }
+    Ok(out)
 }
 
 fn validate_listeners(

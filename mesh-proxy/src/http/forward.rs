@@ -150,8 +150,16 @@ async fn attempts(
 
         let sent = async {
             match version {
-                Version::HTTP_2 => plan.cluster.pool.send_h2(endpoint.address, req).await,
-                _ => plan.cluster.pool.send_h1(endpoint.address, req).await,
+                Version::HTTP_2 => {
+                    let pool = &plan.cluster.pool;
+                    pool.send_h2(endpoint.address, &endpoint.transport, req)
+                        .await
+                }
+                _ => {
+                    let pool = &plan.cluster.pool;
+                    pool.send_h1(endpoint.address, &endpoint.transport, req)
+                        .await
+                }
             }
         };
         let result = match plan.policy.per_try_timeout {

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod forward;
 pub mod headers;
+pub mod inbound;
 pub mod local;
 pub mod proxy;
 pub mod upgrade;

@@ -13,7 +13,7 @@ use mesh_proto::config::v1::{Direction, OutboundTrafficPolicy};
 use super::body::ResponseBody;
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
-use super::{local, upgrade};
+use super::{inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
@@ -36,6 +36,18 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Where a redirected connection was going, when iptables redirected it.
     pub original_dst: Option<SocketAddr>,
+    /// The client's verified identity, on an mTLS connection.
+    pub peer_identity: Option<crate::listener::PeerIdentity>,
+    /// The workload port the client connected to (for policy).
+    pub destination_port: u16,
+}
+
+impl ConnInfo {
+    /// The client's SPIFFE ID as policies name it, without `spiffe://`.
+    pub fn principal(&self) -> Option<&str> {
+        let id = &self.peer_identity.as_ref()?.spiffe_id;
+        Some(id.strip_prefix("spiffe://").unwrap_or(id))
+    }
 }
 
 pub struct Proxy {
@@ -99,6 +111,12 @@ impl Proxy {
         }
 
         let snapshot = self.state.load_full();
+        if conn.listener.direction == Direction::Inbound {
+            if let Some(denied) = inbound::authorize(&snapshot, conn, &req, &authority, grpc) {
+                return denied;
+            }
+            inbound::set_xfcc(req.headers_mut(), conn);
+        }
         let route = snapshot
             .route_tables
             .get(&conn.listener.route_table)

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{ResponseBody, UpstreamBody};
 use super::local;
-use crate::upstream::{Cluster, Pool};
+use crate::upstream::{Alpn, Cluster, Pool, Transport};
 
 pub async fn forward(
     cluster: &Cluster,
@@ -27,9 +27,10 @@ pub async fn forward(
     else {
         return local::no_healthy_upstream(false);
     };
-    forward_to(
+    forward_over(
         &cluster.pool,
         endpoint.address,
+        &endpoint.transport,
         req,
         authority,
         path_and_query,
@@ -37,15 +38,35 @@ pub async fn forward(
     .await
 }
 
+/// To an original destination, in plaintext.
 pub async fn forward_to(
     pool: &Pool,
     addr: SocketAddr,
+    req: Request<Incoming>,
+    authority: HeaderValue,
+    path_and_query: PathAndQuery,
+) -> Response<ResponseBody> {
+    forward_over(
+        pool,
+        addr,
+        &Transport::Plain,
+        req,
+        authority,
+        path_and_query,
+    )
+    .await
+}
+
+async fn forward_over(
+    pool: &Pool,
+    addr: SocketAddr,
+    transport: &Transport,
     mut req: Request<Incoming>,
     authority: HeaderValue,
     path_and_query: PathAndQuery,
 ) -> Response<ResponseBody> {
     let downstream = hyper::upgrade::on(&mut req);
-    let io = match pool.connect(addr).await {
+    let io = match pool.connect_with(addr, transport, Alpn::Http1).await {
         Ok(io) => io,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade: upstream connect failed");

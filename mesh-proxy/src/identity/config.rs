@@ -17,7 +17,10 @@ pub struct IdentityConfig {
     /// `root-cert.pem`); the bundle citadel sends is used as well afterwards.
     pub ca_roots: Vec<CertificateDer<'static>>,
     /// The identity to ask for; citadel decides, and an answer for another one is refused.
-    pub id: SpiffeId,
+    /// `None`: whatever identity the token proves (the CSR names none).
+    pub id: Option<SpiffeId>,
+    /// When set, an issued identity of another trust domain is refused.
+    pub trust_domain: Option<String>,
     /// A file holding the workload's bearer token, read at each call so it may be replaced.
     /// Renewals also present the current certificate, so the token is needed only at first.
     pub token_path: Option<PathBuf>,
@@ -29,16 +32,30 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
+    /// Asks for exactly `id`.
     pub fn new(
         citadel_addr: impl Into<String>,
         id: SpiffeId,
+        ca_roots: Vec<CertificateDer<'static>>,
+    ) -> Self {
+        let trust_domain = id.trust_domain().to_owned();
+        let mut cfg = Self::for_token_identity(citadel_addr, trust_domain, ca_roots);
+        cfg.id = Some(id);
+        cfg
+    }
+
+    /// Asks for the identity the caller's token proves, which must be of `trust_domain`.
+    pub fn for_token_identity(
+        citadel_addr: impl Into<String>,
+        trust_domain: impl Into<String>,
         ca_roots: Vec<CertificateDer<'static>>,
     ) -> Self {
         Self {
             citadel_addr: citadel_addr.into(),
             citadel_server_name: "mesh-citadel".into(),
             ca_roots,
-            id,
+            id: None,
+            trust_domain: Some(trust_domain.into()),
             token_path: None,
             validity: None,
             retry: RetryPolicy::default(),

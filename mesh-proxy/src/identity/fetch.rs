@@ -51,22 +51,37 @@ async fn round_trip(
         .await
         .map_err(|s| IdentityError::Rpc(Box::new(s)))?;
     let identity = Identity::from_parts(ders(&chain)?, key, ders(&bundle)?)?;
-    let want = cfg.id.uri();
-    if identity.spiffe_id() != want {
-        return Err(IdentityError::UnexpectedIdentity {
-            got: identity.spiffe_id().to_owned(),
-            want,
-        });
-    }
+    check_issued(cfg, identity.spiffe_id())?;
     Ok(identity)
 }
 
-/// A P-256 key made here and a CSR naming the identity we expect (citadel ignores the names,
-/// they only document the request). The key leaves this function as DER in memory only.
+/// The issued identity must be the one asked for, or at least of the expected trust domain.
+fn check_issued(cfg: &IdentityConfig, got: &str) -> Result<(), IdentityError> {
+    let want = match (&cfg.id, &cfg.trust_domain) {
+        (Some(id), _) => Some(id.uri()).filter(|w| w != got),
+        (None, Some(td)) => {
+            let prefix = format!("spiffe://{td}/");
+            (!got.starts_with(&prefix)).then(|| format!("{prefix}..."))
+        }
+        (None, None) => None,
+    };
+    match want {
+        None => Ok(()),
+        Some(want) => Err(IdentityError::UnexpectedIdentity {
+            got: got.to_owned(),
+            want,
+        }),
+    }
+}
+
+/// A P-256 key made here and a CSR naming the identity we expect, if any (citadel ignores the
+/// names, they only document the request). The key leaves this function as DER in memory only.
 fn key_and_csr(cfg: &IdentityConfig) -> Result<(PrivateKeyDer<'static>, String), IdentityError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![SanType::URI(cfg.id.uri().try_into()?)];
+    if let Some(id) = &cfg.id {
+        params.subject_alt_names = vec![SanType::URI(id.uri().try_into()?)];
+    }
     let csr = params.serialize_request(&key)?.pem()?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Ok((der, csr))

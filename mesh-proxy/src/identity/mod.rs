@@ -15,10 +15,12 @@ mod config;
 mod error;
 mod fetch;
 mod schedule;
+mod slot;
 mod source;
 
 pub use cert::{Identity, spiffe_id_of};
 pub use config::{IdentityConfig, RetryPolicy};
 pub use error::IdentityError;
 pub use schedule::{Backoff, jittered_renewal, renewal_delay};
+pub use slot::{CurrentIdentity, IdentitySlot, trust_domain_of};
 pub use source::{IdentityHandle, IdentitySource};

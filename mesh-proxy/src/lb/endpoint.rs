@@ -12,6 +12,8 @@ pub struct Endpoint {
     pub weight: u32,
     /// In-flight requests, read by LEAST_REQUEST.
     active_requests: AtomicUsize,
+    /// How connections to it are secured (plaintext unless the cluster's TLS says otherwise).
+    pub transport: crate::upstream::Transport,
 }
 
 impl Endpoint {
@@ -20,7 +22,13 @@ impl Endpoint {
             address,
             weight: weight.max(1),
             active_requests: AtomicUsize::new(0),
+            transport: crate::upstream::Transport::Plain,
         }
+    }
+
+    pub fn with_transport(mut self, transport: crate::upstream::Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     pub fn active_requests(&self) -> usize {

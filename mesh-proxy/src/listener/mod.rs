@@ -1,6 +1,7 @@
 //! Listeners: binding, accepting, and replacing them when the config changes.
 
 mod original_dst;
+mod secure;
 mod serve;
 
 use std::collections::HashMap;
@@ -15,9 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use original_dst::original_dst;
+pub use secure::{InboundTls, PeerIdentity, Secured};
 
 use crate::config::ConfigError;
+use crate::config::security::same_socket;
 use crate::http::{ConnInfo, ListenerInfo, Proxy};
+use crate::identity::IdentitySlot;
 use crate::metrics::ListenerLabels;
 
 struct Running {
@@ -39,6 +43,7 @@ pub struct Listeners {
     proxy: Arc<Proxy>,
     running: Mutex<HashMap<String, Running>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Arc<InboundTls>,
     /// Cancelled when the proxy drains: connections finish what is in flight and close.
     pub drain: CancellationToken,
     /// Every connection task, so a drain can wait for them.
@@ -46,11 +51,16 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub fn new(proxy: Arc<Proxy>, header_read_timeout: std::time::Duration) -> Self {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        header_read_timeout: std::time::Duration,
+        identity: Arc<IdentitySlot>,
+    ) -> Self {
         Self {
             proxy,
             running: Mutex::new(HashMap::new()),
             builder: Arc::new(serve::http_builder(header_read_timeout)),
+            tls: Arc::new(InboundTls::new(identity)),
             drain: CancellationToken::new(),
             connections: TaskTracker::new(),
         }
@@ -63,7 +73,10 @@ impl Listeners {
         let mut rebind = Vec::new();
         let mut keep = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            if running.get(&spec.name).is_some_and(|r| &r.spec == spec) {
+            if running
+                .get(&spec.name)
+                .is_some_and(|r| same_socket(&r.spec, spec))
+            {
                 keep.push(spec.name.clone());
                 continue;
             }
@@ -158,6 +171,7 @@ impl Listeners {
         stop: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
         let proxy = self.proxy.clone();
+        let tls = self.tls.clone();
         let builder = self.builder.clone();
         let drain = self.drain.clone();
         let tracker = self.connections.clone();
@@ -180,6 +194,8 @@ impl Listeners {
             .downstream_connections_active
             .get_or_create(&labels)
             .clone();
+        let local_port = listener.local_addr().map_or(0, |a| a.port());
+        let inbound = spec.direction() == pb::Direction::Inbound;
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -200,32 +216,57 @@ impl Listeners {
                 } else {
                     None
                 };
+                // The workload port: where the client was going before a redirect, else the
+                // port this listener is bound to (the port pilot gave it).
+                let destination_port = original_dst.map_or(local_port, |d| d.port());
+                let security = if inbound {
+                    proxy
+                        .state
+                        .load()
+                        .listener_security
+                        .get(&info.name)
+                        .cloned()
+                } else {
+                    None
+                };
                 let conn = ConnInfo {
                     listener: info.clone(),
                     peer,
                     original_dst,
+                    peer_identity: None,
+                    destination_port,
                 };
                 accepted.inc();
                 active.inc();
                 let active = active.clone();
-                let proxy = proxy.clone();
-                let task = match spec.protocol() {
-                    pb::ListenerProtocol::Tcp => {
-                        let cluster = spec.tcp_cluster.clone();
-                        tokio_util::either::Either::Left(serve::serve_tcp(
-                            stream, conn, proxy, cluster,
-                        ))
-                    }
-                    _ => tokio_util::either::Either::Right(serve::serve_http(
-                        stream,
-                        conn,
-                        proxy,
-                        builder.clone(),
-                        drain.clone(),
-                    )),
+                let serve = serve::Serve {
+                    proxy: proxy.clone(),
+                    builder: builder.clone(),
+                    drain: drain.clone(),
+                    tcp_cluster: (spec.protocol() == pb::ListenerProtocol::Tcp)
+                        .then(|| spec.tcp_cluster.clone()),
+                    security,
                 };
+                let tls = tls.clone();
                 tracker.spawn(async move {
-                    task.await;
+                    match &serve.security {
+                        // Outbound: plaintext from the local application.
+                        None => serve.run(stream, conn).await,
+                        Some(security) => {
+                            let mode = security.mode_for(destination_port);
+                            match tls.secure(stream, mode, peer, &conn.listener.name).await {
+                                Some(Secured::Plain(s)) => serve.run(s, conn).await,
+                                Some(Secured::Tls(s, id)) => {
+                                    let conn = ConnInfo {
+                                        peer_identity: Some(id),
+                                        ..conn
+                                    };
+                                    serve.run(*s, conn).await
+                                }
+                                None => {}
+                            }
+                        }
+                    }
                     active.dec();
                 });
             }

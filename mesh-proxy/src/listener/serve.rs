@@ -7,11 +7,74 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::authz::{Attributes, Decision};
+use crate::config::ListenerSecurity;
 use crate::http::{ConnInfo, Proxy};
-use crate::upstream::HashInput;
+use crate::upstream::{Alpn, HashInput};
+
+/// A connection's stream once PeerAuthentication let it in: a socket or a TLS session.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// What serving one accepted connection needs.
+pub struct Serve {
+    pub proxy: Arc<Proxy>,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub drain: CancellationToken,
+    /// `Some` on TCP listeners (empty: the original destination).
+    pub tcp_cluster: Option<String>,
+    /// Inbound listeners only.
+    pub security: Option<Arc<ListenerSecurity>>,
+}
+
+impl Serve {
+    pub async fn run(self, io: impl Io, conn: ConnInfo) {
+        match self.tcp_cluster {
+            Some(cluster) => {
+                if let Some(security) = &self.security
+                    && !tcp_allowed(security, &conn)
+                {
+                    return;
+                }
+                serve_tcp(io, conn, self.proxy, cluster).await
+            }
+            None => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
+        }
+    }
+}
+
+/// AuthorizationPolicy for a TCP connection: a denied one is closed before any upstream
+/// connection is made.
+fn tcp_allowed(security: &ListenerSecurity, conn: &ConnInfo) -> bool {
+    let authz = &security.authorizer;
+    if authz.is_empty() {
+        return true;
+    }
+    let attrs = Attributes {
+        source_principal: conn.principal(),
+        source_namespace: None,
+        source_ip: conn.peer.ip(),
+        remote_ip: conn.peer.ip(),
+        destination_port: conn.destination_port,
+        http: None,
+    };
+    if authz.has_audit() {
+        let audited = authz.audited(&attrs);
+        if !audited.is_empty() {
+            tracing::info!(listener = %conn.listener.name, peer = %conn.peer, policies = ?audited, "tcp connection audited");
+        }
+    }
+    match authz.check(&attrs) {
+        Decision::Allow => true,
+        Decision::Deny { policy } => {
+            tracing::debug!(listener = %conn.listener.name, peer = %conn.peer, %policy, "tcp connection denied by authorization policy");
+            false
+        }
+    }
+}
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -33,7 +96,7 @@ pub fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecuto
 }
 
 pub async fn serve_http(
-    stream: TcpStream,
+    stream: impl Io,
     conn: ConnInfo,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -62,15 +125,17 @@ pub async fn serve_http(
 }
 
 pub async fn serve_tcp(
-    mut stream: TcpStream,
+    mut stream: impl Io,
     conn: ConnInfo,
     proxy: Arc<Proxy>,
     tcp_cluster: String,
 ) {
     let snapshot = proxy.state.load_full();
     let target = if tcp_cluster.is_empty() {
-        conn.original_dst
-            .map(|dst| (proxy.passthrough_pool().clone(), dst))
+        conn.original_dst.map(|dst| {
+            let plain = crate::upstream::Transport::Plain;
+            (proxy.passthrough_pool().clone(), dst, plain)
+        })
     } else {
         snapshot.clusters.get(&tcp_cluster).and_then(|c| {
             let balancer = c.balancer("")?;
@@ -80,14 +145,15 @@ pub async fn serve_tcp(
                 source_ip: conn.peer.ip(),
             });
             let index = balancer.pick(hash, &[])?;
-            Some((c.pool.clone(), balancer.endpoints()[index].address))
+            let endpoint = &balancer.endpoints()[index];
+            Some((c.pool.clone(), endpoint.address, endpoint.transport.clone()))
         })
     };
-    let Some((pool, addr)) = target else {
+    let Some((pool, addr, transport)) = target else {
         tracing::debug!(peer = %conn.peer, "tcp: no upstream, closing");
         return;
     };
-    let mut upstream = match pool.connect(addr).await {
+    let mut upstream = match pool.connect_with(addr, &transport, Alpn::None).await {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: upstream connect failed");

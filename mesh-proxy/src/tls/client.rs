@@ -11,16 +11,25 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::server::check_trust_domain;
 use super::{PeerIdentityError, provider};
-use crate::identity::{IdentityHandle, spiffe_id_of};
+use crate::identity::{CurrentIdentity, IdentityHandle, spiffe_id_of};
 
 /// TLS 1.3 with the workload certificate, the server verified against the current trust
 /// bundle and required to be one of `expected` (the SPIFFE IDs pilot gives for the endpoint).
-/// An empty `expected` accepts any identity the roots vouch for, as Istio does when no
-/// service account is known. The server name passed to `connect` is only SNI: SPIFFE IDs
+/// An empty `expected` accepts any identity of our trust domain that the roots vouch for, as
+/// Istio does when no service account is known. The server name passed to `connect` is only SNI: SPIFFE IDs
 /// replace host names. No ALPN is offered; set `alpn_protocols` on a clone per upstream.
 pub fn client_config(
     source: IdentityHandle,
+    expected: Vec<String>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    client_config_with(Arc::new(source), expected)
+}
+
+/// [`client_config`] for an identity that may not exist yet: until it does, handshakes fail.
+pub fn client_config_with(
+    source: Arc<dyn CurrentIdentity>,
     expected: Vec<String>,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = provider();
@@ -38,7 +47,7 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-struct CurrentClientCert(IdentityHandle);
+struct CurrentClientCert(Arc<dyn CurrentIdentity>);
 
 impl fmt::Debug for CurrentClientCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,7 +61,7 @@ impl ResolvesClientCert for CurrentClientCert {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current().certified_key())
+        Some(self.0.current_identity()?.certified_key())
     }
 
     fn has_certs(&self) -> bool {
@@ -63,7 +72,7 @@ impl ResolvesClientCert for CurrentClientCert {
 /// WebPKI chain validation (signature, validity period, serverAuth usage) against the roots
 /// in force at handshake time, then the SPIFFE ID instead of a host name.
 struct SpiffeServerVerifier {
-    source: IdentityHandle,
+    source: Arc<dyn CurrentIdentity>,
     expected: Vec<String>,
     provider: Arc<CryptoProvider>,
 }
@@ -85,7 +94,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let identity = self.source.current();
+        let identity = self
+            .source
+            .current_identity()
+            .ok_or(PeerIdentityError::NoLocalIdentity)?;
         let cert = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
@@ -95,7 +107,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             self.provider.signature_verification_algorithms.all,
         )?;
         let got = spiffe_id_of(end_entity).ok_or(PeerIdentityError::NoSpiffeId)?;
-        if !self.expected.is_empty() && !self.expected.contains(&got) {
+        if self.expected.is_empty() {
+            check_trust_domain(identity.spiffe_id(), got)?;
+        } else if !self.expected.contains(&got) {
             return Err(PeerIdentityError::Unexpected {
                 got,
                 expected: self.expected.clone(),

@@ -8,6 +8,10 @@ pub enum PeerIdentityError {
     NoSpiffeId,
     #[error("peer identity {got} is not one of the expected {expected:?}")]
     Unexpected { got: String, expected: Vec<String> },
+    #[error("peer identity {got} is not of the trust domain {want}")]
+    ForeignTrustDomain { got: String, want: String },
+    #[error("this proxy has no workload certificate yet")]
+    NoLocalIdentity,
 }
 
 impl From<PeerIdentityError> for rustls::Error {

@@ -7,15 +7,17 @@
 
 mod client;
 mod error;
+mod origination;
 mod peer;
 mod server;
 mod sniff;
 mod xfcc;
 
-pub use client::client_config;
+pub use client::{client_config, client_config_with};
 pub use error::PeerIdentityError;
+pub use origination::{Origination, OriginationError, origination_config};
 pub use peer::peer_spiffe_id;
-pub use server::server_config;
+pub use server::{server_config, server_config_with};
 pub use sniff::{SNIFF_TIMEOUT, looks_like_tls, sniff_tls};
 pub use xfcc::{XFCC, xfcc};
 

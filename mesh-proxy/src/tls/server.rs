@@ -14,11 +14,19 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::{ALPN_H2, ALPN_HTTP11, PeerIdentityError, provider};
-use crate::identity::{IdentityHandle, spiffe_id_of};
+use crate::identity::{CurrentIdentity, IdentityHandle, spiffe_id_of, trust_domain_of};
 
 /// TLS 1.3, client certificate mandatory and verified against the current trust bundle,
 /// ALPN `h2` and `http/1.1`. Read the client's identity with [`super::peer_spiffe_id`].
 pub fn server_config(source: IdentityHandle) -> Result<Arc<ServerConfig>, rustls::Error> {
+    server_config_with(Arc::new(source))
+}
+
+/// [`server_config`] for an identity that may not exist yet: until it does, every handshake
+/// fails (nothing to present, no roots to verify with).
+pub fn server_config_with(
+    source: Arc<dyn CurrentIdentity>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = provider();
     let verifier = LatestRootsVerifier {
         source: source.clone(),
@@ -35,7 +43,7 @@ pub fn server_config(source: IdentityHandle) -> Result<Arc<ServerConfig>, rustls
 }
 
 /// Presents whatever identity is current when the handshake starts.
-pub(super) struct CurrentCert(pub(super) IdentityHandle);
+pub(super) struct CurrentCert(pub(super) Arc<dyn CurrentIdentity>);
 
 impl fmt::Debug for CurrentCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,20 +53,34 @@ impl fmt::Debug for CurrentCert {
 
 impl ResolvesServerCert for CurrentCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current().certified_key())
+        Some(self.0.current_identity()?.certified_key())
     }
 }
 
 /// WebPKI client verification against the roots in force at handshake time, plus a SPIFFE ID
-/// (policy and telemetry need one; a mesh certificate without it is not a workload's).
+/// of our own trust domain (policy and telemetry need one; a mesh certificate without it is
+/// not a workload's).
 struct LatestRootsVerifier {
-    source: IdentityHandle,
+    source: Arc<dyn CurrentIdentity>,
     provider: Arc<CryptoProvider>,
 }
 
 impl fmt::Debug for LatestRootsVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LatestRootsVerifier")
+    }
+}
+
+/// A peer of another trust domain is refused even if a shared root vouches for it.
+pub(super) fn check_trust_domain(own_id: &str, peer_id: String) -> Result<(), PeerIdentityError> {
+    let own = trust_domain_of(own_id);
+    if own.is_some() && trust_domain_of(&peer_id) == own {
+        Ok(())
+    } else {
+        Err(PeerIdentityError::ForeignTrustDomain {
+            got: peer_id,
+            want: own.unwrap_or_default().to_owned(),
+        })
     }
 }
 
@@ -82,12 +104,16 @@ impl ClientCertVerifier for LatestRootsVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let roots = self.source.current().roots().clone();
-        WebPkiClientVerifier::builder_with_provider(roots, self.provider.clone())
+        let own = self
+            .source
+            .current_identity()
+            .ok_or(PeerIdentityError::NoLocalIdentity)?;
+        WebPkiClientVerifier::builder_with_provider(own.roots().clone(), self.provider.clone())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?
             .verify_client_cert(end_entity, intermediates, now)?;
-        spiffe_id_of(end_entity).ok_or(PeerIdentityError::NoSpiffeId)?;
+        let got = spiffe_id_of(end_entity).ok_or(PeerIdentityError::NoSpiffeId)?;
+        check_trust_domain(own.spiffe_id(), got)?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -11,6 +11,8 @@ use mesh_proto::config::v1 as pb;
 
 use super::connect::ConnectionStats;
 use super::pool::{Pool, PoolSettings};
+use super::tls_policy::TransportPlan;
+use crate::identity::IdentitySlot;
 use crate::lb::{self, Balancer, Policy};
 use crate::route::query_param;
 
@@ -64,11 +66,21 @@ pub struct HashInput<'a> {
 impl Cluster {
     /// Builds a cluster; `previous` (the same name in the last config) lends its pool when
     /// the connection settings did not change, so open connections survive the update.
-    /// Errors are `(field path, reason)`.
+    /// Errors are `(field path, reason)`. Without an identity: mesh mTLS is never automatic.
     pub fn compile(
         spec: &pb::Cluster,
         previous: Option<&Arc<Cluster>>,
         stats: impl FnOnce() -> ConnectionStats,
+    ) -> Result<Self, (String, String)> {
+        Self::compile_with_identity(spec, previous, stats, &Arc::default())
+    }
+
+    /// [`Cluster::compile`], with the proxy's identity for mesh mTLS to the endpoints.
+    pub fn compile_with_identity(
+        spec: &pb::Cluster,
+        previous: Option<&Arc<Cluster>>,
+        stats: impl FnOnce() -> ConnectionStats,
+        identity: &Arc<IdentitySlot>,
     ) -> Result<Self, (String, String)> {
         let settings = PoolSettings {
             connect_timeout: ms_or(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
@@ -96,6 +108,7 @@ impl Cluster {
             ));
         }
 
+        let mut transports = TransportPlan::new(spec.tls.as_ref(), identity)?;
         let mut endpoints = Vec::with_capacity(spec.endpoints.len());
         for (i, e) in spec.endpoints.iter().enumerate() {
             let address: SocketAddr = e.address.parse().map_err(|_| {
@@ -104,8 +117,9 @@ impl Cluster {
                     format!("{:?} is not an IP:port address", e.address),
                 )
             })?;
+            let transport = transports.for_endpoint(e, address)?;
             endpoints.push((
-                Arc::new(lb::Endpoint::new(address, e.weight.max(1))),
+                Arc::new(lb::Endpoint::new(address, e.weight.max(1)).with_transport(transport)),
                 &e.labels,
             ));
         }

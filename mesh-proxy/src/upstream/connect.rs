@@ -26,6 +26,8 @@ pub enum ConnectError {
     Timeout(SocketAddr),
     #[error("connection to {addr} failed: {source}")]
     Io { addr: SocketAddr, source: io::Error },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls { addr: SocketAddr, source: io::Error },
 }
 
 pub async fn connect(

@@ -3,7 +3,10 @@
 pub mod cluster;
 pub mod connect;
 pub mod pool;
+pub mod tls_policy;
+pub mod transport;
 
 pub use cluster::{Cluster, HashInput, Protocol};
 pub use connect::ConnectionStats;
 pub use pool::{Pool, SendError};
+pub use transport::{Alpn, Transport, Upstream};

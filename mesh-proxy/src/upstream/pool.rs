@@ -12,6 +12,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::connect::{ConnectError, ConnectionStats, Counted, connect};
+use super::transport::{Alpn, Transport, Upstream};
 use crate::http::body::UpstreamBody;
 
 /// Why a request could not be sent or got no response headers.
@@ -56,12 +57,16 @@ struct H2Conn {
     last_used: Instant,
 }
 
+/// Connections are kept per endpoint address and [`Transport::key`]: a plaintext connection
+/// never serves a request meant for TLS, nor a TLS one checked for other identities.
+type Key = (SocketAddr, u64);
+
 pub struct Pool {
     settings: PoolSettings,
     stats: ConnectionStats,
-    h1_idle: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
+    h1_idle: Mutex<HashMap<Key, Vec<IdleH1>>>,
     /// Per endpoint, behind an async lock so concurrent first requests share one handshake.
-    h2: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<H2Conn>>>>>,
+    h2: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<H2Conn>>>>>,
 }
 
 /// Upper bound on idle HTTP/1.1 connections kept per endpoint.
@@ -87,16 +92,48 @@ impl Pool {
         &self.stats
     }
 
+    /// A plaintext connection.
     pub async fn connect(&self, addr: SocketAddr) -> Result<Counted, ConnectError> {
         connect(addr, self.settings.connect_timeout, &self.stats).await
+    }
+
+    /// A connection secured as `transport` says; the connect timeout covers the TLS handshake.
+    pub async fn connect_with(
+        &self,
+        addr: SocketAddr,
+        transport: &Transport,
+        alpn: Alpn,
+    ) -> Result<Upstream, ConnectError> {
+        let Transport::Tls(tls) = transport else {
+            return self.connect(addr).await.map(Upstream::Plain);
+        };
+        let timeout = self.settings.connect_timeout;
+        let handshake = async {
+            let tcp = self.connect(addr).await?;
+            tls.connect(tcp, alpn, addr)
+                .await
+                .map_err(|source| ConnectError::Tls { addr, source })
+        };
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(Upstream::Tls(stream)),
+            Ok(Err(e)) => {
+                if matches!(e, ConnectError::Tls { .. }) {
+                    self.stats.connect_failures.inc();
+                }
+                Err(e)
+            }
+            Err(_) => Err(ConnectError::Timeout(addr)),
+        }
     }
 
     /// Sends an HTTP/1.1 request on an idle connection, or a new one.
     pub async fn send_h1(
         self: &Arc<Self>,
         addr: SocketAddr,
+        transport: &Transport,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
+        let addr = (addr, transport.key());
         // A reused connection may have been closed by the server in the meantime; hyper then
         // hands the unsent request back and it goes out on the next connection.
         while let Some(mut sender) = self.checkout_h1(addr) {
@@ -111,7 +148,7 @@ impl Pool {
                 },
             }
         }
-        let io = self.connect(addr).await?;
+        let io = self.connect_with(addr.0, transport, Alpn::Http1).await?;
         let (mut sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -126,7 +163,7 @@ impl Pool {
         Ok(resp)
     }
 
-    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn checkout_h1(&self, addr: Key) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self.h1_idle.lock().expect("pool lock");
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
@@ -141,7 +178,7 @@ impl Pool {
     /// a small task waits for that and puts it back.
     fn checkin_h1_when_ready(
         self: &Arc<Self>,
-        addr: SocketAddr,
+        addr: Key,
         mut sender: http1::SendRequest<UpstreamBody>,
     ) {
         let pool = Arc::downgrade(self);
@@ -165,13 +202,14 @@ impl Pool {
     pub async fn send_h2(
         &self,
         addr: SocketAddr,
+        transport: &Transport,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let slot = self
             .h2
             .lock()
             .expect("pool lock")
-            .entry(addr)
+            .entry((addr, transport.key()))
             .or_default()
             .clone();
         let mut sender = {
@@ -182,7 +220,7 @@ impl Pool {
                     c.sender.clone()
                 }
                 _ => {
-                    let sender = self.open_h2(addr).await?;
+                    let sender = self.open_h2(addr, transport).await?;
                     *conn = Some(H2Conn {
                         sender: sender.clone(),
                         last_used: Instant::now(),
@@ -198,8 +236,9 @@ impl Pool {
     async fn open_h2(
         &self,
         addr: SocketAddr,
+        transport: &Transport,
     ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
-        let io = self.connect(addr).await?;
+        let io = self.connect_with(addr, transport, Alpn::Http2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))

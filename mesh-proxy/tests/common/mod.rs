@@ -1,6 +1,8 @@
 //! Test helpers: an in-process proxy on 127.0.0.1:0, sample apps, and real HTTP clients.
 #![allow(dead_code)]
 
+pub mod mesh;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

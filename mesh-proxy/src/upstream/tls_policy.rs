@@ -1,0 +1,158 @@
+//! A cluster's `tls` setting (DestinationRule `trafficPolicy.tls`, merged by pilot) turned
+//! into one [`Transport`] per endpoint, at config time.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_proto::config::v1 as pb;
+use pb::upstream_tls::Mode;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+
+use super::transport::{Connectors, TlsTransport, Transport};
+use crate::identity::IdentitySlot;
+use crate::tls::{Origination, client_config_with, origination_config};
+
+/// `(field path under the cluster, reason)`.
+type TlsError = (String, String);
+
+/// Builds transports for the endpoints of one cluster, sharing TLS configs between endpoints
+/// that are checked the same way.
+pub struct TransportPlan<'a> {
+    spec: Option<&'a pb::UpstreamTls>,
+    identity: &'a Arc<IdentitySlot>,
+    /// SIMPLE / MUTUAL: one config for the cluster, with a key covering the files' contents.
+    origination: Option<(Arc<ClientConfig>, u64)>,
+    /// Connectors by key, so endpoints checked the same way share them.
+    connectors: HashMap<u64, Arc<Connectors>>,
+}
+
+impl<'a> TransportPlan<'a> {
+    pub fn new(
+        spec: Option<&'a pb::UpstreamTls>,
+        identity: &'a Arc<IdentitySlot>,
+    ) -> Result<Self, TlsError> {
+        let mut plan = Self {
+            spec,
+            identity,
+            origination: None,
+            connectors: HashMap::new(),
+        };
+        if let Some(tls) = spec {
+            let mode = Mode::try_from(tls.mode)
+                .map_err(|_| ("tls.mode".to_owned(), format!("unknown mode {}", tls.mode)))?;
+            if matches!(mode, Mode::Simple | Mode::Mutual) {
+                plan.origination = Some(origination(tls, mode)?);
+            }
+        }
+        Ok(plan)
+    }
+
+    pub fn for_endpoint(
+        &mut self,
+        endpoint: &pb::Endpoint,
+        address: SocketAddr,
+    ) -> Result<Transport, TlsError> {
+        let mode = self.spec.map_or(Mode::Auto, |t| t.mode());
+        let sans = self.spec.map_or(&[][..], |t| &t.subject_alt_names[..]);
+        match mode {
+            Mode::Disable => Ok(Transport::Plain),
+            // Without a CA there is no identity to speak mTLS with: plaintext to everyone.
+            Mode::Auto if !(endpoint.sidecar && self.identity.is_enabled()) => Ok(Transport::Plain),
+            Mode::Auto | Mode::IstioMutual => {
+                let expected = if sans.is_empty() {
+                    endpoint.identities.clone()
+                } else {
+                    sans.to_vec()
+                };
+                self.mesh(expected, address)
+            }
+            Mode::Simple | Mode::Mutual => {
+                let (config, key) = self.origination.clone().expect("built in new()");
+                let sni = self.spec.map(|t| t.sni.as_str()).unwrap_or_default();
+                let mut h = DefaultHasher::new();
+                (key, sni).hash(&mut h);
+                let connectors = self.connectors(h.finish(), || {
+                    Ok((config, format!("{mode:?} sni={sni:?} sans={sans:?}")))
+                })?;
+                Ok(tls(connectors, server_name(sni, address)?))
+            }
+        }
+    }
+
+    fn mesh(&mut self, expected: Vec<String>, address: SocketAddr) -> Result<Transport, TlsError> {
+        let sni = self.spec.map(|t| t.sni.as_str()).unwrap_or_default();
+        let mut h = DefaultHasher::new();
+        ("mesh", &expected, sni).hash(&mut h);
+        let identity = self.identity.clone();
+        let connectors = self.connectors(h.finish(), || {
+            let describe = format!("mesh mTLS expecting {expected:?}");
+            client_config_with(identity, expected)
+                .map(|c| (c, describe))
+                .map_err(|e| ("tls".to_owned(), e.to_string()))
+        })?;
+        Ok(tls(connectors, server_name(sni, address)?))
+    }
+
+    fn connectors(
+        &mut self,
+        key: u64,
+        build: impl FnOnce() -> Result<(Arc<ClientConfig>, String), TlsError>,
+    ) -> Result<Arc<Connectors>, TlsError> {
+        if let Some(c) = self.connectors.get(&key) {
+            return Ok(c.clone());
+        }
+        let (config, describe) = build()?;
+        let c = Connectors::new(key, &config, describe);
+        self.connectors.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+fn tls(connectors: Arc<Connectors>, server_name: ServerName<'static>) -> Transport {
+    Transport::Tls(Arc::new(TlsTransport::new(connectors, server_name)))
+}
+
+/// The SNI to send: the configured one, else the endpoint's IP (for which rustls sends none;
+/// mesh peers are identified by SPIFFE ID, not by name).
+fn server_name(sni: &str, address: SocketAddr) -> Result<ServerName<'static>, TlsError> {
+    if sni.is_empty() {
+        return Ok(ServerName::IpAddress(address.ip().into()));
+    }
+    ServerName::try_from(sni.to_owned()).map_err(|_| {
+        (
+            "tls.sni".to_owned(),
+            format!("{sni:?} is not a valid server name"),
+        )
+    })
+}
+
+fn origination(tls: &pb::UpstreamTls, mode: Mode) -> Result<(Arc<ClientConfig>, u64), TlsError> {
+    let at = |(f, r): (String, String)| (format!("tls.{f}"), r);
+    let client_certificate = match mode {
+        Mode::Mutual if tls.client_certificate.is_empty() || tls.private_key.is_empty() => {
+            return Err((
+                "tls.clientCertificate".to_owned(),
+                "MUTUAL needs clientCertificate and privateKey".to_owned(),
+            ));
+        }
+        Mode::Mutual => Some((tls.client_certificate.as_str(), tls.private_key.as_str())),
+        _ => None,
+    };
+    let config = origination_config(&Origination {
+        ca_certificates: &tls.ca_certificates,
+        client_certificate,
+        subject_alt_names: &tls.subject_alt_names,
+        insecure_skip_verify: tls.insecure_skip_verify,
+    })
+    .map_err(at)?;
+    // Changed files mean new connections: their contents are part of the key.
+    let mut h = DefaultHasher::new();
+    (tls.mode, &tls.subject_alt_names, tls.insecure_skip_verify).hash(&mut h);
+    for path in [&tls.ca_certificates, &tls.client_certificate] {
+        std::fs::read(path).unwrap_or_default().hash(&mut h);
+    }
+    Ok((config, h.finish()))
+}

@@ -1,0 +1,190 @@
+//! How a connection to one endpoint is secured: plaintext, mesh mTLS or TLS origination. Built
+//! when the config (not the request) changes; a renewed certificate needs no rebuild because
+//! the TLS configs read the identity at each handshake.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::connect::Counted;
+
+/// The application protocol a connection will carry, offered in ALPN over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    Http1,
+    Http2,
+    /// Raw TCP and upgraded streams: nothing offered.
+    None,
+}
+
+/// Plaintext, or TLS with a prepared config. Cheap to clone.
+#[derive(Clone, Default)]
+pub enum Transport {
+    #[default]
+    Plain,
+    Tls(Arc<TlsTransport>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain => f.write_str("Plain"),
+            Self::Tls(t) => write!(f, "Tls({})", t.describe),
+        }
+    }
+}
+
+impl Transport {
+    /// Pools key connections by address and this, so a plaintext and a TLS connection (or two
+    /// TLS connections checked against different identities) are never mixed. 0 is plaintext.
+    pub fn key(&self) -> u64 {
+        match self {
+            Self::Plain => 0,
+            Self::Tls(t) => t.key,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+/// One TLS setting's connectors, one per ALPN choice; shared by the endpoints using it.
+pub struct Connectors {
+    key: u64,
+    http1: TlsConnector,
+    http2: TlsConnector,
+    raw: TlsConnector,
+    /// For logs: what is checked on the server.
+    describe: String,
+}
+
+impl Connectors {
+    /// `key` must differ for settings that must not share connections.
+    pub fn new(key: u64, base: &ClientConfig, describe: String) -> Arc<Self> {
+        let with_alpn = |alpn: &[&[u8]]| {
+            let mut c = base.clone();
+            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            TlsConnector::from(Arc::new(c))
+        };
+        Arc::new(Self {
+            key: key.max(1),
+            http1: with_alpn(&[crate::tls::ALPN_HTTP11]),
+            http2: with_alpn(&[crate::tls::ALPN_H2]),
+            raw: with_alpn(&[]),
+            describe,
+        })
+    }
+}
+
+/// TLS to one endpoint: the shared connectors and the server name to send.
+pub struct TlsTransport {
+    key: u64,
+    server_name: ServerName<'static>,
+    connectors: Arc<Connectors>,
+    describe: String,
+}
+
+impl TlsTransport {
+    pub fn new(connectors: Arc<Connectors>, server_name: ServerName<'static>) -> Self {
+        Self {
+            key: connectors.key,
+            describe: connectors.describe.clone(),
+            server_name,
+            connectors,
+        }
+    }
+
+    pub async fn connect(
+        &self,
+        tcp: Counted,
+        alpn: Alpn,
+        addr: SocketAddr,
+    ) -> io::Result<Box<TlsStream<Counted>>> {
+        let connector = match alpn {
+            Alpn::Http1 => &self.connectors.http1,
+            Alpn::Http2 => &self.connectors.http2,
+            Alpn::None => &self.connectors.raw,
+        };
+        connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map(Box::new)
+            .map_err(|e| {
+                tracing::debug!(%addr, tls = %self.describe, error = %e, "upstream TLS handshake failed");
+                e
+            })
+    }
+}
+
+/// An upstream connection, plaintext or TLS.
+pub enum Upstream {
+    Plain(Counted),
+    Tls(Box<TlsStream<Counted>>),
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
