@@ -24,7 +24,8 @@ fn selects(selector: Option<&WorkloadSelector>, labels: &BTreeMap<String, String
 
 /// The AuthorizationPolicies of a workload, in the proxy's model: those of the root namespace
 /// (mesh-wide without a selector, else to matching workloads of every namespace) followed by
-/// those of the workload's namespace (namespace-wide without a selector). Policies with
+/// those of the workload's namespace (namespace-wide without a selector), each group sorted by
+/// name so the output does not depend on the order of `resources`. Policies with
 /// `targetRef`/`targetRefs` are left out: Istio attaches those to gateways and waypoints, never
 /// to sidecars.
 pub fn policies_for(
@@ -38,29 +39,66 @@ pub fn policies_for(
     } else {
         &[root_namespace, namespace]
     };
-    scopes
-        .iter()
-        .flat_map(|scope| {
-            resources.iter().filter_map(move |r| match r {
+    let mut out = Vec::new();
+    for scope in scopes {
+        let mut selected: Vec<&Object<sec::AuthorizationPolicy>> = resources
+            .iter()
+            .filter_map(|r| match r {
                 Resource::AuthorizationPolicy(o) if namespace_of(&o.metadata) == *scope => Some(o),
                 _ => None,
             })
+            .filter(|o| o.spec.target_ref.is_none() && o.spec.target_refs.is_empty())
+            .filter(|o| selects(o.spec.selector.as_ref(), labels))
+            .map(|o| o.as_ref())
+            .collect();
+        selected.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        out.extend(selected.into_iter().map(translate));
+    }
+    out
+}
+
+/// What selection and translation cannot honour in the AuthorizationPolicies, one line per
+/// policy: a CUSTOM action (no external authorizer here, so it is enforced as DENY, see
+/// [`translate`]) and `targetRef`s (gateways and waypoints, which this mesh does not run).
+pub fn warnings(resources: &[Resource]) -> Vec<String> {
+    resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::AuthorizationPolicy(o) => Some(o),
+            _ => None,
         })
-        .filter(|o| o.spec.target_ref.is_none() && o.spec.target_refs.is_empty())
-        .filter(|o| selects(o.spec.selector.as_ref(), labels))
-        .map(|o| translate(o))
+        .filter_map(|o| {
+            let name = format!("{}/{}", namespace_of(&o.metadata), o.metadata.name);
+            if o.spec.target_ref.is_some() || !o.spec.target_refs.is_empty() {
+                Some(format!(
+                    "AuthorizationPolicy {name}: targetRef attaches it to a gateway or waypoint, which this mesh does not run; it applies to no sidecar"
+                ))
+            } else if o.spec.action == Action::Custom {
+                let provider = o.spec.provider.as_ref().map_or("", |p| p.name.as_str());
+                Some(format!(
+                    "AuthorizationPolicy {name}: CUSTOM action with provider {provider:?}: no external authorizer is available, so requests matching its rules are denied (as Istio does for a CUSTOM policy whose provider it cannot use)"
+                ))
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
 /// One Istio AuthorizationPolicy as the proxy evaluates it. Values are carried as written;
-/// the proxy checks them and rejects what it cannot enforce (CUSTOM, `request.auth.*`).
+/// the proxy checks them and rejects what it cannot enforce (`request.auth.*`).
+///
+/// CUSTOM delegates the decision to an external authorizer (`provider`); this mesh has none.
+/// Istio, when it cannot use a CUSTOM policy's provider, generates a DENY policy with the same
+/// rules ("deny-due-to-bad-CUSTOM-action"): fail closed. The same is done here, so a request
+/// the operator wanted checked is never let through unchecked, and requests outside the
+/// policy's rules are unaffected. [`warnings`] reports each such policy.
 pub fn translate(o: &Object<sec::AuthorizationPolicy>) -> pb::AuthorizationPolicy {
     let namespace = namespace_of(&o.metadata);
     let action = match o.spec.action {
         Action::Allow => ap::Action::Allow,
-        Action::Deny => ap::Action::Deny,
+        Action::Deny | Action::Custom => ap::Action::Deny,
         Action::Audit => ap::Action::Audit,
-        Action::Custom => ap::Action::Custom,
     };
     pb::AuthorizationPolicy {
         name: format!("{namespace}/{}", o.metadata.name),
@@ -161,8 +199,9 @@ fn mode(m: Option<&sec::Mtls>) -> pb::MtlsMode {
 /// mesh-wide one (root namespace, no selector); an UNSET level inherits from the one above;
 /// PERMISSIVE when nothing is set. Port-level modes come from the workload policy only; an
 /// UNSET port inherits the workload's resolved mode. Selector policies in the root namespace
-/// apply to no workload, as in Istio. With several policies at one level the oldest wins
-/// (creation timestamp, then the order given).
+/// apply to no workload, as in Istio. With several policies at one level the oldest wins:
+/// Istio's order is creation timestamp (an object without one counts as oldest), then name,
+/// then namespace.
 ///
 /// Returns the workload mode and the port overrides sorted by port, all modes resolved.
 pub fn mtls_for(
@@ -228,14 +267,15 @@ fn keep_oldest<'a>(
     slot: &mut Option<&'a Object<sec::PeerAuthentication>>,
     o: &'a Object<sec::PeerAuthentication>,
 ) {
-    let older = |a: &Object<_>, b: &Object<_>| match (
-        &a.metadata.creation_timestamp,
-        &b.metadata.creation_timestamp,
-    ) {
-        (Some(x), Some(y)) => x < y,
-        _ => false,
+    // RFC 3339 timestamps in UTC compare as text; a missing one sorts first, as Istio's zero time.
+    let key = |x: &'a Object<sec::PeerAuthentication>| {
+        (
+            x.metadata.creation_timestamp.as_deref().unwrap_or(""),
+            x.metadata.name.as_str(),
+            namespace_of(&x.metadata),
+        )
     };
-    if slot.is_none_or(|cur| older(o, cur)) {
+    if slot.is_none_or(|cur| key(o) < key(cur)) {
         *slot = Some(o);
     }
 }
@@ -292,8 +332,8 @@ mod tests {
             [
                 "istio-system/mesh-wide",
                 "istio-system/root-httpbin",
-                "foo/ns-wide",
-                "foo/httpbin-only"
+                "foo/httpbin-only",
+                "foo/ns-wide"
             ]
         );
         let sleep = labels(&[("app", "sleep")]);
@@ -401,7 +441,8 @@ spec:
             ("ALLOW", ap::Action::Allow),
             ("DENY", ap::Action::Deny),
             ("AUDIT", ap::Action::Audit),
-            ("CUSTOM", ap::Action::Custom),
+            // No external authorizer: fail closed, as Istio does for an unusable provider.
+            ("CUSTOM", ap::Action::Deny),
         ] {
             let provider = if yaml == "CUSTOM" {
                 "  provider: {name: ext}\n"
@@ -417,6 +458,55 @@ spec:
                 want
             );
         }
+    }
+
+    #[test]
+    fn custom_keeps_its_rules_and_is_reported() {
+        let res = load(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {name: ext, namespace: foo}\n\
+             spec:\n  action: CUSTOM\n  provider: {name: opa}\n\
+             \x20 rules: [{to: [{operation: {paths: [/admin/*]}}]}]\n",
+        );
+        let p = &policies_for(&res, "foo", &labels(&[]), ROOT)[0];
+        assert_eq!(p.action(), ap::Action::Deny);
+        // Only the requests the policy covers are denied, not every request.
+        assert_eq!(p.rules[0].to[0].paths, ["/admin/*"]);
+        let w = warnings(&res);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("foo/ext") && w[0].contains("\"opa\""),
+            "{w:?}"
+        );
+        assert!(warnings(&load(&ap("plain", "foo", None))).is_empty());
+    }
+
+    #[test]
+    fn target_ref_policies_are_reported() {
+        let res = load(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {name: gw, namespace: foo}\n\
+             spec:\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]\n\
+             \x20 action: DENY\n",
+        );
+        let w = warnings(&res);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("foo/gw") && w[0].contains("targetRef"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn selection_order_does_not_depend_on_input_order() {
+        let yaml = [
+            ap("b", "foo", None),
+            ap("a", "foo", None),
+            ap("z", ROOT, None),
+        ]
+        .concat();
+        let got = policies_for(&load(&yaml), "foo", &labels(&[]), ROOT);
+        assert_eq!(names(&got), ["istio-system/z", "foo/a", "foo/b"]);
     }
 
     #[test]
@@ -584,5 +674,60 @@ spec:
         );
         let (mode, _) = mtls_for(&load(&[a, b].concat()), "foo", &httpbin(), ROOT);
         assert_eq!(mode, pb::MtlsMode::Disable);
+    }
+
+    #[test]
+    fn mtls_same_age_goes_by_name_and_no_timestamp_is_oldest() {
+        // Equal (here: absent) timestamps: Istio orders by name, whatever the input order.
+        let b = pa("b", "foo", None, "STRICT", &[]);
+        let a = pa("a", "foo", None, "DISABLE", &[]);
+        let (mode, _) = mtls_for(&load(&[b.clone(), a].concat()), "foo", &httpbin(), ROOT);
+        assert_eq!(mode, pb::MtlsMode::Disable);
+        // An object without a timestamp is older than one with.
+        let dated = pa("a", "foo", None, "DISABLE", &[]).replace(
+            "namespace: foo}",
+            "namespace: foo, creationTimestamp: '2026-01-01T00:00:00Z'}",
+        );
+        let (mode, _) = mtls_for(&load(&[dated, b].concat()), "foo", &httpbin(), ROOT);
+        assert_eq!(mode, pb::MtlsMode::Strict);
+    }
+
+    #[test]
+    fn mtls_oldest_workload_policy_wins_and_brings_its_ports() {
+        let old = pa(
+            "old",
+            "foo",
+            Some("httpbin"),
+            "STRICT",
+            &[(8080, "DISABLE")],
+        )
+        .replace(
+            "namespace: foo}",
+            "namespace: foo, creationTimestamp: '2026-01-01T00:00:00Z'}",
+        );
+        let new = pa(
+            "new",
+            "foo",
+            Some("httpbin"),
+            "DISABLE",
+            &[(9090, "STRICT")],
+        )
+        .replace(
+            "namespace: foo}",
+            "namespace: foo, creationTimestamp: '2026-02-01T00:00:00Z'}",
+        );
+        let (mode, ports) = mtls_for(&load(&[new, old].concat()), "foo", &httpbin(), ROOT);
+        assert_eq!(mode, pb::MtlsMode::Strict);
+        assert_eq!(ports, [port(8080, pb::MtlsMode::Disable)]);
+    }
+
+    #[test]
+    fn mtls_in_the_root_namespace() {
+        // For a workload of the root namespace, its namespace-wide policy is the mesh policy.
+        let mesh = pa("mesh", ROOT, None, "STRICT", &[]);
+        assert_eq!(
+            mtls_for(&load(&mesh), ROOT, &httpbin(), ROOT).0,
+            pb::MtlsMode::Strict
+        );
     }
 }

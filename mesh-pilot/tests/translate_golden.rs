@@ -2,6 +2,8 @@
 //! `proxy.yaml` (the proxy: id, workload, namespace, addresses) and the expected translation,
 //! `expected.json` (the ProxyConfig in the proto3 JSON mapping) and `warnings.txt`.
 //! `UPDATE_GOLDEN=1 cargo test -p mesh-pilot --test translate_golden` rewrites them.
+//! A case may also list, in `includes.txt`, files of Istio's own configs (paths relative to
+//! `shared/conformance/istio/`) that are loaded verbatim after `input.yaml`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,10 +44,24 @@ fn sorted(v: Value) -> Value {
     }
 }
 
+/// Istio's public configs, kept verbatim as test inputs.
+fn conformance_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/istio")
+}
+
 fn render(dir: &Path) -> (String, String) {
     let input = dir.join("input.yaml");
-    let (resources, errors) = mesh_api::load_path(&input);
+    let (mut resources, errors) = mesh_api::load_path(&input);
     assert!(errors.is_empty(), "{}: {errors:?}", input.display());
+    if let Ok(list) = std::fs::read_to_string(dir.join("includes.txt")) {
+        for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let path = conformance_root().join(line);
+            let (more, errors) = mesh_api::load_path(&path);
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            assert!(!more.is_empty(), "{}: no resources", path.display());
+            resources.extend(more);
+        }
+    }
     let proxy: Proxy = serde_json::from_value(yaml_value(&dir.join("proxy.yaml"))).unwrap();
 
     let registry = Arc::new(Registry::build(&resources));

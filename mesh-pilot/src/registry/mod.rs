@@ -18,12 +18,22 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 /// Namespace of an object that names none, as `kubectl apply` would use.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// Services and workloads of a platform registry (Kubernetes Services, EndpointSlices, Pods),
+/// merged with the ServiceEntry registry by [`Registry::build_merged`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Platform {
+    pub services: Vec<Service>,
+    pub workloads: Vec<Workload>,
+}
+
 /// An immutable snapshot of the mesh's services and workloads; rebuilt on every config change.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     /// Sorted by (hostname, namespace).
     services: Vec<Service>,
     by_host: HashMap<String, Vec<usize>>,
+    /// ServiceEntry `subjectAltNames` by (hostname, namespace).
+    subject_alt_names: BTreeMap<(String, String), Vec<String>>,
     workloads: BTreeMap<(String, String), Workload>,
     trust_domain: String,
     warnings: Vec<String>,
@@ -39,7 +49,19 @@ impl Registry {
         resources: &[mesh_api::Resource],
         trust_domain: &str,
     ) -> Registry {
-        let built = service_entry::from_resources(resources, trust_domain);
+        Registry::build_merged(resources, trust_domain, &Platform::default())
+    }
+
+    /// ServiceEntry + WorkloadEntry merged with a platform registry (Kubernetes). A platform
+    /// service wins over a ServiceEntry of the same host and namespace (as in Istio); a
+    /// WorkloadEntry wins over a platform workload of the same name and namespace.
+    pub fn build_merged(
+        resources: &[mesh_api::Resource],
+        trust_domain: &str,
+        platform: &Platform,
+    ) -> Registry {
+        let mut built = service_entry::from_resources(resources, trust_domain);
+        merge_platform(&mut built, platform);
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, s) in built.services.iter().enumerate() {
             by_host.entry(s.hostname.clone()).or_default().push(i);
@@ -47,6 +69,7 @@ impl Registry {
         Registry {
             services: built.services,
             by_host,
+            subject_alt_names: built.subject_alt_names,
             workloads: built.workloads,
             trust_domain: trust_domain.to_string(),
             warnings: built.warnings,
@@ -67,6 +90,15 @@ impl Registry {
             .map(|&i| &self.services[i])
     }
 
+    /// The names a mesh mTLS peer serving `service` may present besides each endpoint's own
+    /// identity: the ServiceEntry's `subjectAltNames` (Istio verifies ISTIO_MUTUAL connections
+    /// against them together with the endpoints' service accounts).
+    pub fn subject_alt_names(&self, service: &Service) -> &[String] {
+        self.subject_alt_names
+            .get(&(service.hostname.clone(), service.namespace.clone()))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// The workload a proxy runs for: a WorkloadEntry by name and namespace.
     pub fn workload(&self, name: &str, namespace: &str) -> Option<&Workload> {
         self.workloads
@@ -85,5 +117,40 @@ impl Registry {
     /// Inconsistencies found while building (e.g. a host declared twice in one namespace).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+}
+
+/// Adds a platform registry's services and workloads; see [`Registry::build_merged`].
+fn merge_platform(built: &mut service_entry::Built, platform: &Platform) {
+    let platform_hosts: std::collections::HashSet<(&str, &str)> = platform
+        .services
+        .iter()
+        .map(|s| (s.hostname.as_str(), s.namespace.as_str()))
+        .collect();
+    let warnings = &mut built.warnings;
+    built.services.retain(|s| {
+        let shadowed = platform_hosts.contains(&(s.hostname.as_str(), s.namespace.as_str()));
+        if shadowed {
+            warnings.push(format!(
+                "{} {}/{}: host {} is also a Kubernetes Service of that namespace; the Service is used",
+                s.origin.kind, s.namespace, s.origin.name, s.hostname
+            ));
+        }
+        !shadowed
+    });
+    built.services.extend(platform.services.iter().cloned());
+    built
+        .services
+        .sort_by(|a, b| (&a.hostname, &a.namespace).cmp(&(&b.hostname, &b.namespace)));
+    for w in &platform.workloads {
+        let key = (w.namespace.clone(), w.name.clone());
+        if built.workloads.contains_key(&key) {
+            built.warnings.push(format!(
+                "Pod {}/{}: a WorkloadEntry of the same name is used for its proxy",
+                w.namespace, w.name
+            ));
+        } else {
+            built.workloads.insert(key, w.clone());
+        }
     }
 }

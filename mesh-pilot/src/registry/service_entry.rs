@@ -16,6 +16,8 @@ const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 pub(super) struct Built {
     pub services: Vec<Service>,
+    /// ServiceEntry `subjectAltNames` by (hostname, namespace), where set.
+    pub subject_alt_names: BTreeMap<(String, String), Vec<String>>,
     pub workloads: BTreeMap<(String, String), Workload>,
     pub warnings: Vec<String>,
 }
@@ -50,6 +52,7 @@ pub(super) fn from_resources(resources: &[Resource], trust_domain: &str) -> Buil
 
     let mut warnings = Vec::new();
     let mut services: BTreeMap<(String, String), Service> = BTreeMap::new();
+    let mut subject_alt_names = BTreeMap::new();
     for se in entries {
         let ns = namespace_of(se);
         for host in &se.spec.hosts {
@@ -62,11 +65,15 @@ pub(super) fn from_resources(resources: &[Resource], trust_domain: &str) -> Buil
                 continue;
             }
             let svc = service(se, host, &ns, &workloads, trust_domain);
+            if !se.spec.subject_alt_names.is_empty() {
+                subject_alt_names.insert(key.clone(), se.spec.subject_alt_names.clone());
+            }
             services.insert(key, svc);
         }
     }
     Built {
         services: services.into_values().collect(),
+        subject_alt_names,
         workloads,
         warnings,
     }

@@ -1,23 +1,60 @@
-//! The inbound side: the mesh's requests to the local application.
+//! The inbound side: the mesh's requests to the local application, with the workload's
+//! PeerAuthentication mode and AuthorizationPolicies on its listener.
 
 use mesh_proto::config::v1::{
-    Cluster, Direction, Endpoint, LbPolicy, Listener, ListenerProtocol, RetryPolicy, Route,
-    RouteAction, RouteMatch, RouteTable, StringMatch, UpstreamProtocol, VirtualHost,
-    WeightedCluster, route, string_match,
+    AuthorizationPolicy, Cluster, Direction, Endpoint, LbPolicy, Listener, ListenerProtocol,
+    MtlsMode, PortMtls, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, StringMatch,
+    UpstreamProtocol, VirtualHost, WeightedCluster, route, string_match,
 };
+
+use super::index::MeshIndex;
+use super::scope::ROOT_NAMESPACE;
+use crate::authz;
+use crate::registry::Workload;
+
+/// The security of a workload's inbound listener, resolved with Istio's precedence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InboundSecurity {
+    pub authorization_policies: Vec<AuthorizationPolicy>,
+    /// Never UNSET: PERMISSIVE when no PeerAuthentication applies.
+    pub mtls_mode: MtlsMode,
+    /// By workload (target) port, sorted.
+    pub port_mtls: Vec<PortMtls>,
+}
+
+/// The AuthorizationPolicies and PeerAuthentication mode that apply to `workload`.
+pub fn security(mesh: &MeshIndex, workload: &Workload) -> InboundSecurity {
+    let (mtls_mode, port_mtls) = authz::mtls_for(
+        &mesh.security,
+        &workload.namespace,
+        &workload.labels,
+        ROOT_NAMESPACE,
+    );
+    InboundSecurity {
+        authorization_policies: authz::policies_for(
+            &mesh.security,
+            &workload.namespace,
+            &workload.labels,
+            ROOT_NAMESPACE,
+        ),
+        mtls_mode,
+        port_mtls,
+    }
+}
 
 /// Name of the inbound listener and route table.
 pub const INBOUND: &str = "inbound";
 /// The cluster of the local application.
 pub const INBOUND_CLUSTER: &str = "inbound|app";
 
-/// Listener on `address`, one virtual host `*` to the application at `application`, which
-/// speaks whatever the caller spoke. No retries: the caller's proxy already retries, and
+/// Listener on `address` carrying `security`, one virtual host `*` to the application at
+/// `application`, which speaks whatever the caller spoke. No retries: the caller's proxy already retries, and
 /// retrying twice multiplies attempts (Istio's inbound routes have none either).
 pub fn build(
     address: &str,
     application: &str,
     transparent: bool,
+    security: InboundSecurity,
 ) -> (Listener, RouteTable, Cluster) {
     let listener = Listener {
         name: INBOUND.to_string(),
@@ -28,7 +65,9 @@ pub fn build(
         tcp_cluster: String::new(),
         outbound_traffic_policy: 0,
         transparent,
-        ..Default::default()
+        authorization_policies: security.authorization_policies,
+        mtls_mode: security.mtls_mode as i32,
+        port_mtls: security.port_mtls,
     };
     let table = RouteTable {
         name: INBOUND.to_string(),

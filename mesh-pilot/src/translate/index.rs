@@ -55,6 +55,8 @@ pub struct MeshIndex {
     pub(super) sidecars: Vec<SidecarEntry>,
     pub(super) selectors: Vec<Selector>,
     pub(super) selector_ids: HashMap<Selector, usize>,
+    /// The PeerAuthentications and AuthorizationPolicies, for each proxy's inbound side.
+    pub(super) security: Vec<Resource>,
     pub(super) warnings: Vec<String>,
     cache: Mutex<HashMap<ScopeKey, Arc<Outbound>>>,
 }
@@ -82,6 +84,7 @@ impl MeshIndex {
             sidecars: Vec::new(),
             selectors: Vec::new(),
             selector_ids: HashMap::new(),
+            security: Vec::new(),
             warnings: Vec::new(),
             cache: Mutex::new(HashMap::new()),
         };
@@ -135,9 +138,15 @@ impl MeshIndex {
                     );
                     index.sidecars.push(entry);
                 }
+                Resource::PeerAuthentication(_) | Resource::AuthorizationPolicy(_) => {
+                    index.security.push(r.clone());
+                }
                 _ => {}
             }
         }
+        index
+            .warnings
+            .extend(crate::authz::warnings(&index.security));
         index.virtual_services.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });

@@ -6,8 +6,8 @@
 //! [`ScopeKey`] (namespace, Sidecar, matching selectors), is memoised there and shared, and
 //! only the listeners and the inbound part are built per proxy.
 //!
-//! Warnings: what the resources ask for but the proxy cannot do yet (fault injection,
-//! mirroring, TCP ports, circuit breaking, ...) and references that lead nowhere (unknown
+//! Warnings: what the resources ask for but the proxy cannot do yet (mirroring, TCP ports,
+//! circuit breaking, ...) and references that lead nowhere (unknown
 //! hosts or subsets) do not fail translation; they are returned sorted and deduplicated in
 //! [`Translated::warnings`] for pilot to report. A route whose destination host, port or
 //! subset does not exist answers 503 `no healthy upstream`, as Istio's Envoy does for a
@@ -29,7 +29,7 @@ use mesh_proto::config::v1::{
 use mesh_proto::discovery::v1::ProxyAddresses;
 
 pub use hosts::{DOMAIN_SUFFIX, domains, resolve as resolve_host};
-pub use inbound::{INBOUND, INBOUND_CLUSTER};
+pub use inbound::{INBOUND, INBOUND_CLUSTER, InboundSecurity, security as inbound_security};
 pub use index::MeshIndex;
 pub use outbound::{OUTBOUND, Outbound, cluster_name};
 pub use policy::{Effective as EffectivePolicy, merge as merge_traffic_policy};
@@ -165,8 +165,9 @@ pub fn translate_shared(
                 proxy.id
             ));
         } else {
+            let security = inbound::security(mesh, proxy.workload);
             let (listener, table, cluster) =
-                inbound::build(&a.inbound, &a.application, a.transparent);
+                inbound::build(&a.inbound, &a.application, a.transparent, security);
             shared.listeners.push(listener);
             shared.inbound = Some((table, cluster));
         }

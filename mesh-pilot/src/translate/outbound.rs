@@ -38,6 +38,7 @@ struct DrView<'a> {
 }
 
 struct Builder<'a> {
+    registry: &'a crate::registry::Registry,
     scope: &'a ScopeKey,
     selector_ids: &'a HashMap<Selector, usize>,
     sidecar: Option<&'a SidecarEntry>,
@@ -113,6 +114,7 @@ impl<'a> Builder<'a> {
             .filter_map(|(host, svc)| Some((*host, Self::find_dr(index, scope, svc)?)))
             .collect();
         Builder {
+            registry: &index.registry,
             scope,
             selector_ids: &index.selector_ids,
             sidecar,
@@ -207,9 +209,17 @@ impl<'a> Builder<'a> {
             };
             let add = |subset: Option<&Subset>, warnings: &mut Vec<String>| {
                 let name = cluster_name(port.number, subset.map_or("", |s| &s.name), &svc.hostname);
+                let sans = self.registry.subject_alt_names(svc);
                 let mut cluster = Cluster {
                     name: name.clone(),
-                    endpoints: endpoints(svc, port, subset.map(|s| &s.labels), &name, warnings),
+                    endpoints: endpoints(
+                        svc,
+                        sans,
+                        port,
+                        subset.map(|s| &s.labels),
+                        &name,
+                        warnings,
+                    ),
                     ..Default::default()
                 };
                 let effective = policy::merge(
@@ -357,6 +367,7 @@ pub fn socket_addr(host: &str, port: u32) -> String {
 
 fn endpoints(
     svc: &Service,
+    subject_alt_names: &[String],
     port: &ServicePort,
     subset: Option<&BTreeMap<String, String>>,
     cluster: &str,
@@ -383,7 +394,7 @@ fn endpoints(
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 weight: e.weight,
-                identities: identities(e),
+                identities: identities(e, subject_alt_names),
                 sidecar: e.sidecar,
             })
         })
@@ -392,13 +403,16 @@ fn endpoints(
     out
 }
 
-/// The SPIFFE IDs a mesh mTLS peer at `e` may present: its workload's identity.
-fn identities(e: &crate::registry::Endpoint) -> Vec<String> {
-    if e.identity.is_empty() {
-        Vec::new()
-    } else {
-        vec![e.identity.clone()]
+/// The names a mesh mTLS peer at `e` may present: its workload's identity, then the
+/// service's ServiceEntry `subjectAltNames` as written, without duplicates.
+fn identities(e: &crate::registry::Endpoint, subject_alt_names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(1 + subject_alt_names.len());
+    for id in std::iter::once(&e.identity).chain(subject_alt_names) {
+        if !id.is_empty() && !out.contains(id) {
+            out.push(id.clone());
+        }
     }
+    out
 }
 
 /// Builds the outbound config of `scope`.
@@ -412,6 +426,16 @@ pub(super) fn build(index: &MeshIndex, scope: &ScopeKey) -> Outbound {
         b.virtual_hosts_of(svc, &mut vhosts);
     }
     for vs in &b.virtual_services {
+        // The proxy model has no place for layer 4 routes yet (one `tcp_cluster` per listener,
+        // no weights, no destination or SNI matches): say so instead of dropping them quietly.
+        for (kind, count) in [("tcp", vs.spec.tcp.len()), ("tls", vs.spec.tls.len())] {
+            if count > 0 {
+                b.warnings.push(format!(
+                    "VirtualService {}/{}: {count} {kind} route(s) not translated: the proxy has no layer 4 routing yet",
+                    vs.namespace, vs.name
+                ));
+            }
+        }
         for h in &vs.hosts {
             if !h.starts_with('*') && !b.services.contains_key(h.as_str()) {
                 b.warnings.push(format!(

@@ -2,10 +2,12 @@
 //! level) and its mapping onto a cluster's load balancing and connection settings.
 
 use mesh_api::networking::{
-    ClientTlsMode, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb,
-    TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings,
+    OutlierDetection, SimpleLb, TrafficPolicy,
 };
-use mesh_proto::config::v1::{Cluster, HashPolicy, LbPolicy, UpstreamProtocol, hash_policy};
+use mesh_proto::config::v1::{
+    Cluster, HashPolicy, LbPolicy, UpstreamProtocol, UpstreamTls, hash_policy, upstream_tls,
+};
 
 use crate::registry::Protocol;
 
@@ -160,14 +162,82 @@ pub fn apply(
             "{what}: outlierDetection is not supported yet; ignored"
         ));
     }
-    if let Some(tls) = &policy.tls
-        && matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
-    {
+    cluster.tls = policy
+        .tls
+        .as_ref()
+        .map(|tls| upstream_tls(tls, what, warnings));
+}
+
+/// DestinationRule `tls` (already merged for this cluster) in the proxy's model. No `tls` at
+/// any level leaves the cluster on auto mTLS. Fields a mode does not use are dropped with a
+/// warning, as Istio ignores them: ISTIO_MUTUAL uses the proxy's own certificate, so file paths
+/// do not apply; SIMPLE presents no client certificate.
+pub fn upstream_tls(
+    tls: &ClientTlsSettings,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> UpstreamTls {
+    use upstream_tls::Mode;
+    let mode = match tls.mode {
+        ClientTlsMode::Disable => Mode::Disable,
+        ClientTlsMode::Simple => Mode::Simple,
+        ClientTlsMode::Mutual => Mode::Mutual,
+        ClientTlsMode::IstioMutual => Mode::IstioMutual,
+    };
+    let file = |f: &Option<String>| f.clone().unwrap_or_default();
+    let mut out = UpstreamTls {
+        mode: mode as i32,
+        sni: file(&tls.sni),
+        subject_alt_names: tls.subject_alt_names.clone(),
+        ca_certificates: file(&tls.ca_certificates),
+        client_certificate: file(&tls.client_certificate),
+        private_key: file(&tls.private_key),
+        insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+    };
+    if tls.credential_name.is_some() {
+        // Istio reads credentialName at sidecars only for a DestinationRule with a
+        // workloadSelector, through its secret discovery; elsewhere sidecars use the paths.
+        // This mesh's proxies load TLS material from files only.
         warnings.push(format!(
-            "{what}: tls mode {:?} (TLS origination) is not supported yet; ignored",
-            tls.mode
+            "{what}: tls.credentialName (a Kubernetes Secret) is not supported for sidecars; the proxy uses clientCertificate, privateKey and caCertificates files"
         ));
     }
+    if tls.ca_crl.is_some() {
+        warnings.push(format!(
+            "{what}: tls.caCrl is not supported; revoked server certificates are not detected"
+        ));
+    }
+    match mode {
+        Mode::Disable => {
+            out = UpstreamTls {
+                mode: mode as i32,
+                ..Default::default()
+            }
+        }
+        Mode::IstioMutual => {
+            out.ca_certificates.clear();
+            out.client_certificate.clear();
+            out.private_key.clear();
+            if out.insecure_skip_verify {
+                // The peer's identity is the point of mesh mTLS; never skip its check.
+                warnings.push(format!(
+                    "{what}: tls.insecureSkipVerify does not apply to ISTIO_MUTUAL; the peer identity is verified"
+                ));
+                out.insecure_skip_verify = false;
+            }
+        }
+        Mode::Simple => {
+            if !out.client_certificate.is_empty() || !out.private_key.is_empty() {
+                warnings.push(format!(
+                    "{what}: tls mode SIMPLE presents no client certificate; clientCertificate and privateKey are ignored"
+                ));
+            }
+            out.client_certificate.clear();
+            out.private_key.clear();
+        }
+        Mode::Mutual | Mode::Auto => {}
+    }
+    out
 }
 
 /// The upstream protocol: `useClientProtocol` keeps the caller's; `h2UpgradePolicy: UPGRADE`
@@ -341,6 +411,172 @@ mod tests {
             c.hash_policy.unwrap().key,
             Some(hash_policy::Key::QueryParameter("u".into()))
         );
+    }
+
+    fn tls(mode: ClientTlsMode) -> Option<ClientTlsSettings> {
+        Some(ClientTlsSettings {
+            mode,
+            ..Default::default()
+        })
+    }
+
+    fn mode_of(e: &Effective) -> Option<upstream_tls::Mode> {
+        cluster_for(e, Protocol::Http).0.tls.map(|t| t.mode())
+    }
+
+    #[test]
+    fn tls_merge_follows_istio() {
+        use upstream_tls::Mode;
+        let top = TrafficPolicy {
+            tls: tls(ClientTlsMode::IstioMutual),
+            port_level_settings: vec![
+                // A port-level entry without tls replaces it with none: auto mTLS there.
+                port_level(9000, lb(SimpleLb::Random)),
+                PortTrafficPolicy {
+                    port: Some(PortSelector { number: 9443 }),
+                    tls: tls(ClientTlsMode::Simple),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(mode_of(&merge(None, None, 80)), None, "no tls: auto mTLS");
+        assert_eq!(
+            mode_of(&merge(Some(&top), None, 80)),
+            Some(Mode::IstioMutual)
+        );
+        assert_eq!(mode_of(&merge(Some(&top), None, 9000)), None);
+        assert_eq!(mode_of(&merge(Some(&top), None, 9443)), Some(Mode::Simple));
+
+        let subset = TrafficPolicy {
+            tls: tls(ClientTlsMode::Disable),
+            port_level_settings: vec![PortTrafficPolicy {
+                port: Some(PortSelector { number: 8443 }),
+                tls: tls(ClientTlsMode::Mutual),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            mode_of(&merge(Some(&top), Some(&subset), 80)),
+            Some(Mode::Disable),
+            "subset tls overrides the top level"
+        );
+        assert_eq!(
+            mode_of(&merge(Some(&top), Some(&subset), 8443)),
+            Some(Mode::Mutual),
+            "subset port level wins"
+        );
+        // A subset without tls inherits the top level (at this port).
+        let plain_subset = TrafficPolicy {
+            load_balancer: lb(SimpleLb::RoundRobin),
+            ..Default::default()
+        };
+        assert_eq!(
+            mode_of(&merge(Some(&top), Some(&plain_subset), 80)),
+            Some(Mode::IstioMutual)
+        );
+        assert_eq!(
+            mode_of(&merge(Some(&top), Some(&plain_subset), 9443)),
+            Some(Mode::Simple)
+        );
+    }
+
+    #[test]
+    fn tls_fields_per_mode() {
+        use upstream_tls::Mode;
+        let full = ClientTlsSettings {
+            mode: ClientTlsMode::Mutual,
+            client_certificate: Some("/certs/client.pem".into()),
+            private_key: Some("/certs/key.pem".into()),
+            ca_certificates: Some("/certs/ca.pem".into()),
+            subject_alt_names: vec!["db.example.com".into()],
+            sni: Some("db.example.com".into()),
+            insecure_skip_verify: Some(true),
+            ..Default::default()
+        };
+        let mut w = Vec::new();
+        let m = upstream_tls(&full, "c", &mut w);
+        assert_eq!(m.mode(), Mode::Mutual);
+        assert_eq!(m.client_certificate, "/certs/client.pem");
+        assert_eq!(m.private_key, "/certs/key.pem");
+        assert_eq!(m.ca_certificates, "/certs/ca.pem");
+        assert_eq!(m.subject_alt_names, ["db.example.com"]);
+        assert_eq!(m.sni, "db.example.com");
+        assert!(m.insecure_skip_verify);
+        assert!(w.is_empty(), "{w:?}");
+
+        let simple = upstream_tls(
+            &ClientTlsSettings {
+                mode: ClientTlsMode::Simple,
+                ..full.clone()
+            },
+            "c",
+            &mut w,
+        );
+        assert_eq!(simple.mode(), Mode::Simple);
+        assert_eq!(simple.ca_certificates, "/certs/ca.pem");
+        assert!(simple.client_certificate.is_empty() && simple.private_key.is_empty());
+        assert_eq!(w.len(), 1, "{w:?}");
+
+        let mut w = Vec::new();
+        let istio = upstream_tls(
+            &ClientTlsSettings {
+                mode: ClientTlsMode::IstioMutual,
+                subject_alt_names: vec!["spiffe://cluster.local/ns/db/sa/pg".into()],
+                sni: Some("outbound_.5432_._.db".into()),
+                insecure_skip_verify: Some(true),
+                ..Default::default()
+            },
+            "c",
+            &mut w,
+        );
+        assert_eq!(istio.mode(), Mode::IstioMutual);
+        assert_eq!(
+            istio.subject_alt_names,
+            ["spiffe://cluster.local/ns/db/sa/pg"]
+        );
+        assert_eq!(istio.sni, "outbound_.5432_._.db");
+        assert!(
+            !istio.insecure_skip_verify,
+            "mesh identity is always checked"
+        );
+        assert_eq!(w.len(), 1);
+
+        let off = upstream_tls(
+            &ClientTlsSettings {
+                mode: ClientTlsMode::Disable,
+                ..full
+            },
+            "c",
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            off,
+            UpstreamTls {
+                mode: Mode::Disable as i32,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn tls_unsupported_fields_are_reported() {
+        let mut w = Vec::new();
+        let m = upstream_tls(
+            &ClientTlsSettings {
+                mode: ClientTlsMode::Mutual,
+                credential_name: Some("client-credential".into()),
+                ca_crl: Some("/certs/crl.pem".into()),
+                ..Default::default()
+            },
+            "outbound|443||db",
+            &mut w,
+        );
+        assert_eq!(m.mode(), upstream_tls::Mode::Mutual);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("credentialName") && w[0].starts_with("outbound|443||db"));
+        assert!(w[1].contains("caCrl"));
     }
 
     #[test]

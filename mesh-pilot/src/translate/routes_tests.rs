@@ -281,11 +281,10 @@ fn unknown_destination_answers_503_and_warns() {
 }
 
 #[test]
-fn faults_and_mirrors_are_warned_and_skipped() {
+fn mirrors_are_warned_and_skipped() {
     let (r, w) = routes(
         "  http:
-  - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
-    mirror: {host: reviews}
+  - mirror: {host: reviews}
     route: [{destination: {host: reviews, subset: v1}}]
 ",
     );
@@ -293,8 +292,124 @@ fn faults_and_mirrors_are_warned_and_skipped() {
         action(&r[0]).clusters[0].cluster,
         "outbound|9080|v1|reviews"
     );
-    assert!(w.iter().any(|w| w.contains("fault injection")), "{w:?}");
     assert!(w.iter().any(|w| w.contains("mirroring")), "{w:?}");
+}
+
+fn fault_of(yaml_fault: &str) -> (Option<FaultInjection>, Vec<String>) {
+    let (r, w) = routes(&format!(
+        "  http:
+  - fault: {yaml_fault}
+    route: [{{destination: {{host: reviews, subset: v1}}}}]
+"
+    ));
+    assert_eq!(
+        action(&r[0]).clusters[0].cluster,
+        "outbound|9080|v1|reviews",
+        "a fault keeps the route's action"
+    );
+    (r[0].fault.clone(), w)
+}
+
+fn delay(ms: u64, percentage: f64) -> Option<fault_injection::Delay> {
+    Some(fault_injection::Delay {
+        fixed_delay_ms: ms,
+        percentage,
+    })
+}
+
+fn abort(error: fault_injection::abort::Error, percentage: f64) -> Option<fault_injection::Abort> {
+    Some(fault_injection::Abort {
+        error: Some(error),
+        percentage,
+    })
+}
+
+#[test]
+fn fault_delay_and_abort_with_percentage() {
+    use fault_injection::abort::Error;
+    let (f, w) = fault_of(
+        "{delay: {fixedDelay: 1.5s, percentage: {value: 12.5}}, \
+         abort: {httpStatus: 503, percentage: {value: 0.1}}}",
+    );
+    assert_eq!(
+        f,
+        Some(FaultInjection {
+            delay: delay(1500, 12.5),
+            abort: abort(Error::HttpStatus(503), 0.1),
+        })
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let (f, _) = fault_of("{abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}");
+    assert_eq!(
+        f,
+        Some(FaultInjection {
+            delay: None,
+            abort: abort(Error::GrpcStatus("UNAVAILABLE".into()), 50.0),
+        })
+    );
+}
+
+#[test]
+fn fault_integer_percent_and_istio_defaults() {
+    use fault_injection::abort::Error;
+    // The deprecated integer `percent` is the share when `percentage` is unset...
+    let (f, _) =
+        fault_of("{delay: {fixedDelay: 7s, percent: 100}, abort: {httpStatus: 500, percent: 30}}");
+    assert_eq!(
+        f,
+        Some(FaultInjection {
+            delay: delay(7000, 100.0),
+            abort: abort(Error::HttpStatus(500), 30.0),
+        })
+    );
+    // ...`percentage` wins when both are set...
+    let (f, _) = fault_of("{delay: {fixedDelay: 1s, percent: 100, percentage: {value: 5}}}");
+    assert_eq!(f.unwrap().delay, delay(1000, 5.0));
+    // ...and with neither, no request is affected (Istio's default), which is reported.
+    let (f, w) = fault_of("{delay: {fixedDelay: 1s}, abort: {httpStatus: 500}}");
+    assert_eq!(
+        f,
+        Some(FaultInjection {
+            delay: delay(1000, 0.0),
+            abort: abort(Error::HttpStatus(500), 0.0),
+        })
+    );
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w.iter().all(|w| w.contains("without percentage")), "{w:?}");
+}
+
+#[test]
+fn fault_http2_error_abort_is_dropped_with_a_warning() {
+    let (f, w) = fault_of("{abort: {http2Error: REFUSED_STREAM, percentage: {value: 100}}}");
+    assert_eq!(f, None);
+    assert!(w.iter().any(|w| w.contains("http2Error")), "{w:?}");
+    let (f, _) = fault_of(
+        "{delay: {fixedDelay: 2s, percentage: {value: 100}}, \
+         abort: {http2Error: REFUSED_STREAM, percentage: {value: 100}}}",
+    );
+    assert_eq!(
+        f,
+        Some(FaultInjection {
+            delay: delay(2000, 100.0),
+            abort: None,
+        })
+    );
+}
+
+#[test]
+fn fault_applies_to_every_match_of_its_route_only() {
+    let (r, _) = routes(
+        "  http:
+  - match: [{headers: {end-user: {exact: jason}}}, {uri: {prefix: /test}}]
+    fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    assert_eq!(r.len(), 3);
+    assert!(r[0].fault.is_some() && r[1].fault.is_some());
+    assert_eq!(r[0].fault, r[1].fault);
+    assert_eq!(r[2].fault, None);
 }
 
 #[test]

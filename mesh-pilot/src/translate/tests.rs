@@ -491,3 +491,217 @@ spec:
         "the rule selecting cart applies to cart"
     );
 }
+
+fn inbound_only() -> ProxyAddresses {
+    ProxyAddresses {
+        inbound: "198.18.0.11:9080".into(),
+        application: "127.0.0.1:19080".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn inbound_listener_carries_the_workload_security() {
+    use mesh_proto::config::v1::{MtlsMode, PortMtls, authorization_policy as ap};
+    let m = mesh(
+        "
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls: {'9080': {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: cart-only, namespace: shop}
+spec: {action: ALLOW}
+",
+    );
+    let t = run(&m, "reviews-v1", "default", inbound_only());
+    let l = &t.config.listeners[0];
+    assert_eq!(
+        l.mtls_mode(),
+        MtlsMode::Strict,
+        "mesh-wide STRICT inherited"
+    );
+    assert_eq!(
+        l.port_mtls,
+        [PortMtls {
+            port: 9080,
+            mode: MtlsMode::Permissive as i32
+        }]
+    );
+    assert_eq!(l.authorization_policies.len(), 1);
+    assert_eq!(l.authorization_policies[0].name, "default/deny-admin");
+    assert_eq!(l.authorization_policies[0].action(), ap::Action::Deny);
+
+    // The shop workload gets its namespace's policy and the mesh-wide mode, no port overrides.
+    let cart = run(&m, "cart", "shop", inbound_only());
+    let l = &cart.config.listeners[0];
+    assert_eq!(l.mtls_mode(), MtlsMode::Strict);
+    assert!(l.port_mtls.is_empty());
+    assert_eq!(l.authorization_policies[0].name, "shop/cart-only");
+
+    // Nothing configured: PERMISSIVE, no policies.
+    let plain = run(&mesh(""), "reviews-v1", "default", inbound_only());
+    let l = &plain.config.listeners[0];
+    assert_eq!(l.mtls_mode(), MtlsMode::Permissive);
+    assert!(l.authorization_policies.is_empty());
+}
+
+#[test]
+fn custom_authorization_policy_is_enforced_as_deny_and_warned() {
+    use mesh_proto::config::v1::authorization_policy as ap;
+    let m = mesh(
+        "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz, namespace: default}
+spec:
+  action: CUSTOM
+  provider: {name: my-ext-authz}
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+",
+    );
+    let t = run(&m, "reviews-v1", "default", inbound_only());
+    let p = &t.config.listeners[0].authorization_policies[0];
+    assert_eq!(p.action(), ap::Action::Deny);
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("default/ext-authz") && w.contains("CUSTOM")),
+        "{:?}",
+        t.warnings
+    );
+}
+
+const EXTERNAL_DB: &str = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 8443, name: http-api, protocol: HTTP}]
+  subjectAltNames: [spiffe://partner.example/ns/db/sa/api, db.example.com]
+  endpoints:
+  - {address: 198.18.5.1, serviceAccount: db}
+  - {address: 198.18.5.2, labels: {version: v2}}
+";
+
+#[test]
+fn service_entry_subject_alt_names_are_endpoint_identities() {
+    let m = mesh(EXTERNAL_DB);
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    let c = cluster(&t, "outbound|8443||db.example.com");
+    assert_eq!(
+        c.endpoints[0].identities,
+        [
+            "spiffe://cluster.local/ns/default/sa/db",
+            "spiffe://partner.example/ns/db/sa/api",
+            "db.example.com"
+        ]
+    );
+    assert_eq!(
+        c.endpoints[1].identities[1..],
+        ["spiffe://partner.example/ns/db/sa/api", "db.example.com"]
+    );
+    // Other services are unaffected.
+    let r = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(
+        r.endpoints[0].identities,
+        ["spiffe://cluster.local/ns/default/sa/default"]
+    );
+}
+
+#[test]
+fn destination_rule_tls_reaches_the_clusters() {
+    use mesh_proto::config::v1::upstream_tls::Mode;
+    let m = mesh(&format!(
+        "{EXTERNAL_DB}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: default}}
+spec:
+  host: db.example.com
+  trafficPolicy:
+    tls: {{mode: SIMPLE, sni: db.example.com, caCertificates: /etc/certs/ca.pem}}
+  subsets:
+  - name: v2
+    labels: {{version: v2}}
+    trafficPolicy:
+      tls: {{mode: MUTUAL, clientCertificate: /etc/certs/c.pem, privateKey: /etc/certs/k.pem}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+"
+    ));
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    let top = cluster(&t, "outbound|8443||db.example.com")
+        .tls
+        .clone()
+        .unwrap();
+    assert_eq!(top.mode(), Mode::Simple);
+    assert_eq!(top.sni, "db.example.com");
+    assert_eq!(top.ca_certificates, "/etc/certs/ca.pem");
+    let v2 = cluster(&t, "outbound|8443|v2|db.example.com")
+        .tls
+        .clone()
+        .unwrap();
+    assert_eq!(v2.mode(), Mode::Mutual);
+    assert_eq!(v2.client_certificate, "/etc/certs/c.pem");
+    assert!(
+        v2.sni.is_empty(),
+        "the subset's tls replaces the whole field"
+    );
+    let reviews = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(reviews.tls.as_ref().unwrap().mode(), Mode::IstioMutual);
+    // A service without DestinationRule tls stays on auto mTLS.
+    assert_eq!(
+        cluster(&t, "outbound|80||web.shop.svc.cluster.local").tls,
+        None
+    );
+}
+
+#[test]
+fn layer4_routes_are_reported_not_dropped_silently() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-tcp, namespace: shop}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  tcp:
+  - match: [{port: 5432}]
+    route: [{destination: {host: web.shop.svc.cluster.local, port: {number: 5432}}}]
+",
+    );
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("shop/web-tcp") && w.contains("1 tcp route")),
+        "{:?}",
+        t.warnings
+    );
+}
