@@ -154,12 +154,19 @@ fn service(
             .endpoints
             .iter()
             .map(|e| {
-                let sa = service_account(e);
+                // An inline endpoint names its identity or has none (Istio gives it no
+                // service account): a default one would let any workload running as
+                // `default` pass for it.
+                let sa = e.service_account.clone().unwrap_or_default();
                 Endpoint {
                     address: e.address.clone(),
                     ports: endpoint_ports(&ports, &e.ports),
                     labels: e.labels.clone(),
-                    identity: spiffe_id(trust_domain, ns, &sa),
+                    identity: if sa.is_empty() {
+                        String::new()
+                    } else {
+                        spiffe_id(trust_domain, ns, &sa)
+                    },
                     service_account: sa,
                     locality: e.locality.clone(),
                     network: e.network.clone(),
@@ -357,6 +364,10 @@ spec:
         assert_eq!(db.endpoints[0].address, "198.18.1.1");
         assert_eq!(db.endpoints[0].ports[&5432], 7000);
         assert!(!db.endpoints[0].sidecar);
+        assert_eq!(
+            db.endpoints[0].identity, "",
+            "no serviceAccount, no identity"
+        );
         assert_eq!(db.endpoints[1].ports[&5432], 6432);
         assert!(db.endpoints[1].sidecar);
         assert_eq!(

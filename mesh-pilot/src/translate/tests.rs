@@ -617,8 +617,9 @@ fn service_entry_subject_alt_names_are_endpoint_identities() {
             "db.example.com"
         ]
     );
+    // No serviceAccount: only the ServiceEntry's names.
     assert_eq!(
-        c.endpoints[1].identities[1..],
+        c.endpoints[1].identities,
         ["spiffe://partner.example/ns/db/sa/api", "db.example.com"]
     );
     // Other services are unaffected.
