@@ -10,6 +10,7 @@
 pub mod authz;
 pub mod debug;
 pub mod discovery;
+pub mod kube;
 pub mod metrics;
 pub mod registry;
 pub mod server;

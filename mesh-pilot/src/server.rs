@@ -1,9 +1,9 @@
-//! A running pilot: store watcher, discovery server and debug endpoint, started together.
+//! A running pilot: config sources, discovery server and debug endpoint, started together.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::debug::{self, DebugState};
 use crate::discovery::{self, Discovery, Mesh};
+use crate::kube::registry::RegistryOptions;
+use crate::kube::source::KubeSource;
+use crate::kube::sync::{self, Sources};
 use crate::metrics::PilotMetrics;
 use crate::store::DirStore;
 use crate::watch::{Debounce, watch};
@@ -24,6 +27,14 @@ pub struct Pilot {
     serving: tokio::task::JoinHandle<()>,
 }
 
+/// The Kubernetes source of a pilot.
+pub struct KubeOptions {
+    pub client: kube::Client,
+    pub registry: RegistryOptions,
+    /// How long to wait for every watch's first list before serving what is known.
+    pub sync_timeout: Duration,
+}
+
 impl Pilot {
     /// Loads `config_dir` once, then serves and watches it.
     pub async fn start(
@@ -34,10 +45,58 @@ impl Pilot {
     ) -> std::io::Result<Self> {
         let mut store = DirStore::new(config_dir);
         store.scan();
+        let mesh = Mesh::new(1, Instant::now(), store.resources());
+        Self::serve(mesh, grpc, http, |discovery, stop| {
+            tokio::spawn(watch(store, discovery, debounce, stop));
+        })
+    }
+
+    /// Serves the cluster's Services, EndpointSlices, Pods and config objects, and the files of
+    /// `config_dir` if given. The first config waits until every watch has listed once (or
+    /// `sync_timeout`), so proxies never get a registry that is only partly read.
+    pub async fn start_kube(
+        config_dir: Option<&Path>,
+        kube: KubeOptions,
+        grpc: TcpListener,
+        http: TcpListener,
+        debounce: Debounce,
+    ) -> std::io::Result<Self> {
+        let watches_stop = CancellationToken::new();
+        let source = KubeSource::start(kube.client, watches_stop.clone());
+        if !source.state.wait_synced(kube.sync_timeout).await {
+            tracing::warn!(timeout = ?kube.sync_timeout, "not every watch has listed; serving what is known");
+        }
+        let mut dir = config_dir.map(DirStore::new);
+        if let Some(d) = dir.as_mut() {
+            d.scan();
+        }
+        let sources = Sources {
+            dir,
+            kube: source.state,
+            registry: kube.registry,
+        };
+        let mesh = sources.mesh();
+        Self::serve(mesh, grpc, http, |discovery, stop| {
+            // The watches end with the pilot.
+            let stop_watches = stop.clone();
+            tokio::spawn(async move {
+                stop_watches.cancelled().await;
+                watches_stop.cancel();
+            });
+            tokio::spawn(sync::run(sources, discovery, debounce, stop));
+        })
+    }
+
+    fn serve(
+        mesh: Mesh,
+        grpc: TcpListener,
+        http: TcpListener,
+        start_sources: impl FnOnce(Arc<Discovery>, CancellationToken),
+    ) -> std::io::Result<Self> {
         let metrics = Arc::new(PilotMetrics::default());
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let discovery = Discovery::new(Mesh::new(1, Instant::now(), store.resources()), metrics);
+        let discovery = Discovery::new(mesh, metrics);
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let stop = CancellationToken::new();
@@ -48,7 +107,7 @@ impl Pilot {
                 registry,
             }),
         ));
-        tokio::spawn(watch(store, discovery.clone(), debounce, stop.clone()));
+        start_sources(discovery.clone(), stop.clone());
         let serving = {
             let discovery = discovery.clone();
             let stop = stop.clone();

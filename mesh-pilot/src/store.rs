@@ -1,11 +1,13 @@
-//! The config store fed by a directory of YAML: every file's valid objects, kept per file so a
-//! bad edit to one file leaves that file's last good objects in force.
+//! The config store. Two sources feed it: a directory of YAML ([`DirStore`]: every file's valid
+//! objects, kept per file so a bad edit to one file leaves that file's last good objects in
+//! force) and objects that arrive one at a time from Kubernetes watches ([`ObjectStore`]: each
+//! object's last valid version). [`merge`] makes one list of both for translation.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use mesh_api::{Resource, ValidationError};
+use mesh_api::{Kind, Resource, ValidationError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
@@ -112,6 +114,141 @@ impl DirStore {
     }
 }
 
+/// Identity of a watched object: the watch it came from (API group and kind), namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{} {}/{}",
+            self.kind, self.group, self.namespace, self.name
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct ObjectState {
+    /// The last version that decoded and validated.
+    good: Option<Resource>,
+    /// Errors of the current version; empty when it is the good one.
+    errors: Vec<ValidationError>,
+}
+
+/// Objects that arrive one by one (Kubernetes watch events), decoded and validated like files.
+/// An invalid version is reported (kind, namespace/name, field, reason) and the object's last
+/// good version stays in force.
+#[derive(Debug, Default)]
+pub struct ObjectStore {
+    objects: BTreeMap<ObjectKey, ObjectState>,
+}
+
+impl ObjectStore {
+    /// Adds or updates one object from its JSON as the API server sends it. Returns whether
+    /// the valid objects changed.
+    pub fn apply(&mut self, key: ObjectKey, value: serde_json::Value) -> bool {
+        let checked = mesh_api::decode_value(value).and_then(|r| {
+            let errors = mesh_api::validate(&r);
+            if errors.is_empty() {
+                Ok(r)
+            } else {
+                Err(errors)
+            }
+        });
+        let state = self.objects.entry(key).or_default();
+        match checked {
+            Ok(resource) => {
+                state.errors.clear();
+                let changed = state.good.as_ref() != Some(&resource);
+                state.good = Some(resource);
+                changed
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "config rejected; the last good version of the object stays in force");
+                }
+                state.errors = errors;
+                false
+            }
+        }
+    }
+
+    /// Removes one object. Returns whether the valid objects changed.
+    pub fn delete(&mut self, key: &ObjectKey) -> bool {
+        self.objects
+            .remove(key)
+            .is_some_and(|state| state.good.is_some())
+    }
+
+    /// Replaces every object of one watch (`group`, `kind`) after a (re)list: objects missing
+    /// from `objects` were deleted meanwhile. Returns whether the valid objects changed.
+    pub fn replace(
+        &mut self,
+        group: &str,
+        kind: &str,
+        objects: Vec<(ObjectKey, serde_json::Value)>,
+    ) -> bool {
+        let listed: std::collections::HashSet<ObjectKey> =
+            objects.iter().map(|(k, _)| k.clone()).collect();
+        let stale: Vec<ObjectKey> = self
+            .objects
+            .keys()
+            .filter(|k| k.group == group && k.kind == kind && !listed.contains(*k))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for key in stale {
+            changed |= self.delete(&key);
+        }
+        for (key, value) in objects {
+            changed |= self.apply(key, value);
+        }
+        changed
+    }
+
+    /// Every valid object, ordered by key.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.objects
+            .values()
+            .filter_map(|s| s.good.clone())
+            .collect()
+    }
+
+    /// The errors of objects whose current version was rejected.
+    pub fn errors(&self) -> Vec<ValidationError> {
+        self.objects
+            .values()
+            .flat_map(|s| s.errors.iter().cloned())
+            .collect()
+    }
+}
+
+/// One list from both sources; an object (kind, namespace, name) given by both, or by two API
+/// groups, is taken from the first list and reported.
+pub fn merge(first: Vec<Resource>, second: Vec<Resource>) -> Vec<Resource> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    for r in first.into_iter().chain(second) {
+        let key: (Kind, String, String) = (
+            r.kind(),
+            r.namespace().unwrap_or_default().to_string(),
+            r.name().to_string(),
+        );
+        if seen.insert(key) {
+            out.push(r);
+        } else {
+            tracing::warn!(object = %r.object_ref(), api_version = r.api_version(), "defined twice; the first definition is used");
+        }
+    }
+    out
+}
+
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok()?;
     Some(Fingerprint {
@@ -193,5 +330,64 @@ spec:
         write(dir.path(), "a.yaml", SE);
         store.scan();
         assert!(store.errors().is_empty());
+    }
+
+    const VS: &str = r#"{"apiVersion":"networking.istio.io/v1","kind":"VirtualService",
+        "metadata":{"name":"reviews","namespace":"default","resourceVersion":"7"},
+        "spec":{"hosts":["reviews"],"http":[{"route":[{"destination":{"host":"reviews"}}]}]}}"#;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            group: "networking.istio.io".into(),
+            kind: "VirtualService".into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn an_invalid_object_keeps_its_last_good_version() {
+        let mut store = ObjectStore::default();
+        assert!(store.apply(key("reviews"), serde_json::from_str(VS).unwrap()));
+        assert!(!store.apply(key("reviews"), serde_json::from_str(VS).unwrap()));
+        let bad = VS.replace(
+            r#""destination":{"host":"reviews"}"#,
+            r#""destination":{"host":"reviews"},"weight":-5"#,
+        );
+        assert!(!store.apply(key("reviews"), serde_json::from_str(&bad).unwrap()));
+        assert_eq!(store.resources().len(), 1);
+        let msg = store.errors()[0].to_string();
+        assert!(
+            msg.starts_with("VirtualService/default/reviews: spec.http[0].route[0].weight"),
+            "{msg}"
+        );
+        assert!(store.delete(&key("reviews")));
+        assert!(store.resources().is_empty() && store.errors().is_empty());
+    }
+
+    #[test]
+    fn replace_drops_objects_missing_from_the_relist() {
+        let mut store = ObjectStore::default();
+        store.apply(key("reviews"), serde_json::from_str(VS).unwrap());
+        let ratings = VS.replace("\"reviews\"", "\"ratings\"");
+        assert!(store.replace(
+            "networking.istio.io",
+            "VirtualService",
+            vec![(key("ratings"), serde_json::from_str(&ratings).unwrap())]
+        ));
+        let names: Vec<_> = store
+            .resources()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        assert_eq!(names, ["ratings"]);
+    }
+
+    #[test]
+    fn merge_keeps_the_first_definition() {
+        let (a, _) = mesh_api::load_str("a.yaml", SE);
+        let (b, _) = mesh_api::load_str("b.yaml", &SE.replace("9080", "9090"));
+        let merged = merge(a.clone(), b);
+        assert_eq!(merged, a);
     }
 }

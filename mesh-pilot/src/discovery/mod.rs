@@ -20,7 +20,7 @@ pub use fingerprint::Fingerprint;
 pub use service::serve;
 
 use crate::metrics::PilotMetrics;
-use crate::registry::Registry;
+use crate::registry::{Platform, Registry};
 use crate::translate::{MeshIndex, ProxyContext, translate};
 
 /// One generation of the mesh: the resources and everything derived from them.
@@ -34,7 +34,22 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn new(generation: u64, changed_at: Instant, resources: Vec<Resource>) -> Self {
-        let registry = Registry::build(&resources);
+        Self::with_platform(generation, changed_at, resources, &Platform::default())
+    }
+
+    /// A generation whose registry also holds a platform registry's (Kubernetes) services
+    /// and workloads; see `Registry::build_merged`.
+    pub fn with_platform(
+        generation: u64,
+        changed_at: Instant,
+        resources: Vec<Resource>,
+        platform: &Platform,
+    ) -> Self {
+        let registry = Registry::build_merged(
+            &resources,
+            crate::registry::DEFAULT_TRUST_DOMAIN,
+            platform,
+        );
         let index = MeshIndex::new(&resources, std::sync::Arc::new(registry));
         Self {
             generation,
@@ -52,7 +67,7 @@ impl Mesh {
             .workload(&node.workload, &node.namespace)
             .ok_or_else(|| {
                 format!(
-                    "no WorkloadEntry {}/{} for proxy {}",
+                    "no WorkloadEntry or Pod {}/{} for proxy {}",
                     node.namespace, node.workload, node.id
                 )
             })?;
@@ -99,8 +114,21 @@ impl Discovery {
 
     /// Installs a new generation and pushes it to every proxy whose config it changes.
     pub async fn update(self: &Arc<Self>, resources: Vec<Resource>, changed_at: Instant) {
+        self.update_with_platform(resources, Platform::default(), changed_at)
+            .await
+    }
+
+    /// [`Discovery::update`] with a platform registry (Kubernetes) merged into the registry.
+    pub async fn update_with_platform(
+        self: &Arc<Self>,
+        resources: Vec<Resource>,
+        platform: Platform,
+        changed_at: Instant,
+    ) {
         let generation = self.mesh.load().generation + 1;
-        let mesh = Arc::new(Mesh::new(generation, changed_at, resources));
+        let mesh = Arc::new(Mesh::with_platform(
+            generation, changed_at, resources, &platform,
+        ));
         self.mesh.store(mesh.clone());
         let connections: Vec<_> = self.connections().into_iter().map(|(_, c)| c).collect();
         tracing::info!(generation, proxies = connections.len(), "pushing");
