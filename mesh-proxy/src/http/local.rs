@@ -4,6 +4,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::ResponseBody;
+use crate::route::Abort;
 
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
@@ -73,6 +74,21 @@ pub fn reset(grpc: bool) -> Response<ResponseBody> {
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
         grpc,
     )
+}
+
+/// An aborted request (fault injection), worded as Envoy's fault filter. A gRPC abort is a
+/// trailers-only reply with the configured code; an HTTP abort to a gRPC caller maps as above.
+pub fn fault_abort(abort: Abort, grpc: bool) -> Response<ResponseBody> {
+    const MESSAGE: &str = "fault filter abort";
+    match abort {
+        Abort::Http(status) => reply(status, MESSAGE, grpc),
+        Abort::Grpc(code) => {
+            let mut resp = reply(StatusCode::OK, MESSAGE, true);
+            resp.headers_mut()
+                .insert("grpc-status", HeaderValue::from(code));
+            resp
+        }
+    }
 }
 
 pub fn bad_request(message: &'static str) -> Response<ResponseBody> {

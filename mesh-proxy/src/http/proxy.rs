@@ -17,7 +17,7 @@ use super::{inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
-use crate::route::{Action, RequestView, rewrite_path};
+use crate::route::{Action, Fault, RequestView, Rolls, rewrite_path};
 use crate::upstream::{Cluster, HashInput, Pool};
 
 /// What a listener tells the handler about itself.
@@ -134,6 +134,11 @@ impl Proxy {
         let Some(route) = route else {
             return self.unrouted(conn, req, authority, upgrade, grpc).await;
         };
+        if let Some(fault) = &route.fault
+            && let Some(resp) = inject_fault(fault, grpc).await
+        {
+            return resp;
+        }
 
         let forward_action = match &route.action {
             Action::Direct { status, body } => {
@@ -304,6 +309,17 @@ impl Proxy {
             .expect("a socket address is a valid endpoint"),
         )
     }
+}
+
+/// Applies a route's fault: waits out an injected delay, then returns the injected abort, if any.
+async fn inject_fault(fault: &Fault, grpc: bool) -> Option<Response<ResponseBody>> {
+    let rolls = Rolls::random();
+    if let Some(delay) = fault.delay(rolls) {
+        tokio::time::sleep(delay).await;
+    }
+    fault
+        .abort(rolls)
+        .map(|abort| local::fault_abort(abort, grpc))
 }
 
 /// The request's authority: `:authority` / absolute-form URI first, then `Host`.
