@@ -546,3 +546,87 @@ async fn readiness_waits_for_the_first_certificate() {
     server.set_identity(citadel.identity("reviews").await);
     assert!(server.is_ready());
 }
+
+/// Polls the admin `/ready` of a proxy process until 200, for up to 10 s.
+async fn wait_ready(admin: std::net::SocketAddr, child: &mut std::process::Child) {
+    for _ in 0..200 {
+        assert!(child.try_wait().unwrap().is_none(), "the proxy exited");
+        if let Ok(mut s) = TcpStream::connect(admin).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = s
+                .write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+                .await;
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out).await;
+            if out.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not ready within 10 s");
+}
+
+#[tokio::test]
+async fn the_binary_takes_its_identity_from_the_environment_and_survives_a_closed_stderr() {
+    let citadel = Citadel::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("root-cert.pem");
+    let pem: String = citadel.ca.trust_bundle_pem().concat();
+    std::fs::write(&roots, pem).unwrap();
+    let app = echo("reviews", "v1").await;
+    let port = free_port().await;
+    let cfg = inbound_json(
+        &format!("127.0.0.1:{port}"),
+        app.addr(),
+        json!({ "mtlsMode": "MTLS_MODE_STRICT" }),
+    );
+    let cfg_path = dir.path().join("config.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port().await).parse().unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
+        .args(["--config", cfg_path.to_str().unwrap()])
+        .args(["--admin-addr", &admin.to_string()])
+        .args(["--workload", "reviews-1.default"])
+        .env("CA_ADDR", format!("https://{}", citadel.addr))
+        .env("TRUST_DOMAIN", TD)
+        .env("MESH_TOKEN_FILE", citadel.token("reviews"))
+        .env("MESH_ROOT_CERT_FILE", &roots)
+        .env("SERVICE_ACCOUNT", "reviews")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads the proxy's stderr any more: every log write fails from now on.
+    drop(child.stderr.take());
+    wait_ready(admin, &mut child).await;
+
+    let client = sidecar(
+        Some(citadel.identity("productpage").await),
+        outbound(
+            vec![endpoint(
+                format!("127.0.0.1:{port}").parse().unwrap(),
+                true,
+                &[&spiffe("reviews")],
+            )],
+            json!({}),
+        ),
+    )
+    .await;
+    for _ in 0..3 {
+        let reply = get(out_addr(&client), "reviews", "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.upstream_header(XFCC).as_deref(),
+            Some(
+                "By=spiffe://cluster.local/ns/default/sa/reviews;\
+                 URI=spiffe://cluster.local/ns/default/sa/productpage"
+            )
+        );
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
