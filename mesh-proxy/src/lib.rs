@@ -12,6 +12,7 @@ pub mod admin;
 pub mod authz;
 pub mod config;
 pub mod discovery;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod iptables;
@@ -23,5 +24,6 @@ pub mod route;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod wait;
 
 pub use server::Server;
