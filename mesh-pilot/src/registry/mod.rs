@@ -144,13 +144,14 @@ fn merge_platform(built: &mut service_entry::Built, platform: &Platform) {
         .sort_by(|a, b| (&a.hostname, &a.namespace).cmp(&(&b.hostname, &b.namespace)));
     for w in &platform.workloads {
         let key = (w.namespace.clone(), w.name.clone());
-        if built.workloads.contains_key(&key) {
-            built.warnings.push(format!(
+        match built.workloads.entry(key) {
+            std::collections::btree_map::Entry::Occupied(_) => built.warnings.push(format!(
                 "Pod {}/{}: a WorkloadEntry of the same name is used for its proxy",
                 w.namespace, w.name
-            ));
-        } else {
-            built.workloads.insert(key, w.clone());
+            )),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(w.clone());
+            }
         }
     }
 }
