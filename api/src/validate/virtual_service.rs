@@ -459,8 +459,43 @@ fn fault(f: &HttpFaultInjection, p: &FieldPath, errs: &mut Errors) {
                 format!("invalid abort http status {s}"),
             );
         }
+        if let Some(g) = &a.grpc_status
+            && !GRPC_STATUS_NAMES.contains(&g.as_str())
+        {
+            errs.push(
+                &ap.key("grpcStatus"),
+                format!("{g:?} is not a valid gRPC code"),
+            );
+        }
+        if a.http2_error.is_some() {
+            errs.push(
+                &ap.key("http2Error"),
+                "HTTP/2 abort fault injection not supported yet",
+            );
+        }
     }
 }
+
+/// The gRPC status names Istio accepts in `abort.grpcStatus` (its `SupportedGRPCStatus`).
+const GRPC_STATUS_NAMES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
 
 fn cors(c: &CorsPolicy, p: &FieldPath, errs: &mut Errors) {
     for (i, o) in c.allow_origins.iter().enumerate() {

@@ -380,15 +380,29 @@ fn fault_integer_percent_and_istio_defaults() {
 
 #[test]
 fn fault_http2_error_abort_is_dropped_with_a_warning() {
-    let (f, w) = fault_of("{abort: {http2Error: REFUSED_STREAM, percentage: {value: 100}}}");
-    assert_eq!(f, None);
+    // Validation rejects http2Error as Istio does; translation still never emits it.
+    let http2 = api::FaultAbort {
+        http2_error: Some("REFUSED_STREAM".into()),
+        percentage: Some(api::Percent { value: 100.0 }),
+        ..Default::default()
+    };
+    let mut w = Vec::new();
+    let only_abort = api::HttpFaultInjection {
+        delay: None,
+        abort: Some(http2.clone()),
+    };
+    assert_eq!(fault(Some(&only_abort), "vs", &mut w), None);
     assert!(w.iter().any(|w| w.contains("http2Error")), "{w:?}");
-    let (f, _) = fault_of(
-        "{delay: {fixedDelay: 2s, percentage: {value: 100}}, \
-         abort: {http2Error: REFUSED_STREAM, percentage: {value: 100}}}",
-    );
+    let with_delay = api::HttpFaultInjection {
+        delay: Some(api::FaultDelay {
+            fixed_delay: Some(std::time::Duration::from_secs(2).into()),
+            percentage: Some(api::Percent { value: 100.0 }),
+            ..Default::default()
+        }),
+        abort: Some(http2),
+    };
     assert_eq!(
-        f,
+        fault(Some(&with_delay), "vs", &mut w),
         Some(FaultInjection {
             delay: delay(2000, 100.0),
             abort: None,
