@@ -253,9 +253,15 @@ impl Caller {
 
     /// GET http://reviews:9080/ through the outbound listener; returns (status, "name/version").
     async fn reviews(&self, headers: &[(&str, &str)]) -> (u16, String) {
+        self.call("reviews:9080", headers).await
+    }
+
+    /// GET http://HOST/ through the outbound listener; returns (status, "name/version") or,
+    /// for a reply that is not the echo app's, (status, body).
+    async fn call(&self, host: &str, headers: &[(&str, &str)]) -> (u16, String) {
         let mut req = http::Request::builder()
             .uri(format!("http://{}/", self.proxy))
-            .header("host", "reviews:9080");
+            .header("host", host);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -336,6 +342,44 @@ async fn bookinfo_routing_samples_behave_as_istio_documents() {
     mesh.use_sample("virtual-service-reviews-v3.yaml");
     mesh.wait_synced().await;
     assert_eq!(caller.sample(20, &[]).await.get("reviews/v3"), Some(&20));
+}
+
+/// Istio's fault samples: jason's calls to ratings are delayed 7 s, or aborted with 500;
+/// everyone else's go through untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_fault_samples_delay_and_abort_jason() {
+    let mesh = Mesh::bookinfo().await;
+    let caller = Caller::new(mesh.outbound());
+    let jason = [("end-user", "jason")];
+
+    mesh.use_sample("virtual-service-ratings-test-abort.yaml");
+    mesh.wait_synced().await;
+    for _ in 0..10 {
+        assert_eq!(
+            caller.call("ratings:9080", &jason).await,
+            (500, "fault filter abort".to_string())
+        );
+        assert_eq!(
+            caller.call("ratings:9080", &[]).await,
+            (200, "ratings/v1".to_string())
+        );
+    }
+
+    mesh.use_sample("virtual-service-ratings-test-delay.yaml");
+    mesh.wait_synced().await;
+    let start = Instant::now();
+    assert_eq!(caller.call("ratings:9080", &[]).await.0, 200);
+    let undelayed = start.elapsed();
+    let start = Instant::now();
+    assert_eq!(
+        caller.call("ratings:9080", &jason).await,
+        (200, "ratings/v1".to_string())
+    );
+    let delayed = start.elapsed();
+    assert!(
+        delayed >= Duration::from_secs(7) && undelayed < Duration::from_secs(7),
+        "jason {delayed:?}, others {undelayed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
