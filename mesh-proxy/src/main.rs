@@ -255,7 +255,10 @@ fn identity_config(args: &Args) -> anyhow::Result<Option<IdentityConfig>> {
                 .as_deref()
                 .and_then(|w| w.split_once('.').map(|(_, ns)| ns.to_owned()))
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                .context("--service-account needs the namespace: --workload NAME.NAMESPACE or POD_NAMESPACE")?;
+                .context(
+                    "--service-account needs the namespace: \
+                     --workload NAME.NAMESPACE or POD_NAMESPACE",
+                )?;
             let spiffe = SpiffeId::new(&id.trust_domain, namespace, sa)
                 .context("--service-account: not a valid identity")?;
             IdentityConfig::new(addr, spiffe, roots)

@@ -64,13 +64,23 @@ fn tcp_allowed(security: &ListenerSecurity, conn: &ConnInfo) -> bool {
     if authz.has_audit() {
         let audited = authz.audited(&attrs);
         if !audited.is_empty() {
-            tracing::info!(listener = %conn.listener.name, peer = %conn.peer, policies = ?audited, "tcp connection audited");
+            tracing::info!(
+                listener = %conn.listener.name,
+                peer = %conn.peer,
+                policies = ?audited,
+                "tcp connection audited"
+            );
         }
     }
     match authz.check(&attrs) {
         Decision::Allow => true,
         Decision::Deny { policy } => {
-            tracing::debug!(listener = %conn.listener.name, peer = %conn.peer, %policy, "tcp connection denied by authorization policy");
+            tracing::debug!(
+                listener = %conn.listener.name,
+                peer = %conn.peer,
+                %policy,
+                "tcp connection denied by authorization policy"
+            );
             false
         }
     }

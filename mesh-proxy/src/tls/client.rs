@@ -18,8 +18,9 @@ use crate::identity::{CurrentIdentity, IdentityHandle, spiffe_id_of};
 /// TLS 1.3 with the workload certificate, the server verified against the current trust
 /// bundle and required to be one of `expected` (the SPIFFE IDs pilot gives for the endpoint).
 /// An empty `expected` accepts any identity of our trust domain that the roots vouch for, as
-/// Istio does when no service account is known. The server name passed to `connect` is only SNI: SPIFFE IDs
-/// replace host names. No ALPN is offered; set `alpn_protocols` on a clone per upstream.
+/// Istio does when no service account is known. The server name passed to `connect` is only
+/// SNI: SPIFFE IDs replace host names. No ALPN is offered; set `alpn_protocols` on a clone per
+/// upstream.
 pub fn client_config(
     source: IdentityHandle,
     expected: Vec<String>,

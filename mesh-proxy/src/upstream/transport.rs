@@ -119,7 +119,12 @@ impl TlsTransport {
             .await
             .map(Box::new)
             .map_err(|e| {
-                tracing::debug!(%addr, tls = %self.describe, error = %e, "upstream TLS handshake failed");
+                tracing::debug!(
+                    %addr,
+                    tls = %self.describe,
+                    error = %e,
+                    "upstream TLS handshake failed"
+                );
                 e
             })
     }
