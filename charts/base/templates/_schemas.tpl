@@ -448,8 +448,6 @@ properties:
             retryRemoteLocalities:
               type: boolean
               nullable: true
-            backoff:
-              {{- include "schema.duration" . | nindent 14 }}
         fault:
           type: object
           properties:
@@ -798,6 +796,8 @@ properties:
           type: string
         forwardOriginalToken:
           type: boolean
+        spaceDelimitedClaims:
+          {{- include "schema.strings" . | nindent 10 }}
         outputClaimToHeaders:
           type: array
           items:
