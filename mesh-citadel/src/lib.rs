@@ -30,6 +30,7 @@ pub mod client;
 mod conn;
 mod csr;
 mod identity;
+pub mod kube;
 mod random;
 mod server;
 mod service;

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mesh_citadel::auth::{AnyOf, Authenticator, CertAuthenticator, TokenAuthenticator};
+use mesh_citadel::auth::{
+    AnyOf, Authenticator, CertAuthenticator, TokenAuthenticator, TokenReviewAuthenticator,
+};
+use mesh_citadel::kube::root_cert::{self, PublishOptions};
 use mesh_citadel::{Ca, ServeOptions, ValidityPolicy, validity};
 
 #[derive(Debug, Parser)]
@@ -44,6 +47,25 @@ struct Args {
     /// Longest lifetime issued, in seconds; longer requests are capped.
     #[arg(long, default_value_t = validity::MAX_VALIDITY.as_secs())]
     max_validity_secs: u64,
+    /// Run in Kubernetes: authenticate callers' service-account tokens by TokenReview, and
+    /// publish the root certificate as a ConfigMap in every namespace the mesh serves.
+    #[arg(long)]
+    kube: bool,
+    /// Kubeconfig to use with --kube; without it, KUBECONFIG, ~/.kube/config or the
+    /// in-cluster service account, in that order.
+    #[arg(long, value_name = "PATH", requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// Audience a workload's token must be for (the projected token's `audience`).
+    #[arg(long, env = "CITADEL_TOKEN_AUDIENCE", default_value = "mesh-ca")]
+    token_audience: String,
+    /// Name of the root-certificate ConfigMap (key `root-cert.pem`) published in each
+    /// namespace (repeatable; default: mesh-ca-root-cert and Istio's istio-ca-root-cert).
+    #[arg(long = "root-cert-configmap", value_name = "NAME")]
+    root_cert_configmaps: Vec<String>,
+    /// Label selector of the namespaces the root certificate is published in (for example
+    /// `istio-injection=enabled`); default every namespace.
+    #[arg(long, value_name = "SELECTOR")]
+    namespace_selector: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,7 +121,34 @@ async fn main() -> anyhow::Result<()> {
             args.trust_domain.clone(),
         )));
     }
+    let kube = if args.kube {
+        let client = mesh_citadel::kube::client(args.kubeconfig.as_deref()).await?;
+        authenticators.push(Arc::new(TokenReviewAuthenticator::new(
+            client.clone(),
+            args.token_audience.clone(),
+            args.trust_domain.clone(),
+        )));
+        Some(client)
+    } else {
+        None
+    };
     let authenticator = Arc::new(AnyOf::new(authenticators));
+    let stop_publishing = tokio_util::sync::CancellationToken::new();
+    if let Some(client) = kube {
+        let mut options = PublishOptions {
+            namespace_selector: args.namespace_selector.clone(),
+            ..PublishOptions::default()
+        };
+        if !args.root_cert_configmaps.is_empty() {
+            options.names = args.root_cert_configmaps.clone();
+        }
+        tokio::spawn(root_cert::publish(
+            client,
+            root_cert::bundle(ca.trust_bundle_pem()).into(),
+            options,
+            stop_publishing.clone(),
+        ));
+    }
 
     let mut options = ServeOptions::default();
     if !args.server_names.is_empty() {
@@ -113,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
         trust_domain = %args.trust_domain,
         roots = ca.trust_bundle_pem().len(),
         tokens = ?args.tokens,
+        kube = args.kube,
         "mesh-citadel serving"
     );
     let shutdown = async {
@@ -120,5 +170,6 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     mesh_citadel::serve_with_shutdown(listener, ca, authenticator, options, shutdown).await?;
+    stop_publishing.cancel();
     Ok(())
 }

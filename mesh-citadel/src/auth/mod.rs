@@ -2,11 +2,11 @@
 //!
 //! Each [`Authenticator`] looks for one kind of credential. `Ok(None)` means "no credential of
 //! my kind", so several can be chained; `Err` means a credential was presented and is bad.
-//! A Kubernetes TokenReview authenticator fits the same trait (async, so it may call the API
-//! server) and is not implemented yet.
+//! [`TokenReviewAuthenticator`] asks the Kubernetes API server about a service-account token.
 
 mod cert;
 mod token;
+mod token_review;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::identity::{IdentityError, SpiffeId};
 
 pub use cert::{CertAuthenticator, spiffe_id_of};
 pub use token::{TokenAuthenticator, write_token};
+pub use token_review::{TokenReviewAuthenticator, identity_of_review};
 
 /// What a caller presented with its request.
 pub struct Caller<'a> {
@@ -43,6 +44,14 @@ pub enum AuthError {
     Identity(#[from] IdentityError),
     #[error("client certificate is for trust domain {got}, this CA serves {want}")]
     ForeignTrustDomain { got: String, want: String },
+    #[error("TokenReview failed: {0}")]
+    TokenReview(String),
+    #[error("token rejected by the Kubernetes API server: {0}")]
+    TokenRejected(String),
+    #[error("token is not for audience {want} (TokenReview audiences: {got:?})")]
+    WrongAudience { want: String, got: Vec<String> },
+    #[error("token is not a service account's: user {0:?}")]
+    NotServiceAccount(String),
 }
 
 #[tonic::async_trait]
