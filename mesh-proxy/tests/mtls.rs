@@ -41,7 +41,8 @@ async fn strict_refuses_plaintext_and_the_client_proxy_gets_through_with_mtls() 
         ),
     )
     .await;
-    let forged = "By=spiffe://cluster.local/ns/default/sa/reviews;URI=spiffe://cluster.local/ns/default/sa/admin";
+    let forged = "By=spiffe://cluster.local/ns/default/sa/reviews;\
+                  URI=spiffe://cluster.local/ns/default/sa/admin";
     let reply = get_with(out_addr(&client), "reviews", "/", &[(XFCC, forged)]).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
@@ -629,4 +630,150 @@ async fn the_binary_takes_its_identity_from_the_environment_and_survives_a_close
     assert!(child.try_wait().unwrap().is_none(), "still running");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// An HTTPS server outside the mesh answering "tls-ok", with a certificate for `dns_name` from
+/// `ca`; when `client_ca` is given it requires a client certificate of that CA.
+async fn external_https(
+    ca: &TestCa,
+    dns_name: &str,
+    client_ca: Option<&TestCa>,
+) -> std::net::SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = ca.dns_leaf_pem(dns_name);
+    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(client_ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(client_ca.root()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"tls-ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn simple_and_mutual_tls_origination_check_the_server_and_present_files() {
+    let external_ca = TestCa::new("external root");
+    let client_ca = TestCa::new("client root");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, external_ca.root_pem()).unwrap();
+    let (client_cert, client_key) = client_ca.dns_leaf_pem("client.example");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, client_cert).unwrap();
+    std::fs::write(&key_file, client_key).unwrap();
+
+    let simple = external_https(&external_ca, "api.external.example", None).await;
+    let mutual = external_https(&external_ca, "api.external.example", Some(&client_ca)).await;
+    let status = async |addr, tls: serde_json::Value| {
+        let client = sidecar(
+            None,
+            outbound(vec![endpoint(addr, false, &[])], json!({ "tls": tls })),
+        )
+        .await;
+        let reply = get(out_addr(&client), "api.external.example", "/").await;
+        (reply.status, reply.body)
+    };
+    let ca = ca_file.to_str().unwrap();
+    let ok = (StatusCode::OK, bytes::Bytes::from_static(b"tls-ok"));
+    assert_eq!(
+        status(
+            simple,
+            json!({ "mode": "SIMPLE", "sni": "api.external.example", "caCertificates": ca })
+        )
+        .await,
+        ok
+    );
+    // Verified against subjectAltNames instead of the SNI.
+    assert_eq!(
+        status(
+            simple,
+            json!({
+                "mode": "SIMPLE", "caCertificates": ca,
+                "subjectAltNames": ["api.external.example"]
+            })
+        )
+        .await,
+        ok
+    );
+    for (what, tls) in [
+        (
+            "name mismatch",
+            json!({ "mode": "SIMPLE", "sni": "other.example", "caCertificates": ca }),
+        ),
+        (
+            "wrong SAN",
+            json!({
+                "mode": "SIMPLE", "sni": "api.external.example", "caCertificates": ca,
+                "subjectAltNames": ["nope.example"]
+            }),
+        ),
+        ("plaintext to TLS", json!({ "mode": "DISABLE" })),
+        (
+            "no client certificate",
+            json!({ "mode": "SIMPLE", "sni": "api.external.example", "caCertificates": ca }),
+        ),
+    ] {
+        let addr = if what == "no client certificate" {
+            mutual
+        } else {
+            simple
+        };
+        assert_ne!(status(addr, tls).await.0, StatusCode::OK, "{what}");
+    }
+    let mutual_tls = json!({
+        "mode": "MUTUAL", "sni": "api.external.example", "caCertificates": ca,
+        "clientCertificate": cert_file.to_str().unwrap(), "privateKey": key_file.to_str().unwrap()
+    });
+    assert_eq!(status(mutual, mutual_tls).await, ok);
+
+    // A file that cannot be read is a config error naming the field; nothing is applied.
+    let server = mesh_proxy::Server::new();
+    let err = server
+        .apply(outbound(
+            vec![endpoint(simple, false, &[])],
+            json!({ "tls": { "mode": "SIMPLE", "caCertificates": "/nonexistent/ca.pem" } }),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.field, "clusters[0].tls.caCertificates");
 }

@@ -150,6 +150,22 @@ impl TestCa {
         )
     }
 
+    pub fn root_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for a service outside the mesh, named by DNS: chain PEM and key PEM.
+    pub fn dns_leaf_pem(&self, dns_name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![dns_name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A fixed identity: a certificate of this CA, trusting `roots`.
     pub fn identity_valid(
         &self,
