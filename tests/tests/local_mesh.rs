@@ -1,6 +1,7 @@
-//! `meshctl up` runs the bookinfo example as real processes: pilot, a proxy and an app per
-//! workload. Requests through productpage's outbound listener follow the VirtualService, and
-//! an edit of it takes effect while the mesh runs.
+//! `meshctl up` runs the bookinfo example as real processes: pilot, citadel, a proxy and an
+//! app per workload. Proxies talk mTLS (the example is STRICT), requests through productpage's
+//! outbound listener follow the VirtualService, and an edit of it takes effect while the mesh
+//! runs.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -19,10 +20,14 @@ impl Drop for Group {
     }
 }
 
-fn version_of(body: &str) -> String {
+fn field_of(body: &str, field: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
-        .map(|j| j["version"].as_str().unwrap_or("?").to_string())
+        .map(|j| j[field].as_str().unwrap_or("?").to_string())
         .unwrap_or_else(|_| body.to_string())
+}
+
+fn version_of(body: &str) -> String {
+    field_of(body, "version")
 }
 
 #[test]
@@ -35,6 +40,8 @@ fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
     }
     let grpc = format!("127.0.0.1:{}", free_port());
     let http = format!("127.0.0.1:{}", free_port());
+    let ca = format!("127.0.0.1:{}", free_port());
+    let state = tempfile::tempdir().unwrap();
     let _mesh = Group(Proc::spawn(
         "meshctl up",
         Command::new(binary("meshctl"))
@@ -45,6 +52,10 @@ fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
                 &grpc,
                 "--http-addr",
                 &http,
+                "--ca-addr",
+                &ca,
+                "--state-dir",
+                state.path().to_str().unwrap(),
             ])
             .process_group(0),
     ));
@@ -54,6 +65,24 @@ fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
         eventually(Duration::from_secs(30), || reviews()
             .is_ok_and(|(s, _)| s == 200)),
         "the local mesh came up"
+    );
+
+    // The call went over mTLS: the reviews app sees productpage's identity, vouched for by
+    // the reviews proxy, and a plaintext call straight at the reviews proxy is refused.
+    let (_, body) = http_get(outbound, "reviews:9080", "/").unwrap();
+    assert_eq!(
+        field_of(&body, "client_identity"),
+        "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+        "{body}"
+    );
+    let reviews_v1_inbound = "127.0.0.1:19082".parse().unwrap();
+    assert!(
+        http_get(reviews_v1_inbound, "reviews:9080", "/").is_err(),
+        "STRICT refuses plaintext"
+    );
+    assert!(
+        state.path().join("ca/root-cert.pem").exists(),
+        "the CA keeps its root in the state directory"
     );
 
     // The example routes 80 % to v1 and 20 % to v3.

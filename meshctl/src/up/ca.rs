@@ -1,0 +1,88 @@
+//! The local mesh's certificate authority: mesh-citadel with its root kept in the state
+//! directory (created on the first run, reused after) and one token file per workload identity,
+//! the credential a proxy presents to get its certificate.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::fleet::Fleet;
+use super::workloads::LocalWorkload;
+
+/// Where a proxy finds its CA and proves who it is.
+#[derive(Debug, Clone)]
+pub struct ProxyCredentials {
+    pub ca_addr: String,
+    pub root_cert: PathBuf,
+    pub token_file: PathBuf,
+}
+
+pub struct LocalCa {
+    addr: SocketAddr,
+    dir: PathBuf,
+    tokens: PathBuf,
+}
+
+impl LocalCa {
+    pub fn new(state_dir: &Path, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            dir: state_dir.join("ca"),
+            tokens: state_dir.join("tokens"),
+        }
+    }
+
+    /// Starts citadel; its root certificate exists once it listens.
+    pub fn start(&self, fleet: &mut Fleet, citadel: &Path) -> Result<(), String> {
+        fleet.spawn(
+            "mesh-citadel".into(),
+            citadel,
+            &[
+                "--dir".into(),
+                self.dir.display().to_string(),
+                "--tokens".into(),
+                self.tokens.display().to_string(),
+                "--grpc-addr".into(),
+                self.addr.to_string(),
+            ],
+        )
+    }
+
+    /// Writes a fresh token for every identity among `workloads` (a restart revokes the
+    /// previous run's tokens).
+    pub fn issue_tokens(&self, citadel: &Path, workloads: &[LocalWorkload]) -> Result<(), String> {
+        let identities: BTreeSet<(&str, &str)> = workloads
+            .iter()
+            .map(|w| (w.namespace.as_str(), w.service_account.as_str()))
+            .collect();
+        for (namespace, service_account) in identities {
+            let out = Command::new(citadel)
+                .args(["token", "--tokens"])
+                .arg(&self.tokens)
+                .args([
+                    "--namespace",
+                    namespace,
+                    "--service-account",
+                    service_account,
+                ])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", citadel.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "token for {namespace}/{service_account}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn credentials(&self, w: &LocalWorkload) -> ProxyCredentials {
+        ProxyCredentials {
+            ca_addr: format!("https://{}", self.addr),
+            root_cert: self.dir.join("root-cert.pem"),
+            token_file: self.tokens.join(&w.namespace).join(&w.service_account),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `meshctl up DIR`: a local mesh on this machine, no root and no Kubernetes.
+//!
+//! Pilot serves DIR and citadel signs every proxy's certificate. Every WorkloadEntry that
+//! carries `local.mesh.dev/app-port` gets a sample app (mesh-echo, named after its `app` and
+//! `version` labels) on that port and a proxy whose inbound listener is the WorkloadEntry's
+//! address and port; `local.mesh.dev/outbound-port` adds an explicit outbound listener and
+//! `local.mesh.dev/admin-port` places the admin port. Proxies speak mTLS to each other; the
+//! PeerAuthentication objects of DIR decide whether plaintext is still accepted.
+
+mod ca;
+mod fleet;
+mod workloads;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ca::LocalCa;
+use fleet::{Fleet, sibling, wait_listening};
+pub use workloads::{LocalWorkload, local_workloads};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of Istio YAML describing the mesh (e.g. examples/bookinfo).
+    pub dir: PathBuf,
+    /// Pilot's discovery address.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub grpc_addr: SocketAddr,
+    /// Pilot's debug address (/debug/syncz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub http_addr: SocketAddr,
+    /// Citadel's address (the CA, gRPC over TLS).
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    pub ca_addr: SocketAddr,
+    /// Where the CA keeps its root and the workloads' tokens between runs.
+    #[arg(long, default_value = ".mesh")]
+    pub state_dir: PathBuf,
+    /// Start everything, wait until it is ready, print the summary and exit (stopping it all).
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    match up(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshctl up: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn up(args: &Args) -> Result<(), String> {
+    let (resources, errors) = mesh_api::load_path(&args.dir);
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    if !errors.is_empty() {
+        return Err(format!(
+            "{} invalid object(s) in {}",
+            errors.len(),
+            args.dir.display()
+        ));
+    }
+    let workloads = local_workloads(&resources)?;
+    if workloads.is_empty() {
+        return Err(format!(
+            "no WorkloadEntry with {} in {}",
+            workloads::APP_PORT,
+            args.dir.display()
+        ));
+    }
+    let (pilot, proxy, echo, citadel) = (
+        sibling("mesh-pilot")?,
+        sibling("mesh-proxy")?,
+        sibling("mesh-echo")?,
+        sibling("mesh-citadel")?,
+    );
+    let mut fleet = Fleet(Vec::new());
+    let ca = LocalCa::new(&args.state_dir, args.ca_addr);
+    ca.issue_tokens(&citadel, &workloads)?;
+    ca.start(&mut fleet, &citadel)?;
+    if !wait_listening(args.ca_addr, Duration::from_secs(10)) {
+        return Err(format!("citadel is not listening on {}", args.ca_addr));
+    }
+    fleet.spawn(
+        "mesh-pilot".into(),
+        &pilot,
+        &[
+            "--config-dir".into(),
+            args.dir.display().to_string(),
+            "--grpc-addr".into(),
+            args.grpc_addr.to_string(),
+            "--http-addr".into(),
+            args.http_addr.to_string(),
+        ],
+    )?;
+    if !wait_listening(args.grpc_addr, Duration::from_secs(10)) {
+        return Err(format!("pilot is not listening on {}", args.grpc_addr));
+    }
+    for w in &workloads {
+        fleet.spawn(
+            format!("{} app", w.name),
+            &echo,
+            &[
+                "--addr".into(),
+                w.app_addr.to_string(),
+                "--name".into(),
+                w.app.clone(),
+                "--version".into(),
+                w.version.clone(),
+            ],
+        )?;
+        let mut proxy_args = vec![
+            "--discovery-addr".into(),
+            format!("http://{}", args.grpc_addr),
+            "--workload".into(),
+            format!("{}.{}", w.name, w.namespace),
+            "--inbound-addr".into(),
+            w.inbound.to_string(),
+            "--app-addr".into(),
+            w.app_addr.to_string(),
+        ];
+        let credentials = ca.credentials(w);
+        proxy_args.extend([
+            "--ca-addr".into(),
+            credentials.ca_addr,
+            "--root-cert-file".into(),
+            credentials.root_cert.display().to_string(),
+            "--token-file".into(),
+            credentials.token_file.display().to_string(),
+            "--service-account".into(),
+            w.service_account.clone(),
+        ]);
+        if let Some(o) = w.outbound {
+            proxy_args.extend(["--outbound-addr".into(), o.to_string()]);
+        }
+        if let Some(a) = w.admin {
+            proxy_args.extend(["--admin-addr".into(), a.to_string()]);
+        }
+        fleet.spawn(format!("{} proxy", w.name), &proxy, &proxy_args)?;
+    }
+    for w in &workloads {
+        for addr in [Some(w.inbound), w.outbound].into_iter().flatten() {
+            if !wait_listening(addr, Duration::from_secs(20)) {
+                return Err(format!("{}: proxy is not listening on {addr}", w.name));
+            }
+        }
+    }
+    print_summary(args, &workloads);
+    if args.check {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(name) = fleet.exited() {
+            return Err(format!("{name} exited; stopping the mesh"));
+        }
+    }
+}
+
+fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
+    println!(
+        "local mesh up: pilot {} (debug http://{}), citadel {} (state in {})",
+        args.grpc_addr,
+        args.http_addr,
+        args.ca_addr,
+        args.state_dir.display()
+    );
+    println!(
+        "{:<16} {:<8} {:<18} {:<18} {:<18}",
+        "workload", "version", "inbound", "app", "outbound"
+    );
+    for w in workloads {
+        let outbound = w
+            .outbound
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<16} {:<8} {:<18} {:<18} {:<18}",
+            w.name, w.version, w.inbound, w.app_addr, outbound
+        );
+    }
+    if let Some(o) = workloads.iter().find_map(|w| w.outbound) {
+        println!("\ntry:  curl -x http://{o} http://reviews:9080/");
+        println!("      curl http://{}/debug/syncz", args.http_addr);
+    }
+    println!(
+        "edit the YAML in {} and the change reaches every proxy within a second; Ctrl-C stops the mesh",
+        args.dir.display()
+    );
+}
