@@ -62,6 +62,10 @@ struct Args {
     /// The local application that inbound requests go on to.
     #[arg(long, value_name = "HOST:PORT")]
     app_addr: Option<SocketAddr>,
+    /// The listeners receive connections redirected by `mesh-proxy iptables` and read each
+    /// one's original destination (Kubernetes pods; 15001 outbound, 15006 inbound).
+    #[arg(long, env = "MESH_TRANSPARENT")]
+    transparent: bool,
     /// Admin endpoint (/ready, /config_dump, /stats/prometheus, /quitquitquit); loopback only.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
@@ -228,7 +232,7 @@ fn node(args: &Args) -> anyhow::Result<Node> {
             outbound: addr(args.outbound_addr),
             inbound: addr(args.inbound_addr),
             application: addr(args.app_addr),
-            transparent: false,
+            transparent: args.transparent,
         }),
     })
 }
