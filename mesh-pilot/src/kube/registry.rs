@@ -387,4 +387,32 @@ mod tests {
         assert_eq!(w.address, "198.18.1.10");
         assert_eq!(w.labels.get("app").map(String::as_str), Some("productpage"));
     }
+
+    #[test]
+    fn a_kubernetes_service_wins_over_a_service_entry_of_its_host() {
+        let (entries, errors) = mesh_api::load_str(
+            "se.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews-vm, namespace: bookinfo}\nspec:\n  hosts: [reviews.bookinfo.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 198.18.9.9}]\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let platform = build(&cluster(), &RegistryOptions::default());
+        let registry =
+            crate::registry::Registry::build_merged(&entries, "cluster.local", &platform);
+        let reviews: Vec<_> = registry
+            .services_for_host("reviews.bookinfo.svc.cluster.local")
+            .collect();
+        assert_eq!(reviews.len(), 1);
+        assert_eq!(reviews[0].origin.kind, "Service");
+        assert!(
+            registry.warnings().iter().any(|w| w.contains("reviews-vm")),
+            "{:?}",
+            registry.warnings()
+        );
+        // Pods are the workloads proxies are found by.
+        assert!(
+            registry
+                .workload("reviews-v2-5b7c8d9e6-m3n4p", "bookinfo")
+                .is_some()
+        );
+    }
 }
