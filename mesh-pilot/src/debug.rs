@@ -73,7 +73,9 @@ fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                         .expect("connection lock")
                         .last_sent
                         .clone();
-                    json_reply(serde_json::to_value(sent.as_deref()).unwrap_or_default())
+                    // Decoded on demand: connections keep only the shared encoding.
+                    let config = sent.map(|s| s.config());
+                    json_reply(serde_json::to_value(config).unwrap_or_default())
                 }
                 None => reply(
                     StatusCode::NOT_FOUND,
@@ -117,7 +119,7 @@ pub fn syncz(discovery: &Discovery) -> serde_json::Value {
                 "synced": s.generation == mesh.generation && s.config.in_sync() && s.endpoints.in_sync(),
                 "config": s.config,
                 "endpoints": s.endpoints,
-                "problems": s.problems,
+                "problems": &*s.problems,
             })
         })
         .collect();

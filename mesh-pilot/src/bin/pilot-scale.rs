@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
+use http_body_util::BodyExt;
 use mesh_pilot::metrics::TypeLabels;
 use mesh_pilot::server::Pilot;
 use mesh_pilot::watch::Debounce;
-use mesh_proto::discovery::v1::aggregated_discovery_client::AggregatedDiscoveryClient;
 use mesh_proto::discovery::v1::{DiscoveryRequest, Node, ProxyAddresses, ResourceType};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -37,6 +38,9 @@ struct Args {
     /// Proxy streams sharing one HTTP/2 connection.
     #[arg(long, default_value_t = 50)]
     streams_per_connection: usize,
+    /// Services per YAML file (the config directory is rescanned every 100 ms).
+    #[arg(long, default_value_t = 50)]
+    services_per_file: usize,
     /// Namespaces the proxies are spread over.
     #[arg(long, default_value_t = 10)]
     namespaces: usize,
@@ -86,6 +90,28 @@ fn service_yaml(s: usize, endpoints: usize, count: usize) -> String {
         ));
     }
     docs.join("---\n")
+}
+
+fn services_file_name(group: usize) -> String {
+    format!("services-{group:04}.yaml")
+}
+
+/// The services of file `group`; the first service of the file gets `extra` endpoints.
+fn services_yaml(
+    group: usize,
+    per_file: usize,
+    services: usize,
+    endpoints: usize,
+    extra: usize,
+) -> String {
+    let first = group * per_file;
+    (first..(first + per_file).min(services))
+        .map(|s| {
+            let extra = if s == first { extra } else { 0 };
+            service_yaml(s, endpoints, endpoints + extra)
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 /// The proxies' own workloads in one namespace.
@@ -138,12 +164,202 @@ fn lock(fleet: &Fleet, i: usize) -> std::sync::MutexGuard<'_, Seen> {
     fleet[i].lock().expect("seen lock")
 }
 
+/// The fields of a `DiscoveryResponse` a simulated proxy reads.
+#[derive(Debug, Default)]
+struct Head {
+    kind: i32,
+    version_info: String,
+    nonce: String,
+    endpoints_version: String,
+    /// Bytes of the config (field 4), counted, not kept.
+    config_len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The 5-byte gRPC message prefix.
+    Prefix,
+    Key,
+    Varint {
+        tag: u32,
+    },
+    Len {
+        tag: u32,
+    },
+    Collect {
+        tag: u32,
+        left: usize,
+    },
+    Skip {
+        left: usize,
+    },
+}
+
+/// Reads gRPC-framed `DiscoveryResponse`s from a response body as it streams in, keeping only
+/// the head fields: the config and endpoints are counted and skipped, never buffered. The
+/// clients share this process with pilot; buffering and decoding thousands of full configs
+/// would measure the clients rather than pilot.
+struct HeadReader {
+    step: Step,
+    prefix: [u8; 5],
+    prefix_len: usize,
+    varint: u64,
+    shift: u32,
+    message_left: usize,
+    head: Head,
+    text: Vec<u8>,
+}
+
+impl Default for HeadReader {
+    fn default() -> Self {
+        Self {
+            step: Step::Prefix,
+            prefix: [0; 5],
+            prefix_len: 0,
+            varint: 0,
+            shift: 0,
+            message_left: 0,
+            head: Head::default(),
+            text: Vec::new(),
+        }
+    }
+}
+
+impl HeadReader {
+    fn consume(&mut self, n: usize) -> Result<(), String> {
+        self.message_left = self
+            .message_left
+            .checked_sub(n)
+            .ok_or("a field runs past its message")?;
+        Ok(())
+    }
+
+    /// Feeds body bytes; complete messages are appended to `out`.
+    fn feed(&mut self, mut data: &[u8], out: &mut Vec<Head>) -> Result<(), String> {
+        loop {
+            match self.step {
+                Step::Collect { tag, left: 0 } => {
+                    let text = String::from_utf8(std::mem::take(&mut self.text))
+                        .map_err(|_| "a string field is not UTF-8")?;
+                    match tag {
+                        2 => self.head.version_info = text,
+                        3 => self.head.nonce = text,
+                        _ => self.head.endpoints_version = text,
+                    }
+                    self.step = Step::Key;
+                }
+                Step::Skip { left: 0 } => self.step = Step::Key,
+                _ => {}
+            }
+            if matches!(self.step, Step::Key) && self.message_left == 0 {
+                out.push(std::mem::take(&mut self.head));
+                self.step = Step::Prefix;
+                self.prefix_len = 0;
+            }
+            let Some(&byte) = data.first() else {
+                return Ok(());
+            };
+            match self.step {
+                Step::Prefix => {
+                    self.prefix[self.prefix_len] = byte;
+                    self.prefix_len += 1;
+                    data = &data[1..];
+                    if self.prefix_len == 5 {
+                        if self.prefix[0] != 0 {
+                            return Err("compressed responses are not expected".into());
+                        }
+                        let len = u32::from_be_bytes([
+                            self.prefix[1],
+                            self.prefix[2],
+                            self.prefix[3],
+                            self.prefix[4],
+                        ]);
+                        self.message_left = len as usize;
+                        self.step = Step::Key;
+                    }
+                }
+                Step::Key | Step::Varint { .. } | Step::Len { .. } => {
+                    data = &data[1..];
+                    self.consume(1)?;
+                    self.varint |= u64::from(byte & 0x7f) << self.shift;
+                    self.shift += 7;
+                    if byte & 0x80 != 0 {
+                        if self.shift > 63 {
+                            return Err("varint too long".into());
+                        }
+                        continue;
+                    }
+                    let value = std::mem::take(&mut self.varint);
+                    self.shift = 0;
+                    self.step = match self.step {
+                        Step::Key => {
+                            let tag = (value >> 3) as u32;
+                            match value & 7 {
+                                0 => Step::Varint { tag },
+                                1 => Step::Skip { left: 8 },
+                                2 => Step::Len { tag },
+                                5 => Step::Skip { left: 4 },
+                                w => return Err(format!("unexpected wire type {w}")),
+                            }
+                        }
+                        Step::Varint { tag } => {
+                            if tag == 1 {
+                                self.head.kind = value as i32;
+                            }
+                            Step::Key
+                        }
+                        Step::Len { tag } => {
+                            let left = value as usize;
+                            if tag == 4 {
+                                self.head.config_len = left;
+                            }
+                            if matches!(tag, 2 | 3 | 6) {
+                                self.text.clear();
+                                Step::Collect { tag, left }
+                            } else {
+                                Step::Skip { left }
+                            }
+                        }
+                        other => other,
+                    };
+                }
+                Step::Collect { tag, left } => {
+                    let n = left.min(data.len());
+                    self.text.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    self.consume(n)?;
+                    self.step = Step::Collect {
+                        tag,
+                        left: left - n,
+                    };
+                }
+                Step::Skip { left } => {
+                    let n = left.min(data.len());
+                    data = &data[n..];
+                    self.consume(n)?;
+                    self.step = Step::Skip { left: left - n };
+                }
+            }
+        }
+    }
+}
+
+const STREAM_PATH: &str = "/mesh.discovery.v1.AggregatedDiscovery/Stream";
+
+/// A request as one gRPC message frame.
+fn grpc_frame(request: &DiscoveryRequest) -> bytes::Bytes {
+    let len = request.encoded_len();
+    let mut out = Vec::with_capacity(5 + len);
+    out.push(0);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    request.encode(&mut out).expect("vec grows");
+    out.into()
+}
+
 /// One proxy's stream: the two initial requests, then an ACK for every response (it keeps only
-/// the versions, not the config: the clients share this process with pilot).
-async fn run_proxy(channel: Channel, node: Node, i: usize, fleet: Fleet) {
-    let result: Result<(), tonic::Status> = async {
-        let mut client =
-            AggregatedDiscoveryClient::new(channel).max_decoding_message_size(256 << 20);
+/// the versions, not the config).
+async fn run_proxy(mut channel: Channel, node: Node, i: usize, fleet: Fleet) {
+    let result: anyhow::Result<()> = async {
         let (tx, rx) = mpsc::channel(4);
         let first = |kind: ResourceType, node: Option<Node>| DiscoveryRequest {
             node,
@@ -152,43 +368,67 @@ async fn run_proxy(channel: Channel, node: Node, i: usize, fleet: Fleet) {
         };
         let _ = tx.send(first(ResourceType::Config, Some(node))).await;
         let _ = tx.send(first(ResourceType::Endpoints, None)).await;
-        let mut responses = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-        while let Some(resp) = responses.message().await? {
-            let at = Instant::now();
-            let kind = resp.r#type();
-            {
-                let mut s = lock(&fleet, i);
-                match kind {
-                    ResourceType::Endpoints => {
-                        s.endpoints = resp.version_info.clone();
-                        s.endpoints_at = Some(at);
-                    }
-                    _ => {
-                        s.config = resp.version_info.clone();
-                        s.config_at = Some(at);
-                        s.first_config_at.get_or_insert(at);
-                        // A whole config carries its endpoints too.
-                        if !resp.endpoints_version.is_empty() {
-                            s.endpoints = resp.endpoints_version.clone();
+        let frames = ReceiverStream::new(rx).map(|r: DiscoveryRequest| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(grpc_frame(&r)))
+        });
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(STREAM_PATH)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+                frames,
+            )))?;
+        std::future::poll_fn(|cx| tonic::codegen::Service::poll_ready(&mut channel, cx)).await?;
+        let response = tonic::codegen::Service::call(&mut channel, request).await?;
+        ensure!(
+            response.status() == http::StatusCode::OK,
+            "HTTP {}",
+            response.status()
+        );
+        let mut body = response.into_body();
+        let mut reader = HeadReader::default();
+        let mut heads = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                break; // trailers: the stream is over
+            };
+            reader.feed(&data, &mut heads).map_err(anyhow::Error::msg)?;
+            for resp in heads.drain(..) {
+                let at = Instant::now();
+                let kind = ResourceType::try_from(resp.kind).unwrap_or_default();
+                {
+                    let mut s = lock(&fleet, i);
+                    match kind {
+                        ResourceType::Endpoints => {
+                            s.endpoints = resp.version_info.clone();
                             s.endpoints_at = Some(at);
                         }
-                        if let Some(c) = &resp.config {
-                            s.largest_config = s.largest_config.max(c.encoded_len());
+                        _ => {
+                            s.config = resp.version_info.clone();
+                            s.config_at = Some(at);
+                            s.first_config_at.get_or_insert(at);
+                            // A whole config carries its endpoints too.
+                            if !resp.endpoints_version.is_empty() {
+                                s.endpoints = resp.endpoints_version.clone();
+                                s.endpoints_at = Some(at);
+                            }
+                            s.largest_config = s.largest_config.max(resp.config_len);
                         }
                     }
                 }
-            }
-            let ack = DiscoveryRequest {
-                r#type: kind as i32,
-                version_info: resp.version_info,
-                response_nonce: resp.nonce,
-                ..Default::default()
-            };
-            if tx.send(ack).await.is_err() {
-                break;
+                let ack = DiscoveryRequest {
+                    r#type: resp.kind,
+                    version_info: resp.version_info,
+                    response_nonce: resp.nonce,
+                    ..Default::default()
+                };
+                if tx.send(ack).await.is_err() {
+                    bail!("request stream closed");
+                }
             }
         }
-        Err(tonic::Status::unavailable("stream ended by pilot"))
+        bail!("stream ended by pilot")
     }
     .await;
     if let Err(e) = result {
@@ -388,8 +628,8 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
         "sizes must be at least 1"
     );
     ensure!(
-        args.namespaces >= 1 && args.streams_per_connection >= 1,
-        "namespaces and streams per connection must be at least 1"
+        args.namespaces >= 1 && args.streams_per_connection >= 1 && args.services_per_file >= 1,
+        "namespaces, streams per connection and services per file must be at least 1"
     );
     // Initial endpoints must stay below the addresses of added ones (198.18.255.240 up).
     ensure!(
@@ -404,10 +644,11 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
     let (services, endpoints, proxies) = (args.services, args.endpoints, args.proxies);
 
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for s in 0..services {
+    let per_file = args.services_per_file;
+    for group in 0..services.div_ceil(per_file) {
         std::fs::write(
-            dir.join(format!("{}.yaml", service_name(s))),
-            service_yaml(s, endpoints, endpoints),
+            dir.join(services_file_name(group)),
+            services_yaml(group, per_file, services, endpoints, 0),
         )?;
     }
     for ns in 0..args.namespaces {
@@ -424,7 +665,7 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
 
     eprintln!(
         "wrote {} files to {}",
-        services + args.namespaces + 1,
+        services.div_ceil(per_file) + args.namespaces + 1,
         dir.display()
     );
     let rss_start = status_kb("VmRSS:");
@@ -532,8 +773,8 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
     let t0 = Instant::now();
     write_atomic(
         dir,
-        &format!("{}.yaml", service_name(0)),
-        &service_yaml(0, endpoints, endpoints + 1),
+        &services_file_name(0),
+        &services_yaml(0, per_file, services, endpoints, 1),
     )?;
     let ep = convergence(
         "the endpoint change at every proxy",
@@ -559,12 +800,17 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
     let push_errors_config = push_errors(&pilot, "CONFIG");
     let push_errors_endpoints = push_errors(&pilot, "ENDPOINTS");
     let rss_peak_ok = mb(hwm) < 300.0;
+    let (scopes, scope_bytes) = pilot.discovery.encoded_scopes();
     let rows = vec![
         row(
             "services x endpoints, proxies",
             format!("{services} x {endpoints}, {proxies}"),
         ),
         row("config load (Pilot::start)", ms(load_time)),
+        row(
+            "encoded outbound configs shared at end",
+            format!("{scopes} ({:.1} MB)", scope_bytes as f64 / 1e6),
+        ),
         row(
             "largest CONFIG response",
             format!("{:.1} MB", largest_config as f64 / 1e6),

@@ -1,17 +1,18 @@
-//! One connected proxy: what it was sent, what it acknowledged, and the push that brings it up
-//! to date with a mesh generation.
+//! One connected proxy: what it was sent, what it acknowledged, and the response that brings
+//! it up to date with a snapshot. What was sent is kept as the shared snapshot (an `Arc`),
+//! never as a per-connection copy of the config.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use mesh_proto::config::v1::ProxyConfig;
-use mesh_proto::discovery::v1::{ClusterEndpoints, DiscoveryResponse, Node, ResourceType};
+use mesh_proto::discovery::v1::{Node, ResourceType};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::fingerprint::Fingerprint;
+use super::snapshot::ProxySnapshot;
+use super::wire::WireResponse;
 
-pub type ResponseSender = mpsc::Sender<Result<DiscoveryResponse, tonic::Status>>;
+pub type ResponseSender = mpsc::Sender<Result<WireResponse, tonic::Status>>;
 
 /// What the proxy said about one resource type.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -23,7 +24,7 @@ pub struct TypeStatus {
     /// Why the proxy rejected the last response, if it did.
     pub nack: Option<String>,
     #[serde(skip)]
-    pending_nonce: String,
+    pending_nonce: u64,
     #[serde(skip)]
     pending_since: Option<Instant>,
 }
@@ -31,7 +32,18 @@ pub struct TypeStatus {
 impl TypeStatus {
     /// Nothing is awaiting an answer and the last answer was an ACK.
     pub fn in_sync(&self) -> bool {
-        self.pending_nonce.is_empty() && self.nack.is_none()
+        self.pending_nonce == 0 && self.nack.is_none()
+    }
+
+    /// Whether the proxy has, or is being sent, `version`.
+    fn holds(&self, version: &str) -> bool {
+        self.sent == version || (self.sent.is_empty() && self.acked == version)
+    }
+
+    fn mark_pending(&mut self, version: &str, nonce: u64) {
+        self.sent = version.to_string();
+        self.pending_nonce = nonce;
+        self.pending_since = Some(Instant::now());
     }
 }
 
@@ -39,16 +51,15 @@ impl TypeStatus {
 pub struct State {
     pub config: TypeStatus,
     pub endpoints: TypeStatus,
-    /// The config as last sent, endpoints included.
-    pub last_sent: Option<Arc<ProxyConfig>>,
-    last_fingerprint: Option<Fingerprint>,
+    /// What the proxy was last sent (endpoints included), shared with the proxies of its scope.
+    pub last_sent: Option<Arc<ProxySnapshot>>,
     nonce: u64,
     /// The mesh generation last pushed and, for a push caused by a change, when the change
     /// was seen (convergence is measured from there).
     pub generation: u64,
     changed_at: Option<Instant>,
     /// Translation warnings or the error that kept this proxy from getting a config.
-    pub problems: Vec<String>,
+    pub problems: Arc<[String]>,
 }
 
 pub struct Connection {
@@ -56,6 +67,10 @@ pub struct Connection {
     pub connected_at: std::time::SystemTime,
     tx: ResponseSender,
     pub state: Mutex<State>,
+    /// The nonce of the last answered response; `u64::MAX` once the stream is gone.
+    answered: watch::Sender<u64>,
+    /// Held while a push is computed, sent and answered, so pushes to one proxy never overlap.
+    pub(super) pushing: tokio::sync::Mutex<()>,
 }
 
 /// An ACK or NACK outcome worth recording in metrics.
@@ -71,6 +86,12 @@ pub enum Answer {
     Stale,
 }
 
+/// A response ready to go, with the nonce its answer will carry.
+pub struct Outgoing {
+    pub response: WireResponse,
+    nonce: u64,
+}
+
 impl Connection {
     pub fn new(node: Node, tx: ResponseSender) -> Self {
         Self {
@@ -78,6 +99,8 @@ impl Connection {
             connected_at: std::time::SystemTime::now(),
             tx,
             state: Mutex::new(State::default()),
+            answered: watch::Sender::new(0),
+            pushing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -90,96 +113,103 @@ impl Connection {
         }
     }
 
-    /// Sends what differs between `config` and what the proxy holds: the whole config when its
-    /// structure changed, else only the endpoints that changed. Returns the types sent.
-    pub async fn push(
+    /// Records a translation failure: the proxy keeps what it has.
+    pub fn failed(&self, generation: u64, problem: String) {
+        let mut s = self.state.lock().expect("connection lock");
+        s.generation = generation;
+        s.problems = Arc::from(vec![problem]);
+    }
+
+    /// What to send so the proxy holds `snapshot`: the whole config when its structure is
+    /// not what the proxy holds, else only the endpoints that changed, else nothing.
+    pub fn prepare(
         &self,
-        mut config: ProxyConfig,
+        snapshot: Arc<ProxySnapshot>,
         generation: u64,
         changed_at: Option<Instant>,
-    ) -> Vec<ResourceType> {
-        let fingerprint = Fingerprint::of(&config);
-        config.version = fingerprint.config.clone();
-        let responses = {
-            let mut s = self.state.lock().expect("connection lock");
-            s.generation = generation;
-            s.changed_at = changed_at;
-            let mut out = Vec::new();
-            let structure_known = s.config.sent == fingerprint.config
-                || (s.config.sent.is_empty() && s.config.acked == fingerprint.config);
-            if !structure_known {
-                s.nonce += 1;
-                let nonce = s.nonce.to_string();
-                mark_pending(&mut s.config, &fingerprint.config, &nonce);
-                // The whole config carries the endpoints too.
-                mark_pending(&mut s.endpoints, &fingerprint.endpoints, "");
-                s.endpoints.acked = fingerprint.endpoints.clone();
-                out.push(DiscoveryResponse {
-                    r#type: ResourceType::Config as i32,
-                    version_info: fingerprint.config.clone(),
-                    nonce,
-                    config: Some(config.clone()),
-                    endpoints: Vec::new(),
-                    endpoints_version: fingerprint.endpoints.clone(),
-                });
-            } else {
-                let endpoints_known = s.endpoints.sent == fingerprint.endpoints
-                    || (s.endpoints.sent.is_empty() && s.endpoints.acked == fingerprint.endpoints);
-                if !endpoints_known {
-                    // Without a record of what was sent (a resumed stream), send every cluster.
-                    let changed = fingerprint.changed_clusters(s.last_fingerprint.as_ref());
-                    let endpoints = config
-                        .clusters
-                        .iter()
-                        .filter(|c| changed.contains(&c.name.as_str()))
-                        .map(|c| ClusterEndpoints {
-                            cluster: c.name.clone(),
-                            endpoints: c.endpoints.clone(),
-                        })
-                        .collect();
-                    s.nonce += 1;
-                    let nonce = s.nonce.to_string();
-                    mark_pending(&mut s.endpoints, &fingerprint.endpoints, &nonce);
-                    out.push(DiscoveryResponse {
-                        r#type: ResourceType::Endpoints as i32,
-                        version_info: fingerprint.endpoints.clone(),
-                        nonce,
-                        config: None,
-                        endpoints,
-                        endpoints_version: String::new(),
-                    });
-                }
-            }
-            s.last_sent = Some(Arc::new(config));
-            s.last_fingerprint = Some(fingerprint);
-            out
+    ) -> Option<Outgoing> {
+        let mut s = self.state.lock().expect("connection lock");
+        s.generation = generation;
+        s.problems = snapshot.warnings.clone();
+        let out = if !s.config.holds(&snapshot.config_version) {
+            s.nonce += 1;
+            let nonce = s.nonce;
+            s.config.mark_pending(&snapshot.config_version, nonce);
+            // The whole config carries the endpoints too.
+            s.endpoints.mark_pending(&snapshot.endpoints_version, 0);
+            s.endpoints.acked = snapshot.endpoints_version.clone();
+            Some(Outgoing {
+                response: WireResponse::config(
+                    &snapshot.config_version,
+                    &nonce.to_string(),
+                    &snapshot.endpoints_version,
+                    snapshot.config_parts(),
+                ),
+                nonce,
+            })
+        } else if !s.endpoints.holds(&snapshot.endpoints_version) {
+            // Without a record of what was sent (a resumed stream), every cluster is sent.
+            let endpoints = snapshot.endpoints_since(s.last_sent.as_deref());
+            s.nonce += 1;
+            let nonce = s.nonce;
+            s.endpoints.mark_pending(&snapshot.endpoints_version, nonce);
+            Some(Outgoing {
+                response: WireResponse::endpoints(
+                    &snapshot.endpoints_version,
+                    &nonce.to_string(),
+                    endpoints,
+                ),
+                nonce,
+            })
+        } else {
+            None
         };
-        let mut sent = Vec::new();
-        for r in responses {
-            let kind = r.r#type();
-            if self.tx.send(Ok(r)).await.is_ok() {
-                sent.push(kind);
-            }
+        if out.is_some() {
+            s.changed_at = changed_at;
         }
-        sent
+        s.last_sent = Some(snapshot);
+        out
+    }
+
+    /// Sends `out`, calls `on_sent`, and waits until the proxy answers it, the stream ends,
+    /// or `patience` runs out. None when the stream is gone.
+    pub async fn send(
+        &self,
+        out: Outgoing,
+        patience: Duration,
+        on_sent: impl FnOnce(),
+    ) -> Option<()> {
+        let mut answered = self.answered.subscribe();
+        self.tx.send(Ok(out.response)).await.ok()?;
+        on_sent();
+        let _ = tokio::time::timeout(patience, answered.wait_for(|n| *n >= out.nonce)).await;
+        Some(())
+    }
+
+    /// The stream ended: nobody waits for its answers any more.
+    pub fn closed(&self) {
+        self.answered.send_replace(u64::MAX);
     }
 
     /// Records an ACK or NACK. Answers to a superseded nonce are ignored.
     pub fn answer(&self, kind: ResourceType, nonce: &str, version: &str, error: &str) -> Answer {
         let mut s = self.state.lock().expect("connection lock");
+        let changed_at = s.changed_at;
         let status = match kind {
             ResourceType::Endpoints => &mut s.endpoints,
             _ => &mut s.config,
         };
-        if nonce.is_empty() || status.pending_nonce != nonce {
+        let Ok(nonce) = nonce.parse::<u64>() else {
+            return Answer::Stale;
+        };
+        if nonce == 0 || status.pending_nonce != nonce {
             return Answer::Stale;
         }
         let since = status.pending_since.take();
-        status.pending_nonce.clear();
-        if error.is_empty() {
+        status.pending_nonce = 0;
+        let answer = if error.is_empty() {
             status.acked = version.to_string();
             status.nack = None;
-            let changed_at = s.changed_at;
             Answer::Ack {
                 kind,
                 since: changed_at.or(since),
@@ -190,12 +220,15 @@ impl Connection {
                 kind,
                 reason: error.to_string(),
             }
-        }
+        };
+        drop(s);
+        self.answered.send_if_modified(|n| {
+            let newer = nonce > *n;
+            if newer {
+                *n = nonce;
+            }
+            newer
+        });
+        answer
     }
-}
-
-fn mark_pending(status: &mut TypeStatus, version: &str, nonce: &str) {
-    status.sent = version.to_string();
-    status.pending_nonce = nonce.to_string();
-    status.pending_since = Some(Instant::now());
 }

@@ -1,13 +1,24 @@
 //! The discovery server: connected proxies, the current mesh generation, and pushes.
+//!
+//! The push path: a new generation is built once ([`Mesh`]); the outbound config of each
+//! scope in use is built and encoded once ([`snapshot`]) and shared, by content, with every
+//! proxy of every scope that has the same content; then every connected proxy is queued
+//! ([`queue`]). A bounded number of pushes run at once, in queue order; each computes the
+//! proxy's versions (cheap: only its listeners and inbound part are encoded) and sends
+//! nothing when they did not change, ENDPOINTS with only the changed clusters when only
+//! endpoints changed, else the whole CONFIG. A push holds its slot until the proxy answers,
+//! so the encoded configs in flight are bounded however many proxies connect at once.
 
 mod connection;
-mod fingerprint;
+mod queue;
 mod service;
+mod snapshot;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use mesh_api::Resource;
@@ -16,12 +27,20 @@ use mesh_proto::discovery::v1::Node;
 use tokio::sync::Semaphore;
 
 pub use connection::{Connection, State, TypeStatus};
-pub use fingerprint::Fingerprint;
+pub use queue::PushQueue;
 pub use service::serve;
+pub use snapshot::{ProxySnapshot, ScopeSnapshot, SnapshotCache};
 
 use crate::metrics::PilotMetrics;
-use crate::registry::{Platform, Registry};
-use crate::translate::{MeshIndex, ProxyContext, translate};
+use crate::registry::{Platform, Workload};
+use crate::translate::{MeshIndex, Outbound, ProxyContext, ScopeKey, translate_shared};
+
+/// The encoded outbound config of one scope, with the warnings its proxies report.
+struct ScopeEntry {
+    snapshot: Arc<ScopeSnapshot>,
+    /// The index's warnings and the scope's, sorted.
+    warnings: Arc<[String]>,
+}
 
 /// One generation of the mesh: the resources and everything derived from them.
 pub struct Mesh {
@@ -30,6 +49,13 @@ pub struct Mesh {
     pub changed_at: Instant,
     pub resources: Vec<Resource>,
     pub index: MeshIndex,
+    /// Scopes whose outbound config is built, so concurrent pushes build each once.
+    built: Mutex<HashMap<ScopeKey, Arc<OnceLock<()>>>>,
+    /// Encoded outbound configs by the address of the translated one (held here, so the
+    /// address is not reused while the entry lives).
+    encoded: Mutex<HashMap<usize, (Arc<Outbound>, Arc<OnceLock<ScopeEntry>>)>>,
+    /// Warnings of a proxy without an outbound listener or proxy-specific ones.
+    index_warnings: OnceLock<Arc<[String]>>,
 }
 
 impl Mesh {
@@ -45,24 +71,25 @@ impl Mesh {
         resources: Vec<Resource>,
         platform: &Platform,
     ) -> Self {
-        let registry = Registry::build_merged(
+        let registry = crate::registry::Registry::build_merged(
             &resources,
             crate::registry::DEFAULT_TRUST_DOMAIN,
             platform,
         );
-        let index = MeshIndex::new(&resources, std::sync::Arc::new(registry));
+        let index = MeshIndex::new(&resources, Arc::new(registry));
         Self {
             generation,
             changed_at,
             resources,
             index,
+            built: Mutex::new(HashMap::new()),
+            encoded: Mutex::new(HashMap::new()),
+            index_warnings: OnceLock::new(),
         }
     }
 
-    /// The config of the proxy `node`, or why there is none.
-    pub fn config_for(&self, node: &Node) -> Result<(ProxyConfig, Vec<String>), String> {
-        let workload = self
-            .index
+    fn workload(&self, node: &Node) -> Result<&Workload, String> {
+        self.index
             .registry()
             .workload(&node.workload, &node.namespace)
             .ok_or_else(|| {
@@ -70,9 +97,64 @@ impl Mesh {
                     "no WorkloadEntry or Pod {}/{} for proxy {}",
                     node.namespace, node.workload, node.id
                 )
-            })?;
+            })
+    }
+
+    /// Builds the outbound config of `workload`'s scope unless built: one build per scope
+    /// even when many proxies of it are pushed at once.
+    fn build_scope(&self, workload: &Workload) {
+        let key = self.index.scope(workload);
+        let cell = self
+            .built
+            .lock()
+            .expect("scope lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            self.index.outbound(&key);
+        });
+    }
+
+    /// The encoded form of `outbound`, from this generation's translation.
+    fn encode_scope(&self, outbound: &Arc<Outbound>, cache: &SnapshotCache) -> Arc<[String]> {
+        self.scope_entry(outbound, cache).get().warnings.clone()
+    }
+
+    fn scope_entry(&self, outbound: &Arc<Outbound>, cache: &SnapshotCache) -> ScopeEntryRef {
+        let cell = self
+            .encoded
+            .lock()
+            .expect("encoded lock")
+            .entry(Arc::as_ptr(outbound) as usize)
+            .or_insert_with(|| (outbound.clone(), Arc::default()))
+            .1
+            .clone();
+        cell.get_or_init(|| {
+            let mut warnings = self.index.warnings().to_vec();
+            warnings.extend(outbound.warnings.iter().cloned());
+            warnings.sort();
+            warnings.dedup();
+            ScopeEntry {
+                snapshot: cache.intern(ScopeSnapshot::encode(outbound)),
+                warnings: warnings.into(),
+            }
+        });
+        ScopeEntryRef(cell)
+    }
+
+    /// What proxy `node` is to hold in this generation, or why it cannot have a config.
+    pub fn snapshot_for(
+        &self,
+        node: &Node,
+        cache: &SnapshotCache,
+    ) -> Result<Arc<ProxySnapshot>, String> {
+        let workload = self.workload(node)?;
         let addresses = node.addresses.clone().unwrap_or_default();
-        let translated = translate(
+        if !addresses.outbound.is_empty() {
+            self.build_scope(workload);
+        }
+        let shared = translate_shared(
             &self.index,
             &ProxyContext {
                 id: &node.id,
@@ -81,30 +163,93 @@ impl Mesh {
             },
         )
         .map_err(|e| e.to_string())?;
-        Ok((translated.config, translated.warnings))
+        let own_warnings = shared.warnings.as_slice() != self.index.warnings();
+        let (scope, scope_warnings) = match &shared.outbound {
+            Some(out) => {
+                let entry = self.scope_entry(out, cache);
+                let e = entry.get();
+                (Some(e.snapshot.clone()), e.warnings.clone())
+            }
+            None => (
+                None,
+                self.index_warnings
+                    .get_or_init(|| self.index.warnings().to_vec().into())
+                    .clone(),
+            ),
+        };
+        // Proxy-specific warnings are rare; otherwise the list is shared with the scope.
+        let warnings = if own_warnings {
+            shared.all_warnings().into()
+        } else {
+            scope_warnings
+        };
+        Ok(Arc::new(ProxySnapshot::new(&shared, scope, warnings)))
+    }
+
+    /// The config of the proxy `node`, or why there is none.
+    pub fn config_for(&self, node: &Node) -> Result<(ProxyConfig, Vec<String>), String> {
+        let snapshot = self.snapshot_for(node, &SnapshotCache::default())?;
+        Ok((snapshot.config(), snapshot.warnings.to_vec()))
+    }
+
+    /// Builds and encodes the scopes of `nodes` ahead of their pushes.
+    fn prepare(&self, nodes: &[Node], cache: &SnapshotCache) {
+        let mut seen = std::collections::HashSet::new();
+        for node in nodes {
+            let has_outbound = node
+                .addresses
+                .as_ref()
+                .is_some_and(|a| !a.outbound.is_empty());
+            let Ok(workload) = self.workload(node) else {
+                continue;
+            };
+            if !has_outbound || !seen.insert(self.index.scope(workload)) {
+                continue;
+            }
+            self.build_scope(workload);
+            let out = self.index.outbound(&self.index.scope(workload));
+            self.encode_scope(&out, cache);
+        }
     }
 }
 
-/// Concurrent translations during a push; the rest wait, so thousands of proxies connecting
-/// at once are all served without starving the runtime.
-const PUSH_CONCURRENCY: usize = 64;
+/// A scope entry that is initialised.
+struct ScopeEntryRef(Arc<OnceLock<ScopeEntry>>);
+
+impl ScopeEntryRef {
+    fn get(&self) -> &ScopeEntry {
+        self.0.get().expect("initialised by scope_entry")
+    }
+}
+
+/// Pushes in flight at once. Each holds one encoded config until the proxy answers, so this
+/// bounds the memory of a connect storm; queue order keeps it fair.
+const PUSH_CONCURRENCY: usize = 32;
+/// How long a push waits for the proxy's answer before its slot goes to the next proxy.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(2);
 
 pub struct Discovery {
     mesh: ArcSwap<Mesh>,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
     next_id: AtomicU64,
     pub metrics: Arc<PilotMetrics>,
-    permits: Arc<Semaphore>,
+    queue: Arc<PushQueue>,
+    snapshots: SnapshotCache,
+    dispatcher: Once,
+    this: Weak<Discovery>,
 }
 
 impl Discovery {
     pub fn new(mesh: Mesh, metrics: Arc<PilotMetrics>) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
             mesh: ArcSwap::from_pointee(mesh),
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             metrics,
-            permits: Arc::new(Semaphore::new(PUSH_CONCURRENCY)),
+            queue: Arc::new(PushQueue::default()),
+            snapshots: SnapshotCache::default(),
+            dispatcher: Once::new(),
+            this: this.clone(),
         })
     }
 
@@ -112,7 +257,8 @@ impl Discovery {
         self.mesh.load_full()
     }
 
-    /// Installs a new generation and pushes it to every proxy whose config it changes.
+    /// Installs a new generation and queues a push to every connected proxy; each gets a
+    /// response only if its config changed. Returns once the pushes are queued.
     pub async fn update(self: &Arc<Self>, resources: Vec<Resource>, changed_at: Instant) {
         self.update_with_platform(resources, Platform::default(), changed_at)
             .await
@@ -126,36 +272,108 @@ impl Discovery {
         changed_at: Instant,
     ) {
         let generation = self.mesh.load().generation + 1;
-        let mesh = Arc::new(Mesh::with_platform(
-            generation, changed_at, resources, &platform,
-        ));
+        let this = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mesh = Arc::new(Mesh::with_platform(
+                generation, changed_at, resources, &platform,
+            ));
+            let nodes: Vec<Node> = this
+                .connections()
+                .into_iter()
+                .map(|(_, c)| c.node.clone())
+                .collect();
+            mesh.prepare(&nodes, &this.snapshots);
+            mesh
+        })
+        .await;
+        let mesh = match built {
+            Ok(mesh) => mesh,
+            Err(e) => {
+                tracing::error!(generation, error = %e, "building the mesh failed; keeping the last one");
+                return;
+            }
+        };
         self.mesh.store(mesh.clone());
-        let connections: Vec<_> = self.connections().into_iter().map(|(_, c)| c).collect();
-        tracing::info!(generation, proxies = connections.len(), "pushing");
-        let mut tasks = tokio::task::JoinSet::new();
-        for conn in connections {
-            let this = self.clone();
-            let mesh = mesh.clone();
-            tasks.spawn(async move { this.push(&conn, &mesh, Some(mesh.changed_at)).await });
+        let connections = self.connections();
+        let (scopes, bytes) = self.snapshots.stats();
+        tracing::info!(
+            generation,
+            proxies = connections.len(),
+            scopes,
+            encoded_bytes = bytes,
+            "pushing"
+        );
+        for (id, _) in connections {
+            self.enqueue(id, Some(mesh.changed_at));
         }
-        while tasks.join_next().await.is_some() {}
     }
 
-    /// Brings one proxy up to date with `mesh`; `changed_at` is set when a config change caused
-    /// the push.
-    pub async fn push(&self, conn: &Connection, mesh: &Mesh, changed_at: Option<Instant>) {
-        let _permit = self.permits.acquire().await.expect("semaphore open");
-        match mesh.config_for(&conn.node) {
-            Ok((config, warnings)) => {
-                conn.state.lock().expect("connection lock").problems = warnings;
-                for kind in conn.push(config, mesh.generation, changed_at).await {
-                    self.metrics.pushed(kind.as_str_name());
+    /// Queues a push to connection `id`.
+    fn enqueue(&self, id: u64, changed_at: Option<Instant>) {
+        self.start_dispatcher();
+        self.queue.push(id, changed_at);
+    }
+
+    /// Proxies waiting for a push.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Takes queued proxies in order and runs at most `PUSH_CONCURRENCY` pushes at once.
+    fn start_dispatcher(&self) {
+        self.dispatcher.call_once(|| {
+            let this = self.this.clone();
+            let queue = self.queue.clone();
+            tokio::spawn(async move {
+                let slots = Arc::new(Semaphore::new(PUSH_CONCURRENCY));
+                loop {
+                    let slot = slots.clone().acquire_owned().await.expect("never closed");
+                    let (id, changed_at) = queue.pop().await;
+                    let Some(discovery) = this.upgrade() else {
+                        return;
+                    };
+                    tokio::spawn(async move {
+                        discovery.push(id, changed_at).await;
+                        drop(slot);
+                    });
+                }
+            });
+        });
+    }
+
+    /// Brings connection `id` up to date with the current generation.
+    async fn push(&self, id: u64, changed_at: Option<Instant>) {
+        let Some(conn) = self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .get(&id)
+            .cloned()
+        else {
+            return;
+        };
+        let _turn = conn.pushing.lock().await;
+        let mesh = self.mesh();
+        match mesh.snapshot_for(&conn.node, &self.snapshots) {
+            Ok(snapshot) => {
+                let Some(out) = conn.prepare(snapshot, mesh.generation, changed_at) else {
+                    return;
+                };
+                let kind = out.response.kind;
+                if conn
+                    .send(out, ANSWER_PATIENCE, || {
+                        self.metrics.pushed(kind.as_str_name())
+                    })
+                    .await
+                    .is_none()
+                {
+                    tracing::debug!(proxy = %conn.node.id, "stream closed before the push");
                 }
             }
             Err(problem) => {
                 tracing::warn!(proxy = %conn.node.id, %problem, "no config for proxy");
                 self.metrics.push_error("CONFIG");
-                conn.state.lock().expect("connection lock").problems = vec![problem];
+                conn.failed(mesh.generation, problem);
             }
         }
     }
@@ -167,17 +385,18 @@ impl Discovery {
             .expect("connections lock")
             .insert(id, conn);
         self.metrics.connected.inc();
+        self.enqueue(id, None);
         id
     }
 
     fn unregister(&self, id: u64) {
-        if self
+        let gone = self
             .connections
             .lock()
             .expect("connections lock")
-            .remove(&id)
-            .is_some()
-        {
+            .remove(&id);
+        if let Some(conn) = gone {
+            conn.closed();
             self.metrics.connected.dec();
         }
     }
@@ -202,5 +421,10 @@ impl Discovery {
             .rev()
             .find(|(_, c)| c.node.id == node_id)
             .map(|(_, c)| c)
+    }
+
+    /// Distinct encoded outbound configs alive and their total bytes.
+    pub fn encoded_scopes(&self) -> (usize, usize) {
+        self.snapshots.stats()
     }
 }
