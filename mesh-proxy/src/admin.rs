@@ -1,4 +1,6 @@
 //! The admin endpoint, on localhost only: readiness, the running config, metrics, shutdown.
+//! Also the metrics-only endpoint (Istio's 15090) that Prometheus scrapes from outside the pod:
+//! it serves the stats and nothing else.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +39,17 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
 }
 
 pub async fn serve(listener: TcpListener, server: Arc<Server>) {
+    serve_with(listener, server, handle).await
+}
+
+/// Serves only the Prometheus stats (`/stats/prometheus`, also `/metrics`); any address.
+pub async fn serve_metrics(listener: TcpListener, server: Arc<Server>) {
+    serve_with(listener, server, handle_metrics).await
+}
+
+type Handler = fn(&Server, Request<Incoming>) -> Response<Full<Bytes>>;
+
+async fn serve_with(listener: TcpListener, server: Arc<Server>, handler: Handler) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let (stream, _) = tokio::select! {
@@ -51,7 +64,7 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(handle(&server, req)) }
+                async move { Ok::<_, Infallible>(handler(&server, req)) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -75,17 +88,7 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             }
         }
-        (&Method::GET, "/stats/prometheus") => {
-            let mut out = String::new();
-            match prometheus_client::encoding::text::encode(&mut out, server.registry()) {
-                Ok(()) => body(
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    out.into_bytes(),
-                ),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-            }
-        }
+        (&Method::GET, "/stats/prometheus") => stats(server),
         (&Method::POST, "/quitquitquit") => {
             server.shutdown.cancel();
             text(StatusCode::OK, "OK\n".into())
@@ -95,6 +98,25 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "method not allowed\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn handle_metrics(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/stats/prometheus" | "/metrics") => stats(server),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn stats(server: &Server) -> Response<Full<Bytes>> {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, server.registry()) {
+        Ok(()) => body(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            out.into_bytes(),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 

@@ -11,6 +11,7 @@ use mesh_citadel::SpiffeId;
 use mesh_proto::discovery::v1::{Node, ProxyAddresses};
 use mesh_proxy::config::load_config_file;
 use mesh_proxy::discovery::DiscoveryClient;
+use mesh_proxy::health::{self, Probers, Readiness};
 use mesh_proxy::identity::{IdentityConfig, IdentitySource};
 use mesh_proxy::{Server, admin};
 use rustls_pki_types::CertificateDer;
@@ -35,6 +36,19 @@ enum Command {
     /// Installs (or with --cleanup removes) the iptables rules that capture a pod's traffic;
     /// run as the init container.
     Iptables(mesh_proxy::iptables::IptablesArgs),
+    /// Waits until the proxy reports ready on its health port, or fails after the timeout;
+    /// the start hook that keeps the app from starting before its proxy.
+    Wait {
+        /// How long to wait: seconds, or with a unit (500ms, 60s, 2m).
+        #[arg(long, default_value = "60s", value_parser = parse_wait_timeout)]
+        timeout: Duration,
+        #[arg(long, default_value = mesh_proxy::wait::DEFAULT_URL)]
+        url: String,
+    },
+}
+
+fn parse_wait_timeout(text: &str) -> Result<Duration, String> {
+    mesh_proxy::wait::parse_timeout(text).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,6 +80,13 @@ struct Args {
     /// one's original destination (Kubernetes pods; 15001 outbound, 15006 inbound).
     #[arg(long, env = "MESH_TRANSPARENT")]
     transparent: bool,
+    /// Health port for the kubelet (Istio's 15021): /healthz/ready and the app's rewritten
+    /// probes (MESH_KUBE_APP_PROBERS or ISTIO_KUBE_APP_PROBERS). Off when unset.
+    #[arg(long, env = "MESH_HEALTH_ADDR", value_name = "HOST:PORT")]
+    health_addr: Option<SocketAddr>,
+    /// Prometheus stats for scraping from outside the pod (Istio's 15090). Off when unset.
+    #[arg(long, env = "MESH_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
     /// Admin endpoint (/ready, /config_dump, /stats/prometheus, /quitquitquit); loopback only.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
@@ -110,6 +131,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Iptables(ipt)) => return mesh_proxy::iptables::run(&ipt),
+        Some(Command::Wait { timeout, url }) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(mesh_proxy::wait::run(&url, timeout))?;
+            return Ok(());
+        }
         None => cli.run,
     };
     init_logging(args.log_json);
@@ -171,6 +199,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin_listener = admin::bind(args.admin_addr).await?;
     tracing::info!(addr = %admin_listener.local_addr()?, "admin listening");
     tokio::spawn(admin::serve(admin_listener, server.clone()));
+    if let Some(addr) = args.health_addr {
+        // Malformed probers are a startup error: the kubelet would otherwise see every probe fail.
+        let probers = Probers::from_env().context("app probers")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("health port {addr}"))?;
+        tracing::info!(%addr, probes = probers.len(), "health port listening");
+        let ready = server.clone();
+        let readiness: Readiness = Arc::new(move || ready.waiting_for().is_none());
+        tokio::spawn(health::serve(listener, readiness, Arc::new(probers)));
+    }
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics port {addr}"))?;
+        tracing::info!(%addr, "metrics port listening");
+        tokio::spawn(admin::serve_metrics(listener, server.clone()));
+    }
 
     match (&args.config, &args.discovery_addr) {
         (Some(path), _) => {
