@@ -90,7 +90,10 @@ fn health_metrics_and_wait_follow_readiness() {
     let metrics_addr = format!("127.0.0.1:{metrics}").parse().unwrap();
     let (status, body) = http_get(metrics_addr, "m", "/stats/prometheus").unwrap();
     assert_eq!(status, 200);
-    assert!(body.contains("mesh_proxy_upstream_connections_total"), "{body}");
+    assert!(
+        body.contains("mesh_proxy_upstream_connections_total"),
+        "{body}"
+    );
     assert_eq!(http_get(metrics_addr, "m", "/config_dump").unwrap().0, 404);
     assert_eq!(http_get(metrics_addr, "m", "/ready").unwrap().0, 404);
 
