@@ -42,6 +42,9 @@ struct ScopeEntry {
     warnings: Arc<[String]>,
 }
 
+/// A translated outbound config and its encoding, filled once by the first push that needs it.
+type EncodedOutbound = (Arc<Outbound>, Arc<OnceLock<ScopeEntry>>);
+
 /// One generation of the mesh: the resources and everything derived from them.
 pub struct Mesh {
     pub generation: u64,
@@ -53,7 +56,7 @@ pub struct Mesh {
     built: Mutex<HashMap<ScopeKey, Arc<OnceLock<()>>>>,
     /// Encoded outbound configs by the address of the translated one (held here, so the
     /// address is not reused while the entry lives).
-    encoded: Mutex<HashMap<usize, (Arc<Outbound>, Arc<OnceLock<ScopeEntry>>)>>,
+    encoded: Mutex<HashMap<usize, EncodedOutbound>>,
     /// Warnings of a proxy without an outbound listener or proxy-specific ones.
     index_warnings: OnceLock<Arc<[String]>>,
 }
