@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One benchmark run: mesh-proxy side by side with a direct connection, HAProxy (one thread) and
 # nginx (one worker) as reverse proxies in front of the same upstream (nginx answering a fixed
-# 1 KiB body), HTTP/1.1 keep-alive, loopback only. Prints one table and records it, with the
-# machine and the targets, in docs/benchmarks.md (between the bench:begin/bench:end markers).
+# 1 KiB body), HTTP/1.1 keep-alive, loopback only; two proxies in a row in plaintext and with
+# mTLS (certificates from a mesh-citadel of the run); new mTLS connections per second; citadel
+# signings per second on one core. Prints the tables and records them, with the machine and the
+# targets, in docs/benchmarks.md (between the bench:begin/bench:end markers).
 #
 # Placement: every proxy under test on core 1, the load generator and the upstream on core 0.
 #
@@ -24,6 +26,7 @@
 #   BENCH_CG_SMALL=2000     requests of the short callgrind run
 #   BENCH_CG_LARGE=8000     requests of the long callgrind run
 #   BENCH_PORT_BASE=28000   first of the loopback ports used (base+0 .. base+99)
+#   BENCH_CONNECT_SECONDS=5 seconds of the new-mTLS-connections phase
 #   BENCH_UPDATE_DOCS=1     0 leaves docs/benchmarks.md alone
 #   BENCH_SKIP_BUILD=0      1 uses the release binaries already built
 #   BENCH_NICE=-20          nice level of every process of the run (as root; 0 otherwise), so
@@ -76,6 +79,12 @@ P_CG_MESH=$((PORT_BASE + 41))
 P_CG_MESH_ADMIN=$((PORT_BASE + 40))
 P_CG_HAPROXY=$((PORT_BASE + 42))
 P_CG_NGINX=$((PORT_BASE + 43))
+P_CITADEL=$((PORT_BASE + 50))
+P_TLS_IN=$((PORT_BASE + 56))
+P_TLS_IN_ADMIN=$((PORT_BASE + 55))
+P_TLS_OUT=$((PORT_BASE + 61))
+P_TLS_OUT_ADMIN=$((PORT_BASE + 60))
+CONNECT_SECONDS=${BENCH_CONNECT_SECONDS:-5}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -145,11 +154,16 @@ install_oha
 
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building release binaries into $TARGET_DIR"
-    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p mesh-proxy -p mesh-echo >&2) ||
-        die "cargo build --release failed"
+    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p mesh-proxy -p mesh-echo \
+        -p mesh-citadel -p mesh-bench >&2) || die "cargo build --release failed"
 fi
 MESH_PROXY=$TARGET_DIR/release/mesh-proxy
-[[ -x $MESH_PROXY ]] || die "$MESH_PROXY not built"
+MESH_CITADEL=$TARGET_DIR/release/mesh-citadel
+CITADEL_BENCH=$TARGET_DIR/release/citadel-bench
+MTLS_CONNECT=$TARGET_DIR/release/mtls-connect
+for b in "$MESH_PROXY" "$MESH_CITADEL" "$CITADEL_BENCH" "$MTLS_CONNECT"; do
+    [[ -x $b ]] || die "$b not built"
+done
 
 # ---------------------------------------------------------------------------------------------
 # Processes
@@ -183,7 +197,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 for p in "$P_UPSTREAM" "$P_MESH" "$P_MESH_ADMIN" "$P_CHAIN_OUT" "$P_CHAIN_OUT_ADMIN" "$P_CHAIN_IN" \
     "$P_CHAIN_IN_ADMIN" "$P_HAPROXY" "$P_NGINX" "$P_CG_MESH" "$P_CG_MESH_ADMIN" "$P_CG_HAPROXY" \
-    "$P_CG_NGINX"; do
+    "$P_CG_NGINX" "$P_CITADEL" "$P_TLS_IN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT" "$P_TLS_OUT_ADMIN"; do
     if port_busy "$p"; then
         die "port 127.0.0.1:$p is in use; pick another range with BENCH_PORT_BASE"
     fi
@@ -332,6 +346,44 @@ routeTables:
 clusters:
   - { name: next, lbPolicy: ROUND_ROBIN, protocol: HTTP1, endpoints: [{ address: "127.0.0.1:$4" }] }
 EOF
+}
+
+# The mTLS pair: the inbound side is STRICT, the outbound side originates mesh mTLS and
+# expects the inbound proxy's SPIFFE ID.
+TRUST_DOMAIN=cluster.local
+spiffe_of() { echo "spiffe://$TRUST_DOMAIN/ns/bench/sa/$1"; }
+mesh_tls_conf() { # mesh_tls_conf NAME LISTEN_PORT DIRECTION TARGET_PORT [SERVER_NAME]
+    local listener_tls="" cluster_tls="" endpoint_tls=""
+    if [[ $3 == INBOUND ]]; then
+        listener_tls=", mtlsMode: MTLS_MODE_STRICT"
+    else
+        cluster_tls=", tls: { mode: ISTIO_MUTUAL }"
+        endpoint_tls=", identities: [\"$(spiffe_of "$5")\"], sidecar: true"
+    fi
+    cat >"$WORK/$1.yaml" <<EOF
+version: "bench"
+listeners:
+  - { name: l, address: "127.0.0.1:$2", direction: $3, protocol: HTTP, routeTable: rt$listener_tls }
+routeTables:
+  - name: rt
+    virtualHosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - route: { clusters: [{ cluster: next, weight: 100 }] }
+clusters:
+  - { name: next, lbPolicy: ROUND_ROBIN, protocol: HTTP1$cluster_tls, endpoints: [{ address: "127.0.0.1:$4"$endpoint_tls }] }
+EOF
+}
+
+# start_mesh_tls NAME CORE ADMIN_PORT: a proxy whose certificate comes from the run's citadel.
+start_mesh_tls() {
+    local name=$1 core=$2 admin=$3 token
+    token=$("$MESH_CITADEL" token --tokens "$WORK/tokens" --namespace bench --service-account "$name") ||
+        die "no token for $name"
+    start "$name" "$core" env MESH_PROXY_WORKERS=1 "$MESH_PROXY" --config "$WORK/$name.yaml" \
+        --admin-addr "127.0.0.1:$admin" --ca-addr "https://127.0.0.1:$P_CITADEL" \
+        --root-cert-file "$WORK/ca/root-cert.pem" --token-file "$token" --trust-domain "$TRUST_DOMAIN"
 }
 
 start_mesh() { # start_mesh NAME CORE ADMIN_PORT [valgrind args...]
@@ -520,6 +572,20 @@ PID_CHAIN_IN=$STARTED_PID
 mesh_conf chain-out "$P_CHAIN_OUT" OUTBOUND "$P_CHAIN_IN"
 start_mesh chain-out "$PROXY_CORE" "$P_CHAIN_OUT_ADMIN"
 PID_CHAIN_OUT=$STARTED_PID
+start citadel "$LOAD_CORE" "$MESH_CITADEL" --dir "$WORK/ca" --tokens "$WORK/tokens" \
+    --grpc-addr "127.0.0.1:$P_CITADEL" --trust-domain "$TRUST_DOMAIN"
+PID_CITADEL=$STARTED_PID
+deadline=$((SECONDS + 20))
+until [[ -f $WORK/ca/root-cert.pem ]] && port_busy "$P_CITADEL"; do
+    ((SECONDS < deadline)) || die "mesh-citadel did not start: $(tail -n 5 "$WORK/citadel.log")"
+    sleep 0.2
+done
+mesh_tls_conf tls-in "$P_TLS_IN" INBOUND "$P_UPSTREAM"
+start_mesh_tls tls-in "$PROXY_CORE" "$P_TLS_IN_ADMIN"
+PID_TLS_IN=$STARTED_PID
+mesh_tls_conf tls-out "$P_TLS_OUT" OUTBOUND "$P_TLS_IN" tls-in
+start_mesh_tls tls-out "$PROXY_CORE" "$P_TLS_OUT_ADMIN"
+PID_TLS_OUT=$STARTED_PID
 haproxy_conf haproxy "$P_HAPROXY"
 start haproxy "$PROXY_CORE" haproxy -db -f "$WORK/haproxy.cfg"
 PID_HAPROXY=$STARTED_PID
@@ -527,7 +593,7 @@ nginx_conf nginx "$P_NGINX"
 start nginx "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx.err" -c "$WORK/nginx.conf"
 PID_NGINX=$STARTED_PID
 
-for a in "$P_MESH_ADMIN" "$P_CHAIN_IN_ADMIN" "$P_CHAIN_OUT_ADMIN"; do
+for a in "$P_MESH_ADMIN" "$P_CHAIN_IN_ADMIN" "$P_CHAIN_OUT_ADMIN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT_ADMIN"; do
     deadline=$((SECONDS + 20))
     until [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$a/ready" || true) == 200 ]]; do
         ((SECONDS < deadline)) || die "mesh-proxy admin 127.0.0.1:$a never became ready"
@@ -540,6 +606,7 @@ RSS_IDLE[haproxy]=$(rss_kb "$PID_HAPROXY")
 RSS_IDLE[nginx]=$(rss_kb "$PID_NGINX")
 wait_ok mesh "$PID_MESH" "http://127.0.0.1:$P_MESH/" 20
 wait_ok chain-out "$PID_CHAIN_OUT" "http://127.0.0.1:$P_CHAIN_OUT/" 20
+wait_ok tls-out "$PID_TLS_OUT" "http://127.0.0.1:$P_TLS_OUT/" 20
 wait_ok haproxy "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/" 20
 wait_ok nginx "$PID_NGINX" "http://127.0.0.1:$P_NGINX/" 20
 
@@ -553,8 +620,9 @@ for k in direct mesh haproxy nginx; do
 done
 # Two mesh proxies in a row: warm their pools (they take no part in the full-load phases).
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_CHAIN_OUT/" >/dev/null
+pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_TLS_OUT/" >/dev/null
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
         chrt -a -f -p "$RT_PRIO" "$pid" >/dev/null || die "chrt -f on $pid failed (BENCH_RT=0 skips it)"
     done
 fi
@@ -563,15 +631,16 @@ for round in $(seq "$ROUNDS"); do
     fixed_rate direct "http://127.0.0.1:$P_UPSTREAM/"
     fixed_rate mesh "http://127.0.0.1:$P_MESH/" "$PID_MESH"
     fixed_rate chain "http://127.0.0.1:$P_CHAIN_OUT/" "$PID_CHAIN_OUT" "$PID_CHAIN_IN"
+    fixed_rate chain-mtls "http://127.0.0.1:$P_TLS_OUT/" "$PID_TLS_OUT" "$PID_TLS_IN"
     fixed_rate haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
     fixed_rate nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
 done
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
         chrt -a -o -p 0 "$pid" >/dev/null || true
     done
 fi
-for k in direct mesh chain haproxy nginx; do
+for k in direct mesh chain chain-mtls haproxy nginx; do
     rate_summary "$k"
     log "  $k: p50/p90/p99 ${P50[$k]}/${P90[$k]}/${P99[$k]} ms (p99 of the rounds:${LAT_P99[$k]} us)"
 done
@@ -579,7 +648,28 @@ done
 for k in mesh haproxy nginx; do
     RSS_LOAD[$k]=$(cat "$WORK/rss.$k.full" "$WORK/rss.$k.rate" | sort -n | tail -n 1)
 done
-for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
+for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_OUT" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
+
+# New mTLS connections: handshake with a mesh certificate, one request, close; the inbound
+# proxy alone on its core.
+log "new mTLS connections to the STRICT inbound proxy, ${CONNECT_SECONDS}s"
+CONNECT_LINE=$(pinned "$LOAD_CORE" "$MTLS_CONNECT" --addr "127.0.0.1:$P_TLS_IN" --ca-dir "$WORK/ca" \
+    --trust-domain "$TRUST_DOMAIN" --server-id "$(spiffe_of tls-in)" --seconds "$CONNECT_SECONDS") ||
+    die "mtls-connect failed"
+log "  $CONNECT_LINE"
+field() { tr ' ' '\n' <<<"$CONNECT_LINE" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+CONNECT_RATE=$(field conns_per_sec)
+CONNECT_P50=$(field p50_ms)
+CONNECT_P99=$(field p99_ms)
+CONNECT_ERRORS=$(field errors)
+stop "$PID_TLS_IN"
+stop "$PID_CITADEL"
+
+log "citadel signings on one core"
+SIGN_LINE=$(pinned "$PROXY_CORE" "$CITADEL_BENCH" --seconds 3 2>&1 | tail -n 1)
+# The last column: certificates per CPU second of the signing thread.
+SIGN_RATE=$(awk -F'|' '{ v = $(NF - 1); gsub(/ /, "", v); print v }' <<<"$SIGN_LINE")
+log "  $SIGN_LINE"
 
 mesh_conf cg-mesh "$P_CG_MESH" OUTBOUND "$P_UPSTREAM"
 haproxy_conf cg-haproxy "$P_CG_HAPROXY"
@@ -612,6 +702,7 @@ TABLE=$(
     row direct direct
     row mesh mesh-proxy
     row chain "mesh-proxy x2 (in a row)"
+    row chain-mtls "mesh-proxy x2 (in a row, mTLS)"
     row haproxy "haproxy (nbthread 1)"
     row nginx "nginx (1 worker)"
 )
@@ -631,6 +722,14 @@ TARGETS=$(
     echo "| added p99 through two proxies under 0.3 ms | $(verdict "$ADDED_P99" 0.3 ms) (p99 ${P99[chain]} ms vs direct ${P99[direct]} ms) |"
     echo "| resident memory under load under 15 MB | $(verdict "$(mb "${RSS_LOAD[mesh]}")" 15 MB) |"
     echo "| resident memory idle under 8 MB | $(verdict "$(mb "${RSS_IDLE[mesh]}")" 8 MB) |"
+    echo "| citadel signings per second on one core, 5000 or more | $(awk -v r="${SIGN_RATE:-0}" 'BEGIN { if (r >= 5000) printf "met (%s/s)", r; else printf "**missed** (%s/s)", r }') |"
+)
+SECURITY=$(
+    echo "| mTLS figure | value |"
+    echo "|---|---:|"
+    echo "| added p50 / p99 of mTLS over plaintext, two proxies at ${RATE} req/s | $(awk -v a="${P50[chain-mtls]}" -v b="${P50[chain]}" 'BEGIN { printf "%.3f", a - b }') / $(awk -v a="${P99[chain-mtls]}" -v b="${P99[chain]}" 'BEGIN { printf "%.3f", a - b }') ms |"
+    echo "| new mTLS connections per second (handshake + one request + close, ${CONNECT_SECONDS}s, 4 in flight) | ${CONNECT_RATE:-?} (p50 ${CONNECT_P50:-?} ms, p99 ${CONNECT_P99:-?} ms, ${CONNECT_ERRORS:-?} errors) |"
+    echo "| citadel certificates signed per second, one core (citadel-bench) | ${SIGN_RATE:-?} |"
 )
 
 MACHINE=$(
@@ -651,6 +750,8 @@ RESULT=$(
     echo
     echo "$TABLE"
     echo
+    echo "$SECURITY"
+    echo
     echo "$METHOD"
     echo
     echo "Targets (mesh-proxy):"
@@ -661,6 +762,8 @@ RESULT=$(
 
 echo
 echo "$TABLE"
+echo
+echo "$SECURITY"
 echo
 echo "$TARGETS"
 echo
