@@ -52,7 +52,10 @@ impl DirStore {
             Vec::new()
         });
         let before = self.files.len();
-        self.files.retain(|path, _| present.contains(path));
+        // A set, not the listing: with one file per service a linear lookup per known file
+        // made every scan quadratic in the number of files.
+        let listed: std::collections::HashSet<&std::path::PathBuf> = present.iter().collect();
+        self.files.retain(|path, _| listed.contains(path));
         changed |= self.files.len() != before;
         for path in present {
             let fingerprint = fingerprint(&path);
