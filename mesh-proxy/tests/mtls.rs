@@ -420,28 +420,7 @@ async fn grpc_streams_over_mtls() {
     }
     assert_eq!(got, 3);
 
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let mut replies = grpc
-        .bidi_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    for i in 0..3 {
-        tx.send(EchoRequest {
-            message: format!("m{i}"),
-            count: 0,
-        })
-        .await
-        .unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(5), replies.message())
-            .await
-            .expect("reply while the request stream is open")
-            .unwrap()
-            .unwrap();
-        assert_eq!(m.message, format!("m{i}"));
-    }
-    drop(tx);
-    assert!(replies.message().await.unwrap().is_none());
+    assert_bidi_echo(&mut grpc).await;
 }
 
 #[tokio::test]

@@ -187,29 +187,7 @@ async fn grpc_unary_and_streams_keep_trailers_and_status() {
     let reply = client.client_stream(outgoing).await.unwrap().into_inner();
     assert_eq!(reply.message, "abc");
 
-    // Bidi: each message comes back before the next is sent, so nothing buffers the stream.
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let mut replies = client
-        .bidi_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    for i in 0..3 {
-        tx.send(EchoRequest {
-            message: format!("m{i}"),
-            count: 0,
-        })
-        .await
-        .unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(5), replies.message())
-            .await
-            .expect("reply arrives while the request stream is open")
-            .unwrap()
-            .unwrap();
-        assert_eq!(m.message, format!("m{i}"));
-    }
-    drop(tx);
-    assert!(replies.message().await.unwrap().is_none());
+    assert_bidi_echo(&mut client).await;
 
     // A gRPC error status travels back intact.
     let mut req = tonic::Request::new(EchoRequest {

@@ -205,3 +205,33 @@ pub fn metrics_text(server: &Server) -> String {
     prometheus_client::encoding::text::encode(&mut out, server.registry()).unwrap();
     out
 }
+
+/// gRPC bidirectional streaming through the proxy: each message comes back before the next is
+/// sent, so nothing on the path buffers the stream, and the replies end when the requests do.
+pub async fn assert_bidi_echo(
+    client: &mut mesh_proto::echo::v1::echo_client::EchoClient<tonic::transport::Channel>,
+) {
+    use mesh_proto::echo::v1::EchoRequest;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut replies = client
+        .bidi_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..3 {
+        tx.send(EchoRequest {
+            message: format!("m{i}"),
+            count: 0,
+        })
+        .await
+        .unwrap();
+        let m = tokio::time::timeout(std::time::Duration::from_secs(5), replies.message())
+            .await
+            .expect("reply arrives while the request stream is open")
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.message, format!("m{i}"));
+    }
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+}
