@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -202,4 +203,23 @@ fn run(program: &str, args: &[&str]) {
         .status()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(status.success(), "{program} {args:?} failed");
+}
+
+/// A temp directory every user can enter: proxies run as uid 1337 and read their files there.
+pub fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("mesh-e2e")
+        .tempdir()
+        .expect("a temp dir");
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755))
+        .expect("temp dir permissions");
+    dir
+}
+
+/// Copies `from` to `to` with `mode`, e.g. a binary or credential the proxy's uid must read (it
+/// may not be able to enter the checkout, say under /root).
+pub fn readable_copy(from: &std::path::Path, to: PathBuf, mode: u32) -> PathBuf {
+    std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    std::fs::set_permissions(&to, PermissionsExt::from_mode(mode)).expect("copy permissions");
+    to
 }

@@ -4,7 +4,6 @@
 //! pod A calls pod B's address and port directly; both proxies handle the call over mTLS, B's
 //! app sees A's SPIFFE identity, and an excluded port bypasses both proxies. Needs root.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -47,22 +46,6 @@ spec:
   labels: { app: b }
   serviceAccount: httpbin
 "#;
-
-/// A world-readable directory: the proxies run as uid 1337 and read their files from here.
-fn shared_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("mesh-e2e-capture")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn readable_copy(from: &Path, to: PathBuf, mode: u32) -> PathBuf {
-    std::fs::copy(from, &to).unwrap();
-    std::fs::set_permissions(&to, PermissionsExt::from_mode(mode)).unwrap();
-    to
-}
 
 /// A pod: its namespace, joined to the node's bridge, with its address on eth0.
 fn pod(tag: &str, ip: &str, node: &Netns) -> Netns {

@@ -112,26 +112,12 @@ fn redirected_connections_are_routed_or_passed_through_to_their_original_destina
     );
 
     // The config must be readable by the proxy's uid.
-    let dir = tempfile::Builder::new()
-        .prefix("mesh-e2e")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = shared_dir();
     let cfg = dir.path().join("proxy.yaml");
     std::fs::write(&cfg, proxy_config()).unwrap();
     // The proxy runs as another uid, which may not be able to enter the checkout (e.g. under
     // /root): it runs from a copy in the world-readable temp dir.
-    let proxy_bin = dir.path().join("mesh-proxy");
-    std::fs::copy(binary("mesh-proxy"), &proxy_bin).unwrap();
-    std::fs::set_permissions(
-        &proxy_bin,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let proxy_bin = readable_copy(&binary("mesh-proxy"), dir.path().join("mesh-proxy"), 0o755);
     let _proxy = Proc::spawn(
         "mesh-proxy",
         ns.command("setpriv").args([
