@@ -3,6 +3,7 @@
 //! EndpointSlices and Pods later feed the same model).
 
 mod model;
+mod selection;
 mod service_entry;
 
 use std::collections::{BTreeMap, HashMap};

@@ -8,8 +8,9 @@ use mesh_api::{Object, Resource};
 use super::DEFAULT_NAMESPACE;
 use super::model::{
     Endpoint, Location, Protocol, Resolution, Service, ServiceOrigin, ServicePort, Workload,
-    has_sidecar, labels_match, spiffe_id,
+    has_sidecar, spiffe_id,
 };
+use super::selection::WorkloadIndex;
 
 /// Service account of a workload that names none (Kubernetes' default account).
 const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -35,14 +36,11 @@ fn created_of<T>(o: &Object<T>) -> String {
 }
 
 pub(super) fn from_resources(resources: &[Resource], trust_domain: &str) -> Built {
-    let mut workloads = BTreeMap::new();
+    let mut workloads = WorkloadIndex::default();
     let mut entries = Vec::new();
     for r in resources {
         match r {
-            Resource::WorkloadEntry(we) => {
-                let w = workload(we, trust_domain);
-                workloads.insert((w.namespace.clone(), w.name.clone()), w);
-            }
+            Resource::WorkloadEntry(we) => workloads.insert(workload(we, trust_domain)),
             Resource::ServiceEntry(se) => entries.push(se.as_ref()),
             _ => {}
         }
@@ -74,7 +72,7 @@ pub(super) fn from_resources(resources: &[Resource], trust_domain: &str) -> Buil
     Built {
         services: services.into_values().collect(),
         subject_alt_names,
-        workloads,
+        workloads: workloads.into_map(),
         warnings,
     }
 }
@@ -107,7 +105,7 @@ fn service(
     se: &Object<ServiceEntry>,
     host: &str,
     ns: &str,
-    workloads: &BTreeMap<(String, String), Workload>,
+    workloads: &WorkloadIndex,
     trust_domain: &str,
 ) -> Service {
     let spec = &se.spec;
@@ -133,10 +131,7 @@ fn service(
         // A selector picks WorkloadEntries of the entry's own namespace; inline endpoints
         // are then not used (Istio's validation forbids both).
         Some(sel) => workloads
-            .range((ns.to_string(), String::new())..)
-            .map(|(_, w)| w)
-            .take_while(|w| w.namespace == ns)
-            .filter(|w| labels_match(&sel.labels, &w.labels))
+            .select(ns, &sel.labels)
             .map(|w| Endpoint {
                 address: w.address.clone(),
                 ports: endpoint_ports(&ports, &w.ports),
@@ -195,6 +190,7 @@ fn service(
     Service {
         hostname: host.to_string(),
         namespace: ns.to_string(),
+        addresses: spec.addresses.clone(),
         ports,
         export_to: spec.export_to.clone(),
         resolution,
