@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{Pod, Service as KubeService, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -128,6 +128,7 @@ fn service(
     };
     Some(Service {
         hostname: format!("{name}.{namespace}.svc.{}", opts.cluster_domain),
+        addresses: cluster_ips(spec),
         export_to: svc
             .annotations()
             .get(EXPORT_TO_ANNOTATION)
@@ -156,6 +157,19 @@ fn service(
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
     })
+}
+
+/// A Service's virtual IPs: `clusterIPs` (both families of a dual-stack Service), else
+/// `clusterIP`; none for a headless Service ("None") or an ExternalName one.
+fn cluster_ips(spec: &ServiceSpec) -> Vec<String> {
+    let ips = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips.clone(),
+        (_, Some(ip)) => vec![ip.clone()],
+        _ => Vec::new(),
+    };
+    ips.into_iter()
+        .filter(|ip| !ip.is_empty() && ip != "None")
+        .collect()
 }
 
 /// The ready endpoints of all slices of one Service, one per address (an address in two
@@ -372,6 +386,29 @@ mod tests {
         assert!(e.sidecar, "tlsMode label");
         assert_eq!(e.network.as_deref(), Some("network-a"), "namespace label");
         assert_eq!(e.workload.as_ref().unwrap().1, "reviews-v1-6f8f9c5d4-x7kq2");
+    }
+
+    #[test]
+    fn cluster_ips_are_the_service_addresses() {
+        let p = build(&cluster(), &RegistryOptions::default());
+        let reviews = p
+            .services
+            .iter()
+            .find(|s| s.hostname == "reviews.bookinfo.svc.cluster.local")
+            .unwrap();
+        assert_eq!(reviews.addresses, ["198.19.0.31"]);
+        // As the API server writes a headless and a dual-stack Service's spec.
+        let spec = |json: &str| -> ServiceSpec { serde_json::from_str(json).unwrap() };
+        let headless = spec(r#"{"clusterIP":"None","clusterIPs":["None"],"type":"ClusterIP"}"#);
+        assert!(cluster_ips(&headless).is_empty());
+        let dual = spec(
+            r#"{"clusterIP":"198.19.0.7","clusterIPs":["198.19.0.7","2001:db8::7"],"ipFamilyPolicy":"PreferDualStack"}"#,
+        );
+        assert_eq!(cluster_ips(&dual), ["198.19.0.7", "2001:db8::7"]);
+        let old = spec(r#"{"clusterIP":"198.19.0.8"}"#);
+        assert_eq!(cluster_ips(&old), ["198.19.0.8"]);
+        let external = spec(r#"{"type":"ExternalName","externalName":"db.example.com"}"#);
+        assert!(cluster_ips(&external).is_empty());
     }
 
     #[test]

@@ -125,6 +125,10 @@ pub struct Service {
     /// Fully qualified as declared, e.g. `reviews.default.svc.cluster.local` or `*.example.com`.
     pub hostname: String,
     pub namespace: String,
+    /// Virtual IPs or CIDR blocks clients connect to (ServiceEntry `addresses`, a Kubernetes
+    /// Service's cluster IPs); empty when the service has none (headless, or no VIP). Layer 4
+    /// routes match connections by them.
+    pub addresses: Vec<String>,
     /// Sorted by number.
     pub ports: Vec<ServicePort>,
     /// As written (`.`, `*`, namespace names); empty means the default, everywhere.
@@ -232,6 +236,18 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn service_entry_addresses_are_the_service_addresses() {
+        let (resources, errors) = mesh_api::load_str(
+            "se.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: shop}\nspec:\n  hosts: [db.shop.svc.cluster.local]\n  addresses: [198.18.10.1, 198.18.11.0/24]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 5432, name: tcp}]\n  endpoints: [{address: 198.18.0.41}]\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let registry = crate::registry::Registry::build(&resources);
+        let db = &registry.services()[0];
+        assert_eq!(db.addresses, ["198.18.10.1", "198.18.11.0/24"]);
     }
 
     #[test]
