@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod retry;
 pub mod route;
 pub mod server;
+pub mod tcp_route;
 pub mod tls;
 pub mod upstream;
 pub mod wait;

@@ -68,6 +68,7 @@ pub fn build(
         authorization_policies: security.authorization_policies,
         mtls_mode: security.mtls_mode as i32,
         port_mtls: security.port_mtls,
+        tcp_routes: Vec::new(),
     };
     let table = RouteTable {
         name: INBOUND.to_string(),

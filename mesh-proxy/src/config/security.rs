@@ -31,12 +31,14 @@ impl ListenerSecurity {
 }
 
 /// Whether two listener specs need the same socket and accept loop: everything but the
-/// security settings, which are read from the snapshot at each connection.
+/// security settings and the layer 4 routes, which are read from the snapshot at each
+/// connection.
 pub fn same_socket(a: &pb::Listener, b: &pb::Listener) -> bool {
     let strip = |l: &pb::Listener| pb::Listener {
         authorization_policies: Vec::new(),
         mtls_mode: 0,
         port_mtls: Vec::new(),
+        tcp_routes: Vec::new(),
         ..l.clone()
     };
     strip(a) == strip(b)
@@ -57,6 +59,7 @@ mod tests {
         b.mtls_mode = MtlsMode::Strict as i32;
         b.authorization_policies
             .push(pb::AuthorizationPolicy::default());
+        b.tcp_routes.push(pb::TcpRoute::default());
         assert!(same_socket(&a, &b));
         b.address = "127.0.0.1:2".into();
         assert!(!same_socket(&a, &b));

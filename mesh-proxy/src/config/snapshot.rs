@@ -10,6 +10,7 @@ use super::ListenerSecurity;
 use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
+use crate::tcp_route::TcpRoutes;
 use crate::upstream::Cluster;
 
 /// Why a config was rejected: the field path and the reason.
@@ -36,6 +37,8 @@ pub struct Snapshot {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// Inbound listeners' mTLS modes and authorizers, by listener name.
     pub listener_security: HashMap<String, Arc<ListenerSecurity>>,
+    /// Listeners' layer 4 routes, by listener name; listeners without routes are absent.
+    pub tcp_routes: HashMap<String, Arc<TcpRoutes>>,
 }
 
 impl Snapshot {
@@ -46,6 +49,7 @@ impl Snapshot {
             route_tables: HashMap::new(),
             clusters: HashMap::new(),
             listener_security: HashMap::new(),
+            tcp_routes: HashMap::new(),
         }
     }
 
@@ -123,11 +127,13 @@ impl Snapshot {
 
         validate_listeners(&cfg.listeners, &route_tables, &clusters)?;
         let listener_security = compile_security(&cfg.listeners)?;
+        let tcp_routes = compile_tcp_routes(&cfg.listeners, &clusters)?;
         Ok(Self {
             source: cfg,
             route_tables,
             clusters,
             listener_security,
+            tcp_routes,
         })
     }
 }
@@ -144,6 +150,31 @@ fn compile_security(
         let security = ListenerSecurity::compile(l)
             .map_err(|(f, r)| ConfigError::at(format!("listeners[{i}].{f}"), r))?;
         out.insert(l.name.clone(), Arc::new(security));
+    }
+    Ok(out)
+}
+
+/// Every listener's layer 4 routes; a route to a cluster or subset the config lacks is an
+/// error, as on HTTP routes.
+fn compile_tcp_routes(
+    listeners: &[pb::Listener],
+    clusters: &HashMap<String, Arc<Cluster>>,
+) -> Result<HashMap<String, Arc<TcpRoutes>>, ConfigError> {
+    let cluster_ok = |name: &str, subset: &str| match clusters.get(name) {
+        None => Err(format!("unknown cluster {name:?}")),
+        Some(c) if c.balancer(subset).is_none() => {
+            Err(format!("cluster {name:?} has no subset {subset:?}"))
+        }
+        Some(_) => Ok(()),
+    };
+    let mut out = HashMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.tcp_routes.is_empty() {
+            continue;
+        }
+        let routes = TcpRoutes::compile(&l.tcp_routes, cluster_ok)
+            .map_err(|(f, r)| ConfigError::at(format!("listeners[{i}].{f}"), r))?;
+        out.insert(l.name.clone(), Arc::new(routes));
     }
     Ok(out)
 }
@@ -179,10 +210,10 @@ fn validate_listeners(
                         format!("unknown cluster {:?}", l.tcp_cluster),
                     ));
                 }
-                if l.tcp_cluster.is_empty() && !l.transparent {
+                if l.tcp_cluster.is_empty() && !l.transparent && l.tcp_routes.is_empty() {
                     return Err(ConfigError::at(
                         at("tcpCluster"),
-                        "required unless the listener is transparent",
+                        "required unless the listener is transparent or has tcpRoutes",
                     ));
                 }
             }

@@ -1,5 +1,7 @@
 //! Listeners: binding, accepting, and replacing them when the config changes.
 
+mod http_sniff;
+mod l4;
 mod original_dst;
 mod secure;
 mod serve;
@@ -15,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use l4::{HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT, TcpTarget};
 pub use original_dst::original_dst;
 pub use secure::{InboundTls, PeerIdentity, Secured};
 
@@ -196,6 +199,7 @@ impl Listeners {
             .clone();
         let local_port = listener.local_addr().map_or(0, |a| a.port());
         let inbound = spec.direction() == pb::Direction::Inbound;
+        let l4 = Arc::new(l4::L4Listener::new(&spec));
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -239,16 +243,30 @@ impl Listeners {
                 accepted.inc();
                 active.inc();
                 let active = active.clone();
-                let serve = serve::Serve {
-                    proxy: proxy.clone(),
-                    builder: builder.clone(),
-                    drain: drain.clone(),
-                    tcp_cluster: (spec.protocol() == pb::ListenerProtocol::Tcp)
-                        .then(|| spec.tcp_cluster.clone()),
-                    security,
-                };
+                let proxy = proxy.clone();
+                let builder = builder.clone();
+                let drain = drain.clone();
+                let l4 = l4.clone();
                 let tls = tls.clone();
                 tracker.spawn(async move {
+                    // Where the client was going: its original destination, else this
+                    // listener's local address it connected to.
+                    let dst = original_dst
+                        .or_else(|| stream.local_addr().ok())
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], local_port)));
+                    let snapshot = proxy.state.load_full();
+                    let tcp = match l4::classify(&stream, &l4, &snapshot, dst, original_dst).await {
+                        l4::Forward::Http => None,
+                        l4::Forward::Tcp(target) => Some(target),
+                    };
+                    drop(snapshot);
+                    let serve = serve::Serve {
+                        proxy,
+                        builder,
+                        drain,
+                        tcp,
+                        security,
+                    };
                     match &serve.security {
                         // Outbound: plaintext from the local application.
                         None => serve.run(stream, conn).await,

@@ -10,6 +10,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::l4::TcpTarget;
 use crate::authz::{Attributes, Decision};
 use crate::config::ListenerSecurity;
 use crate::http::{ConnInfo, Proxy};
@@ -24,22 +25,23 @@ pub struct Serve {
     pub proxy: Arc<Proxy>,
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     pub drain: CancellationToken,
-    /// `Some` on TCP listeners (empty: the original destination).
-    pub tcp_cluster: Option<String>,
+    /// `Some` for a connection forwarded as TCP (a TCP listener's, one a layer 4 route
+    /// took, or a transparent listener's non-HTTP one); `None` for HTTP.
+    pub tcp: Option<TcpTarget>,
     /// Inbound listeners only.
     pub security: Option<Arc<ListenerSecurity>>,
 }
 
 impl Serve {
     pub async fn run(self, io: impl Io, conn: ConnInfo) {
-        match self.tcp_cluster {
-            Some(cluster) => {
+        match self.tcp {
+            Some(target) => {
                 if let Some(security) = &self.security
                     && !tcp_allowed(security, &conn)
                 {
                     return;
                 }
-                serve_tcp(io, conn, self.proxy, cluster).await
+                serve_tcp(io, conn, self.proxy, target).await
             }
             None => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
         }
@@ -134,21 +136,17 @@ pub async fn serve_http(
     }
 }
 
-pub async fn serve_tcp(
-    mut stream: impl Io,
-    conn: ConnInfo,
-    proxy: Arc<Proxy>,
-    tcp_cluster: String,
-) {
+/// Connects to `target` (with the cluster's load balancing and upstream TLS policy) and
+/// splices the two connections.
+pub async fn serve_tcp(mut stream: impl Io, conn: ConnInfo, proxy: Arc<Proxy>, target: TcpTarget) {
     let snapshot = proxy.state.load_full();
-    let target = if tcp_cluster.is_empty() {
-        conn.original_dst.map(|dst| {
+    let upstream = match &target {
+        TcpTarget::OriginalDst(dst) => {
             let plain = crate::upstream::Transport::Plain;
-            (proxy.passthrough_pool().clone(), dst, plain)
-        })
-    } else {
-        snapshot.clusters.get(&tcp_cluster).and_then(|c| {
-            let balancer = c.balancer("")?;
+            Some((proxy.passthrough_pool().clone(), *dst, plain))
+        }
+        TcpTarget::Cluster { cluster, subset } => snapshot.clusters.get(cluster).and_then(|c| {
+            let balancer = c.balancer(subset)?;
             let hash = c.hash_key(&HashInput {
                 headers: &http::HeaderMap::new(),
                 query: None,
@@ -157,10 +155,12 @@ pub async fn serve_tcp(
             let index = balancer.pick(hash, &[])?;
             let endpoint = &balancer.endpoints()[index];
             Some((c.pool.clone(), endpoint.address, endpoint.transport.clone()))
-        })
+        }),
+        TcpTarget::Close => None,
     };
-    let Some((pool, addr, transport)) = target else {
-        tracing::debug!(peer = %conn.peer, "tcp: no upstream, closing");
+    drop(snapshot);
+    let Some((pool, addr, transport)) = upstream else {
+        tracing::debug!(peer = %conn.peer, ?target, "tcp: no upstream, closing");
         return;
     };
     let mut upstream = match pool.connect_with(addr, &transport, Alpn::None).await {

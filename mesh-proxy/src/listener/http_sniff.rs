@@ -1,0 +1,87 @@
+//! Telling HTTP from other protocols by a connection's first bytes, on transparent listeners
+//! that receive whatever the application sends.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Longest method token looked at; longer is not a method any client sends.
+const MAX_METHOD: usize = 20;
+
+/// What the first bytes say.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Http,
+    NotHttp,
+    NeedMore,
+}
+
+/// An HTTP/1 request line starts with a method token (upper-case letters, as every method
+/// a client sends is) and a space; so does HTTP/2's preface with prior knowledge ("PRI *").
+pub fn judge(first_bytes: &[u8]) -> Judgement {
+    if first_bytes.is_empty() {
+        return Judgement::NeedMore;
+    }
+    for (i, b) in first_bytes.iter().enumerate().take(MAX_METHOD + 1) {
+        match b {
+            b' ' if i > 0 => return Judgement::Http,
+            b'A'..=b'Z' | b'-' | b'_' if i < MAX_METHOD => {}
+            _ => return Judgement::NotHttp,
+        }
+    }
+    // Only method characters so far.
+    Judgement::NeedMore
+}
+
+/// Peeks at the start of `stream`: true when it is HTTP. Silence until `deadline` (a
+/// server-first protocol such as MySQL) or EOF is not HTTP.
+pub async fn sniff_http(stream: &TcpStream, deadline: Duration) -> io::Result<bool> {
+    let until = Instant::now() + deadline;
+    let mut buf = [0u8; MAX_METHOD + 1];
+    let mut seen = 0;
+    loop {
+        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
+            Ok(n) => n?,
+            Err(_) => return Ok(false),
+        };
+        if n == 0 {
+            return Ok(false);
+        }
+        match judge(&buf[..n]) {
+            Judgement::Http => return Ok(true),
+            Judgement::NotHttp => return Ok(false),
+            Judgement::NeedMore if n == buf.len() || Instant::now() >= until => return Ok(false),
+            Judgement::NeedMore => {}
+        }
+        // peek returns at once while any byte is buffered: wait a little for more.
+        if n == seen {
+            tokio::time::sleep(Duration::from_millis(2).min(until - Instant::now())).await;
+        }
+        seen = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_and_others() {
+        assert_eq!(judge(b"GET / HTTP/1.1\r\n"), Judgement::Http);
+        assert_eq!(judge(b"POST /x HTTP/1.1"), Judgement::Http);
+        assert_eq!(judge(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Judgement::Http);
+        assert_eq!(judge(b"GE"), Judgement::NeedMore);
+        assert_eq!(judge(b""), Judgement::NeedMore);
+        assert_eq!(judge(&[0x16, 0x03, 0x01, 0x02, 0x00]), Judgement::NotHttp);
+        assert_eq!(
+            judge(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"),
+            Judgement::NotHttp
+        );
+        assert_eq!(judge(b"get / HTTP/1.1"), Judgement::NotHttp);
+        assert_eq!(judge(b" GET"), Judgement::NotHttp);
+        assert_eq!(judge(b"ABCDEFGHIJKLMNOPQRSTU"), Judgement::NotHttp);
+        assert_eq!(judge(b"PING\r\n"), Judgement::NotHttp);
+    }
+}
