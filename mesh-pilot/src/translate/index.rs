@@ -171,10 +171,16 @@ impl MeshIndex {
         let source_labels: Vec<BTreeMap<String, String>> = index
             .virtual_services
             .iter()
-            .flat_map(|vs| vs.spec.http.iter())
-            .flat_map(|h| h.matches.iter())
-            .filter(|m| !m.source_labels.is_empty())
-            .map(|m| m.source_labels.clone())
+            .flat_map(|vs| {
+                let http = vs.spec.http.iter().flat_map(|r| &r.matches);
+                let tls = vs.spec.tls.iter().flat_map(|r| &r.matches);
+                let tcp = vs.spec.tcp.iter().flat_map(|r| &r.matches);
+                http.map(|m| &m.source_labels)
+                    .chain(tls.map(|m| &m.source_labels))
+                    .chain(tcp.map(|m| &m.source_labels))
+            })
+            .filter(|labels| !labels.is_empty())
+            .cloned()
             .collect();
         for labels in source_labels {
             index.selector(Selector {
@@ -231,19 +237,33 @@ impl MeshIndex {
         }
     }
 
+    /// Whether the Sidecar of a scope declares egress listeners the proxy binds explicitly.
+    pub fn has_egress_ports(&self, scope: &ScopeKey) -> bool {
+        scope
+            .sidecar
+            .is_some_and(|i| !self.sidecars[i].egress_ports.is_empty())
+    }
+
     /// The outbound route table and clusters of a scope, built on first use and then shared.
     pub fn outbound(&self, scope: &ScopeKey) -> Arc<Outbound> {
         if let Some(hit) = self.cache.lock().expect("scope cache").get(scope) {
             return hit.clone();
         }
         // Built outside the lock: two proxies of a new scope may both build it; equal results.
-        let built = Arc::new(outbound::build(self, scope));
-        self.cache
-            .lock()
-            .expect("scope cache")
-            .entry(scope.clone())
-            .or_insert(built)
-            .clone()
+        let built = outbound::build(self, scope);
+        let mut cache = self.cache.lock().expect("scope cache");
+        if let Some(hit) = cache.get(scope) {
+            return hit.clone();
+        }
+        // Scopes of different namespaces mostly translate alike; equal configs share one copy
+        // (at 1000 services one copy is megabytes, and a generation holds a scope per namespace).
+        let shared = cache
+            .values()
+            .find(|other| ***other == built)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(built));
+        cache.insert(scope.clone(), shared.clone());
+        shared
     }
 
     /// How many scopes have an outbound config cached.

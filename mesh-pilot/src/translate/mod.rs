@@ -6,7 +6,7 @@
 //! [`ScopeKey`] (namespace, Sidecar, matching selectors), is memoised there and shared, and
 //! only the listeners and the inbound part are built per proxy.
 //!
-//! Warnings: what the resources ask for but the proxy cannot do yet (mirroring, TCP ports,
+//! Warnings: what the resources ask for but the proxy cannot do yet (mirroring, UDP ports,
 //! circuit breaking, ...) and references that lead nowhere (unknown
 //! hosts or subsets) do not fail translation; they are returned sorted and deduplicated in
 //! [`Translated::warnings`] for pilot to report. A route whose destination host, port or
@@ -16,6 +16,7 @@
 mod hosts;
 mod inbound;
 mod index;
+mod l4;
 mod outbound;
 mod policy;
 mod routes;
@@ -31,6 +32,7 @@ use mesh_proto::discovery::v1::ProxyAddresses;
 pub use hosts::{DOMAIN_SUFFIX, domains, resolve as resolve_host};
 pub use inbound::{INBOUND, INBOUND_CLUSTER, InboundSecurity, security as inbound_security};
 pub use index::MeshIndex;
+pub use l4::{BLACKHOLE, EgressListener};
 pub use outbound::{OUTBOUND, Outbound, cluster_name};
 pub use policy::{Effective as EffectivePolicy, merge as merge_traffic_policy};
 pub use routes::{NO_CLUSTER_BODY, NO_CLUSTER_STATUS, retry_policy};
@@ -172,19 +174,60 @@ pub fn translate_shared(
             shared.inbound = Some((table, cluster));
         }
     }
-    if !a.outbound.is_empty() {
-        let out = mesh.outbound(&mesh.scope(proxy.workload));
-        shared.listeners.push(Listener {
-            name: OUTBOUND.to_string(),
-            address: a.outbound.clone(),
-            direction: Direction::Outbound as i32,
-            protocol: ListenerProtocol::Http as i32,
-            route_table: OUTBOUND.to_string(),
-            tcp_cluster: String::new(),
-            outbound_traffic_policy: out.outbound_traffic_policy as i32,
-            transparent: a.transparent,
-            ..Default::default()
-        });
+    let scope = mesh.scope(proxy.workload);
+    if !a.outbound.is_empty() || mesh.has_egress_ports(&scope) {
+        let out = mesh.outbound(&scope);
+        let policy = out.outbound_traffic_policy as i32;
+        if !a.outbound.is_empty() {
+            shared.listeners.push(Listener {
+                name: OUTBOUND.to_string(),
+                address: a.outbound.clone(),
+                direction: Direction::Outbound as i32,
+                protocol: ListenerProtocol::Http as i32,
+                route_table: OUTBOUND.to_string(),
+                tcp_cluster: String::new(),
+                outbound_traffic_policy: policy,
+                transparent: a.transparent,
+                // Connections keep their original destination only when redirected; an
+                // explicit outbound listener is an HTTP proxy.
+                tcp_routes: if a.transparent {
+                    out.tcp_routes.clone()
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            });
+        }
+        for e in &out.egress_listeners {
+            if e.address == a.outbound || e.address == a.inbound {
+                shared.warnings.push(format!(
+                    "proxy {}: Sidecar egress listener {} has the address of its {} listener; skipped",
+                    proxy.id,
+                    e.address,
+                    if e.address == a.outbound { OUTBOUND } else { INBOUND }
+                ));
+                continue;
+            }
+            shared.listeners.push(Listener {
+                name: e.name.clone(),
+                address: e.address.clone(),
+                direction: Direction::Outbound as i32,
+                protocol: if e.http {
+                    ListenerProtocol::Http
+                } else {
+                    ListenerProtocol::Tcp
+                } as i32,
+                route_table: if e.http {
+                    OUTBOUND.to_string()
+                } else {
+                    String::new()
+                },
+                outbound_traffic_policy: policy,
+                tcp_routes: e.tcp_routes.clone(),
+                ..Default::default()
+            });
+        }
+        shared.listeners.sort_by(|x, y| x.name.cmp(&y.name));
         shared.outbound = Some(out);
     }
     Ok(shared)
@@ -199,5 +242,7 @@ pub fn translate(mesh: &MeshIndex, proxy: &ProxyContext) -> Result<Translated, T
     })
 }
 
+#[cfg(test)]
+mod l4_tests;
 #[cfg(test)]
 mod tests;

@@ -1,16 +1,20 @@
 //! The outbound config shared by every proxy of one scope: the `outbound` route table (one
-//! virtual host per visible service HTTP port) and the clusters (per port and per subset).
+//! virtual host per visible service HTTP port), the clusters (per port and per subset), and
+//! the layer 4 routes of the other ports (see [`super::l4`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mesh_api::networking::{self as api, HttpMatchRequest, OutboundMode, Subset};
-use mesh_proto::config::v1::{Cluster, Endpoint, OutboundTrafficPolicy, RouteTable, VirtualHost};
+use mesh_proto::config::v1::{
+    Cluster, Endpoint, OutboundTrafficPolicy, RouteTable, TcpRoute, VirtualHost,
+};
 
 use super::index::{DrEntry, MeshIndex, Selector, VsEntry};
+use super::l4::{self, EgressListener};
 use super::routes::{self, RouteEnv};
 use super::scope::{ROOT_NAMESPACE, ScopeKey, SidecarEntry};
 use super::{hosts, policy};
-use crate::registry::{Service, ServicePort, export_visible, labels_match};
+use crate::registry::{Protocol, Service, ServicePort, export_visible, labels_match};
 
 /// Name of the outbound route table and listener.
 pub const OUTBOUND: &str = "outbound";
@@ -22,6 +26,10 @@ pub struct Outbound {
     /// Sorted by name.
     pub clusters: Vec<Cluster>,
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Layer 4 routes of the transparent outbound listener, for every visible non-HTTP port.
+    pub tcp_routes: Vec<TcpRoute>,
+    /// The Sidecar's egress listeners bound explicitly, sorted by address.
+    pub egress_listeners: Vec<EgressListener>,
     /// Sorted, without duplicates.
     pub warnings: Vec<String>,
 }
@@ -37,13 +45,13 @@ struct DrView<'a> {
     subsets: Vec<&'a Subset>,
 }
 
-struct Builder<'a> {
+pub(super) struct Builder<'a> {
     registry: &'a crate::registry::Registry,
-    scope: &'a ScopeKey,
+    pub(super) scope: &'a ScopeKey,
     selector_ids: &'a HashMap<Selector, usize>,
-    sidecar: Option<&'a SidecarEntry>,
+    pub(super) sidecar: Option<&'a SidecarEntry>,
     /// Visible services by hostname (one per host).
-    services: BTreeMap<&'a str, &'a Service>,
+    pub(super) services: BTreeMap<&'a str, &'a Service>,
     /// Visible VirtualServices in Istio's order for this namespace.
     virtual_services: Vec<&'a VsEntry>,
     /// The DestinationRule in force for each visible service.
@@ -51,7 +59,7 @@ struct Builder<'a> {
     /// Visible VirtualServices by exact host (the first wins), and the wildcard hosts.
     vs_exact: HashMap<&'a str, &'a VsEntry>,
     vs_wildcard: Vec<(&'a str, &'a VsEntry)>,
-    warnings: Vec<String>,
+    pub(super) warnings: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -129,7 +137,7 @@ impl<'a> Builder<'a> {
 
     /// The VirtualService for a host: the first with the exact host, else the first with the
     /// most specific wildcard covering it.
-    fn virtual_service(&self, host: &str) -> Option<&'a VsEntry> {
+    pub(super) fn virtual_service(&self, host: &str) -> Option<&'a VsEntry> {
         if let Some(vs) = self.vs_exact.get(host) {
             return Some(vs);
         }
@@ -193,8 +201,78 @@ impl<'a> Builder<'a> {
         None
     }
 
-    fn routable(port: &ServicePort) -> bool {
-        port.protocol.is_http() || port.protocol == crate::registry::Protocol::Unknown
+    /// Ports routed by HTTP attributes: HTTP protocols, and Unknown (Istio sniffs those).
+    pub(super) fn routable(port: &ServicePort) -> bool {
+        port.protocol.is_http() || port.protocol == Protocol::Unknown
+    }
+
+    /// Ports with clusters: every one the proxy carries (all but UDP).
+    fn has_clusters(port: &ServicePort) -> bool {
+        port.protocol != Protocol::Udp
+    }
+
+    /// The cluster of a VirtualService destination: its host resolved in `vs_namespace`, its
+    /// port, else the service's only port, else `port`; with the port's protocol.
+    pub(super) fn destination(
+        &self,
+        dest: &api::Destination,
+        vs_namespace: &str,
+        port: u32,
+    ) -> Result<(String, Protocol), String> {
+        let host = hosts::resolve(&dest.host, vs_namespace);
+        let svc = self
+            .services
+            .get(host.as_str())
+            .ok_or_else(|| format!("destination host {host} is not a service visible here"))?;
+        let port = match &dest.port {
+            Some(p) => p.number,
+            None if svc.ports.len() == 1 => svc.ports[0].number,
+            None => port,
+        };
+        let sp = svc
+            .port(port)
+            .ok_or_else(|| format!("destination {host} has no port {port}"))?;
+        if !Self::has_clusters(sp) {
+            return Err(format!(
+                "destination {host} port {port} is UDP, not proxied"
+            ));
+        }
+        let subset = dest.subset.as_deref().unwrap_or("");
+        if !subset.is_empty() {
+            let dr = self.drs.get(svc.hostname.as_str());
+            if !dr.is_some_and(|d| d.subsets.iter().any(|s| s.name == subset)) {
+                return Err(format!(
+                    "subset {subset} of {host} is not defined by a DestinationRule visible here"
+                ));
+            }
+        }
+        Ok((cluster_name(port, subset, &svc.hostname), sp.protocol))
+    }
+
+    /// Whether a route match's source conditions hold for the proxies of this scope: only the
+    /// `mesh` gateway, the proxy's namespace, the proxy's labels.
+    pub(super) fn source_applies(
+        &self,
+        gateways: &[String],
+        source_namespace: Option<&String>,
+        source_labels: &BTreeMap<String, String>,
+    ) -> bool {
+        if !gateways.is_empty() && !gateways.iter().any(|g| g == "mesh") {
+            return false;
+        }
+        if source_namespace.is_some_and(|ns| *ns != self.scope.namespace) {
+            return false;
+        }
+        if source_labels.is_empty() {
+            return true;
+        }
+        let sel = Selector {
+            namespace: None,
+            labels: source_labels.clone(),
+        };
+        self.selector_ids
+            .get(&sel)
+            .is_some_and(|i| self.scope.selected.contains(i))
     }
 
     fn clusters_of(&mut self, svc: &'a Service, out: &mut Vec<Cluster>) {
@@ -202,7 +280,7 @@ impl<'a> Builder<'a> {
             .drs
             .get(svc.hostname.as_str())
             .map(|d| (d.top, d.subsets.clone()));
-        for port in svc.ports.iter().filter(|p| Self::routable(p)) {
+        for port in svc.ports.iter().filter(|p| Self::has_clusters(p)) {
             let (top, subsets) = match &dr {
                 Some((top, subsets)) => (*top, subsets.as_slice()),
                 None => (None, &[][..]),
@@ -240,9 +318,9 @@ impl<'a> Builder<'a> {
     fn virtual_hosts_of(&mut self, svc: &'a Service, out: &mut Vec<VirtualHost>) {
         let http_ports: Vec<&ServicePort> =
             svc.ports.iter().filter(|p| Self::routable(p)).collect();
-        for p in svc.ports.iter().filter(|p| !Self::routable(p)) {
+        for p in svc.ports.iter().filter(|p| !Self::has_clusters(p)) {
             self.warnings.push(format!(
-                "{} {}/{}: port {} ({}) of {}: only HTTP is routed yet; skipped",
+                "{} {}/{}: port {} ({}) of {}: UDP is not proxied; skipped",
                 svc.origin.kind,
                 svc.origin.namespace,
                 svc.origin.name,
@@ -292,59 +370,21 @@ struct Env<'b, 'a> {
 
 impl RouteEnv for Env<'_, '_> {
     fn cluster(&self, dest: &api::Destination) -> Result<String, String> {
-        let host = hosts::resolve(&dest.host, &self.vs.namespace);
-        let svc = self
-            .b
-            .services
-            .get(host.as_str())
-            .ok_or_else(|| format!("destination host {host} is not a service visible here"))?;
-        let port = match &dest.port {
-            Some(p) => p.number,
-            None if svc.ports.len() == 1 => svc.ports[0].number,
-            None => self.port,
-        };
-        let sp = svc
-            .port(port)
-            .ok_or_else(|| format!("destination {host} has no port {port}"))?;
-        if !Builder::routable(sp) {
+        let (cluster, protocol) = self.b.destination(dest, &self.vs.namespace, self.port)?;
+        if !(protocol.is_http() || protocol == Protocol::Unknown) {
+            let port = cluster.split('|').nth(1).unwrap_or_default();
             return Err(format!(
-                "destination {host} port {port} is {}, not HTTP",
-                sp.protocol.as_str()
+                "destination {} port {port} is {}, not HTTP",
+                hosts::resolve(&dest.host, &self.vs.namespace),
+                protocol.as_str()
             ));
         }
-        let subset = dest.subset.as_deref().unwrap_or("");
-        if !subset.is_empty() {
-            let dr = self.b.drs.get(svc.hostname.as_str());
-            if !dr.is_some_and(|d| d.subsets.iter().any(|s| s.name == subset)) {
-                return Err(format!(
-                    "subset {subset} of {host} is not defined by a DestinationRule visible here"
-                ));
-            }
-        }
-        Ok(cluster_name(port, subset, &svc.hostname))
+        Ok(cluster)
     }
 
     fn applies(&self, m: &HttpMatchRequest) -> bool {
-        if !m.gateways.is_empty() && !m.gateways.iter().any(|g| g == "mesh") {
-            return false;
-        }
-        if m.source_namespace
-            .as_ref()
-            .is_some_and(|ns| *ns != self.b.scope.namespace)
-        {
-            return false;
-        }
-        if m.source_labels.is_empty() {
-            return true;
-        }
-        let sel = Selector {
-            namespace: None,
-            labels: m.source_labels.clone(),
-        };
         self.b
-            .selector_ids
-            .get(&sel)
-            .is_some_and(|i| self.b.scope.selected.contains(i))
+            .source_applies(&m.gateways, m.source_namespace.as_ref(), &m.source_labels)
     }
 
     fn port(&self) -> u32 {
@@ -425,17 +465,9 @@ pub(super) fn build(index: &MeshIndex, scope: &ScopeKey) -> Outbound {
         b.clusters_of(svc, &mut clusters);
         b.virtual_hosts_of(svc, &mut vhosts);
     }
+    let (tcp_routes, egress_listeners, blackhole) = l4::build(&mut b);
+    clusters.extend(blackhole);
     for vs in &b.virtual_services {
-        // The proxy model has no place for layer 4 routes yet (one `tcp_cluster` per listener,
-        // no weights, no destination or SNI matches): say so instead of dropping them quietly.
-        for (kind, count) in [("tcp", vs.spec.tcp.len()), ("tls", vs.spec.tls.len())] {
-            if count > 0 {
-                b.warnings.push(format!(
-                    "VirtualService {}/{}: {count} {kind} route(s) not translated: the proxy has no layer 4 routing yet",
-                    vs.namespace, vs.name
-                ));
-            }
-        }
         for h in &vs.hosts {
             if !h.starts_with('*') && !b.services.contains_key(h.as_str()) {
                 b.warnings.push(format!(
@@ -465,6 +497,8 @@ pub(super) fn build(index: &MeshIndex, scope: &ScopeKey) -> Outbound {
             OutboundMode::AllowAny => OutboundTrafficPolicy::AllowAny,
             OutboundMode::RegistryOnly => OutboundTrafficPolicy::RegistryOnly,
         },
+        tcp_routes,
+        egress_listeners,
         warnings,
     }
 }

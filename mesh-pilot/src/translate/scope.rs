@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use mesh_api::networking::{OutboundMode, Sidecar};
+use mesh_api::networking::{CaptureMode, OutboundMode, Sidecar};
 
 use super::hosts;
-use crate::registry::labels_match;
+use crate::registry::{Protocol, labels_match};
 
 /// Namespace whose namespace-wide Sidecar applies where a namespace has none (Istio's root).
 pub const ROOT_NAMESPACE: &str = "istio-system";
@@ -31,7 +31,20 @@ pub struct SidecarEntry {
     pub created: String,
     pub selector: Option<BTreeMap<String, String>>,
     pub egress: Vec<EgressHost>,
+    /// Egress listeners with a port that the proxy listens on explicitly.
+    pub egress_ports: Vec<EgressPort>,
     pub mode: OutboundMode,
+}
+
+/// A Sidecar egress listener with a `port`, bound explicitly: with `bind`, or with
+/// `captureMode: NONE` on 127.0.0.1 (Istio's default bind for NONE).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressPort {
+    pub number: u32,
+    pub protocol: Protocol,
+    pub bind: String,
+    /// The hosts this listener imports; services outside them are not reachable through it.
+    pub hosts: Vec<EgressHost>,
 }
 
 /// One `namespace/host` of a Sidecar's egress.
@@ -51,20 +64,56 @@ impl SidecarEntry {
         warnings: &mut Vec<String>,
     ) -> SidecarEntry {
         let mut egress = Vec::new();
+        let mut egress_ports = Vec::new();
         for l in &spec.egress {
-            if l.port.is_some() || l.bind.is_some() {
-                warnings.push(format!(
-                    "Sidecar {namespace}/{name}: egress listeners with a port or bind are not supported yet; only their hosts are used"
-                ));
-            }
-            for h in &l.hosts {
-                let (ns, host) = h.split_once('/').unwrap_or(("*", h));
-                let ns = if ns == "." { namespace } else { ns };
-                egress.push(EgressHost {
-                    namespace: ns.to_string(),
-                    host: host.to_string(),
-                });
-            }
+            let hosts: Vec<EgressHost> = l
+                .hosts
+                .iter()
+                .map(|h| {
+                    let (ns, host) = h.split_once('/').unwrap_or(("*", h));
+                    let ns = if ns == "." { namespace } else { ns };
+                    EgressHost {
+                        namespace: ns.to_string(),
+                        host: host.to_string(),
+                    }
+                })
+                .collect();
+            egress.extend(hosts.iter().cloned());
+            let Some(port) = &l.port else {
+                if l.bind.is_some() {
+                    warnings.push(format!(
+                        "Sidecar {namespace}/{name}: an egress listener with bind but no port is not supported; its hosts are imported, nothing listens on {}",
+                        l.bind.as_deref().unwrap_or_default()
+                    ));
+                }
+                continue;
+            };
+            let bind = match (&l.bind, l.capture_mode) {
+                (Some(b), _) if b.starts_with("unix://") => {
+                    warnings.push(format!(
+                        "Sidecar {namespace}/{name}: egress port {}: unix domain socket bind {b} is not supported; no listener",
+                        port.number
+                    ));
+                    continue;
+                }
+                (Some(b), _) => b.clone(),
+                (None, CaptureMode::None) => "127.0.0.1".to_string(),
+                (None, _) => {
+                    // Captured traffic reaches the transparent outbound listener, which routes
+                    // it by its original destination; a separate socket would never see it.
+                    warnings.push(format!(
+                        "Sidecar {namespace}/{name}: egress port {} without bind and with traffic capture: routed by the outbound listener; no separate listener (set bind or captureMode: NONE for one)",
+                        port.number
+                    ));
+                    continue;
+                }
+            };
+            egress_ports.push(EgressPort {
+                number: port.number,
+                protocol: Protocol::from_canonical(port.resolved_protocol()),
+                bind,
+                hosts,
+            });
         }
         // A Sidecar without egress listeners imports everything, as Istio's default.
         if spec.egress.is_empty() {
@@ -83,6 +132,7 @@ impl SidecarEntry {
                 .map(|s| s.labels.clone())
                 .filter(|l| !l.is_empty()),
             egress,
+            egress_ports,
             mode: spec
                 .outbound_traffic_policy
                 .as_ref()
@@ -93,12 +143,23 @@ impl SidecarEntry {
 
     /// Whether a host declared in `namespace` is imported by the egress hosts.
     pub fn imports(&self, namespace: &str, host: &str) -> bool {
-        self.egress.iter().any(|e| {
-            e.namespace != "~"
-                && (e.namespace == "*" || e.namespace == namespace)
-                && (hosts::covers(&e.host, host) || hosts::covers(host, &e.host))
-        })
+        imported(&self.egress, namespace, host)
     }
+}
+
+impl EgressPort {
+    /// Whether this listener's hosts import a host declared in `namespace`.
+    pub fn imports(&self, namespace: &str, host: &str) -> bool {
+        imported(&self.hosts, namespace, host)
+    }
+}
+
+fn imported(egress: &[EgressHost], namespace: &str, host: &str) -> bool {
+    egress.iter().any(|e| {
+        e.namespace != "~"
+            && (e.namespace == "*" || e.namespace == namespace)
+            && (hosts::covers(&e.host, host) || hosts::covers(host, &e.host))
+    })
 }
 
 /// Istio's choice of Sidecar: one in the proxy's namespace whose selector matches its labels,
@@ -186,6 +247,38 @@ mod tests {
         );
         assert_eq!(select_sidecar(&sidecars, "other", &labels(&[])), Some(0));
         assert_eq!(select_sidecar(&sidecars[1..], "other", &labels(&[])), None);
+    }
+
+    #[test]
+    fn egress_ports_bind_explicitly_or_are_left_to_capture() {
+        let mut warnings = Vec::new();
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s, namespace: shop}\nspec:\n  egress:\n  - port: {number: 5432, name: tcp-db}\n    captureMode: NONE\n    hosts: [./db.shop.svc.cluster.local]\n  - port: {number: 9080, protocol: HTTP, name: web}\n    bind: 127.0.0.5\n    hosts: ['*/*']\n  - port: {number: 6379, name: redis}\n    hosts: ['./*']\n";
+        let (r, e) = mesh_api::load_str("s.yaml", yaml);
+        assert!(e.is_empty(), "{e:?}");
+        let mesh_api::Resource::Sidecar(sc) = &r[0] else {
+            panic!()
+        };
+        let s = SidecarEntry::new("shop", "s", "", &sc.spec, &mut warnings);
+        assert_eq!(s.egress_ports.len(), 2);
+        let db = &s.egress_ports[0];
+        assert_eq!(
+            (db.number, db.protocol, db.bind.as_str()),
+            (5432, Protocol::Tcp, "127.0.0.1")
+        );
+        assert!(db.imports("shop", "db.shop.svc.cluster.local"));
+        assert!(!db.imports("shop", "web.shop.svc.cluster.local"));
+        let web = &s.egress_ports[1];
+        assert_eq!(
+            (web.number, web.protocol, web.bind.as_str()),
+            (9080, Protocol::Http, "127.0.0.5")
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("egress port 6379 without bind"),
+            "{warnings:?}"
+        );
+        // Every listener's hosts are imported for the proxy as a whole.
+        assert!(s.imports("shop", "cache.shop.svc.cluster.local"));
     }
 
     #[test]

@@ -156,10 +156,13 @@ fn default_routes_domains_and_endpoints() {
         cluster(&t, "outbound|8443||web.shop.svc.cluster.local").protocol,
         UpstreamProtocol::Http2 as i32
     );
-    // TCP ports are skipped with a warning.
+    // A TCP port has a cluster, no virtual host: it is routed at layer 4 (see l4_tests).
     assert!(vhost(&t, "web.shop.svc.cluster.local:5432").is_none());
+    let tcp = cluster(&t, "outbound|5432||web.shop.svc.cluster.local");
+    assert_eq!(tcp.endpoints[0].address, "198.18.0.21:5432");
+    assert_eq!(tcp.protocol, UpstreamProtocol::SameAsDownstream as i32);
     assert!(
-        t.warnings.iter().any(|w| w.contains("port 5432 (TCP)")),
+        !t.warnings.iter().any(|w| w.contains("5432")),
         "{:?}",
         t.warnings
     );
@@ -680,29 +683,5 @@ spec:
     assert_eq!(
         cluster(&t, "outbound|80||web.shop.svc.cluster.local").tls,
         None
-    );
-}
-
-#[test]
-fn layer4_routes_are_reported_not_dropped_silently() {
-    let m = mesh(
-        "
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web-tcp, namespace: shop}
-spec:
-  hosts: [web.shop.svc.cluster.local]
-  tcp:
-  - match: [{port: 5432}]
-    route: [{destination: {host: web.shop.svc.cluster.local, port: {number: 5432}}}]
-",
-    );
-    let t = run(&m, "reviews-v1", "default", outbound_only());
-    assert!(
-        t.warnings
-            .iter()
-            .any(|w| w.contains("shop/web-tcp") && w.contains("1 tcp route")),
-        "{:?}",
-        t.warnings
     );
 }
