@@ -525,3 +525,184 @@ async fn a_new_endpoint_is_pushed_as_an_endpoint_update() {
         40
     );
 }
+
+/// A TCP server in the manner of Istio's tcp-echo sample: every line it reads comes back
+/// prefixed with its name.
+async fn tcp_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if w.write_all(format!("{name} {line}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A line-oriented TCP client connection.
+struct LineClient {
+    reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl LineClient {
+    async fn connect(addr: SocketAddr) -> Self {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (r, w) = s.into_split();
+        Self {
+            reader: tokio::io::BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    /// Sends `line`; the answer without its newline (empty when the connection closed).
+    async fn ask(&mut self, line: &str) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), self.reader.read_line(&mut answer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        answer.trim_end().to_string()
+    }
+}
+
+/// tcp-echo as a mesh service without sidecars (inline endpoints, one per version), a
+/// VirtualService `tcp` route with weights, and a client reaching it through its proxy's
+/// Sidecar egress port (captureMode NONE: the proxy listens on 127.0.0.1:PORT).
+fn tcp_echo_yaml(v1: SocketAddr, v2: SocketAddr, egress_port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: tcp-echo, namespace: default }}
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{ number: 9000, name: tcp }}]
+  endpoints:
+  - {{ address: 127.0.0.1, ports: {{ tcp: {} }}, labels: {{ app: tcp-echo, version: v1 }} }}
+  - {{ address: 127.0.0.1, ports: {{ tcp: {} }}, labels: {{ app: tcp-echo, version: v2 }} }}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{ name: tcp-echo, namespace: default }}
+spec:
+  host: tcp-echo
+  subsets:
+  - {{ name: v1, labels: {{ version: v1 }} }}
+  - {{ name: v2, labels: {{ version: v2 }} }}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{ name: client, namespace: default }}
+spec:
+  workloadSelector: {{ labels: {{ app: client }} }}
+  egress:
+  - port: {{ number: {egress_port}, name: tcp-echo, protocol: TCP }}
+    captureMode: NONE
+    hosts: [./tcp-echo.default.svc.cluster.local]
+  - hosts: ['./*']
+",
+        v1.port(),
+        v2.port()
+    )
+}
+
+fn tcp_echo_weights(v1: u32, v2: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{ name: tcp-echo, namespace: default }}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - route:
+    - {{ destination: {{ host: tcp-echo, port: {{ number: 9000 }}, subset: v1 }}, weight: {v1} }}
+    - {{ destination: {{ host: tcp-echo, port: {{ number: 9000 }}, subset: v2 }}, weight: {v2} }}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_weighted_route_through_a_sidecar_egress_port_changes_live() {
+    let (v1, _v1_task) = tcp_echo("one").await;
+    let (v2, _v2_task) = tcp_echo("two").await;
+    let egress = free_addr();
+    let client_port = free_addr().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        services_yaml(&[("client", "v1", client_port)]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tcp-echo.yaml"),
+        tcp_echo_yaml(v1, v2, egress.port()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tcp-echo-vs.yaml"),
+        tcp_echo_weights(100, 0),
+    )
+    .unwrap();
+    let mut mesh = Mesh {
+        dir,
+        pilot: None,
+        grpc: free_addr(),
+        workloads: Vec::new(),
+        expected_generation: std::sync::atomic::AtomicU64::new(0),
+    };
+    mesh.start_pilot().await;
+    mesh.add_workload("client", "v1", client_port, false).await;
+    mesh.wait_synced().await;
+
+    // 100/0: every connection reaches v1.
+    for i in 0..10 {
+        let mut c = LineClient::connect(egress).await;
+        assert_eq!(c.ask(&format!("hello {i}")).await, format!("one hello {i}"));
+    }
+    let mut open = LineClient::connect(egress).await;
+    assert_eq!(open.ask("before").await, "one before");
+
+    // 0/100, changed live: new connections reach v2 on the same listener.
+    mesh.write("tcp-echo-vs.yaml", &tcp_echo_weights(0, 100));
+    mesh.wait_synced().await;
+    for i in 0..10 {
+        let mut c = LineClient::connect(egress).await;
+        assert_eq!(c.ask(&format!("hello {i}")).await, format!("two hello {i}"));
+    }
+    // A connection opened before the change keeps its upstream.
+    assert_eq!(open.ask("after").await, "one after");
+
+    // 50/50 across many connections: both answer, within statistical bounds.
+    mesh.write("tcp-echo-vs.yaml", &tcp_echo_weights(50, 50));
+    mesh.wait_synced().await;
+    let mut ones = 0;
+    for _ in 0..200 {
+        let mut c = LineClient::connect(egress).await;
+        match c.ask("x").await.as_str() {
+            "one x" => ones += 1,
+            "two x" => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // Binomial(200, 0.5): standard deviation about 7; bounds at about 5.
+    assert!((65..=135).contains(&ones), "{ones} of 200 to v1");
+}
