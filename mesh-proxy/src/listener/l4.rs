@@ -129,3 +129,111 @@ fn fallback(listener: &L4Listener, original_dst: Option<SocketAddr>) -> TcpTarge
         _ => TcpTarget::Close,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The transparent path needs an iptables redirect to get an original destination from
+    //! the kernel; here the original destination is given, the connection is a real one.
+
+    use std::sync::Arc;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::identity::IdentitySlot;
+    use crate::metrics::Metrics;
+
+    fn snapshot(listener: serde_json::Value) -> Snapshot {
+        let cfg = serde_json::from_value(serde_json::json!({
+            "listeners": [listener],
+            "routeTables": [{ "name": "out" }],
+            "clusters": [{ "name": "db", "endpoints": [{ "address": "127.0.0.1:1" }] }],
+        }))
+        .unwrap();
+        Snapshot::compile(
+            cfg,
+            None,
+            &Metrics::default(),
+            &Arc::new(IdentitySlot::default()),
+        )
+        .unwrap()
+    }
+
+    fn transparent_http(policy: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": "outbound", "address": "127.0.0.1:0", "direction": "OUTBOUND",
+            "protocol": "HTTP", "routeTable": "out", "transparent": true,
+            "outboundTrafficPolicy": policy,
+            "tcpRoutes": [{
+                "name": "shop/db",
+                "matches": [{ "destinationPort": 5432, "destinationSubnets": ["198.18.10.1"] }],
+                "clusters": [{ "cluster": "db", "weight": 100 }]
+            }]
+        })
+    }
+
+    /// Classifies a real connection whose client first sends `first` (nothing when empty),
+    /// as if redirected from `original_dst`.
+    async fn classify_with(snap: &Snapshot, first: &[u8], original_dst: &str) -> Forward {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        if !first.is_empty() {
+            client.write_all(first).await.unwrap();
+        }
+        let (stream, _) = listener.accept().await.unwrap();
+        let spec = L4Listener::new(&snap.source.listeners[0]);
+        let dst: SocketAddr = original_dst.parse().unwrap();
+        classify(&stream, &spec, snap, dst, Some(dst)).await
+    }
+
+    fn target(f: Forward) -> Option<TcpTarget> {
+        match f {
+            Forward::Http => None,
+            Forward::Tcp(t) => Some(t),
+        }
+    }
+
+    #[tokio::test]
+    async fn transparent_listener_routes_by_original_destination_then_sniffs() {
+        let snap = snapshot(transparent_http("ALLOW_ANY"));
+        let db = TcpTarget::Cluster {
+            cluster: "db".into(),
+            subset: String::new(),
+        };
+        // A route takes the connection before any sniffing, whatever it sends.
+        let routed = classify_with(&snap, b"GET / HTTP/1.1\r\n", "198.18.10.1:5432").await;
+        assert_eq!(target(routed), Some(db));
+        // No route: HTTP stays HTTP.
+        let http = classify_with(&snap, b"GET / HTTP/1.1\r\n", "198.18.10.2:5432").await;
+        assert_eq!(target(http), None);
+        // Not HTTP: forwarded as TCP to where it was going.
+        let binary = classify_with(
+            &snap,
+            b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+            "198.18.10.2:5432",
+        );
+        assert_eq!(
+            target(binary.await),
+            Some(TcpTarget::OriginalDst("198.18.10.2:5432".parse().unwrap()))
+        );
+        // A server-first protocol sends nothing: TCP after the sniff timeout.
+        let silent = classify_with(&snap, b"", "198.18.10.3:3306").await;
+        assert_eq!(
+            target(silent),
+            Some(TcpTarget::OriginalDst("198.18.10.3:3306".parse().unwrap()))
+        );
+    }
+
+    #[tokio::test]
+    async fn registry_only_closes_unknown_tcp() {
+        let snap = snapshot(transparent_http("REGISTRY_ONLY"));
+        let unknown = classify_with(&snap, b"\x16\x03\x01\x00\x05", "198.18.10.2:443").await;
+        assert_eq!(target(unknown), Some(TcpTarget::Close));
+        // The registry's own TCP service is still reached.
+        let known = classify_with(&snap, b"\x00", "198.18.10.1:5432").await;
+        assert!(matches!(target(known), Some(TcpTarget::Cluster { .. })));
+    }
+}
