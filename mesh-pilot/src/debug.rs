@@ -123,7 +123,15 @@ pub fn syncz(discovery: &Discovery) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "generation": mesh.generation, "proxies": proxies })
+    let (encoded_configs, encoded_bytes) = discovery.encoded_scopes();
+    json!({
+        "generation": mesh.generation,
+        "resources": mesh.resource_count,
+        // Distinct encoded outbound configs alive, shared by the proxies of equal scopes.
+        "encoded_outbound_configs": encoded_configs,
+        "encoded_outbound_bytes": encoded_bytes,
+        "proxies": proxies,
+    })
 }
 
 fn json_reply(value: serde_json::Value) -> Response<Full<Bytes>> {

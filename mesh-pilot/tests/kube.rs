@@ -392,14 +392,7 @@ async fn an_invalid_virtual_service_is_rejected_and_the_last_good_one_stays() {
         pilot.discovery.metrics.config_errors.get() == 1
     })
     .await;
-    // Still the last good version, in the store and at the proxy.
-    let mesh = pilot.discovery.mesh();
-    let served = mesh
-        .resources
-        .iter()
-        .find(|r| r.name() == "reviews")
-        .unwrap();
-    assert_eq!(served.metadata().resource_version.as_deref(), Some("40500"));
+    // Still the last good version (3 s, not the rejected 7 s) at the proxy.
     assert_eq!(proxy.timeouts(REVIEWS), BTreeSet::from([3000]));
 
     // Fixed: the new version is served and the error clears.

@@ -1,6 +1,9 @@
-//! Scale benchmark: one in-process pilot, N services of M endpoints, P simulated proxies that
-//! ACK like real ones. Prints memory, CPU, time to serve every proxy, and convergence after a
-//! VirtualService change and after an endpoint change, next to the targets of issue 3.
+//! Scale benchmark: pilot in a process of its own (this binary re-run with `--serve`, which
+//! starts pilot exactly as `mesh-pilot --config-dir` does), N services of M endpoints, and P
+//! simulated proxies in this process that ACK like real ones. Prints pilot's memory and CPU
+//! (read from /proc of its process, so the clients do not count), the time to serve every
+//! proxy, and convergence after a VirtualService change and after an endpoint change, next to
+//! the targets of issue 3.
 //!
 //! `cargo run --release -p mesh-pilot --bin pilot-scale -- --services 1000 --endpoints 10 --proxies 2000`
 
@@ -12,11 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use http_body_util::BodyExt;
-use mesh_pilot::metrics::TypeLabels;
 use mesh_pilot::server::Pilot;
 use mesh_pilot::watch::Debounce;
 use mesh_proto::discovery::v1::{DiscoveryRequest, Node, ProxyAddresses, ResourceType};
 use prost::Message;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -47,6 +50,10 @@ struct Args {
     /// Limit of every wait, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Run pilot on this config directory and report its addresses (the benchmark starts
+    /// itself this way, so pilot has a process of its own).
+    #[arg(long, value_name = "DIR", hide = true)]
+    serve: Option<PathBuf>,
 }
 
 const SERVICE_NS: &str = "mesh";
@@ -469,18 +476,26 @@ async fn wait_for(
 
 /// Waits until pilot has nothing unacknowledged and every proxy is at the current generation.
 async fn wait_settled(
-    pilot: &Pilot,
+    pilot: &PilotProcess,
     proxies: usize,
     timeout: Duration,
-    fleet: &Fleet,
 ) -> anyhow::Result<()> {
-    wait_for("pilot to see every proxy in sync", timeout, fleet, || {
-        let syncz = mesh_pilot::debug::syncz(&pilot.discovery);
+    let start = Instant::now();
+    loop {
+        let syncz = pilot.syncz().await?;
         let list = syncz["proxies"].as_array().cloned().unwrap_or_default();
         let synced = list.iter().filter(|p| p["synced"] == true).count();
-        (list.len() != proxies || synced != proxies).then_some(proxies - synced.min(proxies))
-    })
-    .await?;
+        if list.len() == proxies && synced == proxies {
+            break;
+        }
+        ensure!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for pilot to see every proxy in sync: {} of {proxies} are",
+            synced
+        );
+        // The listing is large at scale; asking often would load pilot.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Quiet for longer than the debounce, so the next change starts a push of its own.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
@@ -524,8 +539,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A field of /proc/PID/status in kB (VmRSS, VmHWM).
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -539,9 +555,9 @@ fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-/// utime + stime of this process, from /proc/self/stat (in clock ticks of 1/100 s on Linux).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// utime + stime of a process, from /proc/PID/stat (in clock ticks of 1/100 s on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which may hold spaces, start at field 3.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -554,26 +570,113 @@ fn cpu_seconds() -> f64 {
     (ticks(14) + ticks(15)) as f64 / 100.0
 }
 
-fn pushes(pilot: &Pilot, kind: &str) -> u64 {
-    pilot
-        .discovery
-        .metrics
-        .pushes
-        .get_or_create(&TypeLabels {
-            r#type: kind.to_string(),
-        })
-        .get()
+/// Pilot in a child process, reached over its HTTP debug port like an operator would.
+struct PilotProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    resources: usize,
+    load_time: Duration,
 }
 
-fn push_errors(pilot: &Pilot, kind: &str) -> u64 {
-    pilot
-        .discovery
-        .metrics
-        .push_errors
-        .get_or_create(&TypeLabels {
-            r#type: kind.to_string(),
+impl PilotProcess {
+    async fn start(dir: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--serve")
+            .arg(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting pilot")?;
+        let pid = child.id().context("pilot exited at once")?;
+        let stdout = child.stdout.take().context("pilot stdout")?;
+        let mut line = String::new();
+        tokio::time::timeout(
+            timeout,
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .context("pilot did not start in time")??;
+        let mut words = line.split_whitespace();
+        let mut next = |what: &str| {
+            words
+                .next()
+                .with_context(|| format!("pilot reported no {what}: {line:?}"))
+        };
+        Ok(Self {
+            grpc: next("gRPC address")?.parse()?,
+            http: next("HTTP address")?.parse()?,
+            resources: next("resource count")?.parse()?,
+            load_time: Duration::from_millis(next("load time")?.parse()?),
+            child,
+            pid,
         })
-        .get()
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(self.http).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: pilot\r\n\r\n").as_bytes())
+            .await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
+        ensure!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "GET {path}: {head}"
+        );
+        Ok(body.to_string())
+    }
+
+    async fn syncz(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.get("/debug/syncz").await?)?)
+    }
+
+    /// A counter of pilot's /metrics by resource type.
+    async fn counter(&self, name: &str, kind: &str) -> anyhow::Result<u64> {
+        let metrics = self.get("/metrics").await?;
+        let series = format!("{name}_total{{type=\"{kind}\"}} ");
+        Ok(metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(Ok(0), str::parse)?)
+    }
+
+    fn rss_mb(&self) -> f64 {
+        mb(status_kb(self.pid, "VmRSS:"))
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid)
+    }
+
+    /// Closes its stdin, which stops it.
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+/// The child process: pilot on `dir` as `mesh-pilot --config-dir` runs it, its addresses,
+/// resource count and load time on stdout, until stdin closes.
+async fn serve(dir: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let pilot = Pilot::start(dir, grpc, http, Debounce::default()).await?;
+    let resources = pilot.discovery.mesh().resource_count;
+    println!(
+        "{} {} {resources} {}",
+        pilot.grpc_addr,
+        pilot.http_addr,
+        started.elapsed().as_millis()
+    );
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), pilot.shutdown()).await;
+    Ok(())
 }
 
 fn ms(d: Duration) -> String {
@@ -613,6 +716,21 @@ fn target(
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // Pilot's own log (e.g. RUST_LOG=mesh_pilot=info for the build time of each generation).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(dir) = &args.serve {
+        if let Err(e) = serve(dir).await {
+            eprintln!("pilot-scale pilot failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("pilot-scale-{}", std::process::id()));
     let result = run(&args, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -668,24 +786,18 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
         services.div_ceil(per_file) + args.namespaces + 1,
         dir.display()
     );
-    let rss_start = status_kb("VmRSS:");
-    let cpu_start = cpu_seconds();
-    let load_start = Instant::now();
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let http = TcpListener::bind("127.0.0.1:0").await?;
-    let pilot = Pilot::start(dir, grpc, http, Debounce::default()).await?;
-    let load_time = load_start.elapsed();
-    let loaded = pilot.discovery.mesh().resources.len();
+    let pilot = PilotProcess::start(dir, timeout).await?;
+    let (load_time, loaded) = (pilot.load_time, pilot.resources);
     ensure!(
         loaded > services * (endpoints + 1) + proxies,
         "pilot loaded {loaded} resources, fewer than were written"
     );
     eprintln!("pilot loaded {loaded} resources in {}", ms(load_time));
-    let rss_loaded = status_kb("VmRSS:");
-    let cpu_loaded = cpu_seconds();
+    let rss_loaded = pilot.rss_mb();
+    let cpu_loaded = pilot.cpu_seconds();
 
     // Connect all proxies at once: one HTTP/2 connection per group, a stream per proxy.
-    let addr: SocketAddr = pilot.grpc_addr;
+    let addr: SocketAddr = pilot.grpc;
     let fleet: Fleet = Arc::new((0..proxies).map(|_| Mutex::new(Seen::default())).collect());
     let connect_start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -732,15 +844,16 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
         .collect();
     first_served.sort();
     eprintln!("all {proxies} served in {}", ms(all_served));
-    wait_settled(&pilot, proxies, timeout, &fleet).await?;
-    let rss_served = status_kb("VmRSS:");
-    let cpu_served = cpu_seconds();
+    wait_settled(&pilot, proxies, timeout).await?;
+    let rss_served = pilot.rss_mb();
+    let cpu_served = pilot.cpu_seconds();
     let largest_config = fleet
         .iter()
         .map(|s| s.lock().expect("seen lock").largest_config)
         .max()
         .unwrap_or(0);
-    let (configs_0, endpoints_0) = (pushes(&pilot, "CONFIG"), pushes(&pilot, "ENDPOINTS"));
+    let pushes = |kind| pilot.counter("pilot_xds_pushes", kind);
+    let (configs_0, endpoints_0) = (pushes("CONFIG").await?, pushes("ENDPOINTS").await?);
 
     // VirtualService change: every proxy's routes change, so each gets a whole CONFIG.
     let before: Vec<String> = (0..proxies)
@@ -762,9 +875,9 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("VirtualService change converged");
-    wait_settled(&pilot, proxies, timeout, &fleet).await?;
-    let cpu_vs = cpu_seconds();
-    let (configs_1, endpoints_1) = (pushes(&pilot, "CONFIG"), pushes(&pilot, "ENDPOINTS"));
+    wait_settled(&pilot, proxies, timeout).await?;
+    let cpu_vs = pilot.cpu_seconds();
+    let (configs_1, endpoints_1) = (pushes("CONFIG").await?, pushes("ENDPOINTS").await?);
 
     // Endpoint change: the first service gets one more endpoint.
     let before: Vec<String> = (0..proxies)
@@ -786,27 +899,29 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("endpoint change converged");
-    wait_settled(&pilot, proxies, timeout, &fleet).await?;
-    let cpu_ep = cpu_seconds();
-    let (configs_2, endpoints_2) = (pushes(&pilot, "CONFIG"), pushes(&pilot, "ENDPOINTS"));
-    let rss_end = status_kb("VmRSS:");
-    let hwm = status_kb("VmHWM:");
+    wait_settled(&pilot, proxies, timeout).await?;
+    let cpu_ep = pilot.cpu_seconds();
+    let (configs_2, endpoints_2) = (pushes("CONFIG").await?, pushes("ENDPOINTS").await?);
+    let rss_end = pilot.rss_mb();
+    let hwm = mb(status_kb(pilot.pid, "VmHWM:"));
+    let clients_hwm = mb(status_kb(std::process::id(), "VmHWM:"));
     let failed = fleet
         .iter()
         .filter(|s| s.lock().expect("seen lock").error.is_some())
         .count();
 
-    // One at a time: a Family's guard held across a second get_or_create deadlocks.
-    let push_errors_config = push_errors(&pilot, "CONFIG");
-    let push_errors_endpoints = push_errors(&pilot, "ENDPOINTS");
-    let rss_peak_ok = mb(hwm) < 300.0;
-    let (scopes, scope_bytes) = pilot.discovery.encoded_scopes();
+    let push_errors_config = pilot.counter("pilot_xds_push_errors", "CONFIG").await?;
+    let push_errors_endpoints = pilot.counter("pilot_xds_push_errors", "ENDPOINTS").await?;
+    let rss_peak_ok = hwm < 300.0;
+    let syncz = pilot.syncz().await?;
+    let scopes = syncz["encoded_outbound_configs"].as_u64().unwrap_or(0);
+    let scope_bytes = syncz["encoded_outbound_bytes"].as_u64().unwrap_or(0);
     let rows = vec![
         row(
             "services x endpoints, proxies",
             format!("{services} x {endpoints}, {proxies}"),
         ),
-        row("config load (Pilot::start)", ms(load_time)),
+        row("config load (pilot start to serving)", ms(load_time)),
         row(
             "encoded outbound configs shared at end",
             format!("{scopes} ({:.1} MB)", scope_bytes as f64 / 1e6),
@@ -815,36 +930,31 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
             "largest CONFIG response",
             format!("{:.1} MB", largest_config as f64 / 1e6),
         ),
-        row("RSS at start", format!("{:.0} MB", mb(rss_start))),
         row(
-            "RSS, config loaded, before clients",
-            format!("{:.0} MB", mb(rss_loaded)),
-        ),
-        row(
-            "RSS, all served (pilot + clients)",
-            format!("{:.0} MB", mb(rss_served)),
-        ),
-        row(
-            "RSS at end (pilot + clients)",
-            format!("{:.0} MB", mb(rss_end)),
+            "pilot RSS: config loaded / all served / at end",
+            format!("{rss_loaded:.0} MB / {rss_served:.0} MB / {rss_end:.0} MB"),
         ),
         target(
-            "peak RSS, VmHWM (pilot + clients)",
-            format!("{:.0} MB", mb(hwm)),
+            "pilot peak RSS (VmHWM)",
+            format!("{hwm:.0} MB"),
             "< 300 MB",
             rss_peak_ok,
         ),
         row(
-            "CPU s: load / connect / VS change / endpoint change",
+            "simulated proxies' process peak RSS (not pilot)",
+            format!("{clients_hwm:.0} MB"),
+        ),
+        row(
+            "pilot CPU s: load / connect / VS change / endpoint change",
             format!(
                 "{:.1} / {:.1} / {:.1} / {:.1}",
-                cpu_loaded - cpu_start,
+                cpu_loaded,
                 cpu_served - cpu_loaded,
                 cpu_vs - cpu_served,
                 cpu_ep - cpu_vs
             ),
         ),
-        row("CPU s total (process)", format!("{:.1}", cpu_seconds())),
+        row("pilot CPU s total", format!("{:.1}", pilot.cpu_seconds())),
         row(
             "first config p50 / p99",
             format!(
@@ -908,7 +1018,6 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
     }
 
     tasks.abort_all();
-    // A graceful stop waits for client connections to drain; the table is out already.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pilot.shutdown()).await;
+    pilot.stop().await;
     Ok(())
 }

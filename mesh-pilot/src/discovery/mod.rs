@@ -45,12 +45,14 @@ struct ScopeEntry {
 /// A translated outbound config and its encoding, filled once by the first push that needs it.
 type EncodedOutbound = (Arc<Outbound>, Arc<OnceLock<ScopeEntry>>);
 
-/// One generation of the mesh: the resources and everything derived from them.
+/// One generation of the mesh: everything derived from the resources (which are not kept:
+/// the store has them, and a second copy per generation costs tens of megabytes at scale).
 pub struct Mesh {
     pub generation: u64,
     /// When the change that produced this generation was first seen.
     pub changed_at: Instant,
-    pub resources: Vec<Resource>,
+    /// How many resources the generation was built from.
+    pub resource_count: usize,
     pub index: MeshIndex,
     /// Scopes whose outbound config is built, so concurrent pushes build each once.
     built: Mutex<HashMap<ScopeKey, Arc<OnceLock<()>>>>,
@@ -83,7 +85,7 @@ impl Mesh {
         Self {
             generation,
             changed_at,
-            resources,
+            resource_count: resources.len(),
             index,
             built: Mutex::new(HashMap::new()),
             encoded: Mutex::new(HashMap::new()),
@@ -277,15 +279,24 @@ impl Discovery {
         let generation = self.mesh.load().generation + 1;
         let this = self.clone();
         let built = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let mesh = Arc::new(Mesh::with_platform(
                 generation, changed_at, resources, &platform,
             ));
+            let indexed = started.elapsed();
             let nodes: Vec<Node> = this
                 .connections()
                 .into_iter()
                 .map(|(_, c)| c.node.clone())
                 .collect();
             mesh.prepare(&nodes, &this.snapshots);
+            tracing::info!(
+                generation,
+                index_ms = indexed.as_millis() as u64,
+                translate_ms = (started.elapsed() - indexed).as_millis() as u64,
+                since_change_ms = changed_at.elapsed().as_millis() as u64,
+                "generation built"
+            );
             mesh
         })
         .await;
@@ -296,7 +307,10 @@ impl Discovery {
                 return;
             }
         };
-        self.mesh.store(mesh.clone());
+        let previous = self.mesh.swap(mesh.clone());
+        // Freeing a generation (every resource, registry entry and translated config) takes
+        // long enough at scale to hold up the pushes of the new one; free it elsewhere.
+        tokio::task::spawn_blocking(move || drop(previous));
         let connections = self.connections();
         let (scopes, bytes) = self.snapshots.stats();
         tracing::info!(
