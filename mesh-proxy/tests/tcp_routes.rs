@@ -351,3 +351,64 @@ async fn invalid_routes_are_refused_and_the_last_config_keeps_serving() {
     assert_eq!(addr_of(&server, "l"), addr);
     assert_eq!(greeting(addr, None).await.as_deref(), Some("b"));
 }
+
+#[tokio::test]
+async fn tcp_route_over_mtls_through_the_inbound_listener_to_a_server_first_app() {
+    use common::mesh::{endpoint, inbound_json, sidecar, spiffe};
+    let ca = TestCa::new("mesh root");
+    // The workload serves TCP (a server that greets first, then echoes) behind its proxy's
+    // inbound listener, which is HTTP with the application as its TCP cluster.
+    let app = named("db-app").await;
+    let server_cfg = inbound_json(
+        "127.0.0.1:0",
+        app,
+        json!({ "mtlsMode": "MTLS_MODE_STRICT", "tcpCluster": "app" }),
+    );
+    let server = sidecar(Some(ca.identity(&spiffe("db"), &[&ca])), config(server_cfg)).await;
+    let inbound = server.listener_addr("in").unwrap();
+    let routes = json!([{ "name": "shop/db", "clusters": [to("db", 100)] }]);
+    let cfg = proxy_config(
+        "1",
+        vec![listener("db", "127.0.0.1:0", routes, "")],
+        vec![json!({ "name": "db", "endpoints": [endpoint(inbound, true, &[&spiffe("db")])] })],
+    );
+    let client = sidecar(Some(ca.identity(&spiffe("cart"), &[&ca])), cfg).await;
+    let addr = addr_of(&client, "db");
+    // Server-first: the client sends nothing, the greeting comes through both proxies.
+    assert_eq!(greeting(addr, None).await.as_deref(), Some("db-app"));
+    // Client-first binary bytes, then the echo.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"\x00\x01ping\n").await.unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "db-app\n");
+    line.clear();
+    reader.read_line(&mut line).await.unwrap();
+    assert_eq!(line.as_bytes(), b"\x00\x01ping\n");
+    // STRICT: plaintext straight to the inbound listener is refused, TCP or HTTP.
+    assert_eq!(greeting(inbound, Some(b"\x00\x01")).await, None);
+}
+
+#[tokio::test]
+async fn inbound_listener_with_a_tcp_cluster_still_serves_http() {
+    use common::mesh::{inbound_json, raw_plaintext_get, sidecar};
+    let echo = common::echo("web", "v1").await;
+    let tcp_app = named("tcp-app").await;
+    let mut cfg = inbound_json("127.0.0.1:0", echo.addr(), json!({ "tcpCluster": "tcp" }));
+    cfg["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(cluster("tcp", tcp_app));
+    let server = sidecar(None, config(cfg)).await;
+    let inbound = server.listener_addr("in").unwrap();
+    let reply = raw_plaintext_get(inbound).await.expect("an HTTP response");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(greeting(inbound, None).await.as_deref(), Some("tcp-app"));
+    assert_eq!(
+        greeting(inbound, Some(b"\x16\x03\x01\x00"))
+            .await
+            .as_deref(),
+        Some("tcp-app")
+    );
+}

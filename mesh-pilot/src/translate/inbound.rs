@@ -62,7 +62,9 @@ pub fn build(
         direction: Direction::Inbound as i32,
         protocol: ListenerProtocol::Http as i32,
         route_table: INBOUND.to_string(),
-        tcp_cluster: String::new(),
+        // Connections that are not HTTP (the workload's TCP services) go to the application
+        // as TCP, as Istio's inbound protocol sniffing does.
+        tcp_cluster: INBOUND_CLUSTER.to_string(),
         outbound_traffic_policy: 0,
         transparent,
         authorization_policies: security.authorization_policies,

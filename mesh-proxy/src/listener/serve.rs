@@ -10,7 +10,9 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::l4::TcpTarget;
+use super::http_sniff::read_first_bytes;
+use super::l4::{HTTP_SNIFF_TIMEOUT, TcpTarget};
+use super::prefixed::Prefixed;
 use crate::authz::{Attributes, Decision};
 use crate::config::ListenerSecurity;
 use crate::http::{ConnInfo, Proxy};
@@ -30,21 +32,47 @@ pub struct Serve {
     pub tcp: Option<TcpTarget>,
     /// Inbound listeners only.
     pub security: Option<Arc<ListenerSecurity>>,
+    /// On an inbound HTTP listener with a `tcp_cluster`: where a connection whose first bytes
+    /// (after TLS) are not HTTP goes, the application's TCP port.
+    pub non_http: Option<TcpTarget>,
 }
 
 impl Serve {
-    pub async fn run(self, io: impl Io, conn: ConnInfo) {
-        match self.tcp {
-            Some(target) => {
-                if let Some(security) = &self.security
-                    && !tcp_allowed(security, &conn)
-                {
-                    return;
-                }
-                serve_tcp(io, conn, self.proxy, target).await
+    pub async fn run(mut self, io: impl Io, conn: ConnInfo) {
+        if let Some(target) = self.tcp.take() {
+            if let Some(security) = &self.security
+                && !tcp_allowed(security, &conn)
+            {
+                return;
             }
-            None => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
+            return serve_tcp(io, conn, self.proxy, target).await;
         }
+        match self.non_http.take() {
+            None => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
+            Some(target) => self.sniffed(io, conn, target).await,
+        }
+    }
+
+    /// HTTP, or TCP to `target` when the first bytes say otherwise (a TCP service behind an
+    /// inbound listener, inside mTLS where the listener cannot peek).
+    async fn sniffed(self, mut io: impl Io, conn: ConnInfo, target: TcpTarget) {
+        let (first, http) = match read_first_bytes(&mut io, HTTP_SNIFF_TIMEOUT).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "connection failed before its first bytes");
+                return;
+            }
+        };
+        let io = Prefixed::new(first, io);
+        if http {
+            return serve_http(io, conn, self.proxy, self.builder, self.drain).await;
+        }
+        if let Some(security) = &self.security
+            && !tcp_allowed(security, &conn)
+        {
+            return;
+        }
+        serve_tcp(io, conn, self.proxy, target).await
     }
 }
 
