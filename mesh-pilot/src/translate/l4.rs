@@ -20,16 +20,29 @@
 //!   uses is left out (the HTTP service keeps its traffic), with a warning.
 //! - On an explicit egress listener the client connects to the bind address, so routes match
 //!   by port only, and TLS ports by SNI.
+//! - A ServiceEntry with `resolution: NONE` and no endpoints is reached at the connection's
+//!   original destination (Istio's ORIGINAL_DST cluster): its routes go to the proxy's
+//!   `PassthroughCluster`. Through an explicit listener there is no original destination.
 
 use mesh_api::networking::{self as api, RouteDestination};
 use mesh_proto::config::v1::{Cluster, TcpMatch, TcpRoute, WeightedCluster};
 
+use super::hosts;
 use super::outbound::{Builder, cluster_name, socket_addr};
-use crate::registry::{Protocol, Service, ServicePort};
+use crate::registry::{Protocol, Resolution, Service, ServicePort};
 
 /// Cluster without endpoints for routes whose destination does not exist: their connections
 /// are closed, as Envoy does for an unknown cluster, instead of falling to a later route.
 pub const BLACKHOLE: &str = "BlackHoleCluster";
+
+/// The proxy's name for the original destination of a redirected connection.
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+
+/// A service whose connections go where the client sent them: `resolution: NONE` with no
+/// endpoints to pick from.
+fn passthrough(svc: &Service) -> bool {
+    svc.resolution == Resolution::Passthrough && svc.endpoints.is_empty()
+}
 
 /// A Sidecar egress listener with a port, as the proxy binds it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -185,6 +198,13 @@ fn egress_listeners(b: &mut Builder, blackhole: &mut bool) -> Vec<EgressListener
             if !is_l4(port.protocol) && port.protocol != Protocol::Unknown {
                 continue;
             }
+            if passthrough(svc) {
+                b.warnings.push(format!(
+                    "Sidecar {}/{}: egress listener {address}: {} has resolution NONE and no endpoints; an explicit listener has no original destination to forward to, so it is not reachable through it",
+                    sidecar.namespace, sidecar.name, svc.hostname
+                ));
+                continue;
+            }
             if let Some(first) = owner {
                 b.warnings.push(format!(
                     "Sidecar {}/{}: egress listener {address}: {first} already takes every connection; {} is not reachable through it",
@@ -331,7 +351,11 @@ fn port_routes(
             name: svc.hostname.clone(),
             matches: vec![tcp_match(&[], sni)],
             clusters: vec![WeightedCluster {
-                cluster: cluster_name(port.number, "", &svc.hostname),
+                cluster: if passthrough(svc) {
+                    PASSTHROUGH.to_string()
+                } else {
+                    cluster_name(port.number, "", &svc.hostname)
+                },
                 weight: 100,
                 ..Default::default()
             }],
@@ -394,7 +418,15 @@ fn weighted(
     let lone = route.len() == 1;
     let mut out = Vec::with_capacity(route.len());
     for d in route {
+        let host = hosts::resolve(&d.destination.host, vs_namespace);
         let cluster = match b.destination(&d.destination, vs_namespace, port) {
+            Ok(_)
+                if b.services
+                    .get(host.as_str())
+                    .is_some_and(|s| passthrough(s)) =>
+            {
+                PASSTHROUGH.to_string()
+            }
             Ok((cluster, _)) => cluster,
             Err(reason) => {
                 b.warnings

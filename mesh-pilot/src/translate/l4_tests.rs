@@ -404,3 +404,59 @@ spec:
     let web = run(&m, "web", ProxyAddresses::default());
     assert!(web.config.listeners.is_empty());
 }
+
+#[test]
+fn resolution_none_goes_to_the_original_destination() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mongo, namespace: shop}
+spec:
+  hosts: [mongo.example.com]
+  addresses: [198.18.200.0/24]
+  location: MESH_EXTERNAL
+  resolution: NONE
+  ports: [{number: 27017, name: mongo, protocol: MONGO}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: cart, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: cart}}
+  egress:
+  - port: {number: 27017, protocol: MONGO, name: mongo}
+    captureMode: NONE
+    hosts: [./mongo.example.com]
+  - hosts: ['./*']
+",
+    );
+    let t = run(&m, "cart", transparent());
+    assert_eq!(
+        show(
+            &route_of(&t, OUTBOUND, 27017)
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        ),
+        vec![(
+            "mongo.example.com".into(),
+            vec![r#"27017 ["198.18.200.0/24"] []"#.into()],
+            vec!["PassthroughCluster=100".into()]
+        )]
+    );
+    // No original destination behind an explicit listener: none, with the reason.
+    assert!(
+        !t.config
+            .listeners
+            .iter()
+            .any(|l| l.name.starts_with("egress|"))
+    );
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("mongo.example.com has resolution NONE")),
+        "{:?}",
+        t.warnings
+    );
+}

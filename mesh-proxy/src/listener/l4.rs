@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use super::http_sniff::sniff_http;
 use crate::config::Snapshot;
-use crate::tcp_route::{MAX_HELLO_BYTES, peek_sni};
+use crate::tcp_route::{MAX_HELLO_BYTES, PASSTHROUGH, peek_sni};
 use crate::tls::SNIFF_TIMEOUT;
 
 /// How long a connection whose route depends on its server name may take to send its
@@ -91,6 +91,9 @@ pub async fn classify(
                 subset = %d.subset,
                 "tcp route"
             );
+            if d.cluster == PASSTHROUGH {
+                return Forward::Tcp(original_dst.map_or(TcpTarget::Close, TcpTarget::OriginalDst));
+            }
             return Forward::Tcp(TcpTarget::Cluster {
                 cluster: d.cluster.clone(),
                 subset: d.subset.clone(),
@@ -169,6 +172,10 @@ mod tests {
                 "name": "shop/db",
                 "matches": [{ "destinationPort": 5432, "destinationSubnets": ["198.18.10.1"] }],
                 "clusters": [{ "cluster": "db", "weight": 100 }]
+            }, {
+                "name": "external-mongo",
+                "matches": [{ "destinationSubnets": ["198.18.200.0/24"] }],
+                "clusters": [{ "cluster": "PassthroughCluster", "weight": 100 }]
             }]
         })
     }
@@ -218,6 +225,14 @@ mod tests {
         assert_eq!(
             target(binary.await),
             Some(TcpTarget::OriginalDst("198.18.10.2:5432".parse().unwrap()))
+        );
+        // A route to the passthrough cluster: the original destination, sniffing skipped.
+        let external = classify_with(&snap, b"GET / HTTP/1.1\r\n", "198.18.200.7:27017").await;
+        assert_eq!(
+            target(external),
+            Some(TcpTarget::OriginalDst(
+                "198.18.200.7:27017".parse().unwrap()
+            ))
         );
         // A server-first protocol sends nothing: TCP after the sniff timeout.
         let silent = classify_with(&snap, b"", "198.18.10.3:3306").await;

@@ -16,6 +16,11 @@ pub use cidr::Cidr;
 pub use client_hello::{Hello, MAX_HELLO_BYTES, client_hello_sni, peek_sni};
 pub use sni::SniHost;
 
+/// Istio's name for the original destination of a redirected connection: a route to it
+/// forwards there (ServiceEntry `resolution: NONE`). On a listener without an original
+/// destination the connection is closed.
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+
 /// A compiled route list of one listener, in config order (first match wins).
 #[derive(Debug, Default)]
 pub struct TcpRoutes {
@@ -160,7 +165,13 @@ impl TcpRoutes {
             let mut destinations = Vec::with_capacity(r.clusters.len());
             for (ci, wc) in r.clusters.iter().enumerate() {
                 let field = |f: &str| at(format!("clusters[{ci}].{f}"));
-                cluster_ok(&wc.cluster, &wc.subset).map_err(|e| (field("cluster"), e))?;
+                if wc.cluster == PASSTHROUGH {
+                    if !wc.subset.is_empty() {
+                        return Err((field("subset"), format!("{PASSTHROUGH} has no subsets")));
+                    }
+                } else {
+                    cluster_ok(&wc.cluster, &wc.subset).map_err(|e| (field("cluster"), e))?;
+                }
                 if wc.request_headers.is_some() || wc.response_headers.is_some() {
                     return Err((
                         field("requestHeaders"),
