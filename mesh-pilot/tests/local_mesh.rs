@@ -706,3 +706,132 @@ async fn tcp_weighted_route_through_a_sidecar_egress_port_changes_live() {
     // Binomial(200, 0.5): standard deviation about 7; bounds at about 5.
     assert!((65..=135).contains(&ones), "{ones} of 200 to v1");
 }
+
+/// Waits until `proxies` are all the proxies pilot knows and each has ACKed its config.
+async fn wait_all_synced(mesh: &Mesh, proxies: &[&Arc<Server>]) {
+    let start = Instant::now();
+    loop {
+        let syncz = mesh_pilot::debug::syncz(&mesh.pilot().discovery);
+        let known = syncz["proxies"].as_array().unwrap();
+        if proxies.iter().all(|p| p.is_ready())
+            && known.len() == proxies.len()
+            && known.iter().all(|p| p["synced"] == true)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "mesh did not sync: {syncz:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_service_behind_a_sidecar_is_reached_through_both_proxies() {
+    // tcp-echo v1 runs without a proxy; v2 behind its own proxy, whose inbound listener takes
+    // HTTP and, for what is not HTTP, forwards TCP to the application.
+    let (v1, _v1_task) = tcp_echo("one").await;
+    let (v2, _v2_task) = tcp_echo("two").await;
+    let v2_inbound = free_addr();
+    let egress = free_addr();
+    let client_port = free_addr().port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: tcp-echo, namespace: default }}
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{ number: 9000, name: tcp }}]
+  workloadSelector: {{ labels: {{ app: tcp-echo }} }}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: tcp-echo-v1, namespace: default }}
+spec:
+  address: 127.0.0.1
+  ports: {{ tcp: {} }}
+  labels: {{ app: tcp-echo, version: v1, security.istio.io/tlsMode: disabled }}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{ name: tcp-echo-v2, namespace: default }}
+spec:
+  address: 127.0.0.1
+  ports: {{ tcp: {} }}
+  labels: {{ app: tcp-echo, version: v2 }}
+  serviceAccount: tcp-echo
+",
+        v1.port(),
+        v2_inbound.port()
+    );
+    let sidecar = tcp_echo_yaml(v1, v2, egress.port());
+    // The DestinationRule and Sidecar of the shared YAML; its inline-endpoint ServiceEntry is
+    // replaced by the one above.
+    let rest = sidecar.split_once("---\n").unwrap().1;
+    std::fs::write(
+        dir.path().join("tcp-echo.yaml"),
+        format!("{yaml}---\n{rest}"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        services_yaml(&[("client", "v1", client_port)]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tcp-echo-vs.yaml"),
+        tcp_echo_weights(0, 100),
+    )
+    .unwrap();
+    let mut mesh = Mesh {
+        dir,
+        pilot: None,
+        grpc: free_addr(),
+        workloads: Vec::new(),
+        expected_generation: std::sync::atomic::AtomicU64::new(0),
+    };
+    mesh.start_pilot().await;
+    mesh.add_workload("client", "v1", client_port, false).await;
+    let v2_proxy = Server::new();
+    let stop = CancellationToken::new();
+    let node = Node {
+        id: "tcp-echo-v2.default".into(),
+        workload: "tcp-echo-v2".into(),
+        namespace: "default".into(),
+        addresses: Some(ProxyAddresses {
+            inbound: v2_inbound.to_string(),
+            application: v2.to_string(),
+            ..Default::default()
+        }),
+    };
+    let client = DiscoveryClient::new(v2_proxy.clone(), format!("http://{}", mesh.grpc), node);
+    tokio::spawn(client.run(stop.clone()));
+    let _stop = stop.drop_guard();
+    wait_all_synced(&mesh, &[&mesh.workloads[0].proxy, &v2_proxy]).await;
+
+    // Through the client's egress listener and v2's inbound listener to v2's application.
+    for i in 0..5 {
+        let mut c = LineClient::connect(egress).await;
+        assert_eq!(c.ask(&format!("hello {i}")).await, format!("two hello {i}"));
+    }
+    // v1, without a proxy, is reached directly.
+    mesh.write("tcp-echo-vs.yaml", &tcp_echo_weights(100, 0));
+    let generation = mesh
+        .expected_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let start = Instant::now();
+    while mesh.pilot().discovery.mesh().generation < generation {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pilot did not see the change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_all_synced(&mesh, &[&mesh.workloads[0].proxy, &v2_proxy]).await;
+    let mut c = LineClient::connect(egress).await;
+    assert_eq!(c.ask("again").await, "one again");
+}
