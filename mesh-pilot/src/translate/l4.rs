@@ -24,6 +24,8 @@
 //!   original destination (Istio's ORIGINAL_DST cluster): its routes go to the proxy's
 //!   `PassthroughCluster`. Through an explicit listener there is no original destination.
 
+use std::collections::{HashMap, HashSet};
+
 use mesh_api::networking::{self as api, RouteDestination};
 use mesh_proto::config::v1::{Cluster, TcpMatch, TcpRoute, WeightedCluster};
 
@@ -104,7 +106,7 @@ fn by_age<'a>(b: &Builder<'a>) -> Vec<&'a Service> {
 
 fn transparent_routes(b: &mut Builder, blackhole: &mut bool) -> Vec<TcpRoute> {
     let services = by_age(b);
-    let http_ports: std::collections::HashSet<u32> = services
+    let http_ports: HashSet<u32> = services
         .iter()
         .flat_map(|s| s.ports.iter())
         .filter(|p| Builder::routable(p))
@@ -113,8 +115,9 @@ fn transparent_routes(b: &mut Builder, blackhole: &mut bool) -> Vec<TcpRoute> {
     let mut specific = Vec::new();
     let mut port_only = Vec::new();
     // Port-wide routes so far, by port: later plain TCP services of that port are shadowed.
-    let mut port_owner: std::collections::HashMap<u32, &str> = Default::default();
+    let mut port_owner: HashMap<u32, &str> = HashMap::new();
     for svc in services {
+        unknown_port_warnings(b, svc);
         for port in svc.ports.iter().filter(|p| is_l4(p.protocol)) {
             let built = port_routes(b, svc, port, port.number, Listen::Transparent, blackhole);
             if built.by_address {
@@ -154,6 +157,23 @@ fn transparent_routes(b: &mut Builder, blackhole: &mut bool) -> Vec<TcpRoute> {
     }
     specific.extend(port_only);
     specific
+}
+
+/// Istio sniffs ports of unknown protocol and applies `tcp` routes to what is not HTTP; here
+/// such ports are routed as HTTP, so say which layer 4 routes do not reach them.
+fn unknown_port_warnings(b: &mut Builder, svc: &Service) {
+    let Some(vs) = b.virtual_service(&svc.hostname) else {
+        return;
+    };
+    if vs.spec.tcp.is_empty() && vs.spec.tls.is_empty() {
+        return;
+    }
+    for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Unknown) {
+        b.warnings.push(format!(
+            "VirtualService {}/{}: tcp and tls routes do not apply to port {} of {}: its protocol is not declared, so it is routed as HTTP (name the port tcp-*, tls-*, ... or set its protocol)",
+            vs.namespace, vs.name, port.number, svc.hostname
+        ));
+    }
 }
 
 fn egress_listeners(b: &mut Builder, blackhole: &mut bool) -> Vec<EgressListener> {
@@ -432,7 +452,7 @@ fn weighted(
                 b.warnings
                     .push(format!("{what}: {reason}; its connections are closed"));
                 *blackhole = true;
-                super::l4::BLACKHOLE.to_string()
+                BLACKHOLE.to_string()
             }
         };
         let weight = if lone { 100 } else { d.weight.max(0) as u32 };

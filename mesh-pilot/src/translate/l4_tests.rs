@@ -460,3 +460,38 @@ spec:
         t.warnings
     );
 }
+
+#[test]
+fn tcp_routes_for_a_port_of_unknown_protocol_are_reported() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: shop}
+spec:
+  hosts: [legacy.shop.svc.cluster.local]
+  addresses: [198.18.50.1]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7000, name: legacy}]
+  endpoints: [{address: 198.18.0.91}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: legacy, namespace: shop}
+spec:
+  hosts: [legacy.shop.svc.cluster.local]
+  tcp:
+  - route: [{destination: {host: legacy.shop.svc.cluster.local}}]
+",
+    );
+    let t = run(&m, "cart", transparent());
+    assert!(route_of(&t, OUTBOUND, 7000).is_empty());
+    assert!(
+        t.warnings.iter().any(|w| w.starts_with(
+            "VirtualService shop/legacy: tcp and tls routes do not apply to port 7000 of legacy.shop.svc.cluster.local"
+        )),
+        "{:?}",
+        t.warnings
+    );
+}
