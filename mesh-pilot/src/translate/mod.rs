@@ -94,7 +94,8 @@ fn check_address(proxy: &str, listener: &'static str, address: &str) -> Result<(
 pub struct SharedConfig {
     /// Sorted by name.
     pub listeners: Vec<Listener>,
-    /// The `outbound` route table and clusters, when the proxy has an outbound listener.
+    /// The `outbound` route table and clusters, when the proxy has an outbound listener or
+    /// Sidecar egress listeners.
     pub outbound: Option<Arc<Outbound>>,
     /// The `inbound` route table and `inbound|app` cluster, when it has an inbound listener.
     pub inbound: Option<(RouteTable, Cluster)>,
