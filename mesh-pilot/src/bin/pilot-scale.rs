@@ -17,7 +17,9 @@ use clap::Parser;
 use http_body_util::BodyExt;
 use mesh_pilot::server::Pilot;
 use mesh_pilot::watch::Debounce;
-use mesh_proto::discovery::v1::{DiscoveryRequest, Node, ProxyAddresses, ResourceType};
+use mesh_proto::discovery::v1::{
+    ClusterEndpoints, DiscoveryRequest, Node, ProxyAddresses, ResourceType,
+};
 use prost::Message;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -47,6 +49,12 @@ struct Args {
     /// Namespaces the proxies are spread over.
     #[arg(long, default_value_t = 10)]
     namespaces: usize,
+    /// Endpoint changes in the churn phase, each to another service, one every
+    /// `--churn-interval-ms`.
+    #[arg(long, default_value_t = 20)]
+    churn_changes: usize,
+    #[arg(long, default_value_t = 200)]
+    churn_interval_ms: u64,
     /// Limit of every wait, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -162,6 +170,8 @@ struct Seen {
     endpoints_at: Option<Instant>,
     first_config_at: Option<Instant>,
     largest_config: usize,
+    /// Clusters of every ENDPOINTS response, with its receipt time.
+    endpoint_updates: Vec<(Instant, Vec<String>)>,
     error: Option<String>,
 }
 
@@ -180,6 +190,8 @@ struct Head {
     endpoints_version: String,
     /// Bytes of the config (field 4), counted, not kept.
     config_len: usize,
+    /// Cluster names of the endpoint updates (field 5; small, unlike configs).
+    clusters: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -245,6 +257,13 @@ impl HeadReader {
     fn feed(&mut self, mut data: &[u8], out: &mut Vec<Head>) -> Result<(), String> {
         loop {
             match self.step {
+                Step::Collect { tag: 5, left: 0 } => {
+                    let update = ClusterEndpoints::decode(self.text.as_slice())
+                        .map_err(|e| format!("an endpoint update does not decode: {e}"))?;
+                    self.head.clusters.push(update.cluster);
+                    self.text.clear();
+                    self.step = Step::Key;
+                }
                 Step::Collect { tag, left: 0 } => {
                     let text = String::from_utf8(std::mem::take(&mut self.text))
                         .map_err(|_| "a string field is not UTF-8")?;
@@ -320,7 +339,7 @@ impl HeadReader {
                             if tag == 4 {
                                 self.head.config_len = left;
                             }
-                            if matches!(tag, 2 | 3 | 6) {
+                            if matches!(tag, 2 | 3 | 5 | 6) {
                                 self.text.clear();
                                 Step::Collect { tag, left }
                             } else {
@@ -410,6 +429,7 @@ async fn run_proxy(mut channel: Channel, node: Node, i: usize, fleet: Fleet) {
                         ResourceType::Endpoints => {
                             s.endpoints = resp.version_info.clone();
                             s.endpoints_at = Some(at);
+                            s.endpoint_updates.push((at, resp.clusters));
                         }
                         _ => {
                             s.config = resp.version_info.clone();
@@ -524,6 +544,47 @@ async fn convergence(
                 .1
                 .map(|at| at.saturating_duration_since(t0))
                 .unwrap_or_default()
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Per (proxy, change) latencies from each change's write to the first update of its cluster
+/// at that proxy, once every proxy has seen every changed cluster.
+async fn churn_convergence(
+    timeout: Duration,
+    fleet: &Fleet,
+    changes: &[(Instant, String)],
+) -> anyhow::Result<Vec<Duration>> {
+    let latency = |seen: &Seen, (t, cluster): &(Instant, String)| {
+        seen.endpoint_updates
+            .iter()
+            .find(|(at, clusters)| at >= t && clusters.contains(cluster))
+            .map(|(at, _)| at.saturating_duration_since(*t))
+    };
+    wait_for(
+        "every churned cluster at every proxy",
+        timeout,
+        fleet,
+        || {
+            let left = (0..fleet.len())
+                .filter(|&i| {
+                    let s = lock(fleet, i);
+                    changes.iter().any(|c| latency(&s, c).is_none())
+                })
+                .count();
+            (left > 0).then_some(left)
+        },
+    )
+    .await?;
+    let mut out: Vec<Duration> = (0..fleet.len())
+        .flat_map(|i| {
+            let s = lock(fleet, i);
+            changes
+                .iter()
+                .filter_map(|c| latency(&s, c))
+                .collect::<Vec<_>>()
         })
         .collect();
     out.sort();
@@ -713,8 +774,17 @@ fn target(
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As mesh-pilot's main does, for the pilot process.
+    mesh_pilot::memory::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(start());
+}
+
+async fn start() {
     let args = Args::parse();
     // Pilot's own log (e.g. RUST_LOG=mesh_pilot=info for the build time of each generation).
     tracing_subscriber::fmt()
@@ -902,6 +972,27 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
     wait_settled(&pilot, proxies, timeout).await?;
     let cpu_ep = pilot.cpu_seconds();
     let (configs_2, endpoints_2) = (pushes("CONFIG").await?, pushes("ENDPOINTS").await?);
+
+    // Churn: endpoint changes to other services in quick succession, each measured from its
+    // write to the first update of that service's cluster at each proxy.
+    let files = services.div_ceil(per_file);
+    let churned: Vec<usize> = (1..files).take(args.churn_changes).collect();
+    let mut changes = Vec::new();
+    for &group in &churned {
+        let t = Instant::now();
+        write_atomic(
+            dir,
+            &services_file_name(group),
+            &services_yaml(group, per_file, services, endpoints, 1),
+        )?;
+        changes.push((t, format!("outbound|80||{}", host(group * per_file))));
+        tokio::time::sleep(Duration::from_millis(args.churn_interval_ms)).await;
+    }
+    let churn = churn_convergence(timeout, &fleet, &changes).await?;
+    eprintln!("churn converged");
+    wait_settled(&pilot, proxies, timeout).await?;
+    let cpu_churn = pilot.cpu_seconds();
+    let (configs_3, endpoints_3) = (pushes("CONFIG").await?, pushes("ENDPOINTS").await?);
     let rss_end = pilot.rss_mb();
     let hwm = mb(status_kb(pilot.pid, "VmHWM:"));
     let clients_hwm = mb(status_kb(std::process::id(), "VmHWM:"));
@@ -945,13 +1036,14 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
             format!("{clients_hwm:.0} MB"),
         ),
         row(
-            "pilot CPU s: load / connect / VS change / endpoint change",
+            "pilot CPU s: load / connect / VS change / endpoint change / churn",
             format!(
-                "{:.1} / {:.1} / {:.1} / {:.1}",
+                "{:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
                 cpu_loaded,
                 cpu_served - cpu_loaded,
                 cpu_vs - cpu_served,
-                cpu_ep - cpu_vs
+                cpu_ep - cpu_vs,
+                cpu_churn - cpu_ep
             ),
         ),
         row("pilot CPU s total", format!("{:.1}", pilot.cpu_seconds())),
@@ -989,6 +1081,21 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
             "p99 < 1 s",
             percentile(&ep, 0.99) < Duration::from_secs(1),
         ),
+        target(
+            format!(
+                "churn: {} endpoint changes {} ms apart, convergence p50 / p99 / max",
+                churned.len(),
+                args.churn_interval_ms
+            ),
+            format!(
+                "{} / {} / {}",
+                ms(percentile(&churn, 0.5)),
+                ms(percentile(&churn, 0.99)),
+                ms(percentile(&churn, 1.0))
+            ),
+            "p99 < 1 s",
+            percentile(&churn, 0.99) < Duration::from_secs(1),
+        ),
         row(
             "responses CONFIG / ENDPOINTS: connect",
             format!("{configs_0} / {endpoints_0}"),
@@ -1000,6 +1107,10 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
         row(
             "responses CONFIG / ENDPOINTS: endpoint change",
             format!("{} / {}", configs_2 - configs_1, endpoints_2 - endpoints_1),
+        ),
+        row(
+            "responses CONFIG / ENDPOINTS: churn",
+            format!("{} / {}", configs_3 - configs_2, endpoints_3 - endpoints_2),
         ),
         row(
             "push errors CONFIG / ENDPOINTS, failed streams",

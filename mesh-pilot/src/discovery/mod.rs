@@ -16,7 +16,7 @@ mod snapshot;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -197,24 +197,35 @@ impl Mesh {
         Ok((snapshot.config(), snapshot.warnings.to_vec()))
     }
 
-    /// Builds and encodes the scopes of `nodes` ahead of their pushes.
+    /// Builds and encodes the scopes of `nodes` ahead of their pushes, on every core: scopes
+    /// are independent, and at scale each takes tens of milliseconds.
     fn prepare(&self, nodes: &[Node], cache: &SnapshotCache) {
         let mut seen = std::collections::HashSet::new();
-        for node in nodes {
-            let has_outbound = node
-                .addresses
-                .as_ref()
-                .is_some_and(|a| !a.outbound.is_empty());
-            let Ok(workload) = self.workload(node) else {
-                continue;
-            };
-            if !has_outbound || !seen.insert(self.index.scope(workload)) {
-                continue;
+        let workloads: Vec<&Workload> = nodes
+            .iter()
+            .filter(|node| {
+                node.addresses
+                    .as_ref()
+                    .is_some_and(|a| !a.outbound.is_empty())
+            })
+            .filter_map(|node| self.workload(node).ok())
+            .filter(|workload| seen.insert(self.index.scope(workload)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(workloads.len());
+        std::thread::scope(|threads| {
+            for _ in 0..workers {
+                threads.spawn(|| {
+                    while let Some(workload) = workloads.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        self.build_scope(workload);
+                        let out = self.index.outbound(&self.index.scope(workload));
+                        self.encode_scope(&out, cache);
+                    }
+                });
             }
-            self.build_scope(workload);
-            let out = self.index.outbound(&self.index.scope(workload));
-            self.encode_scope(&out, cache);
-        }
+        });
     }
 }
 
