@@ -412,3 +412,148 @@ async fn inbound_listener_with_a_tcp_cluster_still_serves_http() {
         Some("tcp-app")
     );
 }
+
+/// Set in the child process that runs a test's body inside its network namespace.
+const INSIDE_NETNS: &str = "MESH_PROXY_TEST_INSIDE_NETNS";
+
+/// A network namespace with iptables of its own, deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("mesh-proxy-{tag}-{}", std::process::id());
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .status();
+        let ns = Self { name };
+        ns.run("ip", &["netns", "add", &ns.name.clone()]);
+        ns.exec("ip", &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(status.success(), "{program} {args:?} failed");
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    fn exec(&self, program: &str, args: &[&str]) {
+        let status = self.command(program).args(args).status().unwrap();
+        assert!(
+            status.success(),
+            "{program} {args:?} failed in {}",
+            self.name
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// As a captured pod: iptables redirects connections to two service addresses (with no
+/// server behind them) to the proxy's transparent listener, which routes each by its
+/// original destination from SO_ORIGINAL_DST. Needs root for the network namespace;
+/// skipped otherwise. The body runs in a child process inside the namespace.
+#[test]
+fn redirected_connections_are_routed_by_their_original_destination() {
+    const TEST: &str = "redirected_connections_are_routed_by_their_original_destination";
+    if std::env::var_os(INSIDE_NETNS).is_some() {
+        return redirected_inside();
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: network namespaces and iptables need root");
+        return;
+    }
+    let ns = Netns::new("tcpr");
+    // A veth pair gives 198.18.0.0/16 a route, so connections to it reach the nat table.
+    ns.exec(
+        "ip",
+        &[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0-peer",
+        ],
+    );
+    ns.exec("ip", &["addr", "add", "198.18.0.1/16", "dev", "eth0"]);
+    ns.exec("ip", &["link", "set", "eth0", "up"]);
+    ns.exec("ip", &["link", "set", "eth0-peer", "up"]);
+    for vip in ["198.18.10.1", "198.18.10.2"] {
+        ns.exec(
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-d",
+                vip,
+                "--dport",
+                "5432",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                "15001",
+            ],
+        );
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = ns
+        .command(exe.to_str().unwrap())
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env(INSIDE_NETNS, "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the test body failed inside {}", ns.name);
+}
+
+fn redirected_inside() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (a, b) = (named("a").await, named("b").await);
+        let cfg = config(json!({
+            "version": "1",
+            "listeners": [{
+                "name": "outbound", "address": "127.0.0.1:15001", "direction": "OUTBOUND",
+                "protocol": "HTTP", "routeTable": "out", "transparent": true,
+                "outboundTrafficPolicy": "REGISTRY_ONLY",
+                "tcpRoutes": [
+                    { "name": "db-a", "clusters": [to("a", 1)],
+                      "matches": [{ "destinationPort": 5432, "destinationSubnets": ["198.18.10.1"] }] },
+                    { "name": "db-b", "clusters": [to("b", 1)],
+                      "matches": [{ "destinationPort": 5432, "destinationSubnets": ["198.18.10.2/32"] }] },
+                ]
+            }],
+            "routeTables": [{ "name": "out" }],
+            "clusters": [cluster("a", a), cluster("b", b)],
+        }));
+        let _server = serving(cfg).await;
+        for _ in 0..3 {
+            let to_a = greeting("198.18.10.1:5432".parse().unwrap(), None).await;
+            assert_eq!(to_a.as_deref(), Some("a"));
+            let to_b = greeting("198.18.10.2:5432".parse().unwrap(), None).await;
+            assert_eq!(to_b.as_deref(), Some("b"));
+        }
+    });
+}
