@@ -33,7 +33,9 @@ pub use snapshot::{ProxySnapshot, ScopeSnapshot, SnapshotCache};
 
 use crate::metrics::PilotMetrics;
 use crate::registry::{Platform, Workload};
-use crate::translate::{MeshIndex, Outbound, ProxyContext, ScopeKey, translate_shared};
+use crate::translate::{
+    MeshIndex, Outbound, ProxyContext, ScopeKey, carry_endpoint_change, translate_shared,
+};
 
 /// The encoded outbound config of one scope, with the warnings its proxies report.
 struct ScopeEntry {
@@ -53,6 +55,9 @@ pub struct Mesh {
     pub changed_at: Instant,
     /// How many resources the generation was built from.
     pub resource_count: usize,
+    /// The resources other than ServiceEntries and WorkloadEntries (routing, policy, Sidecars:
+    /// few and small), to tell an endpoint-only change from the next generation.
+    config: Vec<Resource>,
     pub index: MeshIndex,
     /// Scopes whose outbound config is built, so concurrent pushes build each once.
     built: Mutex<HashMap<ScopeKey, Arc<OnceLock<()>>>>,
@@ -82,14 +87,36 @@ impl Mesh {
             platform,
         );
         let index = MeshIndex::new(&resources, Arc::new(registry));
+        let config = resources
+            .iter()
+            .filter(|r| !matches!(r, Resource::ServiceEntry(_) | Resource::WorkloadEntry(_)))
+            .cloned()
+            .collect();
         Self {
             generation,
             changed_at,
             resource_count: resources.len(),
+            config,
             index,
             built: Mutex::new(HashMap::new()),
             encoded: Mutex::new(HashMap::new()),
             index_warnings: OnceLock::new(),
+        }
+    }
+
+    /// Takes over `previous`'s outbound configs when this generation differs from it only in
+    /// endpoints (see `translate::carry_endpoint_change`). Returns how many scopes it took.
+    fn carry_from(&self, previous: &Mesh) -> usize {
+        if self.config != previous.config {
+            return 0;
+        }
+        match self
+            .index
+            .registry()
+            .endpoint_changes(previous.index.registry())
+        {
+            Some(changed) => carry_endpoint_change(&self.index, &previous.index, &changed),
+            None => 0,
         }
     }
 
@@ -294,6 +321,7 @@ impl Discovery {
             let mesh = Arc::new(Mesh::with_platform(
                 generation, changed_at, resources, &platform,
             ));
+            let carried = mesh.carry_from(&this.mesh.load());
             let indexed = started.elapsed();
             let nodes: Vec<Node> = this
                 .connections()
@@ -305,6 +333,7 @@ impl Discovery {
                 generation,
                 index_ms = indexed.as_millis() as u64,
                 translate_ms = (started.elapsed() - indexed).as_millis() as u64,
+                carried_scopes = carried,
                 since_change_ms = changed_at.elapsed().as_millis() as u64,
                 "generation built"
             );

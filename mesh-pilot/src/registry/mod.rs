@@ -6,7 +6,7 @@ mod model;
 mod selection;
 mod service_entry;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use model::{
     Endpoint, Location, Protocol, Resolution, Service, ServiceOrigin, ServicePort, TLS_MODE_LABEL,
@@ -119,6 +119,56 @@ impl Registry {
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
+
+    /// The hostnames whose endpoints differ from `previous`, when nothing else about any
+    /// service does (same services, ports, addresses, policy-relevant fields, subjectAltNames,
+    /// and no service gaining its first or losing its last endpoint); `None` otherwise.
+    pub fn endpoint_changes(&self, previous: &Registry) -> Option<HashSet<String>> {
+        if self.services.len() != previous.services.len()
+            || self.subject_alt_names != previous.subject_alt_names
+            || self.trust_domain != previous.trust_domain
+        {
+            return None;
+        }
+        let mut changed = HashSet::new();
+        for (now, before) in self.services.iter().zip(&previous.services) {
+            if !same_but_endpoints(now, before)
+                || now.endpoints.is_empty() != before.endpoints.is_empty()
+            {
+                return None;
+            }
+            if now.endpoints != before.endpoints {
+                changed.insert(now.hostname.clone());
+            }
+        }
+        Some(changed)
+    }
+}
+
+/// Every field but the endpoints equal. Destructured in full, so a new field of `Service`
+/// cannot be forgotten here.
+fn same_but_endpoints(a: &Service, b: &Service) -> bool {
+    let Service {
+        hostname,
+        namespace,
+        ports,
+        export_to,
+        resolution,
+        location,
+        endpoints: _,
+        origin,
+        created,
+        addresses,
+    } = a;
+    *hostname == b.hostname
+        && *namespace == b.namespace
+        && *ports == b.ports
+        && *export_to == b.export_to
+        && *resolution == b.resolution
+        && *location == b.location
+        && *origin == b.origin
+        && *created == b.created
+        && *addresses == b.addresses
 }
 
 /// Adds a platform registry's services and workloads; see [`Registry::build_merged`].

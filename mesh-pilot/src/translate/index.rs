@@ -266,6 +266,20 @@ impl MeshIndex {
         shared
     }
 
+    /// Every scope's outbound config built so far.
+    pub(super) fn cached_outbounds(&self) -> Vec<(ScopeKey, Arc<Outbound>)> {
+        let cache = self.cache.lock().expect("scope cache");
+        cache.iter().map(|(k, o)| (k.clone(), o.clone())).collect()
+    }
+
+    /// Sets a scope's outbound config ahead of its first use (see `carry`).
+    pub(super) fn seed_outbound(&self, scope: ScopeKey, outbound: Arc<Outbound>) {
+        self.cache
+            .lock()
+            .expect("scope cache")
+            .insert(scope, outbound);
+    }
+
     /// How many scopes have an outbound config cached.
     pub fn cached_scopes(&self) -> usize {
         self.cache.lock().expect("scope cache").len()

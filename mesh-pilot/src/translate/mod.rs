@@ -13,6 +13,7 @@
 //! subset does not exist answers 503 `no healthy upstream`, as Istio's Envoy does for a
 //! missing cluster, instead of letting a later route take its traffic.
 
+mod carry;
 mod hosts;
 mod inbound;
 mod index;
@@ -29,6 +30,7 @@ use mesh_proto::config::v1::{
 };
 use mesh_proto::discovery::v1::ProxyAddresses;
 
+pub use carry::carry_endpoint_change;
 pub use hosts::{DOMAIN_SUFFIX, domains, resolve as resolve_host};
 pub use inbound::{INBOUND, INBOUND_CLUSTER, InboundSecurity, security as inbound_security};
 pub use index::MeshIndex;

@@ -63,7 +63,7 @@ pub(super) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(index: &'a MeshIndex, scope: &'a ScopeKey) -> Builder<'a> {
+    pub(super) fn new(index: &'a MeshIndex, scope: &'a ScopeKey) -> Builder<'a> {
         let sidecar = scope.sidecar.map(|i| &index.sidecars[i]);
         let ns = scope.namespace.as_str();
         let imports = |svc_ns: &str, host: &str| sidecar.is_none_or(|s| s.imports(svc_ns, host));
@@ -275,7 +275,7 @@ impl<'a> Builder<'a> {
             .is_some_and(|i| self.scope.selected.contains(i))
     }
 
-    fn clusters_of(&mut self, svc: &'a Service, out: &mut Vec<Cluster>) {
+    pub(super) fn clusters_of(&mut self, svc: &'a Service, out: &mut Vec<Cluster>) {
         let dr = self
             .drs
             .get(svc.hostname.as_str())
