@@ -9,6 +9,8 @@
 //! endpoints changed, else the whole CONFIG. A push holds its slot until the proxy answers,
 //! so the encoded configs in flight are bounded however many proxies connect at once.
 
+#[cfg(test)]
+mod carry_tests;
 mod connection;
 mod queue;
 mod service;
