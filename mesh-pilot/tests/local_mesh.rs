@@ -729,8 +729,8 @@ async fn wait_all_synced(mesh: &Mesh, proxies: &[&Arc<Server>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_service_behind_a_sidecar_is_reached_through_both_proxies() {
-    // tcp-echo v1 runs without a proxy; v2 behind its own proxy, whose inbound listener takes
-    // HTTP and, for what is not HTTP, forwards TCP to the application.
+    // tcp-echo v1 runs without a proxy; v2 behind its own proxy, whose inbound listener
+    // forwards the workload's port of the TCP service port as TCP to the application.
     let (v1, _v1_task) = tcp_echo("one").await;
     let (v2, _v2_task) = tcp_echo("two").await;
     let v2_inbound = free_addr();

@@ -356,13 +356,18 @@ async fn invalid_routes_are_refused_and_the_last_config_keeps_serving() {
 async fn tcp_route_over_mtls_through_the_inbound_listener_to_a_server_first_app() {
     use common::mesh::{endpoint, inbound_json, sidecar, spiffe};
     let ca = TestCa::new("mesh root");
-    // The workload serves TCP (a server that greets first, then echoes) behind its proxy's
-    // inbound listener, which is HTTP with the application as its TCP cluster.
+    // The workload serves TCP (a server that greets first, then echoes) on a port its proxy's
+    // inbound listener routes as TCP; the listener is HTTP otherwise.
     let app = named("db-app").await;
+    let port = free_port().await;
     let server_cfg = inbound_json(
-        "127.0.0.1:0",
+        &format!("127.0.0.1:{port}"),
         app,
-        json!({ "mtlsMode": "MTLS_MODE_STRICT", "tcpCluster": "app" }),
+        json!({
+            "mtlsMode": "MTLS_MODE_STRICT",
+            "tcpRoutes": [{ "name": "inbound|tcp", "matches": [{ "destinationPort": port }],
+                            "clusters": [to("app", 100)] }]
+        }),
     );
     let server = sidecar(Some(ca.identity(&spiffe("db"), &[&ca])), config(server_cfg)).await;
     let inbound = server.listener_addr("in").unwrap();
@@ -386,31 +391,50 @@ async fn tcp_route_over_mtls_through_the_inbound_listener_to_a_server_first_app(
     line.clear();
     reader.read_line(&mut line).await.unwrap();
     assert_eq!(line.as_bytes(), b"\x00\x01ping\n");
-    // STRICT: plaintext straight to the inbound listener is refused, TCP or HTTP.
+    // STRICT: plaintext straight to the inbound listener is refused.
     assert_eq!(greeting(inbound, Some(b"\x00\x01")).await, None);
 }
 
 #[tokio::test]
-async fn inbound_listener_with_a_tcp_cluster_still_serves_http() {
+async fn inbound_tcp_route_takes_only_its_port() {
     use common::mesh::{inbound_json, raw_plaintext_get, sidecar};
     let echo = common::echo("web", "v1").await;
     let tcp_app = named("tcp-app").await;
-    let mut cfg = inbound_json("127.0.0.1:0", echo.addr(), json!({ "tcpCluster": "tcp" }));
-    cfg["clusters"]
-        .as_array_mut()
-        .unwrap()
-        .push(cluster("tcp", tcp_app));
-    let server = sidecar(None, config(cfg)).await;
-    let inbound = server.listener_addr("in").unwrap();
-    let reply = raw_plaintext_get(inbound).await.expect("an HTTP response");
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert_eq!(greeting(inbound, None).await.as_deref(), Some("tcp-app"));
+    let (tcp_port, http_port) = (free_port().await, free_port().await);
+    let inbound = |port: u16| {
+        let mut cfg = inbound_json(
+            &format!("127.0.0.1:{port}"),
+            echo.addr(),
+            json!({ "tcpRoutes": [{ "name": "inbound|tcp",
+                "matches": [{ "destinationPort": tcp_port }], "clusters": [to("tcp", 100)] }] }),
+        );
+        cfg["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .push(cluster("tcp", tcp_app));
+        config(cfg)
+    };
+    let tcp = sidecar(None, inbound(tcp_port)).await;
+    let http = sidecar(None, inbound(http_port)).await;
+    // The declared TCP port: TCP, whatever the client sends first, HTTP included.
+    let tcp_addr = tcp.listener_addr("in").unwrap();
+    assert_eq!(greeting(tcp_addr, None).await.as_deref(), Some("tcp-app"));
     assert_eq!(
-        greeting(inbound, Some(b"\x16\x03\x01\x00"))
+        greeting(tcp_addr, Some(b"GET / HTTP/1.1\r\n\r\n"))
             .await
             .as_deref(),
         Some("tcp-app")
     );
+    // Any other port: HTTP, even for bytes that are not.
+    let http_addr = http.listener_addr("in").unwrap();
+    let reply = raw_plaintext_get(http_addr)
+        .await
+        .expect("an HTTP response");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let reply = greeting(http_addr, Some(b"\x00\x01\r\n\r\n"))
+        .await
+        .unwrap_or_default();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
 }
 
 /// Set in the child process that runs a test's body inside its network namespace.
@@ -424,8 +448,10 @@ struct Netns {
 impl Netns {
     fn new(tag: &str) -> Self {
         let name = format!("mesh-proxy-{tag}-{}", std::process::id());
+        // A namespace left by an earlier run that was killed.
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
             .status();
         let ns = Self { name };
         ns.run("ip", &["netns", "add", &ns.name.clone()]);

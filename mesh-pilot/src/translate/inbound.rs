@@ -4,7 +4,7 @@
 use mesh_proto::config::v1::{
     AuthorizationPolicy, Cluster, Direction, Endpoint, LbPolicy, Listener, ListenerProtocol,
     MtlsMode, PortMtls, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, StringMatch,
-    UpstreamProtocol, VirtualHost, WeightedCluster, route, string_match,
+    TcpMatch, TcpRoute, UpstreamProtocol, VirtualHost, WeightedCluster, route, string_match,
 };
 
 use super::index::MeshIndex;
@@ -47,6 +47,38 @@ pub const INBOUND: &str = "inbound";
 /// The cluster of the local application.
 pub const INBOUND_CLUSTER: &str = "inbound|app";
 
+/// Connections to the workload's ports of declared non-HTTP services (`tcp_ports`: the port
+/// the client was going to when redirected, else the listener's own) go to the application
+/// as TCP, after mTLS as for HTTP; everything else is HTTP. As in Istio, the port's declared
+/// protocol decides, not the first bytes, so HTTP handling cannot be bypassed. A redirected
+/// connection goes on to its original destination (the application's port it was sent to);
+/// an explicit listener's to the application address.
+fn tcp_route(tcp_ports: &[u32], transparent: bool) -> Vec<TcpRoute> {
+    if tcp_ports.is_empty() {
+        return Vec::new();
+    }
+    vec![TcpRoute {
+        name: "inbound|tcp".to_string(),
+        matches: tcp_ports
+            .iter()
+            .map(|p| TcpMatch {
+                destination_port: *p,
+                ..Default::default()
+            })
+            .collect(),
+        clusters: vec![WeightedCluster {
+            cluster: if transparent {
+                super::l4::PASSTHROUGH
+            } else {
+                INBOUND_CLUSTER
+            }
+            .to_string(),
+            weight: 100,
+            ..Default::default()
+        }],
+    }]
+}
+
 /// Listener on `address` carrying `security`, one virtual host `*` to the application at
 /// `application`, which speaks whatever the caller spoke. No retries: the caller's proxy already retries, and
 /// retrying twice multiplies attempts (Istio's inbound routes have none either).
@@ -55,6 +87,7 @@ pub fn build(
     application: &str,
     transparent: bool,
     security: InboundSecurity,
+    tcp_ports: &[u32],
 ) -> (Listener, RouteTable, Cluster) {
     let listener = Listener {
         name: INBOUND.to_string(),
@@ -62,15 +95,13 @@ pub fn build(
         direction: Direction::Inbound as i32,
         protocol: ListenerProtocol::Http as i32,
         route_table: INBOUND.to_string(),
-        // Connections that are not HTTP (the workload's TCP services) go to the application
-        // as TCP, as Istio's inbound protocol sniffing does.
-        tcp_cluster: INBOUND_CLUSTER.to_string(),
+        tcp_cluster: String::new(),
         outbound_traffic_policy: 0,
         transparent,
         authorization_policies: security.authorization_policies,
         mtls_mode: security.mtls_mode as i32,
         port_mtls: security.port_mtls,
-        tcp_routes: Vec::new(),
+        tcp_routes: tcp_route(tcp_ports, transparent),
     };
     let table = RouteTable {
         name: INBOUND.to_string(),

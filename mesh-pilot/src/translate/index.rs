@@ -1,13 +1,15 @@
 //! `MeshIndex`: the resources of one config generation, indexed for per-proxy translation,
 //! with the outbound config memoised per [`ScopeKey`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use mesh_api::networking::{DestinationRule, VirtualService};
 use mesh_api::{Object, Resource};
 
 use super::hosts;
+use super::l4::is_l4;
 use super::outbound::{self, Outbound};
 use super::scope::{ScopeKey, SidecarEntry, select_sidecar};
 use crate::registry::{DEFAULT_NAMESPACE, Registry, Workload, labels_match};
@@ -58,7 +60,17 @@ pub struct MeshIndex {
     /// The PeerAuthentications and AuthorizationPolicies, for each proxy's inbound side.
     pub(super) security: Vec<Resource>,
     pub(super) warnings: Vec<String>,
+    /// Per workload (namespace, name): its ports that serve a non-HTTP service port, and
+    /// those that also serve an HTTP one (left to HTTP).
+    inbound_ports: HashMap<(String, String), InboundPorts>,
     cache: Mutex<HashMap<ScopeKey, Arc<Outbound>>>,
+}
+
+/// The workload ports behind service ports, by how the services declare them.
+#[derive(Debug, Default)]
+struct InboundPorts {
+    tcp: BTreeSet<u32>,
+    http: BTreeSet<u32>,
 }
 
 fn ns_of<T>(o: &Object<T>) -> String {
@@ -74,7 +86,7 @@ fn created_of<T>(o: &Object<T>) -> String {
 }
 
 impl MeshIndex {
-    pub fn new(resources: &[Resource], registry: Arc<Registry>) -> MeshIndex {
+    pub fn new<R: Borrow<Resource>>(resources: &[R], registry: Arc<Registry>) -> MeshIndex {
         let mut index = MeshIndex {
             registry,
             virtual_services: Vec::new(),
@@ -86,10 +98,11 @@ impl MeshIndex {
             selector_ids: HashMap::new(),
             security: Vec::new(),
             warnings: Vec::new(),
+            inbound_ports: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
         };
         for r in resources {
-            match r {
+            match r.borrow() {
                 Resource::VirtualService(vs) => {
                     let ns = ns_of(vs);
                     // Only VirtualServices bound to the mesh (no gateways, or `mesh`) apply to sidecars.
@@ -188,6 +201,7 @@ impl MeshIndex {
                 labels,
             });
         }
+        index.inbound_ports = inbound_ports(&index.registry);
         index
             .warnings
             .extend(index.registry.warnings().iter().cloned());
@@ -237,6 +251,17 @@ impl MeshIndex {
         }
     }
 
+    /// The ports of `workload` that serve declared non-HTTP service ports (TCP, TLS, ...), its
+    /// inbound listener forwards them as TCP; and those also declared HTTP by another
+    /// service, which stay HTTP.
+    pub fn inbound_tcp_ports(&self, workload: &Workload) -> (Vec<u32>, Vec<u32>) {
+        let key = (workload.namespace.clone(), workload.name.clone());
+        let Some(ports) = self.inbound_ports.get(&key) else {
+            return (Vec::new(), Vec::new());
+        };
+        ports.tcp.iter().partition(|p| !ports.http.contains(p))
+    }
+
     /// Whether the Sidecar of a scope declares egress listeners the proxy binds explicitly.
     pub fn has_egress_ports(&self, scope: &ScopeKey) -> bool {
         scope
@@ -284,4 +309,26 @@ impl MeshIndex {
     pub fn cached_scopes(&self) -> usize {
         self.cache.lock().expect("scope cache").len()
     }
+}
+
+/// Which workload ports serve which kind of service port, from every service's endpoints.
+fn inbound_ports(registry: &Registry) -> HashMap<(String, String), InboundPorts> {
+    let mut out: HashMap<(String, String), InboundPorts> = HashMap::new();
+    for svc in registry.services() {
+        for e in &svc.endpoints {
+            let Some(workload) = &e.workload else {
+                continue;
+            };
+            for port in &svc.ports {
+                let target = e.ports.get(&port.number).copied().unwrap_or(port.number);
+                let entry = out.entry(workload.clone()).or_default();
+                if is_l4(port.protocol) {
+                    entry.tcp.insert(target);
+                } else if port.protocol != crate::registry::Protocol::Udp {
+                    entry.http.insert(target);
+                }
+            }
+        }
+    }
+    out
 }

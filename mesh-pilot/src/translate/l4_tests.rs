@@ -495,3 +495,66 @@ spec:
         t.warnings
     );
 }
+
+#[test]
+fn inbound_listener_routes_declared_tcp_ports_as_tcp() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cache, namespace: shop}
+spec:
+  hosts: [cache.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 6379, name: redis, targetPort: 16379}, {number: 8080, name: http}]
+  workloadSelector: {labels: {app: cart}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cart-admin, namespace: shop}
+spec:
+  hosts: [cart-admin.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9000, name: tcp-admin}, {number: 8081, name: tcp-metrics, targetPort: 8080}]
+  workloadSelector: {labels: {app: cart}}
+",
+    );
+    let inbound = |transparent: bool| ProxyAddresses {
+        inbound: "127.0.0.1:15006".into(),
+        application: "127.0.0.1:8080".into(),
+        transparent,
+        ..Default::default()
+    };
+    // The workload's ports behind TCP service ports (targetPort applied); 8080 is also
+    // behind an HTTP port, so it stays HTTP, with a warning.
+    let t = run(&m, "cart", inbound(false));
+    assert_eq!(
+        show(&listener(&t, INBOUND).tcp_routes),
+        vec![(
+            "inbound|tcp".into(),
+            vec!["9000 [] []".into(), "16379 [] []".into()],
+            vec!["inbound|app=100".into()]
+        )]
+    );
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("workload port 8080 serves both")),
+        "{:?}",
+        t.warnings
+    );
+    // Redirected connections go on to the port they were sent to.
+    let t = run(&m, "cart", inbound(true));
+    assert_eq!(
+        listener(&t, INBOUND).tcp_routes[0].clusters[0].cluster,
+        "PassthroughCluster"
+    );
+    // A workload behind no TCP service port has no inbound routes.
+    assert!(
+        listener(&run(&m, "web", inbound(false)), INBOUND)
+            .tcp_routes
+            .is_empty()
+    );
+}

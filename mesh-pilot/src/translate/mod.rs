@@ -171,8 +171,20 @@ pub fn translate_shared(
             ));
         } else {
             let security = inbound::security(mesh, proxy.workload);
-            let (listener, table, cluster) =
-                inbound::build(&a.inbound, &a.application, a.transparent, security);
+            let (tcp_ports, both) = mesh.inbound_tcp_ports(proxy.workload);
+            for p in both {
+                shared.warnings.push(format!(
+                    "proxy {}: workload port {p} serves both an HTTP and a non-HTTP service port; served as HTTP",
+                    proxy.id
+                ));
+            }
+            let (listener, table, cluster) = inbound::build(
+                &a.inbound,
+                &a.application,
+                a.transparent,
+                security,
+                &tcp_ports,
+            );
             shared.listeners.push(listener);
             shared.inbound = Some((table, cluster));
         }

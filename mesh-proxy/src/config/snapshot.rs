@@ -218,12 +218,6 @@ fn validate_listeners(
                 }
             }
             _ => {
-                if !l.tcp_cluster.is_empty() && !clusters.contains_key(&l.tcp_cluster) {
-                    return Err(ConfigError::at(
-                        at("tcpCluster"),
-                        format!("unknown cluster {:?}", l.tcp_cluster),
-                    ));
-                }
                 if !route_tables.contains_key(&l.route_table) {
                     return Err(ConfigError::at(
                         at("routeTable"),

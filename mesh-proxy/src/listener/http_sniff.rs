@@ -4,7 +4,6 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -36,9 +35,11 @@ pub fn judge(first_bytes: &[u8]) -> Judgement {
     Judgement::NeedMore
 }
 
-/// Peeks at the start of `stream`: true when it is HTTP. Silence until `deadline` (a
-/// server-first protocol such as MySQL) or EOF is not HTTP.
-pub async fn sniff_http(stream: &TcpStream, deadline: Duration) -> io::Result<bool> {
+/// Peeks at the start of `stream`: true when its first bytes are not HTTP. Silence until
+/// `deadline`, or EOF, is not judged (false): the connection stays HTTP, as Istio's
+/// detection without a timeout does, so a slow HTTP client never loses its HTTP handling
+/// (mTLS origination, routing); server-first protocols need a declared TCP port.
+pub async fn sends_non_http(stream: &TcpStream, deadline: Duration) -> io::Result<bool> {
     let until = Instant::now() + deadline;
     let mut buf = [0u8; MAX_METHOD + 1];
     let mut seen = 0;
@@ -51,9 +52,11 @@ pub async fn sniff_http(stream: &TcpStream, deadline: Duration) -> io::Result<bo
             return Ok(false);
         }
         match judge(&buf[..n]) {
-            Judgement::Http => return Ok(true),
-            Judgement::NotHttp => return Ok(false),
-            Judgement::NeedMore if n == buf.len() || Instant::now() >= until => return Ok(false),
+            Judgement::Http => return Ok(false),
+            Judgement::NotHttp => return Ok(true),
+            // A longer run of method characters than any method: not HTTP.
+            Judgement::NeedMore if n == buf.len() => return Ok(true),
+            Judgement::NeedMore if Instant::now() >= until => return Ok(false),
             Judgement::NeedMore => {}
         }
         // peek returns at once while any byte is buffered: wait a little for more.
@@ -61,35 +64,6 @@ pub async fn sniff_http(stream: &TcpStream, deadline: Duration) -> io::Result<bo
             tokio::time::sleep(Duration::from_millis(2).min(until - Instant::now())).await;
         }
         seen = n;
-    }
-}
-
-/// Reads the first bytes of `stream` (a TLS session, where peeking is impossible) until they
-/// tell whether it is HTTP, or until `deadline`. Returns the bytes read, to be replayed, and
-/// the verdict; silence or EOF is not HTTP.
-pub async fn read_first_bytes(
-    stream: &mut (impl AsyncRead + Unpin),
-    deadline: Duration,
-) -> io::Result<(Vec<u8>, bool)> {
-    let until = Instant::now() + deadline;
-    let mut buf = Vec::with_capacity(MAX_METHOD + 1);
-    loop {
-        let mut chunk = [0u8; MAX_METHOD + 1];
-        let room = MAX_METHOD + 1 - buf.len();
-        let n = match tokio::time::timeout_at(until, stream.read(&mut chunk[..room])).await {
-            Ok(n) => n?,
-            Err(_) => return Ok((buf, false)),
-        };
-        if n == 0 {
-            return Ok((buf, false));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match judge(&buf) {
-            Judgement::Http => return Ok((buf, true)),
-            Judgement::NotHttp => return Ok((buf, false)),
-            Judgement::NeedMore if buf.len() > MAX_METHOD => return Ok((buf, false)),
-            Judgement::NeedMore => {}
-        }
     }
 }
 
@@ -113,37 +87,5 @@ mod tests {
         assert_eq!(judge(b" GET"), Judgement::NotHttp);
         assert_eq!(judge(b"ABCDEFGHIJKLMNOPQRSTU"), Judgement::NotHttp);
         assert_eq!(judge(b"PING\r\n"), Judgement::NotHttp);
-    }
-
-    #[tokio::test]
-    async fn first_bytes_read_until_they_decide() {
-        use tokio::io::AsyncWriteExt;
-        let (mut client, mut server) = tokio::io::duplex(64);
-        client.write_all(b"GE").await.unwrap();
-        let reading = tokio::spawn(async move {
-            read_first_bytes(&mut server, Duration::from_secs(5))
-                .await
-                .unwrap()
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        client.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
-        let (bytes, http) = reading.await.unwrap();
-        assert!(http);
-        assert!(bytes.starts_with(b"GET "), "{bytes:?}");
-
-        let (mut client, mut server) = tokio::io::duplex(64);
-        client.write_all(b"\x00\x01binary").await.unwrap();
-        let (bytes, http) = read_first_bytes(&mut server, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert!(!http);
-        assert_eq!(bytes, b"\x00\x01binary");
-
-        // A client that says nothing (server-first protocol): not HTTP, after the deadline.
-        let (_client, mut server) = tokio::io::duplex(64);
-        let (bytes, http) = read_first_bytes(&mut server, Duration::from_millis(50))
-            .await
-            .unwrap();
-        assert!(!http && bytes.is_empty());
     }
 }

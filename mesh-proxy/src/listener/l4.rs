@@ -7,7 +7,7 @@ use std::time::Duration;
 use mesh_proto::config::v1 as pb;
 use tokio::net::TcpStream;
 
-use super::http_sniff::sniff_http;
+use super::http_sniff::sends_non_http;
 use crate::config::Snapshot;
 use crate::tcp_route::{MAX_HELLO_BYTES, PASSTHROUGH, peek_sni};
 use crate::tls::SNIFF_TIMEOUT;
@@ -17,8 +17,8 @@ use crate::tls::SNIFF_TIMEOUT;
 /// is routed as one without a server name.
 pub const SNI_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a transparent HTTP listener waits for a client's first bytes before forwarding
-/// the connection as TCP (a server-first protocol sends nothing until the server speaks).
+/// How long a transparent HTTP listener waits for a client's first bytes to tell HTTP from
+/// other protocols; a client silent that long is served as HTTP.
 pub const HTTP_SNIFF_TIMEOUT: Duration = SNIFF_TIMEOUT;
 
 /// The parts of a listener's spec that decide how its connections are forwarded.
@@ -106,9 +106,9 @@ pub async fn classify(
             && listener.direction == pb::Direction::Outbound
             && original_dst.is_some() =>
         {
-            match sniff_http(stream, HTTP_SNIFF_TIMEOUT).await {
-                Ok(true) => Forward::Http,
-                Ok(false) => Forward::Tcp(fallback(listener, original_dst)),
+            match sends_non_http(stream, HTTP_SNIFF_TIMEOUT).await {
+                Ok(false) => Forward::Http,
+                Ok(true) => Forward::Tcp(fallback(listener, original_dst)),
                 Err(_) => Forward::Tcp(TcpTarget::Close),
             }
         }
@@ -234,10 +234,14 @@ mod tests {
                 "198.18.200.7:27017".parse().unwrap()
             ))
         );
-        // A server-first protocol sends nothing: TCP after the sniff timeout.
+        // A client that sends nothing at first stays HTTP (a slow HTTP client keeps its
+        // routing and mTLS); server-first protocols need a declared TCP port, as in Istio.
         let silent = classify_with(&snap, b"", "198.18.10.3:3306").await;
+        assert_eq!(target(silent), None);
+        // A client that sends something other than a request line is TCP.
+        let long = classify_with(&snap, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "198.18.10.3:3306").await;
         assert_eq!(
-            target(silent),
+            target(long),
             Some(TcpTarget::OriginalDst("198.18.10.3:3306".parse().unwrap()))
         );
     }

@@ -3,7 +3,6 @@
 mod http_sniff;
 mod l4;
 mod original_dst;
-mod prefixed;
 mod secure;
 mod serve;
 
@@ -201,13 +200,6 @@ impl Listeners {
         let local_port = listener.local_addr().map_or(0, |a| a.port());
         let inbound = spec.direction() == pb::Direction::Inbound;
         let l4 = Arc::new(l4::L4Listener::new(&spec));
-        let non_http = (inbound
-            && spec.protocol() != pb::ListenerProtocol::Tcp
-            && !spec.tcp_cluster.is_empty())
-        .then(|| TcpTarget::Cluster {
-            cluster: spec.tcp_cluster.clone(),
-            subset: String::new(),
-        });
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -255,7 +247,6 @@ impl Listeners {
                 let builder = builder.clone();
                 let drain = drain.clone();
                 let l4 = l4.clone();
-                let non_http = non_http.clone();
                 let tls = tls.clone();
                 tracker.spawn(async move {
                     // Where the client was going: its original destination, else this
@@ -275,7 +266,6 @@ impl Listeners {
                         drain,
                         tcp,
                         security,
-                        non_http,
                     };
                     match &serve.security {
                         // Outbound: plaintext from the local application.

@@ -10,9 +10,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::http_sniff::read_first_bytes;
-use super::l4::{HTTP_SNIFF_TIMEOUT, TcpTarget};
-use super::prefixed::Prefixed;
+use super::l4::TcpTarget;
 use crate::authz::{Attributes, Decision};
 use crate::config::ListenerSecurity;
 use crate::http::{ConnInfo, Proxy};
@@ -32,9 +30,6 @@ pub struct Serve {
     pub tcp: Option<TcpTarget>,
     /// Inbound listeners only.
     pub security: Option<Arc<ListenerSecurity>>,
-    /// On an inbound HTTP listener with a `tcp_cluster`: where a connection whose first bytes
-    /// (after TLS) are not HTTP goes, the application's TCP port.
-    pub non_http: Option<TcpTarget>,
 }
 
 impl Serve {
@@ -47,32 +42,7 @@ impl Serve {
             }
             return serve_tcp(io, conn, self.proxy, target).await;
         }
-        match self.non_http.take() {
-            None => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
-            Some(target) => self.sniffed(io, conn, target).await,
-        }
-    }
-
-    /// HTTP, or TCP to `target` when the first bytes say otherwise (a TCP service behind an
-    /// inbound listener, inside mTLS where the listener cannot peek).
-    async fn sniffed(self, mut io: impl Io, conn: ConnInfo, target: TcpTarget) {
-        let (first, http) = match read_first_bytes(&mut io, HTTP_SNIFF_TIMEOUT).await {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::debug!(peer = %conn.peer, error = %e, "connection failed before its first bytes");
-                return;
-            }
-        };
-        let io = Prefixed::new(first, io);
-        if http {
-            return serve_http(io, conn, self.proxy, self.builder, self.drain).await;
-        }
-        if let Some(security) = &self.security
-            && !tcp_allowed(security, &conn)
-        {
-            return;
-        }
-        serve_tcp(io, conn, self.proxy, target).await
+        serve_http(io, conn, self.proxy, self.builder, self.drain).await
     }
 }
 
