@@ -13,8 +13,9 @@ use crate::tcp_route::{MAX_HELLO_BYTES, PASSTHROUGH, peek_sni};
 use crate::tls::SNIFF_TIMEOUT;
 
 /// How long a connection whose route depends on its server name may take to send its
-/// ClientHello (Envoy's listener filter timeout is 15 s, Istio's TLS inspector 5 s); then it
-/// is routed as one without a server name.
+/// ClientHello (Envoy's default listener filter timeout is 15 s; clients send it at once);
+/// then it is routed as one without a server name, so a silent client never holds a task
+/// forever.
 pub const SNI_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a transparent HTTP listener waits for a client's first bytes to tell HTTP from
