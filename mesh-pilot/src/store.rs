@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use mesh_api::{Kind, Resource, ValidationError};
@@ -18,8 +19,9 @@ struct Fingerprint {
 #[derive(Debug, Default)]
 struct FileState {
     fingerprint: Option<Fingerprint>,
-    /// The objects of the last version of the file that had no error.
-    good: Vec<Resource>,
+    /// The objects of the last version of the file that had no error, shared with the
+    /// generations built from them (not copied for each).
+    good: Vec<Arc<Resource>>,
     /// Errors of the current version; empty when it is the good one.
     errors: Vec<ValidationError>,
 }
@@ -72,6 +74,7 @@ impl DirStore {
                 }
             };
             let (resources, errors) = mesh_api::load_str(&path, &text);
+            let resources: Vec<Arc<Resource>> = resources.into_iter().map(Arc::new).collect();
             if errors.is_empty() {
                 changed |= state.good != resources;
                 state.good = resources;
@@ -88,7 +91,7 @@ impl DirStore {
 
     /// Every valid object, in file order. An object defined in two files is taken from the
     /// first and reported.
-    pub fn resources(&self) -> Vec<Resource> {
+    pub fn resources(&self) -> Vec<Arc<Resource>> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for (path, state) in &self.files {
@@ -139,7 +142,7 @@ impl std::fmt::Display for ObjectKey {
 #[derive(Debug, Default)]
 struct ObjectState {
     /// The last version that decoded and validated.
-    good: Option<Resource>,
+    good: Option<Arc<Resource>>,
     /// Errors of the current version; empty when it is the good one.
     errors: Vec<ValidationError>,
 }
@@ -168,8 +171,8 @@ impl ObjectStore {
         match checked {
             Ok(resource) => {
                 state.errors.clear();
-                let changed = state.good.as_ref() != Some(&resource);
-                state.good = Some(resource);
+                let changed = state.good.as_deref() != Some(&resource);
+                state.good = Some(Arc::new(resource));
                 changed
             }
             Err(errors) => {
@@ -216,7 +219,7 @@ impl ObjectStore {
     }
 
     /// Every valid object, ordered by key.
-    pub fn resources(&self) -> Vec<Resource> {
+    pub fn resources(&self) -> Vec<Arc<Resource>> {
         self.objects
             .values()
             .filter_map(|s| s.good.clone())
@@ -234,7 +237,7 @@ impl ObjectStore {
 
 /// One list from both sources; an object (kind, namespace, name) given by both, or by two API
 /// groups, is taken from the first list and reported.
-pub fn merge(first: Vec<Resource>, second: Vec<Resource>) -> Vec<Resource> {
+pub fn merge(first: Vec<Arc<Resource>>, second: Vec<Arc<Resource>>) -> Vec<Arc<Resource>> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(first.len() + second.len());
     for r in first.into_iter().chain(second) {
@@ -388,8 +391,10 @@ spec:
 
     #[test]
     fn merge_keeps_the_first_definition() {
-        let (a, _) = mesh_api::load_str("a.yaml", SE);
-        let (b, _) = mesh_api::load_str("b.yaml", &SE.replace("9080", "9090"));
+        let shared = |(r, _): (Vec<Resource>, _)| r.into_iter().map(Arc::new).collect::<Vec<_>>();
+        let a = shared(mesh_api::load_str("a.yaml", SE));
+        let b = shared(mesh_api::load_str("b.yaml", &SE.replace("9080", "9090")));
+        assert_ne!(a, b);
         let merged = merge(a.clone(), b);
         assert_eq!(merged, a);
     }

@@ -34,6 +34,20 @@ pub fn due(first: Instant, last: Instant, now: Instant, d: &Debounce) -> bool {
     now.duration_since(last) >= d.quiet || now.duration_since(first) >= d.max
 }
 
+/// When a pending change falls due if nothing else changes: the loops wake then, not at the
+/// next poll, so a push starts right after the quiet period.
+pub fn due_at(pending: Option<(Instant, Instant)>, d: &Debounce) -> Option<Instant> {
+    pending.map(|(first, last)| (last + d.quiet).min(first + d.max))
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub async fn watch(
     mut store: DirStore,
     discovery: Arc<Discovery>,
@@ -46,6 +60,7 @@ pub async fn watch(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = sleep_until(due_at(pending, &debounce)) => {}
         }
         let now = Instant::now();
         if store.scan() {
@@ -86,5 +101,19 @@ mod tests {
             due(t0, ms(9_990), ms(10_000), &d),
             "10 s after the first change"
         );
+    }
+
+    #[test]
+    fn falls_due_after_the_quiet_period_or_the_maximum() {
+        let d = Debounce::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(due_at(None, &d), None);
+        assert_eq!(due_at(Some((t0, ms(30))), &d), Some(ms(130)));
+        assert_eq!(due_at(Some((t0, ms(9_950))), &d), Some(ms(10_000)));
+        for (first, last) in [(t0, ms(30)), (t0, ms(9_950))] {
+            let at = due_at(Some((first, last)), &d).unwrap();
+            assert!(due(first, last, at, &d));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A generation that carries outbound configs over an endpoint change gives every proxy the
 //! config a full build gives, and a change of anything but endpoints is not carried.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use mesh_api::Resource;
@@ -73,10 +74,10 @@ spec:
     - destination: {host: reviews.shop.svc.cluster.local, subset: v2}
 "#;
 
-fn load(docs: &[&str]) -> Vec<Resource> {
+fn load(docs: &[&str]) -> Vec<Arc<Resource>> {
     let (resources, errors) = mesh_api::load_str("mesh.yaml", &docs.join("---\n"));
     assert!(errors.is_empty(), "{errors:?}");
-    resources
+    resources.into_iter().map(Arc::new).collect()
 }
 
 fn client() -> Node {

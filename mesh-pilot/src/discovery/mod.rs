@@ -59,7 +59,7 @@ pub struct Mesh {
     pub resource_count: usize,
     /// The resources other than ServiceEntries and WorkloadEntries (routing, policy, Sidecars:
     /// few and small), to tell an endpoint-only change from the next generation.
-    config: Vec<Resource>,
+    config: Vec<Arc<Resource>>,
     pub index: MeshIndex,
     /// Scopes whose outbound config is built, so concurrent pushes build each once.
     built: Mutex<HashMap<ScopeKey, Arc<OnceLock<()>>>>,
@@ -71,7 +71,7 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    pub fn new(generation: u64, changed_at: Instant, resources: Vec<Resource>) -> Self {
+    pub fn new(generation: u64, changed_at: Instant, resources: Vec<Arc<Resource>>) -> Self {
         Self::with_platform(generation, changed_at, resources, &Platform::default())
     }
 
@@ -80,7 +80,7 @@ impl Mesh {
     pub fn with_platform(
         generation: u64,
         changed_at: Instant,
-        resources: Vec<Resource>,
+        resources: Vec<Arc<Resource>>,
         platform: &Platform,
     ) -> Self {
         let registry = crate::registry::Registry::build_merged(
@@ -91,7 +91,7 @@ impl Mesh {
         let index = MeshIndex::new(&resources, Arc::new(registry));
         let config = resources
             .iter()
-            .filter(|r| !matches!(r, Resource::ServiceEntry(_) | Resource::WorkloadEntry(_)))
+            .filter(|r| !matches!(***r, Resource::ServiceEntry(_) | Resource::WorkloadEntry(_)))
             .cloned()
             .collect();
         Self {
@@ -304,7 +304,7 @@ impl Discovery {
 
     /// Installs a new generation and queues a push to every connected proxy; each gets a
     /// response only if its config changed. Returns once the pushes are queued.
-    pub async fn update(self: &Arc<Self>, resources: Vec<Resource>, changed_at: Instant) {
+    pub async fn update(self: &Arc<Self>, resources: Vec<Arc<Resource>>, changed_at: Instant) {
         self.update_with_platform(resources, Platform::default(), changed_at)
             .await
     }
@@ -312,7 +312,7 @@ impl Discovery {
     /// [`Discovery::update`] with a platform registry (Kubernetes) merged into the registry.
     pub async fn update_with_platform(
         self: &Arc<Self>,
-        resources: Vec<Resource>,
+        resources: Vec<Arc<Resource>>,
         platform: Platform,
         changed_at: Instant,
     ) {

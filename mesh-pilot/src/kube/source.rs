@@ -65,7 +65,7 @@ impl KubeState {
     }
 
     /// Valid config objects from the cluster.
-    pub fn config_resources(&self) -> Vec<mesh_api::Resource> {
+    pub fn config_resources(&self) -> Vec<Arc<mesh_api::Resource>> {
         self.config.lock().expect("config lock").resources()
     }
 

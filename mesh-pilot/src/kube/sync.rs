@@ -11,7 +11,7 @@ use super::source::KubeState;
 use crate::discovery::{Discovery, Mesh};
 use crate::registry::Platform;
 use crate::store::{DirStore, merge};
-use crate::watch::{Debounce, due};
+use crate::watch::{Debounce, due, due_at, sleep_until};
 
 /// The sources pilot serves from when Kubernetes is on.
 pub struct Sources {
@@ -28,7 +28,7 @@ impl Sources {
     }
 
     /// Every valid config object: the cluster's first, then the files'.
-    pub fn resources(&self) -> Vec<mesh_api::Resource> {
+    pub fn resources(&self) -> Vec<Arc<mesh_api::Resource>> {
         let files = self
             .dir
             .as_ref()
@@ -72,6 +72,7 @@ pub async fn run(
         let cluster_changed = tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => false,
+            _ = sleep_until(due_at(pending, &debounce)) => false,
             r = kube_changes.changed() => r.is_ok(),
         };
         let now = Instant::now();

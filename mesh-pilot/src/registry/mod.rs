@@ -6,6 +6,7 @@ mod model;
 mod selection;
 mod service_entry;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use model::{
@@ -42,12 +43,12 @@ pub struct Registry {
 
 impl Registry {
     /// Builds the registry with the default trust domain `cluster.local`.
-    pub fn build(resources: &[mesh_api::Resource]) -> Registry {
+    pub fn build<R: Borrow<mesh_api::Resource>>(resources: &[R]) -> Registry {
         Registry::build_with_trust_domain(resources, DEFAULT_TRUST_DOMAIN)
     }
 
-    pub fn build_with_trust_domain(
-        resources: &[mesh_api::Resource],
+    pub fn build_with_trust_domain<R: Borrow<mesh_api::Resource>>(
+        resources: &[R],
         trust_domain: &str,
     ) -> Registry {
         Registry::build_merged(resources, trust_domain, &Platform::default())
@@ -56,8 +57,8 @@ impl Registry {
     /// ServiceEntry + WorkloadEntry merged with a platform registry (Kubernetes). A platform
     /// service wins over a ServiceEntry of the same host and namespace (as in Istio); a
     /// WorkloadEntry wins over a platform workload of the same name and namespace.
-    pub fn build_merged(
-        resources: &[mesh_api::Resource],
+    pub fn build_merged<R: Borrow<mesh_api::Resource>>(
+        resources: &[R],
         trust_domain: &str,
         platform: &Platform,
     ) -> Registry {

@@ -1,5 +1,6 @@
 //! ServiceEntry + WorkloadEntry into services, endpoints and workloads, with Istio's rules.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use mesh_api::networking::{self, ServiceEntry, WorkloadEntry};
@@ -35,11 +36,11 @@ fn created_of<T>(o: &Object<T>) -> String {
     o.metadata.creation_timestamp.clone().unwrap_or_default()
 }
 
-pub(super) fn from_resources(resources: &[Resource], trust_domain: &str) -> Built {
+pub(super) fn from_resources<R: Borrow<Resource>>(resources: &[R], trust_domain: &str) -> Built {
     let mut workloads = WorkloadIndex::default();
     let mut entries = Vec::new();
     for r in resources {
-        match r {
+        match r.borrow() {
             Resource::WorkloadEntry(we) => workloads.insert(workload(we, trust_domain)),
             Resource::ServiceEntry(se) => entries.push(se.as_ref()),
             _ => {}

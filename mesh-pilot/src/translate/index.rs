@@ -152,7 +152,7 @@ impl MeshIndex {
                     index.sidecars.push(entry);
                 }
                 Resource::PeerAuthentication(_) | Resource::AuthorizationPolicy(_) => {
-                    index.security.push(r.clone());
+                    index.security.push(r.borrow().clone());
                 }
                 _ => {}
             }
