@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod cidr;
 pub mod config;
 pub mod discovery;
 pub mod health;

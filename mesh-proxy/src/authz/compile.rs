@@ -5,9 +5,9 @@ use http::HeaderName;
 use mesh_proto::config::v1 as pb;
 use pb::authorization_policy as ap;
 
-use super::ip::Cidr;
 use super::pattern::{PathPattern, Pattern};
 use super::rule::{Clause, Rule, Test};
+use crate::cidr::Cidr;
 
 /// `(field path, reason)`.
 pub type CompileError = (String, String);

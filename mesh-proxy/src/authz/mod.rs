@@ -7,7 +7,6 @@
 //! when any of its rules does; a policy without rules matches nothing.
 
 mod compile;
-mod ip;
 mod mtls;
 mod pattern;
 mod rule;

@@ -3,8 +3,8 @@
 use http::HeaderName;
 
 use super::Attributes;
-use super::ip::Cidr;
 use super::pattern::{PathPattern, Pattern};
+use crate::cidr::Cidr;
 
 /// One value test on one request attribute.
 #[derive(Clone, Debug)]

@@ -4,7 +4,6 @@
 //! Compiled once per config; the socket side ([`crate::listener`]) peeks the server name
 //! only when a route that could take the connection asks for one.
 
-mod cidr;
 mod client_hello;
 mod sni;
 
@@ -12,7 +11,7 @@ use std::net::SocketAddr;
 
 use mesh_proto::config::v1 as pb;
 
-pub use cidr::Cidr;
+pub use crate::cidr::Cidr;
 pub use client_hello::{Hello, MAX_HELLO_BYTES, client_hello_sni, peek_sni};
 pub use sni::SniHost;
 

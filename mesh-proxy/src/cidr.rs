@@ -1,18 +1,20 @@
-//! CIDR blocks for `ipBlocks`, `remoteIpBlocks` and the `source.ip` / `remote.ip` conditions,
-//! parsed with std so no extra crate is needed.
+//! CIDR blocks or single addresses, parsed with std: layer 4 route `destinationSubnets`,
+//! AuthorizationPolicy `ipBlocks` / `remoteIpBlocks` and the `source.ip` / `remote.ip`
+//! conditions.
 
+use std::fmt;
 use std::net::IpAddr;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Cidr {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
     net: IpAddr,
     len: u8,
 }
 
 impl Cidr {
-    /// `198.18.0.0/15`, `198.18.0.1`, `2001:db8::/32` or `2001:db8::1`. Host bits are masked,
-    /// as Envoy does.
-    pub(super) fn parse(s: &str) -> Result<Cidr, String> {
+    /// `198.18.0.0/15`, `198.18.0.1`, `2001:db8::/32` or `2001:db8::1`. Host bits are
+    /// masked, as Envoy does.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
         let (addr, len) = match s.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
@@ -35,10 +37,16 @@ impl Cidr {
         })
     }
 
-    pub(super) fn contains(&self, ip: IpAddr) -> bool {
-        // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // A dual-stack socket reports IPv4 addresses as ::ffff:a.b.c.d.
         let ip = ip.to_canonical();
         ip.is_ipv4() == self.net.is_ipv4() && mask(ip, self.len) == self.net
+    }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
     }
 }
 
@@ -80,6 +88,7 @@ mod tests {
         assert!(!has("2001:db8::/32", "2001:db9::1"));
         assert!(has("::1", "::1"));
         assert!(!has("::/0", "127.0.0.1"));
+        assert!(!has("0.0.0.0/0", "::1"));
         assert!(has("::/0", "2001:db8::1"));
     }
 
@@ -90,7 +99,9 @@ mod tests {
             "198.18.0.0/33",
             "2001:db8::/129",
             "not-an-ip",
+            "db.example.com",
             "198.18.0.0/x",
+            "198.18.0.0/-1",
             "198.18.0/24",
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
