@@ -4,6 +4,7 @@ pub mod fault;
 pub mod headers;
 pub mod matcher;
 pub mod table;
+pub mod weighted;
 
 pub use fault::{Abort, Fault, Rolls};
 pub use headers::HeaderOps;

@@ -288,14 +288,7 @@ impl Forward {
 
     /// Picks a destination by weight; `roll` is a uniformly random number.
     pub fn pick(&self, roll: u32) -> &Destination {
-        let mut point = roll % self.total_weight;
-        for d in &self.destinations {
-            if point < d.weight {
-                return d;
-            }
-            point -= d.weight;
-        }
-        unreachable!("point is below the total weight")
+        super::weighted::pick(&self.destinations, self.total_weight, roll, |d| d.weight)
     }
 }
 
