@@ -21,6 +21,7 @@ mod dispatch;
 mod echo;
 mod grpc;
 mod headers;
+pub mod ports;
 mod route;
 mod server;
 mod upgrade;

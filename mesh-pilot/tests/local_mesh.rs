@@ -30,20 +30,8 @@ fn fast() -> Debounce {
     }
 }
 
-/// A loopback port free now, below the kernel's ephemeral range (32768 and up): the client
-/// connections of tests running in parallel then cannot take it before the proxy binds it.
 fn free_addr() -> SocketAddr {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(2_654_435_761);
-    for _ in 0..1000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(7_919)) % 12_000) as u16;
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().unwrap();
-        }
-    }
-    panic!("no free loopback port between 20000 and 32000");
+    mesh_echo::ports::free_loopback_addr()
 }
 
 /// One workload: its app, its proxy, and where they listen.

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -69,12 +69,9 @@ impl Drop for Proc {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port free now, below the ephemeral range (see `mesh_echo::ports`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    mesh_echo::ports::free_loopback_port()
 }
 
 /// Polls `check` until it is true or `limit` passes.

@@ -358,6 +358,5 @@ pub async fn raw_plaintext_get(addr: SocketAddr) -> Option<String> {
 
 /// A port that was free a moment ago, for listeners whose port a test must know in advance.
 pub async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+    mesh_echo::ports::free_loopback_port()
 }
