@@ -37,6 +37,7 @@ mod service;
 pub mod store;
 mod tls;
 pub mod validity;
+mod verifier;
 
 pub use ca::{Ca, CaError, ServingCert, SignError};
 pub use conn::PeerInfo;

@@ -120,5 +120,5 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    super::provider_signature_checks!();
+    mesh_citadel::provider_signature_checks!();
 }

@@ -170,5 +170,5 @@ impl ServerCertVerifier for OriginationVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    super::provider_signature_checks!();
+    mesh_citadel::provider_signature_checks!();
 }
