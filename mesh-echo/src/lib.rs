@@ -13,6 +13,9 @@
 //!   [`GRPC_STATUS_HEADER`] makes a method fail with that gRPC code;
 //! - [`EchoConfig::fail_status`]: every request answers that HTTP status (gRPC and upgrades
 //!   included, `/delay` still delays), like a broken replica.
+//!
+//! [`lines`] is the other mode, for layer 4 routing: plain TCP where every line read is
+//! answered with `<name> <line>`, as Istio's tcp-echo sample answers with its prefix.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +24,7 @@ mod dispatch;
 mod echo;
 mod grpc;
 mod headers;
+pub mod lines;
 pub mod ports;
 mod route;
 mod server;

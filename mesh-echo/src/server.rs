@@ -33,6 +33,10 @@ pub struct EchoHandle {
 }
 
 impl EchoHandle {
+    pub(crate) fn new(addr: SocketAddr, stats: Arc<Stats>, task: JoinHandle<()>) -> Self {
+        Self { addr, stats, task }
+    }
+
     /// The bound address (with the real port when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -43,7 +47,7 @@ impl EchoHandle {
         self.stats.connections.load(Ordering::Relaxed)
     }
 
-    /// Requests received so far (HTTP, gRPC and upgrades).
+    /// Requests received so far (HTTP, gRPC and upgrades; lines in line mode).
     pub fn requests(&self) -> u64 {
         self.stats.requests.load(Ordering::Relaxed)
     }
