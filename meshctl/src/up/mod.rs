@@ -2,12 +2,17 @@
 //!
 //! Pilot serves DIR and citadel signs every proxy's certificate. Every WorkloadEntry that
 //! carries `local.mesh.dev/app-port` gets a sample app (mesh-echo, named after its `app` and
-//! `version` labels) on that port and a proxy whose inbound listener is the WorkloadEntry's
-//! address and port; `local.mesh.dev/outbound-port` adds an explicit outbound listener and
-//! `local.mesh.dev/admin-port` places the admin port. Proxies speak mTLS to each other; the
+//! `version` labels, or `local.mesh.dev/app-name`) on that port and a proxy whose inbound
+//! listener is the WorkloadEntry's address and port; `local.mesh.dev/outbound-port` adds an
+//! explicit outbound listener and `local.mesh.dev/admin-port` places the admin port. The app
+//! speaks HTTP, or answers lines of plain TCP when a ServiceEntry declares the workload's port
+//! as TCP. Sidecar egress listeners with a `port` and `captureMode: NONE` are listed with
+//! their address, for clients to connect to. Proxies speak mTLS to each other; the
 //! PeerAuthentication objects of DIR decide whether plaintext is still accepted.
 
+mod app_mode;
 mod ca;
+mod egress;
 mod fleet;
 mod workloads;
 
@@ -16,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use app_mode::AppMode;
 use ca::LocalCa;
 use fleet::{Fleet, sibling, wait_listening};
 pub use workloads::{LocalWorkload, local_workloads};
@@ -100,18 +106,18 @@ fn up(args: &Args) -> Result<(), String> {
         return Err(format!("pilot is not listening on {}", args.grpc_addr));
     }
     for w in &workloads {
-        fleet.spawn(
-            format!("{} app", w.name),
-            &echo,
-            &[
-                "--addr".into(),
-                w.app_addr.to_string(),
-                "--name".into(),
-                w.app.clone(),
-                "--version".into(),
-                w.version.clone(),
-            ],
-        )?;
+        let mut app_args = vec![
+            "--addr".into(),
+            w.app_addr.to_string(),
+            "--name".into(),
+            w.app.clone(),
+            "--version".into(),
+            w.version.clone(),
+        ];
+        if w.app_mode == AppMode::TcpLines {
+            app_args.push("--tcp".into());
+        }
+        fleet.spawn(format!("{} app", w.name), &echo, &app_args)?;
         let mut proxy_args = vec![
             "--discovery-addr".into(),
             format!("http://{}", args.grpc_addr),
@@ -147,6 +153,16 @@ fn up(args: &Args) -> Result<(), String> {
                 return Err(format!("{}: proxy is not listening on {addr}", w.name));
             }
         }
+        // Egress listeners come with the proxy's first config from pilot; one that never
+        // opens (a port already taken, a rejected Sidecar) is pilot's or the proxy's to log.
+        for e in &w.egress {
+            if !wait_listening(e.addr, Duration::from_secs(10)) {
+                eprintln!(
+                    "warning: {}: nothing listens on its egress port {} yet (see the proxy's and pilot's log)",
+                    w.name, e.addr
+                );
+            }
+        }
     }
     print_summary(args, &workloads);
     if args.check {
@@ -169,7 +185,7 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
         args.state_dir.display()
     );
     println!(
-        "{:<16} {:<8} {:<18} {:<18} {:<18}",
+        "{:<16} {:<8} {:<18} {:<24} {:<18}",
         "workload", "version", "inbound", "app", "outbound"
     );
     for w in workloads {
@@ -177,14 +193,35 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
             .outbound
             .map(|o| o.to_string())
             .unwrap_or_else(|| "-".into());
+        let app = format!("{} ({})", w.app_addr, w.app_mode.label());
         println!(
-            "{:<16} {:<8} {:<18} {:<18} {:<18}",
-            w.name, w.version, w.inbound, w.app_addr, outbound
+            "{:<16} {:<8} {:<18} {:<24} {:<18}",
+            w.name, w.version, w.inbound, app, outbound
         );
+    }
+    let egress: Vec<_> = workloads
+        .iter()
+        .flat_map(|w| w.egress.iter().map(move |e| (w, e)))
+        .collect();
+    if !egress.is_empty() {
+        println!("\negress listeners (Sidecar, captureMode NONE):");
+        for (w, e) in &egress {
+            println!(
+                "  {:<16} {:<18} {:<5} {}",
+                w.name,
+                e.addr,
+                e.protocol,
+                e.hosts.join(", ")
+            );
+        }
     }
     if let Some(o) = workloads.iter().find_map(|w| w.outbound) {
         println!("\ntry:  curl -x http://{o} http://reviews:9080/");
         println!("      curl http://{}/debug/syncz", args.http_addr);
+    }
+    if let Some((_, e)) = egress.iter().find(|(_, e)| e.protocol == "TCP") {
+        let (ip, port) = (e.addr.ip(), e.addr.port());
+        println!("\ntry:  exec 3<>/dev/tcp/{ip}/{port}; echo hello >&3; head -n1 <&3; exec 3>&-");
     }
     println!(
         "edit the YAML in {} and the change reaches every proxy within a second; Ctrl-C stops the mesh",
