@@ -83,7 +83,19 @@ impl Mesh {
         resources: Vec<Arc<Resource>>,
         platform: &Platform,
     ) -> Self {
-        let registry = crate::registry::Registry::build_merged(
+        Self::after(None, generation, changed_at, resources, platform)
+    }
+
+    /// The generation after `previous`, its registry reusing what did not change.
+    fn after(
+        previous: Option<&Mesh>,
+        generation: u64,
+        changed_at: Instant,
+        resources: Vec<Arc<Resource>>,
+        platform: &Platform,
+    ) -> Self {
+        let registry = crate::registry::Registry::next(
+            previous.map(|p| p.index.registry()),
             &resources,
             crate::registry::DEFAULT_TRUST_DOMAIN,
             platform,
@@ -320,10 +332,16 @@ impl Discovery {
         let this = self.clone();
         let built = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let mesh = Arc::new(Mesh::with_platform(
-                generation, changed_at, resources, &platform,
+            let previous = this.mesh.load_full();
+            let mesh = Arc::new(Mesh::after(
+                Some(&previous),
+                generation,
+                changed_at,
+                resources,
+                &platform,
             ));
-            let carried = mesh.carry_from(&this.mesh.load());
+            let carried = mesh.carry_from(&previous);
+            drop(previous);
             let indexed = started.elapsed();
             let nodes: Vec<Node> = this
                 .connections()

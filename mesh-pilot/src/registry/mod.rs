@@ -3,11 +3,14 @@
 //! EndpointSlices and Pods later feed the same model).
 
 mod model;
+#[cfg(test)]
+mod next_tests;
 mod selection;
 mod service_entry;
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 pub use model::{
     Endpoint, Location, Protocol, Resolution, Service, ServiceOrigin, ServicePort, TLS_MODE_LABEL,
@@ -28,17 +31,20 @@ pub struct Platform {
     pub workloads: Vec<Workload>,
 }
 
-/// An immutable snapshot of the mesh's services and workloads; rebuilt on every config change.
+/// An immutable snapshot of the mesh's services and workloads, made anew on every config
+/// change ([`Registry::next`] reuses what did not change).
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
-    /// Sorted by (hostname, namespace).
-    services: Vec<Service>,
+    /// Sorted by (hostname, namespace); shared with the generations that did not change them.
+    services: Vec<Arc<Service>>,
     by_host: HashMap<String, Vec<usize>>,
     /// ServiceEntry `subjectAltNames` by (hostname, namespace).
     subject_alt_names: BTreeMap<(String, String), Vec<String>>,
-    workloads: BTreeMap<(String, String), Workload>,
+    workloads: BTreeMap<(String, String), Arc<Workload>>,
     trust_domain: String,
     warnings: Vec<String>,
+    /// What the ServiceEntry part was built from, for the next generation.
+    sources: Arc<service_entry::Sources>,
 }
 
 impl Registry {
@@ -62,8 +68,27 @@ impl Registry {
         trust_domain: &str,
         platform: &Platform,
     ) -> Registry {
-        let mut built = service_entry::from_resources(resources, trust_domain);
-        merge_platform(&mut built, platform);
+        let shared: Vec<Arc<mesh_api::Resource>> = resources
+            .iter()
+            .map(|r| Arc::new(r.borrow().clone()))
+            .collect();
+        Registry::next(None, &shared, trust_domain, platform)
+    }
+
+    /// [`Registry::build_merged`] from shared resources, reusing from `previous` the services
+    /// of every ServiceEntry that did not change and whose selected workloads did not either
+    /// (resources the store did not re-read are the same `Arc`s, so most are recognised
+    /// without comparing them).
+    pub fn next(
+        previous: Option<&Registry>,
+        resources: &[Arc<mesh_api::Resource>],
+        trust_domain: &str,
+        platform: &Platform,
+    ) -> Registry {
+        let mut built =
+            service_entry::from_resources(resources, trust_domain, previous.map(|p| &*p.sources));
+        let mut workloads = built.sources.workloads.map().clone();
+        merge_platform(&mut built, &mut workloads, platform);
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, s) in built.services.iter().enumerate() {
             by_host.entry(s.hostname.clone()).or_default().push(i);
@@ -72,15 +97,16 @@ impl Registry {
             services: built.services,
             by_host,
             subject_alt_names: built.subject_alt_names,
-            workloads: built.workloads,
+            workloads,
             trust_domain: trust_domain.to_string(),
             warnings: built.warnings,
+            sources: Arc::new(built.sources),
         }
     }
 
     /// Every service, sorted by hostname then namespace.
-    pub fn services(&self) -> &[Service] {
-        &self.services
+    pub fn services(&self) -> impl ExactSizeIterator<Item = &Service> {
+        self.services.iter().map(|s| &**s)
     }
 
     /// Services declared for exactly this hostname (one per declaring namespace).
@@ -89,7 +115,7 @@ impl Registry {
             .get(hostname)
             .into_iter()
             .flatten()
-            .map(|&i| &self.services[i])
+            .map(|&i| &*self.services[i])
     }
 
     /// The names a mesh mTLS peer serving `service` may present besides each endpoint's own
@@ -105,11 +131,12 @@ impl Registry {
     pub fn workload(&self, name: &str, namespace: &str) -> Option<&Workload> {
         self.workloads
             .get(&(namespace.to_string(), name.to_string()))
+            .map(|w| &**w)
     }
 
     /// Every workload, sorted by namespace then name.
     pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
-        self.workloads.values()
+        self.workloads.values().map(|w| &**w)
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -133,6 +160,9 @@ impl Registry {
         }
         let mut changed = HashSet::new();
         for (now, before) in self.services.iter().zip(&previous.services) {
+            if Arc::ptr_eq(now, before) {
+                continue;
+            }
             if !same_but_endpoints(now, before)
                 || now.endpoints.is_empty() != before.endpoints.is_empty()
             {
@@ -173,7 +203,11 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
 }
 
 /// Adds a platform registry's services and workloads; see [`Registry::build_merged`].
-fn merge_platform(built: &mut service_entry::Built, platform: &Platform) {
+fn merge_platform(
+    built: &mut service_entry::Built,
+    workloads: &mut BTreeMap<(String, String), Arc<Workload>>,
+    platform: &Platform,
+) {
     let platform_hosts: std::collections::HashSet<(&str, &str)> = platform
         .services
         .iter()
@@ -190,19 +224,21 @@ fn merge_platform(built: &mut service_entry::Built, platform: &Platform) {
         }
         !shadowed
     });
-    built.services.extend(platform.services.iter().cloned());
+    built
+        .services
+        .extend(platform.services.iter().cloned().map(Arc::new));
     built
         .services
         .sort_by(|a, b| (&a.hostname, &a.namespace).cmp(&(&b.hostname, &b.namespace)));
     for w in &platform.workloads {
         let key = (w.namespace.clone(), w.name.clone());
-        match built.workloads.entry(key) {
+        match workloads.entry(key) {
             std::collections::btree_map::Entry::Occupied(_) => built.warnings.push(format!(
                 "Pod {}/{}: a WorkloadEntry of the same name is used for its proxy",
                 w.namespace, w.name
             )),
             std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(w.clone());
+                slot.insert(Arc::new(w.clone()));
             }
         }
     }

@@ -246,7 +246,7 @@ mod tests {
         );
         assert!(errors.is_empty(), "{errors:?}");
         let registry = crate::registry::Registry::build(&resources);
-        let db = &registry.services()[0];
+        let db = registry.services().next().unwrap();
         assert_eq!(db.addresses, ["198.18.10.1", "198.18.11.0/24"]);
     }
 

@@ -4,13 +4,15 @@
 //! comparisons per registry build without it).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::model::{Workload, labels_match};
 
 /// Workloads keyed by (namespace, name), with a posting list per (namespace, label, value).
-#[derive(Debug, Default)]
+/// Workloads are shared (`Arc`), so the next generation's index starts as a cheap copy.
+#[derive(Clone, Debug, Default)]
 pub(super) struct WorkloadIndex {
-    workloads: BTreeMap<(String, String), Workload>,
+    workloads: BTreeMap<(String, String), Arc<Workload>>,
     /// (namespace, label key, label value) -> keys into `workloads`.
     by_label: HashMap<(String, String, String), Vec<(String, String)>>,
 }
@@ -18,16 +20,21 @@ pub(super) struct WorkloadIndex {
 impl WorkloadIndex {
     pub fn insert(&mut self, w: Workload) {
         let key = (w.namespace.clone(), w.name.clone());
-        if let Some(old) = self.workloads.remove(&key) {
-            self.forget_labels(&old);
-        }
+        self.remove(&key);
         for (k, v) in &w.labels {
             self.by_label
                 .entry((w.namespace.clone(), k.clone(), v.clone()))
                 .or_default()
                 .push(key.clone());
         }
-        self.workloads.insert(key, w);
+        self.workloads.insert(key, Arc::new(w));
+    }
+
+    /// Takes a workload out; returns it if it was there.
+    pub fn remove(&mut self, key: &(String, String)) -> Option<Arc<Workload>> {
+        let old = self.workloads.remove(key)?;
+        self.forget_labels(&old);
+        Some(old)
     }
 
     fn forget_labels(&mut self, w: &Workload) {
@@ -54,7 +61,7 @@ impl WorkloadIndex {
             return Box::new(
                 self.workloads
                     .range((namespace.clone(), String::new())..)
-                    .map(|(_, w)| w)
+                    .map(|(_, w)| &**w)
                     .take_while(move |w| w.namespace == namespace),
             );
         }
@@ -71,13 +78,14 @@ impl WorkloadIndex {
         Box::new(
             shortest
                 .iter()
-                .filter_map(|key| self.workloads.get(key))
+                .filter_map(|key| self.workloads.get(key).map(|w| &**w))
                 .filter(move |w| labels_match(selector, &w.labels)),
         )
     }
 
-    pub fn into_map(self) -> BTreeMap<(String, String), Workload> {
-        self.workloads
+    /// Every workload by (namespace, name).
+    pub fn map(&self) -> &BTreeMap<(String, String), Arc<Workload>> {
+        &self.workloads
     }
 }
 

@@ -1,7 +1,7 @@
 //! ServiceEntry + WorkloadEntry into services, endpoints and workloads, with Istio's rules.
 
-use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use mesh_api::networking::{self, ServiceEntry, WorkloadEntry};
 use mesh_api::{Object, Resource};
@@ -9,7 +9,7 @@ use mesh_api::{Object, Resource};
 use super::DEFAULT_NAMESPACE;
 use super::model::{
     Endpoint, Location, Protocol, Resolution, Service, ServiceOrigin, ServicePort, Workload,
-    has_sidecar, spiffe_id,
+    has_sidecar, labels_match, spiffe_id,
 };
 use super::selection::WorkloadIndex;
 
@@ -17,11 +17,33 @@ use super::selection::WorkloadIndex;
 const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 pub(super) struct Built {
-    pub services: Vec<Service>,
+    pub services: Vec<Arc<Service>>,
     /// ServiceEntry `subjectAltNames` by (hostname, namespace), where set.
     pub subject_alt_names: BTreeMap<(String, String), Vec<String>>,
-    pub workloads: BTreeMap<(String, String), Workload>,
+    /// What this was built from, for the next build.
+    pub sources: Sources,
     pub warnings: Vec<String>,
+}
+
+/// A ServiceEntry and the services it gave, one per host.
+type BuiltEntry = (Arc<Resource>, Vec<Arc<Service>>);
+
+/// A workload that appeared, changed or went: its namespace and (old or new) labels.
+type Moved = (String, BTreeMap<String, String>);
+
+/// The objects a ServiceEntry registry was built from and what each gave, so that the next
+/// build reuses the services of every ServiceEntry that is unchanged and whose selection no
+/// changed WorkloadEntry enters or leaves. At 1000 entries over 10000 WorkloadEntries that
+/// turns a rebuild of every service into a rebuild of the changed ones.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Sources {
+    trust_domain: String,
+    /// WorkloadEntries by (namespace, name).
+    workload_entries: HashMap<(String, String), Arc<Resource>>,
+    /// ServiceEntries by (namespace, name), with their services, one per host.
+    service_entries: HashMap<(String, String), BuiltEntry>,
+    /// The workloads of the WorkloadEntries.
+    pub workloads: WorkloadIndex,
 }
 
 fn namespace_of<T>(o: &Object<T>) -> String {
@@ -36,46 +58,141 @@ fn created_of<T>(o: &Object<T>) -> String {
     o.metadata.creation_timestamp.clone().unwrap_or_default()
 }
 
-pub(super) fn from_resources<R: Borrow<Resource>>(resources: &[R], trust_domain: &str) -> Built {
-    let mut workloads = WorkloadIndex::default();
+/// The same object for the registry: metadata and spec equal. Where it was read from (file
+/// and line, which shift when an edit above it adds a line) does not count.
+fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
+    fn same_object<T: PartialEq>(a: &Object<T>, b: &Object<T>) -> bool {
+        a.metadata == b.metadata && a.spec == b.spec
+    }
+    Arc::ptr_eq(a, b)
+        || match (&**a, &**b) {
+            (Resource::ServiceEntry(x), Resource::ServiceEntry(y)) => same_object(x, y),
+            (Resource::WorkloadEntry(x), Resource::WorkloadEntry(y)) => same_object(x, y),
+            _ => a == b,
+        }
+}
+
+/// The services and workloads of `resources`, reusing from `previous` what did not change.
+pub(super) fn from_resources(
+    resources: &[Arc<Resource>],
+    trust_domain: &str,
+    previous: Option<&Sources>,
+) -> Built {
+    let previous = previous.filter(|p| p.trust_domain == trust_domain);
+    let mut workload_entries = HashMap::new();
     let mut entries = Vec::new();
     for r in resources {
-        match r.borrow() {
-            Resource::WorkloadEntry(we) => workloads.insert(workload(we, trust_domain)),
-            Resource::ServiceEntry(se) => entries.push(se.as_ref()),
+        match &**r {
+            Resource::WorkloadEntry(we) => {
+                workload_entries.insert((namespace_of(we), we.metadata.name.clone()), r.clone());
+            }
+            Resource::ServiceEntry(se) => entries.push((r, se.as_ref())),
             _ => {}
         }
     }
+    let (workloads, moved) = workloads_of(&workload_entries, trust_domain, previous);
     // Istio resolves a host declared twice in a namespace in favour of the oldest entry.
-    entries.sort_by_key(|se| (created_of(se), namespace_of(se), se.metadata.name.clone()));
+    entries.sort_by_key(|(_, se)| (created_of(se), namespace_of(se), se.metadata.name.clone()));
 
     let mut warnings = Vec::new();
-    let mut services: BTreeMap<(String, String), Service> = BTreeMap::new();
+    let mut services: BTreeMap<(String, String), Arc<Service>> = BTreeMap::new();
     let mut subject_alt_names = BTreeMap::new();
-    for se in entries {
+    let mut service_entries = HashMap::new();
+    for (r, se) in entries {
         let ns = namespace_of(se);
-        for host in &se.spec.hosts {
-            let key = (host.clone(), ns.clone());
-            if let Some(first) = services.get(&key) {
+        let key = (ns.clone(), se.metadata.name.clone());
+        let reused = previous
+            .and_then(|p| p.service_entries.get(&key))
+            .filter(|(before, _)| same(before, r) && !selection_moved(se, &ns, &moved))
+            .map(|(_, built)| built.clone());
+        let built = reused.unwrap_or_else(|| {
+            se.spec
+                .hosts
+                .iter()
+                .map(|host| Arc::new(service(se, host, &ns, &workloads, trust_domain)))
+                .collect()
+        });
+        for (host, svc) in se.spec.hosts.iter().zip(&built) {
+            let host_key = (host.clone(), ns.clone());
+            if let Some(first) = services.get(&host_key) {
                 warnings.push(format!(
                     "ServiceEntry {ns}/{}: host {host} is already declared by ServiceEntry {ns}/{}; ignored",
                     se.metadata.name, first.origin.name
                 ));
                 continue;
             }
-            let svc = service(se, host, &ns, &workloads, trust_domain);
             if !se.spec.subject_alt_names.is_empty() {
-                subject_alt_names.insert(key.clone(), se.spec.subject_alt_names.clone());
+                subject_alt_names.insert(host_key.clone(), se.spec.subject_alt_names.clone());
             }
-            services.insert(key, svc);
+            services.insert(host_key, svc.clone());
         }
+        service_entries.insert(key, (r.clone(), built));
     }
     Built {
         services: services.into_values().collect(),
         subject_alt_names,
-        workloads: workloads.into_map(),
+        sources: Sources {
+            trust_domain: trust_domain.to_string(),
+            workload_entries,
+            service_entries,
+            workloads,
+        },
         warnings,
     }
+}
+
+/// The workloads of `entries`, from `previous`'s where the WorkloadEntry is unchanged, and the
+/// (namespace, labels) of every workload that appeared, changed or went (old and new labels).
+fn workloads_of(
+    entries: &HashMap<(String, String), Arc<Resource>>,
+    trust_domain: &str,
+    previous: Option<&Sources>,
+) -> (WorkloadIndex, Vec<Moved>) {
+    let Some(previous) = previous else {
+        let mut index = WorkloadIndex::default();
+        for r in entries.values() {
+            if let Resource::WorkloadEntry(we) = &**r {
+                index.insert(workload(we, trust_domain));
+            }
+        }
+        return (index, Vec::new());
+    };
+    let mut index = previous.workloads.clone();
+    let mut moved = Vec::new();
+    for key in previous.workload_entries.keys() {
+        if !entries.contains_key(key)
+            && let Some(gone) = index.remove(key)
+        {
+            moved.push((gone.namespace.clone(), gone.labels.clone()));
+        }
+    }
+    for (key, r) in entries {
+        if previous
+            .workload_entries
+            .get(key)
+            .is_some_and(|before| same(before, r))
+        {
+            continue;
+        }
+        if let Some(before) = index.remove(key) {
+            moved.push((before.namespace.clone(), before.labels.clone()));
+        }
+        if let Resource::WorkloadEntry(we) = &**r {
+            let w = workload(we, trust_domain);
+            moved.push((w.namespace.clone(), w.labels.clone()));
+            index.insert(w);
+        }
+    }
+    (index, moved)
+}
+
+/// Whether a workload that appeared, changed or went is (or was) selected by `se`.
+fn selection_moved(se: &Object<ServiceEntry>, namespace: &str, moved: &[Moved]) -> bool {
+    se.spec.workload_selector.as_ref().is_some_and(|sel| {
+        moved
+            .iter()
+            .any(|(ns, labels)| ns == namespace && labels_match(&sel.labels, labels))
+    })
 }
 
 fn workload(we: &Object<WorkloadEntry>, trust_domain: &str) -> Workload {
