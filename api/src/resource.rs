@@ -238,6 +238,27 @@ impl Resource {
         self.metadata().namespace.as_deref()
     }
 
+    /// Equal apart from where the two were read from (file and line, which shift when an edit
+    /// above an object adds a line): what pilot compares to tell what a change touched.
+    pub fn same_content(&self, other: &Resource) -> bool {
+        fn same<T: PartialEq>(a: &Object<T>, b: &Object<T>) -> bool {
+            a.api_version == b.api_version && a.metadata == b.metadata && a.spec == b.spec
+        }
+        match (self, other) {
+            (Resource::VirtualService(a), Resource::VirtualService(b)) => same(a, b),
+            (Resource::DestinationRule(a), Resource::DestinationRule(b)) => same(a, b),
+            (Resource::ServiceEntry(a), Resource::ServiceEntry(b)) => same(a, b),
+            (Resource::WorkloadEntry(a), Resource::WorkloadEntry(b)) => same(a, b),
+            (Resource::WorkloadGroup(a), Resource::WorkloadGroup(b)) => same(a, b),
+            (Resource::Sidecar(a), Resource::Sidecar(b)) => same(a, b),
+            (Resource::Gateway(a), Resource::Gateway(b)) => same(a, b),
+            (Resource::PeerAuthentication(a), Resource::PeerAuthentication(b)) => same(a, b),
+            (Resource::AuthorizationPolicy(a), Resource::AuthorizationPolicy(b)) => same(a, b),
+            (Resource::RequestAuthentication(a), Resource::RequestAuthentication(b)) => same(a, b),
+            _ => false,
+        }
+    }
+
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef {
             kind: self.kind().to_string(),

@@ -484,3 +484,19 @@ fn gateway_names_have_no_dots() {
         "gw.yaml:3: metadata.name: invalid gateway name: \"my.gw\""
     );
 }
+
+#[test]
+fn same_content_ignores_where_an_object_was_read_from() {
+    let doc = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: a, namespace: shop}\nspec: {address: 198.18.0.1, labels: {app: a}}\n";
+    let other = doc.replace("app: a", "app: b");
+    let load = |text: &str| {
+        let (mut resources, errors) = mesh_api::load_str("shop.yaml", text);
+        assert!(errors.is_empty(), "{errors:?}");
+        resources.pop().unwrap()
+    };
+    let first = load(doc);
+    let moved_down = load(&format!("{other}---\n{doc}"));
+    assert_ne!(first, moved_down, "read from another line");
+    assert!(first.same_content(&moved_down));
+    assert!(!first.same_content(&load(&other)));
+}

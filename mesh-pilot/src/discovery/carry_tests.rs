@@ -146,3 +146,17 @@ fn changes_beyond_endpoints_are_built_in_full() {
     let emptied = Mesh::new(2, Instant::now(), resources);
     assert_eq!(emptied.carry_from(&before), 0);
 }
+
+#[test]
+fn a_route_read_from_another_line_does_not_stop_the_carry() {
+    let before = Mesh::new(1, Instant::now(), load(&[SERVICES, ROUTE]));
+    let _ = config(&before);
+    // The new endpoint is written above the unchanged VirtualService, which moves down.
+    let resources = load(&[SERVICES, REVIEWS_V2, ROUTE]);
+    let carried = Mesh::new(2, Instant::now(), resources.clone());
+    assert_eq!(carried.carry_from(&before), 1);
+    assert_eq!(
+        config(&carried),
+        config(&Mesh::new(2, Instant::now(), resources))
+    );
+}

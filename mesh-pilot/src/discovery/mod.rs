@@ -121,7 +121,13 @@ impl Mesh {
     /// Takes over `previous`'s outbound configs when this generation differs from it only in
     /// endpoints (see `translate::carry_endpoint_change`). Returns how many scopes it took.
     fn carry_from(&self, previous: &Mesh) -> usize {
-        if self.config != previous.config {
+        let same_config = self.config.len() == previous.config.len()
+            && self
+                .config
+                .iter()
+                .zip(&previous.config)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a.same_content(b));
+        if !same_config {
             return 0;
         }
         match self

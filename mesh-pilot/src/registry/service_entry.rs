@@ -58,18 +58,9 @@ fn created_of<T>(o: &Object<T>) -> String {
     o.metadata.creation_timestamp.clone().unwrap_or_default()
 }
 
-/// The same object for the registry: metadata and spec equal. Where it was read from (file
-/// and line, which shift when an edit above it adds a line) does not count.
+/// The same object, wherever it was read from (see `Resource::same_content`).
 fn same(a: &Arc<Resource>, b: &Arc<Resource>) -> bool {
-    fn same_object<T: PartialEq>(a: &Object<T>, b: &Object<T>) -> bool {
-        a.metadata == b.metadata && a.spec == b.spec
-    }
-    Arc::ptr_eq(a, b)
-        || match (&**a, &**b) {
-            (Resource::ServiceEntry(x), Resource::ServiceEntry(y)) => same_object(x, y),
-            (Resource::WorkloadEntry(x), Resource::WorkloadEntry(y)) => same_object(x, y),
-            _ => a == b,
-        }
+    Arc::ptr_eq(a, b) || a.same_content(b)
 }
 
 /// The services and workloads of `resources`, reusing from `previous` what did not change.
