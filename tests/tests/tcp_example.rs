@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_e2e::*;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// Kills the whole process group (meshctl and everything it started) when dropped.
@@ -187,4 +187,20 @@ fn meshctl_up_runs_tcp_echo_and_shifts_tcp_traffic_live() {
     );
     // A connection opened before the change keeps its upstream.
     assert_eq!(open.ask("after").unwrap(), "one after");
+    drop(open);
+
+    // SIGTERM to meshctl alone (as a service manager sends it) stops the whole mesh.
+    kill(Pid::from_raw(mesh.0.pid()), Signal::SIGTERM).unwrap();
+    assert!(
+        mesh.0.wait_exit(Duration::from_secs(10)).is_some(),
+        "meshctl up did not exit on SIGTERM"
+    );
+    let app: SocketAddr = "127.0.0.1:29190".parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            TcpStream::connect_timeout(&egress, Duration::from_millis(200)).is_err()
+                && TcpStream::connect_timeout(&app, Duration::from_millis(200)).is_err()
+        }),
+        "the proxies and apps kept running after meshctl up stopped"
+    );
 }

@@ -19,7 +19,11 @@ mod workloads;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use app_mode::AppMode;
 use ca::LocalCa;
@@ -83,6 +87,13 @@ fn up(args: &Args) -> Result<(), String> {
         sibling("mesh-echo")?,
         sibling("mesh-citadel")?,
     );
+    // Stopped by a signal (Ctrl-C, `kill`, a service manager), the children are stopped with
+    // it when `fleet` drops; the default action would leave them running.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT, SIGHUP] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
     let mut fleet = Fleet(Vec::new());
     let ca = LocalCa::new(&args.state_dir, args.ca_addr);
     ca.issue_tokens(&citadel, &workloads)?;
@@ -168,12 +179,14 @@ fn up(args: &Args) -> Result<(), String> {
     if args.check {
         return Ok(());
     }
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
         if let Some(name) = fleet.exited() {
             return Err(format!("{name} exited; stopping the mesh"));
         }
     }
+    eprintln!("meshctl up: stopping the mesh");
+    Ok(())
 }
 
 fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
