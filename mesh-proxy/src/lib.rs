@@ -20,6 +20,7 @@ pub mod iptables;
 pub mod lb;
 pub mod listener;
 pub mod metrics;
+pub mod peek;
 pub mod retry;
 pub mod route;
 pub mod server;

@@ -5,7 +5,8 @@ use std::io;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+
+use crate::peek::peek_until;
 
 /// Longest method token looked at; longer is not a method any client sends.
 const MAX_METHOD: usize = 20;
@@ -40,31 +41,17 @@ pub fn judge(first_bytes: &[u8]) -> Judgement {
 /// detection without a timeout does, so a slow HTTP client never loses its HTTP handling
 /// (mTLS origination, routing); server-first protocols need a declared TCP port.
 pub async fn sends_non_http(stream: &TcpStream, deadline: Duration) -> io::Result<bool> {
-    let until = Instant::now() + deadline;
-    let mut buf = [0u8; MAX_METHOD + 1];
-    let mut seen = 0;
-    loop {
-        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
-            Ok(n) => n?,
-            Err(_) => return Ok(false),
-        };
-        if n == 0 {
-            return Ok(false);
-        }
-        match judge(&buf[..n]) {
-            Judgement::Http => return Ok(false),
-            Judgement::NotHttp => return Ok(true),
+    let verdict = peek_until(stream, MAX_METHOD + 1, deadline, |seen, _| {
+        match judge(seen) {
+            Judgement::Http => Some(false),
+            Judgement::NotHttp => Some(true),
             // A longer run of method characters than any method: not HTTP.
-            Judgement::NeedMore if n == buf.len() => return Ok(true),
-            Judgement::NeedMore if Instant::now() >= until => return Ok(false),
-            Judgement::NeedMore => {}
+            Judgement::NeedMore if seen.len() > MAX_METHOD => Some(true),
+            Judgement::NeedMore => None,
         }
-        // peek returns at once while any byte is buffered: wait a little for more.
-        if n == seen {
-            tokio::time::sleep(Duration::from_millis(2).min(until - Instant::now())).await;
-        }
-        seen = n;
-    }
+    })
+    .await?;
+    Ok(verdict.unwrap_or(false))
 }
 
 #[cfg(test)]

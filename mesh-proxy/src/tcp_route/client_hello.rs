@@ -5,8 +5,8 @@ use std::io;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
+use crate::peek::peek_until;
 use crate::tls::looks_like_tls;
 
 /// Most bytes of a ClientHello read for its server name: one full TLS record (16 KiB) and
@@ -143,29 +143,18 @@ pub async fn peek_sni(
     max_bytes: usize,
     deadline: Duration,
 ) -> io::Result<Option<String>> {
-    let until = Instant::now() + deadline;
-    let mut buf = vec![0u8; max_bytes];
-    let mut seen = 0;
-    loop {
-        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
-            Ok(n) => n?,
-            Err(_) => return Ok(None),
-        };
-        if n == 0 {
-            return Ok(None);
-        }
-        match client_hello_sni(&buf[..n]) {
-            Hello::Sni(name) => return Ok(Some(name)),
-            Hello::NoSni | Hello::NotTls => return Ok(None),
-            Hello::Incomplete if n == max_bytes || Instant::now() >= until => return Ok(None),
-            Hello::Incomplete => {}
-        }
-        // peek returns at once while any byte is buffered: wait a little for more.
-        if n == seen {
-            tokio::time::sleep(Duration::from_millis(2).min(until - Instant::now())).await;
-        }
-        seen = n;
-    }
+    let found = peek_until(
+        stream,
+        max_bytes,
+        deadline,
+        |seen, _| match client_hello_sni(seen) {
+            Hello::Sni(name) => Some(Some(name)),
+            Hello::NoSni | Hello::NotTls => Some(None),
+            Hello::Incomplete => None,
+        },
+    )
+    .await?;
+    Ok(found.flatten())
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@ use std::io;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+
+use crate::peek::peek_until;
 
 /// How long to wait for a client's first bytes. A client that says nothing (a server-first
 /// protocol such as MySQL) is plaintext TCP.
@@ -28,21 +29,12 @@ pub fn looks_like_tls(first_bytes: &[u8]) -> bool {
 /// Peeks at the first bytes of `stream` (leaving them to be read by whoever handles it) and
 /// says whether they start TLS. Waits at most `deadline`; silence or EOF means not TLS.
 pub async fn sniff_tls(stream: &TcpStream, deadline: Duration) -> io::Result<bool> {
-    let until = Instant::now() + deadline;
-    let mut buf = [0u8; HELLO_PREFIX];
-    loop {
-        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
-            Ok(n) => n?,
-            Err(_) => return Ok(false),
-        };
-        let seen = &buf[..n];
-        // Decide as soon as the bytes say enough; a TLS header split across segments waits a
-        // little (peek returns at once while any byte is buffered, hence the sleep).
-        if n == 0 || n >= 3 || seen[0] != 0x16 || Instant::now() >= until {
-            return Ok(n > 0 && looks_like_tls(seen));
-        }
-        tokio::time::sleep(Duration::from_millis(2).min(until - Instant::now())).await;
-    }
+    // Decided as soon as the bytes say enough; a TLS header split across segments waits.
+    let verdict = peek_until(stream, HELLO_PREFIX, deadline, |seen, last| {
+        (last || seen.len() >= 3 || seen[0] != 0x16).then(|| looks_like_tls(seen))
+    })
+    .await?;
+    Ok(verdict.unwrap_or(false))
 }
 
 #[cfg(test)]
