@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,6 +67,74 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `meshctl up` on a copy of an example directory's YAML (edits to the copy reach the running
+/// mesh), pilot and citadel on free ports, a fresh state directory, in a process group of its
+/// own that is killed whole (meshctl and everything it started) when dropped.
+pub struct LocalMesh {
+    pub meshctl: Proc,
+    /// Pilot's debug HTTP address (`/debug/syncz`).
+    pub pilot_http: SocketAddr,
+    /// The copy of the example.
+    pub dir: tempfile::TempDir,
+    /// meshctl's `--state-dir`.
+    pub state: tempfile::TempDir,
+}
+
+impl LocalMesh {
+    /// `example`: a directory under the workspace's `examples/`. `stdout`: where meshctl's
+    /// summary goes (piped to read it in the test, or inherited).
+    pub fn up(example: &str, stdout: Stdio) -> LocalMesh {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(example);
+        let dir = tempfile::tempdir().expect("temp dir");
+        for entry in std::fs::read_dir(&example).expect("example directory") {
+            let path = entry.expect("directory entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                std::fs::copy(&path, dir.path().join(path.file_name().expect("file name")))
+                    .expect("copy of the example");
+            }
+        }
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let ca = format!("127.0.0.1:{}", free_port());
+        let state = tempfile::tempdir().expect("temp dir");
+        let meshctl = Proc::spawn(
+            "meshctl up",
+            Command::new(binary("meshctl"))
+                .args([
+                    "up",
+                    dir.path().to_str().expect("UTF-8 path"),
+                    "--grpc-addr",
+                    &grpc,
+                    "--http-addr",
+                    &http,
+                    "--ca-addr",
+                    &ca,
+                    "--state-dir",
+                    state.path().to_str().expect("UTF-8 path"),
+                ])
+                .stdout(stdout)
+                .process_group(0),
+        );
+        LocalMesh {
+            meshctl,
+            pilot_http: http.parse().expect("an address"),
+            dir,
+            state,
+        }
+    }
+}
+
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.meshctl.pid()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

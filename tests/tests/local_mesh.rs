@@ -3,22 +3,10 @@
 //! outbound listener follow the VirtualService, and an edit of it takes effect while the mesh
 //! runs.
 
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mesh_e2e::*;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-
-/// Kills the whole process group (meshctl and everything it started) when dropped.
-struct Group(Proc);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.0.pid()), Signal::SIGKILL);
-    }
-}
 
 fn field_of(body: &str, field: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
@@ -32,33 +20,7 @@ fn version_of(body: &str) -> String {
 
 #[test]
 fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo");
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&example).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let http = format!("127.0.0.1:{}", free_port());
-    let ca = format!("127.0.0.1:{}", free_port());
-    let state = tempfile::tempdir().unwrap();
-    let _mesh = Group(Proc::spawn(
-        "meshctl up",
-        Command::new(binary("meshctl"))
-            .args([
-                "up",
-                dir.path().to_str().unwrap(),
-                "--grpc-addr",
-                &grpc,
-                "--http-addr",
-                &http,
-                "--ca-addr",
-                &ca,
-                "--state-dir",
-                state.path().to_str().unwrap(),
-            ])
-            .process_group(0),
-    ));
+    let mesh = LocalMesh::up("bookinfo", Stdio::inherit());
     let outbound = "127.0.0.1:15001".parse().unwrap();
     let reviews = || http_get(outbound, "reviews:9080", "/").map(|(s, b)| (s, version_of(&b)));
     assert!(
@@ -81,7 +43,7 @@ fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
         "STRICT refuses plaintext"
     );
     assert!(
-        state.path().join("ca/root-cert.pem").exists(),
+        mesh.state.path().join("ca/root-cert.pem").exists(),
         "the CA keeps its root in the state directory"
     );
 
@@ -96,7 +58,7 @@ fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
     assert!(seen["v1"] > seen["v3"], "{seen:?}");
 
     // Edit the VirtualService: everything to v2.
-    let vs = dir.path().join("virtual-service-reviews.yaml");
+    let vs = mesh.dir.path().join("virtual-service-reviews.yaml");
     let text = std::fs::read_to_string(&vs).unwrap();
     let all_v2 = text
         .replace(
@@ -118,7 +80,7 @@ fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
     eprintln!("edit took effect after {:?}", edited.elapsed());
 
     // Pilot's sync status lists every proxy of the example.
-    let (status, body) = http_get(http.parse().unwrap(), "pilot", "/debug/syncz").unwrap();
+    let (status, body) = http_get(mesh.pilot_http, "pilot", "/debug/syncz").unwrap();
     assert_eq!(status, 200);
     let syncz: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(syncz["proxies"].as_array().unwrap().len(), 6, "{syncz:#}");

@@ -5,23 +5,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_e2e::*;
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// Kills the whole process group (meshctl and everything it started) when dropped.
-struct Group(Proc);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.0.pid()), Signal::SIGKILL);
-    }
-}
 
 /// One line-oriented TCP connection.
 struct LineConn {
@@ -55,39 +45,10 @@ fn ask_once(addr: SocketAddr, line: &str) -> std::io::Result<String> {
 
 #[test]
 fn meshctl_up_runs_tcp_echo_and_shifts_tcp_traffic_live() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tcp-echo");
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&example).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let http = format!("127.0.0.1:{}", free_port());
-    let ca = format!("127.0.0.1:{}", free_port());
-    let state = tempfile::tempdir().unwrap();
-    let mut mesh = Group(Proc::spawn(
-        "meshctl up",
-        Command::new(binary("meshctl"))
-            .args([
-                "up",
-                dir.path().to_str().unwrap(),
-                "--grpc-addr",
-                &grpc,
-                "--http-addr",
-                &http,
-                "--ca-addr",
-                &ca,
-                "--state-dir",
-                state.path().to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .process_group(0),
-    ));
+    let mut mesh = LocalMesh::up("tcp-echo", Stdio::piped());
     // meshctl's summary, collected (and passed on to the test's output) as it is printed.
     let summary = Arc::new(Mutex::new(String::new()));
-    let stdout = mesh.0.child.stdout.take().unwrap();
+    let stdout = mesh.meshctl.child.stdout.take().unwrap();
     let collected = summary.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -145,7 +106,7 @@ fn meshctl_up_runs_tcp_echo_and_shifts_tcp_traffic_live() {
     assert_eq!(open.ask("before").unwrap(), "one before");
 
     // Edit the VirtualService of the running mesh: everything to v2.
-    let vs = dir.path().join("virtual-service-tcp-echo.yaml");
+    let vs = mesh.dir.path().join("virtual-service-tcp-echo.yaml");
     let text = std::fs::read_to_string(&vs).unwrap();
     let all_v2 = text
         .replace(
@@ -190,9 +151,9 @@ fn meshctl_up_runs_tcp_echo_and_shifts_tcp_traffic_live() {
     drop(open);
 
     // SIGTERM to meshctl alone (as a service manager sends it) stops the whole mesh.
-    kill(Pid::from_raw(mesh.0.pid()), Signal::SIGTERM).unwrap();
+    kill(Pid::from_raw(mesh.meshctl.pid()), Signal::SIGTERM).unwrap();
     assert!(
-        mesh.0.wait_exit(Duration::from_secs(10)).is_some(),
+        mesh.meshctl.wait_exit(Duration::from_secs(10)).is_some(),
         "meshctl up did not exit on SIGTERM"
     );
     let app: SocketAddr = "127.0.0.1:29190".parse().unwrap();
