@@ -346,9 +346,9 @@ impl Discovery {
                 resources,
                 &platform,
             ));
-            let carried = mesh.carry_from(&previous);
-            drop(previous);
+            // Carrying outbound configs over is translation work: timed with it, not the index.
             let indexed = started.elapsed();
+            let carried = mesh.carry_from(&previous);
             let nodes: Vec<Node> = this
                 .connections()
                 .into_iter()
