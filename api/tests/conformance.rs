@@ -6,7 +6,7 @@ use mesh_api::yaml::parse_documents;
 use mesh_api::{Kind, decode, load_path, validate};
 
 fn istio() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/istio")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance/istio")
 }
 
 /// Our verdict on one document: the errors found (empty = accepted).

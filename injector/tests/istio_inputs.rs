@@ -13,7 +13,7 @@ use serde_json::Value;
 
 fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/istio/pkg/kube/inject/testdata/inject")
+        .join("../tests/conformance/istio/pkg/kube/inject/testdata/inject")
         .join(name)
 }
 

@@ -513,7 +513,7 @@ spec:
     fn istio_valid_policies_translate() {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/conformance/istio/pkg/config/validation/testdata/crds"
+            "/../tests/conformance/istio/pkg/config/validation/testdata/crds"
         );
         let (res, errs) = mesh_api::load_path(format!("{dir}/authz-valid.yaml"));
         assert!(errs.is_empty(), "{errs:?}");

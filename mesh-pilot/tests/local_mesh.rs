@@ -20,7 +20,7 @@ use mesh_proxy::Server;
 use mesh_proxy::discovery::DiscoveryClient;
 use tokio_util::sync::CancellationToken;
 
-const SAMPLES: &str = "../../shared/conformance/istio/samples/bookinfo/networking";
+const SAMPLES: &str = "../tests/conformance/istio/samples/bookinfo/networking";
 
 fn fast() -> Debounce {
     Debounce {

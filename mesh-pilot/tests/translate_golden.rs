@@ -3,7 +3,7 @@
 //! `expected.json` (the ProxyConfig in the proto3 JSON mapping) and `warnings.txt`.
 //! `UPDATE_GOLDEN=1 cargo test -p mesh-pilot --test translate_golden` rewrites them.
 //! A case may also list, in `includes.txt`, files of Istio's own configs (paths relative to
-//! `shared/conformance/istio/`) that are loaded verbatim after `input.yaml`.
+//! `tests/conformance/istio/`) that are loaded verbatim after `input.yaml`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ fn sorted(v: Value) -> Value {
 
 /// Istio's public configs, kept verbatim as test inputs.
 fn conformance_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/istio")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance/istio")
 }
 
 fn render(dir: &Path) -> (String, String) {

@@ -443,7 +443,7 @@ fn istio_configs_pass_the_crd_schemas() {
             }
         }
     }
-    let conformance = root().join("../shared/conformance/istio");
+    let conformance = root().join("tests/conformance/istio");
     let mut files: Vec<PathBuf> = Vec::new();
     for dir in [
         "samples/bookinfo/networking",
