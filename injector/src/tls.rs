@@ -3,6 +3,7 @@
 //! pair (half-written, or a key that does not match) is reported and the last good one stays.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct CertReloader {
     /// parsed again at every poll. Contents rather than mtimes: a Secret update is an
     /// atomic symlink swap whose mtime can equal the old one.
     last: Mutex<(Vec<u8>, Vec<u8>)>,
+    /// Reloads that failed, so a caller can tell a rejected update from one not read yet.
+    failed: AtomicU64,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -67,11 +70,26 @@ impl CertReloader {
             key_path: key_path.to_path_buf(),
             current: ArcSwap::from_pointee(ck),
             last: Mutex::new((cert, key)),
+            failed: AtomicU64::new(0),
         }))
     }
 
-    /// Re-reads the files; `Ok(true)` when a new pair is now served.
+    /// Re-reads the files; `Ok(true)` when a new pair is now served. On an error the previous
+    /// pair stays, and [`CertReloader::failed_reloads`] counts it.
     pub fn reload(&self) -> Result<bool, TlsError> {
+        let result = self.read_and_swap();
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Reloads that failed so far (the previous pair stayed each time).
+    pub fn failed_reloads(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn read_and_swap(&self) -> Result<bool, TlsError> {
         let (cert, key) = (read(&self.cert_path)?, read(&self.key_path)?);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.0 == cert && last.1 == key {
@@ -162,5 +180,10 @@ mod tests {
         assert!(CertReloader::load(&c, &k).is_err());
         std::fs::remove_file(&k).unwrap();
         assert!(r.reload().is_err());
+        assert_eq!(
+            r.failed_reloads(),
+            3,
+            "the half update, the garbage, the missing key"
+        );
     }
 }

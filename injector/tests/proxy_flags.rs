@@ -1,7 +1,9 @@
 //! The init container's arguments, as injected into the golden manifests, are accepted by the
 //! real `mesh-proxy iptables` (in `--dry-run`, which needs no privileges). Needs a built
-//! mesh-proxy: `MESH_PROXY_BIN`, or `debug/mesh-proxy` under the cargo target dir; skipped
-//! (with a note) when there is none, as the two crates build independently.
+//! mesh-proxy: `MESH_PROXY_BIN`, or the one beside this test in the cargo target dir (built by
+//! `cargo build --workspace --bins`, as CI does before the tests). The two crates build
+//! independently, so without it the test skips, except where every test must run (see
+//! mesh-test-support).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,23 +13,30 @@ use mesh_injector::workload::template_pointer;
 use mesh_injector::{Injector, Template, Values};
 use serde_json::Value;
 
-fn proxy_bin() -> Option<PathBuf> {
+/// `MESH_PROXY_BIN`, or mesh-proxy in this test's profile directory of the target dir
+/// (`target/<profile>/deps/<this test>` -> `target/<profile>/mesh-proxy`), whichever the
+/// target dir and profile are.
+fn proxy_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MESH_PROXY_BIN") {
-        return Some(p.into());
+        return p.into();
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    Some(target.join("debug/mesh-proxy")).filter(|p| p.exists())
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile directory")
+        .join("mesh-proxy")
 }
 
 #[test]
 fn init_args_are_accepted_by_mesh_proxy() {
-    let Some(bin) = proxy_bin() else {
-        eprintln!("no mesh-proxy binary: build it with `cargo build -p mesh-proxy`; skipped");
+    let bin = proxy_bin();
+    let why = format!(
+        "no mesh-proxy at {}: build it with `cargo build -p mesh-proxy`",
+        bin.display()
+    );
+    if !mesh_test_support::require(bin.exists(), &why) {
         return;
-    };
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let inj = Injector::new(Values::default(), Template::default_template()).unwrap();
     let mut checked = 0;

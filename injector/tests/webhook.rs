@@ -317,9 +317,18 @@ async fn serving_certificate_is_reloaded() {
     .await;
     assert_eq!(r.status, 200);
 
-    // A broken update keeps the last good pair.
+    // A broken update keeps the last good pair, once the reloader has read and rejected it.
+    let failed_before = s.certs.failed_reloads();
     std::fs::write(&first.cert, "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut rejected = false;
+    for _ in 0..500 {
+        rejected = s.certs.failed_reloads() > failed_before;
+        if rejected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rejected, "the broken certificate was not read within 10 s");
     assert_eq!(s.certs.current_leaf(), second.der.to_vec());
     let r = request(
         s.addr,

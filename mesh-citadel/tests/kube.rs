@@ -7,7 +7,6 @@ mod api_server;
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use api_server::FakeApi;
 use common::*;
@@ -275,8 +274,25 @@ async fn the_root_certificate_is_published_in_every_served_namespace() {
     api.wait_requests(path, before + 1, |r| r.method == "PATCH")
         .await;
 
-    // Nothing is published in a terminating namespace.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Nothing is published in a terminating namespace, listed so or changed again while
+    // terminating. Namespace events are published one after the other in the order they come,
+    // so once a namespace added later has its ConfigMap, the ones before it were handled.
+    let mut old = namespace("old", "Terminating", 101);
+    old["metadata"]["resourceVersion"] = json!("540");
+    let later = namespace("later", "Active", 541);
+    for (kind, mut ns) in [("MODIFIED", old), ("ADDED", later)] {
+        ns["kind"] = json!("Namespace");
+        ns["apiVersion"] = json!("v1");
+        api.send(NAMESPACES, &json!({"type": kind, "object": ns}).to_string())
+            .await;
+    }
+    api.wait_requests(
+        "/api/v1/namespaces/later/configmaps/mesh-ca-root-cert",
+        1,
+        |r| r.method == "PATCH",
+    )
+    .await;
     assert!(applied_to(&api, "old", "mesh-ca-root-cert").is_empty());
+    assert!(applied_to(&api, "old", "istio-ca-root-cert").is_empty());
     stop.cancel();
 }

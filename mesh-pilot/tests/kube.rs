@@ -7,7 +7,6 @@
 mod api_server;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,13 +59,6 @@ fn fast() -> Debounce {
         quiet: Duration::from_millis(30),
         max: Duration::from_secs(1),
     }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// Polls `cond` every 20 ms for up to 10 s.
@@ -132,10 +124,12 @@ impl Proxy {
             id: format!("{pod}.{namespace}"),
             workload: pod.into(),
             namespace: namespace.into(),
+            // The proxy binds its listeners on ports of its choosing (the two need different
+            // addresses); the application address is only a destination no request goes to.
             addresses: Some(ProxyAddresses {
-                outbound: free_addr().to_string(),
-                inbound: free_addr().to_string(),
-                application: free_addr().to_string(),
+                outbound: "127.0.0.1:0".into(),
+                inbound: "127.0.0.2:0".into(),
+                application: "127.0.0.1:9080".into(),
                 transparent: false,
             }),
         };
@@ -358,8 +352,8 @@ async fn a_bookmark_sets_the_version_the_next_watch_resumes_from() {
         r#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"45123","creationTimestamp":null},"spec":{"containers":null},"status":{}}}"#,
     )
     .await;
-    // Let the bookmark arrive before the server ends the watch (timeoutSeconds elapsed).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server ends the watch (timeoutSeconds elapsed). No wait is needed: the end comes
+    // after the bookmark on the same response body, so the client reads the bookmark first.
     api.close_watch(PODS);
     let watches = api.wait_requests(PODS, 2, |r| r.is_watch()).await;
     assert_eq!(watches[1].query["resourceVersion"], "45123");

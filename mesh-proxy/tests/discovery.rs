@@ -74,12 +74,8 @@ async fn next(requests: &mut Streaming<DiscoveryRequest>) -> DiscoveryRequest {
 #[tokio::test]
 async fn applies_acks_nacks_and_resumes() {
     let app = echo("app", "v1").await;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let good = config(json!({
-        "listeners": [{ "name": "out", "address": listen.to_string(), "direction": "OUTBOUND",
+        "listeners": [{ "name": "out", "address": "127.0.0.1:0", "direction": "OUTBOUND",
                         "protocol": "HTTP", "routeTable": "out" }],
         "routeTables": [table(json!([{ "name": "a", "domains": ["app"], "routes": [to("app")] }]))],
         "clusters": [cluster("app", &[&app])],
@@ -130,6 +126,7 @@ async fn applies_acks_nacks_and_resumes() {
         ("v1", "n1", "")
     );
     assert!(server.is_ready());
+    let listen = out_addr(&server);
     assert_eq!(get(listen, "app", "/").await.status, StatusCode::OK);
 
     responses.send(push("v2", "n2", bad)).await.unwrap();

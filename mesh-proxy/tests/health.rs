@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_proxy::health::{self, Probers, Readiness};
 use mesh_proxy::wait::{self, WaitError};
+use mesh_test_support::RefusedAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -96,12 +97,6 @@ fn self_signed() -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
-/// A loopback port with nothing listening on it.
-async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 async fn health_server(readiness: Readiness, probers: Probers) -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -147,7 +142,8 @@ async fn readiness_follows_the_proxy() {
 async fn app_http_probes_return_the_apps_status() {
     let (app_addr, _app) = app(None).await;
     let (tls_addr, _tls_app) = app(Some(self_signed())).await;
-    let down = closed_port().await;
+    let refused = RefusedAddr::new();
+    let down = refused.addr().port();
     let p = app_addr.port();
     let json = serde_json::json!({
         "/app-health/web/livez": {"httpGet": {"path": "/ok", "port": p, "scheme": "HTTP"}, "timeoutSeconds": 2},
@@ -180,7 +176,8 @@ async fn app_http_probes_return_the_apps_status() {
 #[tokio::test]
 async fn app_tcp_probes_connect() {
     let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let down = closed_port().await;
+    let refused = RefusedAddr::new();
+    let down = refused.addr().port();
     let json = serde_json::json!({
         "/app-health/db/livez": {"tcpSocket": {"port": up.local_addr().unwrap().port()}},
         "/app-health/db/readyz": {"tcpSocket": {"port": down}},
@@ -240,7 +237,8 @@ async fn wait_times_out_when_never_ready() {
         other => panic!("expected NotReady, got {other:?}"),
     }
 
-    let down = closed_port().await;
+    let refused = RefusedAddr::new();
+    let down = refused.addr().port();
     let url = format!("http://127.0.0.1:{down}/healthz/ready");
     match wait::run(&url, Duration::from_millis(500)).await {
         Err(WaitError::NotReady { last, .. }) => assert!(last.contains("connect"), "{last}"),

@@ -1,6 +1,6 @@
 //! `mesh-proxy iptables` against real iptables, inside throwaway network namespaces: the rules
 //! it installs, and where connections actually go once they are in place.
-//! Needs root (CI runs as root); skipped otherwise.
+//! Needs root: skipped without it, except where every test must run (see mesh-test-support).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mesh_proxy::iptables::{Env, Executor, Family, IptablesArgs, cleanup_plan, plan};
+use mesh_test_support::require_root;
 
 #[derive(Parser)]
 struct Cli {
@@ -20,9 +21,8 @@ fn args(flags: &[&str]) -> IptablesArgs {
     Cli::parse_from(std::iter::once("iptables").chain(flags.iter().copied())).args
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+/// Why these tests need root.
+const NEEDS: &str = "network namespaces and iptables";
 
 /// A network namespace, deleted when dropped (also when the test panics).
 struct Netns {
@@ -113,8 +113,7 @@ const FLAGS: &[&str] = &[
 
 #[test]
 fn install_is_idempotent_and_cleanup_removes_everything() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !require_root(NEEDS) {
         return;
     }
     let ns = Netns::new("install");
@@ -187,8 +186,7 @@ fn install_is_idempotent_and_cleanup_removes_everything() {
 
 #[test]
 fn cleanup_leaves_rules_it_did_not_install() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !require_root(NEEDS) {
         return;
     }
     let ns = Netns::new("foreign");
@@ -230,8 +228,7 @@ fn cleanup_leaves_rules_it_did_not_install() {
 
 #[test]
 fn a_failing_command_stops_the_install_and_names_itself() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !require_root(NEEDS) {
         return;
     }
     let ns = Netns::new("fail");
@@ -261,10 +258,9 @@ const HELPER: &str = "MESH_IPT_HELPER";
 /// `serve ADDR=TAG,...` answers every connection with its listener's tag;
 /// `connect ADDR` prints `REPLY <tag>`, or `REPLY refused`.
 #[test]
+#[ignore = "the body of helper processes inside network namespaces, run by the traffic test"]
 fn netns_helper_process() {
-    let Ok(role) = std::env::var(HELPER) else {
-        return;
-    };
+    let role = std::env::var(HELPER).expect("run by the traffic test, which sets MESH_IPT_HELPER");
     match role.split_once(' ') {
         Some(("serve", specs)) => {
             for spec in specs.split(',') {
@@ -322,7 +318,12 @@ fn helper(ns: &Netns, uid: Option<&str>, role: String) -> Command {
         cmd.args(["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups"]);
     }
     cmd.arg(reachable_by_any_user(&std::env::current_exe().unwrap()))
-        .args(["--exact", "netns_helper_process", "--nocapture"])
+        .args([
+            "--exact",
+            "netns_helper_process",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(HELPER, role);
     cmd
 }
@@ -380,8 +381,7 @@ fn call(ns: &Netns, uid: Option<&str>, addr: &str) -> String {
 
 #[test]
 fn captured_connections_reach_the_capture_ports_and_exempted_ones_do_not() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !require_root(NEEDS) {
         return;
     }
     // A pod (198.18.0.1) and a peer (198.18.0.2 and .3) joined by a veth pair.

@@ -2,32 +2,109 @@
 
 mod common;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::*;
-use http::StatusCode;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use mesh_proxy::Server;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 
 fn routes_to(
     cluster_name: &str,
     app: &mesh_echo::EchoHandle,
     version: &str,
 ) -> mesh_proto::config::v1::ProxyConfig {
+    routes_to_addr(cluster_name, app.addr(), version)
+}
+
+fn routes_to_addr(
+    cluster_name: &str,
+    app: SocketAddr,
+    version: &str,
+) -> mesh_proto::config::v1::ProxyConfig {
     let mut c = outbound_config(
         table(json!([{ "name": "a", "domains": ["app"], "routes": [to(cluster_name)] }])),
-        json!([cluster(cluster_name, &[app])]),
+        json!([{ "name": cluster_name, "endpoints": [{ "address": app.to_string() }] }]),
     );
     c.version = version.into();
     c
 }
 
+/// An upstream that answers as the echo app `app/v1` does, except that it holds a request for
+/// `/held`: it reports it on `received` and answers only after [`HoldingUpstream::release`],
+/// so a test knows the request is in flight for as long as it needs.
+struct HoldingUpstream {
+    addr: SocketAddr,
+    received: mpsc::UnboundedReceiver<()>,
+    release: watch::Sender<bool>,
+}
+
+impl HoldingUpstream {
+    async fn start() -> HoldingUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (received_tx, received) = mpsc::unbounded_channel();
+        let (release, released) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (received_tx, released) = (received_tx.clone(), released.clone());
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (received_tx, mut released) = (received_tx.clone(), released.clone());
+                    async move {
+                        if req.uri().path() == "/held" {
+                            let _ = received_tx.send(());
+                            let _ = released.wait_for(|released| *released).await;
+                        }
+                        let body = json!({ "name": "app", "version": "v1" }).to_string();
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        HoldingUpstream {
+            addr,
+            received,
+            release,
+        }
+    }
+
+    /// Waits (up to 10 s) until a request for `/held` has reached this upstream.
+    async fn wait_received(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), self.received.recv())
+            .await
+            .expect("the held request reached the upstream")
+            .expect("the upstream is running");
+    }
+
+    /// Answers the held requests.
+    fn release(&self) {
+        self.release.send_replace(true);
+    }
+}
+
 #[tokio::test]
 async fn new_config_applies_atomically_without_dropping_requests_or_connections() {
-    let (v1, v2) = (echo("app", "v1").await, echo("app", "v2").await);
+    let (mut v1, v2) = (HoldingUpstream::start().await, echo("app", "v2").await);
     let server = Server::new();
-    server.apply(routes_to("one", &v1, "1")).await.unwrap();
+    server
+        .apply(routes_to_addr("one", v1.addr, "1"))
+        .await
+        .unwrap();
     let out = out_addr(&server);
     let client = h1_client();
     assert_eq!(
@@ -37,9 +114,10 @@ async fn new_config_applies_atomically_without_dropping_requests_or_connections(
         "app/v1"
     );
 
-    // A slow request is in flight on its own connection while the config changes.
-    let slow = tokio::spawn(async move { get(out, "app", "/delay/400").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A request is in flight on its own connection (held by the upstream) while the config
+    // changes.
+    let held = tokio::spawn(async move { get(out, "app", "/held").await });
+    v1.wait_received().await;
     server.apply(routes_to("two", &v2, "2")).await.unwrap();
     assert_eq!(
         server.listener_addr("out"),
@@ -50,9 +128,11 @@ async fn new_config_applies_atomically_without_dropping_requests_or_connections(
     // The kept-alive client connection carries on, with the new routes.
     let r = send_h1(&client, out, "GET", "app", "/", &[], "").await;
     assert_eq!(r.served_by(), "app/v2");
-    let slow = slow.await.unwrap();
-    assert_eq!(slow.status, StatusCode::OK, "in-flight request finished");
-    assert_eq!(slow.served_by(), "app/v1", "on the config it started with");
+    assert!(!held.is_finished(), "the upstream still holds the request");
+    v1.release();
+    let held = held.await.unwrap();
+    assert_eq!(held.status, StatusCode::OK, "in-flight request finished");
+    assert_eq!(held.served_by(), "app/v1", "on the config it started with");
 }
 
 #[tokio::test]

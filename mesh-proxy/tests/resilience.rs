@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
+use mesh_test_support::RefusedAddr;
 use serde_json::{Value, json};
 
 fn route_with(cluster: &str, extra: Value) -> Value {
@@ -23,12 +24,6 @@ async fn single_route(cluster_value: Value, extra: Value) -> std::sync::Arc<mesh
         json!([cluster_value]),
     )
     .await
-}
-
-/// An address nothing listens on: connections are refused.
-fn dead_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -198,9 +193,10 @@ async fn attempt_count_is_sent_upstream_and_no_retry_without_a_condition() {
 #[tokio::test]
 async fn istio_default_retries_connect_failures() {
     let healthy = echo("svc", "healthy").await;
+    let dead = RefusedAddr::new();
     let c = json!({
         "name": "svc", "lbPolicy": "ROUND_ROBIN",
-        "endpoints": [{"address": dead_endpoint()}, {"address": healthy.addr().to_string()}],
+        "endpoints": [{"address": dead.addr().to_string()}, {"address": healthy.addr().to_string()}],
     });
     // No retryPolicy: Istio's default (2 retries on connect-failure, ...) applies.
     let server = single_route(c, json!({})).await;
@@ -222,7 +218,8 @@ async fn istio_default_retries_connect_failures() {
 
 #[tokio::test]
 async fn connect_failure_without_retries_is_503() {
-    let c = json!({ "name": "svc", "endpoints": [{"address": dead_endpoint()}] });
+    let dead = RefusedAddr::new();
+    let c = json!({ "name": "svc", "endpoints": [{"address": dead.addr().to_string()}] });
     let server = single_route(c, json!({"retryPolicy": {"numRetries": 0}})).await;
     let r = get(out_addr(&server), "svc", "/").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -493,16 +493,15 @@ impl Drop for Netns {
 
 /// As a captured pod: iptables redirects connections to two service addresses (with no
 /// server behind them) to the proxy's transparent listener, which routes each by its
-/// original destination from SO_ORIGINAL_DST. Needs root for the network namespace;
-/// skipped otherwise. The body runs in a child process inside the namespace.
+/// original destination from SO_ORIGINAL_DST. Needs root for the network namespace (see
+/// mesh-test-support for when it skips). The body runs in a child process inside the namespace.
 #[test]
 fn redirected_connections_are_routed_by_their_original_destination() {
     const TEST: &str = "redirected_connections_are_routed_by_their_original_destination";
     if std::env::var_os(INSIDE_NETNS).is_some() {
         return redirected_inside();
     }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: network namespaces and iptables need root");
+    if !mesh_test_support::require_root("network namespaces and iptables") {
         return;
     }
     let ns = Netns::new("tcpr");

@@ -206,10 +206,6 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// A network namespace: a "pod" with its own interfaces and iptables, deleted when dropped.
 pub struct Netns {
     pub name: String,

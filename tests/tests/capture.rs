@@ -184,8 +184,7 @@ fn start_pod(
 
 #[test]
 fn pod_to_pod_calls_are_captured_by_both_proxies_and_carry_the_callers_identity() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces and iptables need root");
+    if !mesh_test_support::require_root("network namespaces and iptables") {
         return;
     }
     let node = Netns::new("node");

@@ -30,8 +30,7 @@ clusters:
 
 #[test]
 fn redirected_connections_are_routed_or_passed_through_to_their_original_destination() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces and iptables need root");
+    if !mesh_test_support::require_root("network namespaces and iptables") {
         return;
     }
     let ns = Netns::new("tp");
