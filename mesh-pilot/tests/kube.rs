@@ -138,6 +138,7 @@ impl Proxy {
                 application: free_addr().to_string(),
                 transparent: false,
             }),
+            ..Default::default()
         };
         let stop = CancellationToken::new();
         let client =
