@@ -46,8 +46,11 @@ fn versions(t: &TypeStatus) -> String {
     }
 }
 
-/// The table, then one line per NACK reason and per translation problem.
+/// The table, then one line per NACK reason and per translation problem. Rows go by proxy
+/// id: pilot lists proxies in connection order, which changes from run to run.
 pub fn render(status: &Syncz, proxies: &[&ProxyStatus]) -> String {
+    let mut proxies = proxies.to_vec();
+    proxies.sort_by(|a, b| a.id.cmp(&b.id));
     let mut t = Table::new(&[
         "NAME",
         "WORKLOAD",
@@ -57,7 +60,7 @@ pub fn render(status: &Syncz, proxies: &[&ProxyStatus]) -> String {
         "GENERATION",
         "ADMIN",
     ]);
-    for p in proxies {
+    for p in &proxies {
         t.row(vec![
             p.id.clone(),
             format!("{}.{}", p.workload, p.namespace),
@@ -190,16 +193,17 @@ mod tests {
         let text = render(&syncz, &all);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("NAME "), "{text}");
+        // By id: details before reviews, though reviews connected first.
         assert!(
-            lines[1].contains("SYNCED")
-                && lines[1].contains("0123456789ab ")
-                && lines[1].contains("4/4"),
+            lines[1].contains("NACK")
+                && lines[1].contains("0123456789ab -> fedcba987654")
+                && lines[1].contains("3/4"),
             "{text}"
         );
         assert!(
-            lines[2].contains("NACK")
-                && lines[2].contains("0123456789ab -> fedcba987654")
-                && lines[2].contains("3/4"),
+            lines[2].contains("SYNCED")
+                && lines[2].contains("0123456789ab ")
+                && lines[2].contains("4/4"),
             "{text}"
         );
         assert_eq!(

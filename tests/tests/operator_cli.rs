@@ -3,7 +3,9 @@
 //! the certificate without its key, a live log level change, and analyze / describe against
 //! the running pilot, following a live edit.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mesh_e2e::*;
@@ -26,7 +28,15 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn operator_commands_against_the_running_bookinfo_mesh() {
-    let mesh = LocalMesh::up("bookinfo", Stdio::null());
+    let mut mesh = LocalMesh::up("bookinfo", Stdio::piped());
+    let summary = Arc::new(Mutex::new(String::new()));
+    let stdout = mesh.meshctl.child.stdout.take().unwrap();
+    let collected = summary.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            collected.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
     let pilot = mesh.pilot_http.to_string();
     let outbound = "127.0.0.1:15001".parse().unwrap();
     assert!(
@@ -37,6 +47,32 @@ fn operator_commands_against_the_running_bookinfo_mesh() {
         )
         .is_ok_and(|(s, _)| s == 200)),
         "the local mesh came up"
+    );
+
+    // meshctl up's summary lists each proxy's admin address and the commands to try.
+    assert!(
+        eventually(Duration::from_secs(10), || summary
+            .lock()
+            .unwrap()
+            .contains("Ctrl-C stops the mesh")),
+        "meshctl printed its summary"
+    );
+    let printed = summary.lock().unwrap().clone();
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("workload ") && l.trim_end().ends_with("admin")),
+        "{printed}"
+    );
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("reviews-v1 ") && l.trim_end().ends_with("127.0.0.1:15102")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("meshctl proxy-status --pilot {pilot}")),
+        "{printed}"
     );
 
     // proxy-status: the six proxies of the example, each SYNCED with its admin address.

@@ -57,8 +57,8 @@ fn validity(c: &Certificate, now: i64) -> &'static str {
     }
 }
 
-/// One row per certificate: `default` (the leaf, named by its SPIFFE identity), the
-/// intermediates, then `ROOTCA` for each trusted root, as istioctl names them.
+/// One row per certificate: `default` (the leaf, named by its SPIFFE identity), the rest of
+/// the chain it presents, then `ROOTCA` for each trusted root, as istioctl names them.
 pub fn render(certs: &Certs, now: i64) -> String {
     let mut t = Table::new(&[
         "RESOURCE",
@@ -76,7 +76,8 @@ pub fn render(certs: &Certs, now: i64) -> String {
             if i == 0 {
                 ("default", certs.identity.clone(), c)
             } else {
-                ("intermediate", c.subject.clone(), c)
+                // Citadel sends the chain up to its root; istioctl has no name for these.
+                ("chain", c.subject.clone(), c)
             }
         })
         .chain(
@@ -122,7 +123,7 @@ mod tests {
         };
         let certs = Certs {
             identity: "spiffe://cluster.local/ns/default/sa/reviews".into(),
-            chain: vec![cert("", 100, 200)],
+            chain: vec![cert("", 100, 200), cert("O=mesh root", 0, 1_000)],
             trust_bundle: vec![cert("O=mesh root", 0, 1_000)],
         };
         let text = render(&certs, 150);
@@ -136,7 +137,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[2].starts_with("ROOTCA") && lines[2].contains("O=mesh root"),
+            lines[2].starts_with("chain ") && lines[2].contains("O=mesh root"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("ROOTCA") && lines[3].contains("O=mesh root"),
             "{text}"
         );
         assert!(
