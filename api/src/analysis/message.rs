@@ -38,6 +38,8 @@ pub enum Code {
     PodMissingProxy,
     /// IST0109: two VirtualServices bound to the mesh gateway define the same host.
     ConflictingMeshGatewayVirtualServiceHosts,
+    /// IST0113: a DestinationRule disables TLS to workloads a PeerAuthentication makes STRICT.
+    MtlsPolicyConflict,
     /// IST0127: a policy's selector matches no workload.
     NoMatchingWorkloadsFound,
 }
@@ -49,6 +51,7 @@ impl Code {
             Code::PodMissingProxy => "IST0103",
             Code::SchemaValidationError => "IST0106",
             Code::ConflictingMeshGatewayVirtualServiceHosts => "IST0109",
+            Code::MtlsPolicyConflict => "IST0113",
             Code::NoMatchingWorkloadsFound => "IST0127",
         }
     }
@@ -61,6 +64,7 @@ impl Code {
             Code::ConflictingMeshGatewayVirtualServiceHosts => {
                 "ConflictingMeshGatewayVirtualServiceHosts"
             }
+            Code::MtlsPolicyConflict => "MTLSPolicyConflict",
             Code::NoMatchingWorkloadsFound => "NoMatchingWorkloadsFound",
         }
     }
@@ -69,7 +73,8 @@ impl Code {
         match self {
             Code::ReferencedResourceNotFound
             | Code::ConflictingMeshGatewayVirtualServiceHosts
-            | Code::SchemaValidationError => Level::Error,
+            | Code::SchemaValidationError
+            | Code::MtlsPolicyConflict => Level::Error,
             Code::PodMissingProxy | Code::NoMatchingWorkloadsFound => Level::Warning,
         }
     }

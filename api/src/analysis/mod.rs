@@ -2,6 +2,7 @@
 //! Istio's code and the file:line of the field at fault. Pure functions over the loaded
 //! resources and an [`Inventory`] of services and workloads.
 
+mod client_tls;
 mod describe;
 mod dump;
 mod hosts;
@@ -42,6 +43,7 @@ pub fn analyze(resources: &[Resource], inventory: &Inventory) -> Vec<Message> {
     out.extend(policy::gateway_selectors(resources, inventory));
     out.extend(policy::authorization_policies(resources, inventory));
     out.extend(policy::strict_without_sidecar(resources, inventory));
+    out.extend(client_tls::destination_rule_tls(resources, inventory));
     out.sort_by(|a, b| {
         (&a.file, a.line, a.code, &a.namespace, &a.name).cmp(&(
             &b.file,

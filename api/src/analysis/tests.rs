@@ -201,3 +201,66 @@ fn strict_mtls_to_a_workload_without_a_sidecar() {
     assert_eq!(codes(&found), ["IST0103"]);
     assert_eq!(found[0].line, Some(line_of(port, "portLevelMtls")));
 }
+
+const LEGACY_SERVICE: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: legacy}
+spec:
+  hosts: [legacy.legacy.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http}]
+  workloadSelector: {labels: {app: legacy}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: legacy, namespace: legacy}
+spec:
+  host: legacy
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL}
+";
+
+#[test]
+fn mesh_mtls_from_a_destination_rule_to_a_workload_without_a_sidecar() {
+    let found = findings(LEGACY_SERVICE);
+    assert_eq!(codes(&found), ["IST0103"]);
+    assert_eq!(found[0].kind, "DestinationRule");
+    assert!(
+        found[0]
+            .text
+            .starts_with("The pod legacy.legacy is missing the Istio proxy")
+    );
+    assert_eq!(found[0].line, Some(line_of(LEGACY_SERVICE, "ISTIO_MUTUAL")));
+    assert_eq!(
+        findings(&LEGACY_SERVICE.replace("ISTIO_MUTUAL", "SIMPLE")),
+        []
+    );
+}
+
+#[test]
+fn tls_disabled_to_workloads_whose_policy_is_strict() {
+    let conflict = "\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-plain, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: DISABLE}
+";
+    let found = findings(conflict);
+    assert_eq!(codes(&found), ["IST0113"]);
+    assert_eq!(
+        found[0].text,
+        "A DestinationRule and Policy are in conflict with regards to mTLS for host reviews.default.svc.cluster.local. The DestinationRule \"default/reviews-plain\" specifies that mTLS must be false but the Policy object \"default/default\" specifies STRICT."
+    );
+    assert_eq!(found[0].line, Some(line_of(conflict, "mode: DISABLE")));
+    assert_eq!(findings(&conflict.replace("STRICT", "PERMISSIVE")), []);
+}
