@@ -14,7 +14,7 @@ pub const FOUND_ISSUES: u8 = 79;
 pub struct Args {
     #[command(flatten)]
     pub source: ConfigSource,
-    /// Output format: lines, or json.
+    /// Output format: text (one line per message) or json.
     #[arg(short, long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
 }
