@@ -132,6 +132,7 @@ impl Proxy {
                 application: "127.0.0.1:9080".into(),
                 transparent: false,
             }),
+            ..Default::default()
         };
         let stop = CancellationToken::new();
         let client =

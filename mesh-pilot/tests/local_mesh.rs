@@ -153,6 +153,7 @@ impl Mesh {
                 application: app.addr().to_string(),
                 transparent: false,
             }),
+            ..Default::default()
         };
         let stop = CancellationToken::new();
         let client = DiscoveryClient::new(proxy.clone(), format!("http://{}", self.grpc), node);
@@ -795,6 +796,7 @@ spec:
             application: v2.to_string(),
             ..Default::default()
         }),
+        ..Default::default()
     };
     let client = DiscoveryClient::new(v2_proxy.clone(), format!("http://{}", mesh.grpc), node);
     tokio::spawn(client.run(stop.clone()));

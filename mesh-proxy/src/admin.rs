@@ -1,4 +1,5 @@
-//! The admin endpoint, on localhost only: readiness, the running config, metrics, shutdown.
+//! The admin endpoint, on localhost only: readiness, the running config, the workload
+//! certificate (never its key), the log level, metrics, shutdown.
 //! Also the metrics-only endpoint (Istio's 15090) that Prometheus scrapes from outside the pod:
 //! it serves the stats and nothing else.
 
@@ -16,6 +17,12 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::server::Server;
+
+mod certs;
+mod logging;
+
+pub use certs::{CertificateView, CertsView};
+pub use logging::{LogControl, LogLevelError, parse_level};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -38,33 +45,56 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
+/// What the admin handlers act on: the proxy, and the log filter when the process owns one.
+pub struct Admin {
+    pub server: Arc<Server>,
+    /// `None` in an embedded proxy whose host owns logging: `/logging` then answers 404.
+    pub logging: Option<Arc<LogControl>>,
+}
+
+/// Serves the admin endpoint without log level control.
 pub async fn serve(listener: TcpListener, server: Arc<Server>) {
-    serve_with(listener, server, handle).await
+    serve_admin(
+        listener,
+        Admin {
+            server,
+            logging: None,
+        },
+    )
+    .await
+}
+
+pub async fn serve_admin(listener: TcpListener, admin: Admin) {
+    serve_with(listener, Arc::new(admin), handle).await
 }
 
 /// Serves only the Prometheus stats (`/stats/prometheus`, also `/metrics`); any address.
 pub async fn serve_metrics(listener: TcpListener, server: Arc<Server>) {
-    serve_with(listener, server, handle_metrics).await
+    let admin = Admin {
+        server,
+        logging: None,
+    };
+    serve_with(listener, Arc::new(admin), handle_metrics).await
 }
 
-type Handler = fn(&Server, Request<Incoming>) -> Response<Full<Bytes>>;
+type Handler = fn(&Admin, Request<Incoming>) -> Response<Full<Bytes>>;
 
-async fn serve_with(listener: TcpListener, server: Arc<Server>, handler: Handler) {
+async fn serve_with(listener: TcpListener, admin: Arc<Admin>, handler: Handler) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let (stream, _) = tokio::select! {
-            _ = server.shutdown.cancelled() => return,
+            _ = admin.server.shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(_) => continue,
             },
         };
-        let server = server.clone();
+        let admin = admin.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let server = server.clone();
-                async move { Ok::<_, Infallible>(handler(&server, req)) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handler(&admin, req)) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -73,7 +103,9 @@ async fn serve_with(listener: TcpListener, server: Arc<Server>, handler: Handler
     }
 }
 
-fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let server = &admin.server;
+    tracing::debug!(method = %req.method(), path = req.uri().path(), "admin request");
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ready") => match server.waiting_for() {
             None => text(StatusCode::OK, "LIVE\n".into()),
@@ -89,11 +121,20 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         (&Method::GET, "/stats/prometheus") => stats(server),
+        (&Method::GET, "/certs") => match server.identity() {
+            Some(handle) => json(&CertsView::of(&handle.current())),
+            None => text(StatusCode::NOT_FOUND, "no workload certificate\n".into()),
+        },
+        (&Method::GET | &Method::POST, "/logging") => logging(admin, &req),
         (&Method::POST, "/quitquitquit") => {
             server.shutdown.cancel();
             text(StatusCode::OK, "OK\n".into())
         }
-        (_, "/ready" | "/config_dump" | "/stats/prometheus" | "/quitquitquit") => text(
+        (
+            _,
+            "/ready" | "/config_dump" | "/stats/prometheus" | "/certs" | "/logging"
+            | "/quitquitquit",
+        ) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
         ),
@@ -101,7 +142,39 @@ fn handle(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-fn handle_metrics(server: &Server, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `GET /logging` shows the filter in force; `POST /logging?level=debug` sets it (Envoy's
+/// verb: a GET that changed state could be triggered by any link).
+fn logging(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(control) = &admin.logging else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "log level control is not available in this process\n".into(),
+        );
+    };
+    if req.method() == Method::GET {
+        return text(StatusCode::OK, format!("level: {}\n", control.current()));
+    }
+    match logging::level_param(req.uri().query()).and_then(|l| control.set_level(l)) {
+        Ok(level) => {
+            tracing::info!(%level, "log level changed through the admin endpoint");
+            text(StatusCode::OK, format!("level: {level}\n"))
+        }
+        Err(e @ LogLevelError::Reload(_)) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(json) => body(StatusCode::OK, "application/json", json),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+fn handle_metrics(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let server = &admin.server;
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/stats/prometheus" | "/metrics") => stats(server),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),

@@ -87,7 +87,8 @@ struct Args {
     /// Prometheus stats for scraping from outside the pod (Istio's 15090). Off when unset.
     #[arg(long, env = "MESH_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
-    /// Admin endpoint (/ready, /config_dump, /stats/prometheus, /quitquitquit); loopback only.
+    /// Admin endpoint (/ready, /config_dump, /certs, /logging, /stats/prometheus,
+    /// /quitquitquit); loopback only. Reported to pilot, where `meshctl proxy-config` finds it.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
     /// How long a drain (SIGTERM, /quitquitquit) lets in-flight requests finish.
@@ -140,7 +141,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => cli.run,
     };
-    init_logging(args.log_json);
+    let logging = init_logging(args.log_json);
     // One core by default: a sidecar shares its node with the application.
     let workers = std::env::var("MESH_PROXY_WORKERS")
         .ok()
@@ -150,7 +151,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(workers.max(1))
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, logging))
 }
 
 /// Stderr whose write errors are dropped: a closed stderr (its reader gone) must not take the
@@ -169,20 +170,29 @@ impl std::io::Write for LossyStderr {
     }
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| LossyStderr);
+/// Installs the subscriber with its filter behind a reload handle, so the admin endpoint can
+/// change the level of the running process (`POST /logging?level=debug`).
+fn init_logging(json: bool) -> Arc<admin::LogControl> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+
+    let initial = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(&initial));
+    let registry = tracing_subscriber::registry().with(filter);
+    let format = fmt::layer().with_writer(|| LossyStderr);
     if json {
-        builder.json().init();
+        registry.with(format.json()).init();
     } else {
-        builder.init();
+        registry.with(format).init();
     }
+    Arc::new(admin::LogControl::new(&initial, handle))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> {
     let server = Server::new();
     match identity_config(&args)? {
         Some(cfg) => {
@@ -197,8 +207,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => tracing::info!("no --ca-addr: no workload identity, plaintext only"),
     }
     let admin_listener = admin::bind(args.admin_addr).await?;
-    tracing::info!(addr = %admin_listener.local_addr()?, "admin listening");
-    tokio::spawn(admin::serve(admin_listener, server.clone()));
+    let admin_addr = admin_listener.local_addr()?;
+    tracing::info!(addr = %admin_addr, "admin listening");
+    tokio::spawn(admin::serve_admin(
+        admin_listener,
+        admin::Admin {
+            server: server.clone(),
+            logging: Some(logging),
+        },
+    ));
     if let Some(addr) = args.health_addr {
         // Malformed probers are a startup error: the kubelet would otherwise see every probe fail.
         let probers = Probers::from_env().context("app probers")?;
@@ -232,7 +249,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ));
         }
         (None, Some(pilot)) => {
-            let node = node(&args)?;
+            let node = node(&args, admin_addr)?;
             tracing::info!(%pilot, node = %node.id, "config comes from pilot");
             let client = DiscoveryClient::new(server.clone(), pilot.clone(), node);
             tokio::spawn(client.run(server.shutdown.clone()));
@@ -260,8 +277,8 @@ async fn wait_for_shutdown(server: &Server) {
     }
 }
 
-/// The identity and listener addresses this proxy announces to pilot.
-fn node(args: &Args) -> anyhow::Result<Node> {
+/// The identity, listener and admin addresses this proxy announces to pilot.
+fn node(args: &Args, admin: SocketAddr) -> anyhow::Result<Node> {
     let workload = args
         .workload
         .as_deref()
@@ -280,6 +297,7 @@ fn node(args: &Args) -> anyhow::Result<Node> {
             application: addr(args.app_addr),
             transparent: args.transparent,
         }),
+        admin: admin.to_string(),
     })
 }
 

@@ -101,6 +101,7 @@ async fn applies_acks_nacks_and_resumes() {
         workload: "app-v1".into(),
         namespace: "default".into(),
         addresses: Some(ProxyAddresses::default()),
+        ..Default::default()
     };
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(

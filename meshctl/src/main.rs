@@ -5,7 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod analyze;
+mod describe;
+mod http;
 mod kube_inject;
+mod pilot;
+mod proxy_config;
+mod proxy_status;
+mod source;
+mod table;
 mod up;
 mod validate;
 
@@ -26,6 +34,16 @@ enum Command {
     /// Inject the mesh's sidecar into Kubernetes manifests (Pods and workloads), as the
     /// injector webhook would.
     KubeInject(kube_inject::Args),
+    /// Every proxy connected to pilot: the config it ACKed against the latest, NACK reasons.
+    ProxyStatus(proxy_status::Args),
+    /// The config a proxy runs, from its admin endpoint: listeners, routes, clusters,
+    /// endpoints, its certificate; and its log level.
+    #[command(name = "proxy-config", alias = "pc")]
+    ProxyConfig(proxy_config::Args),
+    /// Istio's analyzer warnings (IST codes, file:line) for files or a running pilot.
+    Analyze(analyze::Args),
+    /// What applies to a workload and why: services, routing, policies, the mTLS mode.
+    Describe(describe::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +52,9 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Up(args) => up::run(&args),
         Command::KubeInject(args) => kube_inject::run(&args),
+        Command::ProxyStatus(args) => proxy_status::run(&args),
+        Command::ProxyConfig(args) => proxy_config::run(&args),
+        Command::Analyze(args) => analyze::run(&args),
+        Command::Describe(args) => describe::run(&args),
     }
 }

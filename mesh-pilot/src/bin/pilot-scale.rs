@@ -889,6 +889,7 @@ async fn run(args: &Args, dir: &PathBuf) -> anyhow::Result<()> {
                     outbound: "127.0.0.1:15001".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             };
             tasks.spawn(run_proxy(channel.clone(), node, i, fleet.clone()));
         }

@@ -89,6 +89,7 @@ fn client() -> Node {
             outbound: "127.0.0.1:15001".into(),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

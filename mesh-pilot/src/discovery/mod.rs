@@ -118,6 +118,12 @@ impl Mesh {
         }
     }
 
+    /// The routing and policy resources of this generation (not the ServiceEntries and
+    /// WorkloadEntries, whose services and workloads the registry holds).
+    pub fn config_resources(&self) -> &[Arc<Resource>] {
+        &self.config
+    }
+
     /// Takes over `previous`'s outbound configs when this generation differs from it only in
     /// endpoints (see `translate::carry_endpoint_change`). Returns how many scopes it took.
     fn carry_from(&self, previous: &Mesh) -> usize {

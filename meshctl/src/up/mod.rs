@@ -198,8 +198,8 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
         args.state_dir.display()
     );
     println!(
-        "{:<16} {:<8} {:<18} {:<24} {:<18}",
-        "workload", "version", "inbound", "app", "outbound"
+        "{:<16} {:<8} {:<18} {:<24} {:<18} {:<18}",
+        "workload", "version", "inbound", "app", "outbound", "admin"
     );
     for w in workloads {
         let outbound = w
@@ -207,9 +207,14 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
             .map(|o| o.to_string())
             .unwrap_or_else(|| "-".into());
         let app = format!("{} ({})", w.app_addr, w.app_mode.label());
+        // The proxy's own default when the WorkloadEntry does not place it.
+        let admin = w
+            .admin
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1:15000".into());
         println!(
-            "{:<16} {:<8} {:<18} {:<24} {:<18}",
-            w.name, w.version, w.inbound, app, outbound
+            "{:<16} {:<8} {:<18} {:<24} {:<18} {:<18}",
+            w.name, w.version, w.inbound, app, outbound, admin
         );
     }
     let egress: Vec<_> = workloads
@@ -228,9 +233,13 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
             );
         }
     }
-    if let Some(o) = workloads.iter().find_map(|w| w.outbound) {
+    if let Some((client, o)) = workloads.iter().find_map(|w| w.outbound.map(|o| (w, o))) {
         println!("\ntry:  curl -x http://{o} http://reviews:9080/");
         println!("      curl http://{}/debug/syncz", args.http_addr);
+        println!(
+            "      meshctl proxy-status --pilot {}; meshctl proxy-config routes {} --pilot {}",
+            args.http_addr, client.name, args.http_addr
+        );
     }
     if let Some((_, e)) = egress.iter().find(|(_, e)| e.protocol == "TCP") {
         let (ip, port) = (e.addr.ip(), e.addr.port());

@@ -1,0 +1,387 @@
+//! `meshctl describe WORKLOAD`: what applies to a workload and why, as `istioctl x describe`
+//! shows it: its services, the VirtualServices and DestinationRules of those services, the
+//! PeerAuthentications and AuthorizationPolicies that select it, and the mTLS mode in force.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::inventory::{Inventory, WorkloadInfo, selects};
+use super::mtls::{self, Mode};
+use super::policy::selector_text;
+use super::{ROOT_NAMESPACE, hosts, namespace_of};
+use crate::resource::Resource;
+
+/// One object that applies, with where it is and why it applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub why: String,
+}
+
+impl Applied {
+    fn of(r: &Resource, why: String) -> Self {
+        Self {
+            kind: r.kind().to_string(),
+            namespace: namespace_of(r).to_owned(),
+            name: r.name().to_owned(),
+            file: r.source().file.clone(),
+            line: r.source().line,
+            why,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Description {
+    pub workload: WorkloadInfo,
+    /// The SPIFFE identity its proxy presents, when it has a service account.
+    pub identity: Option<String>,
+    pub virtual_services: Vec<Applied>,
+    pub destination_rules: Vec<Applied>,
+    pub peer_authentications: Vec<Applied>,
+    pub authorization_policies: Vec<Applied>,
+    pub mtls_mode: Mode,
+    /// `namespace/name` of the PeerAuthentication that sets the mode; None: the default.
+    pub mtls_from: Option<String>,
+    /// Port-level overrides.
+    pub port_mtls: Vec<(u32, Mode)>,
+}
+
+/// Describes workload `namespace/name`; None when the inventory has no such workload.
+pub fn describe(
+    resources: &[Resource],
+    inventory: &Inventory,
+    namespace: &str,
+    name: &str,
+) -> Option<Description> {
+    let w = inventory.workload(namespace, name)?;
+    let effective = mtls::effective(resources, &w.namespace, &w.labels);
+    let mut d = Description {
+        workload: w.clone(),
+        identity: (!w.service_account.is_empty()).then(|| {
+            format!(
+                "spiffe://cluster.local/ns/{}/sa/{}",
+                w.namespace, w.service_account
+            )
+        }),
+        virtual_services: Vec::new(),
+        destination_rules: Vec::new(),
+        peer_authentications: Vec::new(),
+        authorization_policies: Vec::new(),
+        mtls_mode: effective.workload.mode,
+        mtls_from: effective
+            .workload
+            .policy
+            .map(|i| format!("{}/{}", namespace_of(&resources[i]), resources[i].name())),
+        port_mtls: effective
+            .ports
+            .iter()
+            .map(|(p, decision)| (*p, decision.mode))
+            .collect(),
+    };
+    let subsets = own_subsets(resources, w);
+    for r in resources {
+        match r {
+            Resource::VirtualService(vs) => {
+                let routed: Vec<&String> = w
+                    .services
+                    .iter()
+                    .filter(|svc| {
+                        vs.spec
+                            .hosts
+                            .iter()
+                            .any(|h| hosts::covers(&hosts::resolve(h, namespace_of(r)), svc))
+                    })
+                    .collect();
+                if routed.is_empty() {
+                    continue;
+                }
+                let mut why = format!("routes {}", join(&routed));
+                let used: Vec<&String> = subsets
+                    .iter()
+                    .filter(|(host, subset)| {
+                        vs.spec.http.iter().flat_map(|h| &h.route).any(|d| {
+                            d.destination.subset.as_ref() == Some(subset)
+                                && hosts::resolve(&d.destination.host, namespace_of(r)) == *host
+                        })
+                    })
+                    .map(|(_, s)| s)
+                    .collect();
+                if !used.is_empty() {
+                    why.push_str(&format!(" to this workload's subset {}", join(&used)));
+                }
+                d.virtual_services.push(Applied::of(r, why));
+            }
+            Resource::DestinationRule(dr) => {
+                let host = hosts::resolve(&dr.spec.host, namespace_of(r));
+                if !w.services.iter().any(|s| hosts::covers(&host, s)) {
+                    continue;
+                }
+                let mine: Vec<&String> = subsets
+                    .iter()
+                    .filter(|(h, _)| *h == host)
+                    .map(|(_, s)| s)
+                    .collect();
+                let why = if mine.is_empty() {
+                    format!("host {host}")
+                } else {
+                    format!("host {host}; this workload is subset {}", join(&mine))
+                };
+                d.destination_rules.push(Applied::of(r, why));
+            }
+            Resource::PeerAuthentication(pa) => {
+                let selector = pa.spec.selector.as_ref().map(|s| &s.match_labels);
+                let ns = namespace_of(r);
+                let scope = match selector.filter(|s| !s.is_empty()) {
+                    None if ns == ROOT_NAMESPACE => "mesh-wide".to_owned(),
+                    None if ns == w.namespace => "namespace-wide".to_owned(),
+                    Some(sel) if ns == w.namespace && selects(sel, &w.labels) => {
+                        format!("selector {}", selector_text(sel))
+                    }
+                    _ => continue,
+                };
+                let mode = pa
+                    .spec
+                    .mtls
+                    .as_ref()
+                    .map(|m| format!("{:?}", m.mode).to_uppercase())
+                    .unwrap_or_else(|| "UNSET".to_owned());
+                d.peer_authentications
+                    .push(Applied::of(r, format!("{scope}: {mode}")));
+            }
+            Resource::AuthorizationPolicy(ap) => {
+                let ns = namespace_of(r);
+                if ap.spec.target_ref.is_some() || !ap.spec.target_refs.is_empty() {
+                    continue;
+                }
+                let selector = ap
+                    .spec
+                    .selector
+                    .as_ref()
+                    .map(|s| &s.match_labels)
+                    .filter(|s| !s.is_empty());
+                let scope = match selector {
+                    None if ns == ROOT_NAMESPACE => "mesh-wide".to_owned(),
+                    None if ns == w.namespace => "namespace-wide".to_owned(),
+                    Some(sel)
+                        if (ns == w.namespace || ns == ROOT_NAMESPACE)
+                            && selects(sel, &w.labels) =>
+                    {
+                        format!("selector {}", selector_text(sel))
+                    }
+                    _ => continue,
+                };
+                let action = format!("{:?}", ap.spec.action).to_uppercase();
+                let rules = ap.spec.rules.len();
+                d.authorization_policies.push(Applied::of(
+                    r,
+                    format!("{action}, {scope}, {rules} rule(s)"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Some(d)
+}
+
+/// (service host, subset name) of every DestinationRule subset that selects the workload.
+fn own_subsets(resources: &[Resource], w: &WorkloadInfo) -> Vec<(String, String)> {
+    resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::DestinationRule(dr) => Some((r, dr)),
+            _ => None,
+        })
+        .flat_map(|(r, dr)| {
+            let host = hosts::resolve(&dr.spec.host, namespace_of(r));
+            dr.spec
+                .subsets
+                .iter()
+                .filter(|s| selects(&s.labels, &w.labels))
+                .map(move |s| (host.clone(), s.name.clone()))
+        })
+        .filter(|(host, _)| w.services.iter().any(|s| hosts::covers(host, s)))
+        .collect()
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn section(f: &mut fmt::Formatter<'_>, title: &str, items: &[Applied]) -> fmt::Result {
+    writeln!(f, "{title}:")?;
+    if items.is_empty() {
+        return writeln!(f, "  (none)");
+    }
+    for a in items {
+        let place = match (&a.file, a.line) {
+            (Some(file), Some(line)) => format!("  {}:{line}", file.display()),
+            (Some(file), None) => format!("  {}", file.display()),
+            _ => String::new(),
+        };
+        writeln!(f, "  {}/{}{place}  {}", a.namespace, a.name, a.why)?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Description {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = &self.workload;
+        writeln!(f, "Workload:       {}.{}", w.name, w.namespace)?;
+        writeln!(f, "Labels:         {}", selector_text(&w.labels))?;
+        if let Some(id) = &self.identity {
+            writeln!(f, "Identity:       {id}")?;
+        }
+        writeln!(
+            f,
+            "Sidecar:        {}",
+            if w.sidecar { "yes" } else { "no" }
+        )?;
+        let services = if w.services.is_empty() {
+            "(none)".to_owned()
+        } else {
+            join(&w.services)
+        };
+        writeln!(f, "Services:       {services}")?;
+        section(f, "VirtualServices", &self.virtual_services)?;
+        section(f, "DestinationRules", &self.destination_rules)?;
+        section(f, "PeerAuthentications", &self.peer_authentications)?;
+        section(f, "AuthorizationPolicies", &self.authorization_policies)?;
+        let from = match &self.mtls_from {
+            Some(p) => format!("PeerAuthentication {p}"),
+            None => "default: no PeerAuthentication sets a mode".to_owned(),
+        };
+        writeln!(f, "Effective mTLS: {} ({from})", self.mtls_mode)?;
+        for (port, mode) in &self.port_mtls {
+            writeln!(f, "  port {port}: {mode}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESH: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec: {address: 127.0.0.1, labels: {app: reviews, version: v2}, serviceAccount: bookinfo-reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - {destination: {host: ratings}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls: {'9080': {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules: [{from: [{source: {namespaces: [default]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+";
+
+    #[test]
+    fn lists_what_selects_the_workload_and_the_mode_in_force() {
+        let (resources, errors) = crate::load_str("bookinfo.yaml", MESH);
+        assert!(errors.is_empty(), "{errors:?}");
+        let inventory = Inventory::from_resources(&resources);
+        let d = describe(&resources, &inventory, "default", "reviews-v2").unwrap();
+        assert_eq!(
+            d.identity.as_deref(),
+            Some("spiffe://cluster.local/ns/default/sa/bookinfo-reviews")
+        );
+        let names = |a: &[Applied]| a.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&d.virtual_services), ["reviews"], "not ratings");
+        assert_eq!(
+            d.virtual_services[0].why,
+            "routes reviews.default.svc.cluster.local to this workload's subset v2"
+        );
+        assert_eq!(
+            d.destination_rules[0].why,
+            "host reviews.default.svc.cluster.local; this workload is subset v2"
+        );
+        assert_eq!(names(&d.peer_authentications), ["default", "reviews"]);
+        assert_eq!(names(&d.authorization_policies), ["reviews-viewer"]);
+        assert_eq!(
+            d.authorization_policies[0].why,
+            "ALLOW, selector app=reviews, 1 rule(s)"
+        );
+        assert_eq!(
+            d.mtls_mode,
+            Mode::Strict,
+            "the workload policy's mode is UNSET"
+        );
+        assert_eq!(d.mtls_from.as_deref(), Some("istio-system/default"));
+        assert_eq!(d.port_mtls, [(9080, Mode::Permissive)]);
+        let text = d.to_string();
+        assert!(
+            text.contains("Effective mTLS: STRICT (PeerAuthentication istio-system/default)"),
+            "{text}"
+        );
+        assert!(text.contains("  port 9080: PERMISSIVE"), "{text}");
+        assert!(text.contains("default/reviews  bookinfo.yaml:"), "{text}");
+        assert!(describe(&resources, &inventory, "default", "nope").is_none());
+    }
+}
