@@ -14,7 +14,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::{AuthError, Authenticator, Caller};
 use crate::ca::Ca;
-use crate::identity::SpiffeId;
+use mesh_identity::SpiffeId;
 
 pub struct CertAuthenticator {
     ca: Arc<Ca>,

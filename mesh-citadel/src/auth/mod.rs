@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustls_pki_types::CertificateDer;
 use tonic::metadata::MetadataMap;
 
-use crate::identity::{IdentityError, SpiffeId};
+use mesh_identity::{IdentityError, SpiffeId};
 
 pub use cert::{CertAuthenticator, spiffe_id_of};
 pub use token::{TokenAuthenticator, write_token};

@@ -9,7 +9,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenRe
 use kube::api::{Api, PostParams};
 
 use super::{AuthError, Authenticator, Caller};
-use crate::identity::SpiffeId;
+use mesh_identity::SpiffeId;
 
 /// Prefix of a service account's user name.
 const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:";

@@ -22,7 +22,7 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     #[error("connecting to citadel: {0}")]
-    Connect(#[from] mesh_citadel::client::ClientError),
+    Connect(#[from] mesh_identity::client::ClientError),
     /// Boxed: a `Status` is large and this error travels in every `Result` of the module.
     #[error("citadel refused: {0}")]
     Rpc(Box<tonic::Status>),

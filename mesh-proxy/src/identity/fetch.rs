@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use mesh_citadel::client::{CitadelClient, ClientConfig, ClientIdentity};
+use mesh_identity::client::{CitadelClient, ClientConfig, ClientIdentity};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -120,5 +120,5 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    mesh_citadel::provider_signature_checks!();
+    mesh_identity::provider_signature_checks!();
 }

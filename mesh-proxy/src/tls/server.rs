@@ -116,5 +116,5 @@ impl ClientCertVerifier for LatestRootsVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    mesh_citadel::provider_signature_checks!();
+    mesh_identity::provider_signature_checks!();
 }
