@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use mesh_identity::{IdentityError, SpiffeId, check_trust_domain};
+use mesh_identity::{SpiffeId, SpiffeIdError, check_trust_domain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
@@ -31,7 +31,7 @@ pub enum CaError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    TrustDomain(#[from] IdentityError),
+    TrustDomain(#[from] SpiffeIdError),
     #[error("CA key: {0}")]
     Key(String),
     #[error("{} does not hold the key of {}", store::CA_KEY, store::CA_CERT)]
@@ -170,7 +170,7 @@ impl Ca {
             return Err(SignError::ForeignTrustDomain(identity.clone()));
         }
         let public_key = csr::verified_public_key(csr_pem)?;
-        let uri = rcgen::string::Ia5String::try_from(identity.uri())?;
+        let uri = rcgen::string::Ia5String::try_from(identity.as_str())?;
         let params = self.leaf_params(
             vec![SanType::URI(uri)],
             DistinguishedName::new(),

@@ -39,7 +39,7 @@ pub mod validity;
 pub use ca::{Ca, CaError, ServingCert, SignError};
 pub use conn::PeerInfo;
 pub use csr::CsrError;
-pub use mesh_identity::{IdentityError, SpiffeId, client};
+pub use mesh_identity::{SpiffeId, SpiffeIdError, client};
 pub use server::{DEFAULT_SERVER_NAMES, ServeError, ServeOptions, serve, serve_with_shutdown};
 pub use service::CaService;
 pub use validity::ValidityPolicy;

@@ -8,10 +8,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mesh_identity::SpiffeId;
+
 use super::{AuthError, Authenticator, Caller};
 use crate::random;
 use crate::store;
-use mesh_identity::SpiffeId;
 
 /// Shorter tokens are refused when loading, so a typo cannot become a guessable credential.
 const MIN_TOKEN_LEN: usize = 16;
@@ -159,7 +160,7 @@ fn parse_lines(text: &str) -> Result<Vec<Entry>, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteTokenError {
     #[error(transparent)]
-    Identity(#[from] mesh_identity::IdentityError),
+    Identity(#[from] mesh_identity::SpiffeIdError),
     #[error(transparent)]
     Random(#[from] random::RandomError),
     #[error(transparent)]

@@ -1,15 +1,17 @@
 //! Why an identity could not be built or fetched.
 
+use mesh_identity::SpiffeId;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("certificate chain is empty")]
     EmptyChain,
     #[error("certificate does not parse: {0}")]
     Parse(String),
-    #[error("leaf certificate carries no single spiffe:// URI SAN")]
-    NoSpiffeId,
+    #[error("leaf certificate names no workload: {0}")]
+    NoSpiffeId(#[from] mesh_identity::CertIdentityError),
     #[error("citadel issued {got}, expected {want}")]
-    UnexpectedIdentity { got: String, want: String },
+    UnexpectedIdentity { got: SpiffeId, want: String },
     #[error("private key: {0}")]
     Key(String),
     #[error("trust bundle: {0}")]
