@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use mesh_identity::{SpiffeId, SpiffeIdError, check_trust_domain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
@@ -15,7 +16,6 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 
 use crate::csr::{self, CsrError};
-use crate::identity::{self, IdentityError, SpiffeId};
 use crate::random::{self, RandomError};
 use crate::store::{self, StoreError};
 use crate::validity::ValidityPolicy;
@@ -31,7 +31,7 @@ pub enum CaError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    TrustDomain(#[from] IdentityError),
+    TrustDomain(#[from] SpiffeIdError),
     #[error("CA key: {0}")]
     Key(String),
     #[error("{} does not hold the key of {}", store::CA_KEY, store::CA_CERT)]
@@ -99,7 +99,7 @@ pub struct ServingCert {
 impl Ca {
     /// Loads the CA kept in `dir`, creating a self-signed root there on first start.
     pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        identity::check_trust_domain(trust_domain)?;
+        check_trust_domain(trust_domain)?;
         if !store::key_exists(dir) {
             if dir.join(store::CA_CERT).exists() {
                 return Err(CaError::Incomplete {
@@ -115,7 +115,7 @@ impl Ca {
 
     /// Loads an operator's plug-in CA (Istio's `cacerts` layout) or a previously created root.
     pub fn load(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        identity::check_trust_domain(trust_domain)?;
+        check_trust_domain(trust_domain)?;
         let files = store::read(dir)?;
         let key = key_pair(&files.ca_key)?;
         Self::assemble(trust_domain, files.ca_cert, key, files.chain, files.roots)
@@ -123,7 +123,7 @@ impl Ca {
 
     /// A self-signed CA that exists in memory only (tests, benchmarks).
     pub fn self_signed(trust_domain: &str) -> Result<Self, CaError> {
-        identity::check_trust_domain(trust_domain)?;
+        check_trust_domain(trust_domain)?;
         let (root_pem, key_pem) = new_root(trust_domain)?;
         let root = CertificateDer::from_pem_slice(root_pem.as_bytes())
             .map_err(|e| CaError::Chain(e.to_string()))?;
@@ -170,7 +170,7 @@ impl Ca {
             return Err(SignError::ForeignTrustDomain(identity.clone()));
         }
         let public_key = csr::verified_public_key(csr_pem)?;
-        let uri = rcgen::string::Ia5String::try_from(identity.uri())?;
+        let uri = rcgen::string::Ia5String::try_from(identity.as_str())?;
         let params = self.leaf_params(
             vec![SanType::URI(uri)],
             DistinguishedName::new(),

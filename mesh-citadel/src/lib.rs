@@ -3,7 +3,7 @@
 //! Workloads send a CSR for a key that never leaves them; the CA authenticates the caller
 //! ([`auth`]), ignores whatever names the CSR asks for, and signs the caller's SPIFFE identity
 //! ([`Ca::sign`]). [`serve`] runs the gRPC service (`mesh.ca.v1.CertificateService`) over TLS;
-//! [`client::CitadelClient`] is the other end, for proxies and tests.
+//! [`client::CitadelClient`] (from `mesh-identity`) is the other end, for proxies and tests.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,10 +26,8 @@
 
 pub mod auth;
 mod ca;
-pub mod client;
 mod conn;
 mod csr;
-mod identity;
 pub mod kube;
 mod random;
 mod server;
@@ -37,12 +35,11 @@ mod service;
 pub mod store;
 mod tls;
 pub mod validity;
-mod verifier;
 
 pub use ca::{Ca, CaError, ServingCert, SignError};
 pub use conn::PeerInfo;
 pub use csr::CsrError;
-pub use identity::{IdentityError, SpiffeId};
+pub use mesh_identity::{SpiffeId, SpiffeIdError, client};
 pub use server::{DEFAULT_SERVER_NAMES, ServeError, ServeOptions, serve, serve_with_shutdown};
 pub use service::CaService;
 pub use validity::ValidityPolicy;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mesh_identity::ring_provider;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -25,10 +26,6 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("serving certificate: {0}")]
     Issue(#[from] SignError),
-}
-
-pub fn ring_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Server config for the gRPC endpoint: HTTP/2 only, client certificate optional.
@@ -72,7 +69,7 @@ impl ClientCertVerifier for PossessionOnly {
         Ok(ClientCertVerified::assertion())
     }
 
-    crate::provider_signature_checks!();
+    mesh_identity::provider_signature_checks!();
 }
 
 /// The serving certificate, re-issued on the first handshake past half its lifetime.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
-use mesh_citadel::SpiffeId;
+use mesh_identity::SpiffeId;
 use mesh_proto::discovery::v1::{Node, ProxyAddresses};
 use mesh_proxy::config::load_config_file;
 use mesh_proxy::discovery::DiscoveryClient;

@@ -211,7 +211,9 @@ async fn echo_server(handle: IdentityHandle) -> SocketAddr {
                     return;
                 };
                 assert_eq!(
-                    peer_spiffe_id(tls.get_ref().1).as_deref(),
+                    peer_spiffe_id(tls.get_ref().1)
+                        .as_ref()
+                        .map(SpiffeId::as_str),
                     Some(PRODUCTPAGE)
                 );
                 let mut buf = [0u8; 256];

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_identity::SpiffeId;
 use mesh_proxy::identity::{Identity, IdentityHandle};
 use mesh_proxy::tls::{
     client_config, looks_like_tls, peer_spiffe_id, server_config, sniff_tls, xfcc,
@@ -90,7 +91,7 @@ fn trust(roots: &[&TestCa]) -> Vec<CertificateDer<'static>> {
 /// What the server saw of one connection.
 #[derive(Debug)]
 struct Seen {
-    client_id: Option<String>,
+    client_id: Option<SpiffeId>,
     alpn: Option<Vec<u8>>,
 }
 
@@ -160,16 +161,30 @@ async fn mutual_tls_between_two_identities_of_one_root() {
 
     let tls = connect(Arc::new(config), addr).await.unwrap();
     let (_, conn) = tls.get_ref();
-    assert_eq!(peer_spiffe_id(conn).as_deref(), Some(REVIEWS));
+    assert_eq!(
+        peer_spiffe_id(conn).as_ref().map(SpiffeId::as_str),
+        Some(REVIEWS)
+    );
     assert_eq!(
         conn.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
     let server_side = seen.recv().await.unwrap().unwrap();
-    assert_eq!(server_side.client_id.as_deref(), Some(PRODUCTPAGE));
+    assert_eq!(
+        server_side.client_id.as_ref().map(SpiffeId::as_str),
+        Some(PRODUCTPAGE)
+    );
     assert_eq!(server_side.alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(
-        xfcc(REVIEWS, server_side.client_id.as_deref().unwrap()).unwrap(),
+        xfcc(
+            REVIEWS,
+            server_side
+                .client_id
+                .as_ref()
+                .map(SpiffeId::as_str)
+                .unwrap()
+        )
+        .unwrap(),
         format!("By={REVIEWS};URI={PRODUCTPAGE}").as_str()
     );
 }
@@ -257,6 +272,39 @@ async fn client_without_a_certificate_is_refused() {
     assert!(connect(Arc::new(config), addr).await.is_err());
     let err = seen.recv().await.unwrap().unwrap_err();
     assert!(err.contains("no certificates"), "{err}");
+}
+
+/// Presents one chain, whatever it names.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn client_certificate_whose_spiffe_uri_names_no_workload_is_refused() {
+    let ca = TestCa::new("mesh root");
+    let (addr, mut seen) = serve(ca.identity(REVIEWS, &[&ca])).await;
+    // Our root and trust domain, but a path that is no `ns/<ns>/sa/<sa>`.
+    let (chain, key) = ca.leaf("spiffe://cluster.local/ns/default/sa/productpage/extra");
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .unwrap();
+    let mut config =
+        (*client_config(ca.identity(PRODUCTPAGE, &[&ca]), vec![REVIEWS.into()]).unwrap()).clone();
+    config.client_auth_cert_resolver =
+        Arc::new(FixedClientCert(Arc::new(CertifiedKey::new(chain, signer))));
+    assert!(connect(Arc::new(config), addr).await.is_err());
+    let err = seen.recv().await.unwrap().unwrap_err();
+    assert!(err.contains("names no workload"), "{err}");
 }
 
 #[tokio::test]
@@ -360,7 +408,9 @@ async fn sniffing_a_socket_leaves_its_bytes_to_the_reader() {
     let acceptor = TlsAcceptor::from(server_config(ca.identity(REVIEWS, &[&ca])).unwrap());
     let mut tls = acceptor.accept(tcp).await.unwrap();
     assert_eq!(
-        peer_spiffe_id(tls.get_ref().1).as_deref(),
+        peer_spiffe_id(tls.get_ref().1)
+            .as_ref()
+            .map(SpiffeId::as_str),
         Some(PRODUCTPAGE)
     );
     let mut buf = [0u8; 4];

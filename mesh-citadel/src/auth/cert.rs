@@ -6,15 +6,14 @@
 
 use std::sync::Arc;
 
+use mesh_identity::{SpiffeId, spiffe_id_of};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::UnixTime;
-use x509_parser::extensions::GeneralName;
 
 use super::{AuthError, Authenticator, Caller};
 use crate::ca::Ca;
-use crate::identity::SpiffeId;
 
 pub struct CertAuthenticator {
     ca: Arc<Ca>,
@@ -54,7 +53,7 @@ impl Authenticator for CertAuthenticator {
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .map_err(|e| AuthError::Certificate(e.to_string()))?;
 
-        let id = spiffe_id_of(leaf)?;
+        let id = spiffe_id_of(leaf).map_err(|e| AuthError::Certificate(e.to_string()))?;
         if id.trust_domain() != self.ca.trust_domain() {
             return Err(AuthError::ForeignTrustDomain {
                 got: id.trust_domain().to_owned(),
@@ -62,31 +61,5 @@ impl Authenticator for CertAuthenticator {
             });
         }
         Ok(Some(id))
-    }
-}
-
-/// The one URI SAN of a workload certificate. Several URIs would make the identity ambiguous.
-pub fn spiffe_id_of(cert: &[u8]) -> Result<SpiffeId, AuthError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| AuthError::Certificate(format!("does not parse: {e}")))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| AuthError::Certificate(format!("subjectAltName: {e}")))?
-        .ok_or_else(|| AuthError::Certificate("no subjectAltName".into()))?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .collect();
-    match uris.as_slice() {
-        [uri] => Ok(uri.parse()?),
-        _ => Err(AuthError::Certificate(format!(
-            "expected exactly one URI SAN, found {}",
-            uris.len()
-        ))),
     }
 }

@@ -11,12 +11,11 @@ mod token_review;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mesh_identity::{SpiffeId, SpiffeIdError};
 use rustls_pki_types::CertificateDer;
 use tonic::metadata::MetadataMap;
 
-use crate::identity::{IdentityError, SpiffeId};
-
-pub use cert::{CertAuthenticator, spiffe_id_of};
+pub use cert::CertAuthenticator;
 pub use token::{TokenAuthenticator, write_token};
 pub use token_review::{TokenReviewAuthenticator, identity_of_review};
 
@@ -41,7 +40,7 @@ pub enum AuthError {
     #[error("client certificate rejected: {0}")]
     Certificate(String),
     #[error("client certificate identity: {0}")]
-    Identity(#[from] IdentityError),
+    Identity(#[from] SpiffeIdError),
     #[error("client certificate is for trust domain {got}, this CA serves {want}")]
     ForeignTrustDomain { got: String, want: String },
     #[error("TokenReview failed: {0}")]

@@ -8,8 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mesh_identity::SpiffeId;
+
 use super::{AuthError, Authenticator, Caller};
-use crate::identity::SpiffeId;
 use crate::random;
 use crate::store;
 
@@ -159,7 +160,7 @@ fn parse_lines(text: &str) -> Result<Vec<Entry>, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteTokenError {
     #[error(transparent)]
-    Identity(#[from] crate::identity::IdentityError),
+    Identity(#[from] mesh_identity::SpiffeIdError),
     #[error(transparent)]
     Random(#[from] random::RandomError),
     #[error(transparent)]

@@ -7,9 +7,9 @@
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
+use mesh_identity::SpiffeId;
 
 use super::{AuthError, Authenticator, Caller};
-use crate::identity::SpiffeId;
 
 /// Prefix of a service account's user name.
 const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:";

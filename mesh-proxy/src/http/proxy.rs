@@ -45,8 +45,7 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// The client's SPIFFE ID as policies name it, without `spiffe://`.
     pub fn principal(&self) -> Option<&str> {
-        let id = &self.peer_identity.as_ref()?.spiffe_id;
-        Some(id.strip_prefix("spiffe://").unwrap_or(id))
+        Some(self.peer_identity.as_ref()?.spiffe_id.principal())
     }
 }
 

@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use mesh_identity::{SpiffeId, spiffe_id_in};
 use rustls::RootCertStore;
 use rustls::crypto::ring;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use x509_parser::extensions::GeneralName;
 
 use super::IdentityError;
 
@@ -17,7 +17,7 @@ use super::IdentityError;
 /// Built either from citadel's answer or, for tests and static setups, by
 /// [`Identity::from_parts`]. The key is only reachable as a rustls signer.
 pub struct Identity {
-    spiffe_id: String,
+    spiffe_id: SpiffeId,
     chain: Vec<CertificateDer<'static>>,
     /// Kept as DER only to authenticate the renewal call to citadel with this certificate.
     key: PrivateKeyDer<'static>,
@@ -43,7 +43,7 @@ impl fmt::Debug for Identity {
 
 impl Identity {
     /// Assembles an identity from a chain (leaf first), the leaf's PKCS#8 key and the trust
-    /// bundle. The leaf must carry exactly one `spiffe://` URI SAN and match the key. An
+    /// bundle. The leaf must carry exactly one `spiffe://` URI SAN, a workload's, and match the key. An
     /// expired chain is accepted here: refusing it is the peer's job.
     pub fn from_parts(
         chain: Vec<CertificateDer<'static>>,
@@ -54,7 +54,7 @@ impl Identity {
         let (spiffe_id, not_after, serial) = {
             let (_, cert) = x509_parser::parse_x509_certificate(leaf)
                 .map_err(|e| IdentityError::Parse(e.to_string()))?;
-            let spiffe_id = spiffe_id_in(&cert).ok_or(IdentityError::NoSpiffeId)?;
+            let spiffe_id = spiffe_id_in(&cert)?;
             let secs = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
             let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
             (spiffe_id, not_after, cert.raw_serial_as_string())
@@ -89,7 +89,7 @@ impl Identity {
     }
 
     /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
-    pub fn spiffe_id(&self) -> &str {
+    pub fn spiffe_id(&self) -> &SpiffeId {
         &self.spiffe_id
     }
 
@@ -130,23 +130,6 @@ impl Identity {
     }
 }
 
-/// The SPIFFE ID of a DER certificate: its one `spiffe://` URI SAN. A certificate with none,
-/// or with several (which the SPIFFE spec forbids), has no identity.
-pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
-    spiffe_id_in(&cert)
-}
-
-fn spiffe_id_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
-    let san = cert.subject_alternative_name().ok()??;
-    let mut ids = san.value.general_names.iter().filter_map(|n| match n {
-        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
-        _ => None,
-    });
-    let id = ids.next()?;
-    ids.next().is_none().then(|| id.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,16 +144,6 @@ mod tests {
                 .push(SanType::URI((*uri).try_into().unwrap()));
         }
         (params.self_signed(&key).unwrap().der().clone(), key)
-    }
-
-    #[test]
-    fn spiffe_id_is_the_single_spiffe_uri() {
-        let (one, _) = cert_with_uris(&["https://x.example", "spiffe://td/ns/a/sa/b"]);
-        assert_eq!(spiffe_id_of(&one).as_deref(), Some("spiffe://td/ns/a/sa/b"));
-        let (none, _) = cert_with_uris(&[]);
-        assert_eq!(spiffe_id_of(&none), None);
-        let (two, _) = cert_with_uris(&["spiffe://td/ns/a/sa/b", "spiffe://td/ns/a/sa/c"]);
-        assert_eq!(spiffe_id_of(&two), None);
     }
 
     #[test]

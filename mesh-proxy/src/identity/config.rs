@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_citadel::SpiffeId;
+use mesh_identity::SpiffeId;
 use rustls_pki_types::CertificateDer;
 
 #[derive(Clone, Debug)]

@@ -2,7 +2,8 @@
 
 use std::time::SystemTime;
 
-use mesh_citadel::client::{CitadelClient, ClientConfig, ClientIdentity};
+use mesh_identity::SpiffeId;
+use mesh_identity::client::{CitadelClient, ClientConfig, ClientIdentity};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -56,19 +57,16 @@ async fn round_trip(
 }
 
 /// The issued identity must be the one asked for, or at least of the expected trust domain.
-fn check_issued(cfg: &IdentityConfig, got: &str) -> Result<(), IdentityError> {
+fn check_issued(cfg: &IdentityConfig, got: &SpiffeId) -> Result<(), IdentityError> {
     let want = match (&cfg.id, &cfg.trust_domain) {
-        (Some(id), _) => Some(id.uri()).filter(|w| w != got),
-        (None, Some(td)) => {
-            let prefix = format!("spiffe://{td}/");
-            (!got.starts_with(&prefix)).then(|| format!("{prefix}..."))
-        }
+        (Some(id), _) => (id != got).then(|| id.to_string()),
+        (None, Some(td)) => (got.trust_domain() != td).then(|| format!("an identity of {td}")),
         (None, None) => None,
     };
     match want {
         None => Ok(()),
         Some(want) => Err(IdentityError::UnexpectedIdentity {
-            got: got.to_owned(),
+            got: got.clone(),
             want,
         }),
     }
@@ -80,7 +78,7 @@ fn key_and_csr(cfg: &IdentityConfig) -> Result<(PrivateKeyDer<'static>, String),
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     if let Some(id) = &cfg.id {
-        params.subject_alt_names = vec![SanType::URI(id.uri().try_into()?)];
+        params.subject_alt_names = vec![SanType::URI(id.as_str().try_into()?)];
     }
     let csr = params.serialize_request(&key)?.pem()?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -112,4 +110,37 @@ fn ders(pems: &[String]) -> Result<Vec<CertificateDer<'static>>, IdentityError> 
                 .map_err(|e| IdentityError::Parse(e.to_string()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_identity_asked_for_must_be_the_one_issued() {
+        let cfg = IdentityConfig::new("ca:15012", id("spiffe://td/ns/a/sa/b"), vec![]);
+        assert!(check_issued(&cfg, &id("spiffe://td/ns/a/sa/b")).is_ok());
+        let err = check_issued(&cfg, &id("spiffe://td/ns/a/sa/c")).unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::UnexpectedIdentity { want, .. } if want == "spiffe://td/ns/a/sa/b"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_token_identity_must_be_of_the_trust_domain() {
+        let cfg = IdentityConfig::for_token_identity("ca:15012", "cluster.local", vec![]);
+        assert!(check_issued(&cfg, &id("spiffe://cluster.local/ns/a/sa/b")).is_ok());
+        // A domain that merely starts like ours is another one.
+        for other in [
+            "spiffe://cluster.local.evil/ns/a/sa/b",
+            "spiffe://cluster.loca/ns/a/sa/b",
+        ] {
+            assert!(check_issued(&cfg, &id(other)).is_err(), "{other}");
+        }
+    }
 }

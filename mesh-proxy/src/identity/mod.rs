@@ -18,9 +18,9 @@ mod schedule;
 mod slot;
 mod source;
 
-pub use cert::{Identity, spiffe_id_of};
+pub use cert::Identity;
 pub use config::{IdentityConfig, RetryPolicy};
 pub use error::IdentityError;
 pub use schedule::{Backoff, jittered_renewal, renewal_delay};
-pub use slot::{CurrentIdentity, IdentitySlot, trust_domain_of};
+pub use slot::{CurrentIdentity, IdentitySlot};
 pub use source::{IdentityHandle, IdentitySource};

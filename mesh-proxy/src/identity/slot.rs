@@ -55,28 +55,9 @@ impl CurrentIdentity for IdentitySlot {
     }
 }
 
-/// The trust domain of a SPIFFE ID (`spiffe://<td>/...`), or `None` if it is not one.
-pub fn trust_domain_of(spiffe_id: &str) -> Option<&str> {
-    let rest = spiffe_id.strip_prefix("spiffe://")?;
-    rest.split_once('/')
-        .map(|(td, _)| td)
-        .filter(|td| !td.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trust_domains() {
-        assert_eq!(
-            trust_domain_of("spiffe://cluster.local/ns/a/sa/b"),
-            Some("cluster.local")
-        );
-        assert_eq!(trust_domain_of("spiffe:///ns/a"), None);
-        assert_eq!(trust_domain_of("https://cluster.local/ns/a"), None);
-        assert_eq!(trust_domain_of("spiffe://cluster.local"), None);
-    }
 
     #[test]
     fn empty_slot_has_no_identity() {

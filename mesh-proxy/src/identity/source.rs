@@ -48,7 +48,7 @@ impl IdentitySource {
     pub async fn start(cfg: IdentityConfig) -> IdentityHandle {
         let first = fetch_with_backoff(&cfg, None).await;
         tracing::info!(
-            spiffe_id = first.spiffe_id(),
+            spiffe_id = %first.spiffe_id(),
             serial = first.serial(),
             "workload certificate issued"
         );
@@ -71,7 +71,7 @@ async fn renew_loop(cfg: IdentityConfig, tx: watch::Sender<Arc<Identity>>) {
             id = fetch_with_backoff(&cfg, Some(&current)) => id,
         };
         tracing::info!(
-            spiffe_id = renewed.spiffe_id(),
+            spiffe_id = %renewed.spiffe_id(),
             serial = renewed.serial(),
             "workload certificate renewed"
         );

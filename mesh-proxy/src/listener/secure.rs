@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
+use mesh_identity::SpiffeId;
 use mesh_proto::config::v1::MtlsMode;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -21,8 +22,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Who the verified client is, for policy and for the application.
 #[derive(Debug, Clone)]
 pub struct PeerIdentity {
-    /// `spiffe://...` from the client certificate.
-    pub spiffe_id: Arc<str>,
+    /// From the client certificate.
+    pub spiffe_id: SpiffeId,
     /// `By=<our id>;URI=<client id>`, made once per connection.
     pub xfcc: Option<HeaderValue>,
 }
@@ -112,8 +113,8 @@ impl InboundTls {
         let client = peer_spiffe_id(tls.get_ref().1)?;
         let own = self.identity.current_identity()?;
         let identity = PeerIdentity {
-            xfcc: xfcc(own.spiffe_id(), &client).ok(),
-            spiffe_id: client.into(),
+            xfcc: xfcc(own.spiffe_id().as_str(), client.as_str()).ok(),
+            spiffe_id: client,
         };
         Some(Secured::Tls(Box::new(tls), identity))
     }

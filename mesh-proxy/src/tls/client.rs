@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use mesh_identity::spiffe_id_of;
 use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, verify_server_cert_signed_by_trust_anchor};
 use rustls::crypto::CryptoProvider;
@@ -13,7 +14,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::server::check_trust_domain;
 use super::{PeerIdentityError, provider};
-use crate::identity::{CurrentIdentity, IdentityHandle, spiffe_id_of};
+use crate::identity::{CurrentIdentity, IdentityHandle};
 
 /// TLS 1.3 with the workload certificate, the server verified against the current trust
 /// bundle and required to be one of `expected` (the SPIFFE IDs pilot gives for the endpoint).
@@ -107,10 +108,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        let got = spiffe_id_of(end_entity).ok_or(PeerIdentityError::NoSpiffeId)?;
+        let got = spiffe_id_of(end_entity).map_err(PeerIdentityError::NoSpiffeId)?;
         if self.expected.is_empty() {
             check_trust_domain(identity.spiffe_id(), got)?;
-        } else if !self.expected.contains(&got) {
+        } else if !self.expected.iter().any(|e| got == e.as_str()) {
             return Err(PeerIdentityError::Unexpected {
                 got,
                 expected: self.expected.clone(),
@@ -120,5 +121,5 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    mesh_citadel::provider_signature_checks!();
+    mesh_identity::provider_signature_checks!();
 }

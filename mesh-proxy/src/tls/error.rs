@@ -1,15 +1,20 @@
 //! Identity checks made during a handshake.
 
+use mesh_identity::{CertIdentityError, SpiffeId};
+
 /// Why a verified peer certificate is still refused. Carried in
 /// `rustls::CertificateError::Other`, so the handshake error names the identity.
 #[derive(thiserror::Error)]
 pub enum PeerIdentityError {
-    #[error("peer certificate carries no SPIFFE ID")]
-    NoSpiffeId,
+    #[error("peer certificate names no workload: {0}")]
+    NoSpiffeId(CertIdentityError),
     #[error("peer identity {got} is not one of the expected {expected:?}")]
-    Unexpected { got: String, expected: Vec<String> },
+    Unexpected {
+        got: SpiffeId,
+        expected: Vec<String>,
+    },
     #[error("peer identity {got} is not of the trust domain {want}")]
-    ForeignTrustDomain { got: String, want: String },
+    ForeignTrustDomain { got: SpiffeId, want: String },
     #[error("this proxy has no workload certificate yet")]
     NoLocalIdentity,
 }

@@ -21,10 +21,8 @@ pub use server::{server_config, server_config_with};
 pub use sniff::{SNIFF_TIMEOUT, looks_like_tls, sniff_tls};
 pub use xfcc::{XFCC, xfcc};
 
+use mesh_identity::ring_provider as provider;
+
 /// ALPN the inbound side offers; the client picks per upstream protocol.
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
-
-fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::ring::default_provider())
-}

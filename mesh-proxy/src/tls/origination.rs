@@ -170,5 +170,5 @@ impl ServerCertVerifier for OriginationVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    mesh_citadel::provider_signature_checks!();
+    mesh_identity::provider_signature_checks!();
 }

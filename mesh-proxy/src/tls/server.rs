@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use mesh_identity::{SpiffeId, spiffe_id_of};
 use rustls::DistinguishedName;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -13,7 +14,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::{ALPN_H2, ALPN_HTTP11, PeerIdentityError, provider};
-use crate::identity::{CurrentIdentity, IdentityHandle, spiffe_id_of, trust_domain_of};
+use crate::identity::{CurrentIdentity, IdentityHandle};
 
 /// TLS 1.3, client certificate mandatory and verified against the current trust bundle,
 /// ALPN `h2` and `http/1.1`. Read the client's identity with [`super::peer_spiffe_id`].
@@ -71,14 +72,13 @@ impl fmt::Debug for LatestRootsVerifier {
 }
 
 /// A peer of another trust domain is refused even if a shared root vouches for it.
-pub(super) fn check_trust_domain(own_id: &str, peer_id: String) -> Result<(), PeerIdentityError> {
-    let own = trust_domain_of(own_id);
-    if own.is_some() && trust_domain_of(&peer_id) == own {
+pub(super) fn check_trust_domain(own: &SpiffeId, peer: SpiffeId) -> Result<(), PeerIdentityError> {
+    if peer.trust_domain() == own.trust_domain() {
         Ok(())
     } else {
         Err(PeerIdentityError::ForeignTrustDomain {
-            got: peer_id,
-            want: own.unwrap_or_default().to_owned(),
+            want: own.trust_domain().to_owned(),
+            got: peer,
         })
     }
 }
@@ -111,10 +111,10 @@ impl ClientCertVerifier for LatestRootsVerifier {
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?
             .verify_client_cert(end_entity, intermediates, now)?;
-        let got = spiffe_id_of(end_entity).ok_or(PeerIdentityError::NoSpiffeId)?;
+        let got = spiffe_id_of(end_entity).map_err(PeerIdentityError::NoSpiffeId)?;
         check_trust_domain(own.spiffe_id(), got)?;
         Ok(ClientCertVerified::assertion())
     }
 
-    mesh_citadel::provider_signature_checks!();
+    mesh_identity::provider_signature_checks!();
 }

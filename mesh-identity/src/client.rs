@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::tls::ring_provider;
+use crate::ring_provider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
