@@ -33,7 +33,7 @@ pub struct CertsView {
 impl CertsView {
     pub fn of(identity: &Identity) -> Self {
         Self {
-            identity: identity.spiffe_id().to_owned(),
+            identity: identity.spiffe_id().as_str().to_owned(),
             chain: identity.chain().iter().filter_map(describe).collect(),
             trust_bundle: identity
                 .trust_bundle()
