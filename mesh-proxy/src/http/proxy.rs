@@ -18,7 +18,7 @@ use crate::config::Snapshot;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
 use crate::route::{Action, Fault, RequestView, Rolls, rewrite_path};
-use crate::upstream::{Cluster, HashInput, Pool};
+use crate::upstream::{Cluster, HashInput, Target, passthrough_cluster};
 
 /// What a listener tells the handler about itself.
 #[derive(Debug, Clone)]
@@ -61,24 +61,16 @@ const REQUEST_ID: &str = "x-request-id";
 
 impl Proxy {
     pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        let passthrough = Cluster::compile(
-            &mesh_proto::config::v1::Cluster {
-                name: "PassthroughCluster".into(),
-                ..Default::default()
-            },
-            None,
-            || metrics.connection_stats("PassthroughCluster"),
-        )
-        .expect("the passthrough cluster is valid");
+        let passthrough = passthrough_cluster(&metrics);
         Self {
             state,
             metrics,
-            passthrough: Arc::new(passthrough),
+            passthrough,
         }
     }
 
-    pub fn passthrough_pool(&self) -> &Arc<Pool> {
-        &self.passthrough.pool
+    pub fn passthrough(&self) -> &Arc<Cluster> {
+        &self.passthrough
     }
 
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -207,16 +199,9 @@ impl Proxy {
             source_ip: conn.peer.ip(),
         });
 
+        let target = Target::subset(cluster.clone(), destination.subset.as_str());
         let mut resp = if upgrade {
-            upgrade::forward(
-                cluster,
-                &destination.subset,
-                hash,
-                req,
-                authority,
-                path_and_query,
-            )
-            .await
+            upgrade::forward(&target, hash, req, authority, path_and_query).await
         } else {
             let (parts, body) = req.into_parts();
             let out = Outgoing {
@@ -228,8 +213,7 @@ impl Proxy {
                 grpc,
             };
             let plan = Plan {
-                cluster,
-                subset: &destination.subset,
+                target: &target,
                 hash,
                 policy,
                 timeout,
@@ -262,18 +246,11 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let target = Target::original_dst(self.passthrough.clone(), dst);
         if upgrade {
-            return upgrade::forward_to(
-                &self.passthrough.pool,
-                dst,
-                req,
-                authority,
-                path_and_query,
-            )
-            .await;
+            return upgrade::forward(&target, None, req, authority, path_and_query).await;
         }
         let (parts, body) = req.into_parts();
-        let cluster = self.passthrough_for(dst);
         let out = Outgoing {
             method: parts.method,
             authority,
@@ -283,31 +260,12 @@ impl Proxy {
             grpc,
         };
         let plan = Plan {
-            cluster: &cluster,
-            subset: "",
+            target: &target,
             hash: None,
             policy: RetryPolicy::none(),
             timeout: None,
         };
         forward(&self.metrics, plan, out, body).await
-    }
-
-    /// A one-endpoint view of the passthrough cluster, sharing its connection pool.
-    fn passthrough_for(&self, dst: SocketAddr) -> Arc<Cluster> {
-        let spec = mesh_proto::config::v1::Cluster {
-            name: "PassthroughCluster".into(),
-            endpoints: vec![mesh_proto::config::v1::Endpoint {
-                address: dst.to_string(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        Arc::new(
-            Cluster::compile(&spec, Some(&self.passthrough), || {
-                unreachable!("the pool is shared")
-            })
-            .expect("a socket address is a valid endpoint"),
-        )
     }
 }
 

@@ -14,7 +14,7 @@ use super::l4::TcpTarget;
 use crate::authz::{Attributes, Decision};
 use crate::config::ListenerSecurity;
 use crate::http::{ConnInfo, Proxy};
-use crate::upstream::{Alpn, HashInput};
+use crate::upstream::{Alpn, HashInput, Target};
 
 /// A connection's stream once PeerAuthentication let it in: a socket or a TLS session.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -135,33 +135,37 @@ pub async fn serve_http(
 }
 
 /// Connects to `target` (with the cluster's load balancing and upstream TLS policy) and
-/// splices the two connections.
+/// splices the two connections. The endpoint counts the connection in flight while it lasts.
 pub async fn serve_tcp(mut stream: impl Io, conn: ConnInfo, proxy: Arc<Proxy>, target: TcpTarget) {
     let snapshot = proxy.state.load_full();
     let upstream = match &target {
         TcpTarget::OriginalDst(dst) => {
-            let plain = crate::upstream::Transport::Plain;
-            Some((proxy.passthrough_pool().clone(), *dst, plain))
+            Some(Target::original_dst(proxy.passthrough().clone(), *dst))
         }
-        TcpTarget::Cluster { cluster, subset } => snapshot.clusters.get(cluster).and_then(|c| {
-            let balancer = c.balancer(subset)?;
-            let hash = c.hash_key(&HashInput {
-                headers: &http::HeaderMap::new(),
-                query: None,
-                source_ip: conn.peer.ip(),
-            });
-            let index = balancer.pick(hash, &[])?;
-            let endpoint = &balancer.endpoints()[index];
-            Some((c.pool.clone(), endpoint.address, endpoint.transport.clone()))
-        }),
+        TcpTarget::Cluster { cluster, subset } => snapshot
+            .clusters
+            .get(cluster)
+            .map(|c| Target::subset(c.clone(), subset.as_str())),
         TcpTarget::Close => None,
     };
     drop(snapshot);
-    let Some((pool, addr, transport)) = upstream else {
+    let hash = upstream.as_ref().and_then(|t| {
+        t.cluster.hash_key(&HashInput {
+            headers: &http::HeaderMap::new(),
+            query: None,
+            source_ip: conn.peer.ip(),
+        })
+    });
+    let Some(picked) = upstream.as_ref().and_then(|t| t.pick(hash, &[])) else {
         tracing::debug!(peer = %conn.peer, ?target, "tcp: no upstream, closing");
         return;
     };
-    let mut upstream = match pool.connect_with(addr, &transport, Alpn::None).await {
+    let endpoint = picked.endpoint();
+    let pool = &upstream.as_ref().expect("picked from it").cluster.pool;
+    let mut upstream = match pool
+        .connect_with(endpoint.address, &endpoint.transport, Alpn::None)
+        .await
+    {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: upstream connect failed");
