@@ -6,8 +6,9 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use super::ConnInfo;
 use super::body::ResponseBody;
 use super::local;
-use crate::authz::{Attributes, Decision, HttpAttributes};
+use crate::authz::HttpAttributes;
 use crate::config::Snapshot;
+use crate::listener;
 use crate::tls::XFCC;
 
 /// Envoy's RBAC filter wording, which clients and tests of Istio look for.
@@ -22,48 +23,15 @@ pub fn authorize<B>(
     grpc: bool,
 ) -> Option<Response<ResponseBody>> {
     let security = snapshot.listener_security.get(&conn.listener.name)?;
-    let authz = &security.authorizer;
-    if authz.is_empty() {
-        return None;
-    }
-    let attrs = Attributes {
-        source_principal: conn.principal(),
-        source_namespace: None,
-        source_ip: conn.peer.ip(),
-        remote_ip: conn.peer.ip(),
-        destination_port: conn.destination_port,
-        http: Some(HttpAttributes {
-            host: authority.to_str().unwrap_or_default(),
-            method: req.method().as_str(),
-            path: req.uri().path(),
-            headers: req.headers(),
-        }),
+    let http = HttpAttributes {
+        host: authority.to_str().unwrap_or_default(),
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        headers: req.headers(),
     };
-    if authz.has_audit() {
-        let audited = authz.audited(&attrs);
-        if !audited.is_empty() {
-            tracing::info!(
-                listener = %conn.listener.name,
-                principal = conn.principal().unwrap_or("-"),
-                method = %req.method(),
-                path = req.uri().path(),
-                policies = ?audited,
-                "request audited"
-            );
-        }
-    }
-    match authz.check(&attrs) {
-        Decision::Allow => None,
-        Decision::Deny { policy } => {
-            tracing::debug!(
-                listener = %conn.listener.name,
-                principal = conn.principal().unwrap_or("-"),
-                %policy,
-                "request denied by authorization policy"
-            );
-            Some(local::reply(StatusCode::FORBIDDEN, DENIED, grpc))
-        }
-    }
+    listener::authorize(security, conn, Some(http))
+        .err()
+        .map(|_| local::reply(StatusCode::FORBIDDEN, DENIED, grpc))
 }
 
 /// The application learns the client's identity from the proxy only: whatever the client

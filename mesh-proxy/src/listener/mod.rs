@@ -1,5 +1,6 @@
 //! Listeners: binding, accepting, and replacing them when the config changes.
 
+mod authorize;
 mod http_sniff;
 mod l4;
 mod original_dst;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use authorize::{Denied, authorize};
 pub use l4::{HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT, TcpTarget};
 pub use original_dst::original_dst;
 pub use secure::{InboundTls, PeerIdentity, Secured};

@@ -10,8 +10,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::authorize::authorize;
 use super::l4::TcpTarget;
-use crate::authz::{Attributes, Decision};
 use crate::config::ListenerSecurity;
 use crate::http::{ConnInfo, Proxy};
 use crate::upstream::{Alpn, HashInput, Target};
@@ -49,41 +49,7 @@ impl Serve {
 /// AuthorizationPolicy for a TCP connection: a denied one is closed before any upstream
 /// connection is made.
 fn tcp_allowed(security: &ListenerSecurity, conn: &ConnInfo) -> bool {
-    let authz = &security.authorizer;
-    if authz.is_empty() {
-        return true;
-    }
-    let attrs = Attributes {
-        source_principal: conn.principal(),
-        source_namespace: None,
-        source_ip: conn.peer.ip(),
-        remote_ip: conn.peer.ip(),
-        destination_port: conn.destination_port,
-        http: None,
-    };
-    if authz.has_audit() {
-        let audited = authz.audited(&attrs);
-        if !audited.is_empty() {
-            tracing::info!(
-                listener = %conn.listener.name,
-                peer = %conn.peer,
-                policies = ?audited,
-                "tcp connection audited"
-            );
-        }
-    }
-    match authz.check(&attrs) {
-        Decision::Allow => true,
-        Decision::Deny { policy } => {
-            tracing::debug!(
-                listener = %conn.listener.name,
-                peer = %conn.peer,
-                %policy,
-                "tcp connection denied by authorization policy"
-            );
-            false
-        }
-    }
+    authorize(security, conn, None).is_ok()
 }
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
