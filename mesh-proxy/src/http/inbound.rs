@@ -3,12 +3,11 @@
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 
-use super::ConnInfo;
 use super::body::ResponseBody;
 use super::local;
 use crate::authz::HttpAttributes;
 use crate::config::Snapshot;
-use crate::listener;
+use crate::listener::{self, ConnContext};
 use crate::tls::XFCC;
 
 /// Envoy's RBAC filter wording, which clients and tests of Istio look for.
@@ -17,7 +16,7 @@ const DENIED: &str = "RBAC: access denied";
 /// `Some(403)` when the listener's policies deny the request.
 pub fn authorize<B>(
     snapshot: &Snapshot,
-    conn: &ConnInfo,
+    conn: &ConnContext,
     req: &Request<B>,
     authority: &HeaderValue,
     grpc: bool,
@@ -36,7 +35,7 @@ pub fn authorize<B>(
 
 /// The application learns the client's identity from the proxy only: whatever the client
 /// sent is dropped, and on mTLS connections Istio's `By=...;URI=...` takes its place.
-pub fn set_xfcc(headers: &mut HeaderMap, conn: &ConnInfo) {
+pub fn set_xfcc(headers: &mut HeaderMap, conn: &ConnContext) {
     headers.remove(XFCC);
     if let Some(v) = conn.peer_identity.as_ref().and_then(|p| p.xfcc.clone()) {
         headers.insert(XFCC, v);

@@ -8,4 +8,4 @@ pub mod local;
 pub mod proxy;
 pub mod upgrade;
 
-pub use proxy::{ConnInfo, ListenerInfo, Proxy};
+pub use proxy::Proxy;

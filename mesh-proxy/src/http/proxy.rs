@@ -1,7 +1,6 @@
 //! The HTTP request handler: reads the request, routes it, applies the route's policy and
 //! hands it to `forward`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,44 +14,17 @@ use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
 use super::{inbound, local, upgrade};
 use crate::config::Snapshot;
+use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
 use crate::route::{Action, Fault, RequestView, Rolls, rewrite_path};
-use crate::upstream::{Cluster, HashInput, Target, passthrough_cluster};
+use crate::upstream::{Cluster, HashInput, Target};
 
-/// What a listener tells the handler about itself.
-#[derive(Debug, Clone)]
-pub struct ListenerInfo {
-    pub name: String,
-    pub direction: Direction,
-    pub route_table: String,
-    pub outbound_policy: OutboundTrafficPolicy,
-}
-
-/// One downstream connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub listener: Arc<ListenerInfo>,
-    pub peer: SocketAddr,
-    /// Where a redirected connection was going, when iptables redirected it.
-    pub original_dst: Option<SocketAddr>,
-    /// The client's verified identity, on an mTLS connection.
-    pub peer_identity: Option<crate::listener::PeerIdentity>,
-    /// The workload port the client connected to (for policy).
-    pub destination_port: u16,
-}
-
-impl ConnInfo {
-    /// The client's SPIFFE ID as policies name it, without `spiffe://`.
-    pub fn principal(&self) -> Option<&str> {
-        let id = &self.peer_identity.as_ref()?.spiffe_id;
-        Some(id.strip_prefix("spiffe://").unwrap_or(id))
-    }
-}
-
+/// The HTTP request handler of every listener.
 pub struct Proxy {
-    pub state: Arc<ArcSwap<Snapshot>>,
-    pub metrics: Arc<Metrics>,
+    /// The config; each request reads it once, in `handle`.
+    state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
     /// Connections to original destinations of unknown hosts (ALLOW_ANY).
     passthrough: Arc<Cluster>,
 }
@@ -60,8 +32,11 @@ pub struct Proxy {
 const REQUEST_ID: &str = "x-request-id";
 
 impl Proxy {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        let passthrough = passthrough_cluster(&metrics);
+    pub fn new(
+        state: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        passthrough: Arc<Cluster>,
+    ) -> Self {
         Self {
             state,
             metrics,
@@ -69,11 +44,11 @@ impl Proxy {
         }
     }
 
-    pub fn passthrough(&self) -> &Arc<Cluster> {
-        &self.passthrough
-    }
-
-    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        conn: &ConnContext,
+        req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let resp = self.route(conn, req).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,
@@ -89,7 +64,11 @@ impl Proxy {
         resp
     }
 
-    async fn route(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn route(
+        &self,
+        conn: &ConnContext,
+        mut req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let grpc = local::is_grpc(req.headers());
         let Some(authority) = authority_of(&req) else {
             return local::bad_request("missing host");
@@ -229,7 +208,7 @@ impl Proxy {
     /// where it was going; otherwise 404.
     async fn unrouted(
         &self,
-        conn: &ConnInfo,
+        conn: &ConnContext,
         req: Request<Incoming>,
         authority: HeaderValue,
         upgrade: bool,

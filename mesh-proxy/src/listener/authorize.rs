@@ -1,9 +1,9 @@
 //! The one AuthorizationPolicy check of the data path, for a TCP connection and for an HTTP
 //! request alike: the attributes are built here, AUDIT matches and denials are logged here.
 
+use super::context::ConnContext;
 use crate::authz::{Attributes, Decision, HttpAttributes};
 use crate::config::ListenerSecurity;
-use crate::http::ConnInfo;
 
 /// A request or connection the listener's policies refuse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct Denied {
 /// Checks `conn` (and the request, when `http` is given) against the listener's policies.
 pub fn authorize(
     security: &ListenerSecurity,
-    conn: &ConnInfo,
+    conn: &ConnContext,
     http: Option<HttpAttributes<'_>>,
 ) -> Result<(), Denied> {
     let authz = &security.authorizer;

@@ -11,9 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::authorize::authorize;
-use super::l4::TcpTarget;
-use crate::config::ListenerSecurity;
-use crate::http::{ConnInfo, Proxy};
+use super::context::{ConnConfig, ConnContext};
+use super::l4::Forward;
+use crate::http::Proxy;
 use crate::upstream::{Alpn, HashInput, Target};
 
 /// A connection's stream once PeerAuthentication let it in: a socket or a TLS session.
@@ -25,31 +25,26 @@ pub struct Serve {
     pub proxy: Arc<Proxy>,
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     pub drain: CancellationToken,
-    /// `Some` for a connection forwarded as TCP (a TCP listener's, one a layer 4 route
-    /// took, or a transparent listener's non-HTTP one); `None` for HTTP.
-    pub tcp: Option<TcpTarget>,
-    /// Inbound listeners only.
-    pub security: Option<Arc<ListenerSecurity>>,
+    /// What the snapshot read at accept says about this connection.
+    pub config: ConnConfig,
 }
 
 impl Serve {
-    pub async fn run(mut self, io: impl Io, conn: ConnInfo) {
-        if let Some(target) = self.tcp.take() {
-            if let Some(security) = &self.security
-                && !tcp_allowed(security, &conn)
-            {
-                return;
+    pub async fn run(self, io: impl Io, conn: ConnContext) {
+        match self.config.forward {
+            Forward::Tcp(target) => {
+                // AuthorizationPolicy for a TCP connection: a denied one is closed before any
+                // upstream connection is made.
+                if let Some(security) = &self.config.security
+                    && authorize(security, &conn, None).is_err()
+                {
+                    return;
+                }
+                serve_tcp(io, &conn, target).await
             }
-            return serve_tcp(io, conn, self.proxy, target).await;
+            Forward::Http => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
         }
-        serve_http(io, conn, self.proxy, self.builder, self.drain).await
     }
-}
-
-/// AuthorizationPolicy for a TCP connection: a denied one is closed before any upstream
-/// connection is made.
-fn tcp_allowed(security: &ListenerSecurity, conn: &ConnInfo) -> bool {
-    authorize(security, conn, None).is_ok()
 }
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
@@ -73,7 +68,7 @@ pub fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecuto
 
 pub async fn serve_http(
     stream: impl Io,
-    conn: ConnInfo,
+    conn: ConnContext,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     drain: CancellationToken,
@@ -100,35 +95,27 @@ pub async fn serve_http(
     }
 }
 
-/// Connects to `target` (with the cluster's load balancing and upstream TLS policy) and
-/// splices the two connections. The endpoint counts the connection in flight while it lasts.
-pub async fn serve_tcp(mut stream: impl Io, conn: ConnInfo, proxy: Arc<Proxy>, target: TcpTarget) {
-    let snapshot = proxy.state.load_full();
-    let upstream = match &target {
-        TcpTarget::OriginalDst(dst) => {
-            Some(Target::original_dst(proxy.passthrough().clone(), *dst))
-        }
-        TcpTarget::Cluster { cluster, subset } => snapshot
-            .clusters
-            .get(cluster)
-            .map(|c| Target::subset(c.clone(), subset.as_str())),
-        TcpTarget::Close => None,
+/// Connects to an endpoint of `target` (with the cluster's load balancing and upstream TLS
+/// policy) and splices the two connections. The endpoint counts the connection in flight
+/// while it lasts.
+pub async fn serve_tcp(mut stream: impl Io, conn: &ConnContext, target: Option<Target>) {
+    let Some(target) = target else {
+        tracing::debug!(peer = %conn.peer, listener = %conn.listener.name, "tcp: no upstream, closing");
+        return;
     };
-    drop(snapshot);
-    let hash = upstream.as_ref().and_then(|t| {
-        t.cluster.hash_key(&HashInput {
-            headers: &http::HeaderMap::new(),
-            query: None,
-            source_ip: conn.peer.ip(),
-        })
+    let hash = target.cluster.hash_key(&HashInput {
+        headers: &http::HeaderMap::new(),
+        query: None,
+        source_ip: conn.peer.ip(),
     });
-    let Some(picked) = upstream.as_ref().and_then(|t| t.pick(hash, &[])) else {
-        tracing::debug!(peer = %conn.peer, ?target, "tcp: no upstream, closing");
+    let Some(picked) = target.pick(hash, &[]) else {
+        tracing::debug!(peer = %conn.peer, cluster = %target.cluster.name, "tcp: no endpoint, closing");
         return;
     };
     let endpoint = picked.endpoint();
-    let pool = &upstream.as_ref().expect("picked from it").cluster.pool;
-    let mut upstream = match pool
+    let mut upstream = match target
+        .cluster
+        .pool
         .connect_with(endpoint.address, &endpoint.transport, Alpn::None)
         .await
     {
