@@ -1,6 +1,7 @@
 //! The HTTP data path: request handling, forwarding with retries, bodies and local replies.
 
 pub mod body;
+pub mod decide;
 pub mod forward;
 pub mod headers;
 pub mod inbound;

@@ -1,24 +1,24 @@
-//! The HTTP request handler: reads the request, routes it, applies the route's policy and
-//! hands it to `forward`.
+//! The HTTP request handler: prepares the request (the proxy's own header edits), reads the
+//! config once, has `decide` choose what to do, and executes the decision (`forward`,
+//! `upgrade` or a local reply).
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use mesh_proto::config::v1::{Direction, OutboundTrafficPolicy};
+use mesh_proto::config::v1::Direction;
 
 use super::body::ResponseBody;
+use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
 use super::{inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
-use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
-use crate::route::{Action, Fault, RequestView, Rolls, rewrite_path};
-use crate::upstream::{Cluster, HashInput, Target};
+use crate::retry::Overrides;
+use crate::upstream::{Cluster, HashInput};
 
 /// The HTTP request handler of every listener.
 pub struct Proxy {
@@ -64,6 +64,7 @@ impl Proxy {
         resp
     }
 
+    /// Prepares the request (the proxy's own header edits), decides, then executes.
     async fn route(
         &self,
         conn: &ConnContext,
@@ -80,183 +81,112 @@ impl Proxy {
         if outbound && !req.headers().contains_key(REQUEST_ID) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
-
-        let snapshot = self.state.load_full();
-        if conn.listener.direction == Direction::Inbound {
-            if let Some(denied) = inbound::authorize(&snapshot, conn, &req, &authority, grpc) {
-                return denied;
-            }
+        if conn.listener.is_inbound() {
             inbound::set_xfcc(req.headers_mut(), conn);
         }
-        let route = snapshot
-            .route_tables
-            .get(&conn.listener.route_table)
-            .and_then(|t| {
-                t.route(
-                    authority.to_str().unwrap_or_default(),
-                    &RequestView {
-                        method: req.method(),
-                        path: req.uri().path(),
-                        query: req.uri().query(),
-                        headers: req.headers(),
-                    },
-                )
-            });
-        let Some(route) = route else {
-            return self.unrouted(conn, req, authority, upgrade, grpc).await;
-        };
-        if let Some(fault) = &route.fault
-            && let Some(resp) = inject_fault(fault, grpc).await
-        {
-            return resp;
-        }
 
-        let forward_action = match &route.action {
-            Action::Direct { status, body } => {
-                let mut resp = Response::new(ResponseBody::local(body.clone()));
-                *resp.status_mut() = *status;
-                route.response_headers.apply(resp.headers_mut());
-                return resp;
-            }
-            Action::Redirect(r) => {
-                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                let location = r.location("http", authority.to_str().unwrap_or_default(), pq);
-                let mut resp = Response::new(ResponseBody::empty());
-                *resp.status_mut() = r.status;
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
-                route.response_headers.apply(resp.headers_mut());
-                return resp;
-            }
-            Action::Forward(f) => f,
+        // The one read of the config for this request.
+        let snapshot = self.state.load_full();
+        let view = RequestView {
+            method: req.method(),
+            authority: &authority,
+            path_and_query: req.uri().path_and_query(),
+            headers: req.headers(),
         };
-
-        let destination = forward_action.pick(rand::random());
-        let Some(cluster) = snapshot.clusters.get(&destination.cluster) else {
-            return local::no_healthy_upstream(grpc);
-        };
-        route.request_headers.apply(req.headers_mut());
-        destination.request_headers.apply(req.headers_mut());
-
-        let path_and_query = match &forward_action.prefix_rewrite {
-            None => req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            Some(rewrite) => {
-                let mut p = rewrite_path(&route.matcher, rewrite, req.uri().path());
-                if let Some(q) = req.uri().query() {
-                    p.push('?');
-                    p.push_str(q);
-                }
-                match PathAndQuery::try_from(p) {
-                    Ok(pq) => pq,
-                    Err(_) => return local::bad_request("rewritten path is invalid"),
-                }
-            }
-        };
-        let authority = forward_action
-            .authority_rewrite
-            .clone()
-            .unwrap_or(authority);
-
-        let policy = overrides.apply_to_retry(
-            forward_action
-                .retry
-                .clone()
-                .unwrap_or_else(RetryPolicy::istio_default),
+        let decision = decide(
+            &view,
+            conn,
+            &snapshot,
+            &self.passthrough,
+            &overrides,
+            Dice::random(),
         );
-        let mut timeout = overrides.apply_to_timeout(forward_action.timeout);
-        if let Some(g) = grpc_timeout(req.headers()) {
-            timeout = Some(timeout.map_or(g, |t| t.min(g)));
+        if let Some(delay) = decision.delay {
+            tokio::time::sleep(delay).await;
         }
-        let hash = cluster.hash_key(&HashInput {
+        match decision.action {
+            Decided::Reply(reply) => local_reply(reply, grpc),
+            Decided::Forward(f) => self.execute(conn, req, *f, upgrade, grpc).await,
+        }
+    }
+
+    /// Sends a decided request upstream.
+    async fn execute(
+        &self,
+        conn: &ConnContext,
+        mut req: Request<Incoming>,
+        f: Forwarding<'_>,
+        upgrade: bool,
+        grpc: bool,
+    ) -> Response<ResponseBody> {
+        for ops in f.request_headers.iter().flatten() {
+            ops.apply(req.headers_mut());
+        }
+        // Hashed after the route's header edits, so a route may set the key.
+        let hash = f.target.cluster.hash_key(&HashInput {
             headers: req.headers(),
             query: req.uri().query(),
             source_ip: conn.peer.ip(),
         });
-
-        let target = Target::subset(cluster.clone(), destination.subset.as_str());
         let mut resp = if upgrade {
-            upgrade::forward(&target, hash, req, authority, path_and_query).await
+            upgrade::forward(&f.target, hash, req, f.authority, f.path_and_query).await
         } else {
             let (parts, body) = req.into_parts();
             let out = Outgoing {
                 method: parts.method,
-                authority,
-                path_and_query,
+                authority: f.authority,
+                path_and_query: f.path_and_query,
                 headers: parts.headers,
                 downstream_version: parts.version,
                 grpc,
             };
             let plan = Plan {
-                target: &target,
+                target: &f.target,
                 hash,
-                policy,
-                timeout,
+                policy: f.retry,
+                timeout: f.timeout,
             };
             forward(&self.metrics, plan, out, body).await
         };
-        destination.response_headers.apply(resp.headers_mut());
-        route.response_headers.apply(resp.headers_mut());
+        for ops in f.response_headers.iter().flatten() {
+            ops.apply(resp.headers_mut());
+        }
         resp
-    }
-
-    /// A request no route matched: on a redirected connection with ALLOW_ANY it goes on to
-    /// where it was going; otherwise 404.
-    async fn unrouted(
-        &self,
-        conn: &ConnContext,
-        req: Request<Incoming>,
-        authority: HeaderValue,
-        upgrade: bool,
-        grpc: bool,
-    ) -> Response<ResponseBody> {
-        let Some(dst) = conn.original_dst else {
-            return local::no_route(grpc);
-        };
-        if conn.listener.outbound_policy == OutboundTrafficPolicy::RegistryOnly {
-            return local::no_route(grpc);
-        }
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let target = Target::original_dst(self.passthrough.clone(), dst);
-        if upgrade {
-            return upgrade::forward(&target, None, req, authority, path_and_query).await;
-        }
-        let (parts, body) = req.into_parts();
-        let out = Outgoing {
-            method: parts.method,
-            authority,
-            path_and_query,
-            headers: parts.headers,
-            downstream_version: parts.version,
-            grpc,
-        };
-        let plan = Plan {
-            target: &target,
-            hash: None,
-            policy: RetryPolicy::none(),
-            timeout: None,
-        };
-        forward(&self.metrics, plan, out, body).await
     }
 }
 
-/// Applies a route's fault: waits out an injected delay, then returns the injected abort, if any.
-async fn inject_fault(fault: &Fault, grpc: bool) -> Option<Response<ResponseBody>> {
-    let rolls = Rolls::random();
-    if let Some(delay) = fault.delay(rolls) {
-        tokio::time::sleep(delay).await;
+/// The response of a reply the proxy makes itself.
+fn local_reply(reply: Reply<'_>, grpc: bool) -> Response<ResponseBody> {
+    match reply {
+        Reply::Denied => local::reply(StatusCode::FORBIDDEN, inbound::DENIED, grpc),
+        Reply::NoRoute => local::no_route(grpc),
+        Reply::NoCluster => local::no_healthy_upstream(grpc),
+        Reply::BadRequest(message) => local::bad_request(message),
+        Reply::Abort(abort) => local::fault_abort(abort, grpc),
+        Reply::Direct {
+            status,
+            body,
+            headers,
+        } => {
+            let mut resp = Response::new(ResponseBody::local(body));
+            *resp.status_mut() = status;
+            headers.apply(resp.headers_mut());
+            resp
+        }
+        Reply::Redirect {
+            status,
+            location,
+            headers,
+        } => {
+            let mut resp = Response::new(ResponseBody::empty());
+            *resp.status_mut() = status;
+            if let Some(v) = location {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            headers.apply(resp.headers_mut());
+            resp
+        }
     }
-    fault
-        .abort(rolls)
-        .map(|abort| local::fault_abort(abort, grpc))
 }
 
 /// The request's authority: `:authority` / absolute-form URI first, then `Host`.
