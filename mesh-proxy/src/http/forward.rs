@@ -13,7 +13,7 @@ use super::headers::remove_hop_by_hop;
 use super::local;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
-use crate::retry::{Outcome, RetryPolicy, backoff};
+use crate::retry::{Backoff, Outcome, RetryPolicy};
 use crate::upstream::{Protocol, SendError, Target};
 
 /// A request ready to go upstream, after routing.
@@ -183,7 +183,7 @@ async fn attempts(
         tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
         metrics.retry(&cluster.name);
         drop(result);
-        tokio::time::sleep(backoff::delay(attempt, rand::random::<f64>())).await;
+        tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
     }
 }
 
