@@ -65,3 +65,84 @@ pub fn authorize(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::HeaderMap;
+    use mesh_proto::config::v1 as pb;
+
+    use super::*;
+    use crate::listener::ListenerSpec;
+
+    fn security(policies: serde_json::Value) -> (ListenerSecurity, Arc<ListenerSpec>) {
+        let listener: pb::Listener = serde_json::from_value(serde_json::json!({
+            "name": "in", "address": "127.0.0.1:0", "direction": "INBOUND",
+            "protocol": "HTTP", "authorizationPolicies": policies
+        }))
+        .unwrap();
+        let security = ListenerSecurity::compile(&listener).unwrap();
+        (security, Arc::new(ListenerSpec::new(&listener)))
+    }
+
+    fn conn(listener: &Arc<ListenerSpec>, port: u16) -> ConnContext {
+        ConnContext {
+            listener: listener.clone(),
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            original_dst: None,
+            peer_identity: None,
+            destination_port: port,
+        }
+    }
+
+    #[test]
+    fn one_check_for_connections_and_requests() {
+        let (security, listener) = security(serde_json::json!([
+            { "name": "default/allow-8080", "action": "ALLOW",
+              "rules": [{ "to": [{ "ports": ["8080"] }] }] },
+            { "name": "default/deny-admin", "action": "DENY",
+              "rules": [{ "to": [{ "paths": ["/admin"] }] }] }
+        ]));
+        let headers = HeaderMap::new();
+        let request = |path| {
+            Some(HttpAttributes {
+                host: "app",
+                method: "GET",
+                path,
+                headers: &headers,
+            })
+        };
+        assert_eq!(
+            authorize(&security, &conn(&listener, 8080), request("/")),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(&security, &conn(&listener, 8080), request("/admin")),
+            Err(Denied {
+                policy: "default/deny-admin".into()
+            })
+        );
+        // Another port: no ALLOW policy matches.
+        assert_eq!(
+            authorize(&security, &conn(&listener, 9090), request("/")),
+            Err(Denied {
+                policy: String::new()
+            })
+        );
+        // A TCP connection has no path: the DENY rule that names one applies to all of it,
+        // as Istio does, even on the allowed port.
+        assert_eq!(
+            authorize(&security, &conn(&listener, 8080), None),
+            Err(Denied {
+                policy: "default/deny-admin".into()
+            })
+        );
+    }
+
+    #[test]
+    fn no_policies_allow_everything() {
+        let (security, listener) = security(serde_json::json!([]));
+        assert_eq!(authorize(&security, &conn(&listener, 1), None), Ok(()));
+    }
+}
