@@ -11,7 +11,6 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Snapshot};
-use crate::http::Proxy;
 use crate::identity::{IdentityHandle, IdentitySlot};
 use crate::listener::Listeners;
 use crate::metrics::Metrics;
@@ -55,13 +54,18 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let proxy = Arc::new(Proxy::new(state.clone(), metrics.clone()));
         let identity = Arc::new(IdentitySlot::default());
+        let listeners = Listeners::new(
+            state.clone(),
+            metrics.clone(),
+            options.header_read_timeout,
+            identity.clone(),
+        );
         Arc::new(Self {
             state,
             metrics,
             registry,
-            listeners: Listeners::new(proxy, options.header_read_timeout, identity.clone()),
+            listeners,
             identity,
             ready: AtomicBool::new(false),
             updating: tokio::sync::Mutex::new(()),

@@ -12,7 +12,8 @@ use mesh_citadel::auth::{
     AnyOf, Authenticator, CertAuthenticator, TokenAuthenticator, write_token,
 };
 use mesh_citadel::{Ca, ServeOptions, SpiffeId};
-use mesh_proxy::identity::{IdentityConfig, IdentityHandle, IdentitySource, RetryPolicy};
+use mesh_proxy::identity::{IdentityConfig, IdentityHandle, IdentitySource};
+use mesh_proxy::retry::{Backoff, Jitter};
 use mesh_proxy::tls::{client_config, peer_spiffe_id, server_config};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,10 +96,11 @@ impl Citadel {
         );
         cfg.token_path = Some(self.token_path(sa));
         cfg.validity = validity;
-        cfg.retry = RetryPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(400),
-        };
+        cfg.retry = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(400),
+            Jitter::None,
+        );
         cfg.request_timeout = Duration::from_secs(3);
         cfg
     }

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::merge::merge_endpoints;
+use crate::retry::{Backoff, Jitter};
 use crate::server::Server;
 
 /// The versions the proxy holds, kept across reconnects so pilot resends nothing unchanged.
@@ -26,8 +27,12 @@ pub struct DiscoveryClient {
     held: Arc<Mutex<Held>>,
 }
 
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Between reconnects: 200 ms doubling to 5 s, each wait between half and all of that.
+const RECONNECT: Backoff = Backoff::new(
+    Duration::from_millis(200),
+    Duration::from_secs(5),
+    Jitter::Equal,
+);
 
 impl DiscoveryClient {
     pub fn new(server: Arc<Server>, address: String, node: Node) -> Self {
@@ -63,10 +68,7 @@ impl DiscoveryClient {
                 failures = 0;
             }
             failures = failures.saturating_add(1);
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(1 << failures.min(6))
-                .min(BACKOFF_CAP);
-            let wait = ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+            let wait = RECONNECT.delay(failures, rand::random::<f64>());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}

@@ -1,7 +1,6 @@
 //! Sending a routed request upstream: endpoint choice, attempts, per-try and route timeouts,
 //! retries with backoff, and the reply when every attempt failed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -14,8 +13,8 @@ use super::headers::remove_hop_by_hop;
 use super::local;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
-use crate::retry::{Outcome, RetryPolicy, backoff};
-use crate::upstream::{Cluster, Protocol, SendError};
+use crate::retry::{Backoff, Outcome, RetryPolicy};
+use crate::upstream::{Protocol, SendError, Target};
 
 /// A request ready to go upstream, after routing.
 pub struct Outgoing {
@@ -29,8 +28,7 @@ pub struct Outgoing {
 
 /// Where and how to send it.
 pub struct Plan<'a> {
-    pub cluster: &'a Arc<Cluster>,
-    pub subset: &'a str,
+    pub target: &'a Target,
     pub hash: Option<u64>,
     pub policy: RetryPolicy,
     pub timeout: Option<Duration>,
@@ -43,7 +41,7 @@ pub async fn forward(
     body: Incoming,
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
-    let cluster_name = plan.cluster.name.clone();
+    let cluster_name = plan.target.cluster.name.clone();
     match plan.timeout {
         None => attempts(metrics, plan, out, body, None).await,
         Some(t) => {
@@ -96,10 +94,8 @@ async fn attempts(
     deadline: Option<Instant>,
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
-    let Some(balancer) = plan.cluster.balancer(plan.subset) else {
-        return local::no_healthy_upstream(grpc);
-    };
-    let version = match plan.cluster.protocol {
+    let cluster = &plan.target.cluster;
+    let version = match cluster.protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => Version::HTTP_2,
         Protocol::SameAsDownstream if out.downstream_version == Version::HTTP_2 => Version::HTTP_2,
@@ -107,10 +103,7 @@ async fn attempts(
     };
     let max_attempts = 1 + plan.policy.num_retries;
     let mut body = if max_attempts > 1 {
-        BodySource::Replay(Replay::new(
-            downstream_body,
-            plan.cluster.retry_buffer_bytes,
-        ))
+        BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
     } else {
         BodySource::Once(Some(downstream_body))
     };
@@ -120,14 +113,14 @@ async fn attempts(
     loop {
         attempt += 1;
         let remembered = (attempt as usize - 1).min(MAX_REMEMBERED);
-        let Some(index) = balancer.pick(plan.hash, &tried[..remembered]) else {
+        // Counted in flight until this attempt ends.
+        let Some(picked) = plan.target.pick(plan.hash, &tried[..remembered]) else {
             return local::no_healthy_upstream(grpc);
         };
         if remembered < MAX_REMEMBERED {
-            tried[remembered] = index;
+            tried[remembered] = picked.index;
         }
-        let endpoint = balancer.endpoints()[index].clone();
-        let _in_flight = endpoint.start_request();
+        let endpoint = picked.endpoint();
 
         // The last possible attempt takes the headers instead of copying them.
         let mut headers = if attempt == max_attempts {
@@ -151,12 +144,12 @@ async fn attempts(
         let sent = async {
             match version {
                 Version::HTTP_2 => {
-                    let pool = &plan.cluster.pool;
+                    let pool = &cluster.pool;
                     pool.send_h2(endpoint.address, &endpoint.transport, req)
                         .await
                 }
                 _ => {
-                    let pool = &plan.cluster.pool;
+                    let pool = &cluster.pool;
                     pool.send_h1(endpoint.address, &endpoint.transport, req)
                         .await
                 }
@@ -181,16 +174,16 @@ async fn attempts(
             },
         };
         if outcome == Outcome::PerTryTimeout {
-            metrics.timeout(&plan.cluster.name);
+            metrics.timeout(&cluster.name);
         }
         let retry = attempt < max_attempts && plan.policy.retriable(&outcome) && body.can_replay();
         if !retry {
             return finish(result, grpc);
         }
-        tracing::debug!(cluster = %plan.cluster.name, attempt, ?outcome, "retrying");
-        metrics.retry(&plan.cluster.name);
+        tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
+        metrics.retry(&cluster.name);
         drop(result);
-        tokio::time::sleep(backoff::delay(attempt, rand::random::<f64>())).await;
+        tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
     }
 }
 

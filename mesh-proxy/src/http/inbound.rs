@@ -1,74 +1,17 @@
-//! What the inbound side adds to a request before routing: the AuthorizationPolicy decision
-//! and the client identity header for the application.
+//! What the inbound side adds to a request before it is decided: the client identity header
+//! for the application; and the wording of an authorization denial.
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::HeaderMap;
 
-use super::ConnInfo;
-use super::body::ResponseBody;
-use super::local;
-use crate::authz::{Attributes, Decision, HttpAttributes};
-use crate::config::Snapshot;
+use crate::listener::ConnContext;
 use crate::tls::XFCC;
 
 /// Envoy's RBAC filter wording, which clients and tests of Istio look for.
-const DENIED: &str = "RBAC: access denied";
-
-/// `Some(403)` when the listener's policies deny the request.
-pub fn authorize<B>(
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    req: &Request<B>,
-    authority: &HeaderValue,
-    grpc: bool,
-) -> Option<Response<ResponseBody>> {
-    let security = snapshot.listener_security.get(&conn.listener.name)?;
-    let authz = &security.authorizer;
-    if authz.is_empty() {
-        return None;
-    }
-    let attrs = Attributes {
-        source_principal: conn.principal(),
-        source_namespace: None,
-        source_ip: conn.peer.ip(),
-        remote_ip: conn.peer.ip(),
-        destination_port: conn.destination_port,
-        http: Some(HttpAttributes {
-            host: authority.to_str().unwrap_or_default(),
-            method: req.method().as_str(),
-            path: req.uri().path(),
-            headers: req.headers(),
-        }),
-    };
-    if authz.has_audit() {
-        let audited = authz.audited(&attrs);
-        if !audited.is_empty() {
-            tracing::info!(
-                listener = %conn.listener.name,
-                principal = conn.principal().unwrap_or("-"),
-                method = %req.method(),
-                path = req.uri().path(),
-                policies = ?audited,
-                "request audited"
-            );
-        }
-    }
-    match authz.check(&attrs) {
-        Decision::Allow => None,
-        Decision::Deny { policy } => {
-            tracing::debug!(
-                listener = %conn.listener.name,
-                principal = conn.principal().unwrap_or("-"),
-                %policy,
-                "request denied by authorization policy"
-            );
-            Some(local::reply(StatusCode::FORBIDDEN, DENIED, grpc))
-        }
-    }
-}
+pub const DENIED: &str = "RBAC: access denied";
 
 /// The application learns the client's identity from the proxy only: whatever the client
 /// sent is dropped, and on mTLS connections Istio's `By=...;URI=...` takes its place.
-pub fn set_xfcc(headers: &mut HeaderMap, conn: &ConnInfo) {
+pub fn set_xfcc(headers: &mut HeaderMap, conn: &ConnContext) {
     headers.remove(XFCC);
     if let Some(v) = conn.peer_identity.as_ref().and_then(|p| p.xfcc.clone()) {
         headers.insert(XFCC, v);

@@ -1,6 +1,7 @@
 //! The HTTP data path: request handling, forwarding with retries, bodies and local replies.
 
 pub mod body;
+pub mod decide;
 pub mod forward;
 pub mod headers;
 pub mod inbound;
@@ -8,4 +9,4 @@ pub mod local;
 pub mod proxy;
 pub mod upgrade;
 
-pub use proxy::{ConnInfo, ListenerInfo, Proxy};
+pub use proxy::Proxy;

@@ -1,57 +1,30 @@
-//! The HTTP request handler: reads the request, routes it, applies the route's policy and
-//! hands it to `forward`.
+//! The HTTP request handler: prepares the request (the proxy's own header edits), reads the
+//! config once, has `decide` choose what to do, and executes the decision (`forward`,
+//! `upgrade` or a local reply).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use mesh_proto::config::v1::{Direction, OutboundTrafficPolicy};
+use mesh_proto::config::v1::Direction;
 
 use super::body::ResponseBody;
+use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
 use super::{inbound, local, upgrade};
 use crate::config::Snapshot;
+use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
-use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
-use crate::route::{Action, Fault, RequestView, Rolls, rewrite_path};
-use crate::upstream::{Cluster, HashInput, Pool};
+use crate::retry::Overrides;
+use crate::upstream::{Cluster, HashInput};
 
-/// What a listener tells the handler about itself.
-#[derive(Debug, Clone)]
-pub struct ListenerInfo {
-    pub name: String,
-    pub direction: Direction,
-    pub route_table: String,
-    pub outbound_policy: OutboundTrafficPolicy,
-}
-
-/// One downstream connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub listener: Arc<ListenerInfo>,
-    pub peer: SocketAddr,
-    /// Where a redirected connection was going, when iptables redirected it.
-    pub original_dst: Option<SocketAddr>,
-    /// The client's verified identity, on an mTLS connection.
-    pub peer_identity: Option<crate::listener::PeerIdentity>,
-    /// The workload port the client connected to (for policy).
-    pub destination_port: u16,
-}
-
-impl ConnInfo {
-    /// The client's SPIFFE ID as policies name it, without `spiffe://`.
-    pub fn principal(&self) -> Option<&str> {
-        Some(self.peer_identity.as_ref()?.spiffe_id.principal())
-    }
-}
-
+/// The HTTP request handler of every listener.
 pub struct Proxy {
-    pub state: Arc<ArcSwap<Snapshot>>,
-    pub metrics: Arc<Metrics>,
+    /// The config; each request reads it once, in `handle`.
+    state: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
     /// Connections to original destinations of unknown hosts (ALLOW_ANY).
     passthrough: Arc<Cluster>,
 }
@@ -59,28 +32,23 @@ pub struct Proxy {
 const REQUEST_ID: &str = "x-request-id";
 
 impl Proxy {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        let passthrough = Cluster::compile(
-            &mesh_proto::config::v1::Cluster {
-                name: "PassthroughCluster".into(),
-                ..Default::default()
-            },
-            None,
-            || metrics.connection_stats("PassthroughCluster"),
-        )
-        .expect("the passthrough cluster is valid");
+    pub fn new(
+        state: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        passthrough: Arc<Cluster>,
+    ) -> Self {
         Self {
             state,
             metrics,
-            passthrough: Arc::new(passthrough),
+            passthrough,
         }
     }
 
-    pub fn passthrough_pool(&self) -> &Arc<Pool> {
-        &self.passthrough.pool
-    }
-
-    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        conn: &ConnContext,
+        req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let resp = self.route(conn, req).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,
@@ -96,7 +64,12 @@ impl Proxy {
         resp
     }
 
-    async fn route(&self, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    /// Prepares the request (the proxy's own header edits), decides, then executes.
+    async fn route(
+        &self,
+        conn: &ConnContext,
+        mut req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let grpc = local::is_grpc(req.headers());
         let Some(authority) = authority_of(&req) else {
             return local::bad_request("missing host");
@@ -108,217 +81,112 @@ impl Proxy {
         if outbound && !req.headers().contains_key(REQUEST_ID) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
-
-        let snapshot = self.state.load_full();
-        if conn.listener.direction == Direction::Inbound {
-            if let Some(denied) = inbound::authorize(&snapshot, conn, &req, &authority, grpc) {
-                return denied;
-            }
+        if conn.listener.is_inbound() {
             inbound::set_xfcc(req.headers_mut(), conn);
         }
-        let route = snapshot
-            .route_tables
-            .get(&conn.listener.route_table)
-            .and_then(|t| {
-                t.route(
-                    authority.to_str().unwrap_or_default(),
-                    &RequestView {
-                        method: req.method(),
-                        path: req.uri().path(),
-                        query: req.uri().query(),
-                        headers: req.headers(),
-                    },
-                )
-            });
-        let Some(route) = route else {
-            return self.unrouted(conn, req, authority, upgrade, grpc).await;
-        };
-        if let Some(fault) = &route.fault
-            && let Some(resp) = inject_fault(fault, grpc).await
-        {
-            return resp;
-        }
 
-        let forward_action = match &route.action {
-            Action::Direct { status, body } => {
-                let mut resp = Response::new(ResponseBody::local(body.clone()));
-                *resp.status_mut() = *status;
-                route.response_headers.apply(resp.headers_mut());
-                return resp;
-            }
-            Action::Redirect(r) => {
-                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                let location = r.location("http", authority.to_str().unwrap_or_default(), pq);
-                let mut resp = Response::new(ResponseBody::empty());
-                *resp.status_mut() = r.status;
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
-                route.response_headers.apply(resp.headers_mut());
-                return resp;
-            }
-            Action::Forward(f) => f,
+        // The one read of the config for this request.
+        let snapshot = self.state.load_full();
+        let view = RequestView {
+            method: req.method(),
+            authority: &authority,
+            path_and_query: req.uri().path_and_query(),
+            headers: req.headers(),
         };
-
-        let destination = forward_action.pick(rand::random());
-        let Some(cluster) = snapshot.clusters.get(&destination.cluster) else {
-            return local::no_healthy_upstream(grpc);
-        };
-        route.request_headers.apply(req.headers_mut());
-        destination.request_headers.apply(req.headers_mut());
-
-        let path_and_query = match &forward_action.prefix_rewrite {
-            None => req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            Some(rewrite) => {
-                let mut p = rewrite_path(&route.matcher, rewrite, req.uri().path());
-                if let Some(q) = req.uri().query() {
-                    p.push('?');
-                    p.push_str(q);
-                }
-                match PathAndQuery::try_from(p) {
-                    Ok(pq) => pq,
-                    Err(_) => return local::bad_request("rewritten path is invalid"),
-                }
-            }
-        };
-        let authority = forward_action
-            .authority_rewrite
-            .clone()
-            .unwrap_or(authority);
-
-        let policy = overrides.apply_to_retry(
-            forward_action
-                .retry
-                .clone()
-                .unwrap_or_else(RetryPolicy::istio_default),
+        let decision = decide(
+            &view,
+            conn,
+            &snapshot,
+            &self.passthrough,
+            &overrides,
+            Dice::random(),
         );
-        let mut timeout = overrides.apply_to_timeout(forward_action.timeout);
-        if let Some(g) = grpc_timeout(req.headers()) {
-            timeout = Some(timeout.map_or(g, |t| t.min(g)));
+        if let Some(delay) = decision.delay {
+            tokio::time::sleep(delay).await;
         }
-        let hash = cluster.hash_key(&HashInput {
+        match decision.action {
+            Decided::Reply(reply) => local_reply(reply, grpc),
+            Decided::Forward(f) => self.execute(conn, req, *f, upgrade, grpc).await,
+        }
+    }
+
+    /// Sends a decided request upstream.
+    async fn execute(
+        &self,
+        conn: &ConnContext,
+        mut req: Request<Incoming>,
+        f: Forwarding<'_>,
+        upgrade: bool,
+        grpc: bool,
+    ) -> Response<ResponseBody> {
+        for ops in f.request_headers.iter().flatten() {
+            ops.apply(req.headers_mut());
+        }
+        // Hashed after the route's header edits, so a route may set the key.
+        let hash = f.target.cluster.hash_key(&HashInput {
             headers: req.headers(),
             query: req.uri().query(),
             source_ip: conn.peer.ip(),
         });
-
         let mut resp = if upgrade {
-            upgrade::forward(
-                cluster,
-                &destination.subset,
-                hash,
-                req,
-                authority,
-                path_and_query,
-            )
-            .await
+            upgrade::forward(&f.target, hash, req, f.authority, f.path_and_query).await
         } else {
             let (parts, body) = req.into_parts();
             let out = Outgoing {
                 method: parts.method,
-                authority,
-                path_and_query,
+                authority: f.authority,
+                path_and_query: f.path_and_query,
                 headers: parts.headers,
                 downstream_version: parts.version,
                 grpc,
             };
             let plan = Plan {
-                cluster,
-                subset: &destination.subset,
+                target: &f.target,
                 hash,
-                policy,
-                timeout,
+                policy: f.retry,
+                timeout: f.timeout,
             };
             forward(&self.metrics, plan, out, body).await
         };
-        destination.response_headers.apply(resp.headers_mut());
-        route.response_headers.apply(resp.headers_mut());
+        for ops in f.response_headers.iter().flatten() {
+            ops.apply(resp.headers_mut());
+        }
         resp
-    }
-
-    /// A request no route matched: on a redirected connection with ALLOW_ANY it goes on to
-    /// where it was going; otherwise 404.
-    async fn unrouted(
-        &self,
-        conn: &ConnInfo,
-        req: Request<Incoming>,
-        authority: HeaderValue,
-        upgrade: bool,
-        grpc: bool,
-    ) -> Response<ResponseBody> {
-        let Some(dst) = conn.original_dst else {
-            return local::no_route(grpc);
-        };
-        if conn.listener.outbound_policy == OutboundTrafficPolicy::RegistryOnly {
-            return local::no_route(grpc);
-        }
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        if upgrade {
-            return upgrade::forward_to(
-                &self.passthrough.pool,
-                dst,
-                req,
-                authority,
-                path_and_query,
-            )
-            .await;
-        }
-        let (parts, body) = req.into_parts();
-        let cluster = self.passthrough_for(dst);
-        let out = Outgoing {
-            method: parts.method,
-            authority,
-            path_and_query,
-            headers: parts.headers,
-            downstream_version: parts.version,
-            grpc,
-        };
-        let plan = Plan {
-            cluster: &cluster,
-            subset: "",
-            hash: None,
-            policy: RetryPolicy::none(),
-            timeout: None,
-        };
-        forward(&self.metrics, plan, out, body).await
-    }
-
-    /// A one-endpoint view of the passthrough cluster, sharing its connection pool.
-    fn passthrough_for(&self, dst: SocketAddr) -> Arc<Cluster> {
-        let spec = mesh_proto::config::v1::Cluster {
-            name: "PassthroughCluster".into(),
-            endpoints: vec![mesh_proto::config::v1::Endpoint {
-                address: dst.to_string(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        Arc::new(
-            Cluster::compile(&spec, Some(&self.passthrough), || {
-                unreachable!("the pool is shared")
-            })
-            .expect("a socket address is a valid endpoint"),
-        )
     }
 }
 
-/// Applies a route's fault: waits out an injected delay, then returns the injected abort, if any.
-async fn inject_fault(fault: &Fault, grpc: bool) -> Option<Response<ResponseBody>> {
-    let rolls = Rolls::random();
-    if let Some(delay) = fault.delay(rolls) {
-        tokio::time::sleep(delay).await;
+/// The response of a reply the proxy makes itself.
+fn local_reply(reply: Reply<'_>, grpc: bool) -> Response<ResponseBody> {
+    match reply {
+        Reply::Denied => local::reply(StatusCode::FORBIDDEN, inbound::DENIED, grpc),
+        Reply::NoRoute => local::no_route(grpc),
+        Reply::NoCluster => local::no_healthy_upstream(grpc),
+        Reply::BadRequest(message) => local::bad_request(message),
+        Reply::Abort(abort) => local::fault_abort(abort, grpc),
+        Reply::Direct {
+            status,
+            body,
+            headers,
+        } => {
+            let mut resp = Response::new(ResponseBody::local(body));
+            *resp.status_mut() = status;
+            headers.apply(resp.headers_mut());
+            resp
+        }
+        Reply::Redirect {
+            status,
+            location,
+            headers,
+        } => {
+            let mut resp = Response::new(ResponseBody::empty());
+            *resp.status_mut() = status;
+            if let Some(v) = location {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            headers.apply(resp.headers_mut());
+            resp
+        }
     }
-    fault
-        .abort(rolls)
-        .map(|abort| local::fault_abort(abort, grpc))
 }
 
 /// The request's authority: `:authority` / absolute-form URI first, then `Host`.

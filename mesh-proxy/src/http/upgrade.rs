@@ -1,8 +1,6 @@
 //! HTTP/1.1 `Upgrade` (WebSocket and others): the request goes out on a connection of its
 //! own, and after `101 Switching Protocols` bytes are copied both ways until either side closes.
 
-use std::net::SocketAddr;
-
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
@@ -11,62 +9,28 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{ResponseBody, UpstreamBody};
 use super::local;
-use crate::upstream::{Alpn, Cluster, Pool, Transport};
+use crate::upstream::{Alpn, Target};
 
+/// Sends the upgrade request to an endpoint of `target`; the endpoint counts it in flight for
+/// as long as the upgraded stream lasts.
 pub async fn forward(
-    cluster: &Cluster,
-    subset: &str,
+    target: &Target,
     hash: Option<u64>,
-    req: Request<Incoming>,
-    authority: HeaderValue,
-    path_and_query: PathAndQuery,
-) -> Response<ResponseBody> {
-    let Some(endpoint) = cluster
-        .balancer(subset)
-        .and_then(|b| b.pick(hash, &[]).map(|i| b.endpoints()[i].clone()))
-    else {
-        return local::no_healthy_upstream(false);
-    };
-    forward_over(
-        &cluster.pool,
-        endpoint.address,
-        &endpoint.transport,
-        req,
-        authority,
-        path_and_query,
-    )
-    .await
-}
-
-/// To an original destination, in plaintext.
-pub async fn forward_to(
-    pool: &Pool,
-    addr: SocketAddr,
-    req: Request<Incoming>,
-    authority: HeaderValue,
-    path_and_query: PathAndQuery,
-) -> Response<ResponseBody> {
-    forward_over(
-        pool,
-        addr,
-        &Transport::Plain,
-        req,
-        authority,
-        path_and_query,
-    )
-    .await
-}
-
-async fn forward_over(
-    pool: &Pool,
-    addr: SocketAddr,
-    transport: &Transport,
     mut req: Request<Incoming>,
     authority: HeaderValue,
     path_and_query: PathAndQuery,
 ) -> Response<ResponseBody> {
+    let Some(picked) = target.pick(hash, &[]) else {
+        return local::no_healthy_upstream(false);
+    };
+    let endpoint = picked.endpoint();
     let downstream = hyper::upgrade::on(&mut req);
-    let io = match pool.connect_with(addr, transport, Alpn::Http1).await {
+    let io = match target
+        .cluster
+        .pool
+        .connect_with(endpoint.address, &endpoint.transport, Alpn::Http1)
+        .await
+    {
         Ok(io) => io,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade: upstream connect failed");
@@ -98,6 +62,7 @@ async fn forward_over(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
+            let _in_flight = picked;
             let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
                 return;
             };

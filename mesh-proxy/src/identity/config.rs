@@ -7,6 +7,8 @@ use std::time::Duration;
 use mesh_identity::SpiffeId;
 use rustls_pki_types::CertificateDer;
 
+use crate::retry::{Backoff, Jitter};
+
 #[derive(Clone, Debug)]
 pub struct IdentityConfig {
     /// `host:port` of citadel's gRPC endpoint (Istio: 15012).
@@ -26,7 +28,8 @@ pub struct IdentityConfig {
     pub token_path: Option<PathBuf>,
     /// Lifetime to ask for; `None` takes citadel's default (24 h).
     pub validity: Option<Duration>,
-    pub retry: RetryPolicy,
+    /// Between failed calls to citadel.
+    pub retry: Backoff,
     /// Bound on one connect + CSR + trust bundle round trip.
     pub request_timeout: Duration,
 }
@@ -58,24 +61,15 @@ impl IdentityConfig {
             trust_domain: Some(trust_domain.into()),
             token_path: None,
             validity: None,
-            retry: RetryPolicy::default(),
+            retry: CITADEL_RETRY,
             request_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Exponential backoff between failed calls to citadel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-        }
-    }
-}
+/// The default wait between failed calls to citadel: 500 ms doubling to 30 s.
+pub const CITADEL_RETRY: Backoff = Backoff::new(
+    Duration::from_millis(500),
+    Duration::from_secs(30),
+    Jitter::None,
+);

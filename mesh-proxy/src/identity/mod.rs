@@ -19,8 +19,8 @@ mod slot;
 mod source;
 
 pub use cert::Identity;
-pub use config::{IdentityConfig, RetryPolicy};
+pub use config::{CITADEL_RETRY, IdentityConfig};
 pub use error::IdentityError;
-pub use schedule::{Backoff, jittered_renewal, renewal_delay};
+pub use schedule::{jittered_renewal, renewal_delay};
 pub use slot::{CurrentIdentity, IdentitySlot};
 pub use source::{IdentityHandle, IdentitySource};

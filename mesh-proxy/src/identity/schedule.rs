@@ -1,8 +1,6 @@
-//! When to renew and how long to wait after a failure: pure functions of time, tested alone.
+//! When to renew: pure functions of time, tested alone.
 
 use std::time::{Duration, SystemTime};
-
-use super::RetryPolicy;
 
 /// Renewal falls between these fractions of the lifetime, so that proxies started together do
 /// not all call citadel at the same instant.
@@ -23,28 +21,6 @@ pub fn jittered_renewal(not_after: SystemTime, now: SystemTime) -> Duration {
     renewal_delay(not_after, now, rand::random_range(JITTER))
 }
 
-/// Doubling delays from `initial`, capped at `max`.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub fn new(policy: RetryPolicy) -> Self {
-        Self {
-            next: policy.initial.min(policy.max),
-            max: policy.max,
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        delay
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,15 +36,5 @@ mod tests {
             let d = jittered_renewal(now + 100 * S, now);
             assert!((45 * S..=55 * S).contains(&d), "{d:?}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut b = Backoff::new(RetryPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(500),
-        });
-        let got: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(got, vec![100, 200, 400, 500, 500]);
     }
 }

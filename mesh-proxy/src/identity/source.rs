@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use super::fetch::fetch;
-use super::schedule::{Backoff, jittered_renewal};
+use super::schedule::jittered_renewal;
 use super::{Identity, IdentityConfig};
 
 /// Read side of the identity: cheap to clone, read at every handshake.
@@ -82,12 +82,13 @@ async fn renew_loop(cfg: IdentityConfig, tx: watch::Sender<Arc<Identity>>) {
 
 /// Retries until citadel answers. Meanwhile `current` (if any) stays published and in use.
 async fn fetch_with_backoff(cfg: &IdentityConfig, current: Option<&Identity>) -> Identity {
-    let mut backoff = Backoff::new(cfg.retry);
+    let mut failures = 0;
     loop {
         match fetch(cfg, current).await {
             Ok(identity) => return identity,
             Err(e) => {
-                let delay = backoff.next_delay();
+                failures += 1;
+                let delay = cfg.retry.delay(failures, rand::random::<f64>());
                 tracing::warn!(error = %e, retry_in = ?delay, "requesting the workload certificate failed");
                 tokio::time::sleep(delay).await;
             }

@@ -63,6 +63,33 @@ impl RequestGuard {
     }
 }
 
+/// An endpoint a balancer chose, counted in flight while this lives.
+#[must_use = "the request only counts as in flight while the pick is alive"]
+#[derive(Debug)]
+pub struct Picked {
+    /// The endpoint's index in the balancer, so a retry can prefer another one.
+    pub index: usize,
+    guard: RequestGuard,
+}
+
+impl Picked {
+    pub(super) fn new(index: usize, guard: RequestGuard) -> Self {
+        Self { index, guard }
+    }
+
+    /// A pick outside any balancer (an original destination): counted on `endpoint` alike.
+    pub fn single(endpoint: &Arc<Endpoint>) -> Self {
+        Self {
+            index: 0,
+            guard: endpoint.start_request(),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        self.guard.endpoint()
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.endpoint

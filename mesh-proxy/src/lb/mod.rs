@@ -25,7 +25,7 @@ mod tests;
 use std::fmt;
 use std::sync::Arc;
 
-pub use endpoint::{Endpoint, RequestGuard};
+pub use endpoint::{Endpoint, Picked, RequestGuard};
 pub use hash::hash_key;
 
 use exclude::Exclude;
@@ -100,13 +100,22 @@ impl Balancer {
         &self.endpoints
     }
 
-    /// Picks an endpoint index. `hash` is the request's hash key (Some for RingHash/Maglev when
+    /// Picks an endpoint and counts the request (or connection) in flight on it until the
+    /// returned [`Picked`] drops: the one entry point of every caller, so LEAST_REQUEST sees
+    /// HTTP attempts, upgraded streams and TCP connections alike. `hash` and `exclude` as for `pick`.
+    pub fn start(&self, hash: Option<u64>, exclude: &[usize]) -> Option<Picked> {
+        let index = self.pick(hash, exclude)?;
+        Some(Picked::new(index, self.endpoints[index].start_request()))
+    }
+
+    /// Picks an endpoint index, without counting it in flight (callers go through `start`).
+    /// `hash` is the request's hash key (Some for RingHash/Maglev when
     /// the request carries the configured header/cookie/query param/source ip; None falls back
     /// to a random point of the ring or table, which keeps the weights).
     /// `exclude` lists indexes already tried by earlier attempts of this request: a retry
     /// prefers another endpoint, but when every endpoint is excluded it may return an excluded
     /// one. None only when there are no endpoints.
-    pub fn pick(&self, hash: Option<u64>, exclude: &[usize]) -> Option<usize> {
+    fn pick(&self, hash: Option<u64>, exclude: &[usize]) -> Option<usize> {
         let n = self.endpoints.len();
         let exclude = Exclude::new(exclude, n);
         let key = || hash.unwrap_or_else(|| self.rng.next_u64());

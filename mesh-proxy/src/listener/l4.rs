@@ -2,15 +2,18 @@
 //! as TCP to the listener's fallback.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_proto::config::v1 as pb;
 use tokio::net::TcpStream;
 
+use super::context::ListenerSpec;
 use super::http_sniff::sends_non_http;
 use crate::config::Snapshot;
 use crate::tcp_route::{MAX_HELLO_BYTES, PASSTHROUGH, peek_sni};
 use crate::tls::SNIFF_TIMEOUT;
+use crate::upstream::{Cluster, Target};
 
 /// How long a connection whose route depends on its server name may take to send its
 /// ClientHello (Envoy's default listener filter timeout is 15 s; clients send it at once);
@@ -22,56 +25,35 @@ pub const SNI_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// other protocols; a client silent that long is served as HTTP.
 pub const HTTP_SNIFF_TIMEOUT: Duration = SNIFF_TIMEOUT;
 
-/// The parts of a listener's spec that decide how its connections are forwarded.
+/// How a connection is forwarded.
 #[derive(Debug)]
-pub struct L4Listener {
-    pub name: String,
-    pub protocol: pb::ListenerProtocol,
-    pub direction: pb::Direction,
-    pub tcp_cluster: String,
-    pub transparent: bool,
-    pub outbound_policy: pb::OutboundTrafficPolicy,
-}
-
-impl L4Listener {
-    pub fn new(spec: &pb::Listener) -> Self {
-        Self {
-            name: spec.name.clone(),
-            protocol: spec.protocol(),
-            direction: spec.direction(),
-            tcp_cluster: spec.tcp_cluster.clone(),
-            transparent: spec.transparent,
-            outbound_policy: spec.outbound_traffic_policy(),
-        }
-    }
-}
-
 pub enum Forward {
     Http,
-    Tcp(TcpTarget),
-}
-
-/// Where a TCP connection goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TcpTarget {
-    Cluster {
-        cluster: String,
-        subset: String,
-    },
-    OriginalDst(SocketAddr),
-    /// No route, no fallback, or REGISTRY_ONLY: the connection is closed.
-    Close,
+    /// As TCP to this target; `None` (no route, no fallback, REGISTRY_ONLY, a cluster the
+    /// snapshot lacks): the connection is closed.
+    Tcp(Option<Target>),
 }
 
 /// How the connection on `stream` to `dst` (its original destination when redirected) is
-/// forwarded. Reads nothing from the stream: it only peeks.
+/// forwarded, by `snapshot`: a cluster target holds the snapshot's `Arc` of the cluster, an
+/// original destination goes through `passthrough`. Reads nothing from the stream: it only
+/// peeks.
 pub async fn classify(
     stream: &TcpStream,
-    listener: &L4Listener,
+    listener: &ListenerSpec,
     snapshot: &Snapshot,
+    passthrough: &Arc<Cluster>,
     dst: SocketAddr,
     original_dst: Option<SocketAddr>,
 ) -> Forward {
+    let to_original = || original_dst.map(|d| Target::original_dst(passthrough.clone(), d));
+    let to_cluster = |cluster: &str, subset: &str| {
+        let target = snapshot
+            .clusters
+            .get(cluster)
+            .map(|c| Target::subset(c.clone(), subset));
+        Forward::Tcp(target)
+    };
     if let Some(routes) = snapshot.tcp_routes.get(&listener.name) {
         let sni = if routes.needs_sni(dst) {
             peek_sni(stream, MAX_HELLO_BYTES, SNI_PEEK_TIMEOUT)
@@ -93,44 +75,49 @@ pub async fn classify(
                 "tcp route"
             );
             if d.cluster == PASSTHROUGH {
-                return Forward::Tcp(original_dst.map_or(TcpTarget::Close, TcpTarget::OriginalDst));
+                return Forward::Tcp(to_original());
             }
-            return Forward::Tcp(TcpTarget::Cluster {
-                cluster: d.cluster.clone(),
-                subset: d.subset.clone(),
-            });
+            return to_cluster(&d.cluster, &d.subset);
         }
     }
+    let fallback = || match fallback(listener, original_dst) {
+        Fallback::Cluster => to_cluster(&listener.tcp_cluster, ""),
+        Fallback::OriginalDst => Forward::Tcp(to_original()),
+        Fallback::Close => Forward::Tcp(None),
+    };
     match listener.protocol {
-        pb::ListenerProtocol::Tcp => Forward::Tcp(fallback(listener, original_dst)),
+        pb::ListenerProtocol::Tcp => fallback(),
         _ if listener.transparent
             && listener.direction == pb::Direction::Outbound
             && original_dst.is_some() =>
         {
             match sends_non_http(stream, HTTP_SNIFF_TIMEOUT).await {
                 Ok(false) => Forward::Http,
-                Ok(true) => Forward::Tcp(fallback(listener, original_dst)),
-                Err(_) => Forward::Tcp(TcpTarget::Close),
+                Ok(true) => fallback(),
+                Err(_) => Forward::Tcp(None),
             }
         }
         _ => Forward::Http,
     }
 }
 
+enum Fallback {
+    Cluster,
+    OriginalDst,
+    Close,
+}
+
 /// A TCP connection no route took: the listener's `tcp_cluster`, else its original
 /// destination unless outbound traffic is limited to the registry.
-fn fallback(listener: &L4Listener, original_dst: Option<SocketAddr>) -> TcpTarget {
+fn fallback(listener: &ListenerSpec, original_dst: Option<SocketAddr>) -> Fallback {
     if !listener.tcp_cluster.is_empty() {
-        return TcpTarget::Cluster {
-            cluster: listener.tcp_cluster.clone(),
-            subset: String::new(),
-        };
+        return Fallback::Cluster;
     }
     let registry_only = listener.direction == pb::Direction::Outbound
         && listener.outbound_policy == pb::OutboundTrafficPolicy::RegistryOnly;
     match original_dst {
-        Some(dst) if !registry_only => TcpTarget::OriginalDst(dst),
-        _ => TcpTarget::Close,
+        Some(_) if !registry_only => Fallback::OriginalDst,
+        _ => Fallback::Close,
     }
 }
 
@@ -147,6 +134,7 @@ mod tests {
     use super::*;
     use crate::identity::IdentitySlot;
     use crate::metrics::Metrics;
+    use crate::upstream::Endpoints;
 
     fn snapshot(listener: serde_json::Value) -> Snapshot {
         let cfg = serde_json::from_value(serde_json::json!({
@@ -181,6 +169,14 @@ mod tests {
         })
     }
 
+    /// A forwarding decision by names, for assertions.
+    #[derive(Debug, PartialEq, Eq)]
+    enum TcpTarget {
+        Cluster { cluster: String, subset: String },
+        OriginalDst(SocketAddr),
+        Close,
+    }
+
     /// Classifies a real connection whose client first sends `first` (nothing when empty),
     /// as if redirected from `original_dst`.
     async fn classify_with(snap: &Snapshot, first: &[u8], original_dst: &str) -> Forward {
@@ -192,18 +188,34 @@ mod tests {
             client.write_all(first).await.unwrap();
         }
         let (stream, _) = listener.accept().await.unwrap();
-        let spec = L4Listener::new(&snap.source.listeners[0]);
+        let spec = ListenerSpec::new(&snap.source.listeners[0]);
         let dst: SocketAddr = original_dst.parse().unwrap();
-        classify(&stream, &spec, snap, dst, Some(dst)).await
+        let passthrough = crate::upstream::passthrough_cluster(&Metrics::default());
+        classify(&stream, &spec, snap, &passthrough, dst, Some(dst)).await
     }
 
     fn target(f: Forward) -> Option<TcpTarget> {
         match f {
             Forward::Http => None,
-            Forward::Tcp(t) => Some(t),
+            Forward::Tcp(None) => Some(TcpTarget::Close),
+            Forward::Tcp(Some(t)) => Some(match t.endpoints {
+                Endpoints::Subset(subset) => TcpTarget::Cluster {
+                    cluster: t.cluster.name.clone(),
+                    subset,
+                },
+                Endpoints::OriginalDst(e) => TcpTarget::OriginalDst(e.address),
+            }),
         }
     }
 
+    #[tokio::test]
+    async fn a_cluster_target_holds_the_classifying_snapshots_cluster() {
+        let snap = snapshot(transparent_http("ALLOW_ANY"));
+        let Forward::Tcp(Some(t)) = classify_with(&snap, b"\x00", "198.18.10.1:5432").await else {
+            panic!("the route to db takes the connection");
+        };
+        assert!(Arc::ptr_eq(&t.cluster, &snap.clusters["db"]));
+    }
     #[tokio::test]
     async fn transparent_listener_routes_by_original_destination_then_sniffs() {
         let snap = snapshot(transparent_http("ALLOW_ANY"));

@@ -1,5 +1,7 @@
 //! Listeners: binding, accepting, and replacing them when the config changes.
 
+mod authorize;
+mod context;
 mod http_sniff;
 mod l4;
 mod original_dst;
@@ -10,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use mesh_proto::config::v1 as pb;
@@ -17,15 +20,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use l4::{HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT, TcpTarget};
+pub use authorize::{Denied, authorize};
+pub use context::{ConnConfig, ConnContext, ListenerSpec, read_config};
+pub use l4::{Forward, HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT};
 pub use original_dst::original_dst;
 pub use secure::{InboundTls, PeerIdentity, Secured};
 
 use crate::config::ConfigError;
+use crate::config::Snapshot;
 use crate::config::security::same_socket;
-use crate::http::{ConnInfo, ListenerInfo, Proxy};
+use crate::http::Proxy;
 use crate::identity::IdentitySlot;
-use crate::metrics::ListenerLabels;
+use crate::metrics::{ListenerLabels, Metrics};
+use crate::upstream::{Cluster, passthrough_cluster};
 
 struct Running {
     spec: pb::Listener,
@@ -43,6 +50,11 @@ pub struct Prepared {
 }
 
 pub struct Listeners {
+    /// The config; each connection reads it once, at accept.
+    config: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    /// Original destinations' cluster, shared by HTTP and TCP.
+    passthrough: Arc<Cluster>,
     proxy: Arc<Proxy>,
     running: Mutex<HashMap<String, Running>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -55,11 +67,21 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn new(
-        proxy: Arc<Proxy>,
+        config: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
         header_read_timeout: std::time::Duration,
         identity: Arc<IdentitySlot>,
     ) -> Self {
+        let passthrough = passthrough_cluster(&metrics);
+        let proxy = Arc::new(Proxy::new(
+            config.clone(),
+            metrics.clone(),
+            passthrough.clone(),
+        ));
         Self {
+            config,
+            metrics,
+            passthrough,
             proxy,
             running: Mutex::new(HashMap::new()),
             builder: Arc::new(serve::http_builder(header_read_timeout)),
@@ -173,33 +195,28 @@ impl Listeners {
         spec: pb::Listener,
         stop: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
+        let config = self.config.clone();
+        let passthrough = self.passthrough.clone();
         let proxy = self.proxy.clone();
         let tls = self.tls.clone();
         let builder = self.builder.clone();
         let drain = self.drain.clone();
         let tracker = self.connections.clone();
-        let info = Arc::new(ListenerInfo {
-            name: spec.name.clone(),
-            direction: spec.direction(),
-            route_table: spec.route_table.clone(),
-            outbound_policy: spec.outbound_traffic_policy(),
-        });
+        let listener_spec = Arc::new(ListenerSpec::new(&spec));
         let labels = ListenerLabels {
             listener: spec.name.clone(),
         };
-        let accepted = proxy
+        let accepted = self
             .metrics
             .downstream_connections
             .get_or_create(&labels)
             .clone();
-        let active = proxy
+        let active = self
             .metrics
             .downstream_connections_active
             .get_or_create(&labels)
             .clone();
         let local_port = listener.local_addr().map_or(0, |a| a.port());
-        let inbound = spec.direction() == pb::Direction::Inbound;
-        let l4 = Arc::new(l4::L4Listener::new(&spec));
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -208,7 +225,7 @@ impl Listeners {
                         Ok(pair) => pair,
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(listener = %info.name, error = %e, "accept failed");
+                            tracing::warn!(listener = %listener_spec.name, error = %e, "accept failed");
                             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                             continue;
                         }
@@ -223,18 +240,11 @@ impl Listeners {
                 // The workload port: where the client was going before a redirect, else the
                 // port this listener is bound to (the port pilot gave it).
                 let destination_port = original_dst.map_or(local_port, |d| d.port());
-                let security = if inbound {
-                    proxy
-                        .state
-                        .load()
-                        .listener_security
-                        .get(&info.name)
-                        .cloned()
-                } else {
-                    None
-                };
-                let conn = ConnInfo {
-                    listener: info.clone(),
+                // The one read of the config for this connection: its security, its
+                // classification and its target all come from this snapshot.
+                let snapshot = config.load_full();
+                let conn = ConnContext {
+                    listener: listener_spec.clone(),
                     peer,
                     original_dst,
                     peer_identity: None,
@@ -246,7 +256,7 @@ impl Listeners {
                 let proxy = proxy.clone();
                 let builder = builder.clone();
                 let drain = drain.clone();
-                let l4 = l4.clone();
+                let passthrough = passthrough.clone();
                 let tls = tls.clone();
                 tracker.spawn(async move {
                     // Where the client was going: its original destination, else this
@@ -254,20 +264,26 @@ impl Listeners {
                     let dst = original_dst
                         .or_else(|| stream.local_addr().ok())
                         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], local_port)));
-                    let snapshot = proxy.state.load_full();
-                    let tcp = match l4::classify(&stream, &l4, &snapshot, dst, original_dst).await {
-                        l4::Forward::Http => None,
-                        l4::Forward::Tcp(target) => Some(target),
-                    };
+                    let conn_config = read_config(
+                        &stream,
+                        &conn.listener,
+                        &snapshot,
+                        &passthrough,
+                        dst,
+                        original_dst,
+                    )
+                    .await;
+                    // What the connection needs is held in `conn_config`; the rest of the
+                    // snapshot may go when the config changes.
                     drop(snapshot);
+                    let security = conn_config.security.clone();
                     let serve = serve::Serve {
                         proxy,
                         builder,
                         drain,
-                        tcp,
-                        security,
+                        config: conn_config,
                     };
-                    match &serve.security {
+                    match security {
                         // Outbound: plaintext from the local application.
                         None => serve.run(stream, conn).await,
                         Some(security) => {
@@ -275,7 +291,7 @@ impl Listeners {
                             match tls.secure(stream, mode, peer, &conn.listener.name).await {
                                 Some(Secured::Plain(s)) => serve.run(s, conn).await,
                                 Some(Secured::Tls(s, id)) => {
-                                    let conn = ConnInfo {
+                                    let conn = ConnContext {
                                         peer_identity: Some(id),
                                         ..conn
                                     };

@@ -10,11 +10,11 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::l4::TcpTarget;
-use crate::authz::{Attributes, Decision};
-use crate::config::ListenerSecurity;
-use crate::http::{ConnInfo, Proxy};
-use crate::upstream::{Alpn, HashInput};
+use super::authorize::authorize;
+use super::context::{ConnConfig, ConnContext};
+use super::l4::Forward;
+use crate::http::Proxy;
+use crate::upstream::{Alpn, HashInput, Target};
 
 /// A connection's stream once PeerAuthentication let it in: a socket or a TLS session.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -25,63 +25,24 @@ pub struct Serve {
     pub proxy: Arc<Proxy>,
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     pub drain: CancellationToken,
-    /// `Some` for a connection forwarded as TCP (a TCP listener's, one a layer 4 route
-    /// took, or a transparent listener's non-HTTP one); `None` for HTTP.
-    pub tcp: Option<TcpTarget>,
-    /// Inbound listeners only.
-    pub security: Option<Arc<ListenerSecurity>>,
+    /// What the snapshot read at accept says about this connection.
+    pub config: ConnConfig,
 }
 
 impl Serve {
-    pub async fn run(mut self, io: impl Io, conn: ConnInfo) {
-        if let Some(target) = self.tcp.take() {
-            if let Some(security) = &self.security
-                && !tcp_allowed(security, &conn)
-            {
-                return;
+    pub async fn run(self, io: impl Io, conn: ConnContext) {
+        match self.config.forward {
+            Forward::Tcp(target) => {
+                // AuthorizationPolicy for a TCP connection: a denied one is closed before any
+                // upstream connection is made.
+                if let Some(security) = &self.config.security
+                    && authorize(security, &conn, None).is_err()
+                {
+                    return;
+                }
+                serve_tcp(io, &conn, target).await
             }
-            return serve_tcp(io, conn, self.proxy, target).await;
-        }
-        serve_http(io, conn, self.proxy, self.builder, self.drain).await
-    }
-}
-
-/// AuthorizationPolicy for a TCP connection: a denied one is closed before any upstream
-/// connection is made.
-fn tcp_allowed(security: &ListenerSecurity, conn: &ConnInfo) -> bool {
-    let authz = &security.authorizer;
-    if authz.is_empty() {
-        return true;
-    }
-    let attrs = Attributes {
-        source_principal: conn.principal(),
-        source_namespace: None,
-        source_ip: conn.peer.ip(),
-        remote_ip: conn.peer.ip(),
-        destination_port: conn.destination_port,
-        http: None,
-    };
-    if authz.has_audit() {
-        let audited = authz.audited(&attrs);
-        if !audited.is_empty() {
-            tracing::info!(
-                listener = %conn.listener.name,
-                peer = %conn.peer,
-                policies = ?audited,
-                "tcp connection audited"
-            );
-        }
-    }
-    match authz.check(&attrs) {
-        Decision::Allow => true,
-        Decision::Deny { policy } => {
-            tracing::debug!(
-                listener = %conn.listener.name,
-                peer = %conn.peer,
-                %policy,
-                "tcp connection denied by authorization policy"
-            );
-            false
+            Forward::Http => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
         }
     }
 }
@@ -107,7 +68,7 @@ pub fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecuto
 
 pub async fn serve_http(
     stream: impl Io,
-    conn: ConnInfo,
+    conn: ConnContext,
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     drain: CancellationToken,
@@ -134,34 +95,30 @@ pub async fn serve_http(
     }
 }
 
-/// Connects to `target` (with the cluster's load balancing and upstream TLS policy) and
-/// splices the two connections.
-pub async fn serve_tcp(mut stream: impl Io, conn: ConnInfo, proxy: Arc<Proxy>, target: TcpTarget) {
-    let snapshot = proxy.state.load_full();
-    let upstream = match &target {
-        TcpTarget::OriginalDst(dst) => {
-            let plain = crate::upstream::Transport::Plain;
-            Some((proxy.passthrough_pool().clone(), *dst, plain))
-        }
-        TcpTarget::Cluster { cluster, subset } => snapshot.clusters.get(cluster).and_then(|c| {
-            let balancer = c.balancer(subset)?;
-            let hash = c.hash_key(&HashInput {
-                headers: &http::HeaderMap::new(),
-                query: None,
-                source_ip: conn.peer.ip(),
-            });
-            let index = balancer.pick(hash, &[])?;
-            let endpoint = &balancer.endpoints()[index];
-            Some((c.pool.clone(), endpoint.address, endpoint.transport.clone()))
-        }),
-        TcpTarget::Close => None,
-    };
-    drop(snapshot);
-    let Some((pool, addr, transport)) = upstream else {
-        tracing::debug!(peer = %conn.peer, ?target, "tcp: no upstream, closing");
+/// Connects to an endpoint of `target` (with the cluster's load balancing and upstream TLS
+/// policy) and splices the two connections. The endpoint counts the connection in flight
+/// while it lasts.
+pub async fn serve_tcp(mut stream: impl Io, conn: &ConnContext, target: Option<Target>) {
+    let Some(target) = target else {
+        tracing::debug!(peer = %conn.peer, listener = %conn.listener.name, "tcp: no upstream, closing");
         return;
     };
-    let mut upstream = match pool.connect_with(addr, &transport, Alpn::None).await {
+    let hash = target.cluster.hash_key(&HashInput {
+        headers: &http::HeaderMap::new(),
+        query: None,
+        source_ip: conn.peer.ip(),
+    });
+    let Some(picked) = target.pick(hash, &[]) else {
+        tracing::debug!(peer = %conn.peer, cluster = %target.cluster.name, "tcp: no endpoint, closing");
+        return;
+    };
+    let endpoint = picked.endpoint();
+    let mut upstream = match target
+        .cluster
+        .pool
+        .connect_with(endpoint.address, &endpoint.transport, Alpn::None)
+        .await
+    {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: upstream connect failed");

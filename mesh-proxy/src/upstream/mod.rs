@@ -3,10 +3,12 @@
 pub mod cluster;
 pub mod connect;
 pub mod pool;
+pub mod target;
 pub mod tls_policy;
 pub mod transport;
 
 pub use cluster::{Cluster, HashInput, Protocol};
 pub use connect::ConnectionStats;
 pub use pool::{Pool, SendError};
+pub use target::{Endpoints, Target, passthrough_cluster};
 pub use transport::{Alpn, Transport, Upstream};

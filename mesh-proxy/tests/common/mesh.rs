@@ -13,7 +13,8 @@ use mesh_citadel::auth::{
 use mesh_citadel::{Ca, ServeOptions, ValidityPolicy};
 use mesh_proto::config::v1::ProxyConfig;
 use mesh_proxy::Server;
-use mesh_proxy::identity::{Identity, IdentityConfig, IdentityHandle, IdentitySource, RetryPolicy};
+use mesh_proxy::identity::{Identity, IdentityConfig, IdentityHandle, IdentitySource};
+use mesh_proxy::retry::{Backoff, Jitter};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
@@ -87,10 +88,11 @@ impl Citadel {
         let mut cfg =
             IdentityConfig::for_token_identity(self.addr.to_string(), TD, self.ca.roots().to_vec());
         cfg.token_path = Some(self.token(sa));
-        cfg.retry = RetryPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(400),
-        };
+        cfg.retry = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(400),
+            Jitter::None,
+        );
         cfg.request_timeout = Duration::from_secs(3);
         cfg
     }

@@ -1,0 +1,116 @@
+//! Where a request or a connection goes upstream, resolved from one config snapshot, and the
+//! one way an endpoint is chosen there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::cluster::Cluster;
+use crate::lb::{Endpoint, Picked};
+use crate::metrics::Metrics;
+use crate::tcp_route::PASSTHROUGH;
+
+/// A cluster (held, never looked up by name again) and which of its endpoints may serve.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub cluster: Arc<Cluster>,
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Clone)]
+pub enum Endpoints {
+    /// The balancer of a subset ("" for the whole cluster).
+    Subset(String),
+    /// Where the client was going (Envoy's ORIGINAL_DST cluster): the passthrough cluster's
+    /// pool, plaintext, to this one address.
+    OriginalDst(Arc<Endpoint>),
+}
+
+impl Target {
+    pub fn subset(cluster: Arc<Cluster>, subset: impl Into<String>) -> Self {
+        Self {
+            cluster,
+            endpoints: Endpoints::Subset(subset.into()),
+        }
+    }
+
+    /// `dst` through `passthrough` (see [`passthrough_cluster`]).
+    pub fn original_dst(passthrough: Arc<Cluster>, dst: SocketAddr) -> Self {
+        Self {
+            cluster: passthrough,
+            endpoints: Endpoints::OriginalDst(Arc::new(Endpoint::new(dst, 1))),
+        }
+    }
+
+    /// Chooses an endpoint for one HTTP attempt, one upgraded stream or one TCP connection,
+    /// counted in flight (for LEAST_REQUEST) until the pick drops. `tried` holds the indexes of
+    /// earlier attempts, which a retry avoids when it can. `None`: no endpoint (unknown or
+    /// empty subset).
+    pub fn pick(&self, hash: Option<u64>, tried: &[usize]) -> Option<Picked> {
+        match &self.endpoints {
+            Endpoints::Subset(subset) => self.cluster.balancer(subset)?.start(hash, tried),
+            Endpoints::OriginalDst(endpoint) => Some(Picked::single(endpoint)),
+        }
+    }
+}
+
+/// The cluster of original destinations: no endpoints of its own, one connection pool shared
+/// by every passthrough request and connection of the proxy.
+pub fn passthrough_cluster(metrics: &Metrics) -> Arc<Cluster> {
+    let spec = mesh_proto::config::v1::Cluster {
+        name: PASSTHROUGH.into(),
+        ..Default::default()
+    };
+    let cluster = Cluster::compile(&spec, None, || metrics.connection_stats(PASSTHROUGH))
+        .expect("the passthrough cluster is valid");
+    Arc::new(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::ConnectionStats;
+
+    fn cluster(yaml: &str) -> Arc<Cluster> {
+        let spec = serde_saphyr::from_str(yaml).unwrap();
+        Arc::new(Cluster::compile(&spec, None, ConnectionStats::default).unwrap())
+    }
+
+    #[test]
+    fn a_pick_counts_in_flight_until_dropped() {
+        let c = cluster("{name: a, endpoints: [{address: '127.0.0.1:1'}]}");
+        let target = Target::subset(c.clone(), "");
+        let endpoint = c.balancer("").unwrap().endpoints()[0].clone();
+        let first = target.pick(None, &[]).unwrap();
+        let second = target.pick(None, &[]).unwrap();
+        assert_eq!(endpoint.active_requests(), 2);
+        drop(first);
+        assert_eq!(endpoint.active_requests(), 1);
+        drop(second);
+        assert_eq!(endpoint.active_requests(), 0);
+    }
+
+    #[test]
+    fn least_request_sends_new_work_away_from_held_picks() {
+        let c = cluster(
+            "{name: a, lbPolicy: LEAST_REQUEST, endpoints: [{address: '127.0.0.1:1'}, {address: '127.0.0.1:2'}]}",
+        );
+        let target = Target::subset(c, "");
+        let held = target.pick(None, &[]).unwrap();
+        for _ in 0..100 {
+            let next = target.pick(None, &[]).unwrap();
+            assert_ne!(next.index, held.index);
+        }
+    }
+
+    #[test]
+    fn unknown_subset_has_no_endpoint_and_original_dst_has_one() {
+        let c = cluster("{name: a, endpoints: [{address: '127.0.0.1:1'}]}");
+        assert!(Target::subset(c, "v9").pick(None, &[]).is_none());
+        let dst: SocketAddr = "198.18.0.7:5432".parse().unwrap();
+        let passthrough = passthrough_cluster(&Metrics::default());
+        let target = Target::original_dst(passthrough, dst);
+        let picked = target.pick(None, &[]).unwrap();
+        assert_eq!(picked.endpoint().address, dst);
+        assert_eq!(picked.endpoint().active_requests(), 1);
+    }
+}
