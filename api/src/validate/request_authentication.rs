@@ -86,6 +86,36 @@ fn jwks_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The key types the proxy verifies with: RSA, EC P-256 / P-384, OKP Ed25519. A set without
+/// one such key would reject every token, so it is refused here rather than at the proxy.
+fn jwks(doc: &str) -> Result<(), String> {
+    let set: serde_json::Value =
+        serde_json::from_str(doc).map_err(|e| format!("jwks is not valid JSON: {e}"))?;
+    let keys = set
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("jwks must be a JSON Web Key Set: an object with a \"keys\" list")?;
+    let text = |k: &serde_json::Value, f: &str| {
+        k.get(f)
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    };
+    let usable = keys.iter().any(|k| {
+        let crv = k.get("crv").and_then(serde_json::Value::as_str);
+        match k.get("kty").and_then(serde_json::Value::as_str) {
+            Some("RSA") => text(k, "n") && text(k, "e"),
+            Some("EC") => matches!(crv, Some("P-256" | "P-384")) && text(k, "x") && text(k, "y"),
+            Some("OKP") => crv == Some("Ed25519") && text(k, "x"),
+            _ => false,
+        }
+    });
+    if usable {
+        Ok(())
+    } else {
+        Err("jwks has no usable key (supported: RSA, EC P-256 and P-384, OKP Ed25519)".into())
+    }
+}
+
 fn non_empty(field: &str, values: &[String], p: &FieldPath, errs: &mut Errors) {
     for (i, v) in values.iter().enumerate() {
         if v.is_empty() {
@@ -127,11 +157,24 @@ pub fn validate(ra: &RequestAuthentication, ns: Option<&str>, p: &FieldPath, err
         if let Some(uri) = &rule.jwks_uri {
             errs.check(&rp.key("jwksUri"), jwks_uri(uri));
         }
+        match (&rule.jwks, &rule.jwks_uri) {
+            (Some(doc), _) => errs.check(&rp.key("jwks"), jwks(doc)),
+            (None, Some(_)) => {}
+            (None, None) => errs.push(
+                &rp.key("jwksUri"),
+                "jwksUri or jwks is required: the mesh does not discover keys from the issuer (OpenID discovery)",
+            ),
+        }
         for (j, h) in rule.from_headers.iter().enumerate() {
             if h.name.is_empty() {
                 errs.push(
                     &rp.key("fromHeaders").index(j).key("name"),
                     "name is required and should be at least 1 chars long",
+                );
+            } else {
+                errs.check(
+                    &rp.key("fromHeaders").index(j).key("name"),
+                    rules::header_name(&h.name),
                 );
             }
         }

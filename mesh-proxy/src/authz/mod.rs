@@ -12,12 +12,16 @@ mod pattern;
 mod rule;
 
 #[cfg(test)]
+mod request_auth_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
 use mesh_proto::config::v1 as pb;
+
+use crate::jwt::RequestAuth;
 
 pub use compile::CompileError;
 pub use mtls::effective_mtls;
@@ -46,6 +50,9 @@ pub struct HttpAttributes<'a> {
     /// Without the query string.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    /// The identity of the request's verified JWT (RequestAuthentication); `None` when the
+    /// request carried no token.
+    pub request_auth: Option<&'a RequestAuth>,
 }
 
 impl Attributes<'_> {

@@ -1,25 +1,75 @@
-//! What the inbound side adds to a request before routing: the AuthorizationPolicy decision
-//! and the client identity header for the application.
+//! What the inbound side adds to a request before routing: the RequestAuthentication check,
+//! the AuthorizationPolicy decision and the client identity header for the application.
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 
 use super::ConnInfo;
 use super::body::ResponseBody;
 use super::local;
 use crate::authz::{Attributes, Decision, HttpAttributes};
 use crate::config::Snapshot;
+use crate::jwt::{RequestAuth, unix_now};
 use crate::tls::XFCC;
 
 /// Envoy's RBAC filter wording, which clients and tests of Istio look for.
 const DENIED: &str = "RBAC: access denied";
 
-/// `Some(403)` when the listener's policies deny the request.
+/// Checks the request's JWTs against the listener's RequestAuthentication rules and rewrites
+/// its headers (token removed, claims written). `Ok(None)`: no rules, or no token (the request
+/// goes on unauthenticated); `Err`: the 401 to send.
+pub async fn authenticate<B>(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    req: &mut Request<B>,
+    authority: &HeaderValue,
+    grpc: bool,
+) -> Result<Option<RequestAuth>, Response<ResponseBody>> {
+    let Some(security) = snapshot.listener_security.get(&conn.listener.name) else {
+        return Ok(None);
+    };
+    let authn = &security.authenticator;
+    if authn.is_empty() {
+        return Ok(None);
+    }
+    match authn
+        .check(req.headers(), req.uri().query(), unix_now())
+        .await
+    {
+        Ok(verified) => {
+            authn.rewrite_headers(&verified, req.headers_mut());
+            Ok(verified.request_auth().cloned())
+        }
+        Err(e) => {
+            tracing::debug!(
+                listener = %conn.listener.name,
+                principal = conn.principal().unwrap_or("-"),
+                error = %e,
+                "request refused by request authentication"
+            );
+            let mut resp = local::reply(StatusCode::UNAUTHORIZED, e.reply_text(), grpc);
+            // RFC 6750 §3, as Envoy's jwt_authn filter words it.
+            let realm = format!(
+                "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
+                authority.to_str().unwrap_or_default(),
+                req.uri().path()
+            );
+            if let Ok(v) = HeaderValue::from_str(&realm) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            Err(resp)
+        }
+    }
+}
+
+/// `Some(403)` when the listener's policies deny the request. `request_auth` is what
+/// [`authenticate`] verified.
 pub fn authorize<B>(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     req: &Request<B>,
     authority: &HeaderValue,
     grpc: bool,
+    request_auth: Option<&RequestAuth>,
 ) -> Option<Response<ResponseBody>> {
     let security = snapshot.listener_security.get(&conn.listener.name)?;
     let authz = &security.authorizer;
@@ -37,6 +87,7 @@ pub fn authorize<B>(
             method: req.method().as_str(),
             path: req.uri().path(),
             headers: req.headers(),
+            request_auth,
         }),
     };
     if authz.has_audit() {

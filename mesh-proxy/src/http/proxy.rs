@@ -112,7 +112,19 @@ impl Proxy {
 
         let snapshot = self.state.load_full();
         if conn.listener.direction == Direction::Inbound {
-            if let Some(denied) = inbound::authorize(&snapshot, conn, &req, &authority, grpc) {
+            let request_auth =
+                match inbound::authenticate(&snapshot, conn, &mut req, &authority, grpc).await {
+                    Ok(auth) => auth,
+                    Err(unauthorized) => return unauthorized,
+                };
+            if let Some(denied) = inbound::authorize(
+                &snapshot,
+                conn,
+                &req,
+                &authority,
+                grpc,
+                request_auth.as_ref(),
+            ) {
                 return denied;
             }
             inbound::set_xfcc(req.headers_mut(), conn);

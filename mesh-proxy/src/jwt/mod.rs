@@ -1,0 +1,37 @@
+//! End-user authentication: Istio's RequestAuthentication, JWTs checked on the inbound side.
+//!
+//! Pure parts: where a token is found ([`extract`]), how it is taken apart ([`token`]) and
+//! checked ([`verify`], [`alg`], [`jwk`]), what a verified token yields ([`RequestAuth`]) and
+//! the rule semantics ([`Authenticator`]). The one I/O part is [`remote`]: `jwksUri` key sets
+//! fetched ([`fetch`]) and refreshed by a background worker, never on the request path.
+
+pub mod alg;
+mod authenticator;
+pub mod error;
+pub mod extract;
+pub mod fetch;
+pub mod jwk;
+pub mod remote;
+mod request_auth;
+pub mod token;
+pub mod verify;
+
+#[cfg(test)]
+mod authenticator_tests;
+#[cfg(test)]
+mod remote_tests;
+#[cfg(test)]
+pub(crate) mod test_keys;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use authenticator::{Authenticator, CompileError, Keys, Verified};
+pub use error::{JwksError, JwtError};
+pub use request_auth::RequestAuth;
+
+/// The wall clock in seconds since the Unix epoch, for `exp` and `nbf`.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

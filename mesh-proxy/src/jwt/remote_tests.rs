@@ -1,0 +1,157 @@
+//! `jwksUri` key sets against a JWKS server on loopback: first fetch, periodic refresh, last
+//! good keys kept, early refetch for an unknown `kid` and its rate limit.
+
+use std::time::Duration;
+
+use super::alg::Algorithm;
+use super::fetch::{FetchError, TlsRoots, fetch};
+use super::remote::{FetchSettings, RemoteJwks};
+use super::test_keys::{JwksServer, Signer, jwks_of};
+
+fn settings(refresh_ms: u64, min_refetch_ms: u64) -> FetchSettings {
+    FetchSettings {
+        timeout: Duration::from_secs(2),
+        refresh: Duration::from_millis(refresh_ms),
+        min_refetch: Duration::from_millis(min_refetch_ms),
+    }
+}
+
+fn kids(remote: &RemoteJwks) -> Vec<String> {
+    remote
+        .current()
+        .map(|s| s.keys.iter().filter_map(|k| k.kid.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls `cond` every 20 ms, for at most 5 s.
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+#[tokio::test]
+async fn a_request_waits_for_the_first_fetch() {
+    let k1 = Signer::es256("k1");
+    let server = JwksServer::start(Some(k1.jwks())).await;
+    let remote = RemoteJwks::start(server.uri(), settings(60_000, 60_000), TlsRoots::default());
+    let keys = remote
+        .keys_for(Algorithm::Es256, Some("k1"))
+        .await
+        .expect("keys");
+    assert!(keys.has_key_for(Algorithm::Es256, Some("k1")));
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn refreshes_and_keeps_the_last_good_keys() {
+    let k1 = Signer::es256("k1");
+    let k2 = Signer::es256("k2");
+    let server = JwksServer::start(Some(k1.jwks())).await;
+    let remote = RemoteJwks::start(server.uri(), settings(100, 60_000), TlsRoots::default());
+    assert!(eventually(|| kids(&remote) == ["k1"]).await);
+    server.set(None);
+    let hits = server.hits();
+    assert!(
+        eventually(|| server.hits() >= hits + 2).await,
+        "refreshes go on"
+    );
+    assert_eq!(kids(&remote), ["k1"], "server away: last good keys kept");
+    server.set(Some("not a key set".into()));
+    let hits = server.hits();
+    assert!(eventually(|| server.hits() >= hits + 2).await);
+    assert_eq!(kids(&remote), ["k1"], "garbage never replaces good keys");
+    server.set(Some(k2.jwks()));
+    assert!(
+        eventually(|| kids(&remote) == ["k2"]).await,
+        "the refresh picks up rotation"
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_refetches_at_most_once_per_interval() {
+    let k1 = Signer::es256("k1");
+    let k2 = Signer::es256("k2");
+    let server = JwksServer::start(Some(k1.jwks())).await;
+    let remote = RemoteJwks::start(
+        server.uri(),
+        settings(3_600_000, 60_000),
+        TlsRoots::default(),
+    );
+    assert!(
+        remote
+            .keys_for(Algorithm::Es256, Some("k1"))
+            .await
+            .is_some()
+    );
+    assert_eq!(server.hits(), 1);
+    server.set(Some(jwks_of(&[&k1, &k2])));
+    let keys = remote.keys_for(Algorithm::Es256, Some("k2")).await.unwrap();
+    assert!(
+        keys.has_key_for(Algorithm::Es256, Some("k2")),
+        "rotation seen at once"
+    );
+    assert_eq!(server.hits(), 2);
+    // Forged kids cannot make the proxy hammer the issuer.
+    for _ in 0..5 {
+        let keys = remote
+            .keys_for(Algorithm::Es256, Some("forged"))
+            .await
+            .unwrap();
+        assert!(!keys.has_key_for(Algorithm::Es256, Some("forged")));
+    }
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn no_keys_when_the_server_never_answers() {
+    let server = JwksServer::start(None).await;
+    let remote = RemoteJwks::start(
+        server.uri(),
+        FetchSettings {
+            timeout: Duration::from_millis(300),
+            ..settings(60_000, 0)
+        },
+        TlsRoots::default(),
+    );
+    assert!(remote.keys_for(Algorithm::Es256, None).await.is_none());
+}
+
+#[tokio::test]
+async fn the_worker_stops_with_its_handle() {
+    let server = JwksServer::start(Some(Signer::es256("k").jwks())).await;
+    let remote = RemoteJwks::start(server.uri(), settings(50, 0), TlsRoots::default());
+    assert!(eventually(|| server.hits() >= 2).await);
+    drop(remote);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let hits = server.hits();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.hits(), hits);
+}
+
+#[tokio::test]
+async fn fetch_errors() {
+    let server = JwksServer::start(None).await;
+    let roots = TlsRoots::default();
+    let t = Duration::from_secs(2);
+    assert!(
+        matches!(fetch(&server.uri(), t, &roots).await, Err(FetchError::Status(s)) if s == 503)
+    );
+    server.set(Some("{}".into()));
+    assert_eq!(fetch(&server.uri(), t, &roots).await.unwrap(), "{}");
+    assert!(matches!(
+        fetch("ftp://x/", t, &roots).await,
+        Err(FetchError::BadUri(_))
+    ));
+    // A listener that never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}/", silent.local_addr().unwrap());
+    assert!(matches!(
+        fetch(&uri, Duration::from_millis(200), &roots).await,
+        Err(FetchError::Timeout(_))
+    ));
+}
