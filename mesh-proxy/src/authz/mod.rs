@@ -9,6 +9,7 @@
 mod compile;
 mod mtls;
 mod pattern;
+mod request_auth;
 mod rule;
 
 #[cfg(test)]
@@ -21,10 +22,9 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use mesh_proto::config::v1 as pb;
 
-use crate::jwt::RequestAuth;
-
 pub use compile::CompileError;
 pub use mtls::effective_mtls;
+pub use request_auth::RequestAuth;
 
 /// What a policy can look at.
 #[derive(Clone, Debug)]
@@ -50,8 +50,8 @@ pub struct HttpAttributes<'a> {
     /// Without the query string.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
-    /// The identity of the request's verified JWT (RequestAuthentication); `None` when the
-    /// request carried no token.
+    /// What request authentication established; `None` when no verified token came with
+    /// the request (then `requestPrincipals` and `request.auth.*` match nothing).
     pub request_auth: Option<&'a RequestAuth>,
 }
 

@@ -49,7 +49,8 @@ impl Test {
         let auth = http.and_then(|h| h.request_auth);
         match self {
             Test::Principal(p) => p.matches(a.source_principal),
-            // Only a token verified by the workload's RequestAuthentication gives one.
+            // Without a verified token there is no request principal: even `*` does not match,
+            // exactly as Istio without a JWT.
             Test::RequestPrincipal(p) => p.matches(auth.map(|r| r.principal.as_str())),
             Test::Audience(p) => {
                 auth.is_some_and(|r| r.audiences.iter().any(|a| p.matches(Some(a))))

@@ -6,9 +6,9 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use super::ConnInfo;
 use super::body::ResponseBody;
 use super::local;
-use crate::authz::{Attributes, Decision, HttpAttributes};
+use crate::authz::{Attributes, Decision, HttpAttributes, RequestAuth};
 use crate::config::Snapshot;
-use crate::jwt::{RequestAuth, unix_now};
+use crate::jwt::unix_now;
 use crate::tls::XFCC;
 
 /// Envoy's RBAC filter wording, which clients and tests of Istio look for.

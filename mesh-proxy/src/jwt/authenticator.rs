@@ -13,11 +13,12 @@ use mesh_proto::config::v1 as pb;
 use super::alg::Algorithm;
 use super::error::JwtError;
 use super::extract::Location;
+use super::identity::{claim_text, request_auth};
 use super::jwk::KeySet;
 use super::remote::{FetchSettings, RemoteJwks};
-use super::request_auth::RequestAuth;
 use super::token::Token;
 use super::verify;
+use crate::authz::RequestAuth;
 
 /// `(field path, reason)`, paths in the proto3 JSON spelling (`jwtRules[0].jwks`).
 pub type CompileError = (String, String);
@@ -52,6 +53,8 @@ struct VerifiedToken {
     rule: usize,
     location: Location,
     payload_segment: String,
+    /// As in the token, for `outputClaimToHeaders`.
+    claims: serde_json::Map<String, serde_json::Value>,
     auth: RequestAuth,
 }
 
@@ -234,6 +237,7 @@ impl Authenticator {
                     rule: i,
                     location: location.clone(),
                     payload_segment: token.payload_segment.to_owned(),
+                    claims: token.claims.clone(),
                     auth,
                 });
                 if result.is_ok() {
@@ -264,10 +268,8 @@ impl Authenticator {
                 headers.insert(h.clone(), v);
             }
             for (h, claim) in &rule.claim_headers {
-                if let Some(v) = t
-                    .auth
-                    .claim_text(claim)
-                    .and_then(|v| HeaderValue::from_str(&v).ok())
+                if let Some(v) =
+                    claim_text(&t.claims, claim).and_then(|v| HeaderValue::from_str(&v).ok())
                 {
                     headers.insert(h.clone(), v);
                 }
@@ -291,10 +293,6 @@ impl Rule {
             }
         };
         verify::signature(token, &keys)?;
-        Ok(RequestAuth::new(
-            token.claims.clone(),
-            verify::audiences_of(token),
-            self.space_delimited.clone(),
-        ))
+        Ok(request_auth(&token.claims, &self.space_delimited))
     }
 }

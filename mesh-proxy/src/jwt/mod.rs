@@ -1,7 +1,8 @@
 //! End-user authentication: Istio's RequestAuthentication, JWTs checked on the inbound side.
 //!
 //! Pure parts: where a token is found ([`extract`]), how it is taken apart ([`token`]) and
-//! checked ([`verify`], [`alg`], [`jwk`]), what a verified token yields ([`RequestAuth`]) and
+//! checked ([`verify`], [`alg`], [`jwk`]), what a verified token yields ([`request_auth`], the
+//! [`crate::authz::RequestAuth`] authorization reads) and
 //! the rule semantics ([`Authenticator`]). The one I/O part is [`remote`]: `jwksUri` key sets
 //! fetched ([`fetch`]) and refreshed by a background worker, never on the request path.
 
@@ -10,9 +11,9 @@ mod authenticator;
 pub mod error;
 pub mod extract;
 pub mod fetch;
+mod identity;
 pub mod jwk;
 pub mod remote;
-mod request_auth;
 pub mod token;
 pub mod verify;
 
@@ -27,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use authenticator::{Authenticator, CompileError, Keys, Verified};
 pub use error::{JwksError, JwtError};
-pub use request_auth::RequestAuth;
+pub use identity::{claim_text, request_auth};
 
 /// The wall clock in seconds since the Unix epoch, for `exp` and `nbf`.
 pub fn unix_now() -> u64 {
