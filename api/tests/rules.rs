@@ -146,6 +146,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n", "spec.jwtRules[0].jwksUri: jwksUri or jwks is required"),
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: 'not json'\n", "spec.jwtRules[0].jwks: jwks is not valid JSON"),
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AQ\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"RSA\",\"n\":\"not base64!\",\"e\":\"AQAB\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwksUri: https://example.com/jwks\n    fromHeaders: [{name: \"bad header\"}]\n", "spec.jwtRules[0].fromHeaders[0].name: header name \"bad header\" is not a valid header name"),
 ];
 
@@ -179,6 +182,8 @@ fn request_authentication_with_what_the_proxy_verifies_is_valid() {
     let spec = r#"  jwtRules:
   - issuer: testing@secure.istio.io
     jwks: '{"keys":[{"kty":"EC","crv":"P-256","x":"AQ","y":"Ag"},{"kty":"oct","k":"eA"}]}'
+  - issuer: ed
+    jwks: '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}'
     fromHeaders: [{name: x-jwt-assertion, prefix: "Bearer "}]
   - issuer: other
     jwksUri: https://example.com/jwks.json

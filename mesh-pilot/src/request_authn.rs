@@ -172,7 +172,7 @@ spec:
   jwtRules:
   - issuer: testing@secure.istio.io
     audiences: [bookstore]
-    jwks: '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AQ"}]}'
+    jwks: '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}'
     fromHeaders: [{name: x-jwt, prefix: "Bearer "}]
     fromParams: [tok]
     fromCookies: [session]
@@ -189,7 +189,7 @@ spec:
         assert_eq!(r.audiences, ["bookstore"]);
         assert_eq!(
             r.jwks,
-            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AQ"}]}"#
+            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#
         );
         assert_eq!(r.from_headers[0].prefix, "Bearer ");
         assert_eq!(r.from_params, ["tok"]);

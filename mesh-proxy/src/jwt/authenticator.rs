@@ -112,11 +112,14 @@ impl Authenticator {
                     min_refetch: ms_or(r.jwks_min_refetch_ms, FetchSettings::DEFAULT.min_refetch),
                 };
                 let uri = r.jwks_uri.as_str();
-                let parsed: http::Uri = uri
-                    .parse()
-                    .map_err(|_| (at("jwksUri"), format!("{uri:?} is not a URL")))?;
-                if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none()
-                {
+                // The same rule as validation's; anything else about the URL is the fetch's
+                // to report (and tokens for this issuer fail closed until keys arrive).
+                let scheme_and_host = uri.split_once("://").filter(|(scheme, rest)| {
+                    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+                        && !rest.is_empty()
+                        && !rest.starts_with('/')
+                });
+                if scheme_and_host.is_none() {
                     return Err((
                         at("jwksUri"),
                         format!("{uri:?}: expected http(s)://host/..."),

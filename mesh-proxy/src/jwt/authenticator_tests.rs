@@ -257,3 +257,21 @@ fn compile_errors_name_the_field() {
         "no runtime here, so no worker"
     );
 }
+
+#[tokio::test]
+async fn a_jwks_uri_that_cannot_be_fetched_fails_tokens_closed() {
+    let key = Signer::es256("k");
+    let mut r = rule(ISS, &key);
+    r.jwks = String::new();
+    // Accepted by validation (scheme and host), refused by the URL parser of the fetch.
+    r.jwks_uri = "http://exa mple.com/keys".into();
+    r.jwks_fetch_timeout_ms = 200;
+    let a = Authenticator::compile(&[r], &|_, _| None).unwrap();
+    let t = key.sign(&json!({"iss": ISS, "sub": "alice"}));
+    assert_eq!(
+        a.check(&bearer(&t), None, now()).await.map(|_| ()),
+        Err(JwtError::KeysUnavailable)
+    );
+    let anonymous = a.check(&HeaderMap::new(), None, now()).await.unwrap();
+    assert!(anonymous.request_auth().is_none());
+}

@@ -2,8 +2,8 @@
 //! `e`), EC P-256 / P-384 (`x`, `y`) and OKP Ed25519 (`x`). Keys of other types or curves,
 //! and keys meant for encryption (`use: enc`), are skipped, as Envoy skips them.
 
+use super::BASE64URL;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use super::alg::Algorithm;
@@ -72,8 +72,8 @@ struct RawKey {
 }
 
 fn b64(v: &Option<String>) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD
-        .decode(v.as_deref()?.trim_end_matches('='))
+    BASE64URL
+        .decode(v.as_deref()?)
         .ok()
         .filter(|b| !b.is_empty())
 }
@@ -171,6 +171,13 @@ mod tests {
             set.keys[2].key,
             PublicKey::EcP384(ec_point(&[1], &[2], 48).unwrap())
         );
+    }
+
+    #[test]
+    fn padding_and_trailing_bits_are_tolerated() {
+        let set =
+            KeySet::parse(r#"{"keys":[{"kty":"EC","crv":"P-256","x":"AR","y":"Ag=="}]}"#).unwrap();
+        assert_eq!(set.keys.len(), 1);
     }
 
     #[test]

@@ -26,9 +26,22 @@ pub(crate) mod test_keys;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::alphabet::URL_SAFE;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
 pub use authenticator::{Authenticator, CompileError, Keys, Verified};
 pub use error::{JwksError, JwtError};
 pub use identity::{claim_text, request_auth};
+
+/// base64url as issuers write it: padding optional, unused trailing bits ignored (the key
+/// checks of validation count lengths only, and must accept what the proxy accepts).
+pub(crate) const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// The wall clock in seconds since the Unix epoch, for `exp` and `nbf`.
 pub fn unix_now() -> u64 {

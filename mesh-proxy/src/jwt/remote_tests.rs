@@ -155,3 +155,80 @@ async fn fetch_errors() {
         Err(FetchError::Timeout(_))
     ));
 }
+
+/// A JWKS server over TLS for `localhost`, with a certificate of a CA made here; returns
+/// its port and the CA certificate.
+async fn https_jwks(document: String) -> (u16, rustls_pki_types::CertificateDer<'static>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, document) = (acceptor.clone(), document.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = bytes::Bytes::from(document.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(body),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, ca.der().clone())
+}
+
+fn roots_of(ca: rustls_pki_types::CertificateDer<'static>) -> TlsRoots {
+    let mut store = rustls::RootCertStore::empty();
+    store.add(ca).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    TlsRoots::with_config(std::sync::Arc::new(config))
+}
+
+#[tokio::test]
+async fn https_checks_the_server_certificate() {
+    let key = Signer::ed25519("k");
+    let (port, ca) = https_jwks(key.jwks()).await;
+    let uri = format!("https://localhost:{port}/jwks.json");
+    let t = Duration::from_secs(2);
+    assert_eq!(fetch(&uri, t, &roots_of(ca)).await.unwrap(), key.jwks());
+    let (_, other_ca) = https_jwks(String::new()).await;
+    assert!(matches!(
+        fetch(&uri, t, &roots_of(other_ca)).await,
+        Err(FetchError::Tls(_))
+    ));
+}

@@ -1,8 +1,8 @@
 //! The compact JWS form of a JWT (RFC 7515 §7.1), split and decoded without any check of the
 //! signature: that is [`super::verify`]'s job.
 
+use super::BASE64URL;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -36,9 +36,7 @@ impl<'a> Token<'a> {
         };
         let decode = |seg: &str| {
             // Some issuers pad their segments; RFC 7515 says they must not, Envoy tolerates it.
-            URL_SAFE_NO_PAD
-                .decode(seg.trim_end_matches('='))
-                .map_err(|_| JwtError::BadEncoding)
+            BASE64URL.decode(seg).map_err(|_| JwtError::BadEncoding)
         };
         let header: Header =
             serde_json::from_slice(&decode(h)?).map_err(|_| JwtError::BadEncoding)?;
@@ -66,7 +64,7 @@ mod tests {
     use super::*;
 
     fn seg(json: &str) -> String {
-        URL_SAFE_NO_PAD.encode(json)
+        BASE64URL.encode(json)
     }
 
     #[test]
@@ -75,7 +73,7 @@ mod tests {
             "{}.{}.{}",
             seg(r#"{"alg":"ES256","kid":"k1"}"#),
             seg(r#"{"iss":"a","sub":"b"}"#),
-            URL_SAFE_NO_PAD.encode([1u8, 2, 3])
+            BASE64URL.encode([1u8, 2, 3])
         );
         let t = Token::parse(&raw).unwrap();
         assert_eq!(t.header.alg, "ES256");
