@@ -54,6 +54,14 @@ impl Snapshot {
         }
     }
 
+    /// Starts fetching the `jwksUri` key sets this config names that are not fetched yet.
+    /// Called once the snapshot is in force; compiling alone does no I/O.
+    pub fn start_key_fetching(&self) {
+        for security in self.listener_security.values() {
+            security.authenticator.start_fetching();
+        }
+    }
+
     /// Validates and compiles `cfg`. Pools of unchanged clusters in `previous` are kept.
     /// `identity` is the proxy's own, for mTLS to upstream endpoints.
     pub fn compile(

@@ -89,9 +89,9 @@ fn ms_or(v: u32, default: Duration) -> Duration {
 }
 
 impl Authenticator {
-    /// `reuse` gives the running key set worker for a URI and settings, when the previous
-    /// config had one, so a config update neither refetches nor forgets keys. New URIs start
-    /// a worker, which needs a tokio runtime.
+    /// `reuse` gives the key set of a URI and settings when the previous config had one, so
+    /// a config update neither refetches nor forgets keys. New key sets are not fetched until
+    /// [`Authenticator::start_fetching`]: compiling does no I/O.
     pub fn compile(
         rules: &[pb::JwtRule],
         reuse: &dyn Fn(&str, &FetchSettings) -> Option<Arc<RemoteJwks>>,
@@ -125,18 +125,9 @@ impl Authenticator {
                         format!("{uri:?}: expected http(s)://host/..."),
                     ));
                 }
-                let remote = match reuse(uri, &settings) {
-                    Some(r) => r,
-                    None => {
-                        if tokio::runtime::Handle::try_current().is_err() {
-                            return Err((
-                                at("jwksUri"),
-                                "fetching needs the proxy's runtime".into(),
-                            ));
-                        }
-                        RemoteJwks::start(uri.to_owned(), settings, Default::default())
-                    }
-                };
+                let remote = reuse(uri, &settings).unwrap_or_else(|| {
+                    RemoteJwks::new(uri.to_owned(), settings, Default::default())
+                });
                 Keys::Remote(remote)
             } else {
                 return Err((
@@ -214,6 +205,15 @@ impl Authenticator {
                 Keys::Inline(_) => None,
             })
             .collect()
+    }
+
+    /// Starts fetching the `jwksUri` key sets not fetched yet (when the config is applied).
+    pub fn start_fetching(&self) {
+        for rule in &self.rules {
+            if let Keys::Remote(remote) = &rule.keys {
+                remote.start();
+            }
+        }
     }
 
     /// Checks every token the request carries. `Ok` with no tokens: unauthenticated.

@@ -1,5 +1,5 @@
-//! A `jwksUri` key set kept fresh by a background worker: fetched when the config first names
-//! it, refreshed periodically, the last good keys kept when the server fails or serves
+//! A `jwksUri` key set kept fresh by a background worker: fetched when a config that names it
+//! is applied, refreshed periodically, the last good keys kept when the server fails or serves
 //! garbage. A token whose `kid` no key has asks for an early refetch (the issuer rotated its
 //! keys), at most once per `min_refetch`. Requests never fetch themselves; they wait, bounded
 //! by the fetch timeout, for the worker's next attempt when they have no key to use.
@@ -48,6 +48,8 @@ pub struct RemoteJwks {
     attempts: watch::Receiver<u64>,
     wake: Arc<Notify>,
     last_forced: Mutex<Option<Instant>>,
+    /// What the worker takes when [`RemoteJwks::start`] spawns it; `None` once started.
+    pending_worker: Mutex<Option<(watch::Sender<u64>, CancellationToken, TlsRoots)>>,
     _stop_worker: DropGuard,
 }
 
@@ -62,22 +64,40 @@ impl std::fmt::Debug for RemoteJwks {
 }
 
 impl RemoteJwks {
-    /// Starts the worker on the current tokio runtime; it stops when the handle is dropped.
-    pub fn start(uri: String, settings: FetchSettings, roots: TlsRoots) -> Arc<RemoteJwks> {
+    /// A key set not fetched yet: compiling a config does no I/O (a config that is only
+    /// checked, or rejected later, never reaches the network). [`RemoteJwks::start`] begins.
+    pub fn new(uri: String, settings: FetchSettings, roots: TlsRoots) -> Arc<RemoteJwks> {
         let (tx, attempts) = watch::channel(0);
         let stop = CancellationToken::new();
-        let wake = Arc::new(Notify::new());
-        let handle = Arc::new(RemoteJwks {
+        Arc::new(RemoteJwks {
             uri,
             settings,
             keys: ArcSwapOption::empty(),
             attempts,
-            wake: wake.clone(),
+            wake: Arc::new(Notify::new()),
             last_forced: Mutex::new(None),
-            _stop_worker: stop.clone().drop_guard(),
-        });
-        tokio::spawn(worker(Arc::downgrade(&handle), tx, wake, stop, roots));
-        handle
+            pending_worker: Mutex::new(Some((tx, stop.clone(), roots))),
+            _stop_worker: stop.drop_guard(),
+        })
+    }
+
+    /// Spawns the fetching worker on the current tokio runtime, once; it stops when the
+    /// last handle is dropped. Called when a config is applied.
+    pub fn start(self: &Arc<Self>) {
+        let pending = self
+            .pending_worker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((tx, stop, roots)) = pending {
+            tokio::spawn(worker(
+                Arc::downgrade(self),
+                tx,
+                self.wake.clone(),
+                stop,
+                roots,
+            ));
+        }
     }
 
     pub fn uri(&self) -> &str {

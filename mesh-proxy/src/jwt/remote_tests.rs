@@ -8,6 +8,13 @@ use super::fetch::{FetchError, TlsRoots, fetch};
 use super::remote::{FetchSettings, RemoteJwks};
 use super::test_keys::{JwksServer, Signer, jwks_of};
 
+/// A key set with its worker running.
+fn started(uri: String, settings: FetchSettings) -> std::sync::Arc<RemoteJwks> {
+    let remote = RemoteJwks::new(uri, settings, TlsRoots::default());
+    remote.start();
+    remote
+}
+
 fn settings(refresh_ms: u64, min_refetch_ms: u64) -> FetchSettings {
     FetchSettings {
         timeout: Duration::from_secs(2),
@@ -38,7 +45,7 @@ async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 async fn a_request_waits_for_the_first_fetch() {
     let k1 = Signer::es256("k1");
     let server = JwksServer::start(Some(k1.jwks())).await;
-    let remote = RemoteJwks::start(server.uri(), settings(60_000, 60_000), TlsRoots::default());
+    let remote = started(server.uri(), settings(60_000, 60_000));
     let keys = remote
         .keys_for(Algorithm::Es256, Some("k1"))
         .await
@@ -52,7 +59,7 @@ async fn refreshes_and_keeps_the_last_good_keys() {
     let k1 = Signer::es256("k1");
     let k2 = Signer::es256("k2");
     let server = JwksServer::start(Some(k1.jwks())).await;
-    let remote = RemoteJwks::start(server.uri(), settings(100, 60_000), TlsRoots::default());
+    let remote = started(server.uri(), settings(100, 60_000));
     assert!(eventually(|| kids(&remote) == ["k1"]).await);
     server.set(None);
     let hits = server.hits();
@@ -77,11 +84,7 @@ async fn unknown_kid_refetches_at_most_once_per_interval() {
     let k1 = Signer::es256("k1");
     let k2 = Signer::es256("k2");
     let server = JwksServer::start(Some(k1.jwks())).await;
-    let remote = RemoteJwks::start(
-        server.uri(),
-        settings(3_600_000, 60_000),
-        TlsRoots::default(),
-    );
+    let remote = started(server.uri(), settings(3_600_000, 60_000));
     assert!(
         remote
             .keys_for(Algorithm::Es256, Some("k1"))
@@ -110,13 +113,12 @@ async fn unknown_kid_refetches_at_most_once_per_interval() {
 #[tokio::test]
 async fn no_keys_when_the_server_never_answers() {
     let server = JwksServer::start(None).await;
-    let remote = RemoteJwks::start(
+    let remote = started(
         server.uri(),
         FetchSettings {
             timeout: Duration::from_millis(300),
             ..settings(60_000, 0)
         },
-        TlsRoots::default(),
     );
     assert!(remote.keys_for(Algorithm::Es256, None).await.is_none());
 }
@@ -124,7 +126,7 @@ async fn no_keys_when_the_server_never_answers() {
 #[tokio::test]
 async fn the_worker_stops_with_its_handle() {
     let server = JwksServer::start(Some(Signer::es256("k").jwks())).await;
-    let remote = RemoteJwks::start(server.uri(), settings(50, 0), TlsRoots::default());
+    let remote = started(server.uri(), settings(50, 0));
     assert!(eventually(|| server.hits() >= 2).await);
     drop(remote);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -231,4 +233,21 @@ async fn https_checks_the_server_certificate() {
         fetch(&uri, t, &roots_of(other_ca)).await,
         Err(FetchError::Tls(_))
     ));
+}
+
+#[tokio::test]
+async fn nothing_is_fetched_before_start_and_start_is_once() {
+    let server = JwksServer::start(Some(Signer::es256("k").jwks())).await;
+    let remote = RemoteJwks::new(
+        server.uri(),
+        settings(3_600_000, 60_000),
+        TlsRoots::default(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.hits(), 0, "compiling a config does no I/O");
+    remote.start();
+    remote.start();
+    assert!(eventually(|| remote.current().is_some()).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.hits(), 1, "one worker");
 }
