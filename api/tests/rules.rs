@@ -143,6 +143,13 @@ const CASES: &[(&str, &str, &str)] = &[
     // RequestAuthentication
     ("RequestAuthentication", "  jwtRules:\n  - audiences: [a]\n", "spec.jwtRules[0].issuer: issuer must be set"),
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwksUri: ftp://example.com/jwks\n", "spec.jwtRules[0].jwksUri: invalid jwksUri \"ftp://example.com/jwks\": url must have scheme"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n", "spec.jwtRules[0].jwksUri: jwksUri or jwks is required"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: 'not json'\n", "spec.jwtRules[0].jwks: jwks is not valid JSON"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AQ\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"RSA\",\"n\":\"not base64!\",\"e\":\"AQAB\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
+    ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwksUri: https://example.com/jwks\n    fromHeaders: [{name: \"bad header\"}]\n", "spec.jwtRules[0].fromHeaders[0].name: header name \"bad header\" is not a valid header name"),
 ];
 
 #[test]
@@ -168,6 +175,20 @@ fn every_rule_reports_field_and_reason() {
 #[test]
 fn a_plain_route_is_valid() {
     assert!(errors("VirtualService", ROUTE).is_empty());
+}
+
+#[test]
+fn request_authentication_with_what_the_proxy_verifies_is_valid() {
+    let spec = r#"  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '{"keys":[{"kty":"EC","crv":"P-256","x":"AQ","y":"Ag"},{"kty":"oct","k":"eA"}]}'
+  - issuer: ed
+    jwks: '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}'
+    fromHeaders: [{name: x-jwt-assertion, prefix: "Bearer "}]
+  - issuer: other
+    jwksUri: https://example.com/jwks.json
+"#;
+    assert_eq!(errors("RequestAuthentication", spec), Vec::<String>::new());
 }
 
 #[test]

@@ -13,12 +13,15 @@ use pb::authorization_policy as ap;
 /// Namespace of an object loaded without one (same as the registry's).
 const DEFAULT_NAMESPACE: &str = "default";
 
-fn namespace_of(meta: &mesh_api::ObjectMeta) -> &str {
+pub(crate) fn namespace_of(meta: &mesh_api::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
 }
 
 /// No selector, or every `matchLabels` entry present with the same value.
-fn selects(selector: Option<&WorkloadSelector>, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects(
+    selector: Option<&WorkloadSelector>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 

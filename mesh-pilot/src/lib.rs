@@ -15,6 +15,7 @@ pub mod kube;
 pub mod memory;
 pub mod metrics;
 pub mod registry;
+pub mod request_authn;
 pub mod server;
 pub mod store;
 pub mod translate;

@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod iptables;
+pub mod jwt;
 pub mod lb;
 pub mod listener;
 pub mod metrics;

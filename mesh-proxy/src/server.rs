@@ -82,6 +82,7 @@ impl Server {
             let snapshot = Snapshot::compile(cfg, Some(&previous), &self.metrics, &self.identity)?;
             let prepared = self.listeners.prepare(&snapshot.source.listeners)?;
             let version = snapshot.source.version.clone();
+            snapshot.start_key_fetching();
             self.state.store(Arc::new(snapshot));
             self.listeners.commit(prepared).await;
             tracing::info!(%version, "config applied");

@@ -86,6 +86,58 @@ fn jwks_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Length in bytes of an unpadded base64url value (`None` if it is not one), enough to
+/// check key sizes without decoding.
+fn base64url_len(v: &str) -> Option<usize> {
+    let v = v.trim_end_matches('=');
+    let valid = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (valid && v.len() % 4 != 1).then_some(v.len() * 6 / 8)
+}
+
+/// Whether one JWK is a key the proxy verifies with, by the proxy's rules: RSA (`n`, `e`),
+/// EC P-256 / P-384 (`x`, `y` of at most 32 / 48 bytes), OKP Ed25519 (`x` of 32 bytes); a
+/// key for another `use` than `sig` is skipped.
+fn usable_jwk(k: &serde_json::Value) -> bool {
+    let bytes = |f: &str| {
+        k.get(f)
+            .and_then(serde_json::Value::as_str)
+            .and_then(base64url_len)
+            .filter(|n| *n > 0)
+    };
+    let str_of = |f: &str| k.get(f).and_then(serde_json::Value::as_str);
+    if str_of("use").is_some_and(|u| u != "sig") {
+        return false;
+    }
+    let coordinates_within = |size: usize| {
+        bytes("x").is_some_and(|n| n <= size) && bytes("y").is_some_and(|n| n <= size)
+    };
+    match (str_of("kty"), str_of("crv")) {
+        (Some("RSA"), _) => bytes("n").is_some() && bytes("e").is_some(),
+        (Some("EC"), Some("P-256")) => coordinates_within(32),
+        (Some("EC"), Some("P-384")) => coordinates_within(48),
+        (Some("OKP"), Some("Ed25519")) => bytes("x") == Some(32),
+        _ => false,
+    }
+}
+
+/// A set without one usable key would reject every token, so it is refused here rather than
+/// at the proxy.
+fn jwks(doc: &str) -> Result<(), String> {
+    let set: serde_json::Value =
+        serde_json::from_str(doc).map_err(|e| format!("jwks is not valid JSON: {e}"))?;
+    let keys = set
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("jwks must be a JSON Web Key Set: an object with a \"keys\" list")?;
+    if keys.iter().any(usable_jwk) {
+        Ok(())
+    } else {
+        Err("jwks has no usable key (supported: RSA, EC P-256 and P-384, OKP Ed25519)".into())
+    }
+}
+
 fn non_empty(field: &str, values: &[String], p: &FieldPath, errs: &mut Errors) {
     for (i, v) in values.iter().enumerate() {
         if v.is_empty() {
@@ -127,11 +179,24 @@ pub fn validate(ra: &RequestAuthentication, ns: Option<&str>, p: &FieldPath, err
         if let Some(uri) = &rule.jwks_uri {
             errs.check(&rp.key("jwksUri"), jwks_uri(uri));
         }
+        match (&rule.jwks, &rule.jwks_uri) {
+            (Some(doc), _) => errs.check(&rp.key("jwks"), jwks(doc)),
+            (None, Some(_)) => {}
+            (None, None) => errs.push(
+                &rp.key("jwksUri"),
+                "jwksUri or jwks is required: the mesh does not discover keys from the issuer (OpenID discovery)",
+            ),
+        }
         for (j, h) in rule.from_headers.iter().enumerate() {
             if h.name.is_empty() {
                 errs.push(
                     &rp.key("fromHeaders").index(j).key("name"),
                     "name is required and should be at least 1 chars long",
+                );
+            } else {
+                errs.check(
+                    &rp.key("fromHeaders").index(j).key("name"),
+                    rules::header_name(&h.name),
                 );
             }
         }

@@ -1,10 +1,12 @@
 //! The inbound side: the mesh's requests to the local application, with the workload's
-//! PeerAuthentication mode and AuthorizationPolicies on its listener.
+//! PeerAuthentication mode, RequestAuthentication rules and AuthorizationPolicies on its
+//! listener.
 
 use mesh_proto::config::v1::{
-    AuthorizationPolicy, Cluster, Direction, Endpoint, LbPolicy, Listener, ListenerProtocol,
-    MtlsMode, PortMtls, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, StringMatch,
-    TcpMatch, TcpRoute, UpstreamProtocol, VirtualHost, WeightedCluster, route, string_match,
+    AuthorizationPolicy, Cluster, Direction, Endpoint, JwtRule, LbPolicy, Listener,
+    ListenerProtocol, MtlsMode, PortMtls, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable,
+    StringMatch, TcpMatch, TcpRoute, UpstreamProtocol, VirtualHost, WeightedCluster, route,
+    string_match,
 };
 
 use super::index::MeshIndex;
@@ -20,6 +22,8 @@ pub struct InboundSecurity {
     pub mtls_mode: MtlsMode,
     /// By workload (target) port, sorted.
     pub port_mtls: Vec<PortMtls>,
+    /// RequestAuthentication rules, checked before the AuthorizationPolicies.
+    pub jwt_rules: Vec<JwtRule>,
 }
 
 /// The AuthorizationPolicies and PeerAuthentication mode that apply to `workload`.
@@ -39,6 +43,12 @@ pub fn security(mesh: &MeshIndex, workload: &Workload) -> InboundSecurity {
         ),
         mtls_mode,
         port_mtls,
+        jwt_rules: crate::request_authn::jwt_rules_for(
+            &mesh.security,
+            &workload.namespace,
+            &workload.labels,
+            ROOT_NAMESPACE,
+        ),
     }
 }
 
@@ -102,6 +112,7 @@ pub fn build(
         mtls_mode: security.mtls_mode as i32,
         port_mtls: security.port_mtls,
         tcp_routes: tcp_route(tcp_ports, transparent),
+        jwt_rules: security.jwt_rules,
     };
     let table = RouteTable {
         name: INBOUND.to_string(),

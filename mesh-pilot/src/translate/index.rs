@@ -151,7 +151,9 @@ impl MeshIndex {
                     );
                     index.sidecars.push(entry);
                 }
-                Resource::PeerAuthentication(_) | Resource::AuthorizationPolicy(_) => {
+                Resource::PeerAuthentication(_)
+                | Resource::AuthorizationPolicy(_)
+                | Resource::RequestAuthentication(_) => {
                     index.security.push(r.borrow().clone());
                 }
                 _ => {}
@@ -160,6 +162,9 @@ impl MeshIndex {
         index
             .warnings
             .extend(crate::authz::warnings(&index.security));
+        index
+            .warnings
+            .extend(crate::request_authn::warnings(&index.security));
         index.virtual_services.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });

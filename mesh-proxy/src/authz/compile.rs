@@ -174,6 +174,30 @@ fn path(v: &str) -> Result<Test, String> {
     PathPattern::parse(v).map(Test::Path)
 }
 
+fn audience(v: &str) -> Result<Test, String> {
+    Ok(Test::Audience(Pattern::parse(v)))
+}
+
+fn presenter(v: &str) -> Result<Test, String> {
+    Ok(Test::Presenter(Pattern::parse(v)))
+}
+
+/// `request.auth.claims[a][b]` to `["a", "b"]`; `None` unless every part is one non-empty
+/// bracketed name.
+pub(super) fn claim_path(key: &str) -> Option<Vec<String>> {
+    let mut rest = key.strip_prefix("request.auth.claims")?;
+    let mut path = Vec::new();
+    while !rest.is_empty() {
+        let (name, tail) = rest.strip_prefix('[')?.split_once(']')?;
+        if name.is_empty() || name.contains('[') {
+            return None;
+        }
+        path.push(name.to_owned());
+        rest = tail;
+    }
+    (!path.is_empty()).then_some(path)
+}
+
 fn source(at: &str, s: &ap::Source) -> Result<Vec<Clause>, CompileError> {
     all_keys(
         at,
@@ -212,16 +236,24 @@ fn operation(at: &str, o: &ap::Operation) -> Result<Vec<Clause>, CompileError> {
 fn condition(at: &str, c: &ap::Condition) -> Result<Clause, CompileError> {
     let key_err = |reason: String| (format!("{at}.key"), reason);
     let header;
+    let claim;
     let parse: ParseFn<'_> = match c.key.as_str() {
         "source.ip" => &source_ip,
         "remote.ip" => &remote_ip,
         "source.namespace" => &namespace,
         "source.principal" => &principal,
         "destination.port" => &port,
-        k if k.starts_with("request.auth.") => {
-            return Err(key_err(format!(
-                "{k:?} requires RequestAuthentication (unsupported)"
-            )));
+        "request.auth.principal" => &request_principal,
+        "request.auth.audiences" => &audience,
+        "request.auth.presenter" => &presenter,
+        k if k.starts_with("request.auth.claims[") => {
+            let path = claim_path(k).ok_or_else(|| {
+                key_err(format!(
+                    "{k:?}: expected request.auth.claims[<name>] or request.auth.claims[<a>][<b>]..."
+                ))
+            })?;
+            claim = move |v: &str| Ok(Test::Claim(path.clone(), Pattern::parse(v)));
+            &claim
         }
         k if k.starts_with("request.headers[") => {
             let name = k

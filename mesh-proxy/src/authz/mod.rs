@@ -9,8 +9,11 @@
 mod compile;
 mod mtls;
 mod pattern;
+mod request_auth;
 mod rule;
 
+#[cfg(test)]
+mod request_auth_tests;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +24,7 @@ use mesh_proto::config::v1 as pb;
 
 pub use compile::CompileError;
 pub use mtls::effective_mtls;
+pub use request_auth::RequestAuth;
 
 /// What a policy can look at.
 #[derive(Clone, Debug)]
@@ -46,6 +50,9 @@ pub struct HttpAttributes<'a> {
     /// Without the query string.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    /// What request authentication established; `None` when no verified token came with
+    /// the request (then `requestPrincipals` and `request.auth.*` match nothing).
+    pub request_auth: Option<&'a RequestAuth>,
 }
 
 impl Attributes<'_> {

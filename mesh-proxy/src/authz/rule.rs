@@ -19,6 +19,12 @@ pub(super) enum Test {
     Method(Pattern),
     Path(PathPattern),
     Header(HeaderName, Pattern),
+    /// `request.auth.audiences`: any audience of the verified token.
+    Audience(Pattern),
+    /// `request.auth.presenter`: the token's `azp`.
+    Presenter(Pattern),
+    /// `request.auth.claims[a][b]`: any value of the (nested) claim.
+    Claim(Vec<String>, Pattern),
 }
 
 impl Test {
@@ -32,15 +38,27 @@ impl Test {
                 | Test::Method(_)
                 | Test::Path(_)
                 | Test::Header(..)
+                | Test::Audience(_)
+                | Test::Presenter(_)
+                | Test::Claim(..)
         )
     }
 
     fn matches(&self, a: &Attributes<'_>) -> bool {
         let http = a.http.as_ref();
+        let auth = http.and_then(|h| h.request_auth);
         match self {
             Test::Principal(p) => p.matches(a.source_principal),
-            // No RequestAuthentication yet, so no request carries a verified JWT identity.
-            Test::RequestPrincipal(p) => p.matches(None),
+            // Without a verified token there is no request principal: even `*` does not match,
+            // exactly as Istio without a JWT.
+            Test::RequestPrincipal(p) => p.matches(auth.map(|r| r.principal.as_str())),
+            Test::Audience(p) => {
+                auth.is_some_and(|r| r.audiences.iter().any(|a| p.matches(Some(a))))
+            }
+            Test::Presenter(p) => p.matches(auth.and_then(|r| r.presenter.as_deref())),
+            Test::Claim(path, p) => {
+                auth.is_some_and(|r| r.claim_values(path).into_iter().any(|v| p.matches(Some(v))))
+            }
             Test::Namespace(p) => p.matches(a.namespace()),
             Test::SourceIp(c) => c.contains(a.source_ip),
             Test::RemoteIp(c) => c.contains(a.remote_ip),

@@ -1,24 +1,48 @@
 //! The security settings of one inbound listener, compiled once per config: the mTLS mode
-//! (with its port overrides) and the authorizer. Read per connection and per request from the
-//! snapshot, so a policy change applies to open connections too, without rebinding.
+//! (with its port overrides), the JWT authenticator and the authorizer. Read per connection
+//! and per request from the snapshot, so a policy change applies to open connections too,
+//! without rebinding.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use mesh_proto::config::v1 as pb;
 use pb::{MtlsMode, PortMtls};
 
 use crate::authz::{Authorizer, CompileError, effective_mtls};
+use crate::jwt::Authenticator;
+use crate::jwt::remote::{FetchSettings, RemoteJwks};
+
+/// Running `jwksUri` key sets by URI and fetch settings, handed from one config to the next.
+pub type RemoteKeys = HashMap<(String, FetchSettings), Arc<RemoteJwks>>;
 
 #[derive(Debug, Default)]
 pub struct ListenerSecurity {
     mode: MtlsMode,
     port_mtls: Vec<PortMtls>,
+    /// RequestAuthentication: checked before the authorizer on every HTTP request.
+    pub authenticator: Authenticator,
     pub authorizer: Authorizer,
 }
 
 impl ListenerSecurity {
     pub fn compile(listener: &pb::Listener) -> Result<Self, CompileError> {
+        Self::compile_reusing(listener, &RemoteKeys::new())
+    }
+
+    /// As [`ListenerSecurity::compile`], keeping the key sets of `remote` that the listener
+    /// still uses (no refetch, no gap in keys on a config update).
+    pub fn compile_reusing(
+        listener: &pb::Listener,
+        remote: &RemoteKeys,
+    ) -> Result<Self, CompileError> {
+        let reuse = |uri: &str, settings: &FetchSettings| {
+            remote.get(&(uri.to_owned(), settings.clone())).cloned()
+        };
         Ok(Self {
             mode: listener.mtls_mode(),
             port_mtls: listener.port_mtls.clone(),
+            authenticator: Authenticator::compile(&listener.jwt_rules, &reuse)?,
             authorizer: Authorizer::compile(&listener.authorization_policies)?,
         })
     }
@@ -31,7 +55,7 @@ impl ListenerSecurity {
 }
 
 /// Whether two listener specs need the same socket and accept loop: everything but the
-/// security settings and the layer 4 routes, which are read from the snapshot at each
+/// security settings (JWT rules included) and the layer 4 routes, which are read from the snapshot at each
 /// connection.
 pub fn same_socket(a: &pb::Listener, b: &pb::Listener) -> bool {
     let strip = |l: &pb::Listener| pb::Listener {
@@ -39,6 +63,7 @@ pub fn same_socket(a: &pb::Listener, b: &pb::Listener) -> bool {
         mtls_mode: 0,
         port_mtls: Vec::new(),
         tcp_routes: Vec::new(),
+        jwt_rules: Vec::new(),
         ..l.clone()
     };
     strip(a) == strip(b)
@@ -60,6 +85,7 @@ mod tests {
         b.authorization_policies
             .push(pb::AuthorizationPolicy::default());
         b.tcp_routes.push(pb::TcpRoute::default());
+        b.jwt_rules.push(pb::JwtRule::default());
         assert!(same_socket(&a, &b));
         b.address = "127.0.0.1:2".into();
         assert!(!same_socket(&a, &b));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mesh_proto::config::v1 as pb;
 
 use super::ListenerSecurity;
+use super::security::RemoteKeys;
 use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
@@ -50,6 +51,14 @@ impl Snapshot {
             clusters: HashMap::new(),
             listener_security: HashMap::new(),
             tcp_routes: HashMap::new(),
+        }
+    }
+
+    /// Starts fetching the `jwksUri` key sets this config names that are not fetched yet.
+    /// Called once the snapshot is in force; compiling alone does no I/O.
+    pub fn start_key_fetching(&self) {
+        for security in self.listener_security.values() {
+            security.authenticator.start_fetching();
         }
     }
 
@@ -126,7 +135,7 @@ impl Snapshot {
         }
 
         validate_listeners(&cfg.listeners, &route_tables, &clusters)?;
-        let listener_security = compile_security(&cfg.listeners)?;
+        let listener_security = compile_security(&cfg.listeners, previous)?;
         let tcp_routes = compile_tcp_routes(&cfg.listeners, &clusters)?;
         Ok(Self {
             source: cfg,
@@ -138,16 +147,23 @@ impl Snapshot {
     }
 }
 
-/// Inbound listeners only: outbound traffic is not the local workload's to authorize.
+/// Inbound listeners only: outbound traffic is not the local workload's to authorize. The
+/// `jwksUri` key sets of `previous` are reused where the new config still names them.
 fn compile_security(
     listeners: &[pb::Listener],
+    previous: Option<&Snapshot>,
 ) -> Result<HashMap<String, Arc<ListenerSecurity>>, ConfigError> {
+    let remote: RemoteKeys = previous
+        .into_iter()
+        .flat_map(|p| p.listener_security.values())
+        .flat_map(|s| s.authenticator.remote_keys())
+        .collect();
     let mut out = HashMap::new();
     for (i, l) in listeners.iter().enumerate() {
         if l.direction() != pb::Direction::Inbound {
             continue;
         }
-        let security = ListenerSecurity::compile(l)
+        let security = ListenerSecurity::compile_reusing(l, &remote)
             .map_err(|(f, r)| ConfigError::at(format!("listeners[{i}].{f}"), r))?;
         out.insert(l.name.clone(), Arc::new(security));
     }

@@ -10,7 +10,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use mesh_proto::config::v1::OutboundTrafficPolicy;
 
-use crate::authz::HttpAttributes;
+use crate::authz::{HttpAttributes, RequestAuth};
 use crate::config::Snapshot;
 use crate::listener::{ConnContext, authorize};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
@@ -26,6 +26,8 @@ pub struct RequestView<'a> {
     /// `None` reads as `/`.
     pub path_and_query: Option<&'a PathAndQuery>,
     pub headers: &'a HeaderMap,
+    /// The end user's verified JWT, on an inbound request that carried one.
+    pub request_auth: Option<&'a RequestAuth>,
 }
 
 impl RequestView<'_> {
@@ -145,6 +147,7 @@ pub fn decide<'s>(
             method: req.method.as_str(),
             path: req.path(),
             headers: req.headers,
+            request_auth: req.request_auth,
         };
         if authorize(security, conn, Some(http)).is_err() {
             return Decision::reply(Reply::Denied);

@@ -81,17 +81,24 @@ impl Proxy {
         if outbound && !req.headers().contains_key(REQUEST_ID) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
+        // The one read of the config for this request.
+        let snapshot = self.state.load_full();
+        let mut request_auth = None;
         if conn.listener.is_inbound() {
+            request_auth =
+                match inbound::authenticate(&snapshot, conn, &mut req, &authority, grpc).await {
+                    Ok(auth) => auth,
+                    Err(unauthorized) => return unauthorized,
+                };
             inbound::set_xfcc(req.headers_mut(), conn);
         }
 
-        // The one read of the config for this request.
-        let snapshot = self.state.load_full();
         let view = RequestView {
             method: req.method(),
             authority: &authority,
             path_and_query: req.uri().path_and_query(),
             headers: req.headers(),
+            request_auth: request_auth.as_ref(),
         };
         let decision = decide(
             &view,
