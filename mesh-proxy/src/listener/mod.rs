@@ -1,6 +1,6 @@
 //! Listeners: binding, accepting, and replacing them when the config changes.
 
-mod http_sniff;
+pub mod http_sniff;
 mod l4;
 mod original_dst;
 mod secure;
