@@ -17,7 +17,10 @@ fn injector() -> &'static Injector {
 }
 
 pub fn run(data: &[u8]) {
-    let sent: Option<Value> = serde_json::from_slice(data).ok();
+    // Lossy: serde skips the fields the webhook does not read without checking their UTF-8,
+    // so a review may be answered although such a field holds invalid bytes (harmless: the
+    // API server sends UTF-8, and nothing read from the review is affected).
+    let sent: Option<Value> = serde_json::from_str(&String::from_utf8_lossy(data)).ok();
     for answer in [
         inject(injector(), data).map(|a| a.0),
         validate(data).map(|a| a.0),

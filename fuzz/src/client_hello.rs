@@ -20,10 +20,12 @@ pub fn run(data: &[u8]) {
     }
     if let Hello::Sni(name) = &full {
         assert_eq!(*name, name.to_ascii_lowercase(), "names are lowercased");
-        // A name that is a valid sniHost matches itself exactly, and every wildcard above it.
+        // A name that is a valid sniHost matches itself exactly, and the wildcard of its
+        // parent domain when its first label is not empty.
         if let Ok(host) = SniHost::parse(name) {
             assert!(host.matches(name), "{host:?} does not match {name}");
-            if let Some((_, parent)) = name.split_once('.')
+            if let Some((first, parent)) = name.split_once('.')
+                && !first.is_empty()
                 && let Ok(wild) = SniHost::parse(&format!("*.{parent}"))
             {
                 assert!(wild.matches(name), "{wild:?} does not match {name}");
