@@ -1,5 +1,6 @@
 //! The JSON echo: every plain HTTP request is answered with a description of itself.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use http::{HeaderValue, Request, Response, header};
@@ -26,10 +27,10 @@ struct Echo<'a> {
     authority: Option<&'a str>,
     protocol: String,
     /// The caller's mesh identity, as the sidecar vouched for it in `x-forwarded-client-cert`.
-    client_identity: Option<&'a str>,
+    client_identity: Option<Cow<'a, str>>,
     headers: BTreeMap<String, String>,
     body_bytes: u64,
-    body: std::borrow::Cow<'a, str>,
+    body: Cow<'a, str>,
 }
 
 /// Answers a plain HTTP request, honouring `/status/CODE`, `/delay/MS` and the fail status.
@@ -81,13 +82,51 @@ pub async fn respond(
         .body(body::full(json))?)
 }
 
-/// The `URI=` element of the last (nearest) certificate in an XFCC header value.
-fn xfcc_uri(xfcc: &str) -> Option<&str> {
-    xfcc.rsplit(',')
-        .next()?
-        .split(';')
-        .find_map(|kv| kv.trim().strip_prefix("URI="))
-        .map(|v| v.trim_matches('"'))
+/// The `URI=` element of the last (nearest) certificate in an XFCC header value. Elements are
+/// separated by `,` and pairs by `;` outside double quotes; a quoted value escapes `"` and `\`
+/// with a backslash, so an identity holding separators is read whole, never cut short.
+pub fn xfcc_uri(xfcc: &str) -> Option<Cow<'_, str>> {
+    let nearest = split_unquoted(xfcc, ',').pop()?;
+    split_unquoted(nearest, ';')
+        .into_iter()
+        .find_map(|pair| pair.trim().strip_prefix("URI="))
+        .map(unquote)
+}
+
+/// `s` split at every `sep` that is outside double quotes.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ if c == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// A value as written: bare, or quoted with `\"` and `\\` escapes.
+fn unquote(value: &str) -> Cow<'_, str> {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return Cow::Borrowed(value);
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '\\' => chars.next().unwrap_or('\\'),
+            c => c,
+        });
+    }
+    Cow::Owned(out)
 }
 
 /// `x-echo-name` and `x-echo-version`, so a client can tell which replica answered without
@@ -114,18 +153,38 @@ mod tests {
         assert_eq!(
             xfcc_uri(&format!(
                 "By=spiffe://cluster.local/ns/default/sa/reviews;URI={id}"
-            )),
+            ))
+            .as_deref(),
             Some(id)
         );
         assert_eq!(
             xfcc_uri(&format!(
                 "By=a;URI=spiffe://x/ns/a/sa/b,By=b;Hash=00;URI=\"{id}\""
-            )),
+            ))
+            .as_deref(),
             Some(id)
         );
         assert_eq!(
             xfcc_uri("By=spiffe://cluster.local/ns/default/sa/reviews"),
             None
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_read_whole() {
+        // Separators inside quotes belong to the value: the identity is not cut at `;`.
+        let read = |v: &str| xfcc_uri(v).map(|c| c.into_owned());
+        assert_eq!(
+            read(r#"By=spiffe://td/ns/a/sa/b;URI="spiffe://td/x;By=evil""#).as_deref(),
+            Some("spiffe://td/x;By=evil")
+        );
+        assert_eq!(
+            read(r#"By=a;URI="spiffe://td/a,b""#).as_deref(),
+            Some("spiffe://td/a,b")
+        );
+        assert_eq!(
+            read(r#"By=a;URI="spiffe://td/q\"x\\""#).as_deref(),
+            Some(r#"spiffe://td/q"x\"#)
         );
     }
 }

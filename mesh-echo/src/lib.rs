@@ -30,6 +30,7 @@ mod route;
 mod server;
 mod upgrade;
 
+pub use echo::xfcc_uri;
 pub use grpc::STATUS_OVERRIDE_HEADER as GRPC_STATUS_HEADER;
 pub use server::{EchoHandle, serve, spawn};
 

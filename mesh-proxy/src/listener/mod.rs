@@ -2,7 +2,7 @@
 
 mod authorize;
 mod context;
-mod http_sniff;
+pub mod http_sniff;
 mod l4;
 mod original_dst;
 mod secure;

@@ -6,14 +6,16 @@ pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// `By=<server id>;URI=<client id>`. The caller replaces any value the client sent, since a
 /// client could otherwise claim any identity. Values holding `,`, `;`, `=` or `"` are quoted
-/// as Envoy does; a value that cannot be a header is an error rather than mangled.
+/// as Envoy does, and so are values holding `\`, escaped too: otherwise a value ending in `\`
+/// would escape its own closing quote. A value that cannot be a header is an error rather
+/// than mangled.
 pub fn xfcc(server_id: &str, client_id: &str) -> Result<HeaderValue, InvalidHeaderValue> {
     HeaderValue::try_from(format!("By={};URI={}", quote(server_id), quote(client_id)))
 }
 
 fn quote(value: &str) -> String {
-    if value.contains([',', ';', '=', '"']) {
-        format!("\"{}\"", value.replace('"', "\\\""))
+    if value.contains([',', ';', '=', '"', '\\']) {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         value.to_owned()
     }
@@ -42,5 +44,7 @@ mod tests {
         let v = xfcc("spiffe://td/ns/a/sa/b", "spiffe://td/x;By=evil").unwrap();
         assert_eq!(v, "By=spiffe://td/ns/a/sa/b;URI=\"spiffe://td/x;By=evil\"");
         assert!(xfcc("spiffe://td/ns/a/sa/b", "spiffe://td/\r\nx: y").is_err());
+        let v = xfcc("spiffe://td/ns/a/sa/b", r"spiffe://td/x\").unwrap();
+        assert_eq!(v, r#"By=spiffe://td/ns/a/sa/b;URI="spiffe://td/x\\""#);
     }
 }

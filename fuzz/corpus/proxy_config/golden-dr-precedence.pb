@@ -1,0 +1,59 @@
++
+outbound127.0.0.1:15001 *outbound8Ê
+outbound´
+&reviews.default.svc.cluster.local:9080&reviews.default.svc.cluster.local:9080reviews:9080reviews.default:9080reviews.default.svc:9080ö
+default
+/á
+4
+0outbound|9080||reviews.default.svc.cluster.localdOKconnect-failure,refused-stream,unavailable,cancelled,retriable-status-codes´
+&reviews.default.svc.cluster.local:9090&reviews.default.svc.cluster.local:9090reviews:9090reviews.default:9090reviews.default.svc:9090ö
+default
+/á
+4
+0outbound|9090||reviews.default.svc.cluster.localdOKconnect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"§
+2outbound|9080|v1|reviews.default.svc.cluster.local ˙(∞Í0Bc
+198.18.0.11:9080
+appreviews
+versionv1",spiffe://cluster.local/ns/default/sa/default("§
+2outbound|9080|v2|reviews.default.svc.cluster.local ˙(∞Í0Bc
+198.18.0.12:9080
+appreviews
+versionv2",spiffe://cluster.local/ns/default/sa/default("û
+2outbound|9080|v3|reviews.default.svc.cluster.local0Bd
+198.18.0.13:19080
+appreviews
+versionv3",spiffe://cluster.local/ns/default/sa/default("Ì
+0outbound|9080||reviews.default.svc.cluster.local ˙(∞Í0Bc
+198.18.0.11:9080
+appreviews
+versionv1",spiffe://cluster.local/ns/default/sa/default(Bc
+198.18.0.12:9080
+appreviews
+versionv2",spiffe://cluster.local/ns/default/sa/default(Bd
+198.18.0.13:19080
+appreviews
+versionv3",spiffe://cluster.local/ns/default/sa/default("ß
+2outbound|9090|v1|reviews.default.svc.cluster.local
+x-user0Bc
+198.18.0.11:9090
+appreviews
+versionv1",spiffe://cluster.local/ns/default/sa/default("ù
+2outbound|9090|v2|reviews.default.svc.cluster.local0Bc
+198.18.0.12:9090
+appreviews
+versionv2",spiffe://cluster.local/ns/default/sa/default("¢
+2outbound|9090|v3|reviews.default.svc.cluster.local 0Bd
+198.18.0.13:19090
+appreviews
+versionv3",spiffe://cluster.local/ns/default/sa/default("
+0outbound|9090||reviews.default.svc.cluster.local
+x-user0Bc
+198.18.0.11:9090
+appreviews
+versionv1",spiffe://cluster.local/ns/default/sa/default(Bc
+198.18.0.12:9090
+appreviews
+versionv2",spiffe://cluster.local/ns/default/sa/default(Bd
+198.18.0.13:19090
+appreviews
+versionv3",spiffe://cluster.local/ns/default/sa/default(
