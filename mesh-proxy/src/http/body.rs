@@ -2,6 +2,7 @@
 //! what goes back downstream (the upstream's body, or a local reply).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -58,10 +59,66 @@ impl Body for ResponseBody {
     }
 }
 
+/// The downstream request body, remembering whether reading it failed (a malformed chunked
+/// encoding, fewer bytes than its Content-Length): such a failure is the client's fault, not
+/// the upstream's, whatever error the upstream send reports for it.
+pub struct DownstreamBody {
+    inner: Incoming,
+    failed: Arc<AtomicBool>,
+}
+
+/// Tells whether reading a [`DownstreamBody`] failed.
+#[derive(Clone)]
+pub struct BodyFailure(Arc<AtomicBool>);
+
+impl BodyFailure {
+    pub fn happened(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl DownstreamBody {
+    pub fn watch(inner: Incoming) -> (Self, BodyFailure) {
+        let failed = Arc::new(AtomicBool::new(false));
+        (
+            Self {
+                inner,
+                failed: failed.clone(),
+            },
+            BodyFailure(failed),
+        )
+    }
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if matches!(frame, Some(Err(_))) {
+            this.failed.store(true, Ordering::Release);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The request body sent upstream.
 pub enum UpstreamBody {
     /// Streamed as it arrives: the request cannot be retried once sent.
-    Stream(Incoming),
+    Stream(DownstreamBody),
     /// Streamed while a copy is kept, so another attempt can send it again.
     Replay(ReplayBody),
 }
@@ -98,7 +155,7 @@ impl Body for UpstreamBody {
 /// State shared by all attempts of one request.
 struct Shared {
     /// The downstream body, parked here whenever no attempt is reading it.
-    source: Option<Incoming>,
+    source: Option<DownstreamBody>,
     /// Everything read from `source` so far, unless it outgrew the limit.
     chunks: Vec<Bytes>,
     buffered_bytes: usize,
@@ -117,7 +174,7 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn new(source: Incoming, limit: usize) -> Self {
+    pub fn new(source: DownstreamBody, limit: usize) -> Self {
         let hint = source.size_hint();
         let source_done = source.is_end_stream();
         Self {
@@ -155,7 +212,7 @@ impl Replay {
 pub struct ReplayBody {
     shared: Arc<Mutex<Shared>>,
     /// The downstream body while this attempt reads it.
-    source: Option<Incoming>,
+    source: Option<DownstreamBody>,
     /// The next buffered chunk to replay.
     cursor: usize,
     trailers_sent: bool,

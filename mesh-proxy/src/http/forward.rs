@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, head
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Replay, ResponseBody, UpstreamBody};
+use super::body::{BodyFailure, DownstreamBody, Replay, ResponseBody, UpstreamBody};
 use super::headers::remove_hop_by_hop;
 use super::local;
 use crate::metrics::Metrics;
@@ -66,7 +66,7 @@ pub async fn forward(
 const MAX_REMEMBERED: usize = 16;
 
 enum BodySource {
-    Once(Option<Incoming>),
+    Once(Option<DownstreamBody>),
     Replay(Replay),
 }
 
@@ -102,6 +102,7 @@ async fn attempts(
         Protocol::SameAsDownstream => Version::HTTP_11,
     };
     let max_attempts = 1 + plan.policy.num_retries;
+    let (downstream_body, body_failure) = DownstreamBody::watch(downstream_body);
     let mut body = if max_attempts > 1 {
         BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
     } else {
@@ -159,6 +160,12 @@ async fn attempts(
             Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| ()),
             None => Ok(sent.await),
         };
+        // The client's own body broke the attempt: its fault, not the upstream's, so it is
+        // neither retried nor counted against the upstream.
+        if let Some(bad_body) = downstream_body_failed(&result, &body_failure) {
+            tracing::debug!(cluster = %cluster.name, attempt, error = %bad_body, "malformed downstream request body");
+            return local::bad_request_body(grpc, out.downstream_version);
+        }
         let outcome = match &result {
             Err(()) => Outcome::PerTryTimeout,
             Ok(Err(SendError::Connect(_) | SendError::Handshake(_))) => Outcome::ConnectFailure,
@@ -184,6 +191,18 @@ async fn attempts(
         metrics.retry(&cluster.name);
         drop(result);
         tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
+    }
+}
+
+/// The send error of an attempt that failed because reading the downstream body failed. An
+/// upstream response that came back anyway stands.
+fn downstream_body_failed<'r>(
+    result: &'r Result<Result<Response<Incoming>, SendError>, ()>,
+    failure: &BodyFailure,
+) -> Option<&'r SendError> {
+    match result {
+        Ok(Err(e)) if failure.happened() => Some(e),
+        _ => None,
     }
 }
 

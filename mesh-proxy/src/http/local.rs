@@ -1,7 +1,7 @@
 //! Replies the proxy makes itself (no route, no upstream, timeouts), as Envoy words them.
 //! gRPC callers get a trailers-only gRPC reply, so their client libraries see a status code.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, Version, header};
 
 use super::body::ResponseBody;
 use crate::route::Abort;
@@ -89,6 +89,21 @@ pub fn fault_abort(abort: Abort, grpc: bool) -> Response<ResponseBody> {
             resp
         }
     }
+}
+
+/// The client's request body was malformed (bad chunk size, shorter than its Content-Length).
+/// An HTTP/1.1 connection is closed after it: where the next request would start is unknown.
+pub fn bad_request_body(grpc: bool, version: Version) -> Response<ResponseBody> {
+    let mut resp = reply(
+        StatusCode::BAD_REQUEST,
+        "malformed downstream request body",
+        grpc,
+    );
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 pub fn bad_request(message: &'static str) -> Response<ResponseBody> {

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
-use super::body::{ResponseBody, UpstreamBody};
+use super::body::{DownstreamBody, ResponseBody, UpstreamBody};
 use super::local;
 use crate::upstream::{Alpn, Target};
 
@@ -51,7 +51,8 @@ pub async fn forward(
     parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
     parts.headers.insert(header::HOST, authority);
-    let upstream_req = Request::from_parts(parts, UpstreamBody::Stream(body));
+    let upstream_req =
+        Request::from_parts(parts, UpstreamBody::Stream(DownstreamBody::watch(body).0));
     let mut resp = match sender.send_request(upstream_req).await {
         Ok(r) => r,
         Err(e) => {

@@ -1,0 +1,147 @@
+//! Downstream connections misbehaving or idling, through a real proxy with raw TCP clients:
+//! a malformed request body is the client's fault (400, no retry).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{metric, metrics_text, out_addr, proxy, table};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An upstream that counts the requests whose head reached it and answers with the number of
+/// body bytes it read.
+async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let len = match req.into_body().collect().await {
+                            Ok(b) => b.to_bytes().len().to_string(),
+                            Err(_) => "body error".to_string(),
+                        };
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(len))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A proxy routing host `svc` to `upstream`, retrying resets and 5xx up to three times.
+async fn retrying_proxy(upstream: SocketAddr) -> Arc<mesh_proxy::Server> {
+    proxy(
+        table(
+            json!([{ "name": "svc", "domains": ["svc"], "routes": [{ "route": {
+                "clusters": [{ "cluster": "up", "weight": 100 }],
+                "retryPolicy": { "numRetries": 3, "retryOn": "reset,5xx,connect-failure" }
+            }}]}]),
+        ),
+        json!([{ "name": "up", "endpoints": [{ "address": upstream.to_string() }] }]),
+    )
+    .await
+}
+
+/// Reads until the proxy closes the connection (bounded by time and size).
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        while out.len() < 64 * 1024 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_all)
+        .await
+        .expect("the proxy answers and closes the connection within 5 s");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn assert_bad_body_gets_400(request: &[u8], half_close: bool) {
+    let (upstream, seen) = counting_upstream().await;
+    let server = retrying_proxy(upstream).await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    s.write_all(request).await.unwrap();
+    if half_close {
+        s.shutdown().await.unwrap();
+    }
+    let reply = read_to_close(&mut s).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(
+        reply.contains("malformed downstream request body"),
+        "{reply}"
+    );
+    assert!(
+        seen.load(Ordering::SeqCst) <= 1,
+        "the upstream saw {} requests: the bad body was retried",
+        seen.load(Ordering::SeqCst)
+    );
+    let text = metrics_text(&server);
+    assert_eq!(metric(&text, "mesh_proxy_upstream_retries_total", ""), 0.0);
+    assert_eq!(
+        metric(&text, "mesh_proxy_requests_total", "response_code=\"400\""),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn invalid_chunk_size_gets_400_without_retry() {
+    assert_bad_body_gets_400(
+        b"POST /upload HTTP/1.1\r\nhost: svc\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn body_shorter_than_content_length_gets_400_without_retry() {
+    assert_bad_body_gets_400(
+        b"POST /upload HTTP/1.1\r\nhost: svc\r\ncontent-length: 100\r\n\r\n0123456789",
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn well_formed_chunked_body_is_forwarded() {
+    let (upstream, seen) = counting_upstream().await;
+    let server = retrying_proxy(upstream).await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: svc\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = read_to_close(&mut s).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.ends_with("\r\n\r\n11"),
+        "the upstream read 11 bytes: {reply}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
