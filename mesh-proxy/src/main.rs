@@ -47,6 +47,13 @@ enum Command {
     },
 }
 
+fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    match parse_wait_timeout(text)? {
+        Duration::ZERO => Err("the idle timeout must be longer than zero".to_string()),
+        t => Ok(t),
+    }
+}
+
 fn parse_wait_timeout(text: &str) -> Result<Duration, String> {
     mesh_proxy::wait::parse_timeout(text).map_err(|e| e.to_string())
 }
@@ -94,6 +101,10 @@ struct Args {
     /// How long a drain (SIGTERM, /quitquitquit) lets in-flight requests finish.
     #[arg(long, default_value_t = 5000)]
     drain_timeout_ms: u64,
+    /// A downstream connection with no request in flight is closed after this long: seconds,
+    /// or with a unit (500ms, 60s, 2m). Istio's default is one hour.
+    #[arg(long, env = "MESH_DOWNSTREAM_IDLE_TIMEOUT", default_value = "3600s", value_parser = parse_idle_timeout)]
+    downstream_idle_timeout: Duration,
     /// How often the config file is checked for changes.
     #[arg(long, default_value_t = 1000)]
     config_poll_ms: u64,
@@ -193,7 +204,10 @@ fn init_logging(json: bool) -> Arc<admin::LogControl> {
 }
 
 async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> {
-    let server = Server::new();
+    let server = Server::with_options(mesh_proxy::server::Options {
+        idle_timeout: args.downstream_idle_timeout,
+        ..Default::default()
+    });
     match identity_config(&args)? {
         Some(cfg) => {
             tracing::info!(ca = %cfg.citadel_addr, "workload certificate comes from citadel");

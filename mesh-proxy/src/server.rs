@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Snapshot};
 use crate::identity::{IdentityHandle, IdentitySlot};
-use crate::listener::Listeners;
+use crate::listener::{Listeners, Timeouts};
 use crate::metrics::Metrics;
 
 pub struct Server {
@@ -34,12 +34,18 @@ pub struct Server {
 pub struct Options {
     /// A downstream client must send its request headers within this time.
     pub header_read_timeout: Duration,
+    /// A downstream connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
 }
+
+/// Istio's default downstream idle timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -58,7 +64,10 @@ impl Server {
         let listeners = Listeners::new(
             state.clone(),
             metrics.clone(),
-            options.header_read_timeout,
+            Timeouts {
+                header_read: options.header_read_timeout,
+                idle: options.idle_timeout,
+            },
             identity.clone(),
         );
         Arc::new(Self {

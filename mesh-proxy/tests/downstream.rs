@@ -1,5 +1,6 @@
 //! Downstream connections misbehaving or idling, through a real proxy with raw TCP clients:
-//! a malformed request body is the client's fault (400, no retry).
+//! a malformed request body is the client's fault (400, no retry); an idle keep-alive
+//! connection is closed after the idle timeout, a half-sent head after the header-read timeout.
 
 mod common;
 
@@ -144,4 +145,153 @@ async fn well_formed_chunked_body_is_forwarded() {
         "the upstream read 11 bytes: {reply}"
     );
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+/// A proxy with these downstream timeouts, routing every host to `upstream`.
+async fn proxy_with_timeouts(
+    upstream: SocketAddr,
+    header_read: Duration,
+    idle: Duration,
+) -> Arc<mesh_proxy::Server> {
+    let server = mesh_proxy::Server::with_options(mesh_proxy::server::Options {
+        header_read_timeout: header_read,
+        idle_timeout: idle,
+    });
+    server
+        .apply(common::outbound_config(
+            table(json!([{ "name": "all", "domains": ["*"], "routes": [common::to("up")] }])),
+            json!([{ "name": "up", "endpoints": [{ "address": upstream.to_string() }] }]),
+        ))
+        .await
+        .unwrap();
+    server
+}
+
+/// Sends a keep-alive GET and reads its reply (the counting upstream answers "0").
+async fn keep_alive_get(s: &mut TcpStream) {
+    s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !out.ends_with(b"\r\n\r\n0") && out.len() < 16 * 1024 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a reply within 5 s");
+    assert!(
+        out.starts_with(b"HTTP/1.1 200") && out.ends_with(b"\r\n\r\n0"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+/// How long until the proxy closes `s` (at most `limit`; None if still open then).
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let wait = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .ok()
+        .map(|()| start.elapsed())
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let (upstream, _) = counting_upstream().await;
+    let server = proxy_with_timeouts(
+        upstream,
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+    )
+    .await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    keep_alive_get(&mut s).await;
+    keep_alive_get(&mut s).await;
+    let closed = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("the idle connection is closed well before the header-read timeout");
+    assert!(closed >= Duration::from_millis(250), "{closed:?}");
+}
+
+#[tokio::test]
+async fn keep_alive_connection_outlives_a_short_header_read_timeout() {
+    let (upstream, _) = counting_upstream().await;
+    let server = proxy_with_timeouts(
+        upstream,
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    keep_alive_get(&mut s).await;
+    // Idle for longer than the header-read timeout: judged by the idle timeout instead.
+    assert_eq!(
+        closed_within(&mut s, Duration::from_millis(900)).await,
+        None
+    );
+    keep_alive_get(&mut s).await;
+}
+
+#[tokio::test]
+async fn a_half_sent_head_is_judged_by_the_header_read_timeout() {
+    let (upstream, _) = counting_upstream().await;
+    let server = proxy_with_timeouts(
+        upstream,
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    keep_alive_get(&mut s).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+    let closed = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("the slow head is cut off well before the idle timeout");
+    assert!(closed >= Duration::from_millis(250), "{closed:?}");
+}
+
+#[tokio::test]
+async fn a_half_sent_head_is_not_cut_by_a_short_idle_timeout() {
+    let (upstream, _) = counting_upstream().await;
+    let server = proxy_with_timeouts(
+        upstream,
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+    )
+    .await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b" svc\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while !out.ends_with(b"\r\n\r\n0") && out.len() < 16 * 1024 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }

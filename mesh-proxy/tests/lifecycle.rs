@@ -321,6 +321,7 @@ async fn slow_headers_are_cut_off() {
     let app = echo("app", "v1").await;
     let server = Server::with_options(mesh_proxy::server::Options {
         header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
     });
     server.apply(routes_to("one", &app, "1")).await.unwrap();
     let mut s = tokio::net::TcpStream::connect(out_addr(&server))

@@ -1,8 +1,10 @@
 //! Listeners: binding, accepting, and replacing them when the config changes.
 
+mod activity;
 mod authorize;
 mod context;
 pub mod http_sniff;
+mod idle;
 mod l4;
 mod original_dst;
 mod secure;
@@ -20,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use activity::Timeouts;
 pub use authorize::{Denied, authorize};
 pub use context::{ConnConfig, ConnContext, ListenerSpec, read_config};
 pub use l4::{Forward, HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT};
@@ -58,6 +61,7 @@ pub struct Listeners {
     proxy: Arc<Proxy>,
     running: Mutex<HashMap<String, Running>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    timeouts: Timeouts,
     tls: Arc<InboundTls>,
     /// Cancelled when the proxy drains: connections finish what is in flight and close.
     pub drain: CancellationToken,
@@ -69,7 +73,7 @@ impl Listeners {
     pub fn new(
         config: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
-        header_read_timeout: std::time::Duration,
+        timeouts: Timeouts,
         identity: Arc<IdentitySlot>,
     ) -> Self {
         let passthrough = passthrough_cluster(&metrics);
@@ -84,7 +88,8 @@ impl Listeners {
             passthrough,
             proxy,
             running: Mutex::new(HashMap::new()),
-            builder: Arc::new(serve::http_builder(header_read_timeout)),
+            builder: Arc::new(serve::http_builder()),
+            timeouts,
             tls: Arc::new(InboundTls::new(identity)),
             drain: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -200,6 +205,7 @@ impl Listeners {
         let proxy = self.proxy.clone();
         let tls = self.tls.clone();
         let builder = self.builder.clone();
+        let timeouts = self.timeouts;
         let drain = self.drain.clone();
         let tracker = self.connections.clone();
         let listener_spec = Arc::new(ListenerSpec::new(&spec));
@@ -281,6 +287,7 @@ impl Listeners {
                         proxy,
                         builder,
                         drain,
+                        timeouts,
                         config: conn_config,
                     };
                     match security {

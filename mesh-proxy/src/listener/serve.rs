@@ -10,8 +10,10 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::activity::{Expired, Timeouts};
 use super::authorize::authorize;
 use super::context::{ConnConfig, ConnContext};
+use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
 use crate::http::Proxy;
 use crate::upstream::{Alpn, HashInput, Target};
@@ -25,6 +27,7 @@ pub struct Serve {
     pub proxy: Arc<Proxy>,
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     pub drain: CancellationToken,
+    pub timeouts: Timeouts,
     /// What the snapshot read at accept says about this connection.
     pub config: ConnConfig,
 }
@@ -42,20 +45,28 @@ impl Serve {
                 }
                 serve_tcp(io, &conn, target).await
             }
-            Forward::Http => serve_http(io, conn, self.proxy, self.builder, self.drain).await,
+            Forward::Http => {
+                let serving = Serving {
+                    proxy: self.proxy,
+                    builder: self.builder,
+                    drain: self.drain,
+                    timeouts: self.timeouts,
+                };
+                serve_http(io, conn, serving).await
+            }
         }
     }
 }
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// The HTTP server settings shared by every downstream connection. A client must send its
-/// request headers within `header_read_timeout`, or it is cut off.
-pub fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// The HTTP server settings shared by every downstream connection. Hyper's header-read
+/// timeout is off: it would also cut idle keep-alive connections; [`Tracker`] times both.
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     b.http2()
@@ -66,24 +77,53 @@ pub fn http_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecuto
     b
 }
 
-pub async fn serve_http(
-    stream: impl Io,
-    conn: ConnContext,
-    proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    drain: CancellationToken,
-) {
+/// What serving HTTP on a connection needs.
+pub struct Serving {
+    pub proxy: Arc<Proxy>,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub drain: CancellationToken,
+    pub timeouts: Timeouts,
+}
+
+pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
+    let Serving {
+        proxy,
+        builder,
+        drain,
+        timeouts,
+    } = serving;
     let conn = Arc::new(conn);
     let peer = conn.peer;
+    let tracker = Tracker::new(timeouts);
+    let requests = tracker.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(&conn, req).await) }
+        let in_flight = requests.request();
+        async move {
+            let resp = proxy.handle(&conn, req).await;
+            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
+        }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = TrackedIo::new(stream, tracker.clone());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
+        why = tracker.expired() => {
+            match why {
+                // Nothing in flight: a graceful close (HTTP/2 GOAWAY) loses nothing.
+                Expired::Idle => {
+                    tracing::debug!(%peer, "downstream connection idle, closing");
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                Expired::HeaderRead => {
+                    tracing::debug!(%peer, "downstream request headers too slow, closing");
+                    Ok(())
+                }
+            }
+        }
         _ = drain.cancelled() => {
             // Finish what is in flight, refuse new requests (HTTP/2 GOAWAY, HTTP/1.1 close).
             connection.as_mut().graceful_shutdown();

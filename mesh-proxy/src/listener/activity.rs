@@ -1,0 +1,171 @@
+//! When a downstream connection should be closed for doing nothing: an idle keep-alive
+//! connection after the idle timeout, a client in the middle of sending request headers after
+//! the header-read timeout. Pure bookkeeping; `serve` feeds it events and acts on deadlines.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The downstream connection timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A client that began a request must send all its headers within this time.
+    pub header_read: Duration,
+    /// A connection with no request in flight is closed after this long (Istio's downstream
+    /// idle timeout, 1 h by default).
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request in flight since `since`.
+    Idle { since: Instant },
+    /// The first bytes of a request head arrived at `since`; the head is not complete.
+    ReadingHead { since: Instant },
+    /// Requests in flight (head received, response not finished).
+    Active,
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    Idle,
+    HeaderRead,
+}
+
+#[derive(Debug)]
+pub struct Activity {
+    timeouts: Timeouts,
+    phase: Phase,
+    in_flight: usize,
+    /// Whether any byte arrived yet: the first ones tell HTTP/2 (its preface) from HTTP/1.1.
+    started: bool,
+    /// HTTP/2 carries pings and settings between requests: bytes read while idle are not the
+    /// start of a request head there, so only requests count.
+    multiplexed: bool,
+}
+
+impl Activity {
+    pub fn new(timeouts: Timeouts, now: Instant) -> Self {
+        Self {
+            timeouts,
+            phase: Phase::Idle { since: now },
+            in_flight: 0,
+            started: false,
+            multiplexed: false,
+        }
+    }
+
+    /// Bytes arrived from the client. Returns true when the deadline moved earlier.
+    pub fn on_read(&mut self, bytes: &[u8], now: Instant) -> bool {
+        if bytes.is_empty() {
+            return false;
+        }
+        if !self.started {
+            self.started = true;
+            // The HTTP/2 preface starts "PRI * HTTP/2.0"; no HTTP/1.1 method starts "PRI".
+            self.multiplexed = bytes.starts_with(b"PRI");
+        }
+        if let Phase::Idle { .. } = self.phase
+            && !self.multiplexed
+        {
+            self.phase = Phase::ReadingHead { since: now };
+            return true;
+        }
+        false
+    }
+
+    /// A request head was complete and the request is being handled.
+    pub fn on_request(&mut self) {
+        self.in_flight += 1;
+        self.phase = Phase::Active;
+    }
+
+    /// A response (headers and body) finished or was abandoned.
+    pub fn on_response_done(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.phase = Phase::Idle { since: now };
+        }
+    }
+
+    /// When the connection expires if nothing happens before, and why; none while requests
+    /// are in flight.
+    pub fn deadline(&self) -> Option<(Instant, Expired)> {
+        match self.phase {
+            Phase::Idle { since } => Some((since + self.timeouts.idle, Expired::Idle)),
+            Phase::ReadingHead { since } => {
+                Some((since + self.timeouts.header_read, Expired::HeaderRead))
+            }
+            Phase::Active => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(3600),
+    };
+
+    #[test]
+    fn idle_connection_expires_after_the_idle_timeout() {
+        let start = Instant::now();
+        let a = Activity::new(T, start);
+        assert_eq!(
+            a.deadline(),
+            Some((start + Duration::from_secs(3600), Expired::Idle))
+        );
+    }
+
+    #[test]
+    fn a_started_head_is_judged_by_the_header_read_timeout() {
+        let start = Instant::now();
+        let mut a = Activity::new(T, start);
+        let later = start + Duration::from_secs(5);
+        assert!(a.on_read(b"GET / HT", later));
+        assert_eq!(
+            a.deadline(),
+            Some((later + Duration::from_secs(10), Expired::HeaderRead))
+        );
+        // More bytes of the same head do not extend it.
+        assert!(!a.on_read(b"TP/1.1\r\n", later + Duration::from_secs(9)));
+        assert_eq!(
+            a.deadline(),
+            Some((later + Duration::from_secs(10), Expired::HeaderRead))
+        );
+    }
+
+    #[test]
+    fn requests_in_flight_never_expire_and_idleness_restarts_after_them() {
+        let start = Instant::now();
+        let mut a = Activity::new(T, start);
+        a.on_read(b"GET", start);
+        a.on_request();
+        a.on_request();
+        assert_eq!(a.deadline(), None);
+        let end = start + Duration::from_secs(7200);
+        a.on_response_done(end);
+        assert_eq!(a.deadline(), None, "one request still in flight");
+        a.on_response_done(end);
+        assert_eq!(
+            a.deadline(),
+            Some((end + Duration::from_secs(3600), Expired::Idle))
+        );
+    }
+
+    #[test]
+    fn http2_frames_between_requests_keep_the_idle_deadline() {
+        let start = Instant::now();
+        let mut a = Activity::new(T, start);
+        assert!(!a.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", start));
+        assert!(!a.on_read(b"\x00\x00\x08\x06", start + Duration::from_secs(60)));
+        assert_eq!(
+            a.deadline(),
+            Some((start + Duration::from_secs(3600), Expired::Idle))
+        );
+    }
+}
