@@ -105,6 +105,10 @@ struct Args {
     /// or with a unit (500ms, 60s, 2m). Istio's default is one hour.
     #[arg(long, env = "MESH_DOWNSTREAM_IDLE_TIMEOUT", default_value = "3600s", value_parser = parse_idle_timeout)]
     downstream_idle_timeout: Duration,
+    /// Open downstream connections allowed per listener; more are closed at accept and
+    /// counted in mesh_proxy_downstream_cx_overflow_total. Unlimited when unset.
+    #[arg(long, env = "MESH_MAX_DOWNSTREAM_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_downstream_connections: Option<u32>,
     /// How often the config file is checked for changes.
     #[arg(long, default_value_t = 1000)]
     config_poll_ms: u64,
@@ -206,6 +210,7 @@ fn init_logging(json: bool) -> Arc<admin::LogControl> {
 async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> {
     let server = Server::with_options(mesh_proxy::server::Options {
         idle_timeout: args.downstream_idle_timeout,
+        max_connections_per_listener: args.max_downstream_connections.map(|n| n as usize),
         ..Default::default()
     });
     match identity_config(&args)? {

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub upstream_connect_failures: Family<ClusterLabels, Counter>,
     pub downstream_connections: Family<ListenerLabels, Counter>,
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
+    pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
     pub config_updates: Family<ConfigLabels, Counter>,
 }
 
@@ -90,6 +91,11 @@ impl Metrics {
             "downstream_connections_active",
             "Downstream connections open now",
             self.downstream_connections_active.clone(),
+        );
+        r.register(
+            "downstream_cx_overflow",
+            "Downstream connections closed at accept because the listener was at its limit",
+            self.downstream_connections_overflow.clone(),
         );
         r.register(
             "config_updates",

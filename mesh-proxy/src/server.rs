@@ -36,6 +36,9 @@ pub struct Options {
     pub header_read_timeout: Duration,
     /// A downstream connection with no request in flight is closed after this long.
     pub idle_timeout: Duration,
+    /// Open downstream connections allowed per listener; more are closed at accept and
+    /// counted. None: unlimited, as Envoy's default.
+    pub max_connections_per_listener: Option<usize>,
 }
 
 /// Istio's default downstream idle timeout.
@@ -46,6 +49,7 @@ impl Default for Options {
         Self {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections_per_listener: None,
         }
     }
 }
@@ -68,6 +72,7 @@ impl Server {
                 header_read: options.header_read_timeout,
                 idle: options.idle_timeout,
             },
+            options.max_connections_per_listener,
             identity.clone(),
         );
         Arc::new(Self {

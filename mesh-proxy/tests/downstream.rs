@@ -1,6 +1,7 @@
 //! Downstream connections misbehaving or idling, through a real proxy with raw TCP clients:
 //! a malformed request body is the client's fault (400, no retry); an idle keep-alive
-//! connection is closed after the idle timeout, a half-sent head after the header-read timeout.
+//! connection is closed after the idle timeout, a half-sent head after the header-read timeout;
+//! connections over a listener's limit are closed at accept and counted.
 
 mod common;
 
@@ -156,6 +157,7 @@ async fn proxy_with_timeouts(
     let server = mesh_proxy::Server::with_options(mesh_proxy::server::Options {
         header_read_timeout: header_read,
         idle_timeout: idle,
+        ..Default::default()
     });
     server
         .apply(common::outbound_config(
@@ -294,4 +296,59 @@ async fn a_half_sent_head_is_not_cut_by_a_short_idle_timeout() {
         "{}",
         String::from_utf8_lossy(&out)
     );
+}
+
+#[tokio::test]
+async fn connections_over_the_listener_limit_are_closed_and_counted() {
+    let (upstream, _) = counting_upstream().await;
+    let server = mesh_proxy::Server::with_options(mesh_proxy::server::Options {
+        max_connections_per_listener: Some(2),
+        ..Default::default()
+    });
+    server
+        .apply(common::outbound_config(
+            table(json!([{ "name": "all", "domains": ["*"], "routes": [common::to("up")] }])),
+            json!([{ "name": "up", "endpoints": [{ "address": upstream.to_string() }] }]),
+        ))
+        .await
+        .unwrap();
+    let addr = out_addr(&server);
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    keep_alive_get(&mut first).await;
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    keep_alive_get(&mut second).await;
+
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the third connection is closed at accept"
+    );
+    let overflow = |server: &mesh_proxy::Server| {
+        metric(
+            &metrics_text(server),
+            "mesh_proxy_downstream_cx_overflow_total",
+            "listener=\"out\"",
+        )
+    };
+    assert_eq!(overflow(&server), 1.0);
+
+    // Once one closes, its slot is free again (bounded wait for the proxy to notice).
+    drop(first);
+    for _ in 0..100 {
+        let active = metric(
+            &metrics_text(&server),
+            "mesh_proxy_downstream_connections_active",
+            "listener=\"out\"",
+        );
+        if active < 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    keep_alive_get(&mut fourth).await;
+    keep_alive_get(&mut second).await;
+    assert_eq!(overflow(&server), 1.0);
 }

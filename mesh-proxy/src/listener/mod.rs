@@ -62,6 +62,8 @@ pub struct Listeners {
     running: Mutex<HashMap<String, Running>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     timeouts: Timeouts,
+    /// Open connections allowed per listener; more are closed at accept. None: unlimited.
+    max_connections: Option<usize>,
     tls: Arc<InboundTls>,
     /// Cancelled when the proxy drains: connections finish what is in flight and close.
     pub drain: CancellationToken,
@@ -74,6 +76,7 @@ impl Listeners {
         config: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         timeouts: Timeouts,
+        max_connections: Option<usize>,
         identity: Arc<IdentitySlot>,
     ) -> Self {
         let passthrough = passthrough_cluster(&metrics);
@@ -90,6 +93,7 @@ impl Listeners {
             running: Mutex::new(HashMap::new()),
             builder: Arc::new(serve::http_builder()),
             timeouts,
+            max_connections,
             tls: Arc::new(InboundTls::new(identity)),
             drain: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -222,6 +226,15 @@ impl Listeners {
             .downstream_connections_active
             .get_or_create(&labels)
             .clone();
+        let overflow = self
+            .metrics
+            .downstream_connections_overflow
+            .get_or_create(&labels)
+            .clone();
+        // One permit per open connection of this listener.
+        let slots = self
+            .max_connections
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         let local_port = listener.local_addr().map_or(0, |a| a.port());
         async move {
             loop {
@@ -233,6 +246,19 @@ impl Listeners {
                             // Out of file descriptors and the like: back off instead of spinning.
                             tracing::warn!(listener = %listener_spec.name, error = %e, "accept failed");
                             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let slot = match &slots {
+                    None => None,
+                    Some(slots) => match slots.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            // At the limit: closed before anything is read or allocated.
+                            overflow.inc();
+                            tracing::debug!(listener = %listener_spec.name, %peer, "connection limit reached, closing");
+                            drop(stream);
                             continue;
                         }
                     },
@@ -309,6 +335,7 @@ impl Listeners {
                         }
                     }
                     active.dec();
+                    drop(slot);
                 });
             }
         }
