@@ -26,7 +26,10 @@ pub fn run(data: &[u8]) {
 /// An identity read from a certificate is one the parser accepts as it was printed.
 fn certificate(der: &[u8]) {
     if let Ok(id) = mesh_identity::spiffe_id_of(der) {
-        let again: SpiffeId = id.as_str().parse().expect("a certificate's identity parses");
+        let again: SpiffeId = id
+            .as_str()
+            .parse()
+            .expect("a certificate's identity parses");
         assert_eq!(again, id);
     }
 }

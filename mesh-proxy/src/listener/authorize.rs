@@ -111,6 +111,7 @@ mod tests {
                 method: "GET",
                 path,
                 headers: &headers,
+                request_auth: None,
             })
         };
         assert_eq!(

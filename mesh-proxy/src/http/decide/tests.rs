@@ -72,6 +72,7 @@ fn decide_on<'s>(
         authority: &authority,
         path_and_query: req.uri().path_and_query(),
         headers: req.headers(),
+        request_auth: None,
     };
     let passthrough = passthrough_cluster(&Metrics::default());
     let conn = conn(snap, original_dst);
