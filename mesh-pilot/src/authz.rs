@@ -25,18 +25,26 @@ pub(crate) fn selects(
     selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
-/// The AuthorizationPolicies of a workload, in the proxy's model: those of the root namespace
-/// (mesh-wide without a selector, else to matching workloads of every namespace) followed by
-/// those of the workload's namespace (namespace-wide without a selector), each group sorted by
-/// name so the output does not depend on the order of `resources`. Policies with
-/// `targetRef`/`targetRefs` are left out: Istio attaches those to gateways and waypoints, never
-/// to sidecars.
-pub fn policies_for(
-    resources: &[Resource],
+/// How a workload policy kind (AuthorizationPolicy, RequestAuthentication) is selected.
+pub(crate) struct Selection<'a> {
+    pub selector: Option<&'a WorkloadSelector>,
+    /// `targetRef`/`targetRefs` set: Istio attaches such a policy to gateways and waypoints,
+    /// never to sidecars.
+    pub targets_ref: bool,
+}
+
+/// Istio's selection of a workload's policies of one kind (`kind` picks them out of the
+/// store): those of the root namespace (mesh-wide without a selector, else to matching
+/// workloads of every namespace) followed by those of the workload's namespace
+/// (namespace-wide without a selector), each group sorted by name so the output does not
+/// depend on the order of `resources`. Policies attached by `targetRef` are left out.
+pub(crate) fn select<'a, T>(
+    resources: &'a [Resource],
     namespace: &str,
     labels: &BTreeMap<String, String>,
     root_namespace: &str,
-) -> Vec<pb::AuthorizationPolicy> {
+    kind: impl Fn(&'a Resource) -> Option<(&'a Object<T>, Selection<'a>)>,
+) -> Vec<&'a Object<T>> {
     let scopes: &[&str] = if namespace == root_namespace {
         &[root_namespace]
     } else {
@@ -44,20 +52,43 @@ pub fn policies_for(
     };
     let mut out = Vec::new();
     for scope in scopes {
-        let mut selected: Vec<&Object<sec::AuthorizationPolicy>> = resources
+        let mut selected: Vec<&Object<T>> = resources
             .iter()
-            .filter_map(|r| match r {
-                Resource::AuthorizationPolicy(o) if namespace_of(&o.metadata) == *scope => Some(o),
-                _ => None,
+            .filter_map(&kind)
+            .filter(|(o, how)| {
+                namespace_of(&o.metadata) == *scope
+                    && !how.targets_ref
+                    && selects(how.selector, labels)
             })
-            .filter(|o| o.spec.target_ref.is_none() && o.spec.target_refs.is_empty())
-            .filter(|o| selects(o.spec.selector.as_ref(), labels))
-            .map(|o| o.as_ref())
+            .map(|(o, _)| o)
             .collect();
         selected.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        out.extend(selected.into_iter().map(translate));
+        out.extend(selected);
     }
     out
+}
+
+/// The AuthorizationPolicies of a workload (Istio's selection, [`select`]), in the proxy's
+/// model.
+pub fn policies_for(
+    resources: &[Resource],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    root_namespace: &str,
+) -> Vec<pb::AuthorizationPolicy> {
+    select(resources, namespace, labels, root_namespace, |r| match r {
+        Resource::AuthorizationPolicy(o) => Some((
+            o.as_ref(),
+            Selection {
+                selector: o.spec.selector.as_ref(),
+                targets_ref: o.spec.target_ref.is_some() || !o.spec.target_refs.is_empty(),
+            },
+        )),
+        _ => None,
+    })
+    .into_iter()
+    .map(translate)
+    .collect()
 }
 
 /// What selection and translation cannot honour in the AuthorizationPolicies, one line per

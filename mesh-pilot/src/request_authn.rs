@@ -4,46 +4,35 @@
 
 use std::collections::BTreeMap;
 
-use mesh_api::security::{self as sec, request_authentication as ra};
-use mesh_api::{Object, Resource};
+use mesh_api::Resource;
+use mesh_api::security::request_authentication as ra;
 use mesh_proto::config::v1 as pb;
 use pb::jwt_rule;
 
-use crate::authz::{namespace_of, selects};
+use crate::authz::{Selection, namespace_of, select};
 
-/// The jwtRules that apply to a workload: RequestAuthentications of the root namespace
-/// (mesh-wide without a selector, else to matching workloads of every namespace), then those
-/// of the workload's namespace (namespace-wide without a selector); each group sorted by name.
-/// Objects with `targetRef`/`targetRefs` attach to gateways and waypoints, never to sidecars.
+/// The jwtRules that apply to a workload: those of its RequestAuthentications, selected as
+/// AuthorizationPolicies are ([`select`]).
 pub fn jwt_rules_for(
     resources: &[Resource],
     namespace: &str,
     labels: &BTreeMap<String, String>,
     root_namespace: &str,
 ) -> Vec<pb::JwtRule> {
-    let scopes: &[&str] = if namespace == root_namespace {
-        &[root_namespace]
-    } else {
-        &[root_namespace, namespace]
-    };
+    let selected = select(resources, namespace, labels, root_namespace, |r| match r {
+        Resource::RequestAuthentication(o) => Some((
+            o.as_ref(),
+            Selection {
+                selector: o.spec.selector.as_ref(),
+                targets_ref: o.spec.target_ref.is_some() || !o.spec.target_refs.is_empty(),
+            },
+        )),
+        _ => None,
+    });
     let mut out = Vec::new();
-    for scope in scopes {
-        let mut selected: Vec<&Object<sec::RequestAuthentication>> = resources
-            .iter()
-            .filter_map(|r| match r {
-                Resource::RequestAuthentication(o) if namespace_of(&o.metadata) == *scope => {
-                    Some(o.as_ref())
-                }
-                _ => None,
-            })
-            .filter(|o| o.spec.target_ref.is_none() && o.spec.target_refs.is_empty())
-            .filter(|o| selects(o.spec.selector.as_ref(), labels))
-            .collect();
-        selected.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        for o in selected {
-            let name = format!("{}/{}", namespace_of(&o.metadata), o.metadata.name);
-            out.extend(o.spec.jwt_rules.iter().map(|r| translate(&name, r)));
-        }
+    for o in selected {
+        let name = format!("{}/{}", namespace_of(&o.metadata), o.metadata.name);
+        out.extend(o.spec.jwt_rules.iter().map(|r| translate(&name, r)));
     }
     out
 }
