@@ -54,8 +54,11 @@ struct Req {
     ip: &'static str,
     remote: &'static str,
     port: u16,
+    destination: Option<&'static str>,
+    sni: Option<&'static str>,
     http: Option<(&'static str, &'static str, &'static str)>,
     headers: HeaderMap,
+    auth: Option<RequestAuth>,
 }
 
 impl Default for Req {
@@ -65,8 +68,11 @@ impl Default for Req {
             ip: "198.18.0.10",
             remote: "198.18.0.10",
             port: 8080,
+            destination: Some("198.18.0.20"),
+            sni: None,
             http: Some(("httpbin.default", "GET", "/ip")),
             headers: HeaderMap::new(),
+            auth: None,
         }
     }
 }
@@ -85,12 +91,15 @@ impl Req {
             source_namespace: None,
             source_ip: self.ip.parse::<IpAddr>().unwrap(),
             remote_ip: self.remote.parse::<IpAddr>().unwrap(),
+            destination_ip: self.destination.map(|d| d.parse::<IpAddr>().unwrap()),
             destination_port: self.port,
+            sni: self.sni,
             http: self.http.map(|(host, method, path)| HttpAttributes {
                 host,
                 method,
                 path,
                 headers: &self.headers,
+                request_auth: self.auth.as_ref(),
             }),
         };
         f(&attrs)
@@ -115,7 +124,11 @@ fn deny(rules: Vec<Rule>) -> Vec<pb::AuthorizationPolicy> {
 }
 
 fn compile_err(policies: &[pb::AuthorizationPolicy]) -> (String, String) {
-    Authorizer::compile(policies).expect_err("must not compile")
+    let e = Authorizer::compile(policies).expect_err("must not compile");
+    (
+        format!("authorizationPolicies[{}].{}", e.policy, e.error.field),
+        e.error.reason,
+    )
 }
 
 // --- Evaluation order -----------------------------------------------------------------------
@@ -959,7 +972,10 @@ fn every_list_field_names_itself() {
             when("destination.port", &[], &["-1"]),
             "when[0].notValues[0]",
         ),
-        (when("destination.ip", &["198.18.0.1"], &[]), "when[0].key"),
+        (
+            when("destination.ip", &["198.18.0.1", "x"], &[]),
+            "when[0].values[1]",
+        ),
         (when("request.headers[]", &["a"], &[]), "when[0].key"),
         (when("source.ip", &[], &[]), "when[0].values"),
     ];
@@ -967,16 +983,6 @@ fn every_list_field_names_itself() {
         let (path, _) = compile_err(&allow(vec![rule]));
         assert_eq!(path, format!("authorizationPolicies[0].rules[0].{field}"));
     }
-}
-
-#[test]
-fn request_auth_keys_need_request_authentication() {
-    let (path, reason) = compile_err(&allow(vec![when("request.auth.claims[iss]", &["a"], &[])]));
-    assert_eq!(path, "authorizationPolicies[0].rules[0].when[0].key");
-    assert!(
-        reason.contains("requires RequestAuthentication (unsupported)"),
-        "{reason}"
-    );
 }
 
 #[test]

@@ -31,12 +31,16 @@ pub fn authorize<B>(
         source_namespace: None,
         source_ip: conn.peer.ip(),
         remote_ip: conn.peer.ip(),
+        destination_ip: conn.original_dst.map(|a| a.ip()),
         destination_port: conn.destination_port,
+        sni: conn.sni(),
         http: Some(HttpAttributes {
             host: authority.to_str().unwrap_or_default(),
             method: req.method().as_str(),
             path: req.uri().path(),
             headers: req.headers(),
+            // No request authentication runs yet: no request carries a verified token.
+            request_auth: None,
         }),
     };
     if authz.has_audit() {

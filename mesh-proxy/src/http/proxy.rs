@@ -48,6 +48,11 @@ impl ConnInfo {
         let id = &self.peer_identity.as_ref()?.spiffe_id;
         Some(id.strip_prefix("spiffe://").unwrap_or(id))
     }
+
+    /// The TLS server name the client sent, on an mTLS connection.
+    pub fn sni(&self) -> Option<&str> {
+        self.peer_identity.as_ref()?.sni.as_deref()
+    }
 }
 
 pub struct Proxy {

@@ -21,8 +21,8 @@ pub use l4::{HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT, TcpTarget};
 pub use original_dst::original_dst;
 pub use secure::{InboundTls, PeerIdentity, Secured};
 
-use crate::config::ConfigError;
 use crate::config::security::same_socket;
+use crate::config::{ConfigError, ConfigObject, FieldError};
 use crate::http::{ConnInfo, ListenerInfo, Proxy};
 use crate::identity::IdentitySlot;
 use crate::metrics::ListenerLabels;
@@ -92,10 +92,13 @@ impl Listeners {
                     rebind.push(spec.clone());
                 }
                 Err(e) => {
-                    return Err(ConfigError {
-                        field: format!("listeners[{i}].address"),
-                        reason: format!("cannot listen on {}: {e}", spec.address),
-                    });
+                    return Err(ConfigError::new(
+                        ConfigObject::Listener { index: i },
+                        FieldError::new(
+                            "address",
+                            format!("cannot listen on {}: {e}", spec.address),
+                        ),
+                    ));
                 }
             }
         }

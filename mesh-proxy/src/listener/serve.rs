@@ -58,7 +58,9 @@ fn tcp_allowed(security: &ListenerSecurity, conn: &ConnInfo) -> bool {
         source_namespace: None,
         source_ip: conn.peer.ip(),
         remote_ip: conn.peer.ip(),
+        destination_ip: conn.original_dst.map(|a| a.ip()),
         destination_port: conn.destination_port,
+        sni: conn.sni(),
         http: None,
     };
     if authz.has_audit() {

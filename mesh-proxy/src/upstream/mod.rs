@@ -9,4 +9,5 @@ pub mod transport;
 pub use cluster::{Cluster, HashInput, Protocol};
 pub use connect::ConnectionStats;
 pub use pool::{Pool, SendError};
+pub use tls_policy::CompileFor;
 pub use transport::{Alpn, Transport, Upstream};
