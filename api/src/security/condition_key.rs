@@ -72,6 +72,18 @@ impl ConditionKey {
         Err(format!("unknown attribute ({key})"))
     }
 
+    /// Why a sidecar cannot evaluate this key, when it cannot. A rule using it then takes
+    /// Istio's fallback: it never grants access (ALLOW matches nothing, DENY and AUDIT match
+    /// everything). `meshctl validate` warns with this and the proxy compiles with it.
+    pub fn sidecar_fallback(&self) -> Option<String> {
+        match self {
+            Self::ExperimentalEnvoyFilter(rest) => Some(format!(
+                "\"experimental.envoy.filters.{rest}\" reads metadata of an Envoy filter, which this proxy does not run"
+            )),
+            _ => None,
+        }
+    }
+
     /// Keys whose values are IP addresses or CIDR blocks.
     pub fn takes_ip(&self) -> bool {
         matches!(self, Self::SourceIp | Self::RemoteIp | Self::DestinationIp)
@@ -110,6 +122,19 @@ mod tests {
             ),
         ] {
             assert_eq!(ConditionKey::parse(key), Ok(want), "{key}");
+        }
+    }
+
+    #[test]
+    fn only_envoy_filter_metadata_falls_back() {
+        let key = ConditionKey::parse("experimental.envoy.filters.a.b[c]").unwrap();
+        assert!(key.sidecar_fallback().unwrap().contains("a.b[c]"));
+        for k in ["source.ip", "request.auth.claims[iss]", "connection.sni"] {
+            assert_eq!(
+                ConditionKey::parse(k).unwrap().sidecar_fallback(),
+                None,
+                "{k}"
+            );
         }
     }
 

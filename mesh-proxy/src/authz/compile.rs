@@ -295,7 +295,7 @@ fn condition(
     let header;
     let claim;
     let service_account;
-    let parse: ParseFn<'_> = match key {
+    let parse: ParseFn<'_> = match &key {
         ConditionKey::SourceIp => &source_ip,
         ConditionKey::RemoteIp => &remote_ip,
         ConditionKey::SourceNamespace => &namespace,
@@ -329,6 +329,7 @@ fn condition(
         ConditionKey::RequestAuthAudiences => &audience,
         ConditionKey::RequestAuthPresenter => &presenter,
         ConditionKey::RequestAuthClaim(path) => {
+            let path = path.clone();
             claim = move |v: &str| Ok(Test::Claim(path.clone(), Pattern::parse(v)));
             &claim
         }
@@ -336,13 +337,10 @@ fn condition(
         ConditionKey::DestinationPort => &port,
         ConditionKey::ConnectionSni => &sni,
         ConditionKey::ExperimentalEnvoyFilter(_) => {
-            cx.unsupported.push((
-                format!("{at}.key"),
-                format!(
-                    "{:?} reads metadata of an Envoy filter, which this proxy does not run",
-                    c.key
-                ),
-            ));
+            let reason = key
+                .sidecar_fallback()
+                .unwrap_or_else(|| format!("{:?} cannot be evaluated here", c.key));
+            cx.unsupported.push((format!("{at}.key"), reason));
             return Ok(None);
         }
     };
