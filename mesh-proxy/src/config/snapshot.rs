@@ -79,12 +79,39 @@ pub(super) struct Env<'a> {
     pub(super) purpose: CompileFor,
 }
 
-/// Compiled clusters and route tables, the first stage. `base` is a part compiled before
-/// (shared by many configs) whose names this part may refer to.
+/// What a part compiled before (shared by many configs) offers to refer to: its route
+/// tables, and its clusters with their subsets ("" for the whole cluster). Names only, so a
+/// sender keeping it per shared part keeps no compiled clusters.
+#[derive(Debug, Default)]
+pub struct Names {
+    route_tables: HashSet<String>,
+    clusters: HashMap<String, HashSet<String>>,
+}
+
+impl Names {
+    /// The names of clusters and route tables that compiled.
+    pub(super) fn of(clusters: &[pb::Cluster], route_tables: &[pb::RouteTable]) -> Names {
+        Names {
+            route_tables: route_tables.iter().map(|t| t.name.clone()).collect(),
+            clusters: clusters
+                .iter()
+                .map(|c| {
+                    let subsets = std::iter::once(String::new())
+                        .chain(c.subsets.iter().map(|s| s.name.clone()))
+                        .collect();
+                    (c.name.clone(), subsets)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Compiled clusters and route tables, the first stage. `base` names a part compiled before
+/// whose clusters and route tables this part may refer to.
 pub struct Upstreams {
     route_tables: HashMap<String, Arc<RouteTable>>,
     clusters: HashMap<String, Arc<Cluster>>,
-    base: Option<Arc<Upstreams>>,
+    base: Option<Arc<Names>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -101,7 +128,7 @@ impl Upstreams {
     pub(super) fn compile(
         clusters: &[pb::Cluster],
         route_tables: &[pb::RouteTable],
-        base: Option<Arc<Upstreams>>,
+        base: Option<Arc<Names>>,
         env: &Env<'_>,
     ) -> Result<Upstreams, ConfigError> {
         let mut out = Upstreams {
@@ -119,7 +146,7 @@ impl Upstreams {
             if c.name.is_empty() {
                 return Err(err("name", "must not be empty".into()));
             }
-            if out.cluster(&c.name).is_some() {
+            if out.has_cluster(&c.name) {
                 return Err(err("name", format!("duplicate cluster {:?}", c.name)));
             }
             let old = env.previous.and_then(|p| p.clusters.get(&c.name));
@@ -148,7 +175,7 @@ impl Upstreams {
                 ),
             })?;
             out.check_destinations(i, t)?;
-            if out.route_table(&t.name).is_some() {
+            if out.has_route_table(&t.name) {
                 return Err(ConfigError::new(
                     ConfigObject::RouteTable { index: i },
                     FieldError::new("name", format!("duplicate route table {:?}", t.name)),
@@ -185,27 +212,39 @@ impl Upstreams {
         Ok(())
     }
 
-    fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.clusters
-            .get(name)
-            .or_else(|| self.base.as_ref()?.cluster(name))
+    fn has_cluster(&self, name: &str) -> bool {
+        self.clusters.contains_key(name)
+            || self
+                .base
+                .as_ref()
+                .is_some_and(|b| b.clusters.contains_key(name))
     }
 
-    fn route_table(&self, name: &str) -> Option<&Arc<RouteTable>> {
-        self.route_tables
-            .get(name)
-            .or_else(|| self.base.as_ref()?.route_table(name))
+    fn has_route_table(&self, name: &str) -> bool {
+        self.route_tables.contains_key(name)
+            || self
+                .base
+                .as_ref()
+                .is_some_and(|b| b.route_tables.contains(name))
     }
 
     /// `Err((field, reason))` when the cluster or its subset does not exist.
     fn cluster_ok(&self, name: &str, subset: &str) -> Result<(), (&'static str, String)> {
-        match self.cluster(name) {
+        let has_subset = match self.clusters.get(name) {
+            Some(c) => Some(c.balancer(subset).is_some()),
+            None => self
+                .base
+                .as_ref()
+                .and_then(|b| b.clusters.get(name))
+                .map(|subsets| subsets.contains(subset)),
+        };
+        match has_subset {
             None => Err(("cluster", format!("unknown cluster {name:?}"))),
-            Some(c) if c.balancer(subset).is_none() => Err((
+            Some(false) => Err((
                 "subset",
                 format!("cluster {name:?} has no subset {subset:?}"),
             )),
-            Some(_) => Ok(()),
+            Some(true) => Ok(()),
         }
     }
 }
@@ -291,7 +330,7 @@ fn validate_listeners(
         }
         match l.protocol() {
             pb::ListenerProtocol::Tcp => {
-                if !l.tcp_cluster.is_empty() && upstreams.cluster(&l.tcp_cluster).is_none() {
+                if !l.tcp_cluster.is_empty() && !upstreams.has_cluster(&l.tcp_cluster) {
                     return Err(err(
                         "tcpCluster",
                         format!("unknown cluster {:?}", l.tcp_cluster),
@@ -305,7 +344,7 @@ fn validate_listeners(
                 }
             }
             _ => {
-                if upstreams.route_table(&l.route_table).is_none() {
+                if !upstreams.has_route_table(&l.route_table) {
                     return Err(err(
                         "routeTable",
                         format!("unknown route table {:?}", l.route_table),
