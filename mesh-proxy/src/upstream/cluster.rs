@@ -9,7 +9,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use mesh_proto::config::v1 as pb;
 
-use super::connect::ConnectionStats;
+use super::connect::{ConnectionStats, Keepalive};
+use super::limits::Thresholds;
 use super::pool::{Pool, PoolSettings};
 use super::tls_policy::TransportPlan;
 use crate::identity::IdentitySlot;
@@ -85,6 +86,11 @@ impl Cluster {
         let settings = PoolSettings {
             connect_timeout: ms_or(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: ms_or(spec.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
+            keepalive: spec.tcp_keepalive.as_ref().map(keepalive),
+            thresholds: Thresholds::from_spec(
+                spec.circuit_breakers.as_ref(),
+                spec.retry_budget.as_ref(),
+            ),
         };
         let protocol = match spec.protocol() {
             pb::UpstreamProtocol::Unspecified | pb::UpstreamProtocol::SameAsDownstream => {
@@ -195,6 +201,15 @@ fn ms_or(ms: u64, default: Duration) -> Duration {
         default
     } else {
         Duration::from_millis(ms)
+    }
+}
+
+fn keepalive(k: &pb::TcpKeepalive) -> Keepalive {
+    let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+    Keepalive {
+        time: ms(k.time_ms),
+        interval: ms(k.interval_ms),
+        probes: (k.probes > 0).then_some(k.probes),
     }
 }
 

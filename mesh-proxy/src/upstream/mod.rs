@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod connect;
+pub mod limits;
 pub mod pool;
 pub mod target;
 pub mod tls_policy;
