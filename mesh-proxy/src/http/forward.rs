@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
 use crate::upstream::limits::Admission;
+use crate::upstream::outlier::Observed;
 use crate::upstream::{Protocol, SendError, Target};
 
 /// A request ready to go upstream, after routing.
@@ -199,6 +200,7 @@ async fn attempts(
         if outcome == Outcome::PerTryTimeout {
             metrics.timeout(&cluster.name);
         }
+        plan.target.observe(&picked, outlier_view(outcome));
         let retry = attempt < max_attempts && plan.policy.retriable(&outcome) && body.can_replay();
         // Past the retry limit or budget the attempt's own answer stands, as in Envoy.
         let retry_held = retry.then(|| cluster.pool.limits().try_retry()).flatten();
@@ -211,6 +213,14 @@ async fn attempts(
         drop(result);
         drop(admission);
         tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
+    }
+}
+
+/// An attempt's end as outlier detection counts it: an answer, or a local-origin failure.
+fn outlier_view(outcome: Outcome) -> Observed {
+    match outcome {
+        Outcome::Response { status, .. } => Observed::Status(status),
+        _ => Observed::LocalFailure,
     }
 }
 

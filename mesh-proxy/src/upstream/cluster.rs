@@ -11,6 +11,7 @@ use mesh_proto::config::v1 as pb;
 
 use super::connect::{ConnectionStats, Keepalive};
 use super::limits::Thresholds;
+use super::outlier::{self, Detector, Observed};
 use super::pool::{Pool, PoolSettings};
 use super::tls_policy::TransportPlan;
 use crate::identity::IdentitySlot;
@@ -47,6 +48,8 @@ pub struct Cluster {
     /// Balancer per subset name; "" holds every endpoint.
     subsets: HashMap<String, Balancer>,
     pub pool: Arc<Pool>,
+    /// Outlier detection, with each subset's members as indexes into the cluster's endpoints.
+    outliers: Option<(Detector, HashMap<String, Vec<usize>>)>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -158,6 +161,15 @@ impl Cluster {
             Some(p) if p.pool.settings() == settings => p.pool.clone(),
             _ => Pool::new(settings, stats()),
         };
+        let outliers = spec.outlier_detection.as_ref().map(|od| {
+            let members = subset_members(spec, &endpoints);
+            let detector = Detector::new(
+                outlier::Config::from_spec(od),
+                endpoints.len(),
+                pool.stats().ejections.clone(),
+            );
+            (detector, members)
+        });
         Ok(Self {
             name: spec.name.clone(),
             spec: spec.clone(),
@@ -169,7 +181,39 @@ impl Cluster {
             hash,
             subsets,
             pool,
+            outliers,
         })
+    }
+
+    /// Indexes (in `subset`'s balancer) of the endpoints outlier detection ejected; None when
+    /// none is, the common case, decided without a lock.
+    pub fn ejected(&self, subset: &str) -> Option<Vec<usize>> {
+        let (detector, members) = self.outliers.as_ref()?;
+        if !detector.any_ejected() {
+            return None;
+        }
+        let ejected = detector.ejected_now(tokio::time::Instant::now());
+        let in_subset: Vec<usize> = match members.get(subset) {
+            Some(m) => (0..m.len()).filter(|i| ejected.contains(&m[*i])).collect(),
+            None => ejected,
+        };
+        (!in_subset.is_empty()).then_some(in_subset)
+    }
+
+    /// Counts how an attempt on endpoint `index` of `subset`'s balancer ended.
+    pub fn observe(&self, subset: &str, index: usize, observed: Observed) {
+        let Some((detector, members)) = &self.outliers else {
+            return;
+        };
+        let host = match members.get(subset) {
+            Some(m) => m.get(index).copied(),
+            None => Some(index),
+        };
+        if let Some(host) = host
+            && detector.observe(host, observed, tokio::time::Instant::now())
+        {
+            tracing::info!(cluster = %self.name, endpoint = host, "outlier detection ejected an endpoint");
+        }
     }
 
     pub fn spec(&self) -> &pb::Cluster {
@@ -202,6 +246,28 @@ fn ms_or(ms: u64, default: Duration) -> Duration {
     } else {
         Duration::from_millis(ms)
     }
+}
+
+/// For each named subset, its members as indexes into the cluster's endpoints ("" is all).
+fn subset_members(
+    spec: &pb::Cluster,
+    endpoints: &[(
+        Arc<lb::Endpoint>,
+        &std::collections::BTreeMap<String, String>,
+    )],
+) -> HashMap<String, Vec<usize>> {
+    spec.subsets
+        .iter()
+        .map(|s| {
+            let members = endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, labels))| s.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                .map(|(i, _)| i)
+                .collect();
+            (s.name.clone(), members)
+        })
+        .collect()
 }
 
 fn keepalive(k: &pb::TcpKeepalive) -> Keepalive {
