@@ -128,9 +128,73 @@ pub fn outlier_detection(od: &OutlierDetection) -> pb::OutlierDetection {
     }
 }
 
+/// The annotation of a DestinationRule that tunes or turns off the retry budget of its
+/// clusters (on by default in the proxy: 20% of active requests, at least 3 at once).
+pub const RETRY_BUDGET_ANNOTATION: &str = "networking.mesh.dev/retry-budget";
+
+/// The annotation's value: `off`, `<percent>%`, or `<percent>%,<minimum concurrent retries>`
+/// (for example `25%,5`). An invalid value is reported and the default budget stays.
+pub fn retry_budget(
+    value: &str,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Option<pb::RetryBudget> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Some(pb::RetryBudget {
+            disabled: true,
+            ..Default::default()
+        });
+    }
+    let (percent, min) = match value.split_once(',') {
+        Some((p, m)) => (p.trim(), Some(m.trim())),
+        None => (value, None),
+    };
+    let percent = percent
+        .strip_suffix('%')
+        .and_then(|p| p.trim().parse::<f64>().ok())
+        .filter(|p| *p > 0.0 && *p <= 100.0);
+    let min = match min {
+        None => Some(0),
+        Some(m) => m.parse::<u32>().ok().filter(|m| *m > 0),
+    };
+    match (percent, min) {
+        (Some(budget_percent), Some(min_retry_concurrency)) => Some(pb::RetryBudget {
+            disabled: false,
+            budget_percent,
+            min_retry_concurrency,
+        }),
+        _ => {
+            warnings.push(format!(
+                "{what}: {RETRY_BUDGET_ANNOTATION} {value:?} is not off, <percent>% or <percent>%,<minimum>; the default budget applies"
+            ));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_budget_annotation() {
+        let mut w = Vec::new();
+        assert!(retry_budget("off", "dr", &mut w).unwrap().disabled);
+        let b = retry_budget("25%", "dr", &mut w).unwrap();
+        assert_eq!((b.budget_percent, b.min_retry_concurrency), (25.0, 0));
+        let b = retry_budget(" 50% , 5 ", "dr", &mut w).unwrap();
+        assert_eq!(
+            (b.budget_percent, b.min_retry_concurrency, b.disabled),
+            (50.0, 5, false)
+        );
+        assert!(w.is_empty());
+        for bad in ["25", "0%", "150%", "20%,x", "on"] {
+            assert!(retry_budget(bad, "default/dr", &mut w).is_none(), "{bad}");
+        }
+        assert_eq!(w.len(), 5);
+        assert!(w[0].starts_with("default/dr: networking.mesh.dev/retry-budget"));
+    }
     use mesh_api::networking::{HttpSettings, TcpKeepalive, TcpSettings};
 
     fn dur(ms: u64) -> Option<mesh_api::Duration> {
