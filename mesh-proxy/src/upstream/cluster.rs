@@ -163,9 +163,10 @@ impl Cluster {
         };
         let outliers = spec.outlier_detection.as_ref().map(|od| {
             let members = subset_members(spec, &endpoints);
-            let detector = Detector::new(
+            let detector = Detector::carried_over(
                 outlier::Config::from_spec(od),
-                endpoints.len(),
+                endpoints.iter().map(|(e, _)| e.address).collect(),
+                previous.and_then(|p| p.outliers.as_ref()).map(|(d, _)| d),
                 pool.stats().ejections.clone(),
             );
             (detector, members)
@@ -362,6 +363,20 @@ endpoints:
         assert_eq!(addrs("v2"), [1002, 1003]);
         assert!(addrs("none").is_empty());
         assert!(c.balancer("v3").is_none());
+    }
+
+    #[test]
+    fn ejections_survive_a_config_update() {
+        let yaml = "{name: a, outlierDetection: {consecutive5xx: 1, maxEjectionPercent: 100},
+            endpoints: [{address: '127.0.0.1:1'}, {address: '127.0.0.1:2'}]}";
+        let first =
+            Arc::new(Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap());
+        first.observe("", 1, Observed::Status(503));
+        assert_eq!(first.ejected(""), Some(vec![1]));
+        let next = Cluster::compile(&spec(yaml), Some(&first), ConnectionStats::default).unwrap();
+        assert_eq!(next.ejected(""), Some(vec![1]));
+        let fresh = Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap();
+        assert_eq!(fresh.ejected(""), None);
     }
 
     #[test]

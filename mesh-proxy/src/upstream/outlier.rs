@@ -3,6 +3,7 @@
 //! time, which grows with the number of times they were ejected. Time is passed in, so the
 //! state machine is pure and tested without waiting.
 
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -150,6 +151,8 @@ impl HostState {
 #[derive(Debug)]
 pub struct Detector {
     config: Config,
+    /// The endpoints' addresses, so a config update can carry their states over.
+    addresses: Vec<SocketAddr>,
     hosts: Mutex<Vec<HostState>>,
     /// Endpoints with an ejection not yet cleared: zero lets picks skip every check.
     ejected: AtomicUsize,
@@ -157,11 +160,36 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(config: Config, endpoints: usize, ejections: Counter) -> Self {
+    pub fn new(config: Config, addresses: Vec<SocketAddr>, ejections: Counter) -> Self {
+        Self::carried_over(config, addresses, None, ejections)
+    }
+
+    /// A detector for a new endpoint list that keeps what `previous` knew of the endpoints
+    /// still in it (their counts and ejections), as Envoy keeps host state across updates.
+    pub fn carried_over(
+        config: Config,
+        addresses: Vec<SocketAddr>,
+        previous: Option<&Detector>,
+        ejections: Counter,
+    ) -> Self {
+        let old = previous.map(|p| (&p.addresses, p.hosts.lock().expect("outlier lock")));
+        let hosts: Vec<HostState> = addresses
+            .iter()
+            .map(|a| {
+                old.as_ref()
+                    .and_then(|(addrs, states)| {
+                        Some(states[addrs.iter().position(|x| x == a)?].clone())
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        drop(old);
+        let ejected = hosts.iter().filter(|h| h.ejected_until.is_some()).count();
         Self {
             config,
-            hosts: Mutex::new(vec![HostState::default(); endpoints]),
-            ejected: AtomicUsize::new(0),
+            addresses,
+            hosts: Mutex::new(hosts),
+            ejected: AtomicUsize::new(ejected),
             ejections,
         }
     }
@@ -248,8 +276,38 @@ mod tests {
         Config::from_spec(&serde_saphyr::from_str(yaml).unwrap())
     }
 
+    fn addresses(n: usize) -> Vec<SocketAddr> {
+        (1..=n as u16)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
+    }
+
     fn detector(yaml: &str, hosts: usize) -> Detector {
-        Detector::new(config(yaml), hosts, Counter::default())
+        Detector::new(config(yaml), addresses(hosts), Counter::default())
+    }
+
+    #[test]
+    fn a_new_endpoint_list_keeps_the_state_of_endpoints_still_in_it() {
+        let d = detector("{consecutive5xx: 2, maxEjectionPercent: 100}", 3);
+        let t = Instant::now();
+        assert!(!d.observe(0, Observed::Status(500), t));
+        assert!(!d.observe(1, Observed::Status(500), t));
+        assert!(d.observe(1, Observed::Status(500), t));
+        // Endpoint 3 gone, 4 new, the order changed.
+        let mut next = addresses(4);
+        next.remove(2);
+        next.reverse();
+        let n = Detector::carried_over(d.config, next, Some(&d), Counter::default());
+        assert!(n.any_ejected());
+        assert_eq!(n.ejected_now(t), [1], "127.0.0.1:2 is now at index 1");
+        assert!(
+            n.observe(2, Observed::Status(500), t),
+            "127.0.0.1:1 had one 5xx already"
+        );
+        assert!(
+            !n.observe(0, Observed::Status(500), t),
+            "127.0.0.1:4 starts afresh"
+        );
     }
 
     const S: Duration = Duration::from_secs(1);
