@@ -143,7 +143,7 @@ pub fn apply(
         cluster.idle_timeout_ms = h.idle_timeout.as_ref().map(ms).unwrap_or(0);
     }
     if let Some(pool) = &policy.connection_pool {
-        resilience::connection_pool(cluster, pool, protocol, what, warnings);
+        resilience::connection_pool(cluster, pool, what, warnings);
     }
     cluster.protocol = upstream_protocol(protocol, http) as i32;
     cluster.outlier_detection = policy

@@ -5,8 +5,6 @@
 use mesh_api::networking::{ConnectionPoolSettings, OutlierDetection};
 use mesh_proto::config::v1 as pb;
 
-use crate::registry::Protocol;
-
 /// Istio's outlier detection defaults (Envoy's, as Istio documents them).
 const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
 const DEFAULT_CONSECUTIVE_LOCAL_ORIGIN: u32 = 5;
@@ -28,20 +26,12 @@ fn count(v: Option<i32>) -> u32 {
 pub fn connection_pool(
     cluster: &mut pb::Cluster,
     pool: &ConnectionPoolSettings,
-    protocol: Protocol,
     what: &str,
     warnings: &mut Vec<String>,
 ) {
     let mut limits = pb::CircuitBreakers::default();
     if let Some(tcp) = &pool.tcp {
         limits.max_connections = count(tcp.max_connections);
-        // Connections of TCP proxying are not counted by the proxy's limits yet.
-        if tcp.max_connections.is_some() && !carries_http(protocol) {
-            warnings.push(format!(
-                "{what}: connectionPool.tcp.maxConnections is enforced for HTTP traffic only; TCP connections of this {} port are not limited",
-                protocol.as_str()
-            ));
-        }
         cluster.tcp_keepalive = tcp.tcp_keepalive.as_ref().map(|k| pb::TcpKeepalive {
             probes: k.probes.unwrap_or(0),
             time_ms: k.time.as_ref().map_or(0, ms),
@@ -83,19 +73,6 @@ pub fn connection_pool(
     if limits != pb::CircuitBreakers::default() {
         cluster.circuit_breakers = Some(limits);
     }
-}
-
-/// HTTP-capable ports go through the proxy's HTTP path, where the limits are enforced.
-fn carries_http(protocol: Protocol) -> bool {
-    matches!(
-        protocol,
-        Protocol::Http
-            | Protocol::Http2
-            | Protocol::Grpc
-            | Protocol::GrpcWeb
-            | Protocol::HttpProxy
-            | Protocol::Unknown
-    )
 }
 
 /// `outlierDetection` with Istio's defaults filled in, so the proxy needs none of its own.
@@ -223,7 +200,7 @@ mod tests {
         };
         let mut c = pb::Cluster::default();
         let mut w = Vec::new();
-        connection_pool(&mut c, &pool, Protocol::Http, "c", &mut w);
+        connection_pool(&mut c, &pool, "c", &mut w);
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(
             c.circuit_breakers,
@@ -261,18 +238,12 @@ mod tests {
         };
         let mut c = pb::Cluster::default();
         let mut w = Vec::new();
-        connection_pool(
-            &mut c,
-            &pool,
-            Protocol::Tcp,
-            "outbound|27017||mongo",
-            &mut w,
-        );
-        assert_eq!(w.len(), 4, "{w:?}");
-        assert!(w[0].contains("maxConnections") && w[0].contains("HTTP traffic only"));
-        assert!(w[1].contains("maxConnectionDuration"));
-        assert!(w[2].contains("tcp.idleTimeout"));
-        assert!(w[3].contains("maxConcurrentStreams"));
+        connection_pool(&mut c, &pool, "outbound|27017||mongo", &mut w);
+        assert_eq!(c.circuit_breakers.unwrap().max_connections, 10);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("maxConnectionDuration"));
+        assert!(w[1].contains("tcp.idleTimeout"));
+        assert!(w[2].contains("maxConcurrentStreams"));
         assert!(w.iter().all(|m| m.starts_with("outbound|27017||mongo")));
     }
 

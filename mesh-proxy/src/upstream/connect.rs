@@ -58,6 +58,9 @@ pub enum ConnectError {
     Io { addr: SocketAddr, source: io::Error },
     #[error("TLS handshake with {addr} failed: {source}")]
     Tls { addr: SocketAddr, source: io::Error },
+    /// The cluster's `maxConnections` is reached.
+    #[error("the cluster's connection limit is reached")]
+    Overflow,
 }
 
 pub async fn connect(
@@ -86,6 +89,7 @@ pub async fn connect(
     Ok(Counted {
         inner: stream,
         guard: ActiveGuard(stats.active.clone()),
+        room: None,
     })
 }
 
@@ -103,6 +107,15 @@ pin_project! {
         #[pin]
         inner: TcpStream,
         guard: ActiveGuard,
+        // Its place under the cluster's maxConnections, when it takes one.
+        room: Option<super::limits::Held>,
+    }
+}
+
+impl Counted {
+    /// Keeps `room` (a place under `maxConnections`) until the connection is dropped.
+    pub fn hold(&mut self, room: super::limits::Held) {
+        self.room = Some(room);
     }
 }
 

@@ -196,6 +196,31 @@ impl Pool {
         }
     }
 
+    /// A connection of its own (TCP proxying, `Upgrade` streams) counted under
+    /// `maxConnections` while open; at the limit it is refused at once, as Envoy's TCP proxy.
+    pub async fn connect_own(
+        &self,
+        addr: SocketAddr,
+        transport: &Transport,
+        alpn: Alpn,
+    ) -> Result<Upstream, ConnectError> {
+        let room = match self.settings.thresholds.max_connections {
+            None => None,
+            Some(_) => match self.limits.try_connection() {
+                Some(room) => Some(room),
+                None => {
+                    self.limits.overflowed(Overflow::Connections);
+                    return Err(ConnectError::Overflow);
+                }
+            },
+        };
+        let mut upstream = self.connect_with(addr, transport, alpn).await?;
+        if let Some(room) = room {
+            upstream.tcp_mut().hold(room);
+        }
+        Ok(upstream)
+    }
+
     /// Sends an HTTP/1.1 request on an idle connection, or a new one.
     pub async fn send_h1(
         self: &Arc<Self>,
