@@ -435,6 +435,16 @@ fn endpoints(
                 ));
                 return None;
             }
+            // The proxy connects to addresses only (it resolves no names), so a DNS endpoint
+            // would make it refuse the whole config: leave it out and say so.
+            let host = e.address.trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<std::net::IpAddr>().is_err() {
+                warnings.push(format!(
+                    "{cluster}: endpoint {} is a DNS name, which the proxy does not resolve yet; skipped",
+                    e.address
+                ));
+                return None;
+            }
             let p = e.ports.get(&port.number).copied().unwrap_or(port.number);
             Some(Endpoint {
                 address: socket_addr(&e.address, p),

@@ -187,15 +187,11 @@ async fn attempts(
             Err(()) => Outcome::PerTryTimeout,
             Ok(Err(SendError::Connect(_) | SendError::Handshake(_))) => Outcome::ConnectFailure,
             Ok(Err(e)) if e.is_refused_stream() => Outcome::RefusedStream,
+            Ok(Err(e)) if e.is_before_request() => Outcome::ResetBeforeRequest,
             Ok(Err(_)) => Outcome::Reset,
-            Ok(Ok(resp)) => Outcome::Response {
-                status: resp.status().as_u16(),
-                grpc_status: resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok()),
-            },
+            Ok(Ok(resp)) => plan
+                .policy
+                .response_outcome(resp.status().as_u16(), resp.headers()),
         };
         if outcome == Outcome::PerTryTimeout {
             metrics.timeout(&cluster.name);

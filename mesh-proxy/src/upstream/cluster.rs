@@ -13,7 +13,8 @@ use super::connect::{ConnectionStats, Keepalive};
 use super::limits::Thresholds;
 use super::outlier::{self, Detector, Observed};
 use super::pool::{Pool, PoolSettings};
-use super::tls_policy::TransportPlan;
+use super::tls_policy::{CompileFor, TransportPlan};
+use crate::config::FieldError;
 use crate::identity::IdentitySlot;
 use crate::lb::{self, Balancer, Policy};
 use crate::route::query_param;
@@ -70,12 +71,12 @@ pub struct HashInput<'a> {
 impl Cluster {
     /// Builds a cluster; `previous` (the same name in the last config) lends its pool when
     /// the connection settings did not change, so open connections survive the update.
-    /// Errors are `(field path, reason)`. Without an identity: mesh mTLS is never automatic.
+    /// Without an identity: mesh mTLS is never automatic.
     pub fn compile(
         spec: &pb::Cluster,
         previous: Option<&Arc<Cluster>>,
         stats: impl FnOnce() -> ConnectionStats,
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, FieldError> {
         Self::compile_with_identity(spec, previous, stats, &Arc::default())
     }
 
@@ -85,7 +86,18 @@ impl Cluster {
         previous: Option<&Arc<Cluster>>,
         stats: impl FnOnce() -> ConnectionStats,
         identity: &Arc<IdentitySlot>,
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, FieldError> {
+        Self::build(spec, previous, stats, identity, CompileFor::Proxy)
+    }
+
+    /// The compile step, for a proxy or for a check (see [`CompileFor`]).
+    pub fn build(
+        spec: &pb::Cluster,
+        previous: Option<&Arc<Cluster>>,
+        stats: impl FnOnce() -> ConnectionStats,
+        identity: &Arc<IdentitySlot>,
+        purpose: CompileFor,
+    ) -> Result<Self, FieldError> {
         let settings = PoolSettings {
             connect_timeout: ms_or(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: ms_or(spec.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
@@ -111,17 +123,17 @@ impl Cluster {
         };
         let hash = compile_hash(spec)?;
         if matches!(policy, Policy::RingHash | Policy::Maglev) && hash.is_none() {
-            return Err((
-                "hashPolicy".into(),
-                "RING_HASH and MAGLEV need a hash policy".into(),
+            return Err(FieldError::new(
+                "hashPolicy",
+                "RING_HASH and MAGLEV need a hash policy",
             ));
         }
 
-        let mut transports = TransportPlan::new(spec.tls.as_ref(), identity)?;
+        let mut transports = TransportPlan::new(spec.tls.as_ref(), identity, purpose)?;
         let mut endpoints = Vec::with_capacity(spec.endpoints.len());
         for (i, e) in spec.endpoints.iter().enumerate() {
             let address: SocketAddr = e.address.parse().map_err(|_| {
-                (
+                FieldError::new(
                     format!("endpoints[{i}].address"),
                     format!("{:?} is not an IP:port address", e.address),
                 )
@@ -139,7 +151,10 @@ impl Cluster {
         );
         for (i, subset) in spec.subsets.iter().enumerate() {
             if subset.name.is_empty() {
-                return Err((format!("subsets[{i}].name"), "must not be empty".into()));
+                return Err(FieldError::new(
+                    format!("subsets[{i}].name"),
+                    "must not be empty",
+                ));
             }
             let members = endpoints
                 .iter()
@@ -150,7 +165,7 @@ impl Cluster {
                 .insert(subset.name.clone(), Balancer::new(policy, members))
                 .is_some()
             {
-                return Err((
+                return Err(FieldError::new(
                     format!("subsets[{i}].name"),
                     format!("duplicate subset {:?}", subset.name),
                 ));
@@ -159,6 +174,7 @@ impl Cluster {
 
         let pool = match previous {
             Some(p) if p.pool.settings() == settings => p.pool.clone(),
+            _ if purpose == CompileFor::Check => Pool::unswept(settings, stats()),
             _ => Pool::new(settings, stats()),
         };
         let outliers = spec.outlier_detection.as_ref().map(|od| {
@@ -280,20 +296,22 @@ fn keepalive(k: &pb::TcpKeepalive) -> Keepalive {
     }
 }
 
-fn compile_hash(spec: &pb::Cluster) -> Result<Option<HashSource>, (String, String)> {
+fn compile_hash(spec: &pb::Cluster) -> Result<Option<HashSource>, FieldError> {
     use pb::hash_policy::Key;
     let Some(key) = spec.hash_policy.as_ref().and_then(|h| h.key.as_ref()) else {
         return Ok(None);
     };
-    let empty = |f: &str| Err((format!("hashPolicy.{f}"), "must not be empty".to_string()));
+    let empty = |f: &str| {
+        Err(FieldError::new(
+            format!("hashPolicy.{f}"),
+            "must not be empty",
+        ))
+    };
     Ok(Some(match key {
         Key::Header(h) if h.is_empty() => return empty("header"),
         Key::Header(h) => HashSource::Header(
             http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                (
-                    "hashPolicy.header".to_string(),
-                    format!("invalid header name {h:?}"),
-                )
+                FieldError::new("hashPolicy.header", format!("invalid header name {h:?}"))
             })?,
         ),
         Key::Cookie(c) if c.is_empty() => return empty("cookie"),
@@ -387,14 +405,14 @@ endpoints:
             ConnectionStats::default,
         )
         .unwrap_err();
-        assert_eq!(err.0, "endpoints[0].address");
+        assert_eq!(err.field, "endpoints[0].address");
         let err = Cluster::compile(
             &spec("{name: a, lbPolicy: MAGLEV}"),
             None,
             ConnectionStats::default,
         )
         .unwrap_err();
-        assert_eq!(err.0, "hashPolicy");
+        assert_eq!(err.field, "hashPolicy");
     }
 
     #[test]

@@ -13,4 +13,5 @@ pub use cluster::{Cluster, HashInput, Protocol};
 pub use connect::ConnectionStats;
 pub use pool::{Pool, SendError};
 pub use target::{Endpoints, Target, passthrough_cluster};
+pub use tls_policy::CompileFor;
 pub use transport::{Alpn, Transport, Upstream};

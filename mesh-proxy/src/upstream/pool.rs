@@ -43,6 +43,12 @@ impl SendError {
         }
         false
     }
+
+    /// The connection was lost before the request was written on it (hyper cancels such a
+    /// request): nothing of it reached the upstream.
+    pub fn is_before_request(&self) -> bool {
+        matches!(self, Self::Request(e) if e.is_canceled())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,20 +90,25 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 impl Pool {
     pub fn new(settings: PoolSettings, stats: ConnectionStats) -> Arc<Self> {
+        let pool = Self::unswept(settings, stats);
+        spawn_sweeper(Arc::downgrade(&pool), settings.idle_timeout);
+        pool
+    }
+
+    /// A pool without the idle sweeper: for configs that are only checked, never used.
+    pub fn unswept(settings: PoolSettings, stats: ConnectionStats) -> Arc<Self> {
         let limits = Limits::new(
             settings.thresholds,
             stats.overflow.clone(),
             stats.retry_overflow.clone(),
         );
-        let pool = Arc::new(Self {
+        Arc::new(Self {
             settings,
             stats,
             limits,
             h1_idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
-        });
-        spawn_sweeper(Arc::downgrade(&pool), settings.idle_timeout);
-        pool
+        })
     }
 
     pub fn settings(&self) -> PoolSettings {
