@@ -8,12 +8,15 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, head
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::admitted::AdmittedBody;
 use super::body::{BodyFailure, DownstreamBody, Replay, ResponseBody, UpstreamBody};
 use super::headers::remove_hop_by_hop;
 use super::local;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
+use crate::upstream::limits::Admission;
+use crate::upstream::outlier::Observed;
 use crate::upstream::{Protocol, SendError, Target};
 
 /// A request ready to go upstream, after routing.
@@ -111,8 +114,19 @@ async fn attempts(
     // Endpoints already tried, so a retry prefers another one; kept on the stack.
     let mut tried = [0usize; MAX_REMEMBERED];
     let mut attempt = 0;
+    // The retry in progress, counted against the cluster's retry limit or budget.
+    let mut _retrying = None;
     loop {
         attempt += 1;
+        // Counted by the cluster's circuit breakers until the response ends.
+        let Ok(admission) = cluster
+            .pool
+            .limits()
+            .admit(version != Version::HTTP_2)
+            .await
+        else {
+            return local::overflow(grpc);
+        };
         let remembered = (attempt as usize - 1).min(MAX_REMEMBERED);
         // Counted in flight until this attempt ends.
         let Some(picked) = plan.target.pick(plan.hash, &tried[..remembered]) else {
@@ -166,6 +180,9 @@ async fn attempts(
             tracing::debug!(cluster = %cluster.name, attempt, error = %bad_body, "malformed downstream request body");
             return local::bad_request_body(grpc, out.downstream_version);
         }
+        if matches!(result, Ok(Err(SendError::Overflow(_)))) {
+            return local::overflow(grpc);
+        }
         let outcome = match &result {
             Err(()) => Outcome::PerTryTimeout,
             Ok(Err(SendError::Connect(_) | SendError::Handshake(_))) => Outcome::ConnectFailure,
@@ -179,14 +196,27 @@ async fn attempts(
         if outcome == Outcome::PerTryTimeout {
             metrics.timeout(&cluster.name);
         }
+        plan.target.observe(&picked, outlier_view(outcome));
         let retry = attempt < max_attempts && plan.policy.retriable(&outcome) && body.can_replay();
-        if !retry {
-            return finish(result, grpc);
-        }
+        // Past the retry limit or budget the attempt's own answer stands, as in Envoy.
+        let retry_held = retry.then(|| cluster.pool.limits().try_retry()).flatten();
+        let Some(retry_held) = retry_held else {
+            return finish(result, grpc, admission);
+        };
+        _retrying = Some(retry_held);
         tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
         metrics.retry(&cluster.name);
         drop(result);
+        drop(admission);
         tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
+    }
+}
+
+/// An attempt's end as outlier detection counts it: an answer, or a local-origin failure.
+fn outlier_view(outcome: Outcome) -> Observed {
+    match outcome {
+        Outcome::Response { status, .. } => Observed::Status(status),
+        _ => Observed::LocalFailure,
     }
 }
 
@@ -233,6 +263,7 @@ fn build(
 fn finish(
     result: Result<Result<Response<Incoming>, SendError>, ()>,
     grpc: bool,
+    admission: Admission,
 ) -> Response<ResponseBody> {
     match result {
         Err(()) => local::timeout(grpc),
@@ -247,7 +278,10 @@ fn finish(
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             remove_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, ResponseBody::Upstream(body))
+            Response::from_parts(
+                parts,
+                ResponseBody::Admitted(AdmittedBody::new(body, admission)),
+            )
         }
     }
 }

@@ -156,7 +156,7 @@ pub async fn serve_tcp(mut stream: impl Io, conn: &ConnContext, target: Option<T
     let mut upstream = match target
         .cluster
         .pool
-        .connect_with(endpoint.address, &endpoint.transport, Alpn::None)
+        .connect_own(endpoint.address, &endpoint.transport, Alpn::None)
         .await
     {
         Ok(u) => u,

@@ -105,7 +105,8 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// Istio's default when a route says nothing: 2 retries on connect-failure,
-    /// refused-stream, unavailable, cancelled and retriable-status-codes.
+    /// refused-stream, unavailable, cancelled and retriable-status-codes, the code being 503
+    /// (Istio's `DefaultPolicy`).
     pub fn istio_default() -> Self {
         Self {
             num_retries: 2,
@@ -115,7 +116,7 @@ impl RetryPolicy {
                 .union(RetryOn::GRPC_UNAVAILABLE)
                 .union(RetryOn::GRPC_CANCELLED)
                 .union(RetryOn::RETRIABLE_STATUS_CODES),
-            status_codes: Vec::new(),
+            status_codes: vec![503],
             retriable_headers: Vec::new(),
         }
     }
@@ -329,8 +330,9 @@ mod tests {
         assert!(d.retriable(&Outcome::RefusedStream));
         assert!(d.retriable(&grpc(14)));
         assert!(d.retriable(&grpc(1)));
+        assert!(d.retriable(&response(503)), "503 is Istio's retriable code");
         assert!(
-            !d.retriable(&response(503)),
+            !d.retriable(&response(500)),
             "5xx is not in Istio's default"
         );
         assert!(!d.retriable(&Outcome::Reset));

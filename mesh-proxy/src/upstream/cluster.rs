@@ -9,7 +9,9 @@ use std::time::Duration;
 use http::HeaderMap;
 use mesh_proto::config::v1 as pb;
 
-use super::connect::ConnectionStats;
+use super::connect::{ConnectionStats, Keepalive};
+use super::limits::Thresholds;
+use super::outlier::{self, Detector, Observed};
 use super::pool::{Pool, PoolSettings};
 use super::tls_policy::{CompileFor, TransportPlan};
 use crate::config::FieldError;
@@ -47,6 +49,8 @@ pub struct Cluster {
     /// Balancer per subset name; "" holds every endpoint.
     subsets: HashMap<String, Balancer>,
     pub pool: Arc<Pool>,
+    /// Outlier detection, with each subset's members as indexes into the cluster's endpoints.
+    outliers: Option<(Detector, HashMap<String, Vec<usize>>)>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -97,6 +101,11 @@ impl Cluster {
         let settings = PoolSettings {
             connect_timeout: ms_or(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: ms_or(spec.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
+            keepalive: spec.tcp_keepalive.as_ref().map(keepalive),
+            thresholds: Thresholds::from_spec(
+                spec.circuit_breakers.as_ref(),
+                spec.retry_budget.as_ref(),
+            ),
         };
         let protocol = match spec.protocol() {
             pb::UpstreamProtocol::Unspecified | pb::UpstreamProtocol::SameAsDownstream => {
@@ -168,6 +177,16 @@ impl Cluster {
             _ if purpose == CompileFor::Check => Pool::unswept(settings, stats()),
             _ => Pool::new(settings, stats()),
         };
+        let outliers = spec.outlier_detection.as_ref().map(|od| {
+            let members = subset_members(spec, &endpoints);
+            let detector = Detector::carried_over(
+                outlier::Config::from_spec(od),
+                endpoints.iter().map(|(e, _)| e.address).collect(),
+                previous.and_then(|p| p.outliers.as_ref()).map(|(d, _)| d),
+                pool.stats().ejections.clone(),
+            );
+            (detector, members)
+        });
         Ok(Self {
             name: spec.name.clone(),
             spec: spec.clone(),
@@ -179,7 +198,39 @@ impl Cluster {
             hash,
             subsets,
             pool,
+            outliers,
         })
+    }
+
+    /// Indexes (in `subset`'s balancer) of the endpoints outlier detection ejected; None when
+    /// none is, the common case, decided without a lock.
+    pub fn ejected(&self, subset: &str) -> Option<Vec<usize>> {
+        let (detector, members) = self.outliers.as_ref()?;
+        if !detector.any_ejected() {
+            return None;
+        }
+        let ejected = detector.ejected_now(tokio::time::Instant::now());
+        let in_subset: Vec<usize> = match members.get(subset) {
+            Some(m) => (0..m.len()).filter(|i| ejected.contains(&m[*i])).collect(),
+            None => ejected,
+        };
+        (!in_subset.is_empty()).then_some(in_subset)
+    }
+
+    /// Counts how an attempt on endpoint `index` of `subset`'s balancer ended.
+    pub fn observe(&self, subset: &str, index: usize, observed: Observed) {
+        let Some((detector, members)) = &self.outliers else {
+            return;
+        };
+        let host = match members.get(subset) {
+            Some(m) => m.get(index).copied(),
+            None => Some(index),
+        };
+        if let Some(host) = host
+            && detector.observe(host, observed, tokio::time::Instant::now())
+        {
+            tracing::info!(cluster = %self.name, endpoint = host, "outlier detection ejected an endpoint");
+        }
     }
 
     pub fn spec(&self) -> &pb::Cluster {
@@ -211,6 +262,37 @@ fn ms_or(ms: u64, default: Duration) -> Duration {
         default
     } else {
         Duration::from_millis(ms)
+    }
+}
+
+/// For each named subset, its members as indexes into the cluster's endpoints ("" is all).
+fn subset_members(
+    spec: &pb::Cluster,
+    endpoints: &[(
+        Arc<lb::Endpoint>,
+        &std::collections::BTreeMap<String, String>,
+    )],
+) -> HashMap<String, Vec<usize>> {
+    spec.subsets
+        .iter()
+        .map(|s| {
+            let members = endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, labels))| s.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                .map(|(i, _)| i)
+                .collect();
+            (s.name.clone(), members)
+        })
+        .collect()
+}
+
+fn keepalive(k: &pb::TcpKeepalive) -> Keepalive {
+    let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+    Keepalive {
+        time: ms(k.time_ms),
+        interval: ms(k.interval_ms),
+        probes: (k.probes > 0).then_some(k.probes),
     }
 }
 
@@ -299,6 +381,20 @@ endpoints:
         assert_eq!(addrs("v2"), [1002, 1003]);
         assert!(addrs("none").is_empty());
         assert!(c.balancer("v3").is_none());
+    }
+
+    #[test]
+    fn ejections_survive_a_config_update() {
+        let yaml = "{name: a, outlierDetection: {consecutive5xx: 1, maxEjectionPercent: 100},
+            endpoints: [{address: '127.0.0.1:1'}, {address: '127.0.0.1:2'}]}";
+        let first =
+            Arc::new(Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap());
+        first.observe("", 1, Observed::Status(503));
+        assert_eq!(first.ejected(""), Some(vec![1]));
+        let next = Cluster::compile(&spec(yaml), Some(&first), ConnectionStats::default).unwrap();
+        assert_eq!(next.ejected(""), Some(vec![1]));
+        let fresh = Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap();
+        assert_eq!(fresh.ejected(""), None);
     }
 
     #[test]

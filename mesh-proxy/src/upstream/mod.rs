@@ -2,6 +2,8 @@
 
 pub mod cluster;
 pub mod connect;
+pub mod limits;
+pub mod outlier;
 pub mod pool;
 pub mod target;
 pub mod tls_policy;
