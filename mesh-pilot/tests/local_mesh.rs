@@ -152,6 +152,7 @@ impl Mesh {
                 inbound: format!("127.0.0.1:{inbound_port}"),
                 application: app.addr().to_string(),
                 transparent: false,
+                gateway: None,
             }),
             ..Default::default()
         };

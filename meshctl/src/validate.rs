@@ -18,13 +18,22 @@ pub fn run(args: &Args) -> ExitCode {
     let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut objects = 0;
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     for path in &args.files {
         let (resources, errs) = mesh_api::load_path(path);
         for r in &resources {
             *kinds.entry(r.kind().as_str()).or_default() += 1;
+            warnings.extend(mesh_api::validate::warnings(r));
         }
         objects += resources.len();
         errors.extend(errs);
+    }
+    // Valid, but not (fully) done by the mesh: said, never silently ignored.
+    {
+        let mut err = std::io::stderr().lock();
+        for w in &warnings {
+            let _ = writeln!(err, "warning: {w}");
+        }
     }
     if errors.is_empty() {
         let summary: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();

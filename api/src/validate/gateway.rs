@@ -158,3 +158,114 @@ fn server_tls(t: &ServerTlsSettings, p: &FieldPath, errs: &mut Errors) {
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {}
     }
 }
+
+/// What the mesh's gateway does not implement in a valid Gateway: each field is named with
+/// what happens instead (the server is skipped, or the field has no effect). Istio accepts
+/// these, so they are warnings, not errors; pilot reports the same at translation.
+pub fn unsupported(gw: &Gateway, p: &FieldPath, out: &mut Errors) {
+    for (i, s) in gw.servers.iter().enumerate() {
+        let sp = p.key("servers").index(i);
+        let protocol = s
+            .port
+            .as_ref()
+            .and_then(|port| parse_protocol(&port.protocol));
+        if let Some(proto) = protocol
+            && !matches!(proto, "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS")
+        {
+            out.push(
+                &sp.key("port").key("protocol"),
+                format!(
+                    "{proto} servers are not supported by the gateway (HTTP, HTTP2, GRPC, HTTPS and TLS are); the server is skipped"
+                ),
+            );
+        }
+        if s.default_endpoint.is_some() {
+            out.push(
+                &sp.key("defaultEndpoint"),
+                "not supported by the gateway (it proxies, it does not forward to a local endpoint); ignored",
+            );
+        }
+        if s.bind.as_deref().is_some_and(|b| b.starts_with("unix://")) {
+            out.push(
+                &sp.key("bind"),
+                "unix domain socket binds are not supported; the server is skipped",
+            );
+        }
+        let Some(t) = &s.tls else { continue };
+        let tp = sp.key("tls");
+        let secure = matches!(protocol, Some("HTTPS" | "TLS"));
+        if !secure {
+            continue;
+        }
+        match t.mode {
+            ServerTlsMode::AutoPassthrough | ServerTlsMode::IstioMutual => out.push(
+                &tp.key("mode"),
+                format!(
+                    "{} is not supported by the gateway (SIMPLE, MUTUAL, OPTIONAL_MUTUAL and PASSTHROUGH are); the server is skipped",
+                    mode_name(t.mode)
+                ),
+            ),
+            ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+                if protocol == Some("TLS") =>
+            {
+                out.push(
+                    &tp.key("mode"),
+                    "TLS termination for TCP routes (protocol TLS with a terminating mode) is not supported; the server is skipped",
+                )
+            }
+            _ => {}
+        }
+        let terminating = matches!(
+            t.mode,
+            ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+        );
+        if terminating
+            && (t.credential_name.is_some() || !t.credential_names.is_empty())
+            && (t.server_certificate.is_none() || t.private_key.is_none())
+        {
+            out.push(
+                &tp.key("credentialName"),
+                "certificates from Secrets are not supported: set serverCertificate and privateKey (files, e.g. a mounted Secret); the server is skipped",
+            );
+        } else if t.credential_name.is_some() || !t.credential_names.is_empty() {
+            out.push(
+                &tp.key("credentialName"),
+                "ignored: the certificate comes from serverCertificate and privateKey",
+            );
+        }
+        let ignored = [
+            ("caCrl", t.ca_crl.is_some()),
+            ("subjectAltNames", !t.subject_alt_names.is_empty()),
+            (
+                "verifyCertificateSpki",
+                !t.verify_certificate_spki.is_empty(),
+            ),
+            (
+                "verifyCertificateHash",
+                !t.verify_certificate_hash.is_empty(),
+            ),
+            ("minProtocolVersion", t.min_protocol_version.is_some()),
+            ("maxProtocolVersion", t.max_protocol_version.is_some()),
+            ("cipherSuites", !t.cipher_suites.is_empty()),
+        ];
+        for (field, set) in ignored {
+            if set {
+                out.push(
+                    &tp.key(field),
+                    "not supported by the gateway; ignored (TLS 1.2 and 1.3 with rustls' default suites, client certificates checked against caCertificates only)",
+                );
+            }
+        }
+    }
+}
+
+fn mode_name(mode: ServerTlsMode) -> &'static str {
+    match mode {
+        ServerTlsMode::Passthrough => "PASSTHROUGH",
+        ServerTlsMode::Simple => "SIMPLE",
+        ServerTlsMode::Mutual => "MUTUAL",
+        ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
+        ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
+        ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+    }
+}

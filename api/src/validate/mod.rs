@@ -72,6 +72,27 @@ pub fn validate(resource: &Resource) -> Vec<ValidationError> {
     to_errors(resource, errs)
 }
 
+/// What a valid resource asks for that the mesh does not do: each field with what happens
+/// instead. Istio accepts these objects, so they load; `meshctl validate` prints them.
+pub fn warnings(resource: &Resource) -> Vec<ValidationError> {
+    let mut out = Errors::default();
+    let spec = FieldPath::root().key("spec");
+    if let Resource::Gateway(o) = resource {
+        gateway::unsupported(&o.spec, &spec, &mut out);
+    }
+    to_errors(resource, out)
+}
+
+/// The unsupported fields of one Gateway as `(field path, reason)`, for pilot's warnings.
+pub fn gateway_warnings(gw: &crate::networking::Gateway) -> Vec<(String, String)> {
+    let mut out = Errors::default();
+    gateway::unsupported(gw, &FieldPath::root().key("spec"), &mut out);
+    out.0
+        .into_iter()
+        .map(|(path, reason)| (path.to_string(), reason))
+        .collect()
+}
+
 fn validate_metadata(meta: &ObjectMeta, errs: &mut Errors) {
     let m = FieldPath::root().key("metadata");
     if meta.name.is_empty() {

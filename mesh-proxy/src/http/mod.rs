@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod decide;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod inbound;
