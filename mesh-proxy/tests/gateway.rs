@@ -450,3 +450,101 @@ async fn a_certificate_file_that_cannot_be_read_rejects_the_config() {
     );
     assert!(server.listener_addr("gw").is_none());
 }
+
+/// A TLS server for `name` (certificate of `ca`) that answers every line with `name: line`.
+async fn tls_line_server(ca: &TestCa, name: &str) -> SocketAddr {
+    let (cert_pem, key_pem) = ca.dns_leaf_pem(name);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut lines = BufReader::new(tls);
+                let mut line = String::new();
+                while lines.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                    let reply = format!("{name}: {line}");
+                    if lines.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn passthrough_routes_tls_by_sni_next_to_terminated_servers() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let certs = Certs::new();
+    let db = tls_line_server(&certs.server_ca, "db.example.com").await;
+    let site_a = echo("site-a", "v1").await;
+    let gateway = common::mesh::sidecar(
+        None,
+        config(json!({
+            "listeners": [{
+                "name": "gw", "address": "127.0.0.1:0", "direction": "GATEWAY",
+                "protocol": "HTTP", "routeTable": "gw",
+                "downstreamTls": { "certificates": [certs.site("a.example.com", false)] },
+                "tcpRoutes": [{
+                    "name": "db", "matches": [{ "sniHosts": ["db.example.com"] }],
+                    "clusters": [{ "cluster": "db", "weight": 100 }]
+                }]
+            }],
+            "routeTables": [{ "name": "gw", "virtualHosts": [
+                { "name": "a", "domains": ["*"], "routes": [{ "route": {
+                    "clusters": [{ "cluster": "a", "weight": 100 }] } }] },
+            ] }],
+            "clusters": [
+                { "name": "a", "endpoints": [{ "address": site_a.addr().to_string() }] },
+                { "name": "db", "endpoints": [{ "address": db.to_string() }] },
+            ],
+        })),
+    )
+    .await;
+    let addr = gw_addr(&gateway);
+    let client = tls_client(&certs.server_ca, None);
+
+    // db.example.com: the client's TLS goes through untouched, to the server holding that
+    // name's certificate (the gateway has none for it).
+    let tls = tls_connect(&client, addr, "db.example.com")
+        .await
+        .expect("handshake with db");
+    assert!(presented_name(&tls).contains("db.example.com"));
+    let mut tls = BufReader::new(tls);
+    tls.get_mut().write_all(b"select 1\n").await.unwrap();
+    let mut reply = String::new();
+    tls.read_line(&mut reply).await.unwrap();
+    assert_eq!(reply, "db.example.com: select 1\n");
+
+    // a.example.com on the same port: terminated by the gateway and routed as HTTP.
+    let tls = tls_connect(&client, addr, "a.example.com")
+        .await
+        .expect("handshake with the gateway");
+    assert!(presented_name(&tls).contains("a.example.com"));
+    assert_eq!(
+        https_get(tls, "a.example.com", "/").await.served_by(),
+        "site-a/v1"
+    );
+}
