@@ -548,3 +548,54 @@ async fn passthrough_routes_tls_by_sni_next_to_terminated_servers() {
         "site-a/v1"
     );
 }
+
+#[tokio::test]
+async fn a_renewed_certificate_file_is_served_without_a_config_change() {
+    let certs = Certs::new();
+    let app = echo("site-a", "v1").await;
+    let gateway = common::mesh::sidecar(
+        None,
+        config(gateway_config(
+            json!({ "downstreamTls": { "certificates": [certs.site("a.example.com", false)] } }),
+            json!([{ "name": "a", "domains": ["*"], "routes": [to_app()] }]),
+            vec![endpoint(app.addr(), false, &[])],
+        )),
+    )
+    .await;
+    let addr = gw_addr(&gateway);
+    let old_ca_client = tls_client(&certs.server_ca, None);
+    assert!(
+        tls_connect(&old_ca_client, addr, "a.example.com")
+            .await
+            .is_ok()
+    );
+
+    // The files are replaced in place (as a Kubernetes Secret mount is) by a certificate of
+    // another CA; a half-written renewal (a key that does not match) keeps the old one.
+    let renewed_ca = TestCa::new("renewed");
+    let (chain, key) = renewed_ca.dns_leaf_pem("a.example.com");
+    std::fs::write(certs.path("a.example.com.pem"), &chain).unwrap();
+    tokio::time::sleep(mesh_proxy::tls::RELOAD_CHECK + std::time::Duration::from_millis(100)).await;
+    assert!(
+        tls_connect(&old_ca_client, addr, "a.example.com")
+            .await
+            .is_ok(),
+        "a certificate without its key is not taken"
+    );
+    std::fs::write(certs.path("a.example.com.key"), &key).unwrap();
+    tokio::time::sleep(mesh_proxy::tls::RELOAD_CHECK + std::time::Duration::from_millis(100)).await;
+    // The check runs at accept: this connection triggers it and already gets the new one.
+    let renewed_client = tls_client(&renewed_ca, None);
+    let tls = tls_connect(&renewed_client, addr, "a.example.com")
+        .await
+        .expect("the renewed certificate is served");
+    assert_eq!(
+        https_get(tls, "a.example.com", "/").await.status,
+        StatusCode::OK
+    );
+    assert!(
+        tls_connect(&old_ca_client, addr, "a.example.com")
+            .await
+            .is_err()
+    );
+}

@@ -1,11 +1,16 @@
 //! TLS terminated for clients outside the mesh, at a gateway listener (Gateway servers with
 //! `tls.mode` SIMPLE, MUTUAL or OPTIONAL_MUTUAL): certificates from files, one server config
 //! per Gateway server, chosen by the server name of the client's ClientHello before the
-//! handshake goes on (so each server keeps its own certificate and client CA).
+//! handshake goes on (so each server keeps its own certificate and client CA). The files are
+//! checked for changes at most once per [`RELOAD_CHECK`], at accept, so a renewed certificate
+//! (a Kubernetes Secret mount updated in place) is served without a config change; a renewal
+//! that does not load is logged and the previous certificate stays in use.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use mesh_proto::config::v1 as pb;
 use rustls::RootCertStore;
@@ -20,6 +25,11 @@ use super::{ALPN_H2, ALPN_HTTP11, provider};
 
 /// A client that does not finish its handshake within this is cut off.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often, at most, the certificate files are checked for changes.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+/// Modification time and length of each file of a server, to notice a renewal.
+type Fingerprint = Vec<Option<(SystemTime, u64)>>;
 
 /// Why a listener's TLS settings cannot be used. Messages name files, never key material.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +51,56 @@ pub enum TerminationError {
 #[derive(Debug)]
 struct ServerEntry {
     sni_hosts: Vec<String>,
-    config: Arc<ServerConfig>,
+    index: usize,
+    source: pb::ServerCertificate,
+    config: ArcSwap<ServerConfig>,
+    /// The files as they were when `config` was (last tried to be) loaded.
+    files: Mutex<Fingerprint>,
+}
+
+impl ServerEntry {
+    fn fingerprint(&self) -> Fingerprint {
+        let s = &self.source;
+        [&s.certificate_chain, &s.private_key, &s.ca_certificates]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let meta = std::fs::metadata(p).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect()
+    }
+
+    /// Loads the files again when they changed since the last load.
+    fn reload_if_changed(&self, listener: &str) {
+        let now = self.fingerprint();
+        let mut seen = self.files.lock().expect("files lock");
+        if *seen == now {
+            return;
+        }
+        // Remembered even when the load fails: a half-written renewal is tried again when
+        // the files change again, not at every check.
+        *seen = now;
+        match server_config(self.index, &self.source) {
+            Ok(config) => {
+                self.config.store(config);
+                tracing::info!(listener, certificate = %self.source.certificate_chain, "certificate reloaded");
+            }
+            Err(e) => tracing::warn!(
+                listener,
+                error = %e,
+                "changed certificate files do not load; the previous certificate stays in use"
+            ),
+        }
+    }
 }
 
 /// The TLS side of one gateway listener, loaded when the listener is bound.
 #[derive(Debug)]
 pub struct Termination {
     servers: Vec<ServerEntry>,
+    /// When the files were last checked for changes.
+    checked: Mutex<Instant>,
 }
 
 impl Termination {
@@ -62,19 +115,41 @@ impl Termination {
             .iter()
             .enumerate()
             .map(|(index, c)| {
-                Ok(ServerEntry {
+                let entry = ServerEntry {
                     sni_hosts: c.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                    config: server_config(index, c)?,
-                })
+                    index,
+                    source: c.clone(),
+                    config: ArcSwap::new(server_config(index, c)?),
+                    files: Mutex::new(Vec::new()),
+                };
+                *entry.files.lock().expect("files lock") = entry.fingerprint();
+                Ok(entry)
             })
             .collect::<Result<_, TerminationError>>()?;
-        Ok(Self { servers })
+        Ok(Self {
+            servers,
+            checked: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Reloads the servers whose files changed, at most once per [`RELOAD_CHECK`].
+    fn refresh(&self, listener: &str) {
+        {
+            let mut checked = self.checked.lock().expect("checked lock");
+            if checked.elapsed() < RELOAD_CHECK {
+                return;
+            }
+            *checked = Instant::now();
+        }
+        for server in &self.servers {
+            server.reload_if_changed(listener);
+        }
     }
 
     /// The config for a ClientHello naming `sni`: an exact name first, then the longest
     /// wildcard suffix, then a server for any name (`*` or no names). `None`: no server
     /// takes it, and the handshake is refused (Envoy finds no filter chain).
-    fn config_for(&self, sni: Option<&str>) -> Option<&Arc<ServerConfig>> {
+    fn config_for(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
         let sni = sni.map(str::to_ascii_lowercase);
         let mut best: Option<(usize, &ServerEntry)> = None;
         for server in &self.servers {
@@ -90,12 +165,13 @@ impl Termination {
                 best = Some((s, server));
             }
         }
-        best.map(|(_, s)| &s.config)
+        best.map(|(_, s)| s.config.load_full())
     }
 
     /// Reads the ClientHello, picks the server by its name and completes the handshake.
     /// `None`: the client was refused or gave up (logged at debug).
     pub async fn accept(&self, stream: TcpStream, listener: &str) -> Option<TlsStream<TcpStream>> {
+        self.refresh(listener);
         let handshake = async {
             let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
                 .await
@@ -107,10 +183,7 @@ impl Termination {
                     sni.unwrap_or_default()
                 ));
             };
-            start
-                .into_stream(config.clone())
-                .await
-                .map_err(|e| e.to_string())
+            start.into_stream(config).await.map_err(|e| e.to_string())
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => Some(tls),
@@ -251,7 +324,10 @@ mod tests {
     fn entry(hosts: &[&str], config: &Arc<ServerConfig>) -> ServerEntry {
         ServerEntry {
             sni_hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            config: config.clone(),
+            index: 0,
+            source: pb::ServerCertificate::default(),
+            config: ArcSwap::new(config.clone()),
+            files: Mutex::new(Vec::new()),
         }
     }
 
@@ -272,6 +348,7 @@ mod tests {
     fn the_best_server_for_a_name_is_picked() {
         let (a, b, any) = (config(), config(), config());
         let t = Termination {
+            checked: Mutex::new(Instant::now()),
             servers: vec![
                 entry(&["*"], &any),
                 entry(&["*.example.com"], &b),
@@ -279,20 +356,21 @@ mod tests {
             ],
         };
         assert!(Arc::ptr_eq(
-            t.config_for(Some("a.example.com")).unwrap(),
+            &t.config_for(Some("a.example.com")).unwrap(),
             &a
         ));
         assert!(Arc::ptr_eq(
-            t.config_for(Some("A.Example.com")).unwrap(),
+            &t.config_for(Some("A.Example.com")).unwrap(),
             &a
         ));
         assert!(Arc::ptr_eq(
-            t.config_for(Some("b.example.com")).unwrap(),
+            &t.config_for(Some("b.example.com")).unwrap(),
             &b
         ));
-        assert!(Arc::ptr_eq(t.config_for(Some("other.org")).unwrap(), &any));
-        assert!(Arc::ptr_eq(t.config_for(None).unwrap(), &any));
+        assert!(Arc::ptr_eq(&t.config_for(Some("other.org")).unwrap(), &any));
+        assert!(Arc::ptr_eq(&t.config_for(None).unwrap(), &any));
         let only_named = Termination {
+            checked: Mutex::new(Instant::now()),
             servers: vec![entry(&["a.example.com"], &a)],
         };
         assert!(only_named.config_for(Some("b.example.com")).is_none());
