@@ -179,6 +179,15 @@ pub fn unsupported(gw: &Gateway, p: &FieldPath, out: &mut Errors) {
                 ),
             );
         }
+        if s.port
+            .as_ref()
+            .is_some_and(|port| port.target_port.is_some())
+        {
+            out.push(
+                &sp.key("port").key("targetPort"),
+                "ignored: the gateway listens on the server port, mapped to a local port by its deployment (mesh-proxy --gateway-port)",
+            );
+        }
         if s.default_endpoint.is_some() {
             out.push(
                 &sp.key("defaultEndpoint"),
@@ -267,5 +276,69 @@ fn mode_name(mode: ServerTlsMode) -> &'static str {
         ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
         ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
         ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warnings(yaml: &str) -> Vec<(String, String)> {
+        let gw: Gateway = serde_saphyr::from_str(yaml).unwrap();
+        crate::validate::gateway_warnings(&gw)
+    }
+
+    #[test]
+    fn implemented_servers_have_no_warning() {
+        let w = warnings(
+            "
+selector: {istio: ingressgateway}
+servers:
+- port: {number: 80, name: http, protocol: HTTP}
+  hosts: ['*']
+  tls: {httpsRedirect: true}
+- port: {number: 443, name: https, protocol: HTTPS}
+  hosts: [a.example.com]
+  tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}
+- port: {number: 8443, name: tls, protocol: TLS}
+  hosts: [db.example.com]
+  tls: {mode: PASSTHROUGH}
+",
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn unimplemented_fields_are_named() {
+        let w = warnings(
+            "
+servers:
+- port: {number: 80, name: http, protocol: HTTP, targetPort: 8080}
+  hosts: ['*']
+  defaultEndpoint: 127.0.0.1:8080
+- port: {number: 81, name: tcp, protocol: TCP}
+  hosts: ['*']
+  bind: unix:///var/run/gw.sock
+- port: {number: 443, name: https, protocol: HTTPS}
+  hosts: ['*']
+  tls: {mode: ISTIO_MUTUAL}
+- port: {number: 444, name: tls, protocol: TLS}
+  hosts: ['*']
+  tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem, cipherSuites: [ECDHE-RSA-AES256-GCM-SHA384]}
+",
+        );
+        let fields: Vec<&str> = w.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.servers[0].port.targetPort",
+                "spec.servers[0].defaultEndpoint",
+                "spec.servers[1].port.protocol",
+                "spec.servers[1].bind",
+                "spec.servers[2].tls.mode",
+                "spec.servers[3].tls.mode",
+                "spec.servers[3].tls.cipherSuites",
+            ]
+        );
     }
 }

@@ -183,16 +183,23 @@ pub(super) fn build(
         let mut tcp_routes = Vec::new();
         for s in servers {
             match s.kind {
-                ServerKind::Http { https_redirect } => {
-                    table.add_server(index, builder, s, *port, https_redirect, &mut out.warnings)
-                }
+                ServerKind::Http { https_redirect } => table.add_server(
+                    index,
+                    builder,
+                    workload,
+                    s,
+                    *port,
+                    https_redirect,
+                    &mut out.warnings,
+                ),
                 ServerKind::Https => {
                     certificates.push(certificate(s));
-                    table.add_server(index, builder, s, *port, false, &mut out.warnings);
+                    table.add_server(index, builder, workload, s, *port, false, &mut out.warnings);
                 }
                 ServerKind::Passthrough => tcp_routes.extend(passthrough_routes(
                     index,
                     builder,
+                    workload,
                     s,
                     *port,
                     &mut out.warnings,
@@ -284,10 +291,12 @@ struct TableBuilder {
 }
 
 impl TableBuilder {
+    #[allow(clippy::too_many_arguments)]
     fn add_server(
         &mut self,
         index: &MeshIndex,
         builder: &Builder<'_>,
+        workload: &Workload,
         s: &ServerRef<'_>,
         port: u32,
         https_redirect: bool,
@@ -309,6 +318,7 @@ impl TableBuilder {
             } else {
                 let env = GatewayEnv {
                     builder,
+                    workload,
                     vs,
                     gateway: gw,
                     port,
@@ -410,6 +420,7 @@ fn certificate(s: &ServerRef<'_>) -> ServerCertificate {
 fn passthrough_routes(
     index: &MeshIndex,
     builder: &Builder<'_>,
+    workload: &Workload,
     s: &ServerRef<'_>,
     port: u32,
     warnings: &mut Vec<String>,
@@ -431,6 +442,18 @@ fn passthrough_routes(
                 .iter()
                 .filter(|m| m.port.is_none_or(|p| p == port))
                 .filter(|m| m.gateways.is_empty() || bound_by(&m.gateways, &vs.namespace, gw))
+                .filter(|m| {
+                    source_applies(workload, m.source_namespace.as_ref(), &m.source_labels)
+                })
+                .filter(|m| {
+                    if m.destination_subnets.is_empty() {
+                        return true;
+                    }
+                    warnings.push(format!(
+                        "{origin}: tls[{i}]: destinationSubnets is not supported at a gateway; that match is dropped"
+                    ));
+                    false
+                })
                 .map(|m| TcpMatch {
                     sni_hosts: m
                         .sni_hosts
@@ -480,9 +503,21 @@ fn passthrough_routes(
     out
 }
 
+/// Whether a match's source conditions hold at the gateway: the source is the gateway itself.
+fn source_applies(
+    workload: &Workload,
+    source_namespace: Option<&String>,
+    source_labels: &BTreeMap<String, String>,
+) -> bool {
+    source_namespace.is_none_or(|ns| *ns == workload.namespace)
+        && labels_match(source_labels, &workload.labels)
+}
+
 /// The route environment of one VirtualService at one gateway port.
 struct GatewayEnv<'b, 'a> {
     builder: &'b Builder<'a>,
+    /// The gateway's own workload: `sourceLabels` and `sourceNamespace` name it.
+    workload: &'b Workload,
     vs: &'b VsEntry,
     gateway: &'b GatewayEntry,
     port: u32,
@@ -504,9 +539,11 @@ impl RouteEnv for GatewayEnv<'_, '_> {
         Ok(cluster)
     }
 
-    /// A match naming gateways applies only at those it names.
+    /// A match naming gateways applies only at those it names; `sourceLabels` and
+    /// `sourceNamespace` must be the gateway workload's.
     fn applies(&self, m: &HttpMatchRequest) -> bool {
-        m.gateways.is_empty() || bound_by(&m.gateways, &self.vs.namespace, self.gateway)
+        (m.gateways.is_empty() || bound_by(&m.gateways, &self.vs.namespace, self.gateway))
+            && source_applies(self.workload, m.source_namespace.as_ref(), &m.source_labels)
     }
 
     fn port(&self) -> u32 {

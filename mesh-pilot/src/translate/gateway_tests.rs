@@ -315,3 +315,40 @@ spec:
             .any(|w| w.contains("no Gateway selects its labels"))
     );
 }
+
+#[test]
+fn source_conditions_name_the_gateway_workload() {
+    let t = run(
+        "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: ['*']
+  gateways: [edge]
+  http:
+  - name: from-egress
+    match: [{sourceLabels: {istio: egressgateway}}]
+    route: [{destination: {host: productpage}}]
+  - name: other-namespace
+    match: [{sourceNamespace: shop}]
+    route: [{destination: {host: productpage}}]
+  - name: from-ingress
+    match: [{sourceLabels: {istio: ingressgateway}, sourceNamespace: istio-system}]
+    route: [{destination: {host: productpage}}]
+",
+        GatewayAddresses::default(),
+    );
+    let routes = &table(&t, "gateway-80").virtual_hosts[0].routes;
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["from-ingress"]);
+}
