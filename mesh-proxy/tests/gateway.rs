@@ -599,3 +599,58 @@ async fn a_renewed_certificate_file_is_served_without_a_config_change() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn https_clients_that_negotiate_h2_are_served_http2() {
+    let certs = Certs::new();
+    let app = echo("site-a", "v1").await;
+    let gateway = common::mesh::sidecar(
+        None,
+        config(gateway_config(
+            json!({ "downstreamTls": { "certificates": [certs.site("a.example.com", false)] } }),
+            json!([{ "name": "a", "domains": ["a.example.com"], "routes": [to_app()] }]),
+            vec![endpoint(app.addr(), false, &[])],
+        )),
+    )
+    .await;
+    let mut roots = RootCertStore::empty();
+    roots.add(certs.server_ca.root()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tls_connect(
+        &TlsConnector::from(Arc::new(config)),
+        gw_addr(&gateway),
+        "a.example.com",
+    )
+    .await
+    .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::builder()
+            .uri("https://a.example.com/h2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let reply = collect(sender.send_request(req).await.unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        // The cluster keeps the downstream protocol (its default): HTTP/2 end to end.
+        assert_eq!(reply.json()["protocol"], "HTTP/2.0");
+        assert_eq!(
+            reply.upstream_header("x-forwarded-proto").as_deref(),
+            Some("https")
+        );
+    }
+    assert_eq!(app.requests(), 3);
+}
