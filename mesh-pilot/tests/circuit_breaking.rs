@@ -104,6 +104,7 @@ impl Mesh {
                 inbound: mesh_echo::ports::free_loopback_addr().to_string(),
                 application: mesh_echo::ports::free_loopback_addr().to_string(),
                 transparent: false,
+                gateway: None,
             }),
             ..Default::default()
         };

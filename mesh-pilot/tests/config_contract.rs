@@ -174,6 +174,7 @@ fn failures(resources: Vec<Resource>) -> Vec<String> {
         inbound: "127.0.0.1:15006".into(),
         application: "127.0.0.1:8080".into(),
         transparent: true,
+        gateway: None,
     };
     let mut out = Vec::new();
     for workload in index.registry().workloads() {

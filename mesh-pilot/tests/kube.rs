@@ -131,6 +131,7 @@ impl Proxy {
                 inbound: "127.0.0.2:0".into(),
                 application: "127.0.0.1:9080".into(),
                 transparent: false,
+                gateway: None,
             }),
             ..Default::default()
         };

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use mesh_echo::{EchoConfig, EchoHandle};
 use mesh_pilot::server::Pilot;
 use mesh_pilot::watch::Debounce;
-use mesh_proto::discovery::v1::{Node, ProxyAddresses};
+use mesh_proto::discovery::v1::{GatewayAddresses, Node, ProxyAddresses};
 use mesh_proxy::Server;
 use mesh_proxy::discovery::DiscoveryClient;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,8 @@ fn free_addr() -> SocketAddr {
 
 /// One workload: its app, its proxy, and where they listen.
 struct Workload {
-    _app: EchoHandle,
+    /// None for a gateway, which has no application.
+    _app: Option<EchoHandle>,
     proxy: Arc<Server>,
     outbound: Option<SocketAddr>,
     stop: CancellationToken,
@@ -152,6 +153,7 @@ impl Mesh {
                 inbound: format!("127.0.0.1:{inbound_port}"),
                 application: app.addr().to_string(),
                 transparent: false,
+                gateway: None,
             }),
             ..Default::default()
         };
@@ -159,11 +161,41 @@ impl Mesh {
         let client = DiscoveryClient::new(proxy.clone(), format!("http://{}", self.grpc), node);
         tokio::spawn(client.run(stop.clone()));
         self.workloads.push(Workload {
-            _app: app,
+            _app: Some(app),
             proxy,
             outbound,
             stop,
         });
+    }
+
+    /// An ingress gateway proxy for WorkloadEntry `name.namespace`, its server port 80 bound
+    /// at a free loopback port (returned).
+    async fn add_gateway(&mut self, name: &str, namespace: &str) -> SocketAddr {
+        let proxy = Server::new();
+        let port80 = free_addr();
+        let node = Node {
+            id: format!("{name}.{namespace}"),
+            workload: name.into(),
+            namespace: namespace.into(),
+            addresses: Some(ProxyAddresses {
+                gateway: Some(GatewayAddresses {
+                    ports: [(80, port80.to_string())].into(),
+                    bind_host: "127.0.0.1".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let client = DiscoveryClient::new(proxy.clone(), format!("http://{}", self.grpc), node);
+        tokio::spawn(client.run(stop.clone()));
+        self.workloads.push(Workload {
+            _app: None,
+            proxy,
+            outbound: None,
+            stop,
+        });
+        port80
     }
 
     fn pilot(&self) -> &Pilot {
@@ -829,4 +861,83 @@ spec:
     wait_all_synced(&mesh, &[&mesh.workloads[0].proxy, &v2_proxy]).await;
     let mut c = LineClient::connect(egress).await;
     assert_eq!(c.ask("again").await, "one again");
+}
+
+const INGRESS_GATEWAY: &str = "\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: istio-ingressgateway, namespace: istio-system }
+spec:
+  address: 127.0.0.1
+  labels: { istio: ingressgateway }
+  serviceAccount: istio-ingressgateway
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_gateway_sample_routes_into_the_mesh_and_follows_edits() {
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.write("ingress-gateway.yaml", INGRESS_GATEWAY);
+    mesh.wait_synced().await;
+    let text = std::fs::read_to_string(Path::new(SAMPLES).join("bookinfo-gateway.yaml")).unwrap();
+    mesh.write("bookinfo-gateway.yaml", &text);
+    let gateway = mesh
+        .add_gateway("istio-ingressgateway", "istio-system")
+        .await;
+    mesh.wait_synced().await;
+
+    // Istio's sample as it is: /productpage (and the other listed paths) go to productpage,
+    // any host; anything else has no route.
+    let client = Caller::new(gateway);
+    let productpage = |path: &'static str| {
+        let client = &client;
+        async move {
+            let req = http::Request::builder()
+                .uri(format!("http://{gateway}{path}"))
+                .header("host", "bookinfo.example.com")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = client.client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = productpage("/productpage").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"name\":\"productpage\""), "{body}");
+    assert_eq!(productpage("/api/v1/products/1").await.0, 200);
+    assert_eq!(productpage("/reviews").await.0, 404);
+
+    // A VirtualService bound to the gateway later, for one host: it takes that host, the
+    // sample keeps the others. A mesh-only one changes nothing at the gateway.
+    mesh.write(
+        "reviews-edge.yaml",
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews-edge, namespace: default }
+spec:
+  hosts: [reviews.example.com]
+  gateways: [default/bookinfo-gateway]
+  http:
+  - route: [{ destination: { host: reviews, subset: v2, port: { number: 9080 } } }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: mesh-only, namespace: default }
+spec:
+  hosts: [bookinfo.example.com]
+  http:
+  - route: [{ destination: { host: ratings, port: { number: 9080 } } }]
+",
+    );
+    mesh.wait_synced().await;
+    for _ in 0..5 {
+        assert_eq!(
+            client.call("reviews.example.com", &[]).await,
+            (200, "reviews/v2".to_string())
+        );
+    }
+    assert_eq!(client.call("bookinfo.example.com", &[]).await.0, 404);
+    assert_eq!(productpage("/productpage").await.0, 200);
 }

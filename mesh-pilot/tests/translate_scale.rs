@@ -131,6 +131,7 @@ fn translation_at_scale() {
         inbound: "127.0.0.1:15006".into(),
         application: "127.0.0.1:8080".into(),
         transparent: true,
+        gateway: None,
     };
     let proxy = |name: &str, ns: &str| mesh.registry().workload(name, ns).unwrap().clone();
     let w0 = proxy("svc0-0", "ns0");

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Parser;
 use mesh_identity::SpiffeId;
-use mesh_proto::discovery::v1::{Node, ProxyAddresses};
+use mesh_proto::discovery::v1::{GatewayAddresses, Node, ProxyAddresses};
 use mesh_proxy::config::load_config_file;
 use mesh_proxy::discovery::DiscoveryClient;
 use mesh_proxy::health::{self, Probers, Readiness};
@@ -57,6 +57,19 @@ fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_gateway_port(text: &str) -> Result<(u32, SocketAddr), String> {
+    let (port, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected PORT=HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not HOST:PORT"))?;
+    Ok((u32::from(port), addr))
+}
+
 fn parse_wait_timeout(text: &str) -> Result<Duration, String> {
     mesh_proxy::wait::parse_timeout(text).map_err(|e| e.to_string())
 }
@@ -86,6 +99,18 @@ struct Args {
     /// The local application that inbound requests go on to.
     #[arg(long, value_name = "HOST:PORT")]
     app_addr: Option<SocketAddr>,
+    /// Run as a standalone gateway (Istio's ingress gateway): pilot gives this proxy one
+    /// listener per server port of the Gateways whose selector matches its workload's labels.
+    #[arg(long, requires = "discovery_addr")]
+    gateway: bool,
+    /// Gateway: where a server port's listener binds, PORT=HOST:PORT (repeatable), e.g.
+    /// 80=127.0.0.1:18080 (the gateway Service's port to the pod's port).
+    #[arg(long, value_name = "PORT=HOST:PORT", requires = "gateway", value_parser = parse_gateway_port)]
+    gateway_port: Vec<(u32, SocketAddr)>,
+    /// Gateway: the host of server ports without --gateway-port (bound at the server's port
+    /// number). Pilot's default is 0.0.0.0.
+    #[arg(long, value_name = "IP", requires = "gateway")]
+    gateway_bind_host: Option<std::net::IpAddr>,
     /// The listeners receive connections redirected by `mesh-proxy iptables` and read each
     /// one's original destination (Kubernetes pods; 15001 outbound, 15006 inbound).
     #[arg(long, env = "MESH_TRANSPARENT")]
@@ -323,6 +348,17 @@ fn node(args: &Args, admin: SocketAddr) -> anyhow::Result<Node> {
             inbound: addr(args.inbound_addr),
             application: addr(args.app_addr),
             transparent: args.transparent,
+            gateway: args.gateway.then(|| GatewayAddresses {
+                ports: args
+                    .gateway_port
+                    .iter()
+                    .map(|(port, addr)| (*port, addr.to_string()))
+                    .collect(),
+                bind_host: args
+                    .gateway_bind_host
+                    .map(|h| h.to_string())
+                    .unwrap_or_default(),
+            }),
         }),
         admin: admin.to_string(),
     })

@@ -28,9 +28,12 @@ pub fn run(args: &Args) -> ExitCode {
         objects += resources.len();
         errors.extend(errs);
     }
-    // Valid but enforced with a fallback: said on stderr, not an error.
-    for w in &warnings {
-        let _ = writeln!(std::io::stderr(), "warning: {w}");
+    // Valid, but not (fully) done by the mesh: said, never silently ignored.
+    {
+        let mut err = std::io::stderr().lock();
+        for w in &warnings {
+            let _ = writeln!(err, "warning: {w}");
+        }
     }
     if errors.is_empty() {
         let summary: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();

@@ -107,6 +107,69 @@ fn missing_path_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml: cannot read"));
 }
 
+const GATEWAY_WITH_UNSUPPORTED_FIELDS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: edge
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls:
+      mode: SIMPLE
+      credentialName: shop-cert
+  - port: {number: 8443, name: https-2, protocol: HTTPS}
+    hosts: [api.example.com]
+    tls:
+      mode: SIMPLE
+      serverCertificate: /etc/certs/api.pem
+      privateKey: /etc/certs/api.key
+      minProtocolVersion: TLSV1_3
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ['*.local']
+    tls: {mode: AUTO_PASSTHROUGH}
+";
+
+#[test]
+fn gateway_fields_the_mesh_does_not_implement_are_warned_about() {
+    let dir = tmpdir("gateway");
+    let f = write(&dir, "gateway.yaml", GATEWAY_WITH_UNSUPPORTED_FIELDS);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .arg("validate")
+        .arg("-f")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Istio accepts the object: it is valid, and every field the gateway skips is named.
+    assert!(out.status.success(), "stderr: {stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 3, "{stderr}");
+    assert!(
+        warnings[0].contains("spec.servers[0].tls.credentialName")
+            && warnings[0].contains("the server is skipped"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].contains("spec.servers[1].tls.minProtocolVersion"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[2].contains("spec.servers[2].tls.mode")
+            && warnings[2].contains("AUTO_PASSTHROUGH"),
+        "{stderr}"
+    );
+    assert!(
+        warnings.iter().all(|w| w.contains("gateway.yaml:")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn envoy_filter_conditions_are_valid_with_a_warning_naming_the_policy() {
     let dir = tmpdir("fallback");
@@ -133,8 +196,9 @@ spec:
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("warning: AuthorizationPolicy db/mysql: spec.rules[0].when[0].key")
-            && stderr.contains("never grants access"),
+        stderr.contains("authz.yaml:")
+            && stderr.contains("spec.rules[0].when[0].key")
+            && stderr.contains("AuthorizationPolicy db/mysql never grants access"),
         "{stderr}"
     );
 }

@@ -536,6 +536,19 @@ struct Expect {
     rewrite_probes: bool,
     validates_istio_groups: bool,
     pdbs: &'static [&'static str],
+    /// The ingress gateway (`gateway.enabled`).
+    gateway: bool,
+}
+
+const GATEWAY: &str = "mesh-ingressgateway";
+
+/// The binary a Deployment runs: the gateway is the proxy in its gateway role.
+fn binary_of(deployment: &str) -> &str {
+    if deployment == GATEWAY {
+        "mesh-proxy"
+    } else {
+        deployment
+    }
 }
 
 fn ci_ca_bundle() -> Vec<u8> {
@@ -559,6 +572,7 @@ fn expectations() -> [Expect; 2] {
             rewrite_probes: true,
             validates_istio_groups: false,
             pdbs: &["mesh-pilot", "mesh-citadel", "mesh-injector"],
+            gateway: false,
         },
         Expect {
             values: Some("ci/custom-values.yaml"),
@@ -570,6 +584,7 @@ fn expectations() -> [Expect; 2] {
             rewrite_probes: false,
             validates_istio_groups: true,
             pdbs: &["mesh-pilot", "mesh-citadel"],
+            gateway: true,
         },
     ]
 }
@@ -588,7 +603,8 @@ fn mesh_chart_objects_fit_together() {
         let m = parse(&render("mesh", e.values));
         let ctx = e.values.unwrap_or("default values");
         check_deployments(&m, &e, ctx);
-        check_services(&m, ctx);
+        check_services(&m, &e, ctx);
+        check_gateway(&m, &e, ctx);
         check_rbac(&m, ctx);
         check_autoscaling(&m, &e, ctx);
         check_webhooks(&m, &e, ctx);
@@ -601,15 +617,15 @@ fn check_deployments(m: &Manifests, e: &Expect, ctx: &str) {
         .iter()
         .map(|d| d.metadata.name.clone().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        BTreeSet::from([
-            "mesh-pilot".into(),
-            "mesh-citadel".into(),
-            "mesh-injector".into()
-        ]),
-        "{ctx}"
-    );
+    let mut want = BTreeSet::from([
+        "mesh-pilot".to_string(),
+        "mesh-citadel".into(),
+        "mesh-injector".into(),
+    ]);
+    if e.gateway {
+        want.insert(GATEWAY.into());
+    }
+    assert_eq!(names, want, "{ctx}");
     for d in &m.deployments {
         let name = d.metadata.name.as_deref().unwrap();
         let spec = &d.spec;
@@ -638,7 +654,7 @@ fn check_deployments(m: &Manifests, e: &Expect, ctx: &str) {
             assert_eq!(drop, Some(vec!["ALL".to_string()]), "{ctx} {name}");
             let image = c.image.as_deref().unwrap();
             assert!(
-                image.starts_with(&format!("{}{name}:", e.image_prefix)),
+                image.starts_with(&format!("{}{}:", e.image_prefix, binary_of(name))),
                 "{ctx} {name}: image {image}"
             );
             assert!(
@@ -646,9 +662,12 @@ fn check_deployments(m: &Manifests, e: &Expect, ctx: &str) {
                 "{ctx} {name}: no readiness probe"
             );
         }
-        // Every ConfigMap a pod mounts is part of the chart.
+        // Every ConfigMap a pod mounts is part of the chart, but the root certificate that
+        // citadel publishes in every namespace.
         for v in pod.volumes.iter().flatten() {
-            if let Some(cm) = &v.config_map {
+            if let Some(cm) = &v.config_map
+                && cm.name != "mesh-ca-root-cert"
+            {
                 named(&m.config_maps, &cm.name, |c| &c.metadata);
             }
         }
@@ -678,6 +697,83 @@ fn check_deployments(m: &Manifests, e: &Expect, ctx: &str) {
             "{ctx} {name}"
         );
     }
+}
+
+/// The gateway Deployment is the proxy in its gateway role, selected by Istio's gateway
+/// label, reaching pilot and citadel at their Services, each Service port mapped to the pod
+/// port its listener binds; certificate Secrets are mounted as files.
+fn check_gateway(m: &Manifests, e: &Expect, ctx: &str) {
+    if !e.gateway {
+        assert!(
+            m.deployments
+                .iter()
+                .all(|d| d.metadata.name.as_deref() != Some(GATEWAY))
+        );
+        return;
+    }
+    let d = named(&m.deployments, GATEWAY, |d| &d.metadata);
+    assert_eq!(
+        pod_labels(d).get("istio").map(String::as_str),
+        Some("ingressgateway"),
+        "{ctx}: Istio's Gateways select istio: ingressgateway"
+    );
+    let pod = pod_spec(d);
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap();
+    assert!(args.contains(&"--gateway".to_string()), "{ctx}: {args:?}");
+    let svc = named(&m.services, GATEWAY, |s| &s.metadata);
+    for (port, target) in service_ports(svc) {
+        let mapping = format!("{port}=0.0.0.0:{target}");
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--gateway-port" && w[1] == mapping),
+            "{ctx}: {mapping} not in {args:?}"
+        );
+    }
+    let discovery = args
+        .windows(2)
+        .find(|w| w[0] == "--discovery-addr")
+        .unwrap();
+    assert_eq!(
+        discovery[1],
+        format!("http://mesh-pilot.{NAMESPACE}.svc:15010"),
+        "{ctx}"
+    );
+    let env: BTreeMap<String, String> = c
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|v| Some((v.name.clone(), v.value.clone()?)))
+        .collect();
+    assert_eq!(
+        env["CA_ADDR"],
+        format!("mesh-citadel.{NAMESPACE}.svc:15012"),
+        "{ctx}"
+    );
+    assert_eq!(env["TRUST_DOMAIN"], e.trust_domain, "{ctx}");
+    let mounts: BTreeMap<String, String> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|v| (v.name.clone(), v.mount_path.clone()))
+        .collect();
+    assert_eq!(
+        mounts["cert-bookinfo"], "/etc/mesh/gateway-certs/bookinfo",
+        "{ctx}"
+    );
+    let secret = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "cert-bookinfo")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.clone());
+    assert_eq!(secret.as_deref(), Some("bookinfo-credential"), "{ctx}");
+    assert_eq!(
+        svc.spec.as_ref().unwrap().type_.as_deref(),
+        Some("LoadBalancer"),
+        "{ctx}"
+    );
 }
 
 /// The container ports of the pods a Service selects.
@@ -717,12 +813,15 @@ fn service_ports(svc: &Service) -> BTreeMap<i32, i32> {
     ports
 }
 
-fn check_services(m: &Manifests, ctx: &str) {
-    let want: [(&str, &[(i32, i32)]); 3] = [
+fn check_services(m: &Manifests, e: &Expect, ctx: &str) {
+    let mut want: Vec<(&str, &[(i32, i32)])> = vec![
         ("mesh-pilot", &[(15010, 15010), (15014, 15014)]),
         ("mesh-citadel", &[(15012, 15012)]),
         ("mesh-injector", &[(443, 15017)]),
     ];
+    if e.gateway {
+        want.push((GATEWAY, &[(80, 8080), (443, 8443)]));
+    }
     assert_eq!(m.services.len(), want.len(), "{ctx}");
     for (name, ports) in want {
         let svc = named(&m.services, name, |s| &s.metadata);
@@ -1160,7 +1259,7 @@ fn deployment_args_are_flags_of_the_binaries() {
         let m = parse(&render("mesh", e.values));
         for d in &m.deployments {
             let name = d.metadata.name.as_deref().unwrap();
-            let help = Command::new(mesh_e2e::binary(name))
+            let help = Command::new(mesh_e2e::binary(binary_of(name)))
                 .arg("--help")
                 .output()
                 .unwrap();

@@ -1,7 +1,8 @@
 //! `meshctl up` runs the bookinfo example as real processes: pilot, citadel, a proxy and an
 //! app per workload. Proxies talk mTLS (the example is STRICT), requests through productpage's
 //! outbound listener follow the VirtualService, and an edit of it takes effect while the mesh
-//! runs.
+//! runs. Istio's bookinfo gateway sample brings clients from outside to productpage through
+//! the ingress gateway.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -79,9 +80,31 @@ fn meshctl_up_runs_bookinfo_and_follows_live_edits() {
     );
     eprintln!("edit took effect after {:?}", edited.elapsed());
 
-    // Pilot's sync status lists every proxy of the example.
+    // The ingress gateway (bookinfo-gateway.yaml, Istio's sample unchanged): /productpage
+    // reaches productpage over mTLS with the gateway's own identity; other paths get 404.
+    let gateway = "127.0.0.1:18080".parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || http_get(
+            gateway,
+            "127.0.0.1:18080",
+            "/productpage"
+        )
+        .is_ok_and(|(s, _)| s == 200)),
+        "the gateway serves /productpage"
+    );
+    let (_, body) = http_get(gateway, "bookinfo.example.com", "/productpage").unwrap();
+    assert_eq!(field_of(&body, "name"), "productpage", "{body}");
+    assert_eq!(
+        field_of(&body, "client_identity"),
+        "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway",
+        "{body}"
+    );
+    let (status, _) = http_get(gateway, "bookinfo.example.com", "/admin").unwrap();
+    assert_eq!(status, 404, "no route of the gateway's VirtualService");
+
+    // Pilot's sync status lists every proxy of the example, the gateway's included.
     let (status, body) = http_get(mesh.pilot_http, "pilot", "/debug/syncz").unwrap();
     assert_eq!(status, 200);
     let syncz: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(syncz["proxies"].as_array().unwrap().len(), 6, "{syncz:#}");
+    assert_eq!(syncz["proxies"].as_array().unwrap().len(), 7, "{syncz:#}");
 }

@@ -74,13 +74,27 @@ fn operator_commands_against_the_running_bookinfo_mesh() {
         printed.contains(&format!("meshctl proxy-status --pilot {pilot}")),
         "{printed}"
     );
+    // The ingress gateway's address, with the Gateway it serves.
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.trim_start().starts_with("istio-ingressgateway ")
+                && l.contains("80 -> 127.0.0.1:18080")
+                && l.trim_end().ends_with("default/bookinfo-gateway")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("curl http://127.0.0.1:18080/productpage"),
+        "{printed}"
+    );
 
-    // proxy-status: the six proxies of the example, each SYNCED with its admin address.
+    // proxy-status: the six proxies of the example and its ingress gateway, each SYNCED with
+    // its admin address.
     let mut status = String::new();
     assert!(
         eventually(Duration::from_secs(10), || {
             status = text(&meshctl(&["proxy-status", "--pilot", &pilot]));
-            status.lines().filter(|l| l.contains("SYNCED")).count() == 6
+            status.lines().filter(|l| l.contains("SYNCED")).count() == 7
         }),
         "{status}"
     );

@@ -184,19 +184,21 @@ fn condition(c: &Condition, p: &FieldPath, errs: &mut Errors) {
 
 /// What a sidecar cannot evaluate in `ap`, one line per field: such a rule takes Istio's
 /// fallback (it never grants access). `name` is how the policy is named in the lines.
-pub fn fallbacks(ap: &AuthorizationPolicy, name: &str) -> Vec<String> {
-    let mut out = Vec::new();
+pub fn fallbacks(ap: &AuthorizationPolicy, name: &str, spec: &FieldPath, out: &mut Errors) {
     for (i, rule) in ap.rules.iter().enumerate() {
         for (j, c) in rule.when.iter().enumerate() {
             if let Some(reason) = ConditionKey::parse(&c.key)
                 .ok()
                 .and_then(|k| k.sidecar_fallback())
             {
-                out.push(format!(
-                    "AuthorizationPolicy {name}: spec.rules[{i}].when[{j}].key: {reason}; the rule never grants access (in ALLOW it matches nothing, in DENY and AUDIT it matches every request), as Istio does"
-                ));
+                let at = spec.key("rules").index(i).key("when").index(j).key("key");
+                out.push(
+                    &at,
+                    format!(
+                        "{reason}; this rule of AuthorizationPolicy {name} never grants access (in ALLOW it matches nothing, in DENY and AUDIT it matches every request), as Istio does"
+                    ),
+                );
             }
         }
     }
-    out
 }

@@ -158,3 +158,187 @@ fn server_tls(t: &ServerTlsSettings, p: &FieldPath, errs: &mut Errors) {
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {}
     }
 }
+
+/// What the mesh's gateway does not implement in a valid Gateway: each field is named with
+/// what happens instead (the server is skipped, or the field has no effect). Istio accepts
+/// these, so they are warnings, not errors; pilot reports the same at translation.
+pub fn unsupported(gw: &Gateway, p: &FieldPath, out: &mut Errors) {
+    for (i, s) in gw.servers.iter().enumerate() {
+        let sp = p.key("servers").index(i);
+        let protocol = s
+            .port
+            .as_ref()
+            .and_then(|port| parse_protocol(&port.protocol));
+        if let Some(proto) = protocol
+            && !matches!(proto, "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS")
+        {
+            out.push(
+                &sp.key("port").key("protocol"),
+                format!(
+                    "{proto} servers are not supported by the gateway (HTTP, HTTP2, GRPC, HTTPS and TLS are); the server is skipped"
+                ),
+            );
+        }
+        if s.port
+            .as_ref()
+            .is_some_and(|port| port.target_port.is_some())
+        {
+            out.push(
+                &sp.key("port").key("targetPort"),
+                "ignored: the gateway listens on the server port, mapped to a local port by its deployment (mesh-proxy --gateway-port)",
+            );
+        }
+        if s.default_endpoint.is_some() {
+            out.push(
+                &sp.key("defaultEndpoint"),
+                "not supported by the gateway (it proxies, it does not forward to a local endpoint); ignored",
+            );
+        }
+        if s.bind.as_deref().is_some_and(|b| b.starts_with("unix://")) {
+            out.push(
+                &sp.key("bind"),
+                "unix domain socket binds are not supported; the server is skipped",
+            );
+        }
+        let Some(t) = &s.tls else { continue };
+        let tp = sp.key("tls");
+        let secure = matches!(protocol, Some("HTTPS" | "TLS"));
+        if !secure {
+            continue;
+        }
+        match t.mode {
+            ServerTlsMode::AutoPassthrough | ServerTlsMode::IstioMutual => out.push(
+                &tp.key("mode"),
+                format!(
+                    "{} is not supported by the gateway (SIMPLE, MUTUAL, OPTIONAL_MUTUAL and PASSTHROUGH are); the server is skipped",
+                    mode_name(t.mode)
+                ),
+            ),
+            ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+                if protocol == Some("TLS") =>
+            {
+                out.push(
+                    &tp.key("mode"),
+                    "TLS termination for TCP routes (protocol TLS with a terminating mode) is not supported; the server is skipped",
+                )
+            }
+            _ => {}
+        }
+        let terminating = matches!(
+            t.mode,
+            ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+        );
+        if terminating
+            && (t.credential_name.is_some() || !t.credential_names.is_empty())
+            && (t.server_certificate.is_none() || t.private_key.is_none())
+        {
+            out.push(
+                &tp.key("credentialName"),
+                "certificates from Secrets are not supported: set serverCertificate and privateKey (files, e.g. a mounted Secret); the server is skipped",
+            );
+        } else if t.credential_name.is_some() || !t.credential_names.is_empty() {
+            out.push(
+                &tp.key("credentialName"),
+                "ignored: the certificate comes from serverCertificate and privateKey",
+            );
+        }
+        let ignored = [
+            ("caCrl", t.ca_crl.is_some()),
+            ("subjectAltNames", !t.subject_alt_names.is_empty()),
+            (
+                "verifyCertificateSpki",
+                !t.verify_certificate_spki.is_empty(),
+            ),
+            (
+                "verifyCertificateHash",
+                !t.verify_certificate_hash.is_empty(),
+            ),
+            ("minProtocolVersion", t.min_protocol_version.is_some()),
+            ("maxProtocolVersion", t.max_protocol_version.is_some()),
+            ("cipherSuites", !t.cipher_suites.is_empty()),
+        ];
+        for (field, set) in ignored {
+            if set {
+                out.push(
+                    &tp.key(field),
+                    "not supported by the gateway; ignored (TLS 1.2 and 1.3 with rustls' default suites, client certificates checked against caCertificates only)",
+                );
+            }
+        }
+    }
+}
+
+fn mode_name(mode: ServerTlsMode) -> &'static str {
+    match mode {
+        ServerTlsMode::Passthrough => "PASSTHROUGH",
+        ServerTlsMode::Simple => "SIMPLE",
+        ServerTlsMode::Mutual => "MUTUAL",
+        ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
+        ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
+        ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warnings(yaml: &str) -> Vec<(String, String)> {
+        let gw: Gateway = serde_saphyr::from_str(yaml).unwrap();
+        crate::validate::gateway_warnings(&gw)
+    }
+
+    #[test]
+    fn implemented_servers_have_no_warning() {
+        let w = warnings(
+            "
+selector: {istio: ingressgateway}
+servers:
+- port: {number: 80, name: http, protocol: HTTP}
+  hosts: ['*']
+  tls: {httpsRedirect: true}
+- port: {number: 443, name: https, protocol: HTTPS}
+  hosts: [a.example.com]
+  tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}
+- port: {number: 8443, name: tls, protocol: TLS}
+  hosts: [db.example.com]
+  tls: {mode: PASSTHROUGH}
+",
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn unimplemented_fields_are_named() {
+        let w = warnings(
+            "
+servers:
+- port: {number: 80, name: http, protocol: HTTP, targetPort: 8080}
+  hosts: ['*']
+  defaultEndpoint: 127.0.0.1:8080
+- port: {number: 81, name: tcp, protocol: TCP}
+  hosts: ['*']
+  bind: unix:///var/run/gw.sock
+- port: {number: 443, name: https, protocol: HTTPS}
+  hosts: ['*']
+  tls: {mode: ISTIO_MUTUAL}
+- port: {number: 444, name: tls, protocol: TLS}
+  hosts: ['*']
+  tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem, cipherSuites: [ECDHE-RSA-AES256-GCM-SHA384]}
+",
+        );
+        let fields: Vec<&str> = w.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.servers[0].port.targetPort",
+                "spec.servers[0].defaultEndpoint",
+                "spec.servers[1].port.protocol",
+                "spec.servers[1].bind",
+                "spec.servers[2].tls.mode",
+                "spec.servers[3].tls.mode",
+                "spec.servers[3].tls.cipherSuites",
+            ]
+        );
+    }
+}

@@ -37,23 +37,6 @@ impl Errors {
 }
 
 /// Validates one resource; an empty result means Istio would accept it.
-/// What is valid but not enforced as written by a sidecar of this mesh, one line per field,
-/// naming the object (for `meshctl validate`; pilot reports the same from the proxy's
-/// compile step).
-pub fn warnings(resource: &Resource) -> Vec<String> {
-    match resource {
-        Resource::AuthorizationPolicy(o) => {
-            let name = format!(
-                "{}/{}",
-                o.metadata.namespace.as_deref().unwrap_or("default"),
-                o.metadata.name
-            );
-            authorization_policy::fallbacks(&o.spec, &name)
-        }
-        _ => Vec::new(),
-    }
-}
-
 pub fn validate(resource: &Resource) -> Vec<ValidationError> {
     let mut errs = Errors::default();
     let spec = FieldPath::root().key("spec");
@@ -87,6 +70,38 @@ pub fn validate(resource: &Resource) -> Vec<ValidationError> {
         }
     }
     to_errors(resource, errs)
+}
+
+/// What a valid resource asks for that the mesh does not do as written: each field with what
+/// happens instead (an unsupported Gateway field is skipped; an AuthorizationPolicy rule a
+/// sidecar cannot evaluate takes Istio's fallback). Istio accepts these objects, so they load;
+/// `meshctl validate` prints them, and pilot reports the same.
+pub fn warnings(resource: &Resource) -> Vec<ValidationError> {
+    let mut out = Errors::default();
+    let spec = FieldPath::root().key("spec");
+    match resource {
+        Resource::Gateway(o) => gateway::unsupported(&o.spec, &spec, &mut out),
+        Resource::AuthorizationPolicy(o) => {
+            let name = format!(
+                "{}/{}",
+                o.metadata.namespace.as_deref().unwrap_or("default"),
+                o.metadata.name
+            );
+            authorization_policy::fallbacks(&o.spec, &name, &spec, &mut out);
+        }
+        _ => {}
+    }
+    to_errors(resource, out)
+}
+
+/// The unsupported fields of one Gateway as `(field path, reason)`, for pilot's warnings.
+pub fn gateway_warnings(gw: &crate::networking::Gateway) -> Vec<(String, String)> {
+    let mut out = Errors::default();
+    gateway::unsupported(gw, &FieldPath::root().key("spec"), &mut out);
+    out.0
+        .into_iter()
+        .map(|(path, reason)| (path.to_string(), reason))
+        .collect()
 }
 
 fn validate_metadata(meta: &ObjectMeta, errs: &mut Errors) {

@@ -75,10 +75,14 @@ pub fn check_own(
         listeners: std::mem::take(&mut shared.listeners),
         ..Default::default()
     };
+    let inbound_table = shared.inbound.as_ref().map(|(t, _)| t.name.clone());
     if let Some((table, cluster)) = shared.inbound.take() {
         cfg.route_tables.push(table);
         cfg.clusters.push(cluster);
     }
+    // A gateway's route tables are its own too: its listeners refer to them.
+    cfg.route_tables
+        .append(&mut std::mem::take(&mut shared.gateway_tables));
     let mut warnings = Vec::new();
     let mut last = None;
     let mut result = Err("too many objects refused by the proxy's compile step".to_string());
@@ -97,7 +101,12 @@ pub fn check_own(
         }
     }
     shared.listeners = cfg.listeners;
-    shared.inbound = match (cfg.route_tables.pop(), cfg.clusters.pop()) {
+    let (inbound, gateway): (Vec<pb::RouteTable>, Vec<pb::RouteTable>) = cfg
+        .route_tables
+        .into_iter()
+        .partition(|t| Some(&t.name) == inbound_table.as_ref());
+    shared.gateway_tables = gateway;
+    shared.inbound = match (inbound.into_iter().next(), cfg.clusters.pop()) {
         (Some(t), Some(c)) => Some((t, c)),
         _ => None,
     };

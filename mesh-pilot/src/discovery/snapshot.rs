@@ -244,6 +244,8 @@ impl ProxySnapshot {
             own.route_tables.push(table.clone());
             own.clusters.push(cluster.clone());
         }
+        own.route_tables
+            .extend(shared.gateway_tables.iter().cloned());
         let own = own.encode_to_vec();
         let mut version = DefaultHasher::new();
         version.write(&own);
@@ -342,6 +344,7 @@ mod tests {
                     ..Default::default()
                 },
             )),
+            gateway_tables: Vec::new(),
             warnings: Vec::new(),
         }
     }

@@ -113,6 +113,7 @@ pub fn build(
         port_mtls: security.port_mtls,
         tcp_routes: tcp_route(tcp_ports, transparent),
         jwt_rules: security.jwt_rules,
+        downstream_tls: None,
     };
     let table = RouteTable {
         name: INBOUND.to_string(),

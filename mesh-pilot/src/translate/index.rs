@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use mesh_api::networking::{DestinationRule, VirtualService};
 use mesh_api::{Object, Resource};
 
+use super::gateway::GatewayEntry;
 use super::hosts;
 use super::l4::is_l4;
 use super::outbound::{self, Outbound};
@@ -51,6 +52,10 @@ pub struct MeshIndex {
     pub(super) registry: Arc<Registry>,
     /// Sorted by (created, namespace, name): Istio's precedence among conflicting configs.
     pub(super) virtual_services: Vec<VsEntry>,
+    /// VirtualServices bound to gateways (not only `mesh`), in the same order.
+    pub(super) gateway_virtual_services: Vec<VsEntry>,
+    /// Sorted by (created, namespace, name).
+    pub(super) gateways: Vec<GatewayEntry>,
     pub(super) destination_rules: Vec<DrEntry>,
     /// DestinationRules by (namespace, exact host), and wildcard ones by namespace; indices
     /// into `destination_rules`, oldest first.
@@ -92,6 +97,8 @@ impl MeshIndex {
         let mut index = MeshIndex {
             registry,
             virtual_services: Vec::new(),
+            gateway_virtual_services: Vec::new(),
+            gateways: Vec::new(),
             destination_rules: Vec::new(),
             dr_exact: HashMap::new(),
             dr_wildcard: HashMap::new(),
@@ -109,16 +116,20 @@ impl MeshIndex {
                     let ns = ns_of(vs);
                     // Only VirtualServices bound to the mesh (no gateways, or `mesh`) apply to sidecars.
                     let spec = &vs.spec;
-                    if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
-                        continue;
-                    }
-                    index.virtual_services.push(VsEntry {
+                    let entry = VsEntry {
                         hosts: spec.hosts.iter().map(|h| hosts::resolve(h, &ns)).collect(),
                         namespace: ns,
                         name: vs.metadata.name.clone(),
                         created: created_of(vs),
                         spec: spec.clone(),
-                    });
+                    };
+                    if spec.gateways.iter().any(|g| g != "mesh") {
+                        index.gateway_virtual_services.push(entry.clone());
+                    }
+                    if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
+                        continue;
+                    }
+                    index.virtual_services.push(entry);
                 }
                 Resource::DestinationRule(dr) => {
                     let ns = ns_of(dr);
@@ -147,6 +158,12 @@ impl MeshIndex {
                             .cloned(),
                     });
                 }
+                Resource::Gateway(gw) => index.gateways.push(GatewayEntry {
+                    namespace: ns_of(gw),
+                    name: gw.metadata.name.clone(),
+                    created: created_of(gw),
+                    spec: gw.spec.clone(),
+                }),
                 Resource::Sidecar(sc) => {
                     let ns = ns_of(sc);
                     let entry = SidecarEntry::new(
@@ -173,6 +190,12 @@ impl MeshIndex {
             .warnings
             .extend(crate::request_authn::warnings(&index.security));
         index.virtual_services.sort_by(|a, b| {
+            (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
+        });
+        index.gateway_virtual_services.sort_by(|a, b| {
+            (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
+        });
+        index.gateways.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });
         index.destination_rules.sort_by(|a, b| {

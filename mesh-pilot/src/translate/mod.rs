@@ -14,6 +14,7 @@
 //! missing cluster, instead of letting a later route take its traffic.
 
 mod carry;
+mod gateway;
 mod hosts;
 mod inbound;
 mod index;
@@ -32,6 +33,7 @@ use mesh_proto::config::v1::{
 use mesh_proto::discovery::v1::ProxyAddresses;
 
 pub use carry::carry_endpoint_change;
+pub use gateway::{GATEWAY, GatewayConfig};
 pub use hosts::{DOMAIN_SUFFIX, domains, resolve as resolve_host};
 pub use inbound::{INBOUND, INBOUND_CLUSTER, InboundSecurity, security as inbound_security};
 pub use index::MeshIndex;
@@ -102,6 +104,9 @@ pub struct SharedConfig {
     pub outbound: Option<Arc<Outbound>>,
     /// The `inbound` route table and `inbound|app` cluster, when it has an inbound listener.
     pub inbound: Option<(RouteTable, Cluster)>,
+    /// A gateway's route tables (`gateway-PORT`), sorted by name; its listeners are in
+    /// `listeners`.
+    pub gateway_tables: Vec<RouteTable>,
     /// Warnings of this proxy and of the index; the scope's are in `outbound.warnings`.
     pub warnings: Vec<String>,
 }
@@ -117,6 +122,9 @@ impl SharedConfig {
             config.route_tables.push(table.clone());
             config.clusters.push(cluster.clone());
         }
+        config
+            .route_tables
+            .extend(self.gateway_tables.iter().cloned());
         if let Some(out) = &self.outbound {
             config.route_tables.push(out.route_table.clone());
             config.clusters.extend(out.clusters.iter().cloned());
@@ -191,7 +199,15 @@ pub fn translate_shared(
         }
     }
     let scope = mesh.scope(proxy.workload);
-    if !a.outbound.is_empty() || mesh.has_egress_ports(&scope) {
+    if let Some(addresses) = &a.gateway {
+        let builder = outbound::Builder::new(mesh, &scope);
+        let built = gateway::build(mesh, &builder, proxy.workload, addresses, proxy.id);
+        shared.listeners.extend(built.listeners);
+        shared.gateway_tables = built.route_tables;
+        shared.warnings.extend(built.warnings);
+    }
+    // A gateway routes into the mesh with the outbound clusters of its scope.
+    if !a.outbound.is_empty() || mesh.has_egress_ports(&scope) || a.gateway.is_some() {
         let out = mesh.outbound(&scope);
         let policy = out.outbound_traffic_policy as i32;
         if !a.outbound.is_empty() {

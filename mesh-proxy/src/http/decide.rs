@@ -180,7 +180,11 @@ pub fn decide<'s>(
             headers: &route.response_headers,
         }),
         (None, Action::Redirect(r)) => {
-            let location = r.location("http", authority, req.path_and_query().as_str());
+            let location = r.location(
+                conn.listener.scheme(),
+                authority,
+                req.path_and_query().as_str(),
+            );
             Decided::Reply(Reply::Redirect {
                 status: r.status,
                 location: HeaderValue::from_str(&location).ok(),

@@ -3,6 +3,7 @@
 pub mod admitted;
 pub mod body;
 pub mod decide;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod inbound;

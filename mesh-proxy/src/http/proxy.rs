@@ -13,7 +13,7 @@ use super::body::ResponseBody;
 use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
-use super::{inbound, local, upgrade};
+use super::{edge, inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
@@ -78,7 +78,10 @@ impl Proxy {
         let outbound = conn.listener.direction == Direction::Outbound;
         let overrides = Overrides::take(req.headers_mut(), outbound);
         remove_hop_by_hop(req.headers_mut(), upgrade);
-        if outbound && !req.headers().contains_key(REQUEST_ID) {
+        if conn.listener.is_gateway() {
+            edge::sanitize_external(req.headers_mut(), conn.listener.scheme());
+        }
+        if (outbound || conn.listener.is_gateway()) && !req.headers().contains_key(REQUEST_ID) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
         // The one read of the config for this request.

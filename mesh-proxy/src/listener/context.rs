@@ -24,6 +24,8 @@ pub struct ListenerSpec {
     pub tcp_cluster: String,
     pub transparent: bool,
     pub outbound_policy: pb::OutboundTrafficPolicy,
+    /// A gateway listener that terminates TLS: its HTTP requests arrived over HTTPS.
+    pub terminates_tls: bool,
 }
 
 impl ListenerSpec {
@@ -36,11 +38,22 @@ impl ListenerSpec {
             tcp_cluster: spec.tcp_cluster.clone(),
             transparent: spec.transparent,
             outbound_policy: spec.outbound_traffic_policy(),
+            terminates_tls: spec.downstream_tls.is_some(),
         }
     }
 
     pub fn is_inbound(&self) -> bool {
         self.direction == pb::Direction::Inbound
+    }
+
+    /// A standalone gateway's listener: every client is outside the mesh.
+    pub fn is_gateway(&self) -> bool {
+        self.direction == pb::Direction::Gateway
+    }
+
+    /// The scheme clients used to reach this listener.
+    pub fn scheme(&self) -> &'static str {
+        if self.terminates_tls { "https" } else { "http" }
     }
 }
 

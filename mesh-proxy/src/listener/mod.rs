@@ -34,6 +34,7 @@ use crate::config::{ConfigError, ConfigObject, FieldError, Snapshot};
 use crate::http::Proxy;
 use crate::identity::IdentitySlot;
 use crate::metrics::{ListenerLabels, Metrics};
+use crate::tls::Termination;
 use crate::upstream::{Cluster, passthrough_cluster};
 
 struct Running {
@@ -49,6 +50,8 @@ pub struct Prepared {
     /// Changed listeners whose address is still held by their predecessor: bound once it stops.
     rebind: Vec<pb::Listener>,
     keep: Vec<String>,
+    /// Gateway listeners' TLS, loaded from its files, by listener name.
+    terminations: HashMap<String, Arc<Termination>>,
 }
 
 pub struct Listeners {
@@ -105,6 +108,7 @@ impl Listeners {
         let mut bound = Vec::new();
         let mut rebind = Vec::new();
         let mut keep = Vec::new();
+        let mut terminations = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
             if running
                 .get(&spec.name)
@@ -112,6 +116,15 @@ impl Listeners {
             {
                 keep.push(spec.name.clone());
                 continue;
+            }
+            if let Some(tls) = &spec.downstream_tls {
+                let loaded = Termination::load(tls).map_err(|e| {
+                    ConfigError::new(
+                        ConfigObject::Listener { index: i },
+                        FieldError::new("downstreamTls", e.to_string()),
+                    )
+                })?;
+                terminations.insert(spec.name.clone(), Arc::new(loaded));
             }
             match bind(&spec.address) {
                 Ok(listener) => bound.push((spec.clone(), listener)),
@@ -136,6 +149,7 @@ impl Listeners {
             bound,
             rebind,
             keep,
+            terminations,
         })
     }
 
@@ -172,7 +186,9 @@ impl Listeners {
             let addr = listener.local_addr().expect("bound socket has an address");
             let stop = CancellationToken::new();
             tracing::info!(listener = %spec.name, %addr, "listening");
-            let accepting = tokio::spawn(self.accept_loop(listener, spec.clone(), stop.clone()));
+            let termination = prepared.terminations.get(&spec.name).cloned();
+            let accepting =
+                tokio::spawn(self.accept_loop(listener, spec.clone(), stop.clone(), termination));
             running.insert(
                 spec.name.clone(),
                 Running {
@@ -205,6 +221,7 @@ impl Listeners {
         listener: TcpListener,
         spec: pb::Listener,
         stop: CancellationToken,
+        termination: Option<Arc<Termination>>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let config = self.config.clone();
         let passthrough = self.passthrough.clone();
@@ -292,6 +309,7 @@ impl Listeners {
                 let drain = drain.clone();
                 let passthrough = passthrough.clone();
                 let tls = tls.clone();
+                let termination = termination.clone();
                 tracker.spawn(async move {
                     // Where the client was going: its original destination, else this
                     // listener's local address it connected to.
@@ -311,6 +329,10 @@ impl Listeners {
                     // snapshot may go when the config changes.
                     drop(snapshot);
                     let security = conn_config.security.clone();
+                    // A gateway's TLS is terminated for HTTP only: layer 4 routes (TLS
+                    // passthrough) take the connection as it is.
+                    let termination =
+                        termination.filter(|_| matches!(conn_config.forward, Forward::Http));
                     let serve = serve::Serve {
                         proxy,
                         builder,
@@ -319,8 +341,15 @@ impl Listeners {
                         config: conn_config,
                     };
                     match security {
-                        // Outbound: plaintext from the local application.
-                        None => serve.run(stream, conn).await,
+                        None => match termination {
+                            // Outbound: plaintext from the local application.
+                            None => serve.run(stream, conn).await,
+                            Some(t) => {
+                                if let Some(s) = t.accept(stream, &conn.listener.name).await {
+                                    serve.run(s, conn).await
+                                }
+                            }
+                        },
                         Some(security) => {
                             let mode = security.mode_for(destination_port);
                             match tls.secure(stream, mode, peer, &conn.listener.name).await {

@@ -374,8 +374,21 @@ impl Redirect {
             .unwrap_or_else(|| strip_port(authority));
         let port = match self.port {
             Some(p) => format!(":{p}"),
-            // Keep the request's port only when the host is kept too.
-            None if self.host.is_none() => authority[strip_port(authority).len()..].to_string(),
+            // Keep the request's port only when the host is kept too, and not the old
+            // scheme's default port on a scheme change (Envoy's `https_redirect` drops `:80`).
+            None if self.host.is_none() => {
+                let kept = &authority[strip_port(authority).len()..];
+                let default_of_old = match self.scheme.as_deref() {
+                    Some("https") => ":80",
+                    Some("http") => ":443",
+                    _ => "",
+                };
+                if kept == default_of_old {
+                    String::new()
+                } else {
+                    kept.to_string()
+                }
+            }
             None => String::new(),
         };
         let path = self.path.as_deref().unwrap_or(path_and_query);

@@ -11,6 +11,7 @@ mod origination;
 mod peer;
 mod server;
 mod sniff;
+mod termination;
 mod xfcc;
 
 pub use client::{client_config, client_config_with};
@@ -19,6 +20,7 @@ pub use origination::{Origination, OriginationError, origination_config};
 pub use peer::peer_spiffe_id;
 pub use server::{server_config, server_config_with};
 pub use sniff::{SNIFF_TIMEOUT, looks_like_tls, sniff_tls};
+pub use termination::{RELOAD_CHECK, Termination, TerminationError};
 pub use xfcc::{XFCC, xfcc};
 
 use mesh_identity::ring_provider as provider;

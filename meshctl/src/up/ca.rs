@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::fleet::Fleet;
+use super::gateways::LocalGateway;
 use super::workloads::LocalWorkload;
 
 /// Where a proxy finds its CA and proves who it is.
@@ -58,12 +59,22 @@ impl LocalCa {
         fleet.spawn("mesh-citadel".into(), citadel, &args)
     }
 
-    /// Writes a fresh token for every identity among `workloads` (a restart revokes the
-    /// previous run's tokens).
-    pub fn issue_tokens(&self, citadel: &Path, workloads: &[LocalWorkload]) -> Result<(), String> {
+    /// Writes a fresh token for every identity among `workloads` and `gateways` (a restart
+    /// revokes the previous run's tokens).
+    pub fn issue_tokens(
+        &self,
+        citadel: &Path,
+        workloads: &[LocalWorkload],
+        gateways: &[LocalGateway],
+    ) -> Result<(), String> {
         let identities: BTreeSet<(&str, &str)> = workloads
             .iter()
             .map(|w| (w.namespace.as_str(), w.service_account.as_str()))
+            .chain(
+                gateways
+                    .iter()
+                    .map(|g| (g.namespace.as_str(), g.service_account.as_str())),
+            )
             .collect();
         for (namespace, service_account) in identities {
             let out = Command::new(citadel)
@@ -88,10 +99,15 @@ impl LocalCa {
     }
 
     pub fn credentials(&self, w: &LocalWorkload) -> ProxyCredentials {
+        self.credentials_of(&w.namespace, &w.service_account)
+    }
+
+    /// The credentials of identity `namespace/service_account`.
+    pub fn credentials_of(&self, namespace: &str, service_account: &str) -> ProxyCredentials {
         ProxyCredentials {
             ca_addr: format!("https://{}", self.addr),
             root_cert: self.dir.join("root-cert.pem"),
-            token_file: self.tokens.join(&w.namespace).join(&w.service_account),
+            token_file: self.tokens.join(namespace).join(service_account),
         }
     }
 }

@@ -9,11 +9,14 @@
 //! as TCP. Sidecar egress listeners with a `port` and `captureMode: NONE` are listed with
 //! their address, for clients to connect to. Proxies speak mTLS to each other; the
 //! PeerAuthentication objects of DIR decide whether plaintext is still accepted.
+//! A WorkloadEntry annotated `local.mesh.dev/gateway-ports` (`80=18080`) runs as an ingress
+//! gateway (`mesh-proxy --gateway`, no app) serving the Gateways that select its labels.
 
 mod app_mode;
 mod ca;
 mod egress;
 mod fleet;
+mod gateways;
 mod workloads;
 
 use std::net::SocketAddr;
@@ -28,6 +31,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use app_mode::AppMode;
 use ca::LocalCa;
 use fleet::{Fleet, RestartPolicy, sibling, wait_listening};
+use gateways::{LocalGateway, local_gateways};
 pub use workloads::{LocalWorkload, local_workloads};
 
 #[derive(clap::Args)]
@@ -89,6 +93,10 @@ fn up(args: &Args) -> Result<(), String> {
             args.dir.display()
         ));
     }
+    let (gateways, gateway_warnings) = local_gateways(&resources)?;
+    for w in &gateway_warnings {
+        eprintln!("warning: {w}");
+    }
     let (pilot, proxy, echo, citadel) = (
         sibling("mesh-pilot")?,
         sibling("mesh-proxy")?,
@@ -104,7 +112,7 @@ fn up(args: &Args) -> Result<(), String> {
     }
     let mut fleet = Fleet::default();
     let ca = LocalCa::new(&args.state_dir, args.ca_addr, args.cert_ttl);
-    ca.issue_tokens(&citadel, &workloads)?;
+    ca.issue_tokens(&citadel, &workloads, &gateways)?;
     ca.start(&mut fleet, &citadel)?;
     if !wait_listening(args.ca_addr, Duration::from_secs(10)) {
         return Err(format!("citadel is not listening on {}", args.ca_addr));
@@ -166,6 +174,13 @@ fn up(args: &Args) -> Result<(), String> {
         }
         fleet.spawn(format!("{} proxy", w.name), &proxy, &proxy_args)?;
     }
+    for g in &gateways {
+        fleet.spawn(
+            format!("{} gateway", g.name),
+            &proxy,
+            &gateway_args(args, &ca, g),
+        )?;
+    }
     for w in &workloads {
         for addr in [Some(w.inbound), w.outbound].into_iter().flatten() {
             if !wait_listening(addr, Duration::from_secs(20)) {
@@ -183,7 +198,19 @@ fn up(args: &Args) -> Result<(), String> {
             }
         }
     }
-    print_summary(args, &workloads);
+    for g in &gateways {
+        // Listeners come with the gateway's first config; a Gateway that does not select
+        // it leaves its ports closed (said above).
+        for addr in g.ports.values() {
+            if !wait_listening(*addr, Duration::from_secs(20)) {
+                eprintln!(
+                    "warning: {}: nothing listens on gateway port {addr} yet (see the proxy's and pilot's log)",
+                    g.name
+                );
+            }
+        }
+    }
+    print_summary(args, &workloads, &gateways);
     if args.check {
         return Ok(());
     }
@@ -200,7 +227,65 @@ fn up(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
+/// `mesh-proxy --gateway` for `g`: its server ports mapped, the others on its address.
+fn gateway_args(args: &Args, ca: &LocalCa, g: &LocalGateway) -> Vec<String> {
+    let credentials = ca.credentials_of(&g.namespace, &g.service_account);
+    let mut out = vec![
+        "--discovery-addr".into(),
+        format!("http://{}", args.grpc_addr),
+        "--workload".into(),
+        format!("{}.{}", g.name, g.namespace),
+        "--gateway".into(),
+        "--gateway-bind-host".into(),
+        g.address.to_string(),
+        "--ca-addr".into(),
+        credentials.ca_addr,
+        "--root-cert-file".into(),
+        credentials.root_cert.display().to_string(),
+        "--token-file".into(),
+        credentials.token_file.display().to_string(),
+        "--service-account".into(),
+        g.service_account.clone(),
+    ];
+    for (port, addr) in &g.ports {
+        out.extend(["--gateway-port".into(), format!("{port}={addr}")]);
+    }
+    if let Some(a) = g.admin {
+        out.extend(["--admin-addr".into(), a.to_string()]);
+    }
+    out
+}
+
+fn print_gateways(gateways: &[LocalGateway]) {
+    if gateways.is_empty() {
+        return;
+    }
+    println!(
+        "
+ingress gateways:"
+    );
+    for g in gateways {
+        let ports: Vec<String> = g
+            .ports
+            .iter()
+            .map(|(port, addr)| format!("{port} -> {addr}"))
+            .collect();
+        println!(
+            "  {:<24} {:<28} {}",
+            g.name,
+            ports.join(", "),
+            g.gateways.join(", ")
+        );
+    }
+    if let Some(addr) = gateways.iter().find_map(|g| g.ports.get(&80)) {
+        println!(
+            "
+try:  curl http://{addr}/productpage"
+        );
+    }
+}
+
+fn print_summary(args: &Args, workloads: &[LocalWorkload], gateways: &[LocalGateway]) {
     println!(
         "local mesh up: pilot {} (debug http://{}), citadel {} (state in {})",
         args.grpc_addr,
@@ -256,6 +341,7 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload]) {
         let (ip, port) = (e.addr.ip(), e.addr.port());
         println!("\ntry:  exec 3<>/dev/tcp/{ip}/{port}; echo hello >&3; head -n1 <&3; exec 3>&-");
     }
+    print_gateways(gateways);
     println!(
         "edit the YAML in {} and the change reaches every proxy within a second; Ctrl-C stops the mesh",
         args.dir.display()

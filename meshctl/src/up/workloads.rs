@@ -32,7 +32,7 @@ pub struct LocalWorkload {
 
 pub const APP_PORT: &str = "local.mesh.dev/app-port";
 const OUTBOUND_PORT: &str = "local.mesh.dev/outbound-port";
-const ADMIN_PORT: &str = "local.mesh.dev/admin-port";
+pub(super) const ADMIN_PORT: &str = "local.mesh.dev/admin-port";
 const APP_NAME: &str = "local.mesh.dev/app-name";
 
 /// Whether a non-empty `workloadSelector` selects a workload with `labels`.

@@ -246,6 +246,18 @@ fn redirect_location_keeps_what_it_does_not_replace() {
 }
 
 #[test]
+fn https_redirect_drops_the_default_port_of_the_old_scheme_only() {
+    let r = Redirect::compile(&pb::Redirect {
+        scheme: "https".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(r.location("http", "shop:80", "/a"), "https://shop/a");
+    assert_eq!(r.location("http", "shop", "/a"), "https://shop/a");
+    assert_eq!(r.location("http", "shop:8080", "/a"), "https://shop:8080/a");
+}
+
+#[test]
 fn prefix_rewrite_replaces_the_matched_prefix() {
     let m = |kind: Kind| {
         RouteMatcher::compile(&pb::RouteMatch {
