@@ -2,7 +2,7 @@
 //! what goes back downstream (the upstream's body, or a local reply).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -65,27 +65,39 @@ impl Body for ResponseBody {
 pub struct DownstreamBody {
     inner: Incoming,
     failed: Arc<AtomicBool>,
+    /// Bytes read so far, for the request size metric.
+    received: Arc<AtomicU64>,
 }
 
-/// Tells whether reading a [`DownstreamBody`] failed.
+/// Tells whether reading a [`DownstreamBody`] failed, and how much of it was read.
 #[derive(Clone)]
-pub struct BodyFailure(Arc<AtomicBool>);
+pub struct BodyFailure {
+    failed: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+}
 
 impl BodyFailure {
     pub fn happened(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// The count of body bytes read from the downstream, updated as they are read.
+    pub fn received(&self) -> Arc<AtomicU64> {
+        self.received.clone()
     }
 }
 
 impl DownstreamBody {
     pub fn watch(inner: Incoming) -> (Self, BodyFailure) {
         let failed = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
         (
             Self {
                 inner,
                 failed: failed.clone(),
+                received: received.clone(),
             },
-            BodyFailure(failed),
+            BodyFailure { failed, received },
         )
     }
 }
@@ -100,8 +112,15 @@ impl Body for DownstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if matches!(frame, Some(Err(_))) {
-            this.failed.store(true, Ordering::Release);
+        match &frame {
+            Some(Err(_)) => this.failed.store(true, Ordering::Release),
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            None => {}
         }
         Poll::Ready(frame)
     }

@@ -14,7 +14,8 @@ use super::local;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
-use crate::upstream::{Protocol, SendError, Target};
+use crate::telemetry::{self, ResponseFlag, flags};
+use crate::upstream::{Protocol, SendError, Target, Transport};
 
 /// A request ready to go upstream, after routing.
 pub struct Outgoing {
@@ -42,7 +43,7 @@ pub async fn forward(
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
     let cluster_name = plan.target.cluster.name.clone();
-    match plan.timeout {
+    let mut resp = match plan.timeout {
         None => attempts(metrics, plan, out, body, None).await,
         Some(t) => {
             let deadline = Instant::now() + t;
@@ -59,7 +60,10 @@ pub async fn forward(
                 }
             }
         }
-    }
+    };
+    let service = metrics.istio.cluster_service(&cluster_name);
+    telemetry::upstream::note(&mut resp, |info| info.service = Some(service));
+    resp
 }
 
 /// How many tried endpoints a request remembers when picking one for a retry.
@@ -140,6 +144,7 @@ async fn attempts(
                 HeaderValue::from(t.as_millis() as u64),
             );
         }
+        metrics.istio.announce(&mut headers, &endpoint.transport);
         let req = build(&out, version, headers, body.next());
 
         let sent = async {
@@ -183,9 +188,14 @@ async fn attempts(
         if outcome == Outcome::PerTryTimeout {
             metrics.timeout(&cluster.name);
         }
-        let retry = attempt < max_attempts && plan.policy.retriable(&outcome) && body.can_replay();
+        let retriable = plan.policy.retriable(&outcome);
+        let retry = attempt < max_attempts && retriable && body.can_replay();
         if !retry {
-            return finish(result, grpc);
+            let mut resp = finish(result, grpc, metrics, &endpoint.transport, &body_failure);
+            if retriable && attempt > 1 && attempt == max_attempts {
+                flags::mark(&mut resp, ResponseFlag::UpstreamRetryLimitExceeded);
+            }
+            return resp;
         }
         tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
         metrics.retry(&cluster.name);
@@ -234,11 +244,15 @@ fn build(
     req
 }
 
+/// The response of the last attempt, with what telemetry learned from the upstream.
 fn finish(
     result: Result<Result<Response<Incoming>, SendError>, ()>,
     grpc: bool,
+    metrics: &Metrics,
+    transport: &Transport,
+    body: &BodyFailure,
 ) -> Response<ResponseBody> {
-    match result {
+    let mut resp = match result {
         Err(()) => local::timeout(grpc),
         Ok(Err(SendError::Connect(e))) => {
             tracing::debug!(error = %e, "upstream connect failed");
@@ -251,7 +265,13 @@ fn finish(
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             remove_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, ResponseBody::Upstream(body))
+            let peer = metrics.istio.upstream_peer(&mut parts.headers, transport);
+            let mut resp = Response::from_parts(parts, ResponseBody::Upstream(body));
+            telemetry::upstream::note(&mut resp, |info| info.peer = peer);
+            resp
         }
-    }
+    };
+    let received = body.received();
+    telemetry::upstream::note(&mut resp, |info| info.request_bytes = Some(received));
+    resp
 }
