@@ -140,6 +140,10 @@ struct WorkloadArgs {
         value_delimiter = ','
     )]
     workload_labels: Vec<String>,
+    /// Istio's standard HTTP metrics and the peer metadata exchange; `false` turns both off
+    /// (metadata headers are still stripped).
+    #[arg(long, env = "MESH_STANDARD_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    standard_metrics: bool,
     /// The cluster the workload runs in (Istio's default name is "Kubernetes").
     #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = "Kubernetes")]
     cluster_id: String,
@@ -239,6 +243,10 @@ async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> 
         max_connections_per_listener: args.max_downstream_connections.map(|n| n as usize),
         ..Default::default()
     });
+    if !args.workload_metadata.standard_metrics {
+        tracing::info!("standard metrics off");
+        server.set_standard_metrics(false);
+    }
     if let Some(workload) = workload_metadata(&args)? {
         tracing::info!(workload = %workload.name, namespace = %workload.namespace, app = %workload.app, version = %workload.version, "workload metadata");
         server.set_workload(workload);

@@ -125,6 +125,11 @@ impl Server {
         self.identity.set(handle);
     }
 
+    /// Istio's standard HTTP metrics and the peer metadata exchange on (the default) or off.
+    pub fn set_standard_metrics(&self, on: bool) {
+        self.metrics.istio.set_enabled(on);
+    }
+
     /// Who this proxy's workload is, for the standard metrics and the peer metadata it
     /// announces to other proxies over mTLS.
     pub fn set_workload(&self, workload: crate::telemetry::WorkloadMetadata) {

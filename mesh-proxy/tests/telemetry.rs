@@ -514,3 +514,26 @@ async fn metadata_from_outside_the_mesh_is_ignored_and_stripped() {
     .await;
     assert!(!text.contains("forged"), "{text}");
 }
+
+#[tokio::test]
+async fn turned_off_nothing_is_recorded_or_announced() {
+    let pair = mtls_pair(json!({})).await;
+    pair.client.set_standard_metrics(false);
+    let reply = get(out_addr(&pair.client), "reviews", "/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The server still records (it is on), but learns nothing about the caller.
+    let labels = [
+        "reporter=\"destination\"",
+        "source_workload=\"unknown\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
+    ];
+    scrape_until(
+        metrics_port(&pair.server).await,
+        "istio_requests_total",
+        &labels,
+        1.0,
+    )
+    .await;
+    let text = scrape(metrics_port(&pair.client).await).await;
+    assert_eq!(sample(&text, "istio_requests_total", &[]), 0.0, "{text}");
+}

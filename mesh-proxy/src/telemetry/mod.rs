@@ -21,6 +21,7 @@ pub mod upstream;
 mod interner;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -109,6 +110,9 @@ pub struct Telemetry {
     cluster_services: Interner<ServiceLabels>,
     inbound_hosts: Interner<ServiceLabels>,
     peers: Interner<PeerLabels>,
+    /// Off: no request is recorded and nothing is announced to peers (metadata headers are
+    /// still stripped). The benchmark's baseline; TCP connections are still counted.
+    enabled: AtomicBool,
 }
 
 impl Default for Telemetry {
@@ -128,6 +132,7 @@ impl Default for Telemetry {
             cluster_services: Interner::new(MAX_CLUSTER_SERVICES),
             inbound_hosts: Interner::new(MAX_INBOUND_HOSTS),
             peers: Interner::new(MAX_PEERS),
+            enabled: AtomicBool::new(true),
         }
     }
 }
@@ -192,9 +197,22 @@ impl Telemetry {
             .store(Arc::new(Local::new(workload, Some(principal.to_owned()))));
     }
 
-    /// The header value this proxy announces itself with, once its workload is known.
+    /// The header value this proxy announces itself with, once its workload is known and
+    /// while recording is on.
     pub fn local_header(&self) -> Option<HeaderValue> {
+        if !self.is_enabled() {
+            return None;
+        }
         self.local.load().header.clone()
+    }
+
+    /// Turns HTTP request recording and the metadata exchange on or off.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
     }
 
     fn local_labels(&self, mtls: bool) -> Arc<PeerLabels> {

@@ -53,6 +53,7 @@ impl Telemetry {
     /// it.
     pub fn start<B>(self: &Arc<Self>, conn: &ConnContext, req: &mut Request<B>) -> RequestRecord {
         let header = peer::take(req.headers_mut());
+        let enabled = self.is_enabled();
         let protocol = if crate::http::local::is_grpc(req.headers()) {
             RequestProtocol::Grpc
         } else {
@@ -75,9 +76,10 @@ impl Telemetry {
             counted_request_bytes: None,
             response_bytes: 0,
             answer_peer: false,
-            recorded: false,
+            // Off: the record is born recorded, so it never records.
+            recorded: !enabled,
         };
-        if conn.listener.is_inbound() {
+        if enabled && conn.listener.is_inbound() {
             record.reporter = Reporter::Destination;
             record.service = self.inbound_service(host_of(req).as_deref());
             match &conn.peer_identity {

@@ -42,6 +42,9 @@ impl Telemetry {
         transport: &Transport,
     ) -> Option<Arc<PeerLabels>> {
         let header = peer::take(headers);
+        if !self.is_enabled() {
+            return None;
+        }
         let identities = transport.mesh_identities()?;
         let principal = match identities {
             [one] => one.as_str(),
