@@ -213,19 +213,36 @@ async fn grpc_status_and_tcp_bytes_are_reported_over_mtls() {
     })
     .await
     .unwrap();
-    let labels = [
-        "reporter=\"destination\"",
-        "request_protocol=\"grpc\"",
-        "grpc_response_status=\"0\"",
-        "source_workload=\"productpage-v1\"",
-    ];
-    scrape_until(
-        metrics_port(&pair.server).await,
-        "istio_requests_total",
-        &labels,
-        1.0,
-    )
-    .await;
+    let mut stream = grpc
+        .server_stream(mesh_proto::echo::v1::EchoRequest {
+            message: "s".into(),
+            count: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    for (reporter, metrics) in [
+        ("destination", metrics_port(&pair.server).await),
+        ("source", metrics_port(&pair.client).await),
+    ] {
+        let reporter = format!("reporter=\"{reporter}\"");
+        let labels = [
+            reporter.as_str(),
+            "request_protocol=\"grpc\"",
+            "grpc_response_status=\"0\"",
+            "source_workload=\"productpage-v1\"",
+            "destination_workload=\"reviews-v2\"",
+        ];
+        let text = scrape_until(metrics, "istio_requests_total", &labels, 2.0).await;
+        // One request message per call; one reply, then three streamed.
+        assert_eq!(
+            sample(&text, "istio_request_messages_total", &labels),
+            2.0,
+            "{text}"
+        );
+        assert_eq!(sample(&text, "istio_response_messages_total", &labels), 4.0);
+    }
 
     // TCP: no metadata travels, the peer is named by its certificate.
     let citadel = Citadel::start(None).await;

@@ -12,6 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::telemetry::grpc::MessageCounter;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The downstream response body.
@@ -67,6 +69,8 @@ pub struct DownstreamBody {
     failed: Arc<AtomicBool>,
     /// Bytes read so far, for the request size metric.
     received: Arc<AtomicU64>,
+    /// gRPC requests: the messages read so far, for the message count metric.
+    messages: Option<(MessageCounter, Arc<AtomicU64>)>,
 }
 
 /// Tells whether reading a [`DownstreamBody`] failed, and how much of it was read.
@@ -74,6 +78,7 @@ pub struct DownstreamBody {
 pub struct BodyFailure {
     failed: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
+    messages: Option<Arc<AtomicU64>>,
 }
 
 impl BodyFailure {
@@ -85,19 +90,35 @@ impl BodyFailure {
     pub fn received(&self) -> Arc<AtomicU64> {
         self.received.clone()
     }
+
+    /// gRPC requests: the count of messages read, updated as they are read.
+    pub fn messages(&self) -> Option<Arc<AtomicU64>> {
+        self.messages.clone()
+    }
 }
 
 impl DownstreamBody {
     pub fn watch(inner: Incoming) -> (Self, BodyFailure) {
+        Self::watch_messages(inner, false)
+    }
+
+    /// As [`Self::watch`]; `grpc`: the body is gRPC, whose messages are counted too.
+    pub fn watch_messages(inner: Incoming, grpc: bool) -> (Self, BodyFailure) {
         let failed = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
+        let messages = grpc.then(|| Arc::new(AtomicU64::new(0)));
         (
             Self {
                 inner,
                 failed: failed.clone(),
                 received: received.clone(),
+                messages: messages.clone().map(|m| (MessageCounter::default(), m)),
             },
-            BodyFailure { failed, received },
+            BodyFailure {
+                failed,
+                received,
+                messages,
+            },
         )
     }
 }
@@ -118,6 +139,10 @@ impl Body for DownstreamBody {
                 if let Some(data) = f.data_ref() {
                     this.received
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some((counter, shared)) = &mut this.messages {
+                        counter.feed(data);
+                        shared.store(counter.messages, Ordering::Relaxed);
+                    }
                 }
             }
             None => {}

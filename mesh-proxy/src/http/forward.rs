@@ -106,7 +106,7 @@ async fn attempts(
         Protocol::SameAsDownstream => Version::HTTP_11,
     };
     let max_attempts = 1 + plan.policy.num_retries;
-    let (downstream_body, body_failure) = DownstreamBody::watch(downstream_body);
+    let (downstream_body, body_failure) = DownstreamBody::watch_messages(downstream_body, grpc);
     let mut body = if max_attempts > 1 {
         BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
     } else {
@@ -271,7 +271,10 @@ fn finish(
             resp
         }
     };
-    let received = body.received();
-    telemetry::upstream::note(&mut resp, |info| info.request_bytes = Some(received));
+    let (received, messages) = (body.received(), body.messages());
+    telemetry::upstream::note(&mut resp, |info| {
+        info.request_bytes = Some(received);
+        info.request_messages = messages;
+    });
     resp
 }

@@ -12,6 +12,7 @@
 //! - [`tcp`]: one proxied TCP connection.
 
 pub mod flags;
+pub mod grpc;
 pub mod labels;
 pub mod peer;
 pub mod record;
@@ -100,6 +101,8 @@ pub struct Telemetry {
     duration: Histograms,
     request_bytes: Histograms,
     response_bytes: Histograms,
+    request_messages: Family<RequestLabels, Counter>,
+    response_messages: Family<RequestLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
     tcp_opened: Family<TcpLabels, Counter>,
@@ -122,6 +125,8 @@ impl Default for Telemetry {
             duration: Family::new_with_constructor(duration_histogram),
             request_bytes: Family::new_with_constructor(size_histogram),
             response_bytes: Family::new_with_constructor(size_histogram),
+            request_messages: Family::default(),
+            response_messages: Family::default(),
             tcp_sent: Family::default(),
             tcp_received: Family::default(),
             tcp_opened: Family::default(),
@@ -159,6 +164,16 @@ impl Telemetry {
             "istio_response_bytes",
             "Response body sizes in bytes",
             self.response_bytes.clone(),
+        );
+        registry.register(
+            "istio_request_messages",
+            "gRPC messages sent by the client",
+            self.request_messages.clone(),
+        );
+        registry.register(
+            "istio_response_messages",
+            "gRPC messages sent by the server",
+            self.response_messages.clone(),
         );
         registry.register(
             "istio_tcp_sent_bytes",

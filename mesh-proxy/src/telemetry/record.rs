@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::flags::{ResponseFlag, ResponseFlags};
+use super::grpc::MessageCounter;
 use super::labels::{
     CallLabels, PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, ServiceLabels,
 };
@@ -42,7 +43,10 @@ pub struct RequestRecord {
     /// From Content-Length until the forwarding code's count replaces it.
     request_bytes: u64,
     counted_request_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    request_messages: Option<Arc<std::sync::atomic::AtomicU64>>,
     response_bytes: u64,
+    /// gRPC only.
+    response_messages: Option<MessageCounter>,
     /// An inbound request from a verified peer that announced itself: it gets our metadata.
     answer_peer: bool,
     recorded: bool,
@@ -74,7 +78,9 @@ impl Telemetry {
             grpc_status: None,
             request_bytes,
             counted_request_bytes: None,
+            request_messages: None,
             response_bytes: 0,
+            response_messages: (protocol == RequestProtocol::Grpc).then(MessageCounter::default),
             answer_peer: false,
             // Off: the record is born recorded, so it never records.
             recorded: !enabled,
@@ -134,6 +140,7 @@ impl RequestRecord {
         if let Some(bytes) = info.request_bytes {
             self.counted_request_bytes = Some(bytes);
         }
+        self.request_messages = info.request_messages;
         if self.reporter != Reporter::Source {
             return;
         }
@@ -178,6 +185,16 @@ impl RequestRecord {
         t.response_bytes
             .get_or_create(&labels)
             .observe(self.response_bytes as f64);
+        if let Some(counter) = &self.response_messages {
+            let sent = self
+                .request_messages
+                .as_ref()
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            t.request_messages.get_or_create(&labels).inc_by(sent);
+            t.response_messages
+                .get_or_create(&labels)
+                .inc_by(counter.messages);
+        }
     }
 }
 
@@ -220,6 +237,9 @@ impl Body for RecordedBody {
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
                     this.record.response_bytes += data.len() as u64;
+                    if let Some(counter) = &mut this.record.response_messages {
+                        counter.feed(data);
+                    }
                 } else if let Some(trailers) = f.trailers_ref()
                     && let Some(status) = grpc_status(trailers)
                 {

@@ -19,6 +19,8 @@ pub struct UpstreamInfo {
     pub peer: Option<Arc<PeerLabels>>,
     /// Request body bytes read from the downstream, counted as they flow.
     pub request_bytes: Option<Arc<AtomicU64>>,
+    /// gRPC messages read from the downstream, counted as they flow.
+    pub request_messages: Option<Arc<AtomicU64>>,
 }
 
 impl Telemetry {
