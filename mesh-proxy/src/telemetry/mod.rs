@@ -65,7 +65,8 @@ const MAX_CLUSTER_SERVICES: usize = 4096;
 /// Distinct inbound hosts (the request authority) labelled as `destination_service`; a
 /// client choosing hosts freely cannot grow the series past this.
 const MAX_INBOUND_HOSTS: usize = 64;
-/// Distinct peers (metadata and principal) remembered; more are decoded per request.
+/// Distinct peers (metadata and principal) labelled by their metadata; more are labelled by
+/// their principal only.
 const MAX_PEERS: usize = 1024;
 
 /// This proxy's own workload as labels and as the header it announces itself with.
@@ -271,8 +272,45 @@ impl Telemetry {
                 .unwrap_or_else(|| WorkloadMetadata::from_labels("", "", "", []));
             PeerLabels::of(workload, Some(principal))
         };
-        self.peers
-            .get_or_insert(&key, make)
-            .unwrap_or_else(|| Arc::new(make()))
+        // Past the ceiling a peer's claims are not labelled (its principal, which the CA
+        // vouched for, still is): a peer varying its metadata cannot grow the series.
+        self.peers.get_or_insert(&key, make).unwrap_or_else(|| {
+            let unknown = WorkloadMetadata::from_labels("", "", "", []);
+            Arc::new(PeerLabels::of(unknown, Some(principal)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_varying_its_metadata_cannot_grow_the_labels_past_the_ceiling() {
+        let t = Telemetry::default();
+        let principal = "spiffe://cluster.local/ns/default/sa/noisy";
+        let claim = |i: usize| WorkloadMetadata::from_labels(&format!("w{i}"), "ns", "c", []);
+        for i in 0..MAX_PEERS {
+            let labels = t.peer(Some(&claim(i).encode()), principal);
+            assert_eq!(labels.workload.name, format!("w{i}"));
+        }
+        let past = t.peer(Some(&claim(MAX_PEERS).encode()), principal);
+        assert_eq!(past.workload.name, peer::UNKNOWN);
+        assert_eq!(past.principal, principal);
+        // A peer seen before keeps its labels.
+        assert_eq!(
+            t.peer(Some(&claim(0).encode()), principal).workload.name,
+            "w0"
+        );
+    }
+
+    #[test]
+    fn inbound_hosts_past_the_ceiling_are_unknown() {
+        let t = Telemetry::default();
+        for i in 0..MAX_INBOUND_HOSTS {
+            let host = format!("h{i}.example");
+            assert_eq!(t.inbound_service(Some(&host)).host, host);
+        }
+        assert_eq!(t.inbound_service(Some("one-more")).host, peer::UNKNOWN);
     }
 }
