@@ -2,6 +2,7 @@
 //! `Arc`s, so a request clones pointers, not strings. Nothing here comes from a request's
 //! path, id or address: the number of series is bounded by the workloads, services and codes.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
@@ -9,12 +10,14 @@ use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue,
 use super::flags::ResponseFlags;
 use super::peer::{UNKNOWN, WorkloadMetadata};
 
-/// One side of a call as labels show it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One side of a call as labels show it. Immutable once made, with its hash computed then:
+/// a request's label set hashes two numbers for its peers, not a dozen strings.
+#[derive(Debug, Clone)]
 pub struct PeerLabels {
-    pub workload: WorkloadMetadata,
+    workload: WorkloadMetadata,
     /// `spiffe://...` of the side's certificate; `unknown` without mTLS.
-    pub principal: String,
+    principal: String,
+    hash: u64,
 }
 
 impl PeerLabels {
@@ -23,10 +26,21 @@ impl PeerLabels {
     }
 
     pub fn of(workload: WorkloadMetadata, principal: Option<&str>) -> Self {
+        let principal = principal.unwrap_or(UNKNOWN).to_owned();
+        let hash = fixed_hash(&(&workload, &principal));
         Self {
             workload,
-            principal: principal.unwrap_or(UNKNOWN).to_owned(),
+            principal,
+            hash,
         }
+    }
+
+    pub fn workload(&self) -> &WorkloadMetadata {
+        &self.workload
+    }
+
+    pub fn principal(&self) -> &str {
+        &self.principal
     }
 
     fn encode(&self, side: &str, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
@@ -46,30 +60,48 @@ impl PeerLabels {
 }
 
 /// The destination service: `destination_service` (the host), its short name and namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Immutable once made, with its hash computed then.
+#[derive(Debug, Clone)]
 pub struct ServiceLabels {
-    pub host: String,
-    pub name: String,
+    host: String,
+    name: String,
     /// From the host when it is `name.namespace.svc...`; else the destination workload's.
-    pub namespace: Option<String>,
+    namespace: Option<String>,
+    hash: u64,
 }
 
 impl ServiceLabels {
+    fn new(host: String, name: String, namespace: Option<String>) -> Self {
+        let hash = fixed_hash(&(&host, &name, &namespace));
+        Self {
+            host,
+            name,
+            namespace,
+            hash,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     /// From a host (no port): `reviews.default.svc.cluster.local` is `reviews` in `default`.
     pub fn from_host(host: &str) -> Self {
         let mut parts = host.split('.');
         let (name, ns, svc) = (parts.next(), parts.next(), parts.next());
         match (name, ns, svc) {
-            (Some(name), Some(ns), Some("svc")) if !name.is_empty() && !ns.is_empty() => Self {
-                host: host.to_owned(),
-                name: name.to_owned(),
-                namespace: Some(ns.to_owned()),
-            },
-            _ => Self {
-                host: host.to_owned(),
-                name: host.to_owned(),
-                namespace: None,
-            },
+            (Some(name), Some(ns), Some("svc")) if !name.is_empty() && !ns.is_empty() => {
+                Self::new(host.to_owned(), name.to_owned(), Some(ns.to_owned()))
+            }
+            _ => Self::new(host.to_owned(), host.to_owned(), None),
         }
     }
 
@@ -83,11 +115,7 @@ impl ServiceLabels {
     }
 
     pub fn unknown() -> Self {
-        Self {
-            host: UNKNOWN.to_owned(),
-            name: UNKNOWN.to_owned(),
-            namespace: None,
-        }
+        Self::new(UNKNOWN.to_owned(), UNKNOWN.to_owned(), None)
     }
 
     fn encode(
@@ -104,6 +132,48 @@ impl ServiceLabels {
         ("destination_service_namespace", namespace).encode(e.encode_label())
     }
 }
+
+/// A hash that is the same for equal values in every process run, computed once per label
+/// value rather than per request.
+fn fixed_hash(value: &impl Hash) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+impl Hash for PeerLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for PeerLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && (std::ptr::eq(self, other)
+                || (self.workload == other.workload && self.principal == other.principal))
+    }
+}
+
+impl Eq for PeerLabels {}
+
+impl Hash for ServiceLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for ServiceLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && (std::ptr::eq(self, other)
+                || (self.host == other.host
+                    && self.name == other.name
+                    && self.namespace == other.namespace))
+    }
+}
+
+impl Eq for ServiceLabels {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reporter {
@@ -230,13 +300,13 @@ mod tests {
     #[test]
     fn service_from_istio_cluster_names_and_plain_names() {
         let s = ServiceLabels::from_cluster("outbound|9080|v1|reviews.default.svc.cluster.local");
-        assert_eq!(s.host, "reviews.default.svc.cluster.local");
-        assert_eq!(s.name, "reviews");
-        assert_eq!(s.namespace.as_deref(), Some("default"));
+        assert_eq!(s.host(), "reviews.default.svc.cluster.local");
+        assert_eq!(s.name(), "reviews");
+        assert_eq!(s.namespace(), Some("default"));
         let s = ServiceLabels::from_cluster("outbound|443||api.example.com");
-        assert_eq!((s.name.as_str(), s.namespace), ("api.example.com", None));
+        assert_eq!((s.name(), s.namespace()), ("api.example.com", None));
         let s = ServiceLabels::from_cluster("backend");
-        assert_eq!(s.host, "backend");
+        assert_eq!(s.host(), "backend");
     }
 
     #[test]

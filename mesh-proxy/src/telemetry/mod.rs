@@ -292,14 +292,14 @@ mod tests {
         let claim = |i: usize| WorkloadMetadata::from_labels(&format!("w{i}"), "ns", "c", []);
         for i in 0..MAX_PEERS {
             let labels = t.peer(Some(&claim(i).encode()), principal);
-            assert_eq!(labels.workload.name, format!("w{i}"));
+            assert_eq!(labels.workload().name, format!("w{i}"));
         }
         let past = t.peer(Some(&claim(MAX_PEERS).encode()), principal);
-        assert_eq!(past.workload.name, peer::UNKNOWN);
-        assert_eq!(past.principal, principal);
+        assert_eq!(past.workload().name, peer::UNKNOWN);
+        assert_eq!(past.principal(), principal);
         // A peer seen before keeps its labels.
         assert_eq!(
-            t.peer(Some(&claim(0).encode()), principal).workload.name,
+            t.peer(Some(&claim(0).encode()), principal).workload().name,
             "w0"
         );
     }
@@ -309,8 +309,8 @@ mod tests {
         let t = Telemetry::default();
         for i in 0..MAX_INBOUND_HOSTS {
             let host = format!("h{i}.example");
-            assert_eq!(t.inbound_service(Some(&host)).host, host);
+            assert_eq!(t.inbound_service(Some(&host)).host(), host);
         }
-        assert_eq!(t.inbound_service(Some("one-more")).host, peer::UNKNOWN);
+        assert_eq!(t.inbound_service(Some("one-more")).host(), peer::UNKNOWN);
     }
 }
