@@ -20,6 +20,7 @@ pub mod tcp;
 pub mod upstream;
 
 mod interner;
+mod series;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +115,7 @@ pub struct Telemetry {
     cluster_services: Interner<ServiceLabels>,
     inbound_hosts: Interner<ServiceLabels>,
     peers: Interner<PeerLabels>,
+    series: series::SeriesCache,
     /// Off: no request is recorded and nothing is announced to peers (metadata headers are
     /// still stripped). The benchmark's baseline; TCP connections are still counted.
     enabled: AtomicBool,
@@ -138,6 +140,7 @@ impl Default for Telemetry {
             cluster_services: Interner::new(MAX_CLUSTER_SERVICES),
             inbound_hosts: Interner::new(MAX_INBOUND_HOSTS),
             peers: Interner::new(MAX_PEERS),
+            series: series::SeriesCache::default(),
             enabled: AtomicBool::new(true),
         }
     }

@@ -177,14 +177,11 @@ impl RequestRecord {
             .as_ref()
             .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        t.requests.get_or_create(&labels).inc();
-        t.duration.get_or_create(&labels).observe(ms);
-        t.request_bytes
-            .get_or_create(&labels)
-            .observe(request_bytes as f64);
-        t.response_bytes
-            .get_or_create(&labels)
-            .observe(self.response_bytes as f64);
+        let series = t.request_series(&labels);
+        series.requests.inc();
+        series.duration.observe(ms);
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(self.response_bytes as f64);
         if let Some(counter) = &self.response_messages {
             let sent = self
                 .request_messages
