@@ -114,12 +114,15 @@ impl RequestRecord {
         if let Some(flags) = parts.extensions.remove::<ResponseFlags>() {
             self.flags = self.flags.union(flags);
         }
-        if let Some(info) = parts.extensions.remove::<UpstreamInfo>() {
-            self.upstream(info);
+        match parts.extensions.remove::<UpstreamInfo>() {
+            // From the forwarding code, which took the metadata off the upstream's response
+            // (an upstream proxy's answer, or an app's forgery) already.
+            Some(info) => self.upstream(info),
+            // An upgrade's response, or a local reply: never passed on as it came.
+            None => {
+                peer::take(&mut parts.headers);
+            }
         }
-        // Never passed on as it came: from an upstream it was read already, from the app it
-        // would be a forgery.
-        peer::take(&mut parts.headers);
         if self.answer_peer
             && let Some(v) = self.telemetry.local_header()
         {
