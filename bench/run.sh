@@ -27,12 +27,18 @@
 #   BENCH_CG_LARGE=8000     requests of the long callgrind run
 #   BENCH_PORT_BASE=28000   first of the loopback ports used (base+0 .. base+99)
 #   BENCH_CONNECT_SECONDS=5 seconds of the new-mTLS-connections phase
+#   BENCH_IDLE_CONNS=3000   keep-alive connections held idle in the idle-connections phase
 #   BENCH_UPDATE_DOCS=1     0 leaves docs/benchmarks.md alone
 #   BENCH_SKIP_BUILD=0      1 uses the release binaries already built
 #   BENCH_NICE=-20          nice level of every process of the run (as root; 0 otherwise), so
 #                           that other work on the machine disturbs the measurements less
 #   CARGO_TARGET_DIR        where cargo builds (default: target/ of this checkout)
 set -euo pipefail
+
+# The idle-connections phase holds thousands of sockets in one client and in each proxy.
+hard_nofile=$(ulimit -Hn)
+if [[ $hard_nofile == unlimited || $hard_nofile -gt 65536 ]]; then hard_nofile=65536; fi
+ulimit -n "$hard_nofile"
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
@@ -85,6 +91,7 @@ P_TLS_IN_ADMIN=$((PORT_BASE + 55))
 P_TLS_OUT=$((PORT_BASE + 61))
 P_TLS_OUT_ADMIN=$((PORT_BASE + 60))
 CONNECT_SECONDS=${BENCH_CONNECT_SECONDS:-5}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-3000}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -161,7 +168,8 @@ MESH_PROXY=$TARGET_DIR/release/mesh-proxy
 MESH_CITADEL=$TARGET_DIR/release/mesh-citadel
 CITADEL_BENCH=$TARGET_DIR/release/citadel-bench
 MTLS_CONNECT=$TARGET_DIR/release/mtls-connect
-for b in "$MESH_PROXY" "$MESH_CITADEL" "$CITADEL_BENCH" "$MTLS_CONNECT"; do
+IDLE_CONNS_BIN=$TARGET_DIR/release/idle-conns
+for b in "$MESH_PROXY" "$MESH_CITADEL" "$CITADEL_BENCH" "$MTLS_CONNECT" "$IDLE_CONNS_BIN"; do
     [[ -x $b ]] || die "$b not built"
 done
 
@@ -648,6 +656,21 @@ done
 for k in mesh haproxy nginx; do
     RSS_LOAD[$k]=$(cat "$WORK/rss.$k.full" "$WORK/rss.$k.rate" | sort -n | tail -n 1)
 done
+
+# Idle keep-alive connections: one request each, then held open; what each costs the proxy
+# and whether the memory comes back after they close.
+log "idle connections: ${IDLE_CONNS} keep-alive connections held, then closed"
+declare -A IDLE_LINE
+for k in mesh haproxy nginx; do
+    case $k in
+        mesh) port=$P_MESH pid=$PID_MESH ;;
+        haproxy) port=$P_HAPROXY pid=$PID_HAPROXY ;;
+        nginx) port=$P_NGINX pid=$PID_NGINX ;;
+    esac
+    IDLE_LINE[$k]=$(pinned "$LOAD_CORE" "$IDLE_CONNS_BIN" --addr "127.0.0.1:$port" --pid "$pid" \
+        --conns "$IDLE_CONNS" --settle 15) || die "idle-conns against $k failed"
+    log "  $k: ${IDLE_LINE[$k]}"
+done
 for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_OUT" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
 
 # New mTLS connections: handshake with a mesh certificate, one request, close; the inbound
@@ -714,6 +737,21 @@ verdict() {
         else printf "**missed** by %.3g %s (%s vs %s %s, +%.0f%%)", v - l, u, v, l, u, (v - l) / l * 100 }'
 }
 ADDED_P99=$(awk -v a="${P99[chain]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a - b }')
+idle_field() { tr ' ' '\n' <<<"${IDLE_LINE[$1]:-}" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+idle_row() { # KEY LABEL
+    printf '| %s | %s | %s | %s | %s |\n' "$2" "$(mb "$(idle_field "$1" before)")" \
+        "$(mb "$(idle_field "$1" held)")" "$(v "$(idle_field "$1" per_conn)")" "$(mb "$(idle_field "$1" after)")"
+}
+IDLE_TABLE=$(
+    echo "| target | RSS before MB | RSS with ${IDLE_CONNS} idle connections MB | KB per idle connection | RSS 15 s after they closed MB |"
+    echo "|---|---:|---:|---:|---:|"
+    idle_row mesh mesh-proxy
+    idle_row haproxy "haproxy (nbthread 1)"
+    idle_row nginx "nginx (1 worker)"
+)
+IDLE_GROWTH_MB=$(awk -v h="$(idle_field mesh held)" -v b="$(idle_field mesh before)" 'BEGIN { printf "%.1f", (h - b) * 1024 / 1e6 }')
+IDLE_LEFT_MB=$(awk -v a="$(idle_field mesh after)" -v b="$(idle_field mesh before)" 'BEGIN { printf "%.1f", (a - b) * 1024 / 1e6 }')
+
 TARGETS=$(
     echo "| target | verdict |"
     echo "|---|---|"
@@ -722,6 +760,8 @@ TARGETS=$(
     echo "| added p99 through two proxies under 0.3 ms | $(verdict "$ADDED_P99" 0.3 ms) (p99 ${P99[chain]} ms vs direct ${P99[direct]} ms) |"
     echo "| resident memory under load under 15 MB | $(verdict "$(mb "${RSS_LOAD[mesh]}")" 15 MB) |"
     echo "| resident memory idle under 8 MB | $(verdict "$(mb "${RSS_IDLE[mesh]}")" 8 MB) |"
+    echo "| ${IDLE_CONNS} idle keep-alive connections add under 24 MB | $(verdict "$IDLE_GROWTH_MB" 24 MB) |"
+    echo "| memory back to within 5 MB of the start after they close | $(verdict "$IDLE_LEFT_MB" 5 MB) |"
     echo "| citadel signings per second on one core, 5000 or more | $(awk -v r="${SIGN_RATE:-0}" 'BEGIN { if (r >= 5000) printf "met (%s/s)", r; else printf "**missed** (%s/s)", r }') |"
 )
 SECURITY=$(
@@ -740,7 +780,7 @@ MACHINE=$(
     echo "- tools: $(haproxy -v | head -n 1 | awk '{ print $1, $2, $3 }'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }'), $("$OHA" --version), $(valgrind --version), $(rustc --version | awk '{ print $1, $2 }')"
 )
 
-METHOD="Full load: wrk -t1 -c${LOAD_CONNS} -d${DURATION}s after a ${WARMUP}s warm-up; fixed rate: oha -q ${RATE} -c ${RATE_CONNS} -z ${RATE_DURATION}s ${LATENCY_CORRECTION[*]:-(no latency correction)}, ${ROUNDS} rounds with the targets interleaved, median of the rounds' percentiles$([[ $RT == 1 ]] && echo ", proxies, upstream and oha SCHED_FIFO"); instructions: callgrind, (Ir of ${CG_LARGE} requests - Ir of ${CG_SMALL} requests) / $((CG_LARGE - CG_SMALL)), one connection, sequential. Proxies on core ${PROXY_CORE}; load generator and upstream (nginx, fixed 1024-byte body) on core ${LOAD_CORE}. RSS load = highest VmRSS sampled every 0.5 s during both load phases; MB = 10^6 bytes."
+METHOD="Full load: wrk -t1 -c${LOAD_CONNS} -d${DURATION}s after a ${WARMUP}s warm-up; fixed rate: oha -q ${RATE} -c ${RATE_CONNS} -z ${RATE_DURATION}s ${LATENCY_CORRECTION[*]:-(no latency correction)}, ${ROUNDS} rounds with the targets interleaved, median of the rounds' percentiles$([[ $RT == 1 ]] && echo ", proxies, upstream and oha SCHED_FIFO"); instructions: callgrind, (Ir of ${CG_LARGE} requests - Ir of ${CG_SMALL} requests) / $((CG_LARGE - CG_SMALL)), one connection, sequential. Proxies on core ${PROXY_CORE}; load generator and upstream (nginx, fixed 1024-byte body) on core ${LOAD_CORE}. RSS load = highest VmRSS sampled every 0.5 s during both load phases; MB = 10^6 bytes. Idle connections: idle-conns opens ${IDLE_CONNS} keep-alive connections (64 at a time), one GET each, holds them 2 s, closes them; VmRSS of the proxy before, while held, and 15 s after the close (mesh-proxy's allocator returns freed memory within its 10 s decay time)."
 
 RESULT=$(
     echo "<!-- bench:begin (written by bench/run.sh; edits inside are overwritten) -->"
@@ -751,6 +791,8 @@ RESULT=$(
     echo "$TABLE"
     echo
     echo "$SECURITY"
+    echo
+    echo "$IDLE_TABLE"
     echo
     echo "$METHOD"
     echo

@@ -30,6 +30,6 @@ fn compile(cfg: ProxyConfig) {
             let again = Snapshot::compile(cfg, Some(&first), &metrics, &identity);
             assert!(again.is_ok(), "accepted once, then {again:?}");
         }
-        Err(e) => assert!(!e.field.is_empty() && !e.reason.is_empty(), "{e:?}"),
+        Err(e) => assert!(!e.field().is_empty() && !e.reason().is_empty(), "{e:?}"),
     }
 }

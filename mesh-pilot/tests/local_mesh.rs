@@ -210,7 +210,12 @@ impl Mesh {
         self.expected_generation
             .store(generation + 1, std::sync::atomic::Ordering::SeqCst);
         let path: PathBuf = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
+        // Written beside the watched directory and renamed in, so pilot never reads a
+        // half-written file (a truncated one would be a generation of its own, with no
+        // VirtualService, and satisfy `wait_synced` too early).
+        let staging = self.dir.path().with_extension(format!("{name}.staging"));
+        std::fs::write(&staging, text).unwrap();
+        std::fs::rename(&staging, &path).unwrap();
     }
 
     fn use_sample(&self, sample: &str) {

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub upstream_connections: Family<ClusterLabels, Counter>,
     pub upstream_connections_active: Family<ClusterLabels, Gauge>,
     pub upstream_connect_failures: Family<ClusterLabels, Counter>,
+    pub upstream_overflow: Family<ClusterLabels, Counter>,
+    pub upstream_retry_overflow: Family<ClusterLabels, Counter>,
+    pub outlier_ejections: Family<ClusterLabels, Counter>,
     pub downstream_connections: Family<ListenerLabels, Counter>,
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
     pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
@@ -89,6 +92,21 @@ impl Metrics {
             self.upstream_connect_failures.clone(),
         );
         r.register(
+            "upstream_overflow",
+            "Requests refused by a circuit breaker (503, x-envoy-overloaded)",
+            self.upstream_overflow.clone(),
+        );
+        r.register(
+            "upstream_retry_overflow",
+            "Retries not made because the retry limit or budget was spent",
+            self.upstream_retry_overflow.clone(),
+        );
+        r.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            self.outlier_ejections.clone(),
+        );
+        r.register(
             "downstream_connections",
             "Downstream connections accepted",
             self.downstream_connections.clone(),
@@ -125,6 +143,9 @@ impl Metrics {
                 .upstream_connect_failures
                 .get_or_create(&labels)
                 .clone(),
+            overflow: self.upstream_overflow.get_or_create(&labels).clone(),
+            retry_overflow: self.upstream_retry_overflow.get_or_create(&labels).clone(),
+            ejections: self.outlier_ejections.get_or_create(&labels).clone(),
         }
     }
 

@@ -174,7 +174,7 @@ async fn policy_changes_apply_live_to_open_connections() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.field,
+        err.field(),
         "listeners[0].authorizationPolicies[0].rules[0].from[0].ipBlocks[0]"
     );
     assert_eq!(status(&[]).await, StatusCode::OK);

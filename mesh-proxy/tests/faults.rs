@@ -146,10 +146,10 @@ async fn an_invalid_fault_is_rejected_and_the_last_config_keeps_serving() {
     })));
     let err = server.apply(bad).await.unwrap_err();
     assert_eq!(
-        err.field,
+        err.field(),
         "routeTables[0].virtualHosts[0].routes[0].fault.abort.httpStatus"
     );
-    assert!(err.reason.contains("700"), "{err}");
+    assert!(err.reason().contains("700"), "{err}");
     assert_eq!(
         get(out_addr(&server), "svc", "/").await.status,
         StatusCode::OK

@@ -166,7 +166,9 @@ async fn the_proxy_gets_exactly_its_spiffe_id_and_its_key_stays_in_memory() {
             move || logs.clone()
         })
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not `set_default`: a thread-local subscriber misses events at call sites whose
+    // interest another test's thread cached as "never" while no subscriber was set.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
 
     let citadel = Citadel::start().await;
     let files_before = std::fs::read_dir(citadel.tokens.join("default"))

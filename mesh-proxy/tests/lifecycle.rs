@@ -152,10 +152,10 @@ async fn invalid_config_is_rejected_with_its_field_and_the_old_one_keeps_serving
         });
     let err = server.apply(bad).await.unwrap_err();
     assert_eq!(
-        err.field,
+        err.field(),
         "routeTables[0].virtualHosts[0].routes[0].match.path"
     );
-    assert!(err.reason.contains("regex"), "{err}");
+    assert!(err.reason().contains("regex"), "{err}");
     assert_eq!(server.snapshot().source.version, "1");
     assert_eq!(
         get(out_addr(&server), "app", "/").await.status,
@@ -175,7 +175,7 @@ async fn invalid_config_is_rejected_with_its_field_and_the_old_one_keeps_serving
     unknown_cluster.clusters.clear();
     let err = server.apply(unknown_cluster).await.unwrap_err();
     assert_eq!(
-        err.field,
+        err.field(),
         "routeTables[0].virtualHosts[0].routes[0].route.clusters[0].cluster"
     );
 }

@@ -754,5 +754,5 @@ async fn simple_and_mutual_tls_origination_check_the_server_and_present_files() 
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.field, "clusters[0].tls.caCertificates");
+    assert_eq!(err.field(), "clusters[0].tls.caCertificates");
 }

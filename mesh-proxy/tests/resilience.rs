@@ -206,12 +206,19 @@ async fn istio_default_retries_connect_failures() {
         let r = send_h1(&client, out, "GET", "svc", "/", &[], "").await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    // The default does not retry 5xx answers.
-    let broken = echo_with("svc", "broken", Some(503)).await;
-    let server = single_route(cluster("svc", &[&broken]), json!({})).await;
+    // The default retries 503 (Istio's retriable status code), not other 5xx answers.
+    let unavailable = echo_with("svc", "broken", Some(503)).await;
+    let server = single_route(cluster("svc", &[&unavailable]), json!({})).await;
     assert_eq!(
         get(out_addr(&server), "svc", "/").await.status,
         StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(unavailable.requests(), 3);
+    let broken = echo_with("svc", "broken", Some(500)).await;
+    let server = single_route(cluster("svc", &[&broken]), json!({})).await;
+    assert_eq!(
+        get(out_addr(&server), "svc", "/").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(broken.requests(), 1);
 }

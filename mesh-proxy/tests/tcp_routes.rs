@@ -333,7 +333,7 @@ async fn invalid_routes_are_refused_and_the_last_config_keeps_serving() {
             .apply(cfg)
             .await
             .expect_err("invalid routes are refused");
-        assert_eq!(err.field, field, "{err}");
+        assert_eq!(err.field(), field, "{err}");
         assert_eq!(
             greeting(addr, None).await.as_deref(),
             Some("a"),

@@ -18,13 +18,19 @@ pub fn run(args: &Args) -> ExitCode {
     let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut objects = 0;
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     for path in &args.files {
         let (resources, errs) = mesh_api::load_path(path);
         for r in &resources {
             *kinds.entry(r.kind().as_str()).or_default() += 1;
+            warnings.extend(mesh_api::validate::warnings(r));
         }
         objects += resources.len();
         errors.extend(errs);
+    }
+    // Valid but enforced with a fallback: said on stderr, not an error.
+    for w in &warnings {
+        let _ = writeln!(std::io::stderr(), "warning: {w}");
     }
     if errors.is_empty() {
         let summary: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();

@@ -106,3 +106,35 @@ fn missing_path_is_an_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml: cannot read"));
 }
+
+#[test]
+fn envoy_filter_conditions_are_valid_with_a_warning_naming_the_policy() {
+    let dir = tmpdir("fallback");
+    let f = write(
+        &dir,
+        "authz.yaml",
+        "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mysql, namespace: db}
+spec:
+  action: DENY
+  rules:
+  - when:
+    - key: experimental.envoy.filters.network.mysql_proxy[db.table]
+      values: ['[update]']
+",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["validate", "-f"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: AuthorizationPolicy db/mysql: spec.rules[0].when[0].key")
+            && stderr.contains("never grants access"),
+        "{stderr}"
+    );
+}

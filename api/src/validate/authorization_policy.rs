@@ -6,23 +6,9 @@ use super::request_authentication::target_refs;
 use super::rules;
 use crate::path::FieldPath;
 use crate::security::authorization_policy::Source;
-use crate::security::{Action, AuthorizationPolicy, Condition, Operation};
-
-/// `when` keys that take IPs or CIDRs.
-const IP_KEYS: &[&str] = &["source.ip", "remote.ip", "destination.ip"];
-const PLAIN_KEYS: &[&str] = &[
-    "source.ip",
-    "remote.ip",
-    "source.namespace",
-    "source.principal",
-    "source.serviceAccount",
-    "request.auth.principal",
-    "request.auth.audiences",
-    "request.auth.presenter",
-    "destination.ip",
-    "destination.port",
-    "connection.sni",
-];
+use crate::security::{
+    Action, AuthorizationPolicy, Condition, ConditionKey, Operation, path_template,
+};
 
 pub fn validate(ap: &AuthorizationPolicy, ns: Option<&str>, p: &FieldPath, errs: &mut Errors) {
     if let Some(sel) = &ap.selector {
@@ -145,6 +131,13 @@ fn operation(o: &Operation, p: &FieldPath, errs: &mut Errors) {
     for (field, values) in lists {
         non_empty_values(field, values, p, errs);
     }
+    for (field, values) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
+        for (i, v) in values.iter().enumerate() {
+            if let Err(reason) = path_template::check(v) {
+                errs.push(&p.key(field).index(i), reason);
+            }
+        }
+    }
     for (field, values) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
         for (i, v) in values.iter().enumerate() {
             let ok = v.parse::<u32>().is_ok_and(|n| rules::port(n).is_ok());
@@ -155,25 +148,14 @@ fn operation(o: &Operation, p: &FieldPath, errs: &mut Errors) {
     }
 }
 
-fn known_key(key: &str) -> bool {
-    if PLAIN_KEYS.contains(&key) || key.starts_with("experimental.envoy.filters.") {
-        return true;
-    }
-    for prefix in ["request.headers[", "request.auth.claims["] {
-        if let Some(rest) = key.strip_prefix(prefix) {
-            return rest.ends_with(']') && rest.len() > 1;
-        }
-    }
-    false
-}
-
 fn condition(c: &Condition, p: &FieldPath, errs: &mut Errors) {
     if c.key.is_empty() {
         errs.push(&p.key("key"), "`key` must not be empty");
         return;
     }
-    if !known_key(&c.key) {
-        errs.push(&p.key("key"), format!("unknown attribute ({})", c.key));
+    let key = ConditionKey::parse(&c.key);
+    if let Err(reason) = &key {
+        errs.push(&p.key("key"), reason.clone());
     }
     if c.values.is_empty() && c.not_values.is_empty() {
         errs.push(
@@ -187,9 +169,10 @@ fn condition(c: &Condition, p: &FieldPath, errs: &mut Errors) {
     for (field, values) in [("values", &c.values), ("notValues", &c.not_values)] {
         for (i, v) in values.iter().enumerate() {
             let vp = p.key(field).index(i);
-            if IP_KEYS.contains(&c.key.as_str()) {
+            let Ok(key) = &key else { continue };
+            if key.takes_ip() {
                 errs.check(&vp, rules::ip_or_cidr(v));
-            } else if c.key == "destination.port" {
+            } else if key.takes_port() {
                 let ok = v.parse::<u32>().is_ok_and(|n| rules::port(n).is_ok());
                 if !ok {
                     errs.push(&vp, format!("invalid port: {v}"));
@@ -197,4 +180,23 @@ fn condition(c: &Condition, p: &FieldPath, errs: &mut Errors) {
             }
         }
     }
+}
+
+/// What a sidecar cannot evaluate in `ap`, one line per field: such a rule takes Istio's
+/// fallback (it never grants access). `name` is how the policy is named in the lines.
+pub fn fallbacks(ap: &AuthorizationPolicy, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, rule) in ap.rules.iter().enumerate() {
+        for (j, c) in rule.when.iter().enumerate() {
+            if let Some(reason) = ConditionKey::parse(&c.key)
+                .ok()
+                .and_then(|k| k.sidecar_fallback())
+            {
+                out.push(format!(
+                    "AuthorizationPolicy {name}: spec.rules[{i}].when[{j}].key: {reason}; the rule never grants access (in ALLOW it matches nothing, in DENY and AUDIT it matches every request), as Istio does"
+                ));
+            }
+        }
+    }
+    out
 }

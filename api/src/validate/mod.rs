@@ -37,6 +37,23 @@ impl Errors {
 }
 
 /// Validates one resource; an empty result means Istio would accept it.
+/// What is valid but not enforced as written by a sidecar of this mesh, one line per field,
+/// naming the object (for `meshctl validate`; pilot reports the same from the proxy's
+/// compile step).
+pub fn warnings(resource: &Resource) -> Vec<String> {
+    match resource {
+        Resource::AuthorizationPolicy(o) => {
+            let name = format!(
+                "{}/{}",
+                o.metadata.namespace.as_deref().unwrap_or("default"),
+                o.metadata.name
+            );
+            authorization_policy::fallbacks(&o.spec, &name)
+        }
+        _ => Vec::new(),
+    }
+}
+
 pub fn validate(resource: &Resource) -> Vec<ValidationError> {
     let mut errs = Errors::default();
     let spec = FieldPath::root().key("spec");

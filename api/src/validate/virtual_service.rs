@@ -6,30 +6,10 @@ use super::Errors;
 use super::rules;
 use crate::networking::{
     CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
-    HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, L4MatchAttributes, RouteDestination,
-    StringMatch, TcpRoute, TlsRoute, VirtualService,
+    HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, L4MatchAttributes, RetryOnEntry,
+    RouteDestination, StringMatch, TcpRoute, TlsRoute, VirtualService,
 };
 use crate::path::FieldPath;
-
-/// Retry conditions Envoy understands for HTTP and gRPC.
-const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
 
 pub fn validate(vs: &VirtualService, p: &FieldPath, errs: &mut Errors) {
     let delegate = vs.hosts.is_empty();
@@ -374,10 +354,7 @@ fn retries(r: &HttpRetry, p: &FieldPath, errs: &mut Errors) {
     rules::opt_duration(&r.per_try_timeout, &p.key("perTryTimeout"), errs);
     if let Some(on) = &r.retry_on {
         for policy in on.split(',').map(str::trim) {
-            let status = policy
-                .parse::<u16>()
-                .is_ok_and(|c| (100..=599).contains(&c));
-            if !status && !RETRY_ON.contains(&policy) {
+            if RetryOnEntry::parse(policy).is_none() {
                 errs.push(
                     &p.key("retryOn"),
                     format!("{policy:?} is not a valid retryOn policy"),

@@ -12,6 +12,7 @@
 #[cfg(test)]
 mod carry_tests;
 mod connection;
+mod contract;
 mod queue;
 mod service;
 mod snapshot;
@@ -44,6 +45,9 @@ struct ScopeEntry {
     snapshot: Arc<ScopeSnapshot>,
     /// The index's warnings and the scope's, sorted.
     warnings: Arc<[String]>,
+    /// The outbound part as the proxy's compile step saw it, for checking each proxy's own
+    /// part on top; `None` when it could not be checked.
+    checked: Option<mesh_proxy::config::SharedPart>,
 }
 
 /// A translated outbound config and its encoding, filled once by the first push that needs it.
@@ -189,13 +193,24 @@ impl Mesh {
             .1
             .clone();
         cell.get_or_init(|| {
+            // Checked once per distinct outbound config, however many proxies share it.
+            let checked = contract::check_outbound(outbound);
+            for w in &checked.warnings {
+                tracing::warn!("{w}");
+            }
             let mut warnings = self.index.warnings().to_vec();
             warnings.extend(outbound.warnings.iter().cloned());
+            warnings.extend(checked.warnings);
             warnings.sort();
             warnings.dedup();
+            let encoded = match &checked.repaired {
+                Some(repaired) => ScopeSnapshot::encode(repaired),
+                None => ScopeSnapshot::encode(outbound),
+            };
             ScopeEntry {
-                snapshot: cache.intern(ScopeSnapshot::encode(outbound)),
+                snapshot: cache.intern(encoded),
                 warnings: warnings.into(),
+                checked: checked.part,
             }
         });
         ScopeEntryRef(cell)
@@ -212,7 +227,7 @@ impl Mesh {
         if !addresses.outbound.is_empty() {
             self.build_scope(workload);
         }
-        let shared = translate_shared(
+        let mut shared = translate_shared(
             &self.index,
             &ProxyContext {
                 id: &node.id,
@@ -221,10 +236,27 @@ impl Mesh {
             },
         )
         .map_err(|e| e.to_string())?;
-        let own_warnings = shared.warnings.as_slice() != self.index.warnings();
-        let (scope, scope_warnings) = match &shared.outbound {
-            Some(out) => {
-                let entry = self.scope_entry(out, cache);
+        let scope_entry = shared
+            .outbound
+            .as_ref()
+            .map(|out| self.scope_entry(out, cache));
+        let checked = scope_entry.as_ref().and_then(|e| e.get().checked.as_ref());
+        if shared.outbound.is_some() && checked.is_none() {
+            return Err(format!(
+                "proxy {}: its outbound config could not be checked; nothing new is sent",
+                node.id
+            ));
+        }
+        // The proxy's own part is checked on top of the scope's, which was checked once.
+        let repairs = contract::check_own(&mut shared, checked)
+            .map_err(|e| format!("proxy {}: {e}", node.id))?;
+        for w in &repairs {
+            tracing::warn!(proxy = %node.id, "{w}");
+        }
+        let own_warnings =
+            shared.warnings.as_slice() != self.index.warnings() || !repairs.is_empty();
+        let (scope, scope_warnings) = match &scope_entry {
+            Some(entry) => {
                 let e = entry.get();
                 (Some(e.snapshot.clone()), e.warnings.clone())
             }
@@ -237,7 +269,12 @@ impl Mesh {
         };
         // Proxy-specific warnings are rare; otherwise the list is shared with the scope.
         let warnings = if own_warnings {
-            shared.all_warnings().into()
+            let mut all: Vec<String> = scope_warnings.iter().cloned().collect();
+            all.extend(shared.warnings.iter().cloned());
+            all.extend(repairs);
+            all.sort();
+            all.dedup();
+            all.into()
         } else {
             scope_warnings
         };

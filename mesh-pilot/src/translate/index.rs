@@ -40,6 +40,8 @@ pub(super) struct DrEntry {
     pub spec: DestinationRule,
     /// Index into `MeshIndex::selectors` for a DestinationRule with a `workloadSelector`.
     pub selector: Option<usize>,
+    /// The `networking.mesh.dev/retry-budget` annotation.
+    pub retry_budget: Option<String>,
 }
 
 /// The resources of one config generation, indexed. Build once per change, share across
@@ -138,6 +140,11 @@ impl MeshIndex {
                         created: created_of(dr),
                         spec: dr.spec.clone(),
                         selector,
+                        retry_budget: dr
+                            .metadata
+                            .annotations
+                            .get(super::resilience::RETRY_BUDGET_ANNOTATION)
+                            .cloned(),
                     });
                 }
                 Resource::Sidecar(sc) => {

@@ -20,6 +20,7 @@ mod index;
 mod l4;
 mod outbound;
 mod policy;
+mod resilience;
 mod routes;
 mod scope;
 

@@ -13,7 +13,7 @@ use super::index::{DrEntry, MeshIndex, Selector, VsEntry};
 use super::l4::{self, EgressListener};
 use super::routes::{self, RouteEnv};
 use super::scope::{ROOT_NAMESPACE, ScopeKey, SidecarEntry};
-use super::{hosts, policy};
+use super::{hosts, policy, resilience};
 use crate::registry::{Protocol, Service, ServicePort, export_visible, labels_match};
 
 /// Name of the outbound route table and listener.
@@ -43,6 +43,8 @@ pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
 struct DrView<'a> {
     top: Option<&'a api::TrafficPolicy>,
     subsets: Vec<&'a Subset>,
+    /// The retry budget annotation: (DestinationRule "ns/name", value).
+    retry_budget: Option<(String, &'a str)>,
 }
 
 pub(super) struct Builder<'a> {
@@ -196,6 +198,10 @@ impl<'a> Builder<'a> {
             return Some(DrView {
                 top: chosen.iter().find_map(|dr| dr.spec.traffic_policy.as_ref()),
                 subsets,
+                retry_budget: chosen.iter().find_map(|dr| {
+                    let value = dr.retry_budget.as_deref()?;
+                    Some((format!("{}/{}", dr.namespace, dr.name), value))
+                }),
             });
         }
         None
@@ -279,11 +285,11 @@ impl<'a> Builder<'a> {
         let dr = self
             .drs
             .get(svc.hostname.as_str())
-            .map(|d| (d.top, d.subsets.clone()));
+            .map(|d| (d.top, d.subsets.clone(), d.retry_budget.clone()));
         for port in svc.ports.iter().filter(|p| Self::has_clusters(p)) {
-            let (top, subsets) = match &dr {
-                Some((top, subsets)) => (*top, subsets.as_slice()),
-                None => (None, &[][..]),
+            let (top, subsets, budget) = match &dr {
+                Some((top, subsets, budget)) => (*top, subsets.as_slice(), budget.as_ref()),
+                None => (None, &[][..], None),
             };
             let add = |subset: Option<&Subset>, warnings: &mut Vec<String>| {
                 let name = cluster_name(port.number, subset.map_or("", |s| &s.name), &svc.hostname);
@@ -306,6 +312,10 @@ impl<'a> Builder<'a> {
                     port.number,
                 );
                 policy::apply(&mut cluster, &effective, port.protocol, &name, warnings);
+                if let Some((origin, value)) = budget {
+                    cluster.retry_budget =
+                        resilience::retry_budget(value, &format!("{origin} ({name})"), warnings);
+                }
                 cluster
             };
             out.push(add(None, &mut self.warnings));
@@ -421,6 +431,16 @@ fn endpoints(
             if e.address.starts_with("unix://") {
                 warnings.push(format!(
                     "{cluster}: unix socket endpoint {} is not supported; skipped",
+                    e.address
+                ));
+                return None;
+            }
+            // The proxy connects to addresses only (it resolves no names), so a DNS endpoint
+            // would make it refuse the whole config: leave it out and say so.
+            let host = e.address.trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<std::net::IpAddr>().is_err() {
+                warnings.push(format!(
+                    "{cluster}: endpoint {} is a DNS name, which the proxy does not resolve yet; skipped",
                     e.address
                 ));
                 return None;

@@ -9,6 +9,7 @@ use mesh_proto::config::v1::{
     Cluster, HashPolicy, LbPolicy, UpstreamProtocol, UpstreamTls, hash_policy, upstream_tls,
 };
 
+use super::resilience;
 use crate::registry::Protocol;
 
 /// The policy fields that apply to one cluster after merging.
@@ -137,31 +138,18 @@ pub fn apply(
         .and_then(|c| c.http.as_ref());
     if let Some(tcp) = policy.connection_pool.as_ref().and_then(|c| c.tcp.as_ref()) {
         cluster.connect_timeout_ms = tcp.connect_timeout.as_ref().map(ms).unwrap_or(0);
-        if tcp.max_connections.is_some() {
-            warnings.push(format!(
-                "{what}: connectionPool.tcp.maxConnections (circuit breaking) is not supported yet; ignored"
-            ));
-        }
     }
     if let Some(h) = http {
         cluster.idle_timeout_ms = h.idle_timeout.as_ref().map(ms).unwrap_or(0);
-        if h.http1_max_pending_requests.is_some()
-            || h.http2_max_requests.is_some()
-            || h.max_requests_per_connection.is_some()
-            || h.max_retries.is_some()
-        {
-            warnings.push(format!(
-                "{what}: connectionPool.http limits (circuit breaking) are not supported yet; ignored"
-            ));
-        }
+    }
+    if let Some(pool) = &policy.connection_pool {
+        resilience::connection_pool(cluster, pool, what, warnings);
     }
     cluster.protocol = upstream_protocol(protocol, http) as i32;
-
-    if policy.outlier_detection.is_some() {
-        warnings.push(format!(
-            "{what}: outlierDetection is not supported yet; ignored"
-        ));
-    }
+    cluster.outlier_detection = policy
+        .outlier_detection
+        .as_ref()
+        .map(resilience::outlier_detection);
     cluster.tls = policy
         .tls
         .as_ref()

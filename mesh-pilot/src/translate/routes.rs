@@ -136,14 +136,15 @@ fn header_ops(ops: Option<&api::HeaderOperations>) -> Option<HeaderOperations> {
 }
 
 /// Istio's retry translation: `attempts` retries (0 disables), `perTryTimeout`, and `retryOn`
-/// split into Envoy conditions and bare status codes; no `retries` means Istio's default.
+/// split into Envoy conditions and bare status codes; no `retries` means Istio's default
+/// (whose `retriable-status-codes` is 503, as Istio's `DefaultPolicy`).
 pub fn retry_policy(r: Option<&api::HttpRetry>) -> RetryPolicy {
     let Some(r) = r else {
         return RetryPolicy {
             num_retries: DEFAULT_RETRY_ATTEMPTS as u32,
             per_try_timeout_ms: 0,
             retry_on: DEFAULT_RETRY_ON.to_string(),
-            retriable_status_codes: Vec::new(),
+            retriable_status_codes: vec![503],
         };
     };
     if r.attempts <= 0 {

@@ -283,6 +283,71 @@ spec:
 }
 
 #[test]
+fn destination_rule_limits_outlier_detection_and_retry_budget_reach_every_cluster() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+  annotations: {networking.mesh.dev/retry-budget: 'off'}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}
+    outlierDetection: {consecutive5xxErrors: 2}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}
+",
+    );
+    let def = run(&m, "reviews-v1", "default", outbound_only());
+    let all = cluster(&def, "outbound|9080||reviews.default.svc.cluster.local");
+    let limits = all.circuit_breakers.unwrap();
+    assert_eq!(
+        (limits.max_connections, limits.max_pending_requests),
+        (1, 1)
+    );
+    assert_eq!(all.outlier_detection.as_ref().unwrap().consecutive_5xx, 2);
+    assert!(all.retry_budget.as_ref().unwrap().disabled);
+    // The subset's connectionPool replaces the top level's as a whole (Istio's merge).
+    let v1 = cluster(&def, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    let limits = v1.circuit_breakers.unwrap();
+    assert_eq!(
+        (limits.max_connections, limits.max_requests_per_connection),
+        (0, 1)
+    );
+    assert_eq!(v1.outlier_detection.as_ref().unwrap().consecutive_5xx, 2);
+    assert!(v1.retry_budget.as_ref().unwrap().disabled);
+    assert!(def.warnings.is_empty(), "{:?}", def.warnings);
+
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+  annotations: {networking.mesh.dev/retry-budget: sometimes}
+spec: {host: reviews}
+",
+    );
+    let def = run(&m, "reviews-v1", "default", outbound_only());
+    let all = cluster(&def, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(all.retry_budget, None, "the default budget stays");
+    assert!(
+        def.warnings
+            .iter()
+            .any(|w| w.starts_with("default/reviews (outbound|9080||reviews")
+                && w.contains("retry-budget")),
+        "{:?}",
+        def.warnings
+    );
+}
+
+#[test]
 fn virtual_service_precedence_and_source_labels() {
     let m = mesh(
         "

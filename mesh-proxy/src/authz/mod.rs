@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use mesh_proto::config::v1 as pb;
 
-pub use compile::CompileError;
+pub use compile::{CompileError, Fallback};
 pub use mtls::effective_mtls;
 pub use request_auth::RequestAuth;
 
@@ -37,7 +37,12 @@ pub struct Attributes<'a> {
     pub source_ip: IpAddr,
     /// The original client: from X-Forwarded-For when that is trusted, else `source_ip`.
     pub remote_ip: IpAddr,
+    /// Where the client was going: the connection's original destination; `None` when it
+    /// is not known (then `destination.ip` conditions do not match).
+    pub destination_ip: Option<IpAddr>,
     pub destination_port: u16,
+    /// The TLS server name (SNI) the client sent; `None` for plaintext or no SNI.
+    pub sni: Option<&'a str>,
     /// `None` for TCP connections.
     pub http: Option<HttpAttributes<'a>>,
 }
@@ -87,6 +92,7 @@ pub struct Authorizer {
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     audit: Vec<Policy>,
+    fallbacks: Vec<Fallback>,
 }
 
 #[derive(Clone, Debug)]
@@ -102,12 +108,14 @@ impl Policy {
 }
 
 impl Authorizer {
-    /// Fails on the first invalid value (bad CIDR, bad port, unsupported condition key,
-    /// CUSTOM action), naming its field.
+    /// Fails on the first invalid value (bad CIDR, bad port, unknown condition key, CUSTOM
+    /// action), naming its field. What is valid but cannot be evaluated here compiles with
+    /// Istio's fallback and is listed in [`Authorizer::fallbacks`].
     pub fn compile(policies: &[pb::AuthorizationPolicy]) -> Result<Authorizer, CompileError> {
         let mut out = Authorizer::default();
         for (i, p) in policies.iter().enumerate() {
             let c = compile::policy(i, p)?;
+            out.fallbacks.extend(c.fallbacks);
             let policy = Policy {
                 name: c.name,
                 rules: c.rules,
@@ -119,6 +127,11 @@ impl Authorizer {
             }
         }
         Ok(out)
+    }
+
+    /// Rules compiled with Istio's fallback, one entry per field that cannot be evaluated.
+    pub fn fallbacks(&self) -> &[Fallback] {
+        &self.fallbacks
     }
 
     /// Whether no policy applies, so `check` would allow everything.

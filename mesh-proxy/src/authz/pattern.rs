@@ -1,6 +1,8 @@
 //! Istio's string forms: exact, `prefix*`, `*suffix` and `*` (present with any value), plus the
 //! path templates `{*}` (one segment) and `{**}` (one or more segments).
 
+use mesh_api::security::path_template;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Pattern {
     Exact(String),
@@ -65,21 +67,21 @@ pub(super) enum Segment {
 }
 
 impl PathPattern {
+    /// The template grammar is validation's ([`path_template::check`]), so a path that
+    /// validates always compiles.
     pub(super) fn parse(s: &str) -> Result<PathPattern, String> {
-        if !s.contains('{') {
+        if !path_template::is_template(s) {
             return Ok(PathPattern::Plain(Pattern::parse(s)));
         }
+        path_template::check(s)?;
         let segments = s
             .split('/')
             .map(|seg| match seg {
-                "{*}" => Ok(Segment::One),
-                "{**}" => Ok(Segment::OneOrMore),
-                _ if seg.contains(['{', '}', '*']) => Err(format!(
-                    "path template {s:?}: `{{*}}` and `{{**}}` must each be a whole segment"
-                )),
-                _ => Ok(Segment::Literal(seg.to_string())),
+                "{*}" => Segment::One,
+                "{**}" => Segment::OneOrMore,
+                _ => Segment::Literal(seg.to_string()),
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         Ok(PathPattern::Template(segments))
     }
 

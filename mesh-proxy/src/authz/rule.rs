@@ -14,22 +14,25 @@ pub(super) enum Test {
     Namespace(Pattern),
     SourceIp(Cidr),
     RemoteIp(Cidr),
+    DestinationIp(Cidr),
     Host(Pattern),
     Port(u16),
     Method(Pattern),
     Path(PathPattern),
-    Header(HeaderName, Pattern),
-    /// `request.auth.audiences`: any audience of the verified token.
+    /// `None`: a name no request can carry, so never present.
+    Header(Option<HeaderName>, Pattern),
+    /// The TLS server name of the downstream connection.
+    Sni(Pattern),
+    /// Any of the verified token's audiences.
     Audience(Pattern),
-    /// `request.auth.presenter`: the token's `azp`.
     Presenter(Pattern),
-    /// `request.auth.claims[a][b]`: any value of the (nested) claim.
+    /// A claim of the verified token, by its path into nested claims.
     Claim(Vec<String>, Pattern),
 }
 
 impl Test {
     /// Fields that only exist on HTTP requests (Istio's list: hosts, methods, paths,
-    /// request principals, request headers).
+    /// request principals, `request.auth.*`, request headers).
     pub(super) fn http_only(&self) -> bool {
         matches!(
             self,
@@ -53,7 +56,7 @@ impl Test {
             // exactly as Istio without a JWT.
             Test::RequestPrincipal(p) => p.matches(auth.map(|r| r.principal.as_str())),
             Test::Audience(p) => {
-                auth.is_some_and(|r| r.audiences.iter().any(|a| p.matches(Some(a))))
+                auth.is_some_and(|r| r.audiences.iter().any(|v| p.matches(Some(v))))
             }
             Test::Presenter(p) => p.matches(auth.and_then(|r| r.presenter.as_deref())),
             Test::Claim(path, p) => {
@@ -62,11 +65,14 @@ impl Test {
             Test::Namespace(p) => p.matches(a.namespace()),
             Test::SourceIp(c) => c.contains(a.source_ip),
             Test::RemoteIp(c) => c.contains(a.remote_ip),
+            Test::DestinationIp(c) => a.destination_ip.is_some_and(|ip| c.contains(ip)),
+            Test::Sni(p) => p.matches(a.sni),
             Test::Host(p) => p.matches_ignore_case(http.map(|h| h.host)),
             Test::Port(port) => *port == a.destination_port,
             Test::Method(p) => p.matches(http.map(|h| h.method)),
             Test::Path(p) => p.matches(http.map(|h| h.path)),
             Test::Header(name, p) => {
+                let Some(name) = name else { return false };
                 // Repeated headers are seen joined with ",", as Envoy's header matcher does.
                 let joined = http.and_then(|h| {
                     let mut values = h.headers.get_all(name).iter().peekable();
@@ -107,6 +113,8 @@ pub(super) struct Rule {
     pub(super) to: Vec<Vec<Clause>>,
     /// AND-ed.
     pub(super) when: Vec<Clause>,
+    /// Part of the rule cannot be evaluated here (see `compile::Fallback`).
+    pub(super) unsupported: bool,
 }
 
 impl Rule {
@@ -127,6 +135,11 @@ impl Rule {
     /// applies, so `to: [{operation: {methods: [GET]}}]` denies every TCP connection and
     /// `methods: [GET], ports: ["9000"]` denies TCP connections to port 9000.
     pub(super) fn matches(&self, a: &Attributes<'_>, widen: bool) -> bool {
+        // Istio's fallback for what cannot be evaluated: never grant access, so an ALLOW rule
+        // matches nothing and a DENY (or AUDIT) rule matches everything.
+        if self.unsupported {
+            return widen;
+        }
         let tcp = a.http.is_none();
         if tcp && !widen && self.has_http_only() {
             return false;

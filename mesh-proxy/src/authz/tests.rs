@@ -54,8 +54,11 @@ struct Req {
     ip: &'static str,
     remote: &'static str,
     port: u16,
+    destination: Option<&'static str>,
+    sni: Option<&'static str>,
     http: Option<(&'static str, &'static str, &'static str)>,
     headers: HeaderMap,
+    auth: Option<RequestAuth>,
 }
 
 impl Default for Req {
@@ -65,8 +68,11 @@ impl Default for Req {
             ip: "198.18.0.10",
             remote: "198.18.0.10",
             port: 8080,
+            destination: Some("198.18.0.20"),
+            sni: None,
             http: Some(("httpbin.default", "GET", "/ip")),
             headers: HeaderMap::new(),
+            auth: None,
         }
     }
 }
@@ -85,13 +91,15 @@ impl Req {
             source_namespace: None,
             source_ip: self.ip.parse::<IpAddr>().unwrap(),
             remote_ip: self.remote.parse::<IpAddr>().unwrap(),
+            destination_ip: self.destination.map(|d| d.parse::<IpAddr>().unwrap()),
             destination_port: self.port,
+            sni: self.sni,
             http: self.http.map(|(host, method, path)| HttpAttributes {
                 host,
                 method,
                 path,
                 headers: &self.headers,
-                request_auth: None,
+                request_auth: self.auth.as_ref(),
             }),
         };
         f(&attrs)
@@ -116,7 +124,11 @@ fn deny(rules: Vec<Rule>) -> Vec<pb::AuthorizationPolicy> {
 }
 
 fn compile_err(policies: &[pb::AuthorizationPolicy]) -> (String, String) {
-    Authorizer::compile(policies).expect_err("must not compile")
+    let e = Authorizer::compile(policies).expect_err("must not compile");
+    (
+        format!("authorizationPolicies[{}].{}", e.policy, e.error.field),
+        e.error.reason,
+    )
 }
 
 // --- Evaluation order -----------------------------------------------------------------------
@@ -960,7 +972,10 @@ fn every_list_field_names_itself() {
             when("destination.port", &[], &["-1"]),
             "when[0].notValues[0]",
         ),
-        (when("destination.ip", &["198.18.0.1"], &[]), "when[0].key"),
+        (
+            when("destination.ip", &["198.18.0.1", "x"], &[]),
+            "when[0].values[1]",
+        ),
         (when("request.headers[]", &["a"], &[]), "when[0].key"),
         (when("source.ip", &[], &[]), "when[0].values"),
     ];
@@ -977,4 +992,173 @@ fn custom_is_refused() {
     let (path, reason) = compile_err(&p);
     assert_eq!(path, "authorizationPolicies[0].action");
     assert!(reason.contains("CUSTOM is not supported"), "{reason}");
+}
+
+// --- Keys Istio accepts that need more than the connection ----------------------------------
+
+fn jwt(principal: &str, claims: serde_json::Value) -> Option<RequestAuth> {
+    Some(RequestAuth {
+        principal: principal.into(),
+        audiences: vec!["bookinfo".into()],
+        presenter: Some("web-client".into()),
+        claims: claims.as_object().cloned().unwrap_or_default(),
+    })
+}
+
+#[test]
+fn request_principals_need_a_verified_token() {
+    let policy = allow(vec![from(Source {
+        request_principals: strs(&["*"]),
+        ..Default::default()
+    })]);
+    // Without a token even `*` matches nothing, as Istio without a JWT.
+    assert!(!Req::default().allowed(&policy));
+    let with_token = Req {
+        auth: jwt("https://issuer/alice", serde_json::json!({})),
+        ..Req::default()
+    };
+    assert!(with_token.allowed(&policy));
+    let exact = allow(vec![from(Source {
+        request_principals: strs(&["https://issuer/bob"]),
+        ..Default::default()
+    })]);
+    assert!(!with_token.allowed(&exact));
+}
+
+#[test]
+fn request_auth_conditions() {
+    let token = Req {
+        auth: jwt(
+            "https://issuer/alice",
+            serde_json::json!({"groups": ["dev", "admin"], "org": {"team": "payments"}}),
+        ),
+        ..Req::default()
+    };
+    for (key, value, want) in [
+        ("request.auth.principal", "https://issuer/*", true),
+        ("request.auth.audiences", "bookinfo", true),
+        ("request.auth.audiences", "other", false),
+        ("request.auth.presenter", "web-*", true),
+        ("request.auth.claims[groups]", "admin", true),
+        ("request.auth.claims[groups]", "ops", false),
+        ("request.auth.claims[org][team]", "payments", true),
+        ("request.auth.claims[org][missing]", "*", false),
+    ] {
+        let p = allow(vec![when(key, &[value], &[])]);
+        assert_eq!(token.allowed(&p), want, "{key} = {value}");
+        assert!(!Req::default().allowed(&p), "{key} without a token");
+    }
+}
+
+#[test]
+fn source_service_account() {
+    let p = vec![policy(
+        "default/sa",
+        Action::Allow,
+        vec![when("source.serviceAccount", &["sleep"], &[])],
+    )];
+    assert!(
+        Req::default().allowed(&p),
+        "sleep in the policy's namespace"
+    );
+    let other = Req {
+        principal: Some(ADMIN),
+        ..Req::default()
+    };
+    assert!(!other.allowed(&p));
+    let qualified = allow(vec![when("source.serviceAccount", &["ops/admin"], &[])]);
+    assert!(other.allowed(&qualified));
+    assert!(!Req::default().allowed(&qualified));
+}
+
+#[test]
+fn destination_ip_and_sni() {
+    let p = allow(vec![when("destination.ip", &["198.18.0.0/24"], &[])]);
+    assert!(Req::default().allowed(&p));
+    let elsewhere = Req {
+        destination: Some("198.18.1.1"),
+        ..Req::default()
+    };
+    assert!(!elsewhere.allowed(&p));
+    let unknown = Req {
+        destination: None,
+        ..Req::default()
+    };
+    assert!(!unknown.allowed(&p));
+
+    let p = allow(vec![when("connection.sni", &["*.example.com"], &[])]);
+    let sni = Req {
+        sni: Some("api.example.com"),
+        ..Req::default()
+    };
+    assert!(sni.allowed(&p));
+    assert!(!Req::default().allowed(&p), "no SNI");
+}
+
+#[test]
+fn envoy_filter_metadata_takes_istios_fallback() {
+    let rule = || {
+        let mut r = when(
+            "experimental.envoy.filters.network.mysql_proxy[db.table]",
+            &["[update]"],
+            &[],
+        );
+        r.from.push(Source {
+            principals: strs(&[ADMIN]),
+            ..Default::default()
+        });
+        r
+    };
+    // ALLOW: the rule matches nothing, even for the principal it names.
+    let admin = Req {
+        principal: Some(ADMIN),
+        ..Req::default()
+    };
+    assert!(!admin.allowed(&allow(vec![rule()])));
+    // DENY: the rule matches every request, whoever sends it, HTTP or TCP.
+    assert!(!Req::default().allowed(&deny(vec![rule()])));
+    assert!(!Req::tcp().allowed(&deny(vec![rule()])));
+    let authz = Authorizer::compile(&deny(vec![rule()])).unwrap();
+    assert_eq!(authz.fallbacks().len(), 1);
+    let f = &authz.fallbacks()[0];
+    assert_eq!(f.policy, "default/deny");
+    assert_eq!(f.field, "rules[0].when[0].key");
+    // AUDIT audits everything.
+    let audit = vec![policy("default/audit", Action::Audit, vec![rule()])];
+    let authz = Authorizer::compile(&audit).unwrap();
+    Req::default().run(|a| assert_eq!(authz.audited(a), ["default/audit"]));
+}
+
+#[test]
+fn every_condition_key_istio_accepts_compiles() {
+    for key in [
+        "source.ip",
+        "remote.ip",
+        "source.namespace",
+        "source.principal",
+        "source.serviceAccount",
+        "request.headers[x-a]",
+        "request.headers[bad name]",
+        "request.auth.principal",
+        "request.auth.audiences",
+        "request.auth.presenter",
+        "request.auth.claims[iss]",
+        "request.auth.claims[a][b]",
+        "destination.ip",
+        "destination.port",
+        "connection.sni",
+        "experimental.envoy.filters.a.b[c]",
+    ] {
+        let value = match key {
+            "source.ip" | "remote.ip" | "destination.ip" => "198.18.0.1",
+            "destination.port" => "80",
+            _ => "v",
+        };
+        let p = vec![policy(
+            "ns/p",
+            Action::Allow,
+            vec![when(key, &[value], &[])],
+        )];
+        assert!(Authorizer::compile(&p).is_ok(), "{key}");
+    }
 }

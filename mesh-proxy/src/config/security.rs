@@ -9,9 +9,18 @@ use std::sync::Arc;
 use mesh_proto::config::v1 as pb;
 use pb::{MtlsMode, PortMtls};
 
-use crate::authz::{Authorizer, CompileError, effective_mtls};
-use crate::jwt::Authenticator;
+use crate::authz::{self, Authorizer, effective_mtls};
 use crate::jwt::remote::{FetchSettings, RemoteJwks};
+use crate::jwt::{self, Authenticator};
+
+/// The part of a listener's security that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Authorization(#[from] authz::CompileError),
+    #[error(transparent)]
+    Jwt(#[from] jwt::CompileError),
+}
 
 /// Running `jwksUri` key sets by URI and fetch settings, handed from one config to the next.
 pub type RemoteKeys = HashMap<(String, FetchSettings), Arc<RemoteJwks>>;
@@ -26,7 +35,7 @@ pub struct ListenerSecurity {
 }
 
 impl ListenerSecurity {
-    pub fn compile(listener: &pb::Listener) -> Result<Self, CompileError> {
+    pub fn compile(listener: &pb::Listener) -> Result<Self, SecurityError> {
         Self::compile_reusing(listener, &RemoteKeys::new())
     }
 
@@ -35,7 +44,7 @@ impl ListenerSecurity {
     pub fn compile_reusing(
         listener: &pb::Listener,
         remote: &RemoteKeys,
-    ) -> Result<Self, CompileError> {
+    ) -> Result<Self, SecurityError> {
         let reuse = |uri: &str, settings: &FetchSettings| {
             remote.get(&(uri.to_owned(), settings.clone())).cloned()
         };

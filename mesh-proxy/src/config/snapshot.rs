@@ -1,4 +1,8 @@
 //! A validated, compiled config: what requests read, swapped atomically on update.
+//!
+//! Compiling runs in two stages, [`Upstreams`] (clusters and route tables) and then the
+//! listeners that refer to them. [`crate::config::check`] runs the very same stages without
+//! applying anything, so a config that passes the check is one the proxy accepts.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -7,29 +11,14 @@ use std::sync::Arc;
 use mesh_proto::config::v1 as pb;
 
 use super::ListenerSecurity;
-use super::security::RemoteKeys;
+pub use super::error::{ConfigError, ConfigObject, FieldError};
+use super::security::{RemoteKeys, SecurityError};
+use crate::authz::Fallback;
 use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
-use crate::route::RouteTable;
+use crate::route::{RouteTable, TableError};
 use crate::tcp_route::TcpRoutes;
-use crate::upstream::Cluster;
-
-/// Why a config was rejected: the field path and the reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ConfigError {
-    pub field: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    fn at(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
+use crate::upstream::{Cluster, CompileFor};
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -70,173 +59,323 @@ impl Snapshot {
         metrics: &Metrics,
         identity: &Arc<IdentitySlot>,
     ) -> Result<Self, ConfigError> {
-        let mut clusters = HashMap::with_capacity(cfg.clusters.len());
-        for (i, c) in cfg.clusters.iter().enumerate() {
-            if c.name.is_empty() {
-                return Err(ConfigError::at(
-                    format!("clusters[{i}].name"),
-                    "must not be empty",
-                ));
-            }
-            let old = previous.and_then(|p| p.clusters.get(&c.name));
-            let stats = || metrics.connection_stats(&c.name);
-            let compiled = Cluster::compile_with_identity(c, old, stats, identity)
-                .map_err(|(f, r)| ConfigError::at(format!("clusters[{i}].{f}"), r))?;
-            if clusters
-                .insert(c.name.clone(), Arc::new(compiled))
-                .is_some()
-            {
-                return Err(ConfigError::at(
-                    format!("clusters[{i}].name"),
-                    format!("duplicate cluster {:?}", c.name),
-                ));
-            }
+        let env = Env {
+            previous,
+            metrics,
+            identity,
+            purpose: CompileFor::Proxy,
+        };
+        let upstreams = Upstreams::compile(&cfg.clusters, &cfg.route_tables, None, &env)?;
+        let listeners = Listeners::compile(&cfg.listeners, &upstreams, &env.remote_keys())?;
+        for f in &listeners.fallbacks {
+            tracing::warn!(policy = %f.policy, field = %f.field, "{f}");
         }
-
-        let mut route_tables = HashMap::with_capacity(cfg.route_tables.len());
-        for (i, t) in cfg.route_tables.iter().enumerate() {
-            let table = RouteTable::compile(t)
-                .map_err(|(f, r)| ConfigError::at(format!("routeTables[{i}].{f}"), r))?;
-            for (vi, vh) in t.virtual_hosts.iter().enumerate() {
-                for (ri, r) in vh.routes.iter().enumerate() {
-                    let Some(pb::route::Action::Route(a)) = &r.action else {
-                        continue;
-                    };
-                    for (ci, wc) in a.clusters.iter().enumerate() {
-                        let field = || {
-                            format!(
-                                "routeTables[{i}].virtualHosts[{vi}].routes[{ri}].route.clusters[{ci}]"
-                            )
-                        };
-                        let cluster = clusters.get(&wc.cluster).ok_or_else(|| {
-                            ConfigError::at(
-                                field() + ".cluster",
-                                format!("unknown cluster {:?}", wc.cluster),
-                            )
-                        })?;
-                        if cluster.balancer(&wc.subset).is_none() {
-                            return Err(ConfigError::at(
-                                field() + ".subset",
-                                format!("cluster {:?} has no subset {:?}", wc.cluster, wc.subset),
-                            ));
-                        }
-                    }
-                }
-            }
-            if route_tables
-                .insert(t.name.clone(), Arc::new(table))
-                .is_some()
-            {
-                return Err(ConfigError::at(
-                    format!("routeTables[{i}].name"),
-                    format!("duplicate route table {:?}", t.name),
-                ));
-            }
-        }
-
-        validate_listeners(&cfg.listeners, &route_tables, &clusters)?;
-        let listener_security = compile_security(&cfg.listeners, previous)?;
-        let tcp_routes = compile_tcp_routes(&cfg.listeners, &clusters)?;
         Ok(Self {
             source: cfg,
-            route_tables,
-            clusters,
-            listener_security,
-            tcp_routes,
+            route_tables: upstreams.route_tables,
+            clusters: upstreams.clusters,
+            listener_security: listeners.security,
+            tcp_routes: listeners.tcp_routes,
         })
     }
 }
 
-/// Inbound listeners only: outbound traffic is not the local workload's to authorize. The
-/// `jwksUri` key sets of `previous` are reused where the new config still names them.
-fn compile_security(
-    listeners: &[pb::Listener],
-    previous: Option<&Snapshot>,
-) -> Result<HashMap<String, Arc<ListenerSecurity>>, ConfigError> {
-    let remote: RemoteKeys = previous
-        .into_iter()
-        .flat_map(|p| p.listener_security.values())
-        .flat_map(|s| s.authenticator.remote_keys())
-        .collect();
-    let mut out = HashMap::new();
-    for (i, l) in listeners.iter().enumerate() {
-        if l.direction() != pb::Direction::Inbound {
-            continue;
-        }
-        let security = ListenerSecurity::compile_reusing(l, &remote)
-            .map_err(|(f, r)| ConfigError::at(format!("listeners[{i}].{f}"), r))?;
-        out.insert(l.name.clone(), Arc::new(security));
-    }
-    Ok(out)
+/// What a compile runs with.
+pub(super) struct Env<'a> {
+    pub(super) previous: Option<&'a Snapshot>,
+    pub(super) metrics: &'a Metrics,
+    pub(super) identity: &'a Arc<IdentitySlot>,
+    pub(super) purpose: CompileFor,
 }
 
-/// Every listener's layer 4 routes; a route to a cluster or subset the config lacks is an
-/// error, as on HTTP routes.
-fn compile_tcp_routes(
-    listeners: &[pb::Listener],
-    clusters: &HashMap<String, Arc<Cluster>>,
-) -> Result<HashMap<String, Arc<TcpRoutes>>, ConfigError> {
-    let cluster_ok = |name: &str, subset: &str| match clusters.get(name) {
-        None => Err(format!("unknown cluster {name:?}")),
-        Some(c) if c.balancer(subset).is_none() => {
-            Err(format!("cluster {name:?} has no subset {subset:?}"))
-        }
-        Some(_) => Ok(()),
-    };
-    let mut out = HashMap::new();
-    for (i, l) in listeners.iter().enumerate() {
-        if l.tcp_routes.is_empty() {
-            continue;
-        }
-        let routes = TcpRoutes::compile(&l.tcp_routes, cluster_ok)
-            .map_err(|(f, r)| ConfigError::at(format!("listeners[{i}].{f}"), r))?;
-        out.insert(l.name.clone(), Arc::new(routes));
+impl Env<'_> {
+    /// The previous config's `jwksUri` key sets, for the listeners that still name them.
+    pub(super) fn remote_keys(&self) -> RemoteKeys {
+        self.previous
+            .into_iter()
+            .flat_map(|p| p.listener_security.values())
+            .flat_map(|s| s.authenticator.remote_keys())
+            .collect()
     }
-    Ok(out)
+}
+
+/// What a part compiled before (shared by many configs) offers to refer to: its route
+/// tables, and its clusters with their subsets ("" for the whole cluster). Names only, so a
+/// sender keeping it per shared part keeps no compiled clusters.
+#[derive(Debug, Default)]
+pub struct Names {
+    route_tables: HashSet<String>,
+    clusters: HashMap<String, HashSet<String>>,
+}
+
+impl Names {
+    /// The names of clusters and route tables that compiled.
+    pub(super) fn of(clusters: &[pb::Cluster], route_tables: &[pb::RouteTable]) -> Names {
+        Names {
+            route_tables: route_tables.iter().map(|t| t.name.clone()).collect(),
+            clusters: clusters
+                .iter()
+                .map(|c| {
+                    let subsets = std::iter::once(String::new())
+                        .chain(c.subsets.iter().map(|s| s.name.clone()))
+                        .collect();
+                    (c.name.clone(), subsets)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Compiled clusters and route tables, the first stage. `base` names a part compiled before
+/// whose clusters and route tables this part may refer to.
+pub struct Upstreams {
+    route_tables: HashMap<String, Arc<RouteTable>>,
+    clusters: HashMap<String, Arc<Cluster>>,
+    base: Option<Arc<Names>>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("route_tables", &self.route_tables.len())
+            .field("clusters", &self.clusters.len())
+            .field("base", &self.base.is_some())
+            .finish()
+    }
+}
+
+impl Upstreams {
+    pub(super) fn compile(
+        clusters: &[pb::Cluster],
+        route_tables: &[pb::RouteTable],
+        base: Option<Arc<Names>>,
+        env: &Env<'_>,
+    ) -> Result<Upstreams, ConfigError> {
+        let mut out = Upstreams {
+            route_tables: HashMap::with_capacity(route_tables.len()),
+            clusters: HashMap::with_capacity(clusters.len()),
+            base,
+        };
+        for (i, c) in clusters.iter().enumerate() {
+            let err = |field: &str, reason: String| {
+                ConfigError::new(
+                    ConfigObject::Cluster { index: i },
+                    FieldError::new(field, reason),
+                )
+            };
+            if c.name.is_empty() {
+                return Err(err("name", "must not be empty".into()));
+            }
+            if out.has_cluster(&c.name) {
+                return Err(err("name", format!("duplicate cluster {:?}", c.name)));
+            }
+            let old = env.previous.and_then(|p| p.clusters.get(&c.name));
+            let stats = || env.metrics.connection_stats(&c.name);
+            let compiled = Cluster::build(c, old, stats, env.identity, env.purpose)
+                .map_err(|e| ConfigError::new(ConfigObject::Cluster { index: i }, e))?;
+            out.clusters.insert(c.name.clone(), Arc::new(compiled));
+        }
+
+        for (i, t) in route_tables.iter().enumerate() {
+            let table = RouteTable::compile(t).map_err(|e| match e {
+                TableError::Table(error) => {
+                    ConfigError::new(ConfigObject::RouteTable { index: i }, error)
+                }
+                TableError::Route {
+                    virtual_host,
+                    route,
+                    error,
+                } => ConfigError::new(
+                    ConfigObject::Route {
+                        table: i,
+                        virtual_host,
+                        route,
+                    },
+                    error,
+                ),
+            })?;
+            out.check_destinations(i, t)?;
+            if out.has_route_table(&t.name) {
+                return Err(ConfigError::new(
+                    ConfigObject::RouteTable { index: i },
+                    FieldError::new("name", format!("duplicate route table {:?}", t.name)),
+                ));
+            }
+            out.route_tables.insert(t.name.clone(), Arc::new(table));
+        }
+        Ok(out)
+    }
+
+    /// Every forwarding route names a cluster and subset that exist.
+    fn check_destinations(&self, i: usize, t: &pb::RouteTable) -> Result<(), ConfigError> {
+        for (vi, vh) in t.virtual_hosts.iter().enumerate() {
+            for (ri, r) in vh.routes.iter().enumerate() {
+                let Some(pb::route::Action::Route(a)) = &r.action else {
+                    continue;
+                };
+                let object = ConfigObject::Route {
+                    table: i,
+                    virtual_host: vi,
+                    route: ri,
+                };
+                for (ci, wc) in a.clusters.iter().enumerate() {
+                    self.cluster_ok(&wc.cluster, &wc.subset)
+                        .map_err(|(field, reason)| {
+                            ConfigError::new(
+                                object,
+                                FieldError::new(format!("route.clusters[{ci}].{field}"), reason),
+                            )
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn has_cluster(&self, name: &str) -> bool {
+        self.clusters.contains_key(name)
+            || self
+                .base
+                .as_ref()
+                .is_some_and(|b| b.clusters.contains_key(name))
+    }
+
+    fn has_route_table(&self, name: &str) -> bool {
+        self.route_tables.contains_key(name)
+            || self
+                .base
+                .as_ref()
+                .is_some_and(|b| b.route_tables.contains(name))
+    }
+
+    /// `Err((field, reason))` when the cluster or its subset does not exist.
+    fn cluster_ok(&self, name: &str, subset: &str) -> Result<(), (&'static str, String)> {
+        let has_subset = match self.clusters.get(name) {
+            Some(c) => Some(c.balancer(subset).is_some()),
+            None => self
+                .base
+                .as_ref()
+                .and_then(|b| b.clusters.get(name))
+                .map(|subsets| subsets.contains(subset)),
+        };
+        match has_subset {
+            None => Err(("cluster", format!("unknown cluster {name:?}"))),
+            Some(false) => Err((
+                "subset",
+                format!("cluster {name:?} has no subset {subset:?}"),
+            )),
+            Some(true) => Ok(()),
+        }
+    }
+}
+
+/// The second stage: listeners, their security and their layer 4 routes.
+pub(super) struct Listeners {
+    pub(super) security: HashMap<String, Arc<ListenerSecurity>>,
+    pub(super) tcp_routes: HashMap<String, Arc<TcpRoutes>>,
+    /// Authorization rules compiled with Istio's fallback.
+    pub(super) fallbacks: Vec<Fallback>,
+}
+
+impl Listeners {
+    pub(super) fn compile(
+        listeners: &[pb::Listener],
+        upstreams: &Upstreams,
+        remote: &RemoteKeys,
+    ) -> Result<Listeners, ConfigError> {
+        validate_listeners(listeners, upstreams)?;
+        let mut out = Listeners {
+            security: HashMap::new(),
+            tcp_routes: HashMap::new(),
+            fallbacks: Vec::new(),
+        };
+        for (i, l) in listeners.iter().enumerate() {
+            // Inbound listeners only: outbound traffic is not the local workload's to authorize.
+            if l.direction() == pb::Direction::Inbound {
+                let security =
+                    ListenerSecurity::compile_reusing(l, remote).map_err(|e| match e {
+                        SecurityError::Authorization(e) => ConfigError::new(
+                            ConfigObject::AuthorizationPolicy {
+                                listener: i,
+                                policy: e.policy,
+                            },
+                            e.error,
+                        ),
+                        SecurityError::Jwt(e) => ConfigError::new(
+                            ConfigObject::JwtRule {
+                                listener: i,
+                                rule: e.rule,
+                            },
+                            e.error,
+                        ),
+                    })?;
+                out.fallbacks
+                    .extend(security.authorizer.fallbacks().iter().cloned());
+                out.security.insert(l.name.clone(), Arc::new(security));
+            }
+            // A route to a cluster or subset the config lacks is an error, as on HTTP routes.
+            if !l.tcp_routes.is_empty() {
+                let cluster_ok =
+                    |name: &str, subset: &str| upstreams.cluster_ok(name, subset).map_err(|e| e.1);
+                let routes = TcpRoutes::compile(&l.tcp_routes, cluster_ok).map_err(|e| {
+                    ConfigError::new(
+                        ConfigObject::TcpRoute {
+                            listener: i,
+                            route: e.route,
+                        },
+                        e.error,
+                    )
+                })?;
+                out.tcp_routes.insert(l.name.clone(), Arc::new(routes));
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn validate_listeners(
     listeners: &[pb::Listener],
-    route_tables: &HashMap<String, Arc<RouteTable>>,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    upstreams: &Upstreams,
 ) -> Result<(), ConfigError> {
     let mut names = HashSet::new();
     for (i, l) in listeners.iter().enumerate() {
-        let at = |f: &str| format!("listeners[{i}].{f}");
+        let err = |field: &str, reason: String| {
+            ConfigError::new(
+                ConfigObject::Listener { index: i },
+                FieldError::new(field, reason),
+            )
+        };
         if l.name.is_empty() || !names.insert(l.name.as_str()) {
-            return Err(ConfigError::at(at("name"), "must be non-empty and unique"));
+            return Err(err("name", "must be non-empty and unique".into()));
         }
         if l.address.parse::<SocketAddr>().is_err() {
-            return Err(ConfigError::at(
-                at("address"),
+            return Err(err(
+                "address",
                 format!("{:?} is not an IP:port address", l.address),
             ));
         }
         if l.direction() == pb::Direction::Unspecified {
-            return Err(ConfigError::at(
-                at("direction"),
-                "must be OUTBOUND or INBOUND",
-            ));
+            return Err(err("direction", "must be OUTBOUND or INBOUND".into()));
         }
         match l.protocol() {
             pb::ListenerProtocol::Tcp => {
-                if !l.tcp_cluster.is_empty() && !clusters.contains_key(&l.tcp_cluster) {
-                    return Err(ConfigError::at(
-                        at("tcpCluster"),
+                if !l.tcp_cluster.is_empty() && !upstreams.has_cluster(&l.tcp_cluster) {
+                    return Err(err(
+                        "tcpCluster",
                         format!("unknown cluster {:?}", l.tcp_cluster),
                     ));
                 }
                 if l.tcp_cluster.is_empty() && !l.transparent && l.tcp_routes.is_empty() {
-                    return Err(ConfigError::at(
-                        at("tcpCluster"),
-                        "required unless the listener is transparent or has tcpRoutes",
+                    return Err(err(
+                        "tcpCluster",
+                        "required unless the listener is transparent or has tcpRoutes".into(),
                     ));
                 }
             }
             _ => {
-                if !route_tables.contains_key(&l.route_table) {
-                    return Err(ConfigError::at(
-                        at("routeTable"),
+                if !upstreams.has_route_table(&l.route_table) {
+                    return Err(err(
+                        "routeTable",
                         format!("unknown route table {:?}", l.route_table),
                     ));
                 }

@@ -19,6 +19,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The downstream response body.
 pub enum ResponseBody {
     Upstream(Incoming),
+    /// An upstream body still counted by the cluster's circuit breakers.
+    Admitted(super::admitted::AdmittedBody),
     Local(Full<Bytes>),
 }
 
@@ -42,6 +44,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Admitted(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         }
     }
@@ -49,6 +52,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Upstream(b) => b.is_end_stream(),
+            Self::Admitted(b) => b.is_end_stream(),
             Self::Local(b) => b.is_end_stream(),
         }
     }
@@ -56,6 +60,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream(b) => b.size_hint(),
+            Self::Admitted(b) => b.size_hint(),
             Self::Local(b) => b.size_hint(),
         }
     }

@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, head
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::admitted::AdmittedBody;
 use super::body::{BodyFailure, DownstreamBody, Replay, ResponseBody, UpstreamBody};
 use super::headers::remove_hop_by_hop;
 use super::local;
@@ -15,6 +16,8 @@ use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
 use crate::telemetry::{self, ResponseFlag, flags};
+use crate::upstream::limits::Admission;
+use crate::upstream::outlier::Observed;
 use crate::upstream::{Protocol, SendError, Target, Transport};
 
 /// A request ready to go upstream, after routing.
@@ -115,8 +118,19 @@ async fn attempts(
     // Endpoints already tried, so a retry prefers another one; kept on the stack.
     let mut tried = [0usize; MAX_REMEMBERED];
     let mut attempt = 0;
+    // The retry in progress, counted against the cluster's retry limit or budget.
+    let mut _retrying = None;
     loop {
         attempt += 1;
+        // Counted by the cluster's circuit breakers until the response ends.
+        let Ok(admission) = cluster
+            .pool
+            .limits()
+            .admit(version != Version::HTTP_2)
+            .await
+        else {
+            return local::overflow(grpc);
+        };
         let remembered = (attempt as usize - 1).min(MAX_REMEMBERED);
         // Counted in flight until this attempt ends.
         let Some(picked) = plan.target.pick(plan.hash, &tried[..remembered]) else {
@@ -171,36 +185,53 @@ async fn attempts(
             tracing::debug!(cluster = %cluster.name, attempt, error = %bad_body, "malformed downstream request body");
             return local::bad_request_body(grpc, out.downstream_version);
         }
+        if matches!(result, Ok(Err(SendError::Overflow(_)))) {
+            return local::overflow(grpc);
+        }
         let outcome = match &result {
             Err(()) => Outcome::PerTryTimeout,
             Ok(Err(SendError::Connect(_) | SendError::Handshake(_))) => Outcome::ConnectFailure,
             Ok(Err(e)) if e.is_refused_stream() => Outcome::RefusedStream,
+            Ok(Err(e)) if e.is_before_request() => Outcome::ResetBeforeRequest,
             Ok(Err(_)) => Outcome::Reset,
-            Ok(Ok(resp)) => Outcome::Response {
-                status: resp.status().as_u16(),
-                grpc_status: resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok()),
-            },
+            Ok(Ok(resp)) => plan
+                .policy
+                .response_outcome(resp.status().as_u16(), resp.headers()),
         };
         if outcome == Outcome::PerTryTimeout {
             metrics.timeout(&cluster.name);
         }
+        plan.target.observe(&picked, outlier_view(outcome));
         let retriable = plan.policy.retriable(&outcome);
         let retry = attempt < max_attempts && retriable && body.can_replay();
-        if !retry {
-            let mut resp = finish(result, grpc, metrics, &endpoint.transport, &body_failure);
+        // Past the retry limit or budget the attempt's own answer stands, as in Envoy.
+        let retry_held = retry.then(|| cluster.pool.limits().try_retry()).flatten();
+        let Some(retry_held) = retry_held else {
+            let upstream = Upstream {
+                metrics,
+                transport: &endpoint.transport,
+                body: &body_failure,
+            };
+            let mut resp = finish(result, grpc, admission, upstream);
             if retriable && attempt > 1 && attempt == max_attempts {
                 flags::mark(&mut resp, ResponseFlag::UpstreamRetryLimitExceeded);
             }
             return resp;
-        }
+        };
+        _retrying = Some(retry_held);
         tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
         metrics.retry(&cluster.name);
         drop(result);
+        drop(admission);
         tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
+    }
+}
+
+/// An attempt's end as outlier detection counts it: an answer, or a local-origin failure.
+fn outlier_view(outcome: Outcome) -> Observed {
+    match outcome {
+        Outcome::Response { status, .. } => Observed::Status(status),
+        _ => Observed::LocalFailure,
     }
 }
 
@@ -244,13 +275,19 @@ fn build(
     req
 }
 
+/// What the response's telemetry learns from the attempt that answered.
+struct Upstream<'a> {
+    metrics: &'a Metrics,
+    transport: &'a Transport,
+    body: &'a BodyFailure,
+}
+
 /// The response of the last attempt, with what telemetry learned from the upstream.
 fn finish(
     result: Result<Result<Response<Incoming>, SendError>, ()>,
     grpc: bool,
-    metrics: &Metrics,
-    transport: &Transport,
-    body: &BodyFailure,
+    admission: Admission,
+    upstream: Upstream<'_>,
 ) -> Response<ResponseBody> {
     let mut resp = match result {
         Err(()) => local::timeout(grpc),
@@ -265,13 +302,19 @@ fn finish(
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             remove_hop_by_hop(&mut parts.headers, false);
-            let peer = metrics.istio.upstream_peer(&mut parts.headers, transport);
-            let mut resp = Response::from_parts(parts, ResponseBody::Upstream(body));
+            let peer = upstream
+                .metrics
+                .istio
+                .upstream_peer(&mut parts.headers, upstream.transport);
+            let mut resp = Response::from_parts(
+                parts,
+                ResponseBody::Admitted(AdmittedBody::new(body, admission)),
+            );
             telemetry::upstream::note(&mut resp, |info| info.peer = peer);
             resp
         }
     };
-    let (received, messages) = (body.received(), body.messages());
+    let (received, messages) = (upstream.body.received(), upstream.body.messages());
     telemetry::upstream::note(&mut resp, |info| {
         info.request_bytes = Some(received);
         info.request_messages = messages;

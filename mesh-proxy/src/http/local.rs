@@ -95,6 +95,21 @@ pub fn connect_failure(grpc: bool) -> Response<ResponseBody> {
     )
 }
 
+/// Envoy's header on a reply refused by a circuit breaker (response flag `UO`).
+pub const OVERLOADED: &str = "x-envoy-overloaded";
+
+/// A request refused by a circuit breaker of its cluster.
+pub fn overflow(grpc: bool) -> Response<ResponseBody> {
+    let mut resp = reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        grpc,
+    );
+    resp.headers_mut()
+        .insert(OVERLOADED, HeaderValue::from_static("true"));
+    resp
+}
+
 pub fn reset(grpc: bool) -> Response<ResponseBody> {
     flagged(
         reply(

@@ -1,5 +1,6 @@
 //! The HTTP data path: request handling, forwarding with retries, bodies and local replies.
 
+pub mod admitted;
 pub mod body;
 pub mod decide;
 pub mod forward;

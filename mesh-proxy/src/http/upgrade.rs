@@ -28,10 +28,11 @@ pub async fn forward(
     let io = match target
         .cluster
         .pool
-        .connect_with(endpoint.address, &endpoint.transport, Alpn::Http1)
+        .connect_own(endpoint.address, &endpoint.transport, Alpn::Http1)
         .await
     {
         Ok(io) => io,
+        Err(crate::upstream::connect::ConnectError::Overflow) => return local::overflow(false),
         Err(e) => {
             tracing::debug!(error = %e, "upgrade: upstream connect failed");
             return local::connect_failure(false);

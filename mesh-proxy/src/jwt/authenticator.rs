@@ -19,9 +19,27 @@ use super::remote::{FetchSettings, RemoteJwks};
 use super::token::Token;
 use super::verify;
 use crate::authz::RequestAuth;
+use crate::config::FieldError;
 
-/// `(field path, reason)`, paths in the proto3 JSON spelling (`jwtRules[0].jwks`).
-pub type CompileError = (String, String);
+/// A JWT rule that does not compile: its index and the field inside it (proto3 JSON
+/// spelling, e.g. `jwks`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("jwtRules[{rule}].{error}")]
+pub struct CompileError {
+    pub rule: usize,
+    pub error: FieldError,
+}
+
+#[cfg(test)]
+impl CompileError {
+    /// `(rule index, field)`.
+    pub(crate) fn field(&self) -> (usize, &str) {
+        (self.rule, &self.error.field)
+    }
+}
+
+/// `(field, reason)` within one rule.
+type RuleError = (String, String);
 
 #[derive(Debug, Clone)]
 pub enum Keys {
@@ -75,7 +93,7 @@ pub struct Authenticator {
     output_headers: Vec<HeaderName>,
 }
 
-fn header_name(path: String, name: &str) -> Result<HeaderName, CompileError> {
+fn header_name(path: String, name: &str) -> Result<HeaderName, RuleError> {
     HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| (path, format!("{name:?} is not a valid header name")))
 }
@@ -98,7 +116,23 @@ impl Authenticator {
     ) -> Result<Authenticator, CompileError> {
         let mut out = Authenticator::default();
         for (i, r) in rules.iter().enumerate() {
-            let at = |f: &str| format!("jwtRules[{i}].{f}");
+            out.add_rule(r, reuse)
+                .map_err(|(field, reason)| CompileError {
+                    rule: i,
+                    error: FieldError::new(field, reason),
+                })?;
+        }
+        Ok(out)
+    }
+
+    fn add_rule(
+        &mut self,
+        r: &pb::JwtRule,
+        reuse: &dyn Fn(&str, &FetchSettings) -> Option<Arc<RemoteJwks>>,
+    ) -> Result<(), RuleError> {
+        let out = self;
+        {
+            let at = |f: &str| f.to_string();
             if r.issuer.is_empty() {
                 return Err((at("issuer"), "must be set".into()));
             }
@@ -189,7 +223,7 @@ impl Authenticator {
                 space_delimited: r.space_delimited_claims.clone(),
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {

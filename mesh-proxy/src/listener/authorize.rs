@@ -32,7 +32,9 @@ pub fn authorize(
         source_namespace: None,
         source_ip: conn.peer.ip(),
         remote_ip: conn.peer.ip(),
+        destination_ip: conn.original_dst.map(|a| a.ip()),
         destination_port: conn.destination_port,
+        sni: conn.sni(),
         http,
     };
     let method = attrs.http.as_ref().map_or("-", |h| h.method);

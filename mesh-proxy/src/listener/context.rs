@@ -62,6 +62,11 @@ impl ConnContext {
     pub fn principal(&self) -> Option<&str> {
         Some(self.peer_identity.as_ref()?.spiffe_id.principal())
     }
+
+    /// The TLS server name the client sent, on an mTLS connection.
+    pub fn sni(&self) -> Option<&str> {
+        self.peer_identity.as_ref()?.sni.as_deref()
+    }
 }
 
 /// What one snapshot says about a new connection.

@@ -29,9 +29,8 @@ pub use l4::{Forward, HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT};
 pub use original_dst::original_dst;
 pub use secure::{InboundTls, PeerIdentity, Secured};
 
-use crate::config::ConfigError;
-use crate::config::Snapshot;
 use crate::config::security::same_socket;
+use crate::config::{ConfigError, ConfigObject, FieldError, Snapshot};
 use crate::http::Proxy;
 use crate::identity::IdentitySlot;
 use crate::metrics::{ListenerLabels, Metrics};
@@ -123,10 +122,13 @@ impl Listeners {
                     rebind.push(spec.clone());
                 }
                 Err(e) => {
-                    return Err(ConfigError {
-                        field: format!("listeners[{i}].address"),
-                        reason: format!("cannot listen on {}: {e}", spec.address),
-                    });
+                    return Err(ConfigError::new(
+                        ConfigObject::Listener { index: i },
+                        FieldError::new(
+                            "address",
+                            format!("cannot listen on {}: {e}", spec.address),
+                        ),
+                    ));
                 }
             }
         }

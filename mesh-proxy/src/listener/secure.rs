@@ -26,6 +26,8 @@ pub struct PeerIdentity {
     pub spiffe_id: SpiffeId,
     /// `By=<our id>;URI=<client id>`, made once per connection.
     pub xfcc: Option<HeaderValue>,
+    /// The server name the client asked for in its ClientHello (policy's `connection.sni`).
+    pub sni: Option<Arc<str>>,
 }
 
 pub enum Secured {
@@ -115,6 +117,7 @@ impl InboundTls {
         let identity = PeerIdentity {
             xfcc: xfcc(own.spiffe_id().as_str(), client.as_str()).ok(),
             spiffe_id: client,
+            sni: tls.get_ref().1.server_name().map(Arc::from),
         };
         Some(Secured::Tls(Box::new(tls), identity))
     }

@@ -165,7 +165,7 @@ pub async fn serve_tcp(
     let mut upstream = match target
         .cluster
         .pool
-        .connect_with(endpoint.address, &endpoint.transport, Alpn::None)
+        .connect_own(endpoint.address, &endpoint.transport, Alpn::None)
         .await
     {
         Ok(u) => u,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::policy::{RetryOn, RetryPolicy};
 
@@ -15,18 +15,21 @@ pub const MAX_RETRIES: &str = "x-envoy-max-retries";
 pub const RETRY_ON: &str = "x-envoy-retry-on";
 pub const RETRY_GRPC_ON: &str = "x-envoy-retry-grpc-on";
 pub const RETRIABLE_STATUS_CODES: &str = "x-envoy-retriable-status-codes";
+/// Response header names that make an attempt retriable under `retriable-headers`.
+pub const RETRIABLE_HEADER_NAMES: &str = "x-envoy-retriable-header-names";
 /// Set upstream: the time the caller expects the request to complete in.
 pub const EXPECTED_RQ_TIMEOUT_MS: &str = "x-envoy-expected-rq-timeout-ms";
 /// Set upstream: 1 for the first attempt, 2 for the first retry, ...
 pub const ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
 
-const ALL: [&str; 6] = [
+const ALL: [&str; 7] = [
     UPSTREAM_RQ_TIMEOUT_MS,
     UPSTREAM_RQ_PER_TRY_TIMEOUT_MS,
     MAX_RETRIES,
     RETRY_ON,
     RETRY_GRPC_ON,
     RETRIABLE_STATUS_CODES,
+    RETRIABLE_HEADER_NAMES,
 ];
 
 /// What the override headers of one request asked for.
@@ -38,6 +41,7 @@ pub struct Overrides {
     pub max_retries: Option<u32>,
     pub retry_on: RetryOn,
     pub status_codes: Vec<u16>,
+    pub retriable_headers: Vec<HeaderName>,
 }
 
 impl Overrides {
@@ -67,6 +71,11 @@ impl Overrides {
                 o.status_codes
                     .extend(v.split(',').filter_map(|c| c.trim().parse::<u16>().ok()));
             }
+            if let Some(v) = text(headers, RETRIABLE_HEADER_NAMES) {
+                o.retriable_headers.extend(v.split(',').filter_map(|n| {
+                    HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok()
+                }));
+            }
         }
         for name in ALL {
             headers.remove(name);
@@ -80,6 +89,9 @@ impl Overrides {
     pub fn apply_to_retry(&self, mut policy: RetryPolicy) -> RetryPolicy {
         policy.retry_on = policy.retry_on.union(self.retry_on);
         policy.status_codes.extend_from_slice(&self.status_codes);
+        policy
+            .retriable_headers
+            .extend_from_slice(&self.retriable_headers);
         if let Some(n) = self.max_retries
             && !policy.retry_on.is_empty()
         {
@@ -197,18 +209,26 @@ mod tests {
         let mut h = headers(&[(MAX_RETRIES, "4"), (RETRY_ON, "5xx")]);
         let p = Overrides::take(&mut h, true).apply_to_retry(route);
         assert_eq!(p.num_retries, 4);
-        assert!(p.retriable(&Outcome::Response {
-            status: 503,
-            grpc_status: None
-        }));
+        assert!(p.retriable(&p.response_outcome(503, &HeaderMap::new())));
         // Route conditions stay.
         let mut h = headers(&[(RETRY_ON, "retriable-4xx")]);
         let p = Overrides::take(&mut h, true).apply_to_retry(RetryPolicy::istio_default());
         assert!(p.retriable(&Outcome::ConnectFailure));
-        assert!(p.retriable(&Outcome::Response {
-            status: 409,
-            grpc_status: None
-        }));
+        assert!(p.retriable(&p.response_outcome(409, &HeaderMap::new())));
+    }
+
+    #[test]
+    fn retriable_header_names() {
+        let mut h = headers(&[
+            (RETRY_ON, "retriable-headers"),
+            (RETRIABLE_HEADER_NAMES, "X-Upstream-Busy, bad name"),
+        ]);
+        let p = Overrides::take(&mut h, true).apply_to_retry(RetryPolicy::none());
+        assert!(h.is_empty());
+        assert_eq!(p.retriable_headers, ["x-upstream-busy"]);
+        let busy = headers(&[("x-upstream-busy", "1")]);
+        assert!(p.retriable(&p.response_outcome(200, &busy)));
+        assert!(!p.retriable(&p.response_outcome(200, &HeaderMap::new())));
     }
 
     #[test]

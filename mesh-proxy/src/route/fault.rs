@@ -33,8 +33,8 @@ struct Share(u32);
 impl Share {
     fn compile(percentage: f64, field: &str) -> Result<Self, FieldError> {
         if !(0.0..=100.0).contains(&percentage) {
-            return Err((
-                field.to_string(),
+            return Err(FieldError::new(
+                field,
                 format!("{percentage} is not a percentage between 0 and 100"),
             ));
         }
@@ -104,16 +104,16 @@ fn abort(a: &pb::fault_injection::Abort) -> Result<Abort, FieldError> {
     match &a.error {
         Some(Error::HttpStatus(code)) => status_code(*code)
             .map(Abort::Http)
-            .map_err(|e| ("abort.httpStatus".into(), e)),
+            .map_err(|e| FieldError::new("abort.httpStatus", e)),
         Some(Error::GrpcStatus(name)) => grpc_code(name).map(Abort::Grpc).ok_or_else(|| {
-            (
-                "abort.grpcStatus".into(),
+            FieldError::new(
+                "abort.grpcStatus",
                 format!("{name:?} is not a gRPC status code name or number"),
             )
         }),
-        None => Err((
-            "abort".into(),
-            "an abort needs httpStatus or grpcStatus".into(),
+        None => Err(FieldError::new(
+            "abort",
+            "an abort needs httpStatus or grpcStatus",
         )),
     }
 }
@@ -243,24 +243,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            err(abort(Some(Error::HttpStatus(99)), 1.0)).0,
+            err(abort(Some(Error::HttpStatus(99)), 1.0)).field,
             "abort.httpStatus"
         );
         assert_eq!(
-            err(abort(Some(Error::HttpStatus(600)), 1.0)).0,
+            err(abort(Some(Error::HttpStatus(600)), 1.0)).field,
             "abort.httpStatus"
         );
         assert_eq!(
-            err(abort(Some(Error::GrpcStatus("NOPE".into())), 1.0)).0,
+            err(abort(Some(Error::GrpcStatus("NOPE".into())), 1.0)).field,
             "abort.grpcStatus"
         );
         assert_eq!(
-            err(abort(Some(Error::GrpcStatus("17".into())), 1.0)).0,
+            err(abort(Some(Error::GrpcStatus("17".into())), 1.0)).field,
             "abort.grpcStatus"
         );
-        assert_eq!(err(abort(None, 1.0)).0, "abort");
+        assert_eq!(err(abort(None, 1.0)).field, "abort");
         assert_eq!(
-            err(abort(Some(Error::HttpStatus(500)), 100.5)).0,
+            err(abort(Some(Error::HttpStatus(500)), 100.5)).field,
             "abort.percentage"
         );
         let delay = pb::FaultInjection {
@@ -270,6 +270,6 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(err(delay).0, "delay.percentage");
+        assert_eq!(err(delay).field, "delay.percentage");
     }
 }

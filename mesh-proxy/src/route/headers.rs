@@ -3,6 +3,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use mesh_proto::config::v1 as pb;
 
+use crate::config::FieldError;
+
 #[derive(Debug, Clone, Default)]
 pub struct HeaderOps {
     set: Vec<(HeaderName, HeaderValue)>,
@@ -11,8 +13,7 @@ pub struct HeaderOps {
 }
 
 impl HeaderOps {
-    /// Errors are `(field path, reason)`.
-    pub fn compile(ops: Option<&pb::HeaderOperations>) -> Result<Self, (String, String)> {
+    pub fn compile(ops: Option<&pb::HeaderOperations>) -> Result<Self, FieldError> {
         let Some(ops) = ops else {
             return Ok(Self::default());
         };
@@ -20,15 +21,12 @@ impl HeaderOps {
             list.iter()
                 .enumerate()
                 .map(|(i, hv)| {
-                    let name =
-                        header_name(&hv.name).map_err(|r| (format!("{field}[{i}].name"), r))?;
+                    let name = header_name(&hv.name)
+                        .map_err(|r| FieldError::new(format!("{field}[{i}].name"), r))?;
                     let value = HeaderValue::from_str(&hv.value).map_err(|_| {
-                        (
-                            format!("{field}[{i}].value"),
-                            "invalid header value".to_string(),
-                        )
+                        FieldError::new(format!("{field}[{i}].value"), "invalid header value")
                     })?;
-                    Ok::<_, (String, String)>((name, value))
+                    Ok::<_, FieldError>((name, value))
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -36,7 +34,7 @@ impl HeaderOps {
             .remove
             .iter()
             .enumerate()
-            .map(|(i, n)| header_name(n).map_err(|r| (format!("remove[{i}]"), r)))
+            .map(|(i, n)| header_name(n).map_err(|r| FieldError::new(format!("remove[{i}]"), r)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             set: pairs(&ops.set, "set")?,
@@ -109,6 +107,6 @@ mod tests {
             ..Default::default()
         }))
         .unwrap_err();
-        assert_eq!(err.0, "set[0].name");
+        assert_eq!(err.field, "set[0].name");
     }
 }

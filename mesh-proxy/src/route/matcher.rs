@@ -2,6 +2,8 @@
 
 use http::HeaderMap;
 use mesh_proto::config::v1 as pb;
+
+use crate::config::FieldError;
 use regex::Regex;
 
 /// A string condition, compiled once per config (regexes are anchored: a full match, as Envoy).
@@ -126,14 +128,13 @@ pub struct RouteMatcher {
 }
 
 impl RouteMatcher {
-    /// Compiles a match; errors are `(field path, reason)`.
-    pub fn compile(m: &pb::RouteMatch) -> Result<Self, (String, String)> {
+    pub fn compile(m: &pb::RouteMatch) -> Result<Self, FieldError> {
         let opt = |sm: &Option<pb::StringMatch>, field: &str| {
             sm.as_ref()
                 .map(StringMatcher::compile)
                 .transpose()
                 .map(Option::flatten)
-                .map_err(|e| (field.to_string(), e))
+                .map_err(|e| FieldError::new(field, e))
         };
         let path = opt(&m.path, "path")?;
         let method = opt(&m.method, "method")?;
@@ -142,7 +143,7 @@ impl RouteMatcher {
             let field = format!("headers[{i}]");
             let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
                 .map_err(|_| {
-                    (
+                    FieldError::new(
                         format!("{field}.name"),
                         format!("invalid header name {:?}", h.name),
                     )
@@ -157,9 +158,9 @@ impl RouteMatcher {
         let mut query = Vec::with_capacity(m.query_parameters.len());
         for (i, q) in m.query_parameters.iter().enumerate() {
             if q.name.is_empty() {
-                return Err((
+                return Err(FieldError::new(
                     format!("queryParameters[{i}].name"),
-                    "must not be empty".into(),
+                    "must not be empty",
                 ));
             }
             let value = opt(&q.value, &format!("queryParameters[{i}].value"))?;
@@ -249,8 +250,8 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert_eq!(err.0, "headers[0].value");
-        assert!(err.1.contains("invalid regex"), "{}", err.1);
+        assert_eq!(err.field, "headers[0].value");
+        assert!(err.reason.contains("invalid regex"), "{}", err.reason);
     }
 
     #[test]

@@ -10,5 +10,5 @@ pub use fault::{Abort, Fault, Rolls};
 pub use headers::HeaderOps;
 pub use matcher::{RequestView, query_param};
 pub use table::{
-    Action, Destination, Forward, Redirect, Route, RouteTable, rewrite_path, strip_port,
+    Action, Destination, Forward, Redirect, Route, RouteTable, TableError, rewrite_path, strip_port,
 };

@@ -75,11 +75,48 @@ pub struct Redirect {
     pub status: StatusCode,
 }
 
-/// A config error: the field path below the route table and the reason.
-pub type FieldError = (String, String);
+pub use crate::config::FieldError;
+
+/// Why a route table does not compile: the table itself, or one of its routes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("{0}")]
+    Table(FieldError),
+    #[error("virtualHosts[{virtual_host}].routes[{route}].{error}")]
+    Route {
+        virtual_host: usize,
+        route: usize,
+        error: FieldError,
+    },
+}
+
+impl TableError {
+    /// The field path below the route table.
+    pub fn field(&self) -> String {
+        match self {
+            Self::Table(e) => e.field.clone(),
+            Self::Route {
+                virtual_host,
+                route,
+                error,
+            } => {
+                error
+                    .clone()
+                    .within(&format!("virtualHosts[{virtual_host}].routes[{route}]"))
+                    .field
+            }
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Table(e) | Self::Route { error: e, .. } => &e.reason,
+        }
+    }
+}
 
 impl RouteTable {
-    pub fn compile(table: &pb::RouteTable) -> Result<Self, FieldError> {
+    pub fn compile(table: &pb::RouteTable) -> Result<Self, TableError> {
         let mut vhosts = Vec::with_capacity(table.virtual_hosts.len());
         let mut exact = HashMap::new();
         let mut suffixes = Vec::new();
@@ -98,10 +135,10 @@ impl RouteTable {
                     exact.insert(domain.clone(), vi).is_some()
                 };
                 if duplicate {
-                    return Err((
+                    return Err(TableError::Table(FieldError::new(
                         at(&format!("domains[{di}]")),
                         format!("domain {domain:?} appears in more than one virtual host"),
-                    ));
+                    )));
                 }
             }
             let routes = vh
@@ -109,7 +146,11 @@ impl RouteTable {
                 .iter()
                 .enumerate()
                 .map(|(ri, r)| {
-                    Route::compile(r).map_err(|(f, e)| (at(&format!("routes[{ri}].{f}")), e))
+                    Route::compile(r).map_err(|error| TableError::Route {
+                        virtual_host: vi,
+                        route: ri,
+                        error,
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             vhosts.push(VirtualHost {
@@ -179,7 +220,7 @@ pub fn strip_port(authority: &str) -> &str {
 impl Route {
     fn compile(r: &pb::Route) -> Result<Self, FieldError> {
         fn prefixed(p: &'static str) -> impl Fn(FieldError) -> FieldError {
-            move |(f, e)| (format!("{p}.{f}"), e)
+            move |e| e.within(p)
         }
         let matcher = match &r.r#match {
             Some(m) => RouteMatcher::compile(m).map_err(prefixed("match"))?,
@@ -187,9 +228,9 @@ impl Route {
         };
         let action = match &r.action {
             None => {
-                return Err((
-                    "action".into(),
-                    "a route needs route, redirect or directResponse".into(),
+                return Err(FieldError::new(
+                    "action",
+                    "a route needs route, redirect or directResponse",
                 ));
             }
             Some(pb::route::Action::Route(a)) => {
@@ -200,7 +241,7 @@ impl Route {
             }
             Some(pb::route::Action::DirectResponse(d)) => Action::Direct {
                 status: status_code(d.status)
-                    .map_err(|e| ("directResponse.status".to_string(), e))?,
+                    .map_err(|e| FieldError::new("directResponse.status", e))?,
                 body: Bytes::from(d.body.clone()),
             },
         };
@@ -231,13 +272,16 @@ pub(super) fn status_code(code: u32) -> Result<StatusCode, String> {
 impl Forward {
     fn compile(a: &pb::RouteAction, matcher: &RouteMatcher) -> Result<Self, FieldError> {
         if a.clusters.is_empty() {
-            return Err(("clusters".into(), "at least one cluster is required".into()));
+            return Err(FieldError::new(
+                "clusters",
+                "at least one cluster is required",
+            ));
         }
         let mut destinations = Vec::with_capacity(a.clusters.len());
         for (i, c) in a.clusters.iter().enumerate() {
             let at = |f: &str| format!("clusters[{i}].{f}");
             if c.cluster.is_empty() {
-                return Err((at("cluster"), "must not be empty".into()));
+                return Err(FieldError::new(at("cluster"), "must not be empty"));
             }
             destinations.push(Destination {
                 cluster: c.cluster.clone(),
@@ -245,35 +289,33 @@ impl Forward {
                 // A lone destination takes all traffic whatever its weight says.
                 weight: if a.clusters.len() == 1 { 1 } else { c.weight },
                 request_headers: HeaderOps::compile(c.request_headers.as_ref())
-                    .map_err(|(f, e)| (at(&format!("requestHeaders.{f}")), e))?,
+                    .map_err(|e| e.within(&at("requestHeaders")))?,
                 response_headers: HeaderOps::compile(c.response_headers.as_ref())
-                    .map_err(|(f, e)| (at(&format!("responseHeaders.{f}")), e))?,
+                    .map_err(|e| e.within(&at("responseHeaders")))?,
             });
         }
         let total_weight = destinations.iter().map(|d| d.weight).sum::<u32>();
         if total_weight == 0 {
-            return Err(("clusters".into(), "weights must not all be 0".into()));
+            return Err(FieldError::new("clusters", "weights must not all be 0"));
         }
         let retry = a
             .retry_policy
             .as_ref()
             .map(RetryPolicy::compile)
             .transpose()
-            .map_err(|e| ("retryPolicy.retryOn".to_string(), e))?;
+            .map_err(|e| e.within("retryPolicy"))?;
         let authority_rewrite = if a.authority_rewrite.is_empty() {
             None
         } else {
-            Some(HeaderValue::from_str(&a.authority_rewrite).map_err(|_| {
-                (
-                    "authorityRewrite".to_string(),
-                    "invalid authority".to_string(),
-                )
-            })?)
+            Some(
+                HeaderValue::from_str(&a.authority_rewrite)
+                    .map_err(|_| FieldError::new("authorityRewrite", "invalid authority"))?,
+            )
         };
         if !a.prefix_rewrite.is_empty() && matches!(matcher.path, Some(StringMatcher::Regex(_))) {
-            return Err((
-                "prefixRewrite".into(),
-                "cannot rewrite a prefix of a regex match".into(),
+            return Err(FieldError::new(
+                "prefixRewrite",
+                "cannot rewrite a prefix of a regex match",
             ));
         }
         Ok(Self {
@@ -301,8 +343,8 @@ impl Redirect {
                 StatusCode::from_u16(r.response_code as u16).expect("valid code")
             }
             other => {
-                return Err((
-                    "responseCode".into(),
+                return Err(FieldError::new(
+                    "responseCode",
                     format!("{other} is not a redirect status"),
                 ));
             }
@@ -310,7 +352,8 @@ impl Redirect {
         let port = match r.port {
             0 => None,
             p => Some(
-                u16::try_from(p).map_err(|_| ("port".to_string(), format!("{p} is not a port")))?,
+                u16::try_from(p)
+                    .map_err(|_| FieldError::new("port", format!("{p} is not a port")))?,
             ),
         };
         Ok(Self {

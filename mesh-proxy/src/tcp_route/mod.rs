@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 
 use mesh_proto::config::v1 as pb;
 
+use crate::config::FieldError;
+
 pub use crate::cidr::Cidr;
 pub use client_hello::{Hello, MAX_HELLO_BYTES, client_hello_sni, peek_sni};
 pub use sni::SniHost;
@@ -111,21 +113,34 @@ impl TcpRoute {
     }
 }
 
+/// A layer 4 route that does not compile: its index and the field inside it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tcpRoutes[{route}].{error}")]
+pub struct TcpRouteError {
+    pub route: usize,
+    pub error: FieldError,
+}
+
 impl TcpRoutes {
     /// Validates and compiles `routes`. `cluster_ok(cluster, subset)` says whether the config
-    /// has that cluster and subset, or why not. Errors are (field path, reason).
+    /// has that cluster and subset, or why not. Errors name the route.
     pub fn compile(
         routes: &[pb::TcpRoute],
         cluster_ok: impl Fn(&str, &str) -> Result<(), String>,
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, TcpRouteError> {
         let mut out = Vec::with_capacity(routes.len());
         for (i, r) in routes.iter().enumerate() {
-            let at = |f: String| format!("tcpRoutes[{i}].{f}");
+            // Fields are relative to the route; the error carries its index.
+            let at = |f: String| f;
+            let err = |field: String, reason: String| TcpRouteError {
+                route: i,
+                error: FieldError::new(field, reason),
+            };
             let mut matches = Vec::with_capacity(r.matches.len());
             for (mi, m) in r.matches.iter().enumerate() {
                 let field = |f: &str| at(format!("matches[{mi}].{f}"));
                 let port = u16::try_from(m.destination_port).map_err(|_| {
-                    (
+                    err(
                         field("destinationPort"),
                         format!("{} is not a port", m.destination_port),
                     )
@@ -135,7 +150,8 @@ impl TcpRoutes {
                     .iter()
                     .enumerate()
                     .map(|(si, s)| {
-                        Cidr::parse(s).map_err(|e| (field(&format!("destinationSubnets[{si}]")), e))
+                        Cidr::parse(s)
+                            .map_err(|e| err(field(&format!("destinationSubnets[{si}]")), e))
                     })
                     .collect::<Result<_, _>>()?;
                 let sni = m
@@ -143,13 +159,13 @@ impl TcpRoutes {
                     .iter()
                     .enumerate()
                     .map(|(si, s)| {
-                        SniHost::parse(s).map_err(|e| (field(&format!("sniHosts[{si}]")), e))
+                        SniHost::parse(s).map_err(|e| err(field(&format!("sniHosts[{si}]")), e))
                     })
                     .collect::<Result<_, _>>()?;
                 matches.push(Match { port, subnets, sni });
             }
             if r.clusters.is_empty() {
-                return Err((
+                return Err(err(
                     at("clusters".into()),
                     "at least one cluster is required".into(),
                 ));
@@ -159,13 +175,16 @@ impl TcpRoutes {
                 let field = |f: &str| at(format!("clusters[{ci}].{f}"));
                 if wc.cluster == PASSTHROUGH {
                     if !wc.subset.is_empty() {
-                        return Err((field("subset"), format!("{PASSTHROUGH} has no subsets")));
+                        return Err(err(
+                            field("subset"),
+                            format!("{PASSTHROUGH} has no subsets"),
+                        ));
                     }
                 } else {
-                    cluster_ok(&wc.cluster, &wc.subset).map_err(|e| (field("cluster"), e))?;
+                    cluster_ok(&wc.cluster, &wc.subset).map_err(|e| err(field("cluster"), e))?;
                 }
                 if wc.request_headers.is_some() || wc.response_headers.is_some() {
-                    return Err((
+                    return Err(err(
                         field("requestHeaders"),
                         "header operations do not apply to TCP routes".into(),
                     ));
@@ -179,9 +198,12 @@ impl TcpRoutes {
             let total_weight = destinations
                 .iter()
                 .try_fold(0u32, |sum, d| sum.checked_add(d.weight))
-                .ok_or_else(|| (at("clusters".into()), "weights overflow".into()))?;
+                .ok_or_else(|| err(at("clusters".into()), "weights overflow".into()))?;
             if total_weight == 0 {
-                return Err((at("clusters".into()), "weights must not all be 0".into()));
+                return Err(err(
+                    at("clusters".into()),
+                    "weights must not all be 0".into(),
+                ));
             }
             out.push(TcpRoute {
                 name: r.name.clone(),

@@ -151,6 +151,11 @@ fn invalid_routes_are_rejected_with_the_field() {
     ];
     for (r, field) in cases {
         let err = TcpRoutes::compile(&[r], known).unwrap_err();
-        assert_eq!(err.0, field, "{err:?}");
+        assert_eq!(err.route, 0);
+        assert_eq!(
+            format!("tcpRoutes[{}].{}", err.route, err.error.field),
+            field,
+            "{err:?}"
+        );
     }
 }

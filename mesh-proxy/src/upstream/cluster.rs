@@ -9,9 +9,12 @@ use std::time::Duration;
 use http::HeaderMap;
 use mesh_proto::config::v1 as pb;
 
-use super::connect::ConnectionStats;
+use super::connect::{ConnectionStats, Keepalive};
+use super::limits::Thresholds;
+use super::outlier::{self, Detector, Observed};
 use super::pool::{Pool, PoolSettings};
-use super::tls_policy::TransportPlan;
+use super::tls_policy::{CompileFor, TransportPlan};
+use crate::config::FieldError;
 use crate::identity::IdentitySlot;
 use crate::lb::{self, Balancer, Policy};
 use crate::route::query_param;
@@ -46,6 +49,8 @@ pub struct Cluster {
     /// Balancer per subset name; "" holds every endpoint.
     subsets: HashMap<String, Balancer>,
     pub pool: Arc<Pool>,
+    /// Outlier detection, with each subset's members as indexes into the cluster's endpoints.
+    outliers: Option<(Detector, HashMap<String, Vec<usize>>)>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -66,12 +71,12 @@ pub struct HashInput<'a> {
 impl Cluster {
     /// Builds a cluster; `previous` (the same name in the last config) lends its pool when
     /// the connection settings did not change, so open connections survive the update.
-    /// Errors are `(field path, reason)`. Without an identity: mesh mTLS is never automatic.
+    /// Without an identity: mesh mTLS is never automatic.
     pub fn compile(
         spec: &pb::Cluster,
         previous: Option<&Arc<Cluster>>,
         stats: impl FnOnce() -> ConnectionStats,
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, FieldError> {
         Self::compile_with_identity(spec, previous, stats, &Arc::default())
     }
 
@@ -81,10 +86,26 @@ impl Cluster {
         previous: Option<&Arc<Cluster>>,
         stats: impl FnOnce() -> ConnectionStats,
         identity: &Arc<IdentitySlot>,
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, FieldError> {
+        Self::build(spec, previous, stats, identity, CompileFor::Proxy)
+    }
+
+    /// The compile step, for a proxy or for a check (see [`CompileFor`]).
+    pub fn build(
+        spec: &pb::Cluster,
+        previous: Option<&Arc<Cluster>>,
+        stats: impl FnOnce() -> ConnectionStats,
+        identity: &Arc<IdentitySlot>,
+        purpose: CompileFor,
+    ) -> Result<Self, FieldError> {
         let settings = PoolSettings {
             connect_timeout: ms_or(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: ms_or(spec.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
+            keepalive: spec.tcp_keepalive.as_ref().map(keepalive),
+            thresholds: Thresholds::from_spec(
+                spec.circuit_breakers.as_ref(),
+                spec.retry_budget.as_ref(),
+            ),
         };
         let protocol = match spec.protocol() {
             pb::UpstreamProtocol::Unspecified | pb::UpstreamProtocol::SameAsDownstream => {
@@ -102,17 +123,17 @@ impl Cluster {
         };
         let hash = compile_hash(spec)?;
         if matches!(policy, Policy::RingHash | Policy::Maglev) && hash.is_none() {
-            return Err((
-                "hashPolicy".into(),
-                "RING_HASH and MAGLEV need a hash policy".into(),
+            return Err(FieldError::new(
+                "hashPolicy",
+                "RING_HASH and MAGLEV need a hash policy",
             ));
         }
 
-        let mut transports = TransportPlan::new(spec.tls.as_ref(), identity)?;
+        let mut transports = TransportPlan::new(spec.tls.as_ref(), identity, purpose)?;
         let mut endpoints = Vec::with_capacity(spec.endpoints.len());
         for (i, e) in spec.endpoints.iter().enumerate() {
             let address: SocketAddr = e.address.parse().map_err(|_| {
-                (
+                FieldError::new(
                     format!("endpoints[{i}].address"),
                     format!("{:?} is not an IP:port address", e.address),
                 )
@@ -130,7 +151,10 @@ impl Cluster {
         );
         for (i, subset) in spec.subsets.iter().enumerate() {
             if subset.name.is_empty() {
-                return Err((format!("subsets[{i}].name"), "must not be empty".into()));
+                return Err(FieldError::new(
+                    format!("subsets[{i}].name"),
+                    "must not be empty",
+                ));
             }
             let members = endpoints
                 .iter()
@@ -141,7 +165,7 @@ impl Cluster {
                 .insert(subset.name.clone(), Balancer::new(policy, members))
                 .is_some()
             {
-                return Err((
+                return Err(FieldError::new(
                     format!("subsets[{i}].name"),
                     format!("duplicate subset {:?}", subset.name),
                 ));
@@ -150,8 +174,19 @@ impl Cluster {
 
         let pool = match previous {
             Some(p) if p.pool.settings() == settings => p.pool.clone(),
+            _ if purpose == CompileFor::Check => Pool::unswept(settings, stats()),
             _ => Pool::new(settings, stats()),
         };
+        let outliers = spec.outlier_detection.as_ref().map(|od| {
+            let members = subset_members(spec, &endpoints);
+            let detector = Detector::carried_over(
+                outlier::Config::from_spec(od),
+                endpoints.iter().map(|(e, _)| e.address).collect(),
+                previous.and_then(|p| p.outliers.as_ref()).map(|(d, _)| d),
+                pool.stats().ejections.clone(),
+            );
+            (detector, members)
+        });
         Ok(Self {
             name: spec.name.clone(),
             spec: spec.clone(),
@@ -163,7 +198,39 @@ impl Cluster {
             hash,
             subsets,
             pool,
+            outliers,
         })
+    }
+
+    /// Indexes (in `subset`'s balancer) of the endpoints outlier detection ejected; None when
+    /// none is, the common case, decided without a lock.
+    pub fn ejected(&self, subset: &str) -> Option<Vec<usize>> {
+        let (detector, members) = self.outliers.as_ref()?;
+        if !detector.any_ejected() {
+            return None;
+        }
+        let ejected = detector.ejected_now(tokio::time::Instant::now());
+        let in_subset: Vec<usize> = match members.get(subset) {
+            Some(m) => (0..m.len()).filter(|i| ejected.contains(&m[*i])).collect(),
+            None => ejected,
+        };
+        (!in_subset.is_empty()).then_some(in_subset)
+    }
+
+    /// Counts how an attempt on endpoint `index` of `subset`'s balancer ended.
+    pub fn observe(&self, subset: &str, index: usize, observed: Observed) {
+        let Some((detector, members)) = &self.outliers else {
+            return;
+        };
+        let host = match members.get(subset) {
+            Some(m) => m.get(index).copied(),
+            None => Some(index),
+        };
+        if let Some(host) = host
+            && detector.observe(host, observed, tokio::time::Instant::now())
+        {
+            tracing::info!(cluster = %self.name, endpoint = host, "outlier detection ejected an endpoint");
+        }
     }
 
     pub fn spec(&self) -> &pb::Cluster {
@@ -198,20 +265,53 @@ fn ms_or(ms: u64, default: Duration) -> Duration {
     }
 }
 
-fn compile_hash(spec: &pb::Cluster) -> Result<Option<HashSource>, (String, String)> {
+/// For each named subset, its members as indexes into the cluster's endpoints ("" is all).
+fn subset_members(
+    spec: &pb::Cluster,
+    endpoints: &[(
+        Arc<lb::Endpoint>,
+        &std::collections::BTreeMap<String, String>,
+    )],
+) -> HashMap<String, Vec<usize>> {
+    spec.subsets
+        .iter()
+        .map(|s| {
+            let members = endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, labels))| s.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                .map(|(i, _)| i)
+                .collect();
+            (s.name.clone(), members)
+        })
+        .collect()
+}
+
+fn keepalive(k: &pb::TcpKeepalive) -> Keepalive {
+    let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+    Keepalive {
+        time: ms(k.time_ms),
+        interval: ms(k.interval_ms),
+        probes: (k.probes > 0).then_some(k.probes),
+    }
+}
+
+fn compile_hash(spec: &pb::Cluster) -> Result<Option<HashSource>, FieldError> {
     use pb::hash_policy::Key;
     let Some(key) = spec.hash_policy.as_ref().and_then(|h| h.key.as_ref()) else {
         return Ok(None);
     };
-    let empty = |f: &str| Err((format!("hashPolicy.{f}"), "must not be empty".to_string()));
+    let empty = |f: &str| {
+        Err(FieldError::new(
+            format!("hashPolicy.{f}"),
+            "must not be empty",
+        ))
+    };
     Ok(Some(match key {
         Key::Header(h) if h.is_empty() => return empty("header"),
         Key::Header(h) => HashSource::Header(
             http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                (
-                    "hashPolicy.header".to_string(),
-                    format!("invalid header name {h:?}"),
-                )
+                FieldError::new("hashPolicy.header", format!("invalid header name {h:?}"))
             })?,
         ),
         Key::Cookie(c) if c.is_empty() => return empty("cookie"),
@@ -284,6 +384,20 @@ endpoints:
     }
 
     #[test]
+    fn ejections_survive_a_config_update() {
+        let yaml = "{name: a, outlierDetection: {consecutive5xx: 1, maxEjectionPercent: 100},
+            endpoints: [{address: '127.0.0.1:1'}, {address: '127.0.0.1:2'}]}";
+        let first =
+            Arc::new(Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap());
+        first.observe("", 1, Observed::Status(503));
+        assert_eq!(first.ejected(""), Some(vec![1]));
+        let next = Cluster::compile(&spec(yaml), Some(&first), ConnectionStats::default).unwrap();
+        assert_eq!(next.ejected(""), Some(vec![1]));
+        let fresh = Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap();
+        assert_eq!(fresh.ejected(""), None);
+    }
+
+    #[test]
     fn bad_address_and_missing_hash_are_reported() {
         let err = Cluster::compile(
             &spec("{name: a, endpoints: [{address: 'reviews:80'}]}"),
@@ -291,14 +405,14 @@ endpoints:
             ConnectionStats::default,
         )
         .unwrap_err();
-        assert_eq!(err.0, "endpoints[0].address");
+        assert_eq!(err.field, "endpoints[0].address");
         let err = Cluster::compile(
             &spec("{name: a, lbPolicy: MAGLEV}"),
             None,
             ConnectionStats::default,
         )
         .unwrap_err();
-        assert_eq!(err.0, "hashPolicy");
+        assert_eq!(err.field, "hashPolicy");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 pub mod cluster;
 pub mod connect;
+pub mod limits;
+pub mod outlier;
 pub mod pool;
 pub mod target;
 pub mod tls_policy;
@@ -11,4 +13,5 @@ pub use cluster::{Cluster, HashInput, Protocol};
 pub use connect::ConnectionStats;
 pub use pool::{Pool, SendError};
 pub use target::{Endpoints, Target, passthrough_cluster};
+pub use tls_policy::CompileFor;
 pub use transport::{Alpn, Transport, Upstream};

@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::connect::{ConnectError, ConnectionStats, Counted, connect};
+use super::connect::{ConnectError, ConnectionStats, Counted, Keepalive, connect};
+use super::limits::{Held, Limits, Overflow, Thresholds};
 use super::transport::{Alpn, Transport, Upstream};
 use crate::http::body::UpstreamBody;
 
@@ -24,6 +25,9 @@ pub enum SendError {
     Handshake(hyper::Error),
     #[error("upstream reset: {0}")]
     Request(hyper::Error),
+    /// A circuit breaker refused the request.
+    #[error("upstream overflow: {0}")]
+    Overflow(#[from] Overflow),
 }
 
 impl SendError {
@@ -39,22 +43,33 @@ impl SendError {
         }
         false
     }
+
+    /// The connection was lost before the request was written on it (hyper cancels such a
+    /// request): nothing of it reached the upstream.
+    pub fn is_before_request(&self) -> bool {
+        matches!(self, Self::Request(e) if e.is_canceled())
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    pub keepalive: Option<Keepalive>,
+    pub thresholds: Thresholds,
 }
 
 struct IdleH1 {
     sender: http1::SendRequest<UpstreamBody>,
     since: Instant,
+    /// Requests this connection has carried.
+    uses: u32,
 }
 
 struct H2Conn {
     sender: http2::SendRequest<UpstreamBody>,
     last_used: Instant,
+    uses: u32,
 }
 
 /// Connections are kept per endpoint address and [`Transport::key`]: a plaintext connection
@@ -64,6 +79,7 @@ type Key = (SocketAddr, u64);
 pub struct Pool {
     settings: PoolSettings,
     stats: ConnectionStats,
+    limits: Arc<Limits>,
     h1_idle: Mutex<HashMap<Key, Vec<IdleH1>>>,
     /// Per endpoint, behind an async lock so concurrent first requests share one handshake.
     h2: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<H2Conn>>>>>,
@@ -74,14 +90,25 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 impl Pool {
     pub fn new(settings: PoolSettings, stats: ConnectionStats) -> Arc<Self> {
-        let pool = Arc::new(Self {
-            settings,
-            stats,
-            h1_idle: Mutex::new(HashMap::new()),
-            h2: Mutex::new(HashMap::new()),
-        });
+        let pool = Self::unswept(settings, stats);
         spawn_sweeper(Arc::downgrade(&pool), settings.idle_timeout);
         pool
+    }
+
+    /// A pool without the idle sweeper: for configs that are only checked, never used.
+    pub fn unswept(settings: PoolSettings, stats: ConnectionStats) -> Arc<Self> {
+        let limits = Limits::new(
+            settings.thresholds,
+            stats.overflow.clone(),
+            stats.retry_overflow.clone(),
+        );
+        Arc::new(Self {
+            settings,
+            stats,
+            limits,
+            h1_idle: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn settings(&self) -> PoolSettings {
@@ -92,9 +119,63 @@ impl Pool {
         &self.stats
     }
 
+    /// The cluster's circuit breakers; they live as long as the pool, across config updates
+    /// that keep it.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
     /// A plaintext connection.
     pub async fn connect(&self, addr: SocketAddr) -> Result<Counted, ConnectError> {
-        connect(addr, self.settings.connect_timeout, &self.stats).await
+        connect(
+            addr,
+            self.settings.connect_timeout,
+            self.settings.keepalive,
+            &self.stats,
+        )
+        .await
+    }
+
+    /// Whether a connection that has carried `uses` requests may carry another.
+    fn reusable(&self, uses: u32) -> bool {
+        self.settings
+            .thresholds
+            .max_requests_per_connection
+            .is_none_or(|max| uses < max)
+    }
+
+    /// Room for one more connection under `maxConnections`, held for the connection's life
+    /// (by the task that drives it). At the limit, an idle HTTP/1.1 connection is closed to make
+    /// room, or the caller waits for a close, up to the connect timeout. `key`'s own idle
+    /// connections (when given) are handed back instead when one turns up meanwhile.
+    async fn connection_room(&self, key: Option<Key>) -> Result<Room, SendError> {
+        if self.settings.thresholds.max_connections.is_none() {
+            return Ok(Room::New(None));
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        loop {
+            let freed = self.limits.connection_freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(idle) = key.and_then(|k| self.checkout_h1(k)) {
+                return Ok(Room::Idle(idle));
+            }
+            if let Some(held) = self.limits.try_connection() {
+                return Ok(Room::New(Some(held)));
+            }
+            self.close_one_idle();
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(self.limits.overflowed(Overflow::Connections).into());
+            }
+        }
+    }
+
+    /// Drops one idle HTTP/1.1 connection of any endpoint; its close frees its room.
+    fn close_one_idle(&self) {
+        let mut idle = self.h1_idle.lock().expect("pool lock");
+        if let Some(list) = idle.values_mut().find(|l| !l.is_empty()) {
+            list.pop();
+        }
     }
 
     /// A connection secured as `transport` says; the connect timeout covers the TLS handshake.
@@ -126,6 +207,31 @@ impl Pool {
         }
     }
 
+    /// A connection of its own (TCP proxying, `Upgrade` streams) counted under
+    /// `maxConnections` while open; at the limit it is refused at once, as Envoy's TCP proxy.
+    pub async fn connect_own(
+        &self,
+        addr: SocketAddr,
+        transport: &Transport,
+        alpn: Alpn,
+    ) -> Result<Upstream, ConnectError> {
+        let room = match self.settings.thresholds.max_connections {
+            None => None,
+            Some(_) => match self.limits.try_connection() {
+                Some(room) => Some(room),
+                None => {
+                    self.limits.overflowed(Overflow::Connections);
+                    return Err(ConnectError::Overflow);
+                }
+            },
+        };
+        let mut upstream = self.connect_with(addr, transport, alpn).await?;
+        if let Some(room) = room {
+            upstream.tcp_mut().hold(room);
+        }
+        Ok(upstream)
+    }
+
     /// Sends an HTTP/1.1 request on an idle connection, or a new one.
     pub async fn send_h1(
         self: &Arc<Self>,
@@ -136,10 +242,18 @@ impl Pool {
         let addr = (addr, transport.key());
         // A reused connection may have been closed by the server in the meantime; hyper then
         // hands the unsent request back and it goes out on the next connection.
-        while let Some(mut sender) = self.checkout_h1(addr) {
+        let mut next = self.checkout_h1(addr).map(Room::Idle);
+        let room = loop {
+            let room = match next.take() {
+                Some(room) => room,
+                None => self.connection_room(Some(addr)).await?,
+            };
+            let Room::Idle((mut sender, uses)) = room else {
+                break room;
+            };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.checkin_h1_when_ready(addr, sender);
+                    self.checkin_h1_when_ready(addr, sender, uses + 1);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -147,28 +261,35 @@ impl Pool {
                     None => return Err(SendError::Request(e.into_error())),
                 },
             }
-        }
+            next = self.checkout_h1(addr).map(Room::Idle);
+        };
+        let Room::New(held) = room else {
+            unreachable!("idle connections are used in the loop")
+        };
         let io = self.connect_with(addr.0, transport, Alpn::Http1).await?;
         let (mut sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
             .map_err(SendError::Handshake)?;
         tokio::spawn(async move {
+            // The connection counts against maxConnections until it is closed.
+            let _room = held;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream http/1.1 connection ended");
             }
         });
         let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-        self.checkin_h1_when_ready(addr, sender);
+        self.checkin_h1_when_ready(addr, sender, 1);
         Ok(resp)
     }
 
-    fn checkout_h1(&self, addr: Key) -> Option<http1::SendRequest<UpstreamBody>> {
+    /// An idle connection to `addr` and the requests it has carried.
+    fn checkout_h1(&self, addr: Key) -> Option<(http1::SendRequest<UpstreamBody>, u32)> {
         let mut idle = self.h1_idle.lock().expect("pool lock");
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
             if entry.sender.is_ready() && entry.since.elapsed() < self.settings.idle_timeout {
-                return Some(entry.sender);
+                return Some((entry.sender, entry.uses));
             }
         }
         None
@@ -180,21 +301,32 @@ impl Pool {
         self: &Arc<Self>,
         addr: Key,
         mut sender: http1::SendRequest<UpstreamBody>,
+        uses: u32,
     ) {
+        // Past maxRequestsPerConnection the sender is dropped: the connection closes once
+        // this response is read.
+        if !self.reusable(uses) {
+            return;
+        }
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
                 return;
             }
             let Some(pool) = pool.upgrade() else { return };
-            let mut idle = pool.h1_idle.lock().expect("pool lock");
-            let list = idle.entry(addr).or_default();
-            if list.len() < MAX_IDLE_PER_ENDPOINT {
-                list.push(IdleH1 {
-                    sender,
-                    since: Instant::now(),
-                });
+            {
+                let mut idle = pool.h1_idle.lock().expect("pool lock");
+                let list = idle.entry(addr).or_default();
+                if list.len() < MAX_IDLE_PER_ENDPOINT {
+                    list.push(IdleH1 {
+                        sender,
+                        since: Instant::now(),
+                        uses,
+                    });
+                }
             }
+            // A request waiting for room under maxConnections may take this one.
+            pool.limits.wake_connection_waiters();
         });
     }
 
@@ -217,13 +349,21 @@ impl Pool {
             match conn.as_mut() {
                 Some(c) if !c.sender.is_closed() => {
                     c.last_used = Instant::now();
-                    c.sender.clone()
+                    c.uses += 1;
+                    let sender = c.sender.clone();
+                    // Past maxRequestsPerConnection the next request opens a new one; this
+                    // one closes when its streams end.
+                    if !self.reusable(c.uses) {
+                        *conn = None;
+                    }
+                    sender
                 }
                 _ => {
                     let sender = self.open_h2(addr, transport).await?;
-                    *conn = Some(H2Conn {
+                    *conn = self.reusable(1).then(|| H2Conn {
                         sender: sender.clone(),
                         last_used: Instant::now(),
+                        uses: 1,
                     });
                     sender
                 }
@@ -238,6 +378,9 @@ impl Pool {
         addr: SocketAddr,
         transport: &Transport,
     ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+        let Room::New(held) = self.connection_room(None).await? else {
+            unreachable!("no idle connection is asked for")
+        };
         let io = self.connect_with(addr, transport, Alpn::Http2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -245,6 +388,7 @@ impl Pool {
             .await
             .map_err(SendError::Handshake)?;
         tokio::spawn(async move {
+            let _room = held;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream http/2 connection ended");
             }
@@ -273,6 +417,12 @@ impl Pool {
             conn.is_some()
         });
     }
+}
+
+/// Where a request under `maxConnections` goes: an idle connection, or a new one with room.
+enum Room {
+    Idle((http1::SendRequest<UpstreamBody>, u32)),
+    New(Option<Held>),
 }
 
 fn spawn_sweeper(pool: Weak<Pool>, idle_timeout: Duration) {

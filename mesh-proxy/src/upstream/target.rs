@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::cluster::Cluster;
+use super::outlier::{self, Observed};
 use crate::lb::{Endpoint, Picked};
 use crate::metrics::Metrics;
 use crate::tcp_route::PASSTHROUGH;
@@ -47,8 +48,24 @@ impl Target {
     /// empty subset).
     pub fn pick(&self, hash: Option<u64>, tried: &[usize]) -> Option<Picked> {
         match &self.endpoints {
-            Endpoints::Subset(subset) => self.cluster.balancer(subset)?.start(hash, tried),
+            Endpoints::Subset(subset) => {
+                let balancer = self.cluster.balancer(subset)?;
+                match self.cluster.ejected(subset) {
+                    None => balancer.start(hash, tried),
+                    Some(ejected) => {
+                        let n = balancer.endpoints().len();
+                        balancer.start(hash, &outlier::avoid(&ejected, tried, n))
+                    }
+                }
+            }
             Endpoints::OriginalDst(endpoint) => Some(Picked::single(endpoint)),
+        }
+    }
+
+    /// Tells outlier detection how an attempt on `picked` ended.
+    pub fn observe(&self, picked: &Picked, observed: Observed) {
+        if let Endpoints::Subset(subset) = &self.endpoints {
+            self.cluster.observe(subset, picked.index, observed);
         }
     }
 }
@@ -99,6 +116,50 @@ mod tests {
         for _ in 0..100 {
             let next = target.pick(None, &[]).unwrap();
             assert_ne!(next.index, held.index);
+        }
+    }
+
+    #[test]
+    fn every_policy_skips_ejected_endpoints_and_uses_them_when_all_are() {
+        for policy in [
+            "ROUND_ROBIN",
+            "LEAST_REQUEST",
+            "RANDOM",
+            "RING_HASH",
+            "MAGLEV",
+        ] {
+            let c = cluster(&format!(
+                "{{name: a, lbPolicy: {policy}, hashPolicy: {{header: x-user}},
+                  outlierDetection: {{consecutive5xx: 1, maxEjectionPercent: 100}},
+                  subsets: [{{name: v1, labels: {{v: '1'}}}}],
+                  endpoints: [{{address: '127.0.0.1:1', labels: {{v: '1'}}}},
+                              {{address: '127.0.0.1:2'}},
+                              {{address: '127.0.0.1:3', labels: {{v: '1'}}}}]}}"
+            ));
+            let all = Target::subset(c.clone(), "");
+            let key = Some(crate::lb::hash_key(b"alice"));
+            let first = all.pick(key, &[]).unwrap();
+            let ejected = first.endpoint().address;
+            all.observe(&first, Observed::Status(503));
+            drop(first);
+            for _ in 0..200 {
+                let p = all.pick(key, &[]).unwrap();
+                assert_ne!(p.endpoint().address, ejected, "{policy}");
+            }
+            // The subset sees the same ejection through its own indexes.
+            let v1 = Target::subset(c.clone(), "v1");
+            for _ in 0..50 {
+                let p = v1.pick(key, &[]).unwrap();
+                if ejected.port() != 2 {
+                    assert_ne!(p.endpoint().address, ejected, "{policy} subset");
+                }
+            }
+            // Every endpoint ejected: all are used again rather than none.
+            for _ in 0..20 {
+                let p = all.pick(None, &[]).unwrap();
+                all.observe(&p, Observed::Status(503));
+            }
+            assert!(all.pick(key, &[]).is_some(), "{policy}");
         }
     }
 

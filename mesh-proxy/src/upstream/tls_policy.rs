@@ -12,11 +12,22 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
 use super::transport::{Connectors, TlsTransport, Transport};
+use crate::config::FieldError;
 use crate::identity::IdentitySlot;
 use crate::tls::{Origination, client_config_with, origination_config};
 
-/// `(field path under the cluster, reason)`.
-type TlsError = (String, String);
+/// Fields are under the cluster.
+type TlsError = FieldError;
+
+/// What a compile is for: a proxy applying its config, or a check of the config elsewhere
+/// (pilot), where the certificate files named by `tls` are the proxy's, not local. A check
+/// runs the same compile code but reads no files and starts no background work; what it
+/// builds is never used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompileFor {
+    Proxy,
+    Check,
+}
 
 /// Builds transports for the endpoints of one cluster, sharing TLS configs between endpoints
 /// that are checked the same way.
@@ -33,6 +44,7 @@ impl<'a> TransportPlan<'a> {
     pub fn new(
         spec: Option<&'a pb::UpstreamTls>,
         identity: &'a Arc<IdentitySlot>,
+        purpose: CompileFor,
     ) -> Result<Self, TlsError> {
         let mut plan = Self {
             spec,
@@ -42,9 +54,12 @@ impl<'a> TransportPlan<'a> {
         };
         if let Some(tls) = spec {
             let mode = Mode::try_from(tls.mode)
-                .map_err(|_| ("tls.mode".to_owned(), format!("unknown mode {}", tls.mode)))?;
+                .map_err(|_| FieldError::new("tls.mode", format!("unknown mode {}", tls.mode)))?;
             if matches!(mode, Mode::Simple | Mode::Mutual) {
-                plan.origination = Some(origination(tls, mode)?);
+                mutual_needs_a_key_pair(tls, mode)?;
+                if purpose == CompileFor::Proxy {
+                    plan.origination = Some(origination(tls, mode)?);
+                }
             }
         }
         Ok(plan)
@@ -70,7 +85,10 @@ impl<'a> TransportPlan<'a> {
                 self.mesh(expected, address)
             }
             Mode::Simple | Mode::Mutual => {
-                let (config, key) = self.origination.clone().expect("built in new()");
+                let Some((config, key)) = self.origination.clone() else {
+                    // Only in a check: nothing connects through this plan.
+                    return Ok(Transport::Plain);
+                };
                 let sni = self.spec.map(|t| t.sni.as_str()).unwrap_or_default();
                 let mut h = DefaultHasher::new();
                 (key, sni).hash(&mut h);
@@ -93,7 +111,7 @@ impl<'a> TransportPlan<'a> {
         }
         let describe = format!("mesh mTLS expecting {expected:?}");
         let config = client_config_with(identity, expected.clone())
-            .map_err(|e| ("tls".to_owned(), e.to_string()))?;
+            .map_err(|e| FieldError::new("tls", e.to_string()))?;
         let connectors = Connectors::mesh(key, &config, describe, expected);
         self.connectors.insert(key, connectors.clone());
         Ok(tls(connectors, server_name(sni, address)?))
@@ -124,23 +142,23 @@ fn server_name(sni: &str, address: SocketAddr) -> Result<ServerName<'static>, Tl
     if sni.is_empty() {
         return Ok(ServerName::IpAddress(address.ip().into()));
     }
-    ServerName::try_from(sni.to_owned()).map_err(|_| {
-        (
-            "tls.sni".to_owned(),
-            format!("{sni:?} is not a valid server name"),
-        )
-    })
+    ServerName::try_from(sni.to_owned())
+        .map_err(|_| FieldError::new("tls.sni", format!("{sni:?} is not a valid server name")))
+}
+
+fn mutual_needs_a_key_pair(tls: &pb::UpstreamTls, mode: Mode) -> Result<(), TlsError> {
+    if mode == Mode::Mutual && (tls.client_certificate.is_empty() || tls.private_key.is_empty()) {
+        return Err(FieldError::new(
+            "tls.clientCertificate",
+            "MUTUAL needs clientCertificate and privateKey",
+        ));
+    }
+    Ok(())
 }
 
 fn origination(tls: &pb::UpstreamTls, mode: Mode) -> Result<(Arc<ClientConfig>, u64), TlsError> {
-    let at = |(f, r): (String, String)| (format!("tls.{f}"), r);
+    let at = |e: FieldError| e.within("tls");
     let client_certificate = match mode {
-        Mode::Mutual if tls.client_certificate.is_empty() || tls.private_key.is_empty() => {
-            return Err((
-                "tls.clientCertificate".to_owned(),
-                "MUTUAL needs clientCertificate and privateKey".to_owned(),
-            ));
-        }
         Mode::Mutual => Some((tls.client_certificate.as_str(), tls.private_key.as_str())),
         _ => None,
     };
@@ -150,7 +168,7 @@ fn origination(tls: &pb::UpstreamTls, mode: Mode) -> Result<(Arc<ClientConfig>, 
         subject_alt_names: &tls.subject_alt_names,
         insecure_skip_verify: tls.insecure_skip_verify,
     })
-    .map_err(at)?;
+    .map_err(|(field, reason)| at(FieldError::new(field, reason)))?;
     // Changed files mean new connections: their contents are part of the key.
     let mut h = DefaultHasher::new();
     (tls.mode, &tls.subject_alt_names, tls.insecure_skip_verify).hash(&mut h);

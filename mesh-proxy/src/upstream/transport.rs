@@ -160,6 +160,16 @@ pub enum Upstream {
     Tls(Box<TlsStream<Counted>>),
 }
 
+impl Upstream {
+    /// The TCP connection under any TLS.
+    pub fn tcp_mut(&mut self) -> &mut Counted {
+        match self {
+            Self::Plain(c) => c,
+            Self::Tls(s) => s.get_mut().0,
+        }
+    }
+}
+
 impl AsyncRead for Upstream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -22,31 +22,40 @@ pub struct LocalCa {
     addr: SocketAddr,
     dir: PathBuf,
     tokens: PathBuf,
+    /// Certificate lifetime in seconds; citadel's default when `None`.
+    cert_ttl: Option<u64>,
 }
 
 impl LocalCa {
-    pub fn new(state_dir: &Path, addr: SocketAddr) -> Self {
+    pub fn new(state_dir: &Path, addr: SocketAddr, cert_ttl: Option<u64>) -> Self {
         Self {
             addr,
             dir: state_dir.join("ca"),
             tokens: state_dir.join("tokens"),
+            cert_ttl,
         }
     }
 
     /// Starts citadel; its root certificate exists once it listens.
     pub fn start(&self, fleet: &mut Fleet, citadel: &Path) -> Result<(), String> {
-        fleet.spawn(
-            "mesh-citadel".into(),
-            citadel,
-            &[
-                "--dir".into(),
-                self.dir.display().to_string(),
-                "--tokens".into(),
-                self.tokens.display().to_string(),
-                "--grpc-addr".into(),
-                self.addr.to_string(),
-            ],
-        )
+        let mut args = vec![
+            "--dir".into(),
+            self.dir.display().to_string(),
+            "--tokens".into(),
+            self.tokens.display().to_string(),
+            "--grpc-addr".into(),
+            self.addr.to_string(),
+        ];
+        if let Some(ttl) = self.cert_ttl {
+            // The cap too: a proxy asking for a longer lifetime gets this one.
+            args.extend([
+                "--default-validity-secs".into(),
+                ttl.to_string(),
+                "--max-validity-secs".into(),
+                ttl.to_string(),
+            ]);
+        }
+        fleet.spawn("mesh-citadel".into(), citadel, &args)
     }
 
     /// Writes a fresh token for every identity among `workloads` (a restart revokes the

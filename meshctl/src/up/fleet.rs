@@ -5,34 +5,109 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One child process and how to start it again.
+pub struct Member {
+    pub name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    child: Child,
+    /// When it was seen to exit, while it waits to be restarted.
+    exited_at: Option<Instant>,
+}
+
 /// Child processes, stopped together.
-pub struct Fleet(pub Vec<(String, Child)>);
+#[derive(Default)]
+pub struct Fleet(pub Vec<Member>);
+
+/// What to do about children that exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// The first exit stops the whole mesh.
+    Never,
+    /// Start it again after the delay (Kubernetes' `restartPolicy: Always`, without the
+    /// back-off growth: a local mesh wants its parts back quickly).
+    After(Duration),
+}
+
+/// What the supervisor does next about one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Running,
+    StopTheMesh,
+    Wait,
+    Restart,
+}
+
+/// The pure decision: a member that is running, or that exited at `exited_at`.
+pub fn next(policy: RestartPolicy, exited_at: Option<Instant>, now: Instant) -> Next {
+    match (exited_at, policy) {
+        (None, _) => Next::Running,
+        (Some(_), RestartPolicy::Never) => Next::StopTheMesh,
+        (Some(at), RestartPolicy::After(delay)) if now.duration_since(at) >= delay => Next::Restart,
+        (Some(_), RestartPolicy::After(_)) => Next::Wait,
+    }
+}
+
+fn start(program: &Path, args: &[String]) -> Result<Child, String> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))
+}
 
 impl Fleet {
     pub fn spawn(&mut self, name: String, program: &Path, args: &[String]) -> Result<(), String> {
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        self.0.push((name, child));
+        let child = start(program, args)?;
+        self.0.push(Member {
+            name,
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            child,
+            exited_at: None,
+        });
         Ok(())
     }
 
-    pub fn exited(&mut self) -> Option<String> {
-        self.0
-            .iter_mut()
-            .find_map(|(name, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| name.clone()))
+    /// Looks at every child once: restarts those due under `policy`; `Err` names the first
+    /// that exited when the policy is to stop.
+    pub fn supervise(&mut self, policy: RestartPolicy) -> Result<(), String> {
+        let now = Instant::now();
+        for m in &mut self.0 {
+            if m.exited_at.is_none() && matches!(m.child.try_wait(), Ok(Some(_))) {
+                m.exited_at = Some(now);
+                if policy != RestartPolicy::Never {
+                    eprintln!("meshctl up: {} exited; restarting it", m.name);
+                }
+            }
+            match next(policy, m.exited_at, now) {
+                Next::Running | Next::Wait => {}
+                Next::StopTheMesh => return Err(format!("{} exited; stopping the mesh", m.name)),
+                Next::Restart => match start(&m.program, &m.args) {
+                    Ok(child) => {
+                        m.child = child;
+                        m.exited_at = None;
+                        eprintln!("meshctl up: {} restarted (pid {})", m.name, m.child.id());
+                    }
+                    // Tried again at the next look.
+                    Err(e) => {
+                        eprintln!("meshctl up: {e}");
+                        m.exited_at = Some(now);
+                    }
+                },
+            }
+        }
+        Ok(())
     }
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
+        for m in &mut self.0 {
+            let _ = m.child.kill();
         }
-        for (_, c) in &mut self.0 {
-            let _ = c.wait();
+        for m in &mut self.0 {
+            let _ = m.child.wait();
         }
     }
 }
@@ -58,4 +133,58 @@ pub fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_decisions() {
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(1);
+        let always = RestartPolicy::After(delay);
+        assert_eq!(next(always, None, t0), Next::Running);
+        assert_eq!(next(RestartPolicy::Never, None, t0), Next::Running);
+        assert_eq!(next(RestartPolicy::Never, Some(t0), t0), Next::StopTheMesh);
+        assert_eq!(next(always, Some(t0), t0), Next::Wait);
+        assert_eq!(next(always, Some(t0), t0 + delay), Next::Restart);
+    }
+
+    #[test]
+    fn an_exited_child_is_started_again() {
+        let mut fleet = Fleet::default();
+        fleet
+            .spawn(
+                "short".into(),
+                Path::new("/bin/sh"),
+                &["-c".into(), "exit 0".into()],
+            )
+            .unwrap();
+        let first = fleet.0[0].child.id();
+        let policy = RestartPolicy::After(Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fleet.0[0].child.id() == first {
+            assert!(Instant::now() < deadline, "never restarted");
+            fleet.supervise(policy).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut never = Fleet::default();
+        never
+            .spawn(
+                "short".into(),
+                Path::new("/bin/sh"),
+                &["-c".into(), "exit 0".into()],
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "exit never seen");
+            if let Err(e) = never.supervise(RestartPolicy::Never) {
+                assert!(e.contains("short exited"), "{e}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -27,7 +27,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use app_mode::AppMode;
 use ca::LocalCa;
-use fleet::{Fleet, sibling, wait_listening};
+use fleet::{Fleet, RestartPolicy, sibling, wait_listening};
 pub use workloads::{LocalWorkload, local_workloads};
 
 #[derive(clap::Args)]
@@ -49,6 +49,14 @@ pub struct Args {
     /// Start everything, wait until it is ready, print the summary and exit (stopping it all).
     #[arg(long)]
     pub check: bool,
+    /// Start a component that exits again after a second, instead of stopping the mesh (as
+    /// Kubernetes restarts a pod's containers); used by the soak run.
+    #[arg(long)]
+    pub restart: bool,
+    /// Lifetime of the workload certificates citadel signs, in seconds (citadel's default
+    /// when not given); proxies renew at half of it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..))]
+    pub cert_ttl: Option<u64>,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -94,8 +102,8 @@ fn up(args: &Args) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
     }
-    let mut fleet = Fleet(Vec::new());
-    let ca = LocalCa::new(&args.state_dir, args.ca_addr);
+    let mut fleet = Fleet::default();
+    let ca = LocalCa::new(&args.state_dir, args.ca_addr, args.cert_ttl);
     ca.issue_tokens(&citadel, &workloads)?;
     ca.start(&mut fleet, &citadel)?;
     if !wait_listening(args.ca_addr, Duration::from_secs(10)) {
@@ -182,11 +190,14 @@ fn up(args: &Args) -> Result<(), String> {
     if args.check {
         return Ok(());
     }
+    let policy = if args.restart {
+        RestartPolicy::After(Duration::from_secs(1))
+    } else {
+        RestartPolicy::Never
+    };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
-        if let Some(name) = fleet.exited() {
-            return Err(format!("{name} exited; stopping the mesh"));
-        }
+        fleet.supervise(policy)?;
     }
     eprintln!("meshctl up: stopping the mesh");
     Ok(())

@@ -206,14 +206,17 @@ fn errors_name_the_field() {
         )],
     })
     .unwrap_err();
-    assert_eq!(err.0, "virtualHosts[0].routes[0].directResponse.status");
+    assert_eq!(
+        err.field(),
+        "virtualHosts[0].routes[0].directResponse.status"
+    );
 
     let err = RouteTable::compile(&pb::RouteTable {
         name: "t".into(),
         virtual_hosts: vec![vhost("a", &["a"], vec![]), vhost("b", &["A"], vec![])],
     })
     .unwrap_err();
-    assert_eq!(err.0, "virtualHosts[1].domains[0]");
+    assert_eq!(err.field(), "virtualHosts[1].domains[0]");
 }
 
 #[test]
