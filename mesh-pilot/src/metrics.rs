@@ -17,8 +17,12 @@ pub struct PilotMetrics {
     pub pushes: Family<TypeLabels, Counter>,
     /// Responses that failed: NACKed by the proxy or not deliverable.
     pub push_errors: Family<TypeLabels, Counter>,
+    /// Responses a proxy rejected (NACKed), by resource type.
+    pub rejects: Family<TypeLabels, Counter>,
     /// Seconds from a config change to the proxy's ACK of it.
     pub convergence: Histogram,
+    /// Seconds a proxy waited in the push queue before its push started.
+    pub queue_time: Histogram,
     pub connected: Gauge,
     pub config_errors: Gauge,
 }
@@ -29,7 +33,10 @@ impl Default for PilotMetrics {
         Self {
             pushes: Family::default(),
             push_errors: Family::default(),
+            rejects: Family::default(),
             convergence: Histogram::new(buckets),
+            // Istio's buckets for pilot_proxy_queue_time.
+            queue_time: Histogram::new([0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0]),
             connected: Gauge::default(),
             config_errors: Gauge::default(),
         }
@@ -53,6 +60,16 @@ impl PilotMetrics {
             "Seconds from a config change until a proxy ACKed it",
             self.convergence.clone(),
         );
+        registry.register(
+            "pilot_total_xds_rejects",
+            "Discovery responses a proxy rejected (NACKed), by type",
+            self.rejects.clone(),
+        );
+        registry.register(
+            "pilot_proxy_queue_time",
+            "Seconds a proxy waited in the push queue",
+            self.queue_time.clone(),
+        );
         registry.register("pilot_xds", "Connected proxies", self.connected.clone());
         registry.register(
             "pilot_config_errors",
@@ -63,6 +80,15 @@ impl PilotMetrics {
 
     pub fn pushed(&self, kind: &str) {
         self.pushes
+            .get_or_create(&TypeLabels {
+                r#type: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// A proxy NACKed a response of `kind`.
+    pub fn rejected(&self, kind: &str) {
+        self.rejects
             .get_or_create(&TypeLabels {
                 r#type: kind.to_string(),
             })

@@ -26,6 +26,7 @@ pub mod retry;
 pub mod route;
 pub mod server;
 pub mod tcp_route;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod wait;

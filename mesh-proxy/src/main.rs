@@ -13,6 +13,7 @@ use mesh_proxy::config::load_config_file;
 use mesh_proxy::discovery::DiscoveryClient;
 use mesh_proxy::health::{self, Probers, Readiness};
 use mesh_proxy::identity::{IdentityConfig, IdentitySource};
+use mesh_proxy::telemetry::WorkloadMetadata;
 use mesh_proxy::{Server, admin};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -145,6 +146,35 @@ struct Args {
     log_json: bool,
     #[command(flatten)]
     identity: IdentityArgs,
+    #[command(flatten)]
+    workload_metadata: WorkloadArgs,
+}
+
+/// Who the workload is, for Istio's standard metrics and the peer metadata announced to other
+/// proxies over mTLS. The namespace comes from --workload (or POD_NAMESPACE).
+#[derive(clap::Args, Debug)]
+struct WorkloadArgs {
+    /// The workload's name in metrics (a Deployment's name rather than a pod's); defaults
+    /// to the NAME of --workload.
+    #[arg(long, env = "ISTIO_META_WORKLOAD_NAME", value_name = "NAME")]
+    workload_name: Option<String>,
+    /// The workload's labels, `key=value` separated by commas; `app` and `version` (or
+    /// their Kubernetes and canonical-service equivalents) become source/destination app
+    /// and version.
+    #[arg(
+        long,
+        env = "MESH_WORKLOAD_LABELS",
+        value_name = "KEY=VALUE,...",
+        value_delimiter = ','
+    )]
+    workload_labels: Vec<String>,
+    /// Istio's standard HTTP metrics and the peer metadata exchange; `false` turns both off
+    /// (metadata headers are still stripped).
+    #[arg(long, env = "MESH_STANDARD_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    standard_metrics: bool,
+    /// The cluster the workload runs in (Istio's default name is "Kubernetes").
+    #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = "Kubernetes")]
+    cluster_id: String,
 }
 
 /// Where the workload certificate comes from. Kubernetes sets these through the environment.
@@ -246,6 +276,14 @@ async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> 
         max_connections_per_listener: args.max_downstream_connections.map(|n| n as usize),
         ..Default::default()
     });
+    if !args.workload_metadata.standard_metrics {
+        tracing::info!("standard metrics off");
+        server.set_standard_metrics(false);
+    }
+    if let Some(workload) = workload_metadata(&args)? {
+        tracing::info!(workload = %workload.name, namespace = %workload.namespace, app = %workload.app, version = %workload.version, "workload metadata");
+        server.set_workload(workload);
+    }
     match identity_config(&args)? {
         Some(cfg) => {
             tracing::info!(ca = %cfg.citadel_addr, "workload certificate comes from citadel");
@@ -362,6 +400,33 @@ fn node(args: &Args, admin: SocketAddr) -> anyhow::Result<Node> {
         }),
         admin: admin.to_string(),
     })
+}
+
+/// The workload's metadata from the flags; `None` when neither --workload nor
+/// --workload-name with POD_NAMESPACE names it.
+fn workload_metadata(args: &Args) -> anyhow::Result<Option<WorkloadMetadata>> {
+    let w = &args.workload_metadata;
+    let (pod, namespace) = match args.workload.as_deref().map(|w| w.split_once('.')) {
+        Some(Some((name, ns))) => (Some(name.to_owned()), Some(ns.to_owned())),
+        Some(None) => anyhow::bail!("--workload: expected NAME.NAMESPACE"),
+        None => (None, std::env::var("POD_NAMESPACE").ok()),
+    };
+    let (Some(name), Some(namespace)) = (w.workload_name.clone().or(pod), namespace) else {
+        return Ok(None);
+    };
+    let mut labels = Vec::new();
+    for pair in w.workload_labels.iter().filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--workload-labels {pair:?}: expected KEY=VALUE"))?;
+        labels.push((k.trim(), v.trim()));
+    }
+    Ok(Some(WorkloadMetadata::from_labels(
+        &name,
+        &namespace,
+        &w.cluster_id,
+        labels,
+    )))
 }
 
 /// The identity request from the flags; `None` without a CA address.

@@ -6,6 +6,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
+use crate::telemetry::Telemetry;
 use crate::upstream::ConnectionStats;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -50,10 +53,13 @@ pub struct Metrics {
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
     pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
     pub config_updates: Family<ConfigLabels, Counter>,
+    /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
+    pub istio: Arc<Telemetry>,
 }
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
+        self.istio.register(registry);
         let r = registry.sub_registry_with_prefix("mesh_proxy");
         r.register(
             "requests",

@@ -120,7 +120,20 @@ impl Server {
     /// Serves mTLS with this identity from now on (renewals flow through the handle). Set
     /// once; call before the first config so auto mTLS sees it.
     pub fn set_identity(&self, handle: IdentityHandle) {
+        let principal = handle.current().spiffe_id().as_str().to_owned();
+        self.metrics.istio.set_principal(&principal);
         self.identity.set(handle);
+    }
+
+    /// Istio's standard HTTP metrics and the peer metadata exchange on (the default) or off.
+    pub fn set_standard_metrics(&self, on: bool) {
+        self.metrics.istio.set_enabled(on);
+    }
+
+    /// Who this proxy's workload is, for the standard metrics and the peer metadata it
+    /// announces to other proxies over mTLS.
+    pub fn set_workload(&self, workload: crate::telemetry::WorkloadMetadata) {
+        self.metrics.istio.set_workload(workload);
     }
 
     /// The workload identity, when there is one.

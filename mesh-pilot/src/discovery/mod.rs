@@ -454,10 +454,11 @@ impl Discovery {
                 let slots = Arc::new(Semaphore::new(PUSH_CONCURRENCY));
                 loop {
                     let slot = slots.clone().acquire_owned().await.expect("never closed");
-                    let (id, changed_at) = queue.pop().await;
+                    let (id, changed_at, waited) = queue.pop_waited().await;
                     let Some(discovery) = this.upgrade() else {
                         return;
                     };
+                    discovery.metrics.queue_time.observe(waited.as_secs_f64());
                     tokio::spawn(async move {
                         discovery.push(id, changed_at).await;
                         drop(slot);

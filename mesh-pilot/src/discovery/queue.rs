@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -19,6 +19,8 @@ struct Inner {
     order: VecDeque<u64>,
     /// Queued connections and when the oldest change they wait for was seen.
     pending: HashMap<u64, Option<Instant>>,
+    /// When each queued connection was first queued (for the queue time metric).
+    queued_at: HashMap<u64, Instant>,
 }
 
 impl PushQueue {
@@ -35,6 +37,7 @@ impl PushQueue {
                 }
                 None => {
                     q.pending.insert(id, changed_at);
+                    q.queued_at.insert(id, Instant::now());
                     q.order.push_back(id);
                 }
             }
@@ -42,15 +45,25 @@ impl PushQueue {
         self.ready.notify_one();
     }
 
-    fn try_pop(&self) -> Option<(u64, Option<Instant>)> {
+    fn try_pop(&self) -> Option<(u64, Option<Instant>, Duration)> {
         let mut q = self.inner.lock().expect("queue lock");
         let id = q.order.pop_front()?;
         let at = q.pending.remove(&id).flatten();
-        Some((id, at))
+        let waited = q
+            .queued_at
+            .remove(&id)
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        Some((id, at, waited))
     }
 
     /// The next connection to push to, waiting for one.
     pub async fn pop(&self) -> (u64, Option<Instant>) {
+        let (id, changed_at, _) = self.pop_waited().await;
+        (id, changed_at)
+    }
+
+    /// As [`Self::pop`], with how long the connection waited since it was first queued.
+    pub async fn pop_waited(&self) -> (u64, Option<Instant>, Duration) {
         loop {
             let ready = self.ready.notified();
             if let Some(next) = self.try_pop() {
@@ -72,7 +85,23 @@ impl PushQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_wait_counts_from_the_first_queueing() {
+        let q = PushQueue::default();
+        q.push(4, None);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        q.push(4, Some(Instant::now()));
+        let (id, _, waited) = q.pop_waited().await;
+        assert_eq!(id, 4);
+        assert!(waited >= Duration::from_millis(30), "{waited:?}");
+        q.push(4, None);
+        let (_, _, again) = q.pop_waited().await;
+        assert!(
+            again < Duration::from_millis(30),
+            "a new turn starts a new wait"
+        );
+    }
 
     #[tokio::test]
     async fn first_come_first_served_once_with_the_earliest_change() {

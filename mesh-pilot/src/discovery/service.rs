@@ -124,6 +124,7 @@ async fn read_answers(
             Answer::Nack { kind, reason } => {
                 tracing::warn!(proxy = %conn.node.id, ?kind, %reason, "proxy rejected config");
                 discovery.metrics.push_error(kind.as_str_name());
+                discovery.metrics.rejected(kind.as_str_name());
             }
             Answer::Stale => {}
         }

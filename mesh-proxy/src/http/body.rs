@@ -2,7 +2,7 @@
 //! what goes back downstream (the upstream's body, or a local reply).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -11,6 +11,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+
+use crate::telemetry::grpc::MessageCounter;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -70,27 +72,58 @@ impl Body for ResponseBody {
 pub struct DownstreamBody {
     inner: Incoming,
     failed: Arc<AtomicBool>,
+    /// Bytes read so far, for the request size metric.
+    received: Arc<AtomicU64>,
+    /// gRPC requests: the messages read so far, for the message count metric.
+    messages: Option<(MessageCounter, Arc<AtomicU64>)>,
 }
 
-/// Tells whether reading a [`DownstreamBody`] failed.
+/// Tells whether reading a [`DownstreamBody`] failed, and how much of it was read.
 #[derive(Clone)]
-pub struct BodyFailure(Arc<AtomicBool>);
+pub struct BodyFailure {
+    failed: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    messages: Option<Arc<AtomicU64>>,
+}
 
 impl BodyFailure {
     pub fn happened(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// The count of body bytes read from the downstream, updated as they are read.
+    pub fn received(&self) -> Arc<AtomicU64> {
+        self.received.clone()
+    }
+
+    /// gRPC requests: the count of messages read, updated as they are read.
+    pub fn messages(&self) -> Option<Arc<AtomicU64>> {
+        self.messages.clone()
     }
 }
 
 impl DownstreamBody {
     pub fn watch(inner: Incoming) -> (Self, BodyFailure) {
+        Self::watch_messages(inner, false)
+    }
+
+    /// As [`Self::watch`]; `grpc`: the body is gRPC, whose messages are counted too.
+    pub fn watch_messages(inner: Incoming, grpc: bool) -> (Self, BodyFailure) {
         let failed = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let messages = grpc.then(|| Arc::new(AtomicU64::new(0)));
         (
             Self {
                 inner,
                 failed: failed.clone(),
+                received: received.clone(),
+                messages: messages.clone().map(|m| (MessageCounter::default(), m)),
             },
-            BodyFailure(failed),
+            BodyFailure {
+                failed,
+                received,
+                messages,
+            },
         )
     }
 }
@@ -105,8 +138,19 @@ impl Body for DownstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if matches!(frame, Some(Err(_))) {
-            this.failed.store(true, Ordering::Release);
+        match &frame {
+            Some(Err(_)) => this.failed.store(true, Ordering::Release),
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some((counter, shared)) = &mut this.messages {
+                        counter.feed(data);
+                        shared.store(counter.messages, Ordering::Relaxed);
+                    }
+                }
+            }
+            None => {}
         }
         Poll::Ready(frame)
     }

@@ -15,9 +15,10 @@ use super::local;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
+use crate::telemetry::{self, ResponseFlag, flags};
 use crate::upstream::limits::Admission;
 use crate::upstream::outlier::Observed;
-use crate::upstream::{Protocol, SendError, Target};
+use crate::upstream::{Protocol, SendError, Target, Transport};
 
 /// A request ready to go upstream, after routing.
 pub struct Outgoing {
@@ -45,7 +46,7 @@ pub async fn forward(
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
     let cluster_name = plan.target.cluster.name.clone();
-    match plan.timeout {
+    let mut resp = match plan.timeout {
         None => attempts(metrics, plan, out, body, None).await,
         Some(t) => {
             let deadline = Instant::now() + t;
@@ -62,7 +63,10 @@ pub async fn forward(
                 }
             }
         }
-    }
+    };
+    let service = metrics.istio.cluster_service(&cluster_name);
+    telemetry::upstream::note(&mut resp, |info| info.service = Some(service));
+    resp
 }
 
 /// How many tried endpoints a request remembers when picking one for a retry.
@@ -105,7 +109,7 @@ async fn attempts(
         Protocol::SameAsDownstream => Version::HTTP_11,
     };
     let max_attempts = 1 + plan.policy.num_retries;
-    let (downstream_body, body_failure) = DownstreamBody::watch(downstream_body);
+    let (downstream_body, body_failure) = DownstreamBody::watch_messages(downstream_body, grpc);
     let mut body = if max_attempts > 1 {
         BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
     } else {
@@ -154,6 +158,7 @@ async fn attempts(
                 HeaderValue::from(t.as_millis() as u64),
             );
         }
+        metrics.istio.announce(&mut headers, &endpoint.transport);
         let req = build(&out, version, headers, body.next());
 
         let sent = async {
@@ -197,11 +202,21 @@ async fn attempts(
             metrics.timeout(&cluster.name);
         }
         plan.target.observe(&picked, outlier_view(outcome));
-        let retry = attempt < max_attempts && plan.policy.retriable(&outcome) && body.can_replay();
+        let retriable = plan.policy.retriable(&outcome);
+        let retry = attempt < max_attempts && retriable && body.can_replay();
         // Past the retry limit or budget the attempt's own answer stands, as in Envoy.
         let retry_held = retry.then(|| cluster.pool.limits().try_retry()).flatten();
         let Some(retry_held) = retry_held else {
-            return finish(result, grpc, admission);
+            let upstream = Upstream {
+                metrics,
+                transport: &endpoint.transport,
+                body: &body_failure,
+            };
+            let mut resp = finish(result, grpc, admission, upstream);
+            if retriable && attempt > 1 && attempt == max_attempts {
+                flags::mark(&mut resp, ResponseFlag::UpstreamRetryLimitExceeded);
+            }
+            return resp;
         };
         _retrying = Some(retry_held);
         tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
@@ -260,12 +275,21 @@ fn build(
     req
 }
 
+/// What the response's telemetry learns from the attempt that answered.
+struct Upstream<'a> {
+    metrics: &'a Metrics,
+    transport: &'a Transport,
+    body: &'a BodyFailure,
+}
+
+/// The response of the last attempt, with what telemetry learned from the upstream.
 fn finish(
     result: Result<Result<Response<Incoming>, SendError>, ()>,
     grpc: bool,
     admission: Admission,
+    upstream: Upstream<'_>,
 ) -> Response<ResponseBody> {
-    match result {
+    let mut resp = match result {
         Err(()) => local::timeout(grpc),
         Ok(Err(SendError::Connect(e))) => {
             tracing::debug!(error = %e, "upstream connect failed");
@@ -278,10 +302,22 @@ fn finish(
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             remove_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(
+            let peer = upstream
+                .metrics
+                .istio
+                .upstream_peer(&mut parts.headers, upstream.transport);
+            let mut resp = Response::from_parts(
                 parts,
                 ResponseBody::Admitted(AdmittedBody::new(body, admission)),
-            )
+            );
+            telemetry::upstream::note(&mut resp, |info| info.peer = peer);
+            resp
         }
-    }
+    };
+    let (received, messages) = (upstream.body.received(), upstream.body.messages());
+    telemetry::upstream::note(&mut resp, |info| {
+        info.request_bytes = Some(received);
+        info.request_messages = messages;
+    });
+    resp
 }

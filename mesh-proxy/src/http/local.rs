@@ -5,6 +5,13 @@ use http::{HeaderValue, Response, StatusCode, Version, header};
 
 use super::body::ResponseBody;
 use crate::route::Abort;
+use crate::telemetry::flags::{ResponseFlag, mark};
+
+/// A reply flagged with why the proxy made it (Envoy's response flags, for telemetry).
+fn flagged(mut resp: Response<ResponseBody>, flag: ResponseFlag) -> Response<ResponseBody> {
+    mark(&mut resp, flag);
+    resp
+}
 
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
@@ -45,26 +52,46 @@ pub fn reply(status: StatusCode, message: &'static str, grpc: bool) -> Response<
 }
 
 pub fn no_route(grpc: bool) -> Response<ResponseBody> {
-    reply(StatusCode::NOT_FOUND, "route not found", grpc)
+    flagged(
+        reply(StatusCode::NOT_FOUND, "route not found", grpc),
+        ResponseFlag::NoRouteFound,
+    )
 }
 
 pub fn no_healthy_upstream(grpc: bool) -> Response<ResponseBody> {
-    reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", grpc)
+    flagged(
+        reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", grpc),
+        ResponseFlag::NoHealthyUpstream,
+    )
+}
+
+/// The route names a cluster the config lacks (Envoy's `NC`; the same 503 as no upstream).
+pub fn no_cluster(grpc: bool) -> Response<ResponseBody> {
+    flagged(
+        reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream", grpc),
+        ResponseFlag::NoClusterFound,
+    )
 }
 
 pub fn timeout(grpc: bool) -> Response<ResponseBody> {
-    reply(
-        StatusCode::GATEWAY_TIMEOUT,
-        "upstream request timeout",
-        grpc,
+    flagged(
+        reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream request timeout",
+            grpc,
+        ),
+        ResponseFlag::UpstreamRequestTimeout,
     )
 }
 
 pub fn connect_failure(grpc: bool) -> Response<ResponseBody> {
-    reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-        grpc,
+    flagged(
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            grpc,
+        ),
+        ResponseFlag::UpstreamConnectionFailure,
     )
 }
 
@@ -84,10 +111,13 @@ pub fn overflow(grpc: bool) -> Response<ResponseBody> {
 }
 
 pub fn reset(grpc: bool) -> Response<ResponseBody> {
-    reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-        grpc,
+    flagged(
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            grpc,
+        ),
+        ResponseFlag::UpstreamConnectionTermination,
     )
 }
 
@@ -95,7 +125,7 @@ pub fn reset(grpc: bool) -> Response<ResponseBody> {
 /// trailers-only reply with the configured code; an HTTP abort to a gRPC caller maps as above.
 pub fn fault_abort(abort: Abort, grpc: bool) -> Response<ResponseBody> {
     const MESSAGE: &str = "fault filter abort";
-    match abort {
+    let resp = match abort {
         Abort::Http(status) => reply(status, MESSAGE, grpc),
         Abort::Grpc(code) => {
             let mut resp = reply(StatusCode::OK, MESSAGE, true);
@@ -103,7 +133,8 @@ pub fn fault_abort(abort: Abort, grpc: bool) -> Response<ResponseBody> {
                 .insert("grpc-status", HeaderValue::from(code));
             resp
         }
-    }
+    };
+    flagged(resp, ResponseFlag::FaultInjected)
 }
 
 /// The client's request body was malformed (bad chunk size, shorter than its Content-Length).

@@ -18,6 +18,7 @@ use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::Overrides;
+use crate::telemetry::RecordedBody;
 use crate::upstream::{Cluster, HashInput};
 
 /// The HTTP request handler of every listener.
@@ -47,8 +48,10 @@ impl Proxy {
     pub async fn handle(
         &self,
         conn: &ConnContext,
-        req: Request<Incoming>,
-    ) -> Response<ResponseBody> {
+        mut req: Request<Incoming>,
+    ) -> Response<RecordedBody> {
+        // Istio's standard metrics, recorded once when the response ends.
+        let record = self.metrics.istio.start(conn, &mut req);
         let resp = self.route(conn, req).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,
@@ -61,7 +64,12 @@ impl Proxy {
                 response_code: resp.status().as_u16(),
             })
             .inc();
-        resp
+        record.respond(resp)
+    }
+
+    /// The proxy's metrics, for the TCP path that shares the listener.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Prepares the request (the proxy's own header edits), decides, then executes.
@@ -170,7 +178,7 @@ fn local_reply(reply: Reply<'_>, grpc: bool) -> Response<ResponseBody> {
     match reply {
         Reply::Denied => local::reply(StatusCode::FORBIDDEN, inbound::DENIED, grpc),
         Reply::NoRoute => local::no_route(grpc),
-        Reply::NoCluster => local::no_healthy_upstream(grpc),
+        Reply::NoCluster => local::no_cluster(grpc),
         Reply::BadRequest(message) => local::bad_request(message),
         Reply::Abort(abort) => local::fault_abort(abort, grpc),
         Reply::Direct {

@@ -16,6 +16,8 @@ use super::context::{ConnConfig, ConnContext};
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
 use crate::http::Proxy;
+use crate::telemetry::tcp::CountedStream;
+use crate::telemetry::{ResponseFlag, Telemetry};
 use crate::upstream::{Alpn, HashInput, Target};
 
 /// A connection's stream once PeerAuthentication let it in: a socket or a TLS session.
@@ -43,7 +45,7 @@ impl Serve {
                 {
                     return;
                 }
-                serve_tcp(io, &conn, target).await
+                serve_tcp(io, &conn, target, &self.proxy.metrics().istio).await
             }
             Forward::Http => {
                 let serving = Serving {
@@ -138,7 +140,12 @@ pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
 /// Connects to an endpoint of `target` (with the cluster's load balancing and upstream TLS
 /// policy) and splices the two connections. The endpoint counts the connection in flight
 /// while it lasts.
-pub async fn serve_tcp(mut stream: impl Io, conn: &ConnContext, target: Option<Target>) {
+pub async fn serve_tcp(
+    stream: impl Io,
+    conn: &ConnContext,
+    target: Option<Target>,
+    telemetry: &Arc<Telemetry>,
+) {
     let Some(target) = target else {
         tracing::debug!(peer = %conn.peer, listener = %conn.listener.name, "tcp: no upstream, closing");
         return;
@@ -150,6 +157,8 @@ pub async fn serve_tcp(mut stream: impl Io, conn: &ConnContext, target: Option<T
     });
     let Some(picked) = target.pick(hash, &[]) else {
         tracing::debug!(peer = %conn.peer, cluster = %target.cluster.name, "tcp: no endpoint, closing");
+        let flag = Some(ResponseFlag::NoHealthyUpstream);
+        drop(telemetry.tcp_open(conn, &target.cluster, None, flag));
         return;
     };
     let endpoint = picked.endpoint();
@@ -162,9 +171,13 @@ pub async fn serve_tcp(mut stream: impl Io, conn: &ConnContext, target: Option<T
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: upstream connect failed");
+            let flag = Some(ResponseFlag::UpstreamConnectionFailure);
+            drop(telemetry.tcp_open(conn, &target.cluster, Some(&endpoint.transport), flag));
             return;
         }
     };
+    let record = telemetry.tcp_open(conn, &target.cluster, Some(&endpoint.transport), None);
+    let mut stream = CountedStream::new(stream, record);
     if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
         tracing::debug!(error = %e, "tcp: stream ended");
     }

@@ -105,12 +105,15 @@ impl<'a> TransportPlan<'a> {
         let mut h = DefaultHasher::new();
         ("mesh", &expected, sni).hash(&mut h);
         let identity = self.identity.clone();
-        let connectors = self.connectors(h.finish(), || {
-            let describe = format!("mesh mTLS expecting {expected:?}");
-            client_config_with(identity, expected)
-                .map(|c| (c, describe))
-                .map_err(|e| FieldError::new("tls", e.to_string()))
-        })?;
+        let key = h.finish();
+        if let Some(c) = self.connectors.get(&key) {
+            return Ok(tls(c.clone(), server_name(sni, address)?));
+        }
+        let describe = format!("mesh mTLS expecting {expected:?}");
+        let config = client_config_with(identity, expected.clone())
+            .map_err(|e| FieldError::new("tls", e.to_string()))?;
+        let connectors = Connectors::mesh(key, &config, describe, expected);
+        self.connectors.insert(key, connectors.clone());
         Ok(tls(connectors, server_name(sni, address)?))
     }
 

@@ -55,6 +55,15 @@ impl Transport {
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
+
+    /// Mesh mTLS: the identities the peer's certificate is checked against. `None` for
+    /// plaintext and TLS origination (the peer is outside the mesh).
+    pub fn mesh_identities(&self) -> Option<&[String]> {
+        match self {
+            Self::Tls(t) => t.connectors.mesh_identities.as_deref(),
+            Self::Plain => None,
+        }
+    }
 }
 
 /// One TLS setting's connectors, one per ALPN choice; shared by the endpoints using it.
@@ -65,6 +74,8 @@ pub struct Connectors {
     raw: TlsConnector,
     /// For logs: what is checked on the server.
     describe: String,
+    /// Mesh mTLS: the peer identities accepted (telemetry names the peer by them).
+    mesh_identities: Option<Vec<String>>,
 }
 
 impl Connectors {
@@ -81,7 +92,20 @@ impl Connectors {
             http2: with_alpn(&[crate::tls::ALPN_H2]),
             raw: with_alpn(&[]),
             describe,
+            mesh_identities: None,
         })
+    }
+
+    /// Connectors for mesh mTLS to a peer that must present one of `identities`.
+    pub fn mesh(
+        key: u64,
+        base: &ClientConfig,
+        describe: String,
+        identities: Vec<String>,
+    ) -> Arc<Self> {
+        let mut c = Arc::into_inner(Self::new(key, base, describe)).expect("just made");
+        c.mesh_identities = Some(identities);
+        Arc::new(c)
     }
 }
 

@@ -154,6 +154,9 @@ fn up(args: &Args) -> Result<(), String> {
             w.inbound.to_string(),
             "--app-addr".into(),
             w.app_addr.to_string(),
+            // The labels Istio's metrics name the workload by (source_app, source_version).
+            "--workload-labels".into(),
+            format!("app={},version={}", w.app, w.version),
         ];
         let credentials = ca.credentials(w);
         proxy_args.extend([

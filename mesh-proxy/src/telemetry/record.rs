@@ -1,0 +1,311 @@
+//! One HTTP request's standard metrics, recorded once: when its response body ends, or when
+//! the downstream leaves first (flagged `DC`, response code 0 if no response was made).
+//!
+//! The peer metadata exchange happens here too: an inbound request's metadata header is
+//! taken off before anything else sees it and believed only from a verified mTLS peer, and
+//! such a peer gets this proxy's metadata on the response; an outbound request's header (the
+//! app's, which proves nothing) is dropped, and the upstream's answer is stripped before the
+//! response goes back to the app.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::flags::{ResponseFlag, ResponseFlags};
+use super::grpc::MessageCounter;
+use super::labels::{
+    CallLabels, PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, ServiceLabels,
+};
+use super::upstream::UpstreamInfo;
+use super::{PEER_METADATA, Telemetry, peer};
+use crate::http::body::{BoxError, ResponseBody};
+use crate::listener::ConnContext;
+
+/// A request being served; records itself when dropped unfinished (the downstream left).
+pub struct RequestRecord {
+    telemetry: Arc<Telemetry>,
+    start: Instant,
+    reporter: Reporter,
+    source: Arc<PeerLabels>,
+    destination: Arc<PeerLabels>,
+    service: Arc<ServiceLabels>,
+    security: SecurityPolicy,
+    protocol: RequestProtocol,
+    flags: ResponseFlags,
+    response_code: u16,
+    grpc_status: Option<u32>,
+    /// From Content-Length until the forwarding code's count replaces it.
+    request_bytes: u64,
+    counted_request_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    request_messages: Option<Arc<std::sync::atomic::AtomicU64>>,
+    response_bytes: u64,
+    /// gRPC only.
+    response_messages: Option<MessageCounter>,
+    /// An inbound request from a verified peer that announced itself: it gets our metadata.
+    answer_peer: bool,
+    recorded: bool,
+}
+
+impl Telemetry {
+    /// Starts recording a request that arrived on `conn`, taking the peer metadata header off
+    /// it.
+    pub fn start<B>(self: &Arc<Self>, conn: &ConnContext, req: &mut Request<B>) -> RequestRecord {
+        let header = peer::take(req.headers_mut());
+        let enabled = self.is_enabled();
+        let protocol = if crate::http::local::is_grpc(req.headers()) {
+            RequestProtocol::Grpc
+        } else {
+            RequestProtocol::Http
+        };
+        let request_bytes = content_length(req.headers()).unwrap_or(0);
+        let mut record = RequestRecord {
+            telemetry: self.clone(),
+            start: Instant::now(),
+            reporter: Reporter::Source,
+            source: self.local_labels(false),
+            destination: self.unknown_peer.clone(),
+            service: self.unknown_service.clone(),
+            security: SecurityPolicy::None,
+            protocol,
+            flags: ResponseFlags::default(),
+            response_code: 0,
+            grpc_status: None,
+            request_bytes,
+            counted_request_bytes: None,
+            request_messages: None,
+            response_bytes: 0,
+            response_messages: (protocol == RequestProtocol::Grpc).then(MessageCounter::default),
+            answer_peer: false,
+            // Off: the record is born recorded, so it never records.
+            recorded: !enabled,
+        };
+        if enabled && conn.listener.is_inbound() {
+            record.reporter = Reporter::Destination;
+            record.service = self.inbound_service(host_of(req).as_deref());
+            match &conn.peer_identity {
+                Some(id) => {
+                    record.security = SecurityPolicy::MutualTls;
+                    record.source = self.peer(header.as_ref(), id.spiffe_id.as_str());
+                    record.destination = self.local_labels(true);
+                    record.answer_peer = header.is_some() && self.local_header().is_some();
+                }
+                // Plaintext: whatever the client claims is ignored.
+                None => {
+                    record.source = self.unknown_peer.clone();
+                    record.destination = self.local_labels(false);
+                }
+            }
+        }
+        record
+    }
+}
+
+impl RequestRecord {
+    /// Takes the response's telemetry (flags, upstream) and returns it with a body that
+    /// records the request when it ends.
+    pub fn respond(mut self, resp: Response<ResponseBody>) -> Response<RecordedBody> {
+        let (mut parts, body) = resp.into_parts();
+        if let Some(flags) = parts.extensions.remove::<ResponseFlags>() {
+            self.flags = self.flags.union(flags);
+        }
+        match parts.extensions.remove::<UpstreamInfo>() {
+            // From the forwarding code, which took the metadata off the upstream's response
+            // (an upstream proxy's answer, or an app's forgery) already.
+            Some(info) => self.upstream(info),
+            // An upgrade's response, or a local reply: never passed on as it came.
+            None => {
+                peer::take(&mut parts.headers);
+            }
+        }
+        if self.answer_peer
+            && let Some(v) = self.telemetry.local_header()
+        {
+            parts.headers.insert(PEER_METADATA, v);
+        }
+        self.response_code = parts.status.as_u16();
+        self.grpc_status = grpc_status(&parts.headers);
+        Response::from_parts(
+            parts,
+            RecordedBody {
+                inner: body,
+                record: self,
+            },
+        )
+    }
+
+    fn upstream(&mut self, info: UpstreamInfo) {
+        if let Some(bytes) = info.request_bytes {
+            self.counted_request_bytes = Some(bytes);
+        }
+        self.request_messages = info.request_messages;
+        if self.reporter != Reporter::Source {
+            return;
+        }
+        if let Some(service) = info.service {
+            self.service = service;
+        }
+        if let Some(peer) = info.peer {
+            self.destination = peer;
+            self.security = SecurityPolicy::MutualTls;
+            self.source = self.telemetry.local_labels(true);
+        }
+    }
+
+    fn record(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let t = &self.telemetry;
+        let labels = RequestLabels {
+            call: CallLabels {
+                reporter: self.reporter,
+                source: self.source.clone(),
+                destination: self.destination.clone(),
+                service: self.service.clone(),
+                response_flags: self.flags,
+                security: self.security,
+            },
+            protocol: self.protocol,
+            response_code: self.response_code,
+            grpc_status: self.grpc_status,
+        };
+        let request_bytes = self
+            .counted_request_bytes
+            .as_ref()
+            .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let series = t.request_series(&labels);
+        series.requests.inc();
+        series.duration.observe(ms);
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(self.response_bytes as f64);
+        if let Some(counter) = &self.response_messages {
+            let sent = self
+                .request_messages
+                .as_ref()
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            t.request_messages.get_or_create(&labels).inc_by(sent);
+            t.response_messages
+                .get_or_create(&labels)
+                .inc_by(counter.messages);
+        }
+    }
+}
+
+impl Drop for RequestRecord {
+    /// Dropped before a response body ended: the downstream went away.
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.flags = self
+                .flags
+                .with(ResponseFlag::DownstreamConnectionTermination);
+            self.record();
+        }
+    }
+}
+
+/// The response body, counting its bytes and reading gRPC's status from the trailers; the
+/// request is recorded when it ends.
+pub struct RecordedBody {
+    inner: ResponseBody,
+    record: RequestRecord,
+}
+
+impl RecordedBody {
+    fn end(&mut self) {
+        self.record.record();
+    }
+}
+
+impl Body for RecordedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.record.response_bytes += data.len() as u64;
+                    if let Some(counter) = &mut this.record.response_messages {
+                        counter.feed(data);
+                    }
+                } else if let Some(trailers) = f.trailers_ref()
+                    && let Some(status) = grpc_status(trailers)
+                {
+                    this.record.grpc_status = Some(status);
+                }
+                if this.inner.is_end_stream() {
+                    this.end();
+                }
+            }
+            Some(Err(_)) => {
+                this.record.flags = this
+                    .record
+                    .flags
+                    .with(ResponseFlag::UpstreamConnectionTermination);
+                this.end();
+            }
+            None => this.end(),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RecordedBody {
+    fn drop(&mut self) {
+        // A body that had nothing left to send ended normally even if it was never polled
+        // (HEAD, 204, an empty local reply); otherwise the record's own drop flags DC.
+        if self.inner.is_end_stream() {
+            self.end();
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// The request's host without port, lowercased, when it is a plausible DNS name.
+fn host_of<B>(req: &Request<B>) -> Option<String> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.host().to_owned(),
+        None => {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            h.parse::<http::uri::Authority>().ok()?.host().to_owned()
+        }
+    };
+    let ok = !authority.is_empty()
+        && authority.len() <= 253
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    ok.then(|| authority.to_ascii_lowercase())
+}

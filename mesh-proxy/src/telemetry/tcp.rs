@@ -1,0 +1,147 @@
+//! One proxied TCP connection's standard metrics: opened and closed counts, and the bytes
+//! each way counted as they flow (a long connection shows its bytes before it ends).
+//! TCP carries no peer metadata: the peer is known by its certificate's principal only.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::flags::{ResponseFlag, ResponseFlags};
+use super::labels::{CallLabels, Reporter, SecurityPolicy, TcpLabels};
+use super::{Telemetry, peer};
+use crate::listener::ConnContext;
+use crate::upstream::{Cluster, Transport};
+
+/// A TCP connection being proxied; counted closed when dropped.
+pub struct TcpRecord {
+    telemetry: Arc<Telemetry>,
+    labels: TcpLabels,
+    sent: Counter,
+    received: Counter,
+}
+
+impl Telemetry {
+    /// Counts a TCP connection from `conn` opened toward `cluster`, whose upstream connection
+    /// used `transport` (`None`: no upstream connection was made, see `flag`).
+    pub fn tcp_open(
+        self: &Arc<Self>,
+        conn: &ConnContext,
+        cluster: &Cluster,
+        transport: Option<&Transport>,
+        flag: Option<ResponseFlag>,
+    ) -> TcpRecord {
+        let call = if conn.listener.is_inbound() {
+            let (source, destination, security) = match &conn.peer_identity {
+                Some(id) => (
+                    self.peer(None, id.spiffe_id.as_str()),
+                    self.local_labels(true),
+                    SecurityPolicy::MutualTls,
+                ),
+                None => (
+                    self.unknown_peer.clone(),
+                    self.local_labels(false),
+                    SecurityPolicy::None,
+                ),
+            };
+            CallLabels {
+                reporter: Reporter::Destination,
+                source,
+                destination,
+                service: self.unknown_service.clone(),
+                response_flags: ResponseFlags::default(),
+                security,
+            }
+        } else {
+            let mtls = transport.and_then(Transport::mesh_identities);
+            let (destination, security) = match mtls {
+                Some(ids) => {
+                    let principal = match ids {
+                        [one] => one.as_str(),
+                        _ => peer::UNKNOWN,
+                    };
+                    (self.peer(None, principal), SecurityPolicy::MutualTls)
+                }
+                None => (self.unknown_peer.clone(), SecurityPolicy::None),
+            };
+            CallLabels {
+                reporter: Reporter::Source,
+                source: self.local_labels(mtls.is_some()),
+                destination,
+                service: self.cluster_service(&cluster.name),
+                response_flags: ResponseFlags::default(),
+                security,
+            }
+        };
+        let mut labels = TcpLabels(call);
+        if let Some(flag) = flag {
+            labels.0.response_flags = ResponseFlags::of(flag);
+        }
+        self.tcp_opened.get_or_create(&labels).inc();
+        TcpRecord {
+            sent: self.tcp_sent.get_or_create(&labels).clone(),
+            received: self.tcp_received.get_or_create(&labels).clone(),
+            telemetry: self.clone(),
+            labels,
+        }
+    }
+}
+
+impl Drop for TcpRecord {
+    fn drop(&mut self) {
+        self.telemetry.tcp_closed.get_or_create(&self.labels).inc();
+    }
+}
+
+/// The downstream stream of a TCP connection, counting what it reads (received) and
+/// writes (sent).
+pub struct CountedStream<S> {
+    inner: S,
+    record: TcpRecord,
+}
+
+impl<S> CountedStream<S> {
+    pub fn new(inner: S, record: TcpRecord) -> Self {
+        Self { inner, record }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountedStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.record
+            .received
+            .inc_by((buf.filled().len() - before) as u64);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.record.sent.inc_by(n as u64);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
