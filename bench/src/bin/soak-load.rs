@@ -28,7 +28,7 @@ struct Args {
     /// The outbound listener, HOST:PORT.
     #[arg(long)]
     addr: String,
-    /// Host of the HTTP requests (HTTP/1.1 and HTTP/2).
+    /// Service of the HTTP requests (HTTP/1.1 Host, HTTP/2 :authority), HOST:PORT.
     #[arg(long)]
     http_host: String,
     /// Authority of the gRPC calls.
@@ -119,22 +119,52 @@ impl Tally {
     }
 }
 
+/// Connects every request to the proxy's listener, whatever its URI names: the URI carries
+/// the service (`http://web:9080/`), which HTTP/2 sends as `:authority`, as a client behind
+/// a captured outbound listener would.
+#[derive(Clone)]
+struct ToProxy {
+    http: HttpConnector,
+    proxy: http::Uri,
+}
+
+impl tower::Service<http::Uri> for ToProxy {
+    type Response = <HttpConnector as tower::Service<http::Uri>>::Response;
+    type Error = <HttpConnector as tower::Service<http::Uri>>::Error;
+    type Future = <HttpConnector as tower::Service<http::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, _service: http::Uri) -> Self::Future {
+        self.http.call(self.proxy.clone())
+    }
+}
+
 struct Clients {
-    http1: Client<HttpConnector, Empty<Bytes>>,
-    h2: Client<HttpConnector, Empty<Bytes>>,
+    http1: Client<ToProxy, Empty<Bytes>>,
+    h2: Client<ToProxy, Empty<Bytes>>,
     grpc: EchoClient<Channel>,
+    /// `http://<service>/`: its authority is the Host header and `:authority`.
     uri: http::Uri,
-    host: String,
 }
 
 impl Clients {
     fn new(args: &Args) -> anyhow::Result<Self> {
+        let connector = ToProxy {
+            http: HttpConnector::new(),
+            proxy: format!("http://{}", args.addr).parse()?,
+        };
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build_http();
+            .build(connector.clone());
         let h2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
-            .build_http();
+            .build(connector);
         let channel = Endpoint::from_shared(format!("http://{}", args.addr))?
             .origin(format!("http://{}", args.grpc_authority).parse()?)
             .connect_lazy();
@@ -142,15 +172,14 @@ impl Clients {
             http1,
             h2,
             grpc: EchoClient::new(channel),
-            uri: format!("http://{}/", args.addr).parse()?,
-            host: args.http_host.clone(),
+            uri: format!("http://{}/", args.http_host).parse()?,
         })
     }
 
     async fn call(&self, p: Protocol) -> Result<(), String> {
         match p {
-            Protocol::Http1 => http_get(&self.http1, &self.uri, &self.host).await,
-            Protocol::H2 => http_get(&self.h2, &self.uri, &self.host).await,
+            Protocol::Http1 => http_get(&self.http1, &self.uri).await,
+            Protocol::H2 => http_get(&self.h2, &self.uri).await,
             Protocol::Grpc => {
                 let mut client = self.grpc.clone();
                 client
@@ -166,13 +195,8 @@ impl Clients {
     }
 }
 
-async fn http_get(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    uri: &http::Uri,
-    host: &str,
-) -> Result<(), String> {
+async fn http_get(client: &Client<ToProxy, Empty<Bytes>>, uri: &http::Uri) -> Result<(), String> {
     let req = http::Request::get(uri.clone())
-        .header(http::header::HOST, host)
         .body(Empty::new())
         .expect("valid request");
     let resp = client
