@@ -17,6 +17,23 @@ pub struct ProxyCredentials {
     pub ca_addr: String,
     pub root_cert: PathBuf,
     pub token_file: PathBuf,
+    pub service_account: String,
+}
+
+impl ProxyCredentials {
+    /// The mesh-proxy flags that carry these credentials.
+    pub fn proxy_args(&self) -> Vec<String> {
+        vec![
+            "--ca-addr".into(),
+            self.ca_addr.clone(),
+            "--root-cert-file".into(),
+            self.root_cert.display().to_string(),
+            "--token-file".into(),
+            self.token_file.display().to_string(),
+            "--service-account".into(),
+            self.service_account.clone(),
+        ]
+    }
 }
 
 pub struct LocalCa {
@@ -108,6 +125,7 @@ impl LocalCa {
             ca_addr: format!("https://{}", self.addr),
             root_cert: self.dir.join("root-cert.pem"),
             token_file: self.tokens.join(namespace).join(service_account),
+            service_account: service_account.to_string(),
         }
     }
 }

@@ -158,17 +158,7 @@ fn up(args: &Args) -> Result<(), String> {
             "--workload-labels".into(),
             format!("app={},version={}", w.app, w.version),
         ];
-        let credentials = ca.credentials(w);
-        proxy_args.extend([
-            "--ca-addr".into(),
-            credentials.ca_addr,
-            "--root-cert-file".into(),
-            credentials.root_cert.display().to_string(),
-            "--token-file".into(),
-            credentials.token_file.display().to_string(),
-            "--service-account".into(),
-            w.service_account.clone(),
-        ]);
+        proxy_args.extend(ca.credentials(w).proxy_args());
         if let Some(o) = w.outbound {
             proxy_args.extend(["--outbound-addr".into(), o.to_string()]);
         }
@@ -232,7 +222,6 @@ fn up(args: &Args) -> Result<(), String> {
 
 /// `mesh-proxy --gateway` for `g`: its server ports mapped, the others on its address.
 fn gateway_args(args: &Args, ca: &LocalCa, g: &LocalGateway) -> Vec<String> {
-    let credentials = ca.credentials_of(&g.namespace, &g.service_account);
     let mut out = vec![
         "--discovery-addr".into(),
         format!("http://{}", args.grpc_addr),
@@ -241,15 +230,11 @@ fn gateway_args(args: &Args, ca: &LocalCa, g: &LocalGateway) -> Vec<String> {
         "--gateway".into(),
         "--gateway-bind-host".into(),
         g.address.to_string(),
-        "--ca-addr".into(),
-        credentials.ca_addr,
-        "--root-cert-file".into(),
-        credentials.root_cert.display().to_string(),
-        "--token-file".into(),
-        credentials.token_file.display().to_string(),
-        "--service-account".into(),
-        g.service_account.clone(),
     ];
+    out.extend(
+        ca.credentials_of(&g.namespace, &g.service_account)
+            .proxy_args(),
+    );
     for (port, addr) in &g.ports {
         out.extend(["--gateway-port".into(), format!("{port}={addr}")]);
     }
