@@ -150,10 +150,12 @@ EOF
 ADMIN_PORTS=($((PORT_BASE + 100)) $((PORT_BASE + 101)) $((PORT_BASE + 102)) $((PORT_BASE + 103)) $((PORT_BASE + 111)) $((PORT_BASE + 112)))
 KILLED_APP="127.0.0.1:$((PORT_BASE + 83))"
 
-# route_weights A B C: the web VirtualService, written beside the directory and renamed in
-# (pilot never reads half a file).
+# put NAME: stdin becomes config file NAME, written beside the directory and renamed in (pilot
+# never reads half a file).
+put() { cat >"$WORK/$1.tmp" && mv "$WORK/$1.tmp" "$CONFIG/$1"; }
+# route_weights A B C: the web VirtualService.
 route_weights() {
-    cat >"$WORK/vs.tmp" <<EOF
+    put virtual-service.yaml <<EOF
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: web, namespace: default }
@@ -165,12 +167,11 @@ spec:
         - { destination: { host: web, subset: v2 }, weight: $2 }
         - { destination: { host: web, subset: v3 }, weight: $3 }
 EOF
-    mv "$WORK/vs.tmp" "$CONFIG/virtual-service.yaml"
 }
 # An invalid VirtualService (weights that do not add up to 100): pilot refuses the object and
 # keeps serving the last good config.
 break_config() {
-    cat >"$WORK/broken.tmp" <<EOF
+    put grpc-echo.yaml <<EOF
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: grpc-echo, namespace: default }
@@ -181,10 +182,9 @@ spec:
         - { destination: { host: grpc-echo }, weight: 30 }
         - { destination: { host: grpc-echo }, weight: 30 }
 EOF
-    mv "$WORK/broken.tmp" "$CONFIG/grpc-echo.yaml"
 }
 fix_config() {
-    cat >"$WORK/broken.tmp" <<EOF
+    put grpc-echo.yaml <<EOF
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: { name: grpc-echo, namespace: default }
@@ -194,7 +194,6 @@ spec:
     - route:
         - { destination: { host: grpc-echo } }
 EOF
-    mv "$WORK/broken.tmp" "$CONFIG/grpc-echo.yaml"
 }
 route_weights 50 30 20
 fix_config
