@@ -71,18 +71,7 @@ pub fn check_own(
     shared: &mut SharedConfig,
     part: Option<&SharedPart>,
 ) -> Result<Vec<String>, String> {
-    let mut cfg = ProxyConfig {
-        listeners: std::mem::take(&mut shared.listeners),
-        ..Default::default()
-    };
-    let inbound_table = shared.inbound.as_ref().map(|(t, _)| t.name.clone());
-    if let Some((table, cluster)) = shared.inbound.take() {
-        cfg.route_tables.push(table);
-        cfg.clusters.push(cluster);
-    }
-    // A gateway's route tables are its own too: its listeners refer to them.
-    cfg.route_tables
-        .append(&mut std::mem::take(&mut shared.gateway_tables));
+    let mut cfg = shared.take_own();
     let mut warnings = Vec::new();
     let mut last = None;
     let mut result = Err("too many objects refused by the proxy's compile step".to_string());
@@ -100,16 +89,7 @@ pub fn check_own(
             }
         }
     }
-    shared.listeners = cfg.listeners;
-    let (inbound, gateway): (Vec<pb::RouteTable>, Vec<pb::RouteTable>) = cfg
-        .route_tables
-        .into_iter()
-        .partition(|t| Some(&t.name) == inbound_table.as_ref());
-    shared.gateway_tables = gateway;
-    shared.inbound = match (inbound.into_iter().next(), cfg.clusters.pop()) {
-        (Some(t), Some(c)) => Some((t, c)),
-        _ => None,
-    };
+    shared.put_own(cfg);
     result.map(|()| warnings)
 }
 

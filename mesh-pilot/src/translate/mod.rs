@@ -114,22 +114,42 @@ pub struct SharedConfig {
 impl SharedConfig {
     /// The whole config, sorted: "inbound" sorts before "outbound" in every list.
     pub fn to_config(&self) -> ProxyConfig {
-        let mut config = ProxyConfig {
-            listeners: self.listeners.clone(),
-            ..Default::default()
-        };
-        if let Some((table, cluster)) = &self.inbound {
-            config.route_tables.push(table.clone());
-            config.clusters.push(cluster.clone());
-        }
-        config
-            .route_tables
-            .extend(self.gateway_tables.iter().cloned());
+        let mut config = own_config(
+            self.listeners.clone(),
+            self.inbound.clone(),
+            self.gateway_tables.clone(),
+        );
         if let Some(out) = &self.outbound {
             config.route_tables.push(out.route_table.clone());
             config.clusters.extend(out.clusters.iter().cloned());
         }
         config
+    }
+
+    /// The proxy's own part (listeners, the inbound route table and cluster, a gateway's
+    /// route tables), moved out as a config of its own; [`SharedConfig::put_own`] puts it
+    /// back.
+    pub fn take_own(&mut self) -> ProxyConfig {
+        own_config(
+            std::mem::take(&mut self.listeners),
+            self.inbound.take(),
+            std::mem::take(&mut self.gateway_tables),
+        )
+    }
+
+    /// Puts back an own part taken by [`SharedConfig::take_own`] (and maybe repaired since:
+    /// objects removed, none added).
+    pub fn put_own(&mut self, own: ProxyConfig) {
+        self.listeners = own.listeners;
+        let (inbound, gateway): (Vec<RouteTable>, Vec<RouteTable>) = own
+            .route_tables
+            .into_iter()
+            .partition(|t| t.name == INBOUND);
+        self.gateway_tables = gateway;
+        self.inbound = match (inbound.into_iter().next(), own.clusters.into_iter().next()) {
+            (Some(t), Some(c)) => Some((t, c)),
+            _ => None,
+        };
     }
 
     /// Every warning, sorted, without duplicates.
@@ -142,6 +162,24 @@ impl SharedConfig {
         all.dedup();
         all
     }
+}
+
+/// A config of a proxy's own objects, in the order of [`SharedConfig::to_config`].
+fn own_config(
+    listeners: Vec<Listener>,
+    inbound: Option<(RouteTable, Cluster)>,
+    gateway_tables: Vec<RouteTable>,
+) -> ProxyConfig {
+    let mut config = ProxyConfig {
+        listeners,
+        ..Default::default()
+    };
+    if let Some((table, cluster)) = inbound {
+        config.route_tables.push(table);
+        config.clusters.push(cluster);
+    }
+    config.route_tables.extend(gateway_tables);
+    config
 }
 
 /// The config of one proxy, its outbound part shared with its scope. Pure; cheap (no copy
