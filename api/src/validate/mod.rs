@@ -8,6 +8,7 @@ mod request_authentication;
 pub mod rules;
 mod service_entry;
 mod sidecar;
+mod telemetry;
 mod virtual_service;
 mod workload_entry;
 
@@ -68,6 +69,7 @@ pub fn validate(resource: &Resource) -> Vec<ValidationError> {
         Resource::RequestAuthentication(o) => {
             request_authentication::validate(&o.spec, ns, &spec, &mut errs)
         }
+        Resource::Telemetry(o) => telemetry::validate(&o.spec, ns, &spec, &mut errs),
     }
     to_errors(resource, errs)
 }
@@ -89,6 +91,7 @@ pub fn warnings(resource: &Resource) -> Vec<ValidationError> {
             );
             authorization_policy::fallbacks(&o.spec, &name, &spec, &mut out);
         }
+        Resource::Telemetry(o) => telemetry::unsupported(&o.spec, &spec, &mut out),
         _ => {}
     }
     to_errors(resource, out)
