@@ -144,6 +144,14 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Where access logs go when a Telemetry resource turns them on (providers `envoy`,
+    /// Envoy's text format, and `envoy-json`, Istio's JSON keys): stdout unless a file is
+    /// given here (appended to, created if absent; `/dev/stdout` is stdout, as Istio's
+    /// meshConfig.accessLogFile). Lines are queued to a writer thread and never delay a
+    /// request: when the writer falls behind they are dropped and counted in
+    /// mesh_proxy_access_log_dropped_total. The proxy's own log goes to stderr.
+    #[arg(long, env = "MESH_ACCESS_LOG_FILE", value_name = "PATH")]
+    access_log_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -279,6 +287,12 @@ async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> 
     if !args.workload_metadata.standard_metrics {
         tracing::info!("standard metrics off");
         server.set_standard_metrics(false);
+    }
+    if let Some(path) = &args.access_log_file
+        && path.as_os_str() != "/dev/stdout"
+    {
+        tracing::info!(path = %path.display(), "access logs go to a file");
+        server.set_access_log_output(mesh_proxy::access_log::Output::File(path.clone()));
     }
     if let Some(workload) = workload_metadata(&args)? {
         tracing::info!(workload = %workload.name, namespace = %workload.namespace, app = %workload.app, version = %workload.version, "workload metadata");

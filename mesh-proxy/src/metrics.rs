@@ -8,6 +8,7 @@ use prometheus_client::registry::Registry;
 
 use std::sync::Arc;
 
+use crate::access_log::Sink;
 use crate::telemetry::Telemetry;
 use crate::upstream::ConnectionStats;
 
@@ -55,6 +56,8 @@ pub struct Metrics {
     pub config_updates: Family<ConfigLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
+    /// The access-log queue and its writer.
+    pub access_log: Arc<Sink>,
 }
 
 impl Metrics {
@@ -126,6 +129,7 @@ impl Metrics {
             "Config updates by result (accepted, rejected)",
             self.config_updates.clone(),
         );
+        self.access_log.register(r);
     }
 
     /// Connection counters of a cluster, shared with its pool.

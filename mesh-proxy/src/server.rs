@@ -130,6 +130,11 @@ impl Server {
         self.metrics.istio.set_enabled(on);
     }
 
+    /// Where access-log lines go (stdout unless set); only before the first line is logged.
+    pub fn set_access_log_output(&self, output: crate::access_log::Output) -> bool {
+        self.metrics.access_log.set_output(output)
+    }
+
     /// Who this proxy's workload is, for the standard metrics and the peer metadata it
     /// announces to other proxies over mTLS.
     pub fn set_workload(&self, workload: crate::telemetry::WorkloadMetadata) {

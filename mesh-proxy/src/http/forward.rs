@@ -65,7 +65,10 @@ pub async fn forward(
         }
     };
     let service = metrics.istio.cluster_service(&cluster_name);
-    telemetry::upstream::note(&mut resp, |info| info.service = Some(service));
+    telemetry::upstream::note(&mut resp, |info| {
+        info.service = Some(service);
+        info.cluster = Some(cluster_name);
+    });
     resp
 }
 
@@ -209,6 +212,7 @@ async fn attempts(
         let Some(retry_held) = retry_held else {
             let upstream = Upstream {
                 metrics,
+                address: endpoint.address,
                 transport: &endpoint.transport,
                 body: &body_failure,
             };
@@ -278,6 +282,7 @@ fn build(
 /// What the response's telemetry learns from the attempt that answered.
 struct Upstream<'a> {
     metrics: &'a Metrics,
+    address: std::net::SocketAddr,
     transport: &'a Transport,
     body: &'a BodyFailure,
 }
@@ -318,6 +323,7 @@ fn finish(
     telemetry::upstream::note(&mut resp, |info| {
         info.request_bytes = Some(received);
         info.request_messages = messages;
+        info.host = Some(upstream.address);
     });
     resp
 }

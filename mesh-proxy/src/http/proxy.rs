@@ -18,7 +18,7 @@ use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::Overrides;
-use crate::telemetry::RecordedBody;
+use crate::telemetry::{RecordedBody, RequestRecord};
 use crate::upstream::{Cluster, HashInput};
 
 /// The HTTP request handler of every listener.
@@ -51,8 +51,8 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Response<RecordedBody> {
         // Istio's standard metrics, recorded once when the response ends.
-        let record = self.metrics.istio.start(conn, &mut req);
-        let resp = self.route(conn, req).await;
+        let mut record = self.metrics.istio.start(conn, &mut req);
+        let resp = self.route(conn, req, &mut record).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,
             _ => DirectionLabel::Outbound,
@@ -77,6 +77,7 @@ impl Proxy {
         &self,
         conn: &ConnContext,
         mut req: Request<Incoming>,
+        record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
         let grpc = local::is_grpc(req.headers());
         let Some(authority) = authority_of(&req) else {
@@ -94,6 +95,12 @@ impl Proxy {
         }
         // The one read of the config for this request.
         let snapshot = self.state.load_full();
+        record.access_log(
+            snapshot.access_log.for_direction(conn.listener.direction),
+            &self.metrics.access_log,
+            conn,
+            &req,
+        );
         let mut request_auth = None;
         if conn.listener.is_inbound() {
             request_auth =

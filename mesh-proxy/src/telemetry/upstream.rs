@@ -3,6 +3,7 @@
 //! from its peer metadata and its principal from the identities its certificate was checked
 //! against. Carried as a response extension.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -21,6 +22,10 @@ pub struct UpstreamInfo {
     pub request_bytes: Option<Arc<AtomicU64>>,
     /// gRPC messages read from the downstream, counted as they flow.
     pub request_messages: Option<Arc<AtomicU64>>,
+    /// The endpoint of the attempt that answered (or failed last).
+    pub host: Option<SocketAddr>,
+    /// The cluster's name.
+    pub cluster: Option<String>,
 }
 
 impl Telemetry {
