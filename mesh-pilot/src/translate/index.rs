@@ -66,6 +66,8 @@ pub struct MeshIndex {
     pub(super) selector_ids: HashMap<Selector, usize>,
     /// The PeerAuthentications and AuthorizationPolicies, for each proxy's inbound side.
     pub(super) security: Vec<Resource>,
+    /// The Telemetry resources, resolved per proxy.
+    pub(super) telemetry: Vec<Resource>,
     pub(super) warnings: Vec<String>,
     /// Per workload (namespace, name): its ports that serve a non-HTTP service port, and
     /// those that also serve an HTTP one (left to HTTP).
@@ -106,6 +108,7 @@ impl MeshIndex {
             selectors: Vec::new(),
             selector_ids: HashMap::new(),
             security: Vec::new(),
+            telemetry: Vec::new(),
             warnings: Vec::new(),
             inbound_ports: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
@@ -180,6 +183,7 @@ impl MeshIndex {
                 | Resource::RequestAuthentication(_) => {
                     index.security.push(r.borrow().clone());
                 }
+                Resource::Telemetry(_) => index.telemetry.push(r.borrow().clone()),
                 _ => {}
             }
         }
@@ -189,6 +193,10 @@ impl MeshIndex {
         index
             .warnings
             .extend(crate::request_authn::warnings(&index.security));
+        index.warnings.extend(crate::telemetry::warnings(
+            &index.telemetry,
+            super::ROOT_NAMESPACE,
+        ));
         index.virtual_services.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });
