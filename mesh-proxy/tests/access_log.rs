@@ -17,6 +17,7 @@ use mesh_proxy::Server;
 use mesh_proxy::access_log::Output;
 use mesh_proxy::identity::IdentityHandle;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -309,4 +310,19 @@ async fn access_logs_turn_on_and_off_with_the_config() {
     assert_eq!(err.field(), "telemetry.accessLogging.logs[0].filter");
     assert_eq!(get(addr, "app", "/five").await.status, StatusCode::OK);
     log.wait_for("GET /five ").await;
+
+    // A request the proxy refuses before routing (no host) is logged too.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /nohost HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut reply)).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.0 400"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let line = log.wait_for("GET /nohost ").await;
+    assert!(line.contains("\"GET /nohost HTTP/1.0\" 400 "), "{line}");
 }

@@ -81,6 +81,9 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let grpc = local::is_grpc(req.headers());
         let Some(authority) = authority_of(&req) else {
+            let snapshot = self.state.load();
+            let logs = snapshot.access_log.for_direction(conn.listener.direction);
+            record.access_log(logs, &self.metrics.access_log, conn, &req);
             return local::bad_request("missing host");
         };
         let upgrade = is_upgrade_request(&req);
