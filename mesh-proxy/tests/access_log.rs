@@ -326,3 +326,106 @@ async fn access_logs_turn_on_and_off_with_the_config() {
     let line = log.wait_for("GET /nohost ").await;
     assert!(line.contains("\"GET /nohost HTTP/1.0\" 400 "), "{line}");
 }
+
+/// The proxy process, killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the `mesh-proxy` binary on a config file with a JSON access log, with `extra`
+/// arguments and its stdout and stderr in files of `dir`; sends one request through it.
+async fn run_binary(dir: &Path, extra: &[&str], path: &str) -> Running {
+    let app = echo("app", "v1").await;
+    let port = mesh_echo::ports::free_loopback_addr();
+    let config = dir.join("proxy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: \"1\"
+listeners:
+- {{name: out, address: \"{port}\", direction: OUTBOUND, protocol: HTTP, routeTable: out}}
+routeTables:
+- name: out
+  virtualHosts: [{{name: app, domains: [\"*\"], routes: [{{route: {{clusters: [{{cluster: app, weight: 100}}]}}}}]}}]
+clusters: [{{name: app, endpoints: [{{address: \"{}\"}}]}}]
+telemetry: {{accessLogging: {{logs: [{{name: envoy-json, format: JSON}}]}}}}
+",
+            app.addr()
+        ),
+    )
+    .unwrap();
+    let admin = mesh_echo::ports::free_loopback_addr();
+    let proxy = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .env_remove("MESH_ACCESS_LOG_FILE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .expect("mesh-proxy starts"),
+    );
+    for attempt in 0.. {
+        if tokio::net::TcpStream::connect(port).await.is_ok() {
+            let reply = get(port, "app", path).await;
+            if reply.status == StatusCode::OK {
+                break;
+            }
+        }
+        assert!(attempt < 400, "the proxy never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(app);
+    proxy
+}
+
+/// Waits (bounded) for a line of `file` containing `needle`.
+async fn line_in(file: &Path, needle: &str) -> String {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "no line with {needle:?} in {}:\n{}",
+        file.display(),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn the_binary_logs_to_stdout_by_default_and_to_the_access_log_file_when_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let _proxy = run_binary(dir.path(), &[], "/to-stdout").await;
+    let line = line_in(&dir.path().join("stdout"), "/to-stdout").await;
+    let j: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(j["response_code"], 200);
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(!stderr.contains("/to-stdout"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let _proxy = run_binary(
+        dir.path(),
+        &["--access-log-file", file.to_str().unwrap()],
+        "/to-file",
+    )
+    .await;
+    let line = line_in(&file, "/to-file").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap()["path"],
+        "/to-file"
+    );
+    let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
+    assert!(!stdout.contains("/to-file"), "{stdout}");
+}
