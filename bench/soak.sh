@@ -31,7 +31,9 @@ while [[ $# -gt 0 ]]; do
 done
 RATE=${SOAK_RATE:-1000}
 UPDATE_DOCS=${SOAK_UPDATE_DOCS:-1}
-PORT_BASE=${SOAK_PORT_BASE:-39000}
+# Below the ephemeral port range (32768+), so no client socket of this machine holds one, and
+# apart from the ports of examples/ (15xxx, 18xxx, 19xxx, 29xxx).
+PORT_BASE=${SOAK_PORT_BASE:-24000}
 PROFILE=${SOAK_PROFILE:-release}
 [[ $PROFILE == release || $PROFILE == debug ]] || { echo "SOAK_PROFILE: release or debug" >&2; exit 2; }
 
