@@ -32,9 +32,12 @@ pub fn queries(window: &str) -> Queries {
             "sum by ({FLOW_LABELS}, le) \
              (rate(istio_request_duration_milliseconds_bucket[{window}]))"
         ),
+        // Two sums: a rate over both names at once would hold two series of one label set.
         tcp_bytes: format!(
             "sum by ({FLOW_LABELS}, connection_security_policy) \
-             (rate({{__name__=~\"istio_tcp_sent_bytes_total|istio_tcp_received_bytes_total\"}}[{window}]))"
+             (rate(istio_tcp_sent_bytes_total[{window}])) + \
+             sum by ({FLOW_LABELS}, connection_security_policy) \
+             (rate(istio_tcp_received_bytes_total[{window}]))"
         ),
     }
 }

@@ -111,6 +111,7 @@ fn up(args: &Args) -> Result<(), String> {
         sibling("mesh-echo")?,
         sibling("mesh-citadel")?,
     );
+    let prometheus = args.prometheus.then(prometheus::binary).transpose()?;
     // Stopped by a signal (Ctrl-C, `kill`, a service manager), the children are stopped with
     // it when `fleet` drops; the default action would leave them running.
     let stop = Arc::new(AtomicBool::new(false));
@@ -211,10 +212,11 @@ fn up(args: &Args) -> Result<(), String> {
             }
         }
     }
-    if args.prometheus {
+    if let Some(binary) = &prometheus {
         let listen = prometheus_addr(args);
         prometheus::start(
             &mut fleet,
+            binary,
             &args.state_dir,
             listen,
             &scrape_targets(&workloads, &gateways),

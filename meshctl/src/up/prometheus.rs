@@ -74,17 +74,21 @@ pub fn args(dir: &Path, listen: SocketAddr) -> Vec<String> {
     ]
 }
 
-/// Writes the config under `state_dir/prometheus` and starts Prometheus in `fleet`.
+/// The `prometheus` binary on PATH, looked up before anything starts.
+pub fn binary() -> Result<PathBuf, String> {
+    find_on_path("prometheus", std::env::var_os("PATH").as_deref())
+        .ok_or_else(|| PrometheusError::NotInstalled.to_string())
+}
+
+/// Writes the config under `state_dir/prometheus` and starts `binary` in `fleet`.
 pub fn start(
     fleet: &mut Fleet,
+    binary: &Path,
     state_dir: &Path,
     listen: SocketAddr,
     proxies: &[ProxyTarget],
     pilot: SocketAddr,
 ) -> Result<(), String> {
-    let binary = find_on_path("prometheus", std::env::var_os("PATH").as_deref())
-        .ok_or(PrometheusError::NotInstalled)
-        .map_err(|e| e.to_string())?;
     let dir = state_dir.join("prometheus");
     let file = dir.join("prometheus.yml");
     std::fs::create_dir_all(&dir)
@@ -96,7 +100,7 @@ pub fn start(
             }
             .to_string()
         })?;
-    fleet.spawn("prometheus".into(), &binary, &args(&dir, listen))
+    fleet.spawn("prometheus".into(), binary, &args(&dir, listen))
 }
 
 /// Istio's success rate per service (non-5xx over all, as the destination proxies saw it).
