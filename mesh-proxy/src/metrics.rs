@@ -8,6 +8,7 @@ use prometheus_client::registry::Registry;
 
 use std::sync::Arc;
 
+use crate::http::mirror::MirrorLabels;
 use crate::telemetry::Telemetry;
 use crate::upstream::ConnectionStats;
 
@@ -53,6 +54,7 @@ pub struct Metrics {
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
     pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
     pub config_updates: Family<ConfigLabels, Counter>,
+    pub mirror_requests: Family<MirrorLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
 }
@@ -125,6 +127,11 @@ impl Metrics {
             "config_updates",
             "Config updates by result (accepted, rejected)",
             self.config_updates.clone(),
+        );
+        r.register(
+            "mirror_requests",
+            "Shadow copies of mirrored requests, by cluster and how they ended",
+            self.mirror_requests.clone(),
         );
     }
 

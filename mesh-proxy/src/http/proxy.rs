@@ -3,23 +3,25 @@
 //! `upgrade` or a local reply).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use mesh_proto::config::v1::Direction;
 
 use super::body::ResponseBody;
 use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
+use super::mirror::{self, BodyCopies};
 use super::{edge, inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::Overrides;
 use crate::telemetry::RecordedBody;
-use crate::upstream::{Cluster, HashInput};
+use crate::upstream::{Cluster, HashInput, Target};
 
 /// The HTTP request handler of every listener.
 pub struct Proxy {
@@ -154,14 +156,18 @@ impl Proxy {
             upgrade::forward(&f.target, hash, req, f.authority, f.path_and_query).await
         } else {
             let (parts, body) = req.into_parts();
-            let out = Outgoing {
+            let mut out = Outgoing {
                 method: parts.method,
                 authority: f.authority,
                 path_and_query: f.path_and_query,
                 headers: parts.headers,
                 downstream_version: parts.version,
                 grpc,
+                copies: None,
             };
+            if !f.mirrors.is_empty() {
+                out.copies = Some(self.mirror(&out, f.mirrors, body.is_end_stream(), f.timeout));
+            }
             let plan = Plan {
                 target: &f.target,
                 hash,
@@ -174,6 +180,33 @@ impl Proxy {
             ops.apply(resp.headers_mut());
         }
         resp
+    }
+}
+
+impl Proxy {
+    /// Starts the shadow copies of a request, each with a body fed from the original's.
+    fn mirror(
+        &self,
+        out: &Outgoing,
+        targets: Vec<Target>,
+        no_body: bool,
+        timeout: Option<Duration>,
+    ) -> BodyCopies {
+        let (copies, bodies) = BodyCopies::new(targets.len(), no_body);
+        for (target, body) in targets.into_iter().zip(bodies) {
+            let copy = Outgoing {
+                method: out.method.clone(),
+                authority: mirror::shadow_authority(&out.authority),
+                path_and_query: out.path_and_query.clone(),
+                headers: out.headers.clone(),
+                downstream_version: out.downstream_version,
+                grpc: out.grpc,
+                copies: None,
+            };
+            let metrics = self.metrics.clone();
+            tokio::spawn(mirror::send_copy(metrics, target, copy, body, timeout));
+        }
+        copies
     }
 }
 
