@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 use crate::telemetry::Telemetry;
+use crate::telemetry::trace::Tracer;
 use crate::upstream::ConnectionStats;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -55,12 +56,15 @@ pub struct Metrics {
     pub config_updates: Family<ConfigLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
+    /// Spans per request and their export (off until an OTLP endpoint is set).
+    pub tracer: Tracer,
 }
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         self.istio.register(registry);
         let r = registry.sub_registry_with_prefix("mesh_proxy");
+        self.tracer.register(r);
         r.register(
             "requests",
             "Downstream requests by direction and response code",
