@@ -211,6 +211,11 @@ impl Telemetry {
             .store(Arc::new(Local::new(Some(workload), principal)));
     }
 
+    /// This proxy's workload, once known.
+    pub fn workload(&self) -> Option<WorkloadMetadata> {
+        self.local.load().workload.clone()
+    }
+
     /// The SPIFFE URI of this proxy's certificate.
     pub fn set_principal(&self, principal: &str) {
         let workload = self.local.load().workload.clone();
