@@ -440,3 +440,126 @@ async fn with_the_collector_away_requests_succeed_and_spans_are_dropped_and_coun
     }
     panic!("dropped spans not counted: {}", dropped(&proxy));
 }
+
+#[tokio::test]
+async fn a_gateway_continues_an_external_trace_but_chooses_the_request_id() {
+    let (collector, addr) = Receiver::start().await;
+    let app = echo("shop", "v1").await;
+    let gateway = Server::new();
+    gateway
+        .apply(config(json!({
+            "version": "1",
+            "listeners": [{
+                "name": "gw", "address": "127.0.0.1:0", "direction": "GATEWAY",
+                "protocol": "HTTP", "routeTable": "gw"
+            }],
+            "routeTables": [{ "name": "gw", "virtualHosts": [
+                { "name": "shop", "domains": ["*"], "routes": [to("app")] }
+            ]}],
+            "clusters": [cluster("app", &[&app])],
+            "telemetry": { "tracing": { "randomSamplingPercentage": 0 } },
+        })))
+        .await
+        .unwrap();
+    gateway
+        .start_tracing(&export_to(
+            addr,
+            "router~127.0.0.1~ingressgateway.istio-system~istio-system.svc.cluster.local",
+        ))
+        .unwrap();
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let external = "b7ad6b7169203331";
+    let reply = send_h1(
+        &h1_client(),
+        gateway.listener_addr("gw").unwrap(),
+        "GET",
+        "shop.example.com",
+        "/",
+        &[
+            ("traceparent", &format!("00-{trace}-{external}-01")),
+            ("x-request-id", "chosen-by-client"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Envoy's defaults at the edge: the external trace context is continued (its sampled
+    // flag included), the request id is the edge's own (`preserve_external_request_id`).
+    let request_id = reply.upstream_header("x-request-id").unwrap();
+    assert_ne!(request_id, "chosen-by-client");
+    let spans = collector.wait_for(1).await;
+    let span = &spans[0];
+    assert_eq!(span.span.kind, SpanKind::Client as i32);
+    assert_eq!(hex(&span.span.trace_id), trace);
+    assert_eq!(hex(&span.span.parent_span_id), external);
+    assert_eq!(span.attr("guid:x-request-id").unwrap(), request_id);
+    assert_eq!(
+        reply.upstream_header("traceparent").unwrap(),
+        format!("00-{trace}-{}-01", hex(&span.span.span_id))
+    );
+}
+
+#[tokio::test]
+async fn a_request_id_is_made_where_missing_and_kept_across_the_mesh() {
+    let pair = traced_pair(
+        Receiver::start().await.1,
+        json!({ "randomSamplingPercentage": 0 }),
+    )
+    .await;
+    let http = h1_client();
+    let kept = send_h1(
+        &http,
+        out_addr(&pair.client),
+        "GET",
+        "reviews:9080",
+        "/",
+        &[("x-request-id", "from-the-app")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        kept.upstream_header("x-request-id").as_deref(),
+        Some("from-the-app")
+    );
+
+    // A plaintext client straight to a PERMISSIVE sidecar's inbound listener.
+    let app = echo("ratings", "v1").await;
+    let inbound_only = sidecar(None, inbound(app.addr(), json!({}))).await;
+    let made = send_h1(
+        &http,
+        in_addr(&inbound_only),
+        "GET",
+        "ratings",
+        "/",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::OK);
+    let id = made
+        .upstream_header("x-request-id")
+        .expect("the inbound made one");
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+
+    // Without a collector a proxy passes trace headers on untouched and creates none.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let untouched = send_h1(
+        &http,
+        in_addr(&inbound_only),
+        "GET",
+        "ratings",
+        "/",
+        &[("traceparent", traceparent), ("x-b3-sampled", "0")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        untouched.upstream_header("traceparent").as_deref(),
+        Some(traceparent)
+    );
+    assert_eq!(
+        untouched.upstream_header("x-b3-sampled").as_deref(),
+        Some("0")
+    );
+    assert_eq!(untouched.upstream_header("x-b3-spanid"), None);
+}
