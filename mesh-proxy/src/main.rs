@@ -536,3 +536,37 @@ async fn watch_config(server: Arc<Server>, path: PathBuf, every: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_istios() {
+        let cli = Cli::parse_from([
+            "mesh-proxy",
+            "--config",
+            "c.yaml",
+            "--workload",
+            "reviews-v1.default",
+            "--inbound-addr",
+            "127.0.0.7:15006",
+        ]);
+        assert_eq!(
+            node_id(&cli.run),
+            "sidecar~127.0.0.7~reviews-v1.default~default.svc.cluster.local"
+        );
+        let gateway = Cli::parse_from([
+            "mesh-proxy",
+            "--discovery-addr",
+            "http://127.0.0.1:15010",
+            "--workload",
+            "ingressgateway.istio-system",
+            "--gateway",
+        ]);
+        assert_eq!(
+            node_id(&gateway.run),
+            "router~127.0.0.1~ingressgateway.istio-system~istio-system.svc.cluster.local"
+        );
+    }
+}

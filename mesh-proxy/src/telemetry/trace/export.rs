@@ -157,3 +157,58 @@ async fn batch_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_must_be_an_http_url() {
+        for bad in [
+            "127.0.0.1:4317",
+            "grpc://collector:4317",
+            "http://",
+            "not a url",
+        ] {
+            let opts = ExportOptions::new(bad, "node");
+            let err = start(&opts, "svc".into(), Vec::new(), SpanCounters::default());
+            assert!(
+                matches!(err, Err(ExportError::Endpoint(_))),
+                "{bad}: {:?}",
+                err.err()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let counters = SpanCounters::default();
+        let (queue, _rx) = mpsc::channel(2);
+        let reporter = Reporter {
+            node_id: String::new(),
+            local_tags: Vec::new(),
+            scope: super::super::span::scope(),
+            queue,
+            counters: counters.clone(),
+        };
+        let span = || SpanData {
+            span_context: opentelemetry::trace::SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: opentelemetry::trace::SpanKind::Client,
+            name: "s".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: Default::default(),
+        };
+        for _ in 0..5 {
+            reporter.submit(span());
+        }
+        assert_eq!(counters.dropped.get(), 3);
+    }
+}
