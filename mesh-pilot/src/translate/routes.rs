@@ -6,7 +6,7 @@ use mesh_api::networking::{
     self as api, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_ON, HttpMatchRequest, HttpRoute,
 };
 use mesh_proto::config::v1::{
-    DirectResponse, FaultInjection, HeaderMatch, HeaderOperations, HeaderValue,
+    CorsPolicy, DirectResponse, FaultInjection, HeaderMatch, HeaderOperations, HeaderValue,
     QueryParameterMatch, Redirect, RetryPolicy, Route, RouteAction, RouteMatch, StringMatch,
     WeightedCluster, fault_injection, route, string_match,
 };
@@ -283,8 +283,32 @@ fn unsupported(r: &HttpRoute, origin: &str, warnings: &mut Vec<String>) {
     if r.mirror.is_some() || !r.mirrors.is_empty() {
         skip("mirroring");
     }
-    if r.cors_policy.is_some() {
-        skip("corsPolicy");
+}
+
+/// Istio's `TranslateCORSPolicy`: lists joined with commas, `maxAge` in whole seconds, the
+/// deprecated exact `allowOrigin` beside `allowOrigins`, unmatched preflights forwarded unless
+/// `IGNORE`.
+fn cors_policy(c: &api::CorsPolicy) -> CorsPolicy {
+    let exact = |o: &String| StringMatch {
+        kind: Some(string_match::Kind::Exact(o.clone())),
+    };
+    CorsPolicy {
+        allow_origins: c
+            .allow_origin
+            .iter()
+            .map(exact)
+            .chain(c.allow_origins.iter().filter_map(string_match))
+            .collect(),
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c
+            .max_age
+            .as_ref()
+            .map(|d| d.as_std().as_secs().to_string())
+            .unwrap_or_default(),
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        ignore_unmatched_preflights: c.unmatched_preflights.as_deref() == Some("IGNORE"),
     }
 }
 
@@ -398,6 +422,7 @@ pub fn http_routes(
                 request_headers: header_ops(r.headers.as_ref().and_then(|h| h.request.as_ref())),
                 response_headers: header_ops(r.headers.as_ref().and_then(|h| h.response.as_ref())),
                 fault: fault.clone(),
+                cors: r.cors_policy.as_ref().map(cors_policy),
             });
         }
     }

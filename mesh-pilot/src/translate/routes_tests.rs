@@ -441,3 +441,43 @@ fn base64() {
     assert_eq!(base64_decode("aGk").unwrap(), b"hi");
     assert!(base64_decode("*").is_none());
 }
+
+#[test]
+fn cors_policy_is_translated_as_istio_does() {
+    let (r, w) = routes(
+        "  http:
+  - corsPolicy:
+      allowOrigins: [{exact: 'https://shop.example.com'}, {regex: 'https://.*[.]dev[.]example[.]com'}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom, content-type]
+      exposeHeaders: [x-trace]
+      maxAge: 24h
+      allowCredentials: true
+      unmatchedPreflights: IGNORE
+    route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let cors = r[0].cors.clone().expect("translated, not skipped");
+    assert_eq!(cors.allow_origins.len(), 2);
+    assert_eq!(cors.allow_methods, "GET,POST");
+    assert_eq!(cors.allow_headers, "x-custom,content-type");
+    assert_eq!(cors.expose_headers, "x-trace");
+    assert_eq!(cors.max_age, "86400");
+    assert!(cors.allow_credentials);
+    assert!(cors.ignore_unmatched_preflights);
+    // The deprecated exact `allowOrigin` still counts; unmatched preflights go upstream by
+    // default.
+    let (r, _) = routes(
+        "  http:
+  - corsPolicy: {allowOrigin: ['https://a.example.com']}
+    route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    let cors = r[0].cors.clone().unwrap();
+    assert_eq!(
+        cors.allow_origins[0].kind,
+        Some(string_match::Kind::Exact("https://a.example.com".into()))
+    );
+    assert!(!cors.ignore_unmatched_preflights);
+}

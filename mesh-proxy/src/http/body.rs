@@ -43,8 +43,8 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Admitted(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Upstream(b) => poll_non_empty(Pin::new(b), cx).map_err(Into::into),
+            Self::Admitted(b) => poll_non_empty(Pin::new(b), cx).map_err(Into::into),
             Self::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         }
     }
@@ -62,6 +62,23 @@ impl Body for ResponseBody {
             Self::Upstream(b) => b.size_hint(),
             Self::Admitted(b) => b.size_hint(),
             Self::Local(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The next frame of `body` that is not an empty DATA frame. An HTTP/2 peer commonly ends a
+/// body with an empty DATA frame flagged END_STREAM, which hyper yields as an empty chunk;
+/// passed on, it would become an empty DATA frame of its own (the end goes in another), and
+/// h2 peers count those as a flood: 100 on one connection and it is closed with
+/// ENHANCE_YOUR_CALM, taking every stream on it down.
+pub fn poll_non_empty<B: Body<Data = Bytes> + Unpin>(
+    mut body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    loop {
+        match ready!(body.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) if frame.data_ref().is_some_and(Bytes::is_empty) => continue,
+            other => return Poll::Ready(other),
         }
     }
 }
@@ -137,7 +154,7 @@ impl Body for DownstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = ready!(poll_non_empty(Pin::new(&mut this.inner), cx));
         match &frame {
             Some(Err(_)) => this.failed.store(true, Ordering::Release),
             Some(Ok(f)) => {

@@ -14,7 +14,7 @@ use crate::authz::{HttpAttributes, RequestAuth};
 use crate::config::Snapshot;
 use crate::listener::{ConnContext, authorize};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
-use crate::route::{self, Abort, Action, HeaderOps, Rolls, rewrite_path};
+use crate::route::{self, Abort, Action, Cors, CorsCheck, HeaderOps, Rolls, rewrite_path};
 use crate::upstream::{Cluster, Target};
 
 /// What the decision reads of a request, after the proxy's own header edits (override headers
@@ -70,6 +70,9 @@ pub struct Decision<'s> {
     /// Waited out before the action (an injected fault delay).
     pub delay: Option<Duration>,
     pub action: Decided<'s>,
+    /// A request from an origin the route's CORS policy allows: whatever answers it, upstream
+    /// or the proxy, the response gets the policy's headers for this origin.
+    pub cors: Option<(&'s Cors, HeaderValue)>,
 }
 
 #[derive(Debug)]
@@ -92,6 +95,8 @@ pub enum Reply<'s> {
     BadRequest(&'static str),
     /// Injected by a fault.
     Abort(Abort),
+    /// A CORS preflight the route's policy answers: 200 with these headers.
+    Preflight(HeaderMap),
     Direct {
         status: StatusCode,
         body: Bytes,
@@ -124,6 +129,7 @@ impl Decision<'_> {
         Decision {
             delay: None,
             action: Decided::Reply(reply),
+            cors: None,
         }
     }
 }
@@ -170,6 +176,19 @@ pub fn decide<'s>(
     let Some(route) = route else {
         return unrouted(req, conn, passthrough);
     };
+    // CORS comes before the fault, as Envoy's filter order has it: a preflight is answered
+    // even on a route that aborts.
+    let cors = match route
+        .cors
+        .as_ref()
+        .map(|c| (c, c.check(req.method, req.headers)))
+    {
+        Some((_, CorsCheck::Preflight(headers))) => {
+            return Decision::reply(Reply::Preflight(headers));
+        }
+        Some((policy, CorsCheck::Allowed(origin))) => Some((policy, origin)),
+        Some((_, CorsCheck::Pass)) | None => None,
+    };
     let fault = route.fault.as_ref();
     let delay = fault.and_then(|f| f.delay(dice.fault));
     let action = match (fault.and_then(|f| f.abort(dice.fault)), &route.action) {
@@ -193,7 +212,11 @@ pub fn decide<'s>(
         }
         (None, Action::Forward(f)) => forwarding(req, route, f, snapshot, overrides, dice),
     };
-    Decision { delay, action }
+    Decision {
+        delay,
+        action,
+        cors,
+    }
 }
 
 /// The upstream request of a forwarding route.
@@ -277,6 +300,7 @@ fn unrouted<'s>(
             retry: RetryPolicy::none(),
             timeout: None,
         })),
+        cors: None,
     }
 }
 

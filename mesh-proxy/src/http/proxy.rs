@@ -131,10 +131,14 @@ impl Proxy {
         if let Some(delay) = decision.delay {
             tokio::time::sleep(delay).await;
         }
-        match decision.action {
+        let mut resp = match decision.action {
             Decided::Reply(reply) => local_reply(reply, grpc),
             Decided::Forward(f) => self.execute(conn, req, *f, upgrade, grpc).await,
+        };
+        if let Some((policy, origin)) = decision.cors {
+            policy.apply(origin, resp.headers_mut());
         }
+        resp
     }
 
     /// Sends a decided request upstream.
@@ -190,6 +194,11 @@ fn local_reply(reply: Reply<'_>, grpc: bool) -> Response<ResponseBody> {
         Reply::NoCluster => local::no_cluster(grpc),
         Reply::BadRequest(message) => local::bad_request(message),
         Reply::Abort(abort) => local::fault_abort(abort, grpc),
+        Reply::Preflight(headers) => {
+            let mut resp = Response::new(ResponseBody::empty());
+            *resp.headers_mut() = headers;
+            resp
+        }
         Reply::Direct {
             status,
             body,

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use mesh_proto::config::v1 as pb;
 
+use super::cors::Cors;
 use super::fault::Fault;
 use super::headers::HeaderOps;
 use super::matcher::{RequestView, RouteMatcher, StringMatcher};
@@ -37,6 +38,8 @@ pub struct Route {
     pub response_headers: HeaderOps,
     /// Delays and aborts injected before the action.
     pub fault: Option<Fault>,
+    /// Checked before the fault and the action.
+    pub cors: Option<Cors>,
 }
 
 #[derive(Debug)]
@@ -257,6 +260,12 @@ impl Route {
                 Some(f) => Fault::compile(f).map_err(prefixed("fault"))?,
                 None => None,
             },
+            cors: r
+                .cors
+                .as_ref()
+                .map(Cors::compile)
+                .transpose()
+                .map_err(prefixed("cors"))?,
         })
     }
 }
