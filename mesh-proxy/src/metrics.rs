@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::http::mirror::MirrorLabels;
 use crate::telemetry::Telemetry;
+use crate::telemetry::trace::Tracer;
 use crate::upstream::ConnectionStats;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -57,12 +58,15 @@ pub struct Metrics {
     pub mirror_requests: Family<MirrorLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
+    /// Spans per request and their export (off until an OTLP endpoint is set).
+    pub tracer: Tracer,
 }
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         self.istio.register(registry);
         let r = registry.sub_registry_with_prefix("mesh_proxy");
+        self.tracer.register(r);
         r.register(
             "requests",
             "Downstream requests by direction and response code",

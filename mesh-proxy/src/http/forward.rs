@@ -68,7 +68,10 @@ pub async fn forward(
         }
     };
     let service = metrics.istio.cluster_service(&cluster_name);
-    telemetry::upstream::note(&mut resp, |info| info.service = Some(service));
+    telemetry::upstream::note(&mut resp, |info| {
+        info.service = Some(service);
+        info.cluster = Some(cluster_name);
+    });
     resp
 }
 

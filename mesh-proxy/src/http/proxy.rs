@@ -20,7 +20,7 @@ use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::Overrides;
-use crate::telemetry::RecordedBody;
+use crate::telemetry::{RecordedBody, RequestRecord};
 use crate::upstream::{Cluster, HashInput, Target};
 
 /// The HTTP request handler of every listener.
@@ -53,8 +53,8 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Response<RecordedBody> {
         // Istio's standard metrics, recorded once when the response ends.
-        let record = self.metrics.istio.start(conn, &mut req);
-        let resp = self.route(conn, req).await;
+        let mut record = self.metrics.istio.start(conn, &mut req);
+        let resp = self.route(conn, req, &mut record).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,
             _ => DirectionLabel::Outbound,
@@ -79,6 +79,7 @@ impl Proxy {
         &self,
         conn: &ConnContext,
         mut req: Request<Incoming>,
+        record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
         let grpc = local::is_grpc(req.headers());
         let Some(authority) = authority_of(&req) else {
@@ -91,11 +92,19 @@ impl Proxy {
         if conn.listener.is_gateway() {
             edge::sanitize_external(req.headers_mut(), conn.listener.scheme());
         }
-        if (outbound || conn.listener.is_gateway()) && !req.headers().contains_key(REQUEST_ID) {
+        // Every listener makes one when there is none, as Envoy's `generate_request_id`; the
+        // gateway has removed the client's.
+        if !req.headers().contains_key(REQUEST_ID) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
         // The one read of the config for this request.
         let snapshot = self.state.load_full();
+        let tracing = snapshot
+            .source
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.tracing.as_ref());
+        record.trace(self.metrics.tracer.begin(conn, &mut req, tracing));
         let mut request_auth = None;
         if conn.listener.is_inbound() {
             request_auth =

@@ -22,6 +22,7 @@ use super::grpc::MessageCounter;
 use super::labels::{
     CallLabels, PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, ServiceLabels,
 };
+use super::trace::{ActiveSpan, Finish};
 use super::upstream::UpstreamInfo;
 use super::{PEER_METADATA, Telemetry, peer};
 use crate::http::body::{BoxError, ResponseBody};
@@ -50,6 +51,10 @@ pub struct RequestRecord {
     /// An inbound request from a verified peer that announced itself: it gets our metadata.
     answer_peer: bool,
     recorded: bool,
+    /// The request's span, when it is traced; ended with the record.
+    span: Option<Box<ActiveSpan>>,
+    /// The upstream cluster, for the span.
+    cluster: Option<String>,
 }
 
 impl Telemetry {
@@ -84,6 +89,8 @@ impl Telemetry {
             answer_peer: false,
             // Off: the record is born recorded, so it never records.
             recorded: !enabled,
+            span: None,
+            cluster: None,
         };
         if enabled && conn.listener.is_inbound() {
             record.reporter = Reporter::Destination;
@@ -139,7 +146,13 @@ impl RequestRecord {
         )
     }
 
+    /// The request's span, ended when the request is recorded.
+    pub fn trace(&mut self, span: Option<Box<ActiveSpan>>) {
+        self.span = span;
+    }
+
     fn upstream(&mut self, info: UpstreamInfo) {
+        self.cluster = info.cluster;
         if let Some(bytes) = info.request_bytes {
             self.counted_request_bytes = Some(bytes);
         }
@@ -198,14 +211,37 @@ impl RequestRecord {
     }
 }
 
+impl RequestRecord {
+    fn end_span(&mut self) {
+        let Some(span) = self.span.take() else {
+            return;
+        };
+        let request_bytes = self
+            .counted_request_bytes
+            .as_ref()
+            .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
+        span.end(Finish {
+            status: self.response_code,
+            grpc_status: self.grpc_status,
+            flags: self.flags,
+            cluster: self.cluster.as_deref(),
+            request_bytes,
+            response_bytes: self.response_bytes,
+            source: &self.source,
+            destination: &self.destination,
+        });
+    }
+}
+
 impl Drop for RequestRecord {
     /// Dropped before a response body ended: the downstream went away.
     fn drop(&mut self) {
-        if !self.recorded {
+        if !self.recorded || self.span.is_some() {
             self.flags = self
                 .flags
                 .with(ResponseFlag::DownstreamConnectionTermination);
             self.record();
+            self.end_span();
         }
     }
 }
@@ -220,6 +256,7 @@ pub struct RecordedBody {
 impl RecordedBody {
     fn end(&mut self) {
         self.record.record();
+        self.record.end_span();
     }
 }
 

@@ -15,6 +15,8 @@ use crate::upstream::Transport;
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamInfo {
     pub service: Option<Arc<ServiceLabels>>,
+    /// The cluster's name, for the request's span.
+    pub cluster: Option<String>,
     /// The destination as labels; `None` unless the connection was mesh mTLS.
     pub peer: Option<Arc<PeerLabels>>,
     /// Request body bytes read from the downstream, counted as they flow.
