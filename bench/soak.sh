@@ -18,7 +18,8 @@
 # Reports: requests sent and failed per protocol, failures by kind and second, RSS and open
 # file descriptors of every process at the start and the end, and config NACKs of every proxy.
 # The table also goes into docs/benchmarks.md (between the soak:begin/soak:end markers) unless
-# SOAK_UPDATE_DOCS=0.
+# SOAK_UPDATE_DOCS=0. SOAK_PROFILE=debug runs the debug binaries (no release build; for looking
+# into a failure at a lower SOAK_RATE, never for the figures).
 set -euo pipefail
 
 SECONDS_TOTAL=600
@@ -30,7 +31,11 @@ while [[ $# -gt 0 ]]; do
 done
 RATE=${SOAK_RATE:-1000}
 UPDATE_DOCS=${SOAK_UPDATE_DOCS:-1}
-PORT_BASE=${SOAK_PORT_BASE:-39000}
+# Below the ephemeral port range (32768+), so no client socket of this machine holds one, and
+# apart from the ports of examples/ (15xxx, 18xxx, 19xxx, 29xxx).
+PORT_BASE=${SOAK_PORT_BASE:-24000}
+PROFILE=${SOAK_PROFILE:-release}
+[[ $PROFILE == release || $PROFILE == debug ]] || { echo "SOAK_PROFILE: release or debug" >&2; exit 2; }
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
@@ -39,8 +44,13 @@ DOC=$REPO_DIR/docs/benchmarks.md
 WORK=$(mktemp -d /tmp/mesh-soak.XXXXXX)
 CONFIG=$WORK/config
 LOG=$WORK/meshctl.log
+# Kept after the run: the events with their times, the load's whole failure timeline and
+# meshctl's log, to line failures up against what happened.
+KEEP=$TARGET_DIR/soak
+mkdir -p "$KEEP"
+: >"$KEEP/events.log"
 
-log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$KEEP/events.log" >&2; }
 die() {
     printf '[soak] error: %s\n' "$*" >&2
     exit 1
@@ -55,6 +65,8 @@ cleanup() {
         kill -TERM "$MESHCTL_PID" 2>/dev/null || true
         wait "$MESHCTL_PID" 2>/dev/null || true
     fi
+    [[ -f $LOG ]] && cp "$LOG" "$KEEP/meshctl.log"
+    [[ -f $WORK/load.out ]] && cp "$WORK/load.out" "$KEEP/load.out"
     if [[ $rc -ne 0 && -f $LOG ]]; then
         echo "last lines of meshctl up's log:" >&2
         tail -n 30 "$LOG" >&2 || true
@@ -65,10 +77,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building (release)"
-cargo build --release --bins --manifest-path "$REPO_DIR/Cargo.toml" >&2
-MESHCTL=$TARGET_DIR/release/meshctl
-SOAK_LOAD=$TARGET_DIR/release/soak-load
+log "building ($PROFILE)"
+if [[ $PROFILE == release ]]; then
+    cargo build --release --bins --manifest-path "$REPO_DIR/Cargo.toml" >&2
+else
+    cargo build --bins --manifest-path "$REPO_DIR/Cargo.toml" >&2
+    UPDATE_DOCS=0
+fi
+MESHCTL=$TARGET_DIR/$PROFILE/meshctl
+SOAK_LOAD=$TARGET_DIR/$PROFILE/soak-load
 
 # ---------------------------------------------------------------------------------------------
 # The mesh: a client with an outbound listener, web (HTTP, v1-v3), grpc-echo (gRPC, v1-v2)
@@ -365,7 +382,8 @@ RESULT=$(
     echo "<!-- soak:end -->"
 )
 echo "$RESULT"
-grep '^failures ' "$WORK/load.out" | head -n 40 >&2 || true
+grep '^sample ' "$WORK/load.out" >&2 || true
+log "every second with failures: $KEEP/load.out; events: $KEEP/events.log; meshctl's log: $KEEP/meshctl.log"
 
 if [[ $UPDATE_DOCS == 1 ]]; then
     if grep -q '<!-- soak:begin' "$DOC"; then

@@ -118,11 +118,81 @@ pub struct Resolved {
 impl Resolved {
     /// The proxy's `Telemetry`; `None` when nothing is set (the proxy's defaults).
     pub fn to_proto(&self) -> Option<pb::Telemetry> {
-        (!self.access_logging.logs.is_empty()).then(|| pb::Telemetry {
-            access_logging: Some(self.access_logging.clone()),
-            ..Default::default()
+        let access_logging =
+            (!self.access_logging.logs.is_empty()).then(|| self.access_logging.clone());
+        let tracing = self.tracing_proto();
+        (access_logging.is_some() || tracing.is_some()).then_some(pb::Telemetry {
+            access_logging,
+            tracing,
         })
     }
+
+    /// The proxy's one tracing setting from the two sides'. The sampling percentage and
+    /// custom tags are the client side's where it has settings (the first proxy of a call,
+    /// a client, decides sampling), else the server side's; each side reports its spans
+    /// unless its `disableSpanReporting` says otherwise. Unset on both sides: the proxy's
+    /// defaults (1 %, both sides).
+    fn tracing_proto(&self) -> Option<pb::Tracing> {
+        let (client, server) = (self.client_tracing.as_ref(), self.server_tracing.as_ref());
+        let base = client.or(server)?;
+        let reports =
+            |t: Option<&api::Tracing>| t.and_then(|t| t.disable_span_reporting) != Some(true);
+        let (mode, disable_span_reporting) = match (reports(client), reports(server)) {
+            (true, true) => (pb::TracingMode::ClientAndServer, false),
+            (true, false) => (pb::TracingMode::Client, false),
+            (false, true) => (pb::TracingMode::Server, false),
+            (false, false) => (pb::TracingMode::ClientAndServer, true),
+        };
+        Some(pb::Tracing {
+            random_sampling_percentage: base.random_sampling_percentage,
+            custom_tags: base
+                .custom_tags
+                .iter()
+                .filter_map(|(name, tag)| custom_tag(name, tag))
+                .collect(),
+            disable_span_reporting,
+            mode: mode as i32,
+        })
+    }
+
+    /// Why the proxy's tracing differs from what the two sides asked for, if it does.
+    pub fn tracing_warnings(&self) -> Option<String> {
+        let (Some(c), Some(s)) = (&self.client_tracing, &self.server_tracing) else {
+            return None;
+        };
+        (c.random_sampling_percentage != s.random_sampling_percentage
+            || c.custom_tags != s.custom_tags)
+            .then(|| {
+                "Telemetry tracing: client and server sides set different sampling or custom \
+                 tags; the client side's apply to both"
+                    .to_string()
+            })
+    }
+}
+
+fn custom_tag(name: &str, tag: &api::CustomTag) -> Option<pb::TracingCustomTag> {
+    use pb::tracing_custom_tag::Type;
+    let r#type = if let Some(l) = &tag.literal {
+        Type::Literal(pb::TracingLiteral {
+            value: l.value.clone(),
+        })
+    } else if let Some(e) = &tag.environment {
+        Type::Environment(pb::TracingEnvironment {
+            name: e.name.clone(),
+            default_value: e.default_value.clone().unwrap_or_default(),
+        })
+    } else if let Some(h) = &tag.header {
+        Type::Header(pb::TracingRequestHeader {
+            name: h.name.clone(),
+            default_value: h.default_value.clone().unwrap_or_default(),
+        })
+    } else {
+        return None;
+    };
+    Some(pb::TracingCustomTag {
+        name: name.to_string(),
+        r#type: Some(r#type),
+    })
 }
 
 pub fn resolve(
@@ -399,17 +469,29 @@ spec:
             &labels(&[("app", "reviews"), ("version", "v1")]),
             ROOT,
         );
-        let client = wl.client_tracing.unwrap();
+        let client = wl.client_tracing.clone().unwrap();
         assert_eq!(client.random_sampling_percentage, Some(50.0));
         assert_eq!(client.providers[0].name, "otel");
         assert!(client.custom_tags.contains_key("team"));
         assert_eq!(client.disable_span_reporting, None);
-        let server = wl.server_tracing.unwrap();
+        let server = wl.server_tracing.clone().unwrap();
         assert_eq!(server.disable_span_reporting, Some(true));
         assert_eq!(server.random_sampling_percentage, Some(50.0));
         let none = resolve(&[], "default", &labels(&[]), ROOT);
         assert_eq!(none.client_tracing, None);
         assert_eq!(none.to_proto(), None);
+
+        // What the proxy gets: the sampling and tags, reporting on the client side only.
+        let tracing = wl.to_proto().unwrap().tracing.unwrap();
+        assert_eq!(tracing.random_sampling_percentage, Some(50.0));
+        assert_eq!(tracing.mode, pb::TracingMode::Client as i32);
+        assert!(!tracing.disable_span_reporting);
+        let team = tracing
+            .custom_tags
+            .iter()
+            .find(|t| t.name == "team")
+            .unwrap();
+        assert!(team.r#type.is_some(), "{team:?}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 use crate::access_log::Sink;
+use crate::http::mirror::MirrorLabels;
 use crate::telemetry::Telemetry;
+use crate::telemetry::trace::Tracer;
 use crate::upstream::ConnectionStats;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -54,16 +56,20 @@ pub struct Metrics {
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
     pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
     pub config_updates: Family<ConfigLabels, Counter>,
+    pub mirror_requests: Family<MirrorLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
     /// The access-log queue and its writer.
     pub access_log: Arc<Sink>,
+    /// Spans per request and their export (off until an OTLP endpoint is set).
+    pub tracer: Tracer,
 }
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         self.istio.register(registry);
         let r = registry.sub_registry_with_prefix("mesh_proxy");
+        self.tracer.register(r);
         r.register(
             "requests",
             "Downstream requests by direction and response code",
@@ -130,6 +136,11 @@ impl Metrics {
             self.config_updates.clone(),
         );
         self.access_log.register(r);
+        r.register(
+            "mirror_requests",
+            "Shadow copies of mirrored requests, by cluster and how they ended",
+            self.mirror_requests.clone(),
+        );
     }
 
     /// Connection counters of a cluster, shared with its pool.

@@ -141,6 +141,17 @@ impl Server {
         self.metrics.istio.set_workload(workload);
     }
 
+    /// Reports a span per request to an OTLP collector from now on, under this proxy's
+    /// workload (set it first). Call inside the runtime. Without this, trace headers pass
+    /// through untouched.
+    pub fn start_tracing(
+        &self,
+        opts: &crate::telemetry::trace::ExportOptions,
+    ) -> Result<(), crate::telemetry::trace::ExportError> {
+        let workload = self.metrics.istio.workload();
+        self.metrics.tracer.start_export(opts, workload.as_ref())
+    }
+
     /// The workload identity, when there is one.
     pub fn identity(&self) -> Option<&IdentityHandle> {
         self.identity.handle()

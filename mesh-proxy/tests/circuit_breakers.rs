@@ -57,6 +57,12 @@ async fn requests_in_flight_over_max_requests_are_refused_at_once() {
             ),
             1.0
         );
+        // Envoy's response flag for a circuit breaker's refusal.
+        assert_eq!(
+            metric(&text, "istio_requests_total", "response_flags=\"UO\""),
+            1.0,
+            "{protocol}: {text}"
+        );
     }
 }
 

@@ -200,6 +200,40 @@ async fn grpc_unary_and_streams_keep_trailers_and_status() {
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
+/// A gRPC client ends each request with an empty DATA frame flagged END_STREAM. Passed on as
+/// an empty frame of its own, each one counts against the upstream's HTTP/2 flood limit (h2
+/// sends GOAWAY ENHANCE_YOUR_CALM after 100 empty DATA frames on a connection), which killed
+/// the pooled upstream connection, and the call on it, once per hundred calls.
+#[tokio::test]
+async fn many_grpc_calls_share_one_upstream_connection_without_a_failure() {
+    let app = echo("grpc", "v1").await;
+    let server = one_cluster(&app, "SAME_AS_DOWNSTREAM").await;
+    let mut client = grpc_client(&server).await;
+    for i in 0..250 {
+        let reply = client
+            .unary(EchoRequest {
+                message: format!("call {i}"),
+                count: 0,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(reply.into_inner().message, format!("call {i}"));
+    }
+    let outgoing = tokio_stream::iter((0..150).map(|i| EchoRequest {
+        message: i.to_string(),
+        count: 0,
+    }));
+    client
+        .client_stream(outgoing)
+        .await
+        .expect("a long client stream");
+    assert_eq!(
+        app.connections(),
+        1,
+        "the upstream connection was never torn down"
+    );
+}
+
 #[tokio::test]
 async fn grpc_unavailable_is_retried_by_default() {
     let app = echo("grpc", "v1").await;

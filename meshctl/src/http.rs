@@ -42,7 +42,6 @@ pub fn base_url(addr: &str) -> String {
 
 /// Sends one request and returns the body of a 2xx answer.
 pub fn call(method: Method, url: &str) -> Result<String, HttpError> {
-    let uri: http::Uri = url.parse().map_err(|_| HttpError::Url(url.to_owned()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,48 +49,52 @@ pub fn call(method: Method, url: &str) -> Result<String, HttpError> {
             url: url.to_owned(),
             reason: e.to_string(),
         })?;
-    runtime.block_on(async {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Full::new(Bytes::new()))
-            .map_err(|_| HttpError::Url(url.to_owned()))?;
-        let exchange = async {
-            let response = client
-                .request(request)
-                .await
-                .map_err(|e| HttpError::Unreachable {
-                    url: url.to_owned(),
-                    reason: source_chain(&e),
-                })?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| HttpError::Unreachable {
-                    url: url.to_owned(),
-                    reason: e.to_string(),
-                })?
-                .to_bytes();
-            let body = String::from_utf8_lossy(&body).into_owned();
-            if status.is_success() {
-                Ok(body)
-            } else {
-                Err(HttpError::Status {
-                    url: url.to_owned(),
-                    status,
-                    body: body.trim_end().to_owned(),
-                })
-            }
-        };
-        tokio::time::timeout(TIMEOUT, exchange)
+    runtime.block_on(call_async(method, url))
+}
+
+/// [`call`] inside a running tokio runtime.
+pub async fn call_async(method: Method, url: &str) -> Result<String, HttpError> {
+    let uri: http::Uri = url.parse().map_err(|_| HttpError::Url(url.to_owned()))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(Bytes::new()))
+        .map_err(|_| HttpError::Url(url.to_owned()))?;
+    let exchange = async {
+        let response = client
+            .request(request)
             .await
-            .map_err(|_| HttpError::Timeout {
+            .map_err(|e| HttpError::Unreachable {
                 url: url.to_owned(),
+                reason: source_chain(&e),
+            })?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| HttpError::Unreachable {
+                url: url.to_owned(),
+                reason: e.to_string(),
             })?
-    })
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(HttpError::Status {
+                url: url.to_owned(),
+                status,
+                body: body.trim_end().to_owned(),
+            })
+        }
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout {
+            url: url.to_owned(),
+        })?
 }
 
 pub fn get(url: &str) -> Result<String, HttpError> {

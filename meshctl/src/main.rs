@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod dashboard;
 mod describe;
 mod http;
 mod kube_inject;
@@ -44,6 +45,9 @@ enum Command {
     Analyze(analyze::Args),
     /// What applies to a workload and why: services, routing, policies, the mTLS mode.
     Describe(describe::Args),
+    /// A local web page with the live service graph of the mesh (request rate, success rate,
+    /// p99 and mTLS per edge), from the proxies' metrics in Prometheus.
+    Dashboard(dashboard::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,5 +60,6 @@ fn main() -> ExitCode {
         Command::ProxyConfig(args) => proxy_config::run(&args),
         Command::Analyze(args) => analyze::run(&args),
         Command::Describe(args) => describe::run(&args),
+        Command::Dashboard(args) => dashboard::run(&args),
     }
 }

@@ -87,6 +87,17 @@ impl LocalMesh {
     /// `example`: a directory under the workspace's `examples/`. `stdout`: where meshctl's
     /// summary goes (piped to read it in the test, or inherited).
     pub fn up(example: &str, stdout: Stdio) -> LocalMesh {
+        Self::up_with(example, &[], &[], stdout)
+    }
+
+    /// [`LocalMesh::up`] with more YAML files beside the example's (`(file name, text)`) and
+    /// more `meshctl up` arguments.
+    pub fn up_with(
+        example: &str,
+        extra_files: &[(&str, &str)],
+        extra_args: &[&str],
+        stdout: Stdio,
+    ) -> LocalMesh {
         let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../examples")
             .join(example);
@@ -97,6 +108,9 @@ impl LocalMesh {
                 std::fs::copy(&path, dir.path().join(path.file_name().expect("file name")))
                     .expect("copy of the example");
             }
+        }
+        for (name, text) in extra_files {
+            std::fs::write(dir.path().join(name), text).expect("an extra file");
         }
         let grpc = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());
@@ -117,6 +131,7 @@ impl LocalMesh {
                     "--state-dir",
                     state.path().to_str().expect("UTF-8 path"),
                 ])
+                .args(extra_args)
                 .stdout(stdout)
                 .process_group(0),
         );

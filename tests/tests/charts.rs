@@ -538,6 +538,8 @@ struct Expect {
     pdbs: &'static [&'static str],
     /// The ingress gateway (`gateway.enabled`).
     gateway: bool,
+    /// The namespace of the Grafana dashboards' ConfigMap (`grafana.dashboards.enabled`).
+    dashboards_namespace: Option<&'static str>,
 }
 
 const GATEWAY: &str = "mesh-ingressgateway";
@@ -573,6 +575,7 @@ fn expectations() -> [Expect; 2] {
             validates_istio_groups: false,
             pdbs: &["mesh-pilot", "mesh-citadel", "mesh-injector"],
             gateway: false,
+            dashboards_namespace: None,
         },
         Expect {
             values: Some("ci/custom-values.yaml"),
@@ -585,6 +588,7 @@ fn expectations() -> [Expect; 2] {
             validates_istio_groups: true,
             pdbs: &["mesh-pilot", "mesh-citadel"],
             gateway: true,
+            dashboards_namespace: Some("monitoring"),
         },
     ]
 }
@@ -608,7 +612,41 @@ fn mesh_chart_objects_fit_together() {
         check_rbac(&m, ctx);
         check_autoscaling(&m, &e, ctx);
         check_webhooks(&m, &e, ctx);
+        check_dashboards(&m, &e, ctx);
     }
+}
+
+/// The Grafana dashboards go into a ConfigMap for Grafana's sidecar, byte for byte, only
+/// when asked for.
+fn check_dashboards(m: &Manifests, e: &Expect, ctx: &str) {
+    let found: Vec<&ConfigMap> = m
+        .config_maps
+        .iter()
+        .filter(|c| c.metadata.name.as_deref() == Some("mesh-grafana-dashboards"))
+        .collect();
+    let Some(namespace) = e.dashboards_namespace else {
+        assert!(found.is_empty(), "{ctx}: dashboards are off by default");
+        return;
+    };
+    assert_eq!(found.len(), 1, "{ctx}: one dashboards ConfigMap");
+    let cm = found[0];
+    assert_eq!(cm.metadata.namespace.as_deref(), Some(namespace), "{ctx}");
+    let labels = cm.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("grafana_dashboard").map(String::as_str),
+        Some("1"),
+        "{ctx}: Grafana's sidecar label"
+    );
+    let file = root().join("charts/mesh/dashboards/mesh-service-dashboard.json");
+    let expected = std::fs::read_to_string(&file).unwrap();
+    let data = cm.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("mesh-service-dashboard.json")
+            .map(|d| d.trim_end()),
+        Some(expected.trim_end()),
+        "{ctx}: the dashboard as in {}",
+        file.display()
+    );
 }
 
 fn check_deployments(m: &Manifests, e: &Expect, ctx: &str) {

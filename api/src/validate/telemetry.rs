@@ -132,7 +132,7 @@ fn overrides(o: &MetricsOverrides, p: &FieldPath, errs: &mut Errors) {
 }
 
 /// What a valid Telemetry asks for that the mesh does not do, each with what happens
-/// instead. Tracing is checked by the tracing settings' own translation.
+/// instead.
 pub fn unsupported(t: &Telemetry, p: &FieldPath, out: &mut Errors) {
     if t.target_ref.is_some() || !t.target_refs.is_empty() {
         let field = if t.target_ref.is_some() {
@@ -184,6 +184,27 @@ pub fn unsupported(t: &Telemetry, p: &FieldPath, out: &mut Errors) {
                     ),
                 );
             }
+        }
+    }
+    for (i, tr) in t.tracing.iter().enumerate() {
+        let tp = p.key("tracing").index(i);
+        if !tr.providers.is_empty() {
+            out.push(
+                &tp.key("providers"),
+                "tracing providers are not selected per Telemetry; spans go to the OTLP collector each proxy is started with (--tracing-otlp-endpoint)",
+            );
+        }
+        if tr.use_request_id_for_trace_sampling.is_some() {
+            out.push(
+                &tp.key("useRequestIdForTraceSampling"),
+                "useRequestIdForTraceSampling is not implemented; the first proxy of a call samples at random",
+            );
+        }
+        if tr.enable_istio_tags.is_some() {
+            out.push(
+                &tp.key("enableIstioTags"),
+                "enableIstioTags is not implemented; spans always carry the istio.* tags",
+            );
         }
     }
 }

@@ -507,6 +507,14 @@ fn cors(c: &CorsPolicy, p: &FieldPath, errs: &mut Errors) {
             errs.check(&p.key(field).index(i), rules::header_name(h));
         }
     }
+    if let Some(mode) = &c.unmatched_preflights
+        && !["UNSPECIFIED", "FORWARD", "IGNORE"].contains(&mode.as_str())
+    {
+        errs.push(
+            &p.key("unmatchedPreflights"),
+            format!("{mode:?} is not one of UNSPECIFIED, FORWARD, IGNORE"),
+        );
+    }
     if let Some(age) = &c.max_age
         && age.as_std().subsec_nanos() != 0
     {

@@ -5,6 +5,7 @@
 //! then the seconds that had failures:
 //!
 //! `protocol=http1 sent=40000 ok=39998 failed=2 kinds=503:2`
+//! `sample protocol=http1 kind=503 detail="x-envoy-overloaded upstream ..."`
 //! `failures second=61 http1=2 h2=0 grpc=1`
 
 #![forbid(unsafe_code)]
@@ -73,14 +74,34 @@ struct Tally {
     ok: BTreeMap<Protocol, u64>,
     kinds: BTreeMap<(Protocol, String), u64>,
     failed_at: BTreeMap<(u64, Protocol), u64>,
+    /// The first detail seen of each kind (a gRPC status message, a client error), which
+    /// tells apart failures that share a kind.
+    samples: BTreeMap<(Protocol, String), String>,
+}
+
+/// One failed request: its kind (a status code, `grpc-Unavailable`, ...) and what the client
+/// said about it.
+struct Failure {
+    kind: String,
+    detail: String,
+}
+
+impl Failure {
+    fn new(kind: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self {
+            kind: kind.into(),
+            detail: detail.to_string(),
+        }
+    }
 }
 
 impl Tally {
-    fn record(&mut self, p: Protocol, second: u64, outcome: Result<(), String>) {
+    fn record(&mut self, p: Protocol, second: u64, outcome: Result<(), Failure>) {
         *self.sent.entry(p).or_default() += 1;
         match outcome {
             Ok(()) => *self.ok.entry(p).or_default() += 1,
-            Err(kind) => {
+            Err(Failure { kind, detail }) => {
+                self.samples.entry((p, kind.clone())).or_insert(detail);
                 *self.kinds.entry((p, kind)).or_default() += 1;
                 *self.failed_at.entry((second, p)).or_default() += 1;
             }
@@ -107,6 +128,9 @@ impl Tally {
                     kinds.join(",")
                 }
             );
+        }
+        for ((p, kind), detail) in &self.samples {
+            println!("sample protocol={} kind={kind} detail={detail:?}", p.name());
         }
         let mut seconds: BTreeMap<u64, [u64; 3]> = BTreeMap::new();
         for ((second, p), n) in &self.failed_at {
@@ -176,7 +200,7 @@ impl Clients {
         })
     }
 
-    async fn call(&self, p: Protocol) -> Result<(), String> {
+    async fn call(&self, p: Protocol) -> Result<(), Failure> {
         match p {
             Protocol::Http1 => http_get(&self.http1, &self.uri).await,
             Protocol::H2 => http_get(&self.h2, &self.uri).await,
@@ -189,29 +213,39 @@ impl Clients {
                     })
                     .await
                     .map(|_| ())
-                    .map_err(|s| format!("grpc-{:?}", s.code()))
+                    .map_err(|s| Failure::new(format!("grpc-{:?}", s.code()), s.message()))
             }
         }
     }
 }
 
-async fn http_get(client: &Client<ToProxy, Empty<Bytes>>, uri: &http::Uri) -> Result<(), String> {
+async fn http_get(client: &Client<ToProxy, Empty<Bytes>>, uri: &http::Uri) -> Result<(), Failure> {
     let req = http::Request::get(uri.clone())
         .body(Empty::new())
         .expect("valid request");
     let resp = client
         .request(req)
         .await
-        .map_err(|_| "connection-error".to_string())?;
+        .map_err(|e| Failure::new("connection-error", e))?;
     let status = resp.status();
-    resp.into_body()
+    let flags = resp
+        .headers()
+        .get("x-envoy-overloaded")
+        .map_or("", |_| "x-envoy-overloaded");
+    let body = resp
+        .into_body()
         .collect()
         .await
-        .map_err(|_| "body-error".to_string())?;
+        .map_err(|e| Failure::new("body-error", e))?
+        .to_bytes();
     if status == http::StatusCode::OK {
         Ok(())
     } else {
-        Err(status.as_u16().to_string())
+        let body = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+        Err(Failure::new(
+            status.as_u16().to_string(),
+            format!("{flags} {body}"),
+        ))
     }
 }
 
@@ -263,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
         tasks.spawn(async move {
             let outcome = match tokio::time::timeout(timeout, clients.call(p)).await {
                 Ok(r) => r,
-                Err(_) => Err("timeout".to_string()),
+                Err(_) => Err(Failure::new("timeout", "no answer in time")),
             };
             tally.lock().expect("tally").record(p, second, outcome);
         });
@@ -302,11 +336,17 @@ mod tests {
     fn failures_are_counted_by_kind_and_second() {
         let mut t = Tally::default();
         t.record(Protocol::Http1, 0, Ok(()));
-        t.record(Protocol::Http1, 3, Err("503".into()));
-        t.record(Protocol::Grpc, 3, Err("grpc-Unavailable".into()));
-        assert_eq!(t.sent[&Protocol::Http1], 2);
+        t.record(Protocol::Http1, 3, Err(Failure::new("503", "first")));
+        t.record(Protocol::Http1, 4, Err(Failure::new("503", "second")));
+        t.record(
+            Protocol::Grpc,
+            3,
+            Err(Failure::new("grpc-Unavailable", "reset")),
+        );
+        assert_eq!(t.sent[&Protocol::Http1], 3);
         assert_eq!(t.ok[&Protocol::Http1], 1);
-        assert_eq!(t.kinds[&(Protocol::Http1, "503".to_string())], 1);
+        assert_eq!(t.kinds[&(Protocol::Http1, "503".to_string())], 2);
+        assert_eq!(t.samples[&(Protocol::Http1, "503".to_string())], "first");
         assert_eq!(t.failed_at[&(3, Protocol::Grpc)], 1);
     }
 }

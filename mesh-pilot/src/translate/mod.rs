@@ -6,8 +6,8 @@
 //! [`ScopeKey`] (namespace, Sidecar, matching selectors), is memoised there and shared, and
 //! only the listeners and the inbound part are built per proxy.
 //!
-//! Warnings: what the resources ask for but the proxy cannot do yet (mirroring, UDP ports,
-//! circuit breaking, ...) and references that lead nowhere (unknown
+//! Warnings: what the resources ask for but the proxy cannot do yet (UDP ports, some
+//! connection pool fields, ...) and references that lead nowhere (unknown
 //! hosts or subsets) do not fail translation; they are returned sorted and deduplicated in
 //! [`Translated::warnings`] for pilot to report. A route whose destination host, port or
 //! subset does not exist answers 503 `no healthy upstream`, as Istio's Envoy does for a
@@ -258,6 +258,7 @@ pub fn translate_shared(
         ROOT_NAMESPACE,
     );
     shared.telemetry = resolved.to_proto();
+    shared.warnings.extend(resolved.tracing_warnings());
     shared.resolved_telemetry = resolved;
     let scope = mesh.scope(proxy.workload);
     if let Some(addresses) = &a.gateway {

@@ -281,18 +281,44 @@ fn unknown_destination_answers_503_and_warns() {
 }
 
 #[test]
-fn mirrors_are_warned_and_skipped() {
+fn mirrors_are_translated_with_istios_shares() {
     let (r, w) = routes(
         "  http:
-  - mirror: {host: reviews}
+  - mirror: {host: reviews, subset: v2}
+    mirrorPercentage: {value: 25.5}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - mirrors:
+    - destination: {host: reviews, subset: v2}
+    - destination: {host: reviews, subset: v3}
+      percentage: {value: 0}
+    - destination: {host: reviews, subset: missing}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - mirror: {host: reviews, subset: v3}
+    mirrorPercent: 10
     route: [{destination: {host: reviews, subset: v1}}]
 ",
     );
+    let shares = |i: usize| -> Vec<(String, f64)> {
+        action(&r[i])
+            .mirrors
+            .iter()
+            .map(|m| (m.cluster.clone(), m.percentage))
+            .collect()
+    };
+    assert_eq!(shares(0), [("outbound|9080|v2|reviews".to_string(), 25.5)]);
+    // 100 % when unset; a share of 0 mirrors nothing; a missing subset is warned and dropped.
+    assert_eq!(shares(1), [("outbound|9080|v2|reviews".to_string(), 100.0)]);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("mirror") && w.contains("subset missing")),
+        "{w:?}"
+    );
+    assert_eq!(shares(2), [("outbound|9080|v3|reviews".to_string(), 10.0)]);
     assert_eq!(
         action(&r[0]).clusters[0].cluster,
-        "outbound|9080|v1|reviews"
+        "outbound|9080|v1|reviews",
+        "the route itself is unchanged"
     );
-    assert!(w.iter().any(|w| w.contains("mirroring")), "{w:?}");
 }
 
 fn fault_of(yaml_fault: &str) -> (Option<FaultInjection>, Vec<String>) {
@@ -440,4 +466,44 @@ fn base64() {
     assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
     assert_eq!(base64_decode("aGk").unwrap(), b"hi");
     assert!(base64_decode("*").is_none());
+}
+
+#[test]
+fn cors_policy_is_translated_as_istio_does() {
+    let (r, w) = routes(
+        "  http:
+  - corsPolicy:
+      allowOrigins: [{exact: 'https://shop.example.com'}, {regex: 'https://.*[.]dev[.]example[.]com'}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom, content-type]
+      exposeHeaders: [x-trace]
+      maxAge: 24h
+      allowCredentials: true
+      unmatchedPreflights: IGNORE
+    route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let cors = r[0].cors.clone().expect("translated, not skipped");
+    assert_eq!(cors.allow_origins.len(), 2);
+    assert_eq!(cors.allow_methods, "GET,POST");
+    assert_eq!(cors.allow_headers, "x-custom,content-type");
+    assert_eq!(cors.expose_headers, "x-trace");
+    assert_eq!(cors.max_age, "86400");
+    assert!(cors.allow_credentials);
+    assert!(cors.ignore_unmatched_preflights);
+    // The deprecated exact `allowOrigin` still counts; unmatched preflights go upstream by
+    // default.
+    let (r, _) = routes(
+        "  http:
+  - corsPolicy: {allowOrigin: ['https://a.example.com']}
+    route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    let cors = r[0].cors.clone().unwrap();
+    assert_eq!(
+        cors.allow_origins[0].kind,
+        Some(string_match::Kind::Exact("https://a.example.com".into()))
+    );
+    assert!(!cors.ignore_unmatched_preflights);
 }

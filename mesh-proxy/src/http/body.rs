@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::mirror::{BodyCopies, CopyBody};
 use crate::telemetry::grpc::MessageCounter;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -43,8 +44,8 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Admitted(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Upstream(b) => poll_non_empty(Pin::new(b), cx).map_err(Into::into),
+            Self::Admitted(b) => poll_non_empty(Pin::new(b), cx).map_err(Into::into),
             Self::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         }
     }
@@ -66,6 +67,23 @@ impl Body for ResponseBody {
     }
 }
 
+/// The next frame of `body` that is not an empty DATA frame. An HTTP/2 peer commonly ends a
+/// body with an empty DATA frame flagged END_STREAM, which hyper yields as an empty chunk;
+/// passed on, it would become an empty DATA frame of its own (the end goes in another), and
+/// h2 peers count those as a flood: 100 on one connection and it is closed with
+/// ENHANCE_YOUR_CALM, taking every stream on it down.
+pub fn poll_non_empty<B: Body<Data = Bytes> + Unpin>(
+    mut body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    loop {
+        match ready!(body.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) if frame.data_ref().is_some_and(Bytes::is_empty) => continue,
+            other => return Poll::Ready(other),
+        }
+    }
+}
+
 /// The downstream request body, remembering whether reading it failed (a malformed chunked
 /// encoding, fewer bytes than its Content-Length): such a failure is the client's fault, not
 /// the upstream's, whatever error the upstream send reports for it.
@@ -76,6 +94,8 @@ pub struct DownstreamBody {
     received: Arc<AtomicU64>,
     /// gRPC requests: the messages read so far, for the message count metric.
     messages: Option<(MessageCounter, Arc<AtomicU64>)>,
+    /// The bodies of the request's shadow copies, fed as this one is read.
+    copies: Option<BodyCopies>,
 }
 
 /// Tells whether reading a [`DownstreamBody`] failed, and how much of it was read.
@@ -118,6 +138,7 @@ impl DownstreamBody {
                 failed: failed.clone(),
                 received: received.clone(),
                 messages: messages.clone().map(|m| (MessageCounter::default(), m)),
+                copies: None,
             },
             BodyFailure {
                 failed,
@@ -125,6 +146,14 @@ impl DownstreamBody {
                 messages,
             },
         )
+    }
+}
+
+impl DownstreamBody {
+    /// Feeds `copies` (a mirrored request's shadow bodies) with every frame read.
+    pub fn with_copies(mut self, copies: Option<BodyCopies>) -> Self {
+        self.copies = copies;
+        self
     }
 }
 
@@ -137,7 +166,18 @@ impl Body for DownstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = ready!(poll_non_empty(Pin::new(&mut this.inner), cx));
+        if let Some(copies) = &mut this.copies {
+            match &frame {
+                Some(Ok(f)) => copies.offer(f),
+                None => copies.finish(),
+                Some(Err(_)) => {}
+            }
+            // A reader that knows the length stops at the last frame without asking again.
+            if this.inner.is_end_stream() {
+                copies.finish();
+            }
+        }
         match &frame {
             Some(Err(_)) => this.failed.store(true, Ordering::Release),
             Some(Ok(f)) => {
@@ -170,6 +210,8 @@ pub enum UpstreamBody {
     Stream(DownstreamBody),
     /// Streamed while a copy is kept, so another attempt can send it again.
     Replay(ReplayBody),
+    /// A mirrored request's shadow copy.
+    Copy(CopyBody),
 }
 
 impl Body for UpstreamBody {
@@ -183,6 +225,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             Self::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Replay(b) => Pin::new(b).poll_frame(cx),
+            Self::Copy(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -190,6 +233,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Stream(b) => b.is_end_stream(),
             Self::Replay(b) => b.is_end_stream(),
+            Self::Copy(b) => b.is_end_stream(),
         }
     }
 
@@ -197,6 +241,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Stream(b) => b.size_hint(),
             Self::Replay(b) => b.size_hint(),
+            Self::Copy(b) => b.size_hint(),
         }
     }
 }

@@ -10,11 +10,12 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use mesh_proto::config::v1::OutboundTrafficPolicy;
 
+use super::mirror;
 use crate::authz::{HttpAttributes, RequestAuth};
 use crate::config::Snapshot;
 use crate::listener::{ConnContext, authorize};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
-use crate::route::{self, Abort, Action, HeaderOps, Rolls, rewrite_path};
+use crate::route::{self, Abort, Action, Cors, CorsCheck, HeaderOps, Rolls, rewrite_path};
 use crate::upstream::{Cluster, Target};
 
 /// What the decision reads of a request, after the proxy's own header edits (override headers
@@ -52,6 +53,8 @@ pub struct Dice {
     pub fault: Rolls,
     /// Which weighted destination of the route.
     pub destination: u32,
+    /// Which of the route's mirrors take the request.
+    pub mirror: u64,
 }
 
 impl Dice {
@@ -59,6 +62,7 @@ impl Dice {
         Self {
             fault: Rolls::random(),
             destination: rand::random(),
+            mirror: rand::random(),
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct Decision<'s> {
     /// Waited out before the action (an injected fault delay).
     pub delay: Option<Duration>,
     pub action: Decided<'s>,
+    /// A request from an origin the route's CORS policy allows: whatever answers it, upstream
+    /// or the proxy, the response gets the policy's headers for this origin.
+    pub cors: Option<(&'s Cors, HeaderValue)>,
 }
 
 #[derive(Debug)]
@@ -92,6 +99,8 @@ pub enum Reply<'s> {
     BadRequest(&'static str),
     /// Injected by a fault.
     Abort(Abort),
+    /// A CORS preflight the route's policy answers: 200 with these headers.
+    Preflight(HeaderMap),
     Direct {
         status: StatusCode,
         body: Bytes,
@@ -117,6 +126,9 @@ pub struct Forwarding<'s> {
     pub retry: RetryPolicy,
     /// The whole request's deadline, attempts and backoff included.
     pub timeout: Option<Duration>,
+    /// Where shadow copies go (the route's mirrors whose share took this request and whose
+    /// cluster exists).
+    pub mirrors: Vec<Target>,
 }
 
 impl Decision<'_> {
@@ -124,6 +136,7 @@ impl Decision<'_> {
         Decision {
             delay: None,
             action: Decided::Reply(reply),
+            cors: None,
         }
     }
 }
@@ -170,6 +183,19 @@ pub fn decide<'s>(
     let Some(route) = route else {
         return unrouted(req, conn, passthrough);
     };
+    // CORS comes before the fault, as Envoy's filter order has it: a preflight is answered
+    // even on a route that aborts.
+    let cors = match route
+        .cors
+        .as_ref()
+        .map(|c| (c, c.check(req.method, req.headers)))
+    {
+        Some((_, CorsCheck::Preflight(headers))) => {
+            return Decision::reply(Reply::Preflight(headers));
+        }
+        Some((policy, CorsCheck::Allowed(origin))) => Some((policy, origin)),
+        Some((_, CorsCheck::Pass)) | None => None,
+    };
     let fault = route.fault.as_ref();
     let delay = fault.and_then(|f| f.delay(dice.fault));
     let action = match (fault.and_then(|f| f.abort(dice.fault)), &route.action) {
@@ -193,7 +219,11 @@ pub fn decide<'s>(
         }
         (None, Action::Forward(f)) => forwarding(req, route, f, snapshot, overrides, dice),
     };
-    Decision { delay, action }
+    Decision {
+        delay,
+        action,
+        cors,
+    }
 }
 
 /// The upstream request of a forwarding route.
@@ -233,6 +263,16 @@ fn forwarding<'s>(
     if let Some(g) = grpc_timeout(req.headers) {
         timeout = Some(timeout.map_or(g, |t| t.min(g)));
     }
+    let mirrors = action
+        .mirrors
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| mirror::takes(dice.mirror, *i, m.share_ppm))
+        .filter_map(|(_, m)| {
+            let cluster = snapshot.clusters.get(&m.cluster)?;
+            Some(Target::subset(cluster.clone(), m.subset.as_str()))
+        })
+        .collect();
     Decided::Forward(Box::new(Forwarding {
         target: Target::subset(cluster.clone(), destination.subset.as_str()),
         authority: action
@@ -250,6 +290,7 @@ fn forwarding<'s>(
         ],
         retry,
         timeout,
+        mirrors,
     }))
 }
 
@@ -276,7 +317,9 @@ fn unrouted<'s>(
             response_headers: [None, None],
             retry: RetryPolicy::none(),
             timeout: None,
+            mirrors: Vec::new(),
         })),
+        cors: None,
     }
 }
 

@@ -12,6 +12,7 @@ use super::admitted::AdmittedBody;
 use super::body::{BodyFailure, DownstreamBody, Replay, ResponseBody, UpstreamBody};
 use super::headers::remove_hop_by_hop;
 use super::local;
+use super::mirror::BodyCopies;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
@@ -28,6 +29,8 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     pub downstream_version: Version,
     pub grpc: bool,
+    /// The bodies of the request's shadow copies (mirrors), fed as the body is read.
+    pub copies: Option<BodyCopies>,
 }
 
 /// Where and how to send it.
@@ -105,14 +108,10 @@ async fn attempts(
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
     let cluster = &plan.target.cluster;
-    let version = match cluster.protocol {
-        Protocol::Http1 => Version::HTTP_11,
-        Protocol::Http2 => Version::HTTP_2,
-        Protocol::SameAsDownstream if out.downstream_version == Version::HTTP_2 => Version::HTTP_2,
-        Protocol::SameAsDownstream => Version::HTTP_11,
-    };
+    let version = upstream_version(cluster.protocol, out.downstream_version);
     let max_attempts = 1 + plan.policy.num_retries;
     let (downstream_body, body_failure) = DownstreamBody::watch_messages(downstream_body, grpc);
+    let downstream_body = downstream_body.with_copies(out.copies.take());
     let mut body = if max_attempts > 1 {
         BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
     } else {
@@ -231,6 +230,16 @@ async fn attempts(
     }
 }
 
+/// The HTTP version a request goes upstream in, by the cluster's protocol.
+pub(super) fn upstream_version(protocol: Protocol, downstream_version: Version) -> Version {
+    match protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::Http2 => Version::HTTP_2,
+        Protocol::SameAsDownstream if downstream_version == Version::HTTP_2 => Version::HTTP_2,
+        Protocol::SameAsDownstream => Version::HTTP_11,
+    }
+}
+
 /// An attempt's end as outlier detection counts it: an answer, or a local-origin failure.
 fn outlier_view(outcome: Outcome) -> Observed {
     match outcome {
@@ -251,7 +260,7 @@ fn downstream_body_failed<'r>(
     }
 }
 
-fn build(
+pub(super) fn build(
     out: &Outgoing,
     version: Version,
     mut headers: HeaderMap,

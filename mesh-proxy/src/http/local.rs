@@ -107,7 +107,7 @@ pub fn overflow(grpc: bool) -> Response<ResponseBody> {
     );
     resp.headers_mut()
         .insert(OVERLOADED, HeaderValue::from_static("true"));
-    resp
+    flagged(resp, ResponseFlag::UpstreamOverflow)
 }
 
 pub fn reset(grpc: bool) -> Response<ResponseBody> {

@@ -3,23 +3,25 @@
 //! `upgrade` or a local reply).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use mesh_proto::config::v1::Direction;
 
 use super::body::ResponseBody;
 use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
+use super::mirror::{self, BodyCopies};
 use super::{edge, inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::Overrides;
 use crate::telemetry::{RecordedBody, RequestRecord};
-use crate::upstream::{Cluster, HashInput};
+use crate::upstream::{Cluster, HashInput, Target};
 
 /// The HTTP request handler of every listener.
 pub struct Proxy {
@@ -93,11 +95,19 @@ impl Proxy {
         if conn.listener.is_gateway() {
             edge::sanitize_external(req.headers_mut(), conn.listener.scheme());
         }
-        if (outbound || conn.listener.is_gateway()) && !req.headers().contains_key(REQUEST_ID) {
+        // Every listener makes one when there is none, as Envoy's `generate_request_id`; the
+        // gateway has removed the client's.
+        if !req.headers().contains_key(REQUEST_ID) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
         // The one read of the config for this request.
         let snapshot = self.state.load_full();
+        let tracing = snapshot
+            .source
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.tracing.as_ref());
+        record.trace(self.metrics.tracer.begin(conn, &mut req, tracing));
         record.access_log(
             snapshot.access_log.for_direction(conn.listener.direction),
             &self.metrics.access_log,
@@ -132,10 +142,14 @@ impl Proxy {
         if let Some(delay) = decision.delay {
             tokio::time::sleep(delay).await;
         }
-        match decision.action {
+        let mut resp = match decision.action {
             Decided::Reply(reply) => local_reply(reply, grpc),
             Decided::Forward(f) => self.execute(conn, req, *f, upgrade, grpc).await,
+        };
+        if let Some((policy, origin)) = decision.cors {
+            policy.apply(origin, resp.headers_mut());
         }
+        resp
     }
 
     /// Sends a decided request upstream.
@@ -160,14 +174,18 @@ impl Proxy {
             upgrade::forward(&f.target, hash, req, f.authority, f.path_and_query).await
         } else {
             let (parts, body) = req.into_parts();
-            let out = Outgoing {
+            let mut out = Outgoing {
                 method: parts.method,
                 authority: f.authority,
                 path_and_query: f.path_and_query,
                 headers: parts.headers,
                 downstream_version: parts.version,
                 grpc,
+                copies: None,
             };
+            if !f.mirrors.is_empty() {
+                out.copies = Some(self.mirror(&out, f.mirrors, body.is_end_stream(), f.timeout));
+            }
             let plan = Plan {
                 target: &f.target,
                 hash,
@@ -183,6 +201,33 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Starts the shadow copies of a request, each with a body fed from the original's.
+    fn mirror(
+        &self,
+        out: &Outgoing,
+        targets: Vec<Target>,
+        no_body: bool,
+        timeout: Option<Duration>,
+    ) -> BodyCopies {
+        let (copies, bodies) = BodyCopies::new(targets.len(), no_body);
+        for (target, body) in targets.into_iter().zip(bodies) {
+            let copy = Outgoing {
+                method: out.method.clone(),
+                authority: mirror::shadow_authority(&out.authority),
+                path_and_query: out.path_and_query.clone(),
+                headers: out.headers.clone(),
+                downstream_version: out.downstream_version,
+                grpc: out.grpc,
+                copies: None,
+            };
+            let metrics = self.metrics.clone();
+            tokio::spawn(mirror::send_copy(metrics, target, copy, body, timeout));
+        }
+        copies
+    }
+}
+
 /// The response of a reply the proxy makes itself.
 fn local_reply(reply: Reply<'_>, grpc: bool) -> Response<ResponseBody> {
     match reply {
@@ -191,6 +236,11 @@ fn local_reply(reply: Reply<'_>, grpc: bool) -> Response<ResponseBody> {
         Reply::NoCluster => local::no_cluster(grpc),
         Reply::BadRequest(message) => local::bad_request(message),
         Reply::Abort(abort) => local::fault_abort(abort, grpc),
+        Reply::Preflight(headers) => {
+            let mut resp = Response::new(ResponseBody::empty());
+            *resp.headers_mut() = headers;
+            resp
+        }
         Reply::Direct {
             status,
             body,

@@ -18,6 +18,7 @@ use super::l4::Forward;
 use crate::http::Proxy;
 use crate::telemetry::tcp::CountedStream;
 use crate::telemetry::{ResponseFlag, Telemetry};
+use crate::upstream::connect::ConnectError;
 use crate::upstream::{Alpn, HashInput, Target};
 
 /// A connection's stream once PeerAuthentication let it in: a socket or a TLS session.
@@ -171,7 +172,10 @@ pub async fn serve_tcp(
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: upstream connect failed");
-            let flag = Some(ResponseFlag::UpstreamConnectionFailure);
+            let flag = Some(match e {
+                ConnectError::Overflow => ResponseFlag::UpstreamOverflow,
+                _ => ResponseFlag::UpstreamConnectionFailure,
+            });
             drop(telemetry.tcp_open(conn, &target.cluster, Some(&endpoint.transport), flag));
             return;
         }

@@ -1,11 +1,13 @@
 //! Routing: the pure decision from a request and a route table to an action.
 
+pub mod cors;
 pub mod fault;
 pub mod headers;
 pub mod matcher;
 pub mod table;
 pub mod weighted;
 
+pub use cors::{Cors, CorsCheck};
 pub use fault::{Abort, Fault, Rolls};
 pub use headers::HeaderOps;
 pub use matcher::{RequestView, query_param};

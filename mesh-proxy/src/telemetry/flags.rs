@@ -28,14 +28,17 @@ pub enum ResponseFlag {
     DelayInjected = 1 << 8,
     /// The route named a cluster the config lacks.
     NoClusterFound = 1 << 9,
+    /// A circuit breaker of the cluster refused the request or connection.
+    UpstreamOverflow = 1 << 10,
 }
 
 /// Envoy's spelling, in the order of Envoy's flag enum (the order it prints them in).
-const NAMES: [(ResponseFlag, &str); 10] = [
+const NAMES: [(ResponseFlag, &str); 11] = [
     (ResponseFlag::NoHealthyUpstream, "UH"),
     (ResponseFlag::UpstreamRequestTimeout, "UT"),
     (ResponseFlag::UpstreamConnectionFailure, "UF"),
     (ResponseFlag::UpstreamConnectionTermination, "UC"),
+    (ResponseFlag::UpstreamOverflow, "UO"),
     (ResponseFlag::NoRouteFound, "NR"),
     (ResponseFlag::DelayInjected, "DI"),
     (ResponseFlag::FaultInjected, "FI"),

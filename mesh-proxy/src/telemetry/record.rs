@@ -22,6 +22,7 @@ use super::grpc::MessageCounter;
 use super::labels::{
     CallLabels, PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, ServiceLabels,
 };
+use super::trace::{ActiveSpan, Finish};
 use super::upstream::UpstreamInfo;
 use super::{PEER_METADATA, Telemetry, peer};
 use crate::access_log::entry::{Finished, Upstream};
@@ -56,6 +57,10 @@ pub struct RequestRecord {
     /// Set when an access log applies to the request.
     access: Option<Box<Pending>>,
     recorded: bool,
+    /// The request's span, when it is traced; ended with the record.
+    span: Option<Box<ActiveSpan>>,
+    /// The upstream cluster, for the span.
+    cluster: Option<String>,
 }
 
 impl Telemetry {
@@ -91,6 +96,8 @@ impl Telemetry {
             metrics: enabled,
             access: None,
             recorded: false,
+            span: None,
+            cluster: None,
         };
         if enabled && conn.listener.is_inbound() {
             record.reporter = Reporter::Destination;
@@ -139,11 +146,11 @@ impl RequestRecord {
         match parts.extensions.remove::<UpstreamInfo>() {
             // From the forwarding code, which took the metadata off the upstream's response
             // (an upstream proxy's answer, or an app's forgery) already.
-            Some(mut info) => {
+            Some(info) => {
                 if let Some(access) = &mut self.access {
                     access.upstream(Upstream {
                         host: info.host,
-                        cluster: info.cluster.take(),
+                        cluster: info.cluster.clone(),
                         peer: info
                             .peer
                             .as_ref()
@@ -176,7 +183,13 @@ impl RequestRecord {
         )
     }
 
+    /// The request's span, ended when the request is recorded.
+    pub fn trace(&mut self, span: Option<Box<ActiveSpan>>) {
+        self.span = span;
+    }
+
     fn upstream(&mut self, info: UpstreamInfo) {
+        self.cluster = info.cluster;
         if let Some(bytes) = info.request_bytes {
             self.counted_request_bytes = Some(bytes);
         }
@@ -247,14 +260,37 @@ impl RequestRecord {
     }
 }
 
+impl RequestRecord {
+    fn end_span(&mut self) {
+        let Some(span) = self.span.take() else {
+            return;
+        };
+        let request_bytes = self
+            .counted_request_bytes
+            .as_ref()
+            .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
+        span.end(Finish {
+            status: self.response_code,
+            grpc_status: self.grpc_status,
+            flags: self.flags,
+            cluster: self.cluster.as_deref(),
+            request_bytes,
+            response_bytes: self.response_bytes,
+            source: &self.source,
+            destination: &self.destination,
+        });
+    }
+}
+
 impl Drop for RequestRecord {
     /// Dropped before a response body ended: the downstream went away.
     fn drop(&mut self) {
-        if !self.recorded {
+        if !self.recorded || self.span.is_some() {
             self.flags = self
                 .flags
                 .with(ResponseFlag::DownstreamConnectionTermination);
             self.record();
+            self.end_span();
         }
     }
 }
@@ -269,6 +305,7 @@ pub struct RecordedBody {
 impl RecordedBody {
     fn end(&mut self) {
         self.record.record();
+        self.record.end_span();
     }
 }
 

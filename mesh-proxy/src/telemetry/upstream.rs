@@ -16,6 +16,8 @@ use crate::upstream::Transport;
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamInfo {
     pub service: Option<Arc<ServiceLabels>>,
+    /// The cluster's name, for the request's span and access log.
+    pub cluster: Option<String>,
     /// The destination as labels; `None` unless the connection was mesh mTLS.
     pub peer: Option<Arc<PeerLabels>>,
     /// Request body bytes read from the downstream, counted as they flow.
@@ -24,8 +26,6 @@ pub struct UpstreamInfo {
     pub request_messages: Option<Arc<AtomicU64>>,
     /// The endpoint of the attempt that answered (or failed last).
     pub host: Option<SocketAddr>,
-    /// The cluster's name.
-    pub cluster: Option<String>,
 }
 
 impl Telemetry {

@@ -9,11 +9,20 @@ use mesh_proto::config::v1 as pb;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+/// Envoy's default circuit-breaker thresholds, applied to every cluster whose config leaves
+/// them unset, so no cluster (one HTTP/2 client multiplexing many requests, say) makes the
+/// proxy open or queue without bound. Envoy's default of 3 retries at once is replaced by the
+/// retry budget (which allows at least 3 too, more under load).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 1024;
+pub const DEFAULT_MAX_REQUESTS: usize = 1024;
+
 /// Envoy's retry budget defaults.
 const DEFAULT_BUDGET_PERCENT: f64 = 20.0;
 const DEFAULT_MIN_RETRY_CONCURRENCY: usize = 3;
 
-/// The configured ceilings; `None` is no limit.
+/// The ceilings in force; `None` is no limit (only `max_requests_per_connection` and
+/// `max_retries` are ever unlimited from config).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Thresholds {
     pub max_connections: Option<usize>,
@@ -70,9 +79,10 @@ impl Thresholds {
             None => Some(RetryBudget::default()),
         };
         Self {
-            max_connections: limit(l.max_connections),
-            max_pending_requests: limit(l.max_pending_requests),
-            max_requests: limit(l.max_requests),
+            max_connections: limit(l.max_connections).or(Some(DEFAULT_MAX_CONNECTIONS)),
+            max_pending_requests: limit(l.max_pending_requests)
+                .or(Some(DEFAULT_MAX_PENDING_REQUESTS)),
+            max_requests: limit(l.max_requests).or(Some(DEFAULT_MAX_REQUESTS)),
             max_requests_per_connection: (l.max_requests_per_connection > 0)
                 .then_some(l.max_requests_per_connection),
             max_retries: limit(l.max_retries),
@@ -313,10 +323,13 @@ mod tests {
     }
 
     #[test]
-    fn zero_is_no_limit_and_the_budget_is_on_by_default() {
+    fn unset_limits_are_envoys_defaults_and_the_budget_is_on() {
         let t = Thresholds::from_spec(None, None);
-        assert_eq!(t.max_connections, None);
-        assert_eq!(t.max_requests, None);
+        assert_eq!(t.max_connections, Some(1024));
+        assert_eq!(t.max_pending_requests, Some(1024));
+        assert_eq!(t.max_requests, Some(1024));
+        assert_eq!(t.max_requests_per_connection, None);
+        assert_eq!(t.max_retries, None);
         assert_eq!(t.retry_budget, Some(RetryBudget::default()));
         let off = pb::RetryBudget {
             disabled: true,

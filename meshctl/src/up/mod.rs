@@ -17,6 +17,7 @@ mod ca;
 mod egress;
 mod fleet;
 mod gateways;
+mod prometheus;
 mod workloads;
 
 use std::net::SocketAddr;
@@ -61,6 +62,25 @@ pub struct Args {
     /// when not given); proxies renew at half of it.
     #[arg(long, value_parser = clap::value_parser!(u64).range(10..))]
     pub cert_ttl: Option<u64>,
+    /// An OTLP gRPC collector (e.g. http://127.0.0.1:4317) every proxy and gateway reports
+    /// its spans to; without it no spans are made.
+    #[arg(long, value_name = "URL")]
+    pub tracing_otlp_endpoint: Option<String>,
+    /// Also run Prometheus (the `prometheus` binary on PATH) on localhost, scraping every
+    /// proxy and pilot; its data goes under the state directory.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// The port of Prometheus's web UI and query API (127.0.0.1), with --prometheus.
+    #[arg(long, default_value_t = 9090, requires = "prometheus")]
+    pub prometheus_port: u16,
+}
+
+/// The proxy flags every proxy and gateway of the local mesh shares.
+fn shared_proxy_args(args: &Args) -> Vec<String> {
+    match &args.tracing_otlp_endpoint {
+        Some(url) => vec!["--tracing-otlp-endpoint".into(), url.clone()],
+        None => Vec::new(),
+    }
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -103,6 +123,7 @@ fn up(args: &Args) -> Result<(), String> {
         sibling("mesh-echo")?,
         sibling("mesh-citadel")?,
     );
+    let prometheus = args.prometheus.then(prometheus::binary).transpose()?;
     // Stopped by a signal (Ctrl-C, `kill`, a service manager), the children are stopped with
     // it when `fleet` drops; the default action would leave them running.
     let stop = Arc::new(AtomicBool::new(false));
@@ -159,6 +180,7 @@ fn up(args: &Args) -> Result<(), String> {
             format!("app={},version={}", w.app, w.version),
         ];
         proxy_args.extend(ca.credentials(w).proxy_args());
+        proxy_args.extend(shared_proxy_args(args));
         if let Some(o) = w.outbound {
             proxy_args.extend(["--outbound-addr".into(), o.to_string()]);
         }
@@ -203,6 +225,20 @@ fn up(args: &Args) -> Result<(), String> {
             }
         }
     }
+    if let Some(binary) = &prometheus {
+        let listen = prometheus_addr(args);
+        prometheus::start(
+            &mut fleet,
+            binary,
+            &args.state_dir,
+            listen,
+            &scrape_targets(&workloads, &gateways),
+            args.http_addr,
+        )?;
+        if !wait_listening(listen, Duration::from_secs(20)) {
+            return Err(format!("prometheus is not listening on {listen}"));
+        }
+    }
     print_summary(args, &workloads, &gateways);
     if args.check {
         return Ok(());
@@ -219,6 +255,31 @@ fn up(args: &Args) -> Result<(), String> {
     eprintln!("meshctl up: stopping the mesh");
     Ok(())
 }
+
+fn prometheus_addr(args: &Args) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], args.prometheus_port))
+}
+
+/// Every proxy's admin address (the proxy's default where the entry does not place it).
+fn scrape_targets(
+    workloads: &[LocalWorkload],
+    gateways: &[LocalGateway],
+) -> Vec<prometheus::ProxyTarget> {
+    let workload_proxies = workloads.iter().map(|w| (&w.name, &w.namespace, w.admin));
+    let gateway_proxies = gateways.iter().map(|g| (&g.name, &g.namespace, g.admin));
+    workload_proxies
+        .chain(gateway_proxies)
+        .map(|(name, namespace, admin)| prometheus::ProxyTarget {
+            workload: name.clone(),
+            namespace: namespace.clone(),
+            admin: admin.unwrap_or(DEFAULT_ADMIN),
+        })
+        .collect()
+}
+
+/// `mesh-proxy`'s own admin address when none is given.
+const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
 
 /// `mesh-proxy --gateway` for `g`: its server ports mapped, the others on its address.
 fn gateway_args(args: &Args, ca: &LocalCa, g: &LocalGateway) -> Vec<String> {
@@ -238,6 +299,7 @@ fn gateway_args(args: &Args, ca: &LocalCa, g: &LocalGateway) -> Vec<String> {
     for (port, addr) in &g.ports {
         out.extend(["--gateway-port".into(), format!("{port}={addr}")]);
     }
+    out.extend(shared_proxy_args(args));
     if let Some(a) = g.admin {
         out.extend(["--admin-addr".into(), a.to_string()]);
     }
@@ -292,10 +354,7 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload], gateways: &[LocalGate
             .unwrap_or_else(|| "-".into());
         let app = format!("{} ({})", w.app_addr, w.app_mode.label());
         // The proxy's own default when the WorkloadEntry does not place it.
-        let admin = w
-            .admin
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "127.0.0.1:15000".into());
+        let admin = w.admin.unwrap_or(DEFAULT_ADMIN).to_string();
         println!(
             "{:<16} {:<8} {:<18} {:<24} {:<18} {:<18}",
             w.name, w.version, w.inbound, app, outbound, admin
@@ -330,8 +389,46 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload], gateways: &[LocalGate
         println!("\ntry:  exec 3<>/dev/tcp/{ip}/{port}; echo hello >&3; head -n1 <&3; exec 3>&-");
     }
     print_gateways(gateways);
+    if args.prometheus {
+        print!(
+            "{}",
+            prometheus::banner(
+                prometheus_addr(args),
+                workloads.len() + gateways.len(),
+                &args.state_dir
+            )
+        );
+    }
     println!(
         "edit the YAML in {} and the change reaches every proxy within a second; Ctrl-C stops the mesh",
         args.dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: Args,
+    }
+
+    #[test]
+    fn the_tracing_endpoint_is_passed_to_every_proxy() {
+        let cli = Cli::parse_from([
+            "up",
+            "examples/bookinfo",
+            "--tracing-otlp-endpoint",
+            "http://127.0.0.1:4317",
+        ]);
+        assert_eq!(
+            shared_proxy_args(&cli.up),
+            ["--tracing-otlp-endpoint", "http://127.0.0.1:4317"]
+        );
+        let cli = Cli::parse_from(["up", "examples/bookinfo"]);
+        assert!(shared_proxy_args(&cli.up).is_empty());
+    }
 }
