@@ -58,6 +58,13 @@ fn what_the_mesh_does_not_implement_is_warned_with_its_line() {
         "    overrides:\n",
         "    - match: {metric: REQUEST_COUNT}\n",
         "      disabled: true\n",
+        "    - match: {customMetric: my_metric}\n",
+        "    - match: {metric: TCP_SENT_BYTES}\n",
+        "      disabled: true\n",
+        "    - match: {metric: REQUEST_DURATION}\n",
+        "      tagOverrides:\n",
+        "        port: {value: string(destination.port)}\n",
+        "        bad-name: {value: \"'x'\"}\n",
         "  accessLogging:\n",
         "  - providers: [{name: otel}]\n",
     );
@@ -66,9 +73,12 @@ fn what_the_mesh_does_not_implement_is_warned_with_its_line() {
     let want = [
         "t.yaml:5: spec.targetRef: targetRef attaches a Telemetry to a gateway or waypoint",
         "t.yaml:7: spec.metrics[0].providers[0].name: metrics provider \"stackdriver\" is not implemented",
-        "t.yaml:9: spec.metrics[0].overrides: metrics overrides are not implemented",
+        "t.yaml:12: spec.metrics[0].overrides[1].match.customMetric: custom metrics are not implemented",
+        "t.yaml:13: spec.metrics[0].overrides[2].match.metric: overrides of the TCP metrics are not implemented",
+        "t.yaml:17: spec.metrics[0].overrides[3].tagOverrides.port.value: value \"string(destination.port)\" is not evaluated",
+        "t.yaml:18: spec.metrics[0].overrides[3].tagOverrides[bad-name]: \"bad-name\" is not a Prometheus label name",
         "t.yaml:8: spec.metrics[0].reportingInterval: reportingInterval is not implemented",
-        "t.yaml:13: spec.accessLogging[0].providers[0].name: access log provider \"otel\" is not implemented",
+        "t.yaml:20: spec.accessLogging[0].providers[0].name: access log provider \"otel\" is not implemented",
     ];
     for want in want {
         assert!(
@@ -77,4 +87,41 @@ fn what_the_mesh_does_not_implement_is_warned_with_its_line() {
         );
     }
     assert_eq!(w.len(), want.len(), "{w:#?}");
+}
+
+#[test]
+fn metrics_overrides_the_mesh_evaluates_have_no_warning() {
+    let spec = concat!(
+        "  metrics:\n",
+        "  - providers: [{name: prometheus}]\n",
+        "    overrides:\n",
+        "    - match: {metric: REQUEST_COUNT, mode: SERVER}\n",
+        "      disabled: true\n",
+        "    - match: {metric: REQUEST_DURATION, mode: CLIENT_AND_SERVER}\n",
+        "      tagOverrides:\n",
+        "        response_flags: {operation: REMOVE}\n",
+        "        team: {value: \"'books'\"}\n",
+        "        host: {operation: UPSERT, value: request.host}\n",
+        "        method: {value: request.method}\n",
+        "        tenant: {value: \"request.headers['x-tenant']\"}\n",
+        "    - match: {metric: GRPC_RESPONSE_MESSAGES, mode: CLIENT}\n",
+        "      disabled: false\n",
+    );
+    let r = load("telemetry.istio.io/v1", spec);
+    assert_eq!(warning_lines(&r), Vec::<String>::new());
+}
+
+#[test]
+fn all_metrics_overrides_say_that_tcp_metrics_keep_their_tags() {
+    let spec = concat!(
+        "  metrics:\n",
+        "  - overrides:\n",
+        "    - tagOverrides: {response_code: {operation: REMOVE}}\n",
+    );
+    let w = warning_lines(&load("telemetry.istio.io/v1", spec));
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains("spec.metrics[0].overrides[0].match.metric: ALL_METRICS overrides the HTTP and gRPC metrics only"),
+        "{w:#?}"
+    );
 }

@@ -1,8 +1,8 @@
 //! The Telemetry of one workload: Istio's precedence (the root namespace's Telemetry without
 //! selector is mesh-wide, then the workload namespace's without selector, then the one of
 //! that namespace whose selector matches the workload; each more specific one overrides what
-//! it sets), resolved per side of a call into the proxy's access logs, and into tracing
-//! settings kept as the API's structs for the tracing translation.
+//! it sets), resolved per side of a call into the proxy's access logs and metrics overrides,
+//! and into tracing settings kept as the API's structs for the tracing translation.
 //!
 //! Pure functions of the store's resources and the workload's namespace and labels.
 
@@ -18,6 +18,8 @@ use mesh_proto::config::v1 as pb;
 use pb::access_log::{Format, Mode};
 
 use crate::authz::{namespace_of, selects};
+
+mod metrics;
 
 /// The provider of an `accessLogging` entry that names none (Istio's default provider,
 /// which Istio's default mesh config defines as a file access log to stdout).
@@ -113,6 +115,8 @@ pub struct Resolved {
     pub client_tracing: Option<api::Tracing>,
     /// Tracing for inbound requests (the SERVER side).
     pub server_tracing: Option<api::Tracing>,
+    /// Changes to the standard metrics, per metric and side.
+    pub metrics: pb::MetricsOverrides,
 }
 
 impl Resolved {
@@ -121,10 +125,14 @@ impl Resolved {
         let access_logging =
             (!self.access_logging.logs.is_empty()).then(|| self.access_logging.clone());
         let tracing = self.tracing_proto();
-        (access_logging.is_some() || tracing.is_some()).then_some(pb::Telemetry {
-            access_logging,
-            tracing,
-        })
+        let metrics = (!self.metrics.overrides.is_empty()).then(|| self.metrics.clone());
+        (access_logging.is_some() || tracing.is_some() || metrics.is_some()).then_some(
+            pb::Telemetry {
+                access_logging,
+                tracing,
+                metrics,
+            },
+        )
     }
 
     /// The proxy's one tracing setting from the two sides'. The sampling percentage and
@@ -206,6 +214,7 @@ pub fn resolve(
         access_logging: access_logging(&layers),
         client_tracing: tracing(&layers, WorkloadMode::Client),
         server_tracing: tracing(&layers, WorkloadMode::Server),
+        metrics: metrics::resolve(layers.layers()),
     }
 }
 
@@ -534,7 +543,9 @@ metadata: {name: off, namespace: istio-system}
 spec:
   accessLogging: [{disabled: true}]
   metrics:
-  - overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]
+  - overrides:
+    - {match: {metric: REQUEST_COUNT}, disabled: true}
+    - {match: {metric: TCP_SENT_BYTES}, disabled: true}
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -543,16 +554,24 @@ spec:
   accessLogging: [{match: {mode: CLIENT}}]
 ";
         let resources = load(yaml);
-        assert_eq!(
-            resolve(&resources, "default", &labels(&[]), ROOT).to_proto(),
-            None
+        let default = resolve(&resources, "default", &labels(&[]), ROOT)
+            .to_proto()
+            .unwrap();
+        assert_eq!(default.access_logging, None);
+        // The request count is off on both sides; the TCP override is left out.
+        let metrics = default.metrics.unwrap().overrides;
+        assert_eq!(metrics.len(), 2, "{metrics:?}");
+        assert!(
+            metrics
+                .iter()
+                .all(|o| o.disabled && o.metric == pb::StandardMetric::RequestCount as i32)
         );
         let shop = resolve(&resources, "shop", &labels(&[]), ROOT);
         assert_eq!(logs(&shop), [log("envoy", Format::Text, Mode::Client, "")]);
         let w = warnings(&resources, ROOT);
         assert!(
             w.iter().any(|l| l.starts_with(
-                "Telemetry istio-system/off: spec.metrics[0].overrides: metrics overrides are not implemented"
+                "Telemetry istio-system/off: spec.metrics[0].overrides[1].match.metric: overrides of the TCP metrics are not implemented"
             )),
             "{w:?}"
         );

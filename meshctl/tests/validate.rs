@@ -220,7 +220,7 @@ spec:
   - providers: [{name: envoy}, {name: otel}]
     filter: {expression: 'response.code >= 400'}
   metrics:
-  - overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]
+  - overrides: [{match: {metric: TCP_SENT_BYTES}, disabled: true}]
 ",
     );
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
@@ -243,7 +243,7 @@ spec:
     );
     assert!(
         stderr.contains(
-            "telemetry.yaml:9: spec.metrics[0].overrides: metrics overrides are not implemented"
+            "telemetry.yaml:9: spec.metrics[0].overrides[0].match.metric: overrides of the TCP metrics are not implemented"
         ),
         "{stderr}"
     );

@@ -6,7 +6,8 @@ use super::destination_rule::selector_labels;
 use super::request_authentication::target_refs;
 use crate::path::FieldPath;
 use crate::telemetry::{
-    ACCESS_LOG_PROVIDERS, Filter, MetricsOverrides, ProviderRef, TagOperation, Telemetry,
+    ACCESS_LOG_PROVIDERS, Filter, IstioMetric, MetricsOverrides, ProviderRef, TagOperation,
+    TagValue, Telemetry, is_label_name,
 };
 
 pub fn validate(t: &Telemetry, ns: Option<&str>, p: &FieldPath, errs: &mut Errors) {
@@ -158,11 +159,8 @@ pub fn unsupported(t: &Telemetry, p: &FieldPath, out: &mut Errors) {
                 );
             }
         }
-        if !m.overrides.is_empty() {
-            out.push(
-                &mp.key("overrides"),
-                "metrics overrides are not implemented; the standard metrics keep their names and tags",
-            );
+        for (j, o) in m.overrides.iter().enumerate() {
+            override_unsupported(o, &mp.key("overrides").index(j), out);
         }
         if m.reporting_interval.is_some() {
             out.push(
@@ -204,6 +202,63 @@ pub fn unsupported(t: &Telemetry, p: &FieldPath, out: &mut Errors) {
             out.push(
                 &tp.key("enableIstioTags"),
                 "enableIstioTags is not implemented; spans always carry the istio.* tags",
+            );
+        }
+    }
+}
+
+/// What of one metrics override the mesh does not do: custom metrics, the TCP metrics, tag
+/// names Prometheus cannot carry and tag values other than those [`TagValue`] evaluates.
+/// Pilot leaves each of these out of what it sends.
+fn override_unsupported(o: &MetricsOverrides, p: &FieldPath, out: &mut Errors) {
+    let selector = o.match_.as_ref();
+    if selector.is_some_and(|m| m.custom_metric.is_some()) {
+        out.push(
+            &p.key("match").key("customMetric"),
+            "custom metrics are not implemented; this override is ignored",
+        );
+        return;
+    }
+    let changes = o.disabled == Some(true) || !o.tag_overrides.is_empty();
+    match selector.and_then(|m| m.metric) {
+        Some(
+            IstioMetric::TcpOpenedConnections
+            | IstioMetric::TcpClosedConnections
+            | IstioMetric::TcpSentBytes
+            | IstioMetric::TcpReceivedBytes,
+        ) => {
+            out.push(
+                &p.key("match").key("metric"),
+                "overrides of the TCP metrics are not implemented; they are recorded with the standard tags, this override is ignored",
+            );
+            return;
+        }
+        None | Some(IstioMetric::AllMetrics) if changes => out.push(
+            &p.key("match").key("metric"),
+            "ALL_METRICS overrides the HTTP and gRPC metrics only; the TCP metrics are recorded with the standard tags",
+        ),
+        _ => {}
+    }
+    for (name, tag) in &o.tag_overrides {
+        let tp = p.key("tagOverrides").key(name);
+        if !name.is_empty() && !is_label_name(name) {
+            out.push(
+                &tp,
+                format!(
+                    "{name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*); this tag override is ignored"
+                ),
+            );
+            continue;
+        }
+        if tag.operation.unwrap_or_default() != TagOperation::Upsert {
+            continue;
+        }
+        if let Some(value) = &tag.value
+            && let Err(e) = TagValue::parse(value)
+        {
+            out.push(
+                &tp.key("value"),
+                format!("value {value:?} is not evaluated ({e}); this tag override is ignored"),
             );
         }
     }

@@ -226,6 +226,13 @@ fn repair(cfg: &mut ProxyConfig, e: &ConfigError, again: bool) -> String {
                 name.unwrap_or_default()
             )
         }
+        ConfigObject::MetricOverride { index } => {
+            cfg.telemetry
+                .as_mut()
+                .and_then(|t| t.metrics.as_mut())
+                .and_then(|m| remove(&mut m.overrides, index));
+            format!("metrics override {index}: refused by the proxy ({refused}); removed")
+        }
     }
 }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use mesh_proto::config::v1 as pb;
 
 use super::ConfigError;
-use super::snapshot::{Env, Listeners, Names, Upstreams, compile_access_log};
+use super::snapshot::{Env, Listeners, Names, Upstreams, compile_access_log, compile_metrics};
 use crate::authz::Fallback;
 use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
 use crate::upstream::CompileFor;
 
 /// What a config that compiles still tells its sender.
@@ -27,6 +28,7 @@ pub fn check(cfg: &pb::ProxyConfig) -> Result<Report, ConfigError> {
         with_env(|env| Upstreams::compile(&cfg.clusters, &cfg.route_tables, None, env))?;
     let listeners = Listeners::compile(&cfg.listeners, &upstreams, &Default::default())?;
     compile_access_log(cfg.telemetry.as_ref())?;
+    compile_metrics(cfg.telemetry.as_ref(), &Telemetry::default())?;
     Ok(Report {
         fallbacks: listeners.fallbacks,
     })
@@ -57,6 +59,7 @@ pub fn check_with(
         with_env(|env| Upstreams::compile(&own.clusters, &own.route_tables, base, env))?;
     let listeners = Listeners::compile(&own.listeners, &upstreams, &Default::default())?;
     compile_access_log(own.telemetry.as_ref())?;
+    compile_metrics(own.telemetry.as_ref(), &Telemetry::default())?;
     Ok(Report {
         fallbacks: listeners.fallbacks,
     })

@@ -68,6 +68,10 @@ pub enum ConfigObject {
     AccessLog {
         index: usize,
     },
+    /// One of `telemetry.metrics.overrides`.
+    MetricOverride {
+        index: usize,
+    },
 }
 
 impl fmt::Display for ConfigObject {
@@ -94,6 +98,7 @@ impl fmt::Display for ConfigObject {
                 write!(f, "listeners[{listener}].jwtRules[{rule}]")
             }
             Self::AccessLog { index } => write!(f, "telemetry.accessLogging.logs[{index}]"),
+            Self::MetricOverride { index } => write!(f, "telemetry.metrics.overrides[{index}]"),
         }
     }
 }

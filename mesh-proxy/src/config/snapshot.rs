@@ -19,6 +19,8 @@ use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
 use crate::route::{RouteTable, TableError};
 use crate::tcp_route::TcpRoutes;
+use crate::telemetry::Telemetry;
+use crate::telemetry::overrides::{MetricsConfig, OverrideError};
 use crate::upstream::{Cluster, CompileFor};
 
 #[derive(Debug)]
@@ -32,6 +34,8 @@ pub struct Snapshot {
     pub tcp_routes: HashMap<String, Arc<TcpRoutes>>,
     /// The access logs, by the side of the call.
     pub access_log: AccessLogConfig,
+    /// The metrics overrides, by the side of the call.
+    pub metrics_overrides: MetricsConfig,
 }
 
 impl Snapshot {
@@ -44,6 +48,7 @@ impl Snapshot {
             listener_security: HashMap::new(),
             tcp_routes: HashMap::new(),
             access_log: AccessLogConfig::default(),
+            metrics_overrides: MetricsConfig::default(),
         }
     }
 
@@ -72,6 +77,7 @@ impl Snapshot {
         let upstreams = Upstreams::compile(&cfg.clusters, &cfg.route_tables, None, &env)?;
         let listeners = Listeners::compile(&cfg.listeners, &upstreams, &env.remote_keys())?;
         let access_log = compile_access_log(cfg.telemetry.as_ref())?;
+        let metrics_overrides = compile_metrics(cfg.telemetry.as_ref(), &metrics.istio)?;
         for f in &listeners.fallbacks {
             tracing::warn!(policy = %f.policy, field = %f.field, "{f}");
         }
@@ -82,6 +88,7 @@ impl Snapshot {
             listener_security: listeners.security,
             tcp_routes: listeners.tcp_routes,
             access_log,
+            metrics_overrides,
         })
     }
 }
@@ -93,6 +100,19 @@ pub(super) fn compile_access_log(
     AccessLogConfig::compile(telemetry).map_err(|e: AccessLogError| {
         ConfigError::new(
             ConfigObject::AccessLog { index: e.index() },
+            FieldError::new(e.field(), e.to_string()),
+        )
+    })
+}
+
+/// The metrics overrides of `telemetry`, with an error that names the refused override.
+pub(super) fn compile_metrics(
+    cfg: Option<&pb::Telemetry>,
+    telemetry: &Telemetry,
+) -> Result<MetricsConfig, ConfigError> {
+    MetricsConfig::compile(cfg, telemetry).map_err(|e: OverrideError| {
+        ConfigError::new(
+            ConfigObject::MetricOverride { index: e.index() },
             FieldError::new(e.field(), e.to_string()),
         )
     })

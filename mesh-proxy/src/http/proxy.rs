@@ -86,6 +86,10 @@ impl Proxy {
             let snapshot = self.state.load();
             let logs = snapshot.access_log.for_direction(conn.listener.direction);
             record.access_log(logs, &self.metrics.access_log, conn, &req);
+            let overrides = snapshot
+                .metrics_overrides
+                .for_direction(conn.listener.direction);
+            record.metric_overrides(overrides, &req);
             return local::bad_request("missing host");
         };
         let upgrade = is_upgrade_request(&req);
@@ -112,6 +116,12 @@ impl Proxy {
             snapshot.access_log.for_direction(conn.listener.direction),
             &self.metrics.access_log,
             conn,
+            &req,
+        );
+        record.metric_overrides(
+            snapshot
+                .metrics_overrides
+                .for_direction(conn.listener.direction),
             &req,
         );
         let mut request_auth = None;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+#[derive(Debug)]
 pub struct Interner<T> {
     map: RwLock<HashMap<Box<str>, Arc<T>>>,
     capacity: usize,

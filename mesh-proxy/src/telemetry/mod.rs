@@ -5,6 +5,8 @@
 //!
 //! - [`peer`]: a workload's metadata and its header encoding;
 //! - [`labels`]: the label sets;
+//! - [`overrides`]: the Telemetry API's metrics overrides, compiled, and `custom`: the label
+//!   sets they make;
 //! - [`flags`]: Envoy's response flags, set where a reply is made;
 //! - [`record`]: one HTTP request, recorded once after its response body ends (or the
 //!   downstream leaves);
@@ -15,17 +17,20 @@
 pub mod flags;
 pub mod grpc;
 pub mod labels;
+pub mod overrides;
 pub mod peer;
 pub mod record;
 pub mod tcp;
 pub mod trace;
 pub mod upstream;
 
+mod custom;
 mod interner;
 mod series;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -40,8 +45,10 @@ pub use peer::{PEER_METADATA, WorkloadMetadata};
 pub use record::{RecordedBody, RequestRecord};
 pub use upstream::UpstreamInfo;
 
+use custom::RequestKey;
 use interner::Interner;
-use labels::{RequestLabels, TcpLabels};
+use labels::TcpLabels;
+use overrides::{MAX_TAG_VALUES, OVERFLOW_VALUE, RequestValue};
 
 /// Istio's buckets for `istio_request_duration_milliseconds`.
 pub const DURATION_BUCKETS_MS: [f64; 19] = [
@@ -52,7 +59,7 @@ pub const DURATION_BUCKETS_MS: [f64; 19] = [
 /// Istio's buckets for the request and response size histograms: 1 B to 1 GB by tens.
 pub const SIZE_BUCKETS_BYTES: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
-type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+type Histograms = Family<RequestKey, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS_MS)
@@ -101,12 +108,12 @@ impl Local {
 
 /// The standard metrics of one proxy and what it knows about itself.
 pub struct Telemetry {
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestKey, Counter>,
     duration: Histograms,
     request_bytes: Histograms,
     response_bytes: Histograms,
-    request_messages: Family<RequestLabels, Counter>,
-    response_messages: Family<RequestLabels, Counter>,
+    request_messages: Family<RequestKey, Counter>,
+    response_messages: Family<RequestKey, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
     tcp_opened: Family<TcpLabels, Counter>,
@@ -118,6 +125,9 @@ pub struct Telemetry {
     inbound_hosts: Interner<ServiceLabels>,
     peers: Interner<PeerLabels>,
     series: series::SeriesCache,
+    /// The values metrics overrides took from requests, per request value; kept across
+    /// configs so that the bound holds for the proxy's lifetime, not per config.
+    tag_values: Mutex<HashMap<RequestValue, Arc<Interner<String>>>>,
     /// Off: no request is recorded and nothing is announced to peers (metadata headers are
     /// still stripped). The benchmark's baseline; TCP connections are still counted.
     enabled: AtomicBool,
@@ -143,6 +153,7 @@ impl Default for Telemetry {
             inbound_hosts: Interner::new(MAX_INBOUND_HOSTS),
             peers: Interner::new(MAX_PEERS),
             series: series::SeriesCache::default(),
+            tag_values: Mutex::default(),
             enabled: AtomicBool::new(true),
         }
     }
@@ -248,6 +259,20 @@ impl Telemetry {
         } else {
             local.plain.clone()
         }
+    }
+
+    /// The bounded values of one request value that overrides label series with.
+    fn tag_values(&self, value: &RequestValue) -> Arc<Interner<String>> {
+        // A poisoned lock only means a panic elsewhere while inserting; the map is intact.
+        let mut map = self.tag_values.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(value.clone())
+            .or_insert_with(|| {
+                // The overflow value has its own place, so it is always found.
+                let values = Interner::new(MAX_TAG_VALUES + 1);
+                values.get_or_insert(OVERFLOW_VALUE, || OVERFLOW_VALUE.to_owned());
+                Arc::new(values)
+            })
+            .clone()
     }
 
     /// The destination service of a cluster, by its name.

@@ -17,11 +17,13 @@ use http::{HeaderMap, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::custom::{ChangedLabels, RequestKey};
 use super::flags::{ResponseFlag, ResponseFlags};
 use super::grpc::MessageCounter;
 use super::labels::{
     CallLabels, PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, ServiceLabels,
 };
+use super::overrides::{Metric, Rule, SideOverrides};
 use super::trace::{ActiveSpan, Finish};
 use super::upstream::UpstreamInfo;
 use super::{PEER_METADATA, Telemetry, peer};
@@ -54,6 +56,8 @@ pub struct RequestRecord {
     answer_peer: bool,
     /// Whether the standard metrics record this request.
     metrics: bool,
+    /// The metrics overrides of the request's side, with the request values they use.
+    overrides: Option<Applied>,
     /// Set when an access log applies to the request.
     access: Option<Box<Pending>>,
     recorded: bool,
@@ -94,6 +98,7 @@ impl Telemetry {
             response_messages: (protocol == RequestProtocol::Grpc).then(MessageCounter::default),
             answer_peer: false,
             metrics: enabled,
+            overrides: None,
             access: None,
             recorded: false,
             span: None,
@@ -133,6 +138,28 @@ impl RequestRecord {
     ) {
         if let Some(logs) = logs {
             self.access = Some(Pending::capture(logs, sink, conn, req));
+        }
+    }
+
+    /// Records the request's metrics as `overrides` (those of its config and side) change
+    /// them, when they are some. Without overrides this is one branch.
+    #[inline]
+    pub fn metric_overrides<B>(
+        &mut self,
+        overrides: Option<&Arc<SideOverrides>>,
+        req: &Request<B>,
+    ) {
+        if let Some(side) = overrides
+            && self.metrics
+        {
+            if side.all_disabled() {
+                self.metrics = false;
+                return;
+            }
+            self.overrides = Some(Applied {
+                captured: side.capture_values(req),
+                side: side.clone(),
+            });
         }
     }
 
@@ -242,6 +269,10 @@ impl RequestRecord {
             grpc_status: self.grpc_status,
         };
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        if let Some(applied) = &self.overrides {
+            self.record_changed(applied, labels, ms, request_bytes);
+            return;
+        }
         let series = t.request_series(&labels);
         series.requests.inc();
         series.duration.observe(ms);
@@ -252,12 +283,69 @@ impl RequestRecord {
                 .request_messages
                 .as_ref()
                 .map_or(0, |c| c.load(Ordering::Relaxed));
-            t.request_messages.get_or_create(&labels).inc_by(sent);
+            let key = RequestKey::Standard(labels);
+            t.request_messages.get_or_create(&key).inc_by(sent);
             t.response_messages
-                .get_or_create(&labels)
+                .get_or_create(&key)
                 .inc_by(counter.messages);
         }
     }
+
+    /// Each metric as its rule says: Istio's labels, not at all, or changed labels.
+    fn record_changed(
+        &self,
+        applied: &Applied,
+        labels: RequestLabels,
+        ms: f64,
+        request_bytes: u64,
+    ) {
+        let t = &self.telemetry;
+        let key = |metric: Metric| match applied.side.rule(metric) {
+            Rule::Standard => Some(RequestKey::Standard(labels.clone())),
+            Rule::Disabled => None,
+            Rule::Changed(rule) => Some(RequestKey::Changed(ChangedLabels {
+                labels: labels.clone(),
+                rule: rule.clone(),
+                captured: applied.captured.clone(),
+            })),
+        };
+        if let Some(k) = key(Metric::Requests) {
+            t.requests.get_or_create(&k).inc();
+        }
+        if let Some(k) = key(Metric::Duration) {
+            t.duration.get_or_create(&k).observe(ms);
+        }
+        if let Some(k) = key(Metric::RequestBytes) {
+            t.request_bytes
+                .get_or_create(&k)
+                .observe(request_bytes as f64);
+        }
+        if let Some(k) = key(Metric::ResponseBytes) {
+            t.response_bytes
+                .get_or_create(&k)
+                .observe(self.response_bytes as f64);
+        }
+        if let Some(counter) = &self.response_messages {
+            if let Some(k) = key(Metric::RequestMessages) {
+                let sent = self
+                    .request_messages
+                    .as_ref()
+                    .map_or(0, |c| c.load(Ordering::Relaxed));
+                t.request_messages.get_or_create(&k).inc_by(sent);
+            }
+            if let Some(k) = key(Metric::ResponseMessages) {
+                t.response_messages
+                    .get_or_create(&k)
+                    .inc_by(counter.messages);
+            }
+        }
+    }
+}
+
+/// A request's side overrides and the request values they label with.
+struct Applied {
+    side: Arc<SideOverrides>,
+    captured: Arc<[Arc<String>]>,
 }
 
 impl RequestRecord {

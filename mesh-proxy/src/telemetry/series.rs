@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::Telemetry;
+use super::custom::RequestKey;
 use super::labels::RequestLabels;
 
 /// The series a request with one label set adds to.
@@ -32,11 +33,12 @@ impl Telemetry {
         if let Some(s) = cache.read().unwrap_or_else(|e| e.into_inner()).get(labels) {
             return s.clone();
         }
+        let key = RequestKey::Standard(labels.clone());
         let series = Arc::new(RequestSeries {
-            requests: self.requests.get_or_create(labels).clone(),
-            duration: self.duration.get_or_create(labels).clone(),
-            request_bytes: self.request_bytes.get_or_create(labels).clone(),
-            response_bytes: self.response_bytes.get_or_create(labels).clone(),
+            requests: self.requests.get_or_create(&key).clone(),
+            duration: self.duration.get_or_create(&key).clone(),
+            request_bytes: self.request_bytes.get_or_create(&key).clone(),
+            response_bytes: self.response_bytes.get_or_create(&key).clone(),
         });
         cache
             .write()
