@@ -554,3 +554,161 @@ async fn turned_off_nothing_is_recorded_or_announced() {
     let text = scrape(metrics_port(&pair.client).await).await;
     assert_eq!(sample(&text, "istio_requests_total", &[]), 0.0, "{text}");
 }
+
+/// `cfg` with `telemetry.metrics.overrides` set to `overrides` (proto3 JSON).
+fn with_overrides(
+    cfg: mesh_proto::config::v1::ProxyConfig,
+    overrides: serde_json::Value,
+) -> mesh_proto::config::v1::ProxyConfig {
+    let mut v = serde_json::to_value(&cfg).unwrap();
+    v["telemetry"] = json!({ "metrics": { "overrides": overrides } });
+    config(v)
+}
+
+/// The `istio_requests_total` lines of `text`.
+fn request_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_overrides_disable_a_metric_remove_a_tag_and_upsert_others() {
+    let citadel = Citadel::start(None).await;
+    let app = echo("reviews", "v2").await;
+    // The server side: no request size histogram; `destination_app` replaced by a literal.
+    let server = sidecar(
+        Some(citadel.identity("reviews").await),
+        with_overrides(
+            inbound(app.addr(), json!({ "mtlsMode": "MTLS_MODE_STRICT" })),
+            json!([
+                { "metric": "STANDARD_METRIC_REQUEST_SIZE", "side": "METRIC_SIDE_SERVER", "disabled": true },
+                { "metric": "STANDARD_METRIC_REQUEST_COUNT", "side": "METRIC_SIDE_SERVER",
+                  "tags": [{ "name": "destination_app", "literal": "renamed" }] },
+            ]),
+        ),
+    )
+    .await;
+    server.set_workload(workload("reviews-v2", "reviews", "v2"));
+    // The client side: no duration histogram; the request count without `response_code`,
+    // with a literal, the method and a header.
+    let client = sidecar(
+        Some(citadel.identity("productpage").await),
+        with_overrides(
+            outbound(
+                vec![endpoint(in_addr(&server), true, &[&spiffe("reviews")])],
+                json!({}),
+            ),
+            json!([
+                { "metric": "STANDARD_METRIC_REQUEST_DURATION", "side": "METRIC_SIDE_CLIENT", "disabled": true },
+                { "metric": "STANDARD_METRIC_REQUEST_COUNT", "side": "METRIC_SIDE_CLIENT", "tags": [
+                    { "name": "response_code", "remove": true },
+                    { "name": "team", "literal": "books" },
+                    { "name": "method", "attribute": "REQUEST_ATTRIBUTE_METHOD" },
+                    { "name": "tenant", "requestHeader": "x-tenant" },
+                ] },
+            ]),
+        ),
+    )
+    .await;
+    client.set_workload(workload("productpage-v1", "productpage", "v1"));
+    let (client_metrics, server_metrics) =
+        (metrics_port(&client).await, metrics_port(&server).await);
+
+    let http = h1_client();
+    let out = out_addr(&client);
+    let long = "x".repeat(65);
+    for (path, tenant) in [
+        ("/a", Some("acme")),
+        ("/status/404", Some("acme")),
+        ("/status/503", Some("acme")),
+        ("/b", None),
+        ("/c", Some(long.as_str())),
+    ] {
+        let headers: Vec<(&str, &str)> = tenant.map(|t| ("x-tenant", t)).into_iter().collect();
+        send_h1(&http, out, "GET", "reviews", path, &headers, "").await;
+    }
+
+    let text = scrape_until(client_metrics, "istio_requests_total", &[], 5.0).await;
+    // The three codes of tenant acme are one series, without a response_code label.
+    let acme = [
+        "reporter=\"source\"",
+        "team=\"books\"",
+        "method=\"GET\"",
+        "tenant=\"acme\"",
+    ];
+    assert_eq!(sample(&text, "istio_requests_total", &acme), 3.0, "{text}");
+    let lines = request_lines(&text);
+    assert_eq!(lines.len(), 3, "acme, unknown and other: {lines:#?}");
+    assert!(
+        lines.iter().all(|l| !l.contains("response_code")),
+        "{lines:#?}"
+    );
+    // An absent header is `unknown`; a value over 64 bytes is `other`, never itself.
+    assert_eq!(
+        sample(&text, "istio_requests_total", &["tenant=\"unknown\""]),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "istio_requests_total", &["tenant=\"other\""]),
+        1.0
+    );
+    assert!(!text.contains(&long), "{text}");
+    // The other labels are Istio's.
+    assert!(
+        lines[0].contains("destination_workload=\"reviews-v2\"")
+            && lines[0].contains("source_workload=\"productpage-v1\""),
+        "{lines:#?}"
+    );
+    // The disabled metric has no series; the ones not overridden keep Istio's labels.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("istio_request_duration_milliseconds"))
+            .count(),
+        0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "istio_request_bytes_count",
+            &["response_code=\"404\""]
+        ),
+        1.0,
+        "{text}"
+    );
+
+    let text = scrape_until(server_metrics, "istio_requests_total", &[], 5.0).await;
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total",
+            &["reporter=\"destination\"", "destination_app=\"renamed\""]
+        ),
+        5.0,
+        "{text}"
+    );
+    // Only the request count is renamed: the duration keeps Istio's label.
+    assert!(
+        request_lines(&text)
+            .iter()
+            .all(|l| !l.contains("destination_app=\"reviews\"")),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "istio_request_duration_milliseconds_count",
+            &["destination_app=\"reviews\""]
+        ),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("istio_request_bytes"))
+            .count(),
+        0,
+        "{text}"
+    );
+}

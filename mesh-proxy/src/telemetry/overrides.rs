@@ -339,3 +339,145 @@ fn bounded(values: &Interner<String>, raw: Option<&str>) -> Arc<String> {
         .or_else(|| values.get_or_insert(OVERFLOW_VALUE, || OVERFLOW_VALUE.to_owned()))
         .unwrap_or_else(|| Arc::new(OVERFLOW_VALUE.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(name: &str, value: Value) -> pb::MetricTag {
+        pb::MetricTag {
+            name: name.into(),
+            value: Some(value),
+        }
+    }
+
+    fn config(overrides: Vec<pb::MetricOverride>) -> pb::Telemetry {
+        pb::Telemetry {
+            metrics: Some(pb::MetricsOverrides { overrides }),
+            ..Default::default()
+        }
+    }
+
+    fn count(side: pb::MetricSide, disabled: bool, tags: Vec<pb::MetricTag>) -> pb::MetricOverride {
+        pb::MetricOverride {
+            metric: pb::StandardMetric::RequestCount as i32,
+            side: side as i32,
+            disabled,
+            tags,
+        }
+    }
+
+    #[test]
+    fn no_overrides_and_no_op_overrides_leave_both_sides_without_any() {
+        let t = Telemetry::default();
+        let c = MetricsConfig::compile(None, &t).unwrap();
+        assert!(c.for_direction(pb::Direction::Inbound).is_none());
+        assert!(c.for_direction(pb::Direction::Outbound).is_none());
+        // Removing a label the metric does not have changes nothing.
+        let noop = config(vec![count(
+            pb::MetricSide::Client,
+            false,
+            vec![tag("not_a_label", Value::Remove(true))],
+        )]);
+        let c = MetricsConfig::compile(Some(&noop), &t).unwrap();
+        assert!(c.for_direction(pb::Direction::Outbound).is_none());
+    }
+
+    #[test]
+    fn each_side_gets_its_own_rules() {
+        let t = Telemetry::default();
+        let cfg = config(vec![
+            count(pb::MetricSide::Server, true, vec![]),
+            count(
+                pb::MetricSide::Client,
+                false,
+                vec![tag("response_code", Value::Remove(true))],
+            ),
+        ]);
+        let c = MetricsConfig::compile(Some(&cfg), &t).unwrap();
+        let server = c.for_direction(pb::Direction::Inbound).unwrap();
+        assert!(matches!(server.rule(Metric::Requests), Rule::Disabled));
+        assert!(matches!(server.rule(Metric::Duration), Rule::Standard));
+        assert!(!server.all_disabled());
+        let client = c.for_direction(pb::Direction::Outbound).unwrap();
+        let Rule::Changed(rule) = client.rule(Metric::Requests) else {
+            panic!("changed");
+        };
+        let code = rule
+            .standard
+            .iter()
+            .find(|(l, _)| *l == StandardLabel::ResponseCode);
+        assert_eq!(code.map(|(_, s)| s), Some(&Slot::Remove));
+    }
+
+    #[test]
+    fn what_pilot_never_sends_is_refused_with_its_index() {
+        let t = Telemetry::default();
+        let ok = count(pb::MetricSide::Client, true, vec![]);
+        let refused = |o: pb::MetricOverride| {
+            MetricsConfig::compile(Some(&config(vec![ok.clone(), o])), &t).unwrap_err()
+        };
+        assert_eq!(refused(ok.clone()), OverrideError::Duplicate { index: 1 });
+        let bad_label = count(
+            pb::MetricSide::Server,
+            false,
+            vec![tag("a-b", Value::Literal("x".into()))],
+        );
+        assert!(matches!(
+            refused(bad_label),
+            OverrideError::LabelName { index: 1, .. }
+        ));
+        let bad_header = count(
+            pb::MetricSide::Server,
+            false,
+            vec![tag("h", Value::RequestHeader("a b".into()))],
+        );
+        assert!(matches!(
+            refused(bad_header),
+            OverrideError::HeaderName { .. }
+        ));
+        let mut bad_metric = ok.clone();
+        bad_metric.metric = 99;
+        assert_eq!(refused(bad_metric).to_string(), "unknown metric 99");
+    }
+
+    #[test]
+    fn request_values_are_bounded_in_length_and_count() {
+        let t = Telemetry::default();
+        let cfg = config(vec![count(
+            pb::MetricSide::Server,
+            false,
+            vec![tag("tenant", Value::RequestHeader("x-tenant".into()))],
+        )]);
+        let c = MetricsConfig::compile(Some(&cfg), &t).unwrap();
+        let side = c.for_direction(pb::Direction::Inbound).unwrap();
+        let value = |tenant: Option<&str>| {
+            let mut req = Request::builder();
+            if let Some(v) = tenant {
+                req = req.header("x-tenant", v);
+            }
+            side.capture_values(&req.body(()).unwrap())[0].to_string()
+        };
+        assert_eq!(value(None), UNKNOWN);
+        assert_eq!(
+            value(Some(&"x".repeat(MAX_TAG_VALUE_LEN + 1))),
+            OVERFLOW_VALUE
+        );
+        let x64 = "x".repeat(MAX_TAG_VALUE_LEN);
+        assert_eq!(value(Some(&x64)), x64);
+        // `unknown` and the 64-byte value took two places.
+        for i in 0..MAX_TAG_VALUES - 2 {
+            assert_eq!(value(Some(&format!("t{i}"))), format!("t{i}"));
+        }
+        assert_eq!(value(Some("one-more")), OVERFLOW_VALUE);
+        assert_eq!(value(Some("t0")), "t0");
+        // A new config of the same proxy keeps the count.
+        let again = MetricsConfig::compile(Some(&cfg), &t).unwrap();
+        let side = again.for_direction(pb::Direction::Inbound).unwrap();
+        let req = Request::builder()
+            .header("x-tenant", "fresh")
+            .body(())
+            .unwrap();
+        assert_eq!(side.capture_values(&req)[0].as_str(), OVERFLOW_VALUE);
+    }
+}
