@@ -240,3 +240,102 @@ impl EncodeLabelSet for RequestKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::registry::Registry;
+
+    use super::super::labels::{CallLabels, ServiceLabels};
+    use super::super::peer::WorkloadMetadata;
+    use super::*;
+
+    fn labels(code: u16) -> RequestLabels {
+        let peer = |name: &str, sa: &str| {
+            Arc::new(PeerLabels::of(
+                WorkloadMetadata::from_labels(name, "default", "c1", [("app", name)]),
+                Some(sa),
+            ))
+        };
+        RequestLabels {
+            call: CallLabels {
+                reporter: Reporter::Source,
+                source: peer("productpage", "spiffe://cluster.local/ns/default/sa/pp"),
+                destination: peer("reviews", "spiffe://cluster.local/ns/default/sa/reviews"),
+                service: Arc::new(ServiceLabels::from_host(
+                    "reviews.default.svc.cluster.local",
+                )),
+                response_flags: ResponseFlags::default(),
+                security: SecurityPolicy::MutualTls,
+            },
+            protocol: RequestProtocol::Grpc,
+            response_code: code,
+            grpc_status: Some(14),
+        }
+    }
+
+    /// The exposition of one series per key, counted once each.
+    fn exposition(keys: &[RequestKey]) -> String {
+        let mut registry = Registry::default();
+        let family = Family::<RequestKey, Counter>::default();
+        registry.register("istio_requests", "", family.clone());
+        for k in keys {
+            family.get_or_create(k).inc();
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    fn changed(code: u16, rule: &Arc<MetricRule>) -> RequestKey {
+        RequestKey::Changed(ChangedLabels {
+            labels: labels(code),
+            rule: rule.clone(),
+            captured: Arc::from(vec![Arc::new("acme".to_string())]),
+        })
+    }
+
+    #[test]
+    fn a_rule_keeping_every_label_encodes_them_as_istio_does() {
+        let keep = Arc::new(MetricRule {
+            standard: StandardLabel::ALL
+                .iter()
+                .map(|l| (*l, Slot::Keep))
+                .collect(),
+            added: Vec::new(),
+        });
+        assert_eq!(
+            exposition(&[changed(200, &keep)]),
+            exposition(&[RequestKey::Standard(labels(200))])
+        );
+    }
+
+    #[test]
+    fn removed_labels_merge_series_and_set_labels_take_their_values() {
+        let rule = Arc::new(MetricRule {
+            standard: StandardLabel::ALL
+                .iter()
+                .map(|l| match l {
+                    StandardLabel::ResponseCode => (*l, Slot::Remove),
+                    StandardLabel::DestinationApp => {
+                        (*l, Slot::Set(TagSource::Literal("renamed".into())))
+                    }
+                    _ => (*l, Slot::Keep),
+                })
+                .collect(),
+            added: vec![("tenant".into(), TagSource::Captured(0))],
+        });
+        let text = exposition(&[changed(200, &rule), changed(503, &rule)]);
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(series.len(), 1, "{text}");
+        assert!(series[0].ends_with(" 2"), "{text}");
+        assert!(!series[0].contains("response_code"), "{text}");
+        assert!(series[0].contains("destination_app=\"renamed\""), "{text}");
+        assert!(series[0].contains("grpc_response_status=\"14\""), "{text}");
+        assert!(series[0].contains(",tenant=\"acme\"}"), "{text}");
+    }
+}
