@@ -74,12 +74,13 @@ pub enum Slot {
 }
 
 /// The overrides of one side.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SideOverrides {
     rules: [Rule; METRICS],
     /// The request values the rules use, read once per request; [`TagSource::Captured`]
     /// indexes this.
     captures: Vec<(RequestValue, Arc<Interner<String>>)>,
+    no_captures: Arc<[Arc<String>]>,
 }
 
 /// Why an override was refused: its index in `telemetry.metrics.overrides`.
@@ -204,6 +205,16 @@ impl MetricsConfig {
     }
 }
 
+impl Default for SideOverrides {
+    fn default() -> Self {
+        Self {
+            rules: Default::default(),
+            captures: Vec::new(),
+            no_captures: Arc::from(Vec::new()),
+        }
+    }
+}
+
 impl SideOverrides {
     /// The label changes of `tags`; `None` when they change nothing (removing a label the
     /// metric does not have), so that such a metric keeps its standard series.
@@ -303,6 +314,10 @@ impl SideOverrides {
 
     /// The request values the rules use, bounded; empty when they use none.
     pub fn capture_values<B>(&self, req: &Request<B>) -> Arc<[Arc<String>]> {
+        if self.captures.is_empty() {
+            // Literals and removals only: nothing to read, nothing to allocate.
+            return self.no_captures.clone();
+        }
         self.captures
             .iter()
             .map(|(source, values)| {
