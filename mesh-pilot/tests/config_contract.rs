@@ -483,6 +483,103 @@ fn telemetry() -> impl Strategy<Value = String> {
         })
 }
 
+/// Tag values: the ones the proxy evaluates and others validation only warns about.
+const TAG_VALUES: &[&str] = &[
+    "'books'",
+    "\"x\"",
+    "''",
+    "request.host",
+    "request.method",
+    "request.headers['X-Tenant']",
+    "request.headers['a b']",
+    "request.headers[x]",
+    "string(destination.port)",
+    "request.path",
+    "'",
+    "",
+];
+
+const TAG_NAMES: &[&str] = &[
+    "team",
+    "response_code",
+    "source_principal",
+    "grpc_response_status",
+    "not_a_standard_label",
+    "bad-name",
+    "__reserved",
+    "9lives",
+];
+
+const METRIC_NAMES: &[&str] = &[
+    "ALL_METRICS",
+    "REQUEST_COUNT",
+    "REQUEST_DURATION",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+    "GRPC_REQUEST_MESSAGES",
+    "GRPC_RESPONSE_MESSAGES",
+    "TCP_SENT_BYTES",
+    "TCP_OPENED_CONNECTIONS",
+];
+
+fn metrics_override() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(METRIC_NAMES),
+        prop::sample::select(vec!["CLIENT", "SERVER", "CLIENT_AND_SERVER"]),
+        prop::option::of(any::<bool>()),
+        prop::collection::vec(
+            (
+                prop::sample::select(TAG_NAMES),
+                any::<bool>(),
+                prop::sample::select(TAG_VALUES),
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(metric, mode, disabled, tags)| {
+            let mut out = format!("    - match: {{metric: {metric}, mode: {mode}}}\n");
+            if let Some(d) = disabled {
+                out += &format!("      disabled: {d}\n");
+            }
+            if !tags.is_empty() {
+                out += "      tagOverrides:\n";
+                for (name, remove, value) in tags {
+                    if remove {
+                        out += &format!("        {name:?}: {{operation: REMOVE}}\n");
+                    } else {
+                        out += &format!("        {name:?}: {{value: {value:?}}}\n");
+                    }
+                }
+            }
+            out
+        })
+}
+
+/// A mesh-wide, a namespace-wide and a workload Telemetry with metrics overrides.
+fn metrics_telemetries() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::collection::vec(metrics_override(), 1..4), 3).prop_map(|layers| {
+        let places = [
+            (ROOT_NAMESPACE, ""),
+            ("foo", ""),
+            ("foo", "  selector: {matchLabels: {app: reviews}}\n"),
+        ];
+        places
+            .iter()
+            .zip(layers)
+            .enumerate()
+            .map(|(i, ((ns, selector), overrides))| {
+                format!(
+                    "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+                         metadata: {{name: gen{i}, namespace: {ns}}}\n\
+                         spec:\n{selector}  metrics:\n  - overrides:\n{}",
+                    overrides.concat()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    })
+}
+
 proptest! {
     // Bounded so the test runs in seconds; no regression files are written into the tree.
     #![proptest_config(ProptestConfig {
@@ -501,6 +598,14 @@ proptest! {
 
     #[test]
     fn generated_access_log_filters_that_validate_compile(t in telemetry()) {
+        let (resources, errors) = mesh_api::load_str("gen.yaml", &t);
+        prop_assume!(errors.is_empty());
+        let broken = failures(resources);
+        prop_assert!(broken.is_empty(), "{t}\n{}", broken.join("\n"));
+    }
+
+    #[test]
+    fn generated_metrics_overrides_that_validate_compile(t in metrics_telemetries()) {
         let (resources, errors) = mesh_api::load_str("gen.yaml", &t);
         prop_assume!(errors.is_empty());
         let broken = failures(resources);
