@@ -1046,3 +1046,103 @@ async fn telemetry_resources_turn_access_logs_on_live_mesh_wide_then_per_workloa
         assert!(!lines.text().contains("GET /a "), "{}", lines.text());
     }
 }
+
+/// `GET /stats/prometheus` of `proxy`'s metrics port, scraped until `done` holds (a request
+/// is recorded when its response body ends, a moment after the client has it); bounded.
+async fn scrape_until(proxy: &Arc<Server>, done: impl Fn(&str) -> bool) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(mesh_proxy::admin::serve_metrics(listener, proxy.clone()));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut text = String::new();
+    for _ in 0..100 {
+        let req = http::Request::builder()
+            .uri(format!("http://{addr}/stats/prometheus"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let body = client.request(req).await.unwrap().into_body();
+        text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        if done(&text) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_metrics_overrides_reach_the_proxies_live() {
+    let mesh = Mesh::bookinfo().await;
+    mesh.use_sample("virtual-service-all-v1.yaml");
+    // The mesh's overrides: the caller's request count without response_code and with a
+    // team; a namespace's: the callee's duration off.
+    mesh.write(
+        "telemetry-metrics.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+         metadata: {name: mesh-default, namespace: istio-system}\n\
+         spec:\n  metrics:\n  - overrides:\n\
+         \x20   - match: {metric: REQUEST_COUNT, mode: CLIENT}\n\
+         \x20     tagOverrides:\n\
+         \x20       response_code: {operation: REMOVE}\n\
+         \x20       team: {value: \"'books'\"}\n\
+         ---\n\
+         apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+         metadata: {name: no-server-duration, namespace: default}\n\
+         spec:\n  metrics:\n  - overrides:\n\
+         \x20   - match: {metric: REQUEST_DURATION, mode: SERVER}\n\
+         \x20     disabled: true\n",
+    );
+    mesh.wait_synced().await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    for (path, code) in [("/a", 200), ("/status/404", 404)] {
+        let req = http::Request::builder()
+            .uri(format!("http://{}{path}", mesh.outbound()))
+            .header("host", "reviews:9080")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), code);
+        resp.into_body().collect().await.unwrap();
+    }
+    let requests = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // productpage's proxy: the 200 and the 404 are one series with the team, no code.
+    let text = scrape_until(&mesh.workloads[0].proxy, |t| {
+        requests(t).iter().any(|l| l.ends_with(" 2"))
+    })
+    .await;
+    let lines = requests(&text);
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("team=\"books\"") && lines[0].ends_with(" 2"),
+        "{text}"
+    );
+    assert!(!lines[0].contains("response_code"), "{text}");
+    assert!(
+        text.contains("istio_request_duration_milliseconds_count{"),
+        "{text}"
+    );
+
+    // reviews v1's proxy: Istio's labels on the request count, no duration histogram.
+    let text = scrape_until(&mesh.workloads[1].proxy, |t| requests(t).len() == 2).await;
+    let lines = requests(&text);
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines.iter().all(|l| l.contains("reporter=\"destination\"")
+            && l.contains("response_code=")
+            && !l.contains("team=")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("istio_request_duration_milliseconds_count{"),
+        "{text}"
+    );
+}
