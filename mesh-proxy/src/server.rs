@@ -96,9 +96,19 @@ impl Server {
             let snapshot = Snapshot::compile(cfg, Some(&previous), &self.metrics, &self.identity)?;
             let prepared = self.listeners.prepare(&snapshot.source.listeners)?;
             let version = snapshot.source.version.clone();
+            let inbound_services: Vec<String> = snapshot
+                .source
+                .listeners
+                .iter()
+                .filter(|l| l.direction() == mesh_proto::config::v1::Direction::Inbound)
+                .flat_map(|l| l.services.iter().cloned())
+                .collect();
             snapshot.start_key_fetching();
             self.state.store(Arc::new(snapshot));
             self.listeners.commit(prepared).await;
+            self.metrics
+                .istio
+                .set_inbound_services(inbound_services.iter().map(String::as_str));
             tracing::info!(%version, "config applied");
             Ok(())
         }

@@ -78,6 +78,8 @@ pub struct MeshIndex {
 struct InboundPorts {
     tcp: BTreeSet<u32>,
     http: BTreeSet<u32>,
+    /// The hosts of the services the workload is an endpoint of.
+    services: BTreeSet<String>,
 }
 
 fn ns_of<T>(o: &Object<T>) -> String {
@@ -297,6 +299,15 @@ impl MeshIndex {
         ports.tcp.iter().partition(|p| !ports.http.contains(p))
     }
 
+    /// The hosts of the services `workload` is an endpoint of, sorted.
+    pub fn inbound_services(&self, workload: &Workload) -> Vec<String> {
+        let key = (workload.namespace.clone(), workload.name.clone());
+        self.inbound_ports
+            .get(&key)
+            .map(|p| p.services.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether the Sidecar of a scope declares egress listeners the proxy binds explicitly.
     pub fn has_egress_ports(&self, scope: &ScopeKey) -> bool {
         scope
@@ -354,6 +365,10 @@ fn inbound_ports(registry: &Registry) -> HashMap<(String, String), InboundPorts>
             let Some(workload) = &e.workload else {
                 continue;
             };
+            out.entry(workload.clone())
+                .or_default()
+                .services
+                .insert(svc.hostname.clone());
             for port in &svc.ports {
                 let target = e.ports.get(&port.number).copied().unwrap_or(port.number);
                 let entry = out.entry(workload.clone()).or_default();

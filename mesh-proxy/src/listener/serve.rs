@@ -18,6 +18,7 @@ use super::l4::Forward;
 use crate::http::Proxy;
 use crate::telemetry::tcp::CountedStream;
 use crate::telemetry::{ResponseFlag, Telemetry};
+use crate::tls::peer_exchange;
 use crate::upstream::connect::ConnectError;
 use crate::upstream::{Alpn, HashInput, Target};
 
@@ -159,14 +160,14 @@ pub async fn serve_tcp(
     let Some(picked) = target.pick(hash, &[]) else {
         tracing::debug!(peer = %conn.peer, cluster = %target.cluster.name, "tcp: no endpoint, closing");
         let flag = Some(ResponseFlag::NoHealthyUpstream);
-        drop(telemetry.tcp_open(conn, &target.cluster, None, flag));
+        drop(telemetry.tcp_open(conn, &target.cluster, None, None, flag));
         return;
     };
     let endpoint = picked.endpoint();
     let mut upstream = match target
         .cluster
         .pool
-        .connect_own(endpoint.address, &endpoint.transport, Alpn::None)
+        .connect_own(endpoint.address, &endpoint.transport, Alpn::Tcp)
         .await
     {
         Ok(u) => u,
@@ -176,11 +177,32 @@ pub async fn serve_tcp(
                 ConnectError::Overflow => ResponseFlag::UpstreamOverflow,
                 _ => ResponseFlag::UpstreamConnectionFailure,
             });
-            drop(telemetry.tcp_open(conn, &target.cluster, Some(&endpoint.transport), flag));
+            let transport = Some(&endpoint.transport);
+            drop(telemetry.tcp_open(conn, &target.cluster, transport, None, flag));
             return;
         }
     };
-    let record = telemetry.tcp_open(conn, &target.cluster, Some(&endpoint.transport), None);
+    let upstream_metadata = if upstream.exchanges_peer_metadata() {
+        match peer_exchange::exchange(&mut upstream, telemetry.local_header().as_ref()).await {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                tracing::debug!(error = %e, "tcp: upstream proxy's metadata exchange failed");
+                let flag = Some(ResponseFlag::UpstreamConnectionFailure);
+                let transport = Some(&endpoint.transport);
+                drop(telemetry.tcp_open(conn, &target.cluster, transport, None, flag));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let record = telemetry.tcp_open(
+        conn,
+        &target.cluster,
+        Some(&endpoint.transport),
+        upstream_metadata.as_ref(),
+        None,
+    );
     let mut stream = CountedStream::new(stream, record);
     if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
         tracing::debug!(error = %e, "tcp: stream ended");

@@ -1,12 +1,16 @@
 //! One proxied TCP connection's standard metrics: opened and closed counts, and the bytes
 //! each way counted as they flow (a long connection shows its bytes before it ends).
-//! TCP carries no peer metadata: the peer is known by its certificate's principal only.
+//! Over mesh mTLS the two proxies exchange peer metadata in a frame before the payload
+//! ([`crate::tls::peer_exchange`]), so each side labels the other's workload; without it
+//! (plaintext, or a peer not offering the exchange) a peer is known by its certificate's
+//! principal only.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -26,18 +30,21 @@ pub struct TcpRecord {
 
 impl Telemetry {
     /// Counts a TCP connection from `conn` opened toward `cluster`, whose upstream connection
-    /// used `transport` (`None`: no upstream connection was made, see `flag`).
+    /// used `transport` (`None`: no upstream connection was made, see `flag`) and whose
+    /// upstream proxy announced `upstream_metadata` in the exchange. The downstream proxy's
+    /// metadata, on an inbound connection, is in `conn`'s peer identity.
     pub fn tcp_open(
         self: &Arc<Self>,
         conn: &ConnContext,
         cluster: &Cluster,
         transport: Option<&Transport>,
+        upstream_metadata: Option<&HeaderValue>,
         flag: Option<ResponseFlag>,
     ) -> TcpRecord {
         let call = if conn.listener.is_inbound() {
             let (source, destination, security) = match &conn.peer_identity {
                 Some(id) => (
-                    self.peer(None, id.spiffe_id.as_str()),
+                    self.peer(id.metadata.as_ref(), id.spiffe_id.as_str()),
                     self.local_labels(true),
                     SecurityPolicy::MutualTls,
                 ),
@@ -51,7 +58,7 @@ impl Telemetry {
                 reporter: Reporter::Destination,
                 source,
                 destination,
-                service: self.unknown_service.clone(),
+                service: self.inbound_service(None),
                 response_flags: ResponseFlags::default(),
                 security,
             }
@@ -63,7 +70,10 @@ impl Telemetry {
                         [one] => one.as_str(),
                         _ => peer::UNKNOWN,
                     };
-                    (self.peer(None, principal), SecurityPolicy::MutualTls)
+                    (
+                        self.peer(upstream_metadata, principal),
+                        SecurityPolicy::MutualTls,
+                    )
                 }
                 None => (self.unknown_peer.clone(), SecurityPolicy::None),
             };
