@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod cert_expiry;
 pub mod cidr;
 pub mod config;
 pub mod discovery;

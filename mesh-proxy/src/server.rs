@@ -65,6 +65,7 @@ impl Server {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let identity = Arc::new(IdentitySlot::default());
+        crate::cert_expiry::register(&mut registry, &identity);
         let listeners = Listeners::new(
             state.clone(),
             metrics.clone(),
@@ -109,6 +110,7 @@ impl Server {
             self.metrics
                 .istio
                 .set_inbound_services(inbound_services.iter().map(String::as_str));
+            self.metrics.config_applied(&version);
             tracing::info!(%version, "config applied");
             Ok(())
         }
@@ -170,6 +172,11 @@ impl Server {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.state.load_full()
+    }
+
+    /// The proxy's own counters (and, under `istio`, the standard metrics).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn registry(&self) -> &Registry {
