@@ -18,6 +18,7 @@ use mesh_echo::EchoHandle;
 use mesh_proxy::Server;
 use mesh_proxy::identity::IdentityHandle;
 use mesh_proxy::telemetry::WorkloadMetadata;
+use mesh_proxy::tls::peer_exchange;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +133,68 @@ async fn both_proxies_of_an_mtls_tcp_connection_report_each_others_workload() {
     assert_eq!(
         sample(&text, "istio_tcp_received_bytes_total", &source),
         20.0
+    );
+    assert!(!text.contains("destination_workload=\"unknown\""), "{text}");
+}
+
+/// A mesh peer that agrees to the exchange but sends its frame only once the caller's first
+/// bytes came: a caller holding its client's bytes until the peer's frame would stall.
+async fn frame_after_payload_peer(identity: IdentityHandle, payload_len: usize) -> SocketAddr {
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(mesh_proxy::tls::server_config(identity).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        assert!(peer_exchange::negotiated(tls.get_ref().1));
+        let caller = peer_exchange::read(&mut tls).await.unwrap();
+        assert!(caller.is_some(), "the caller's proxy announced itself");
+        let mut payload = vec![0u8; payload_len];
+        tls.read_exact(&mut payload).await.unwrap();
+        let ours = workload("late-v1", "late").encode();
+        peer_exchange::write(&mut tls, Some(&ours)).await.unwrap();
+        tls.write_all(&payload).await.unwrap();
+        tls.flush().await.unwrap();
+        // Until the caller closes.
+        let _ = tls.read(&mut [0u8; 1]).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_callers_bytes_do_not_wait_for_the_peers_frame() {
+    let citadel = Citadel::start(None).await;
+    let peer = frame_after_payload_peer(citadel.identity("late").await, 5).await;
+    let client = sidecar(
+        Some(citadel.identity("sleep").await),
+        outbound_tcp(vec![endpoint(peer, true, &[&spiffe("late")])], json!({})),
+    )
+    .await;
+    client.set_workload(workload("sleep-v1", "sleep"));
+    let started = std::time::Instant::now();
+    assert!(tcp_round_trip(out_addr(&client), b"hello").await);
+    assert!(
+        started.elapsed() < peer_exchange::READ_TIMEOUT,
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    // The frame that came after the payload still labels the connection, and the bytes sent
+    // before it are counted.
+    let source = [
+        "reporter=\"source\"",
+        "source_workload=\"sleep-v1\"",
+        "destination_workload=\"late-v1\"",
+    ];
+    let text = metrics_until(&client, "istio_tcp_connections_closed_total", &source, 1.0).await;
+    assert_eq!(
+        sample(&text, "istio_tcp_received_bytes_total", &source),
+        5.0
+    );
+    assert_eq!(sample(&text, "istio_tcp_sent_bytes_total", &source), 5.0);
+    assert_eq!(
+        sample(&text, "istio_tcp_connections_opened_total", &source),
+        1.0
     );
     assert!(!text.contains("destination_workload=\"unknown\""), "{text}");
 }
