@@ -120,7 +120,8 @@ enum Deferred {
         sent: u64,
     },
     Open(TcpRecord),
-    Closed,
+    /// Only while `open` runs.
+    Opening,
 }
 
 impl DeferredRecord {
@@ -136,13 +137,16 @@ impl DeferredRecord {
     /// The upstream proxy's frame has come: the record opens with the bytes held so far.
     pub fn open(&self, metadata: Option<&HeaderValue>) {
         let mut state = self.0.lock().expect("deferred record lock");
+        if !matches!(*state, Deferred::Pending { .. }) {
+            return;
+        }
         let Deferred::Pending {
             open,
             received,
             sent,
-        } = std::mem::replace(&mut *state, Deferred::Closed)
+        } = std::mem::replace(&mut *state, Deferred::Opening)
         else {
-            return;
+            unreachable!("checked pending above");
         };
         let record = open(metadata);
         record.received.inc_by(received);
@@ -164,7 +168,7 @@ impl DeferredRecord {
                 *r += received;
                 *s += sent;
             }
-            Deferred::Closed => {}
+            Deferred::Opening => {}
         }
     }
 }
