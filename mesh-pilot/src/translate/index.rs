@@ -114,6 +114,7 @@ impl MeshIndex {
             cache: Mutex::new(HashMap::new()),
         };
         for r in resources {
+            ignored_fields(r.borrow(), &mut index.warnings);
             match r.borrow() {
                 Resource::VirtualService(vs) => {
                     let ns = ns_of(vs);
@@ -374,4 +375,31 @@ fn inbound_ports(registry: &Registry) -> HashMap<(String, String), InboundPorts>
         }
     }
     out
+}
+
+/// The fields of a networking object that validate but that the mesh does not act on (what
+/// `meshctl validate` warns about), as pilot's warnings. Gateways, security kinds and
+/// Telemetry report theirs elsewhere.
+fn ignored_fields(r: &Resource, warnings: &mut Vec<String>) {
+    if !matches!(
+        r,
+        Resource::VirtualService(_)
+            | Resource::DestinationRule(_)
+            | Resource::ServiceEntry(_)
+            | Resource::WorkloadEntry(_)
+            | Resource::WorkloadGroup(_)
+            | Resource::Sidecar(_)
+    ) {
+        return;
+    }
+    for w in mesh_api::validate::warnings(r) {
+        warnings.push(format!(
+            "{} {}/{}: {}: {}",
+            r.kind(),
+            r.namespace().unwrap_or("default"),
+            r.name(),
+            w.field,
+            w.reason
+        ));
+    }
 }
