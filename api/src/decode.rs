@@ -297,7 +297,7 @@ pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<Valid
             errs.push(&root.key(key), "unknown field");
         }
     }
-    let required = !matches!(kind, Kind::Sidecar) && !kind.is_security();
+    let required = !matches!(kind, Kind::Sidecar | Kind::Telemetry) && !kind.is_security();
     let resource = match kind {
         Kind::VirtualService => decode_object(&api_version, map, required, &mut errs)
             .map(|o| Resource::VirtualService(Box::new(o))),
@@ -319,6 +319,8 @@ pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<Valid
             .map(|o| Resource::AuthorizationPolicy(Box::new(o))),
         Kind::RequestAuthentication => decode_object(&api_version, map, required, &mut errs)
             .map(|o| Resource::RequestAuthentication(Box::new(o))),
+        Kind::Telemetry => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::Telemetry(Box::new(o))),
     };
     match resource {
         Some(r) if errs.errors.is_empty() => Ok(r),

@@ -38,6 +38,7 @@ pub mod networking;
 pub mod path;
 pub mod resource;
 pub mod security;
+pub mod telemetry;
 pub mod validate;
 pub mod yaml;
 

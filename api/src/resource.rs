@@ -10,6 +10,7 @@ use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry, WorkloadGroup,
 };
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::telemetry::Telemetry;
 use crate::yaml::LineMap;
 
 /// Kubernetes `ObjectMeta`, the fields a config file may carry.
@@ -87,6 +88,8 @@ pub const NETWORKING_GROUPS: &[&str] = &["networking.istio.io", "networking.mesh
 pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_GROUPS: &[&str] = &["security.istio.io", "security.mesh.dev"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+pub const TELEMETRY_GROUPS: &[&str] = &["telemetry.istio.io", "telemetry.mesh.dev"];
+pub const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha1"];
 
 /// Kinds this mesh serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -101,10 +104,11 @@ pub enum Kind {
     PeerAuthentication,
     AuthorizationPolicy,
     RequestAuthentication,
+    Telemetry,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -115,6 +119,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
+        Kind::Telemetry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +134,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -148,12 +154,21 @@ impl Kind {
         let Some((group, version)) = api_version.split_once('/') else {
             return false;
         };
-        let (groups, versions) = if self.is_security() {
-            (SECURITY_GROUPS, SECURITY_VERSIONS)
-        } else {
-            (NETWORKING_GROUPS, NETWORKING_VERSIONS)
+        let versions = match self {
+            Kind::Telemetry => TELEMETRY_VERSIONS,
+            k if k.is_security() => SECURITY_VERSIONS,
+            _ => NETWORKING_VERSIONS,
         };
-        groups.contains(&group) && versions.contains(&version)
+        self.groups().contains(&group) && versions.contains(&version)
+    }
+
+    /// The API groups the kind is served under (Istio's and the project's own).
+    pub fn groups(self) -> &'static [&'static str] {
+        match self {
+            Kind::Telemetry => TELEMETRY_GROUPS,
+            k if k.is_security() => SECURITY_GROUPS,
+            _ => NETWORKING_GROUPS,
+        }
     }
 }
 
@@ -179,6 +194,7 @@ pub enum Resource {
     PeerAuthentication(Box<Object<PeerAuthentication>>),
     AuthorizationPolicy(Box<Object<AuthorizationPolicy>>),
     RequestAuthentication(Box<Object<RequestAuthentication>>),
+    Telemetry(Box<Object<Telemetry>>),
 }
 
 macro_rules! each {
@@ -194,6 +210,7 @@ macro_rules! each {
             Resource::PeerAuthentication($o) => $e,
             Resource::AuthorizationPolicy($o) => $e,
             Resource::RequestAuthentication($o) => $e,
+            Resource::Telemetry($o) => $e,
         }
     };
 }
@@ -211,6 +228,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Resource::Telemetry(_) => Kind::Telemetry,
         }
     }
 
@@ -255,6 +273,7 @@ impl Resource {
             (Resource::PeerAuthentication(a), Resource::PeerAuthentication(b)) => same(a, b),
             (Resource::AuthorizationPolicy(a), Resource::AuthorizationPolicy(b)) => same(a, b),
             (Resource::RequestAuthentication(a), Resource::RequestAuthentication(b)) => same(a, b),
+            (Resource::Telemetry(a), Resource::Telemetry(b)) => same(a, b),
             _ => false,
         }
     }

@@ -166,3 +166,42 @@ fn retired_forms_are_rejected_with_a_precise_reason() {
     }
     assert!(others >= 15, "only {others} non-retired files");
 }
+
+/// Istio's Telemetry testdata: the kind is served (not "unsupported kind"), every valid
+/// document is accepted and every invalid one refused with Istio's own message.
+#[test]
+fn telemetry_testdata_is_judged_as_istio_does() {
+    let dir = istio().join("pkg/config/validation/testdata/crds");
+    for (name, valid) in [
+        ("telemetry-valid.yaml", true),
+        ("telemetry-invalid.yaml", false),
+    ] {
+        let file = dir.join(name);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (docs, _) = parse_documents(&text);
+        assert!(docs.len() >= 3, "{name}");
+        for mut doc in docs {
+            let istio_err = doc
+                .value
+                .as_object_mut()
+                .and_then(|m| m.remove("_err"))
+                .and_then(|v| v.as_str().map(str::to_string));
+            let resource = decode(Some(&file), &doc).expect("Telemetry decodes");
+            assert_eq!(resource.kind(), Kind::Telemetry);
+            let errors: Vec<String> = validate(&resource)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if valid {
+                assert!(errors.is_empty(), "{name}:{}: {errors:?}", doc.line);
+            } else {
+                let want = istio_err.expect("an invalid document names Istio's error");
+                assert!(
+                    errors.iter().any(|e| e.contains(&want)),
+                    "{name}:{}: want {want:?}, got {errors:?}",
+                    doc.line
+                );
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ fn api_version(kind: &str) -> &'static str {
         "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" => {
             "security.istio.io/v1"
         }
+        "Telemetry" => "telemetry.istio.io/v1",
         _ => "networking.istio.io/v1",
     }
 }
@@ -150,6 +151,14 @@ const CASES: &[(&str, &str, &str)] = &[
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"RSA\",\"n\":\"not base64!\",\"e\":\"AQAB\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\":[{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}'\n", "spec.jwtRules[0].jwks: jwks has no usable key"),
     ("RequestAuthentication", "  jwtRules:\n  - issuer: x\n    jwksUri: https://example.com/jwks\n    fromHeaders: [{name: \"bad header\"}]\n", "spec.jwtRules[0].fromHeaders[0].name: header name \"bad header\" is not a valid header name"),
+    // Telemetry
+    ("Telemetry", "  accessLogging:\n  - filter: {expression: 'response.code >='}\n", "spec.accessLogging[0].filter.expression: invalid filter expression \"response.code >=\": at 16: unexpected end of expression"),
+    ("Telemetry", "  accessLogging:\n  - filter: {expression: 'response.status == 1'}\n", "spec.accessLogging[0].filter.expression: invalid filter expression \"response.status == 1\": at 0: unknown attribute"),
+    ("Telemetry", "  accessLogging:\n  - match: {mode: BOTH}\n", "spec.accessLogging[0].match.mode: unsupported value \"BOTH\""),
+    ("Telemetry", "  tracing:\n  - randomSamplingPercentage: 101\n", "spec.tracing[0].randomSamplingPercentage: randomSamplingPercentage must be in range [0.0, 100.0]"),
+    ("Telemetry", "  tracing:\n  - customTags:\n      a: {literal: {value: x}, header: {name: h}}\n", "spec.tracing[0].customTags.a: exactly one of literal, environment or header must be set"),
+    ("Telemetry", "  selector: {matchLabels: {app: a}}\n  targetRef: {kind: Gateway, name: g}\n", "spec: only one of targetRefs or selector can be set"),
+    ("Telemetry", "  accessLogging:\n  - providers: [{name: \"\"}]\n", "spec.accessLogging[0].providers[0].name: name in body should be at least 1 chars long"),
 ];
 
 #[test]

@@ -18,5 +18,6 @@ pub mod registry;
 pub mod request_authn;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod translate;
 pub mod watch;

@@ -104,6 +104,13 @@ impl Needs {
                 Resource::PeerAuthentication(o) => {
                     n.namespaces.insert(namespace_of(&o.metadata));
                 }
+                Resource::Telemetry(o) => {
+                    let ns = namespace_of(&o.metadata);
+                    n.namespaces.insert(ns.clone());
+                    if let Some(s) = &o.spec.selector {
+                        n.selectors.insert((ns, s.match_labels.clone()));
+                    }
+                }
                 Resource::Sidecar(o) => {
                     let ns = namespace_of(&o.metadata);
                     n.namespaces.insert(ns.clone());
@@ -428,6 +435,54 @@ fn authorization_policy() -> impl Strategy<Value = String> {
         })
 }
 
+/// Pieces of access-log filters, valid and not: what validates must be what the proxy runs.
+const FILTER_PIECES: &[&str] = &[
+    "response.code >= 400",
+    "response.code == 503",
+    "404 != response.code",
+    "request.headers['x-debug'] == 'on'",
+    "'1' != request.headers[\"X-Tenant\"]",
+    "true",
+    "false",
+    "!(response.code < 500)",
+    "response.code in [500]",
+    "response.code >",
+    "response.size > 10",
+    "request.headers['a'] > 'b'",
+    "(response.code > 1",
+];
+
+fn telemetry() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(prop::sample::select(FILTER_PIECES), 1..4),
+        prop::collection::vec(prop::sample::select(vec!["&&", "||"]), 3),
+        prop::sample::select(vec!["envoy", "envoy-json", "otel"]),
+        prop::sample::select(vec!["CLIENT", "SERVER", "CLIENT_AND_SERVER"]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(pieces, ops, provider, mode, root, selector)| {
+            let mut filter = pieces[0].to_string();
+            for (piece, op) in pieces[1..].iter().zip(ops) {
+                filter = format!("{filter} {op} {piece}");
+            }
+            let ns = if root { ROOT_NAMESPACE } else { "foo" };
+            let selector = if selector {
+                "  selector: {matchLabels: {app: reviews}}\n"
+            } else {
+                ""
+            };
+            format!(
+                "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+                 metadata: {{name: gen, namespace: {ns}}}\n\
+                 spec:\n{selector}  accessLogging:\n\
+                 \x20 - providers: [{{name: {provider}}}]\n\
+                 \x20   match: {{mode: {mode}}}\n\
+                 \x20   filter: {{expression: {filter:?}}}\n"
+            )
+        })
+}
+
 proptest! {
     // Bounded so the test runs in seconds; no regression files are written into the tree.
     #![proptest_config(ProptestConfig {
@@ -442,6 +497,14 @@ proptest! {
         prop_assume!(errors.is_empty());
         let broken = failures(resources);
         prop_assert!(broken.is_empty(), "{vs}\n{}", broken.join("\n"));
+    }
+
+    #[test]
+    fn generated_access_log_filters_that_validate_compile(t in telemetry()) {
+        let (resources, errors) = mesh_api::load_str("gen.yaml", &t);
+        prop_assume!(errors.is_empty());
+        let broken = failures(resources);
+        prop_assert!(broken.is_empty(), "{t}\n{}", broken.join("\n"));
     }
 
     #[test]

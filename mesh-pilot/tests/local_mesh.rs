@@ -941,3 +941,108 @@ spec:
     assert_eq!(client.call("bookinfo.example.com", &[]).await.0, 404);
     assert_eq!(productpage("/productpage").await.0, 200);
 }
+
+/// An in-memory access-log output, shared with the test.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+
+    /// Waits (bounded) for a line with `needle`: lines are written off the request path.
+    async fn wait_for(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.text().lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no line with {needle:?} in:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_resources_turn_access_logs_on_live_mesh_wide_then_per_workload() {
+    let mesh = Mesh::bookinfo().await;
+    let (productpage, reviews_v1) = (Lines::default(), Lines::default());
+    for (i, lines) in [(0, &productpage), (1, &reviews_v1)] {
+        let output = mesh_proxy::access_log::Output::Writer(Box::new(lines.clone()));
+        assert!(mesh.workloads[i].proxy.set_access_log_output(output));
+    }
+    mesh.use_sample("virtual-service-all-v1.yaml");
+    mesh.wait_synced().await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let outbound = mesh.outbound();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let req = http::Request::builder()
+                .uri(format!("http://{outbound}{path}"))
+                .header("host", "reviews:9080")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            resp.into_body().collect().await.unwrap();
+            status
+        }
+    };
+
+    // No Telemetry: no access log.
+    assert_eq!(get("/a").await, 200);
+    // Mesh-wide, from the root namespace: both sides of the call log it.
+    mesh.write(
+        "telemetry-mesh.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+         metadata: {name: mesh-default, namespace: istio-system}\n\
+         spec:\n  accessLogging: [{providers: [{name: envoy}]}]\n",
+    );
+    mesh.wait_synced().await;
+    assert_eq!(get("/b").await, 200);
+    let client_line = productpage.wait_for("GET /b ").await;
+    assert!(
+        client_line.contains(" outbound|9080|v1|reviews.default.svc.cluster.local "),
+        "{client_line}"
+    );
+    let server_line = reviews_v1.wait_for("GET /b ").await;
+    assert!(server_line.contains("\"reviews:9080\""), "{server_line}");
+
+    // A workload's own Telemetry overrides the mesh's for reviews v1 only: errors only.
+    mesh.write(
+        "telemetry-reviews.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+         metadata: {name: reviews-v1-errors, namespace: default}\n\
+         spec:\n  selector: {matchLabels: {app: reviews, version: v1}}\n\
+         \x20 accessLogging:\n  - filter: {expression: 'response.code >= 400'}\n",
+    );
+    mesh.wait_synced().await;
+    assert_eq!(get("/c").await, 200);
+    assert_eq!(get("/status/404").await, 404);
+    productpage.wait_for("GET /c ").await;
+    productpage.wait_for("GET /status/404 ").await;
+    // The 404's line comes after where /c's would have been: /c was filtered out.
+    reviews_v1.wait_for("GET /status/404 ").await;
+    let reviews_text = reviews_v1.text();
+    assert!(!reviews_text.contains("GET /c "), "{reviews_text}");
+    for lines in [&productpage, &reviews_v1] {
+        assert!(!lines.text().contains("GET /a "), "{}", lines.text());
+    }
+}

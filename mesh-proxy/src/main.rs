@@ -141,9 +141,22 @@ struct Args {
     /// How often the config file is checked for changes.
     #[arg(long, default_value_t = 1000)]
     config_poll_ms: u64,
+    /// OTLP gRPC collector for spans, e.g. http://127.0.0.1:4317: each proxy reports a span
+    /// per sampled request (sampling by the Telemetry resource's percentage, 1% by default)
+    /// and propagates W3C and B3 trace headers. Unset: no spans, headers pass through.
+    #[arg(long, env = "MESH_TRACING_OTLP_ENDPOINT", value_name = "URL")]
+    tracing_otlp_endpoint: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Where access logs go when a Telemetry resource turns them on (providers `envoy`,
+    /// Envoy's text format, and `envoy-json`, Istio's JSON keys): stdout unless a file is
+    /// given here (appended to, created if absent; `/dev/stdout` is stdout, as Istio's
+    /// meshConfig.accessLogFile). Lines are queued to a writer thread and never delay a
+    /// request: when the writer falls behind they are dropped and counted in
+    /// mesh_proxy_access_log_dropped_total. The proxy's own log goes to stderr.
+    #[arg(long, env = "MESH_ACCESS_LOG_FILE", value_name = "PATH")]
+    access_log_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(flatten)]
@@ -280,9 +293,20 @@ async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> 
         tracing::info!("standard metrics off");
         server.set_standard_metrics(false);
     }
+    if let Some(path) = &args.access_log_file
+        && path.as_os_str() != "/dev/stdout"
+    {
+        tracing::info!(path = %path.display(), "access logs go to a file");
+        server.set_access_log_output(mesh_proxy::access_log::Output::File(path.clone()));
+    }
     if let Some(workload) = workload_metadata(&args)? {
         tracing::info!(workload = %workload.name, namespace = %workload.namespace, app = %workload.app, version = %workload.version, "workload metadata");
         server.set_workload(workload);
+    }
+    if let Some(endpoint) = &args.tracing_otlp_endpoint {
+        let opts = mesh_proxy::telemetry::trace::ExportOptions::new(endpoint, node_id(&args));
+        server.start_tracing(&opts)?;
+        tracing::info!(%endpoint, node = %opts.node_id, "spans go to the OTLP collector");
     }
     match identity_config(&args)? {
         Some(cfg) => {
@@ -365,6 +389,19 @@ async fn wait_for_shutdown(server: &Server) {
         _ = int.recv() => {}
         _ = server.shutdown.cancelled() => {}
     }
+}
+
+/// Envoy's node id as Istio makes it, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`
+/// (`router~...` for a gateway), for the `node_id` span tag.
+fn node_id(args: &Args) -> String {
+    let kind = if args.gateway { "router" } else { "sidecar" };
+    let ip = args
+        .inbound_addr
+        .or(args.app_addr)
+        .map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string());
+    let workload = args.workload.as_deref().unwrap_or("unknown.default");
+    let namespace = workload.split_once('.').map_or("default", |(_, ns)| ns);
+    format!("{kind}~{ip}~{workload}~{namespace}.svc.cluster.local")
 }
 
 /// The identity, listener and admin addresses this proxy announces to pilot.
@@ -511,5 +548,39 @@ async fn watch_config(server: Arc<Server>, path: PathBuf, every: Duration) {
         if let Err(e) = result {
             tracing::error!(error = %e, "config rejected; the previous config stays in force");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_istios() {
+        let cli = Cli::parse_from([
+            "mesh-proxy",
+            "--config",
+            "c.yaml",
+            "--workload",
+            "reviews-v1.default",
+            "--inbound-addr",
+            "127.0.0.7:15006",
+        ]);
+        assert_eq!(
+            node_id(&cli.run),
+            "sidecar~127.0.0.7~reviews-v1.default~default.svc.cluster.local"
+        );
+        let gateway = Cli::parse_from([
+            "mesh-proxy",
+            "--discovery-addr",
+            "http://127.0.0.1:15010",
+            "--workload",
+            "ingressgateway.istio-system",
+            "--gateway",
+        ]);
+        assert_eq!(
+            node_id(&gateway.run),
+            "router~127.0.0.1~ingressgateway.istio-system~istio-system.svc.cluster.local"
+        );
     }
 }

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::access_log::Sink;
+use crate::http::mirror::MirrorLabels;
 use crate::telemetry::Telemetry;
+use crate::telemetry::trace::Tracer;
 use crate::upstream::ConnectionStats;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -86,14 +89,20 @@ pub struct Metrics {
     pub config_version: Family<ConfigVersionLabels, Gauge>,
     /// Pushed configs and endpoint updates refused and answered with a NACK.
     pub xds_nacks: Family<XdsTypeLabel, Counter>,
+    pub mirror_requests: Family<MirrorLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
+    /// The access-log queue and its writer.
+    pub access_log: Arc<Sink>,
+    /// Spans per request and their export (off until an OTLP endpoint is set).
+    pub tracer: Tracer,
 }
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         self.istio.register(registry);
         let r = registry.sub_registry_with_prefix("mesh_proxy");
+        self.tracer.register(r);
         r.register(
             "requests",
             "Downstream requests by direction and response code",
@@ -173,6 +182,12 @@ impl Metrics {
             "xds_nacks",
             "Updates from pilot refused and answered with a NACK, by type (config, endpoints)",
             self.xds_nacks.clone(),
+        );
+        self.access_log.register(r);
+        r.register(
+            "mirror_requests",
+            "Shadow copies of mirrored requests, by cluster and how they ended",
+            self.mirror_requests.clone(),
         );
     }
 

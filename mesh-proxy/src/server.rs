@@ -142,10 +142,26 @@ impl Server {
         self.metrics.istio.set_enabled(on);
     }
 
+    /// Where access-log lines go (stdout unless set); only before the first line is logged.
+    pub fn set_access_log_output(&self, output: crate::access_log::Output) -> bool {
+        self.metrics.access_log.set_output(output)
+    }
+
     /// Who this proxy's workload is, for the standard metrics and the peer metadata it
     /// announces to other proxies over mTLS.
     pub fn set_workload(&self, workload: crate::telemetry::WorkloadMetadata) {
         self.metrics.istio.set_workload(workload);
+    }
+
+    /// Reports a span per request to an OTLP collector from now on, under this proxy's
+    /// workload (set it first). Call inside the runtime. Without this, trace headers pass
+    /// through untouched.
+    pub fn start_tracing(
+        &self,
+        opts: &crate::telemetry::trace::ExportOptions,
+    ) -> Result<(), crate::telemetry::trace::ExportError> {
+        let workload = self.metrics.istio.workload();
+        self.metrics.tracer.start_export(opts, workload.as_ref())
     }
 
     /// The workload identity, when there is one.

@@ -336,9 +336,13 @@ async fn certificates_rotate_while_requests_flow_without_a_failure() {
     let now_serial = reviews.current().serial().to_owned();
     assert_ne!(now_serial, first_serial);
     assert_ne!(productpage.current().serial(), first_client_serial);
-    assert_eq!(
-        presented_serial(in_addr(&server), productpage.clone()).await,
-        now_serial
+    // Certificates renew every few hundred milliseconds here, so one may land during the
+    // handshake: the one served is the current one from just before or just after it.
+    let presented = presented_serial(in_addr(&server), productpage.clone()).await;
+    let after = reviews.current().serial().to_owned();
+    assert!(
+        presented == now_serial || presented == after,
+        "served {presented}, current {now_serial} then {after}"
     );
     let accepted = metric(
         &metrics_text(&server),

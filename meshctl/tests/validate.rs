@@ -202,3 +202,75 @@ spec:
         "{stderr}"
     );
 }
+
+/// A Telemetry: a filter the proxy cannot evaluate is an error with file and line; what the
+/// mesh does not implement (metrics overrides, an unknown provider) is a warning, and the
+/// object still validates.
+#[test]
+fn telemetry_filters_are_errors_and_unimplemented_fields_warnings() {
+    let dir = tmpdir("telemetry");
+    let ok = write(
+        &dir,
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}, {name: otel}]
+    filter: {expression: 'response.code >= 400'}
+  metrics:
+  - overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]
+",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["validate", "-f"])
+        .arg(&ok)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("1 object(s) valid") && stdout.contains("1 Telemetry"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("telemetry.yaml:6: spec.accessLogging[0].providers[1].name: access log provider \"otel\" is not implemented"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "telemetry.yaml:9: spec.metrics[0].overrides: metrics overrides are not implemented"
+        ),
+        "{stderr}"
+    );
+
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: errors, namespace: default}
+spec:
+  accessLogging:
+  - filter:
+      expression: response.code in [500, 503]
+",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["validate", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "bad.yaml:7: spec.accessLogging[0].filter.expression: invalid filter expression"
+        ),
+        "{stderr}"
+    );
+}

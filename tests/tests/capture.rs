@@ -23,6 +23,7 @@ kind: ServiceEntry
 metadata: { name: b, namespace: default }
 spec:
   hosts: [b.default.svc.cluster.local]
+  addresses: [198.18.1.10]
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{ number: 8080, name: http, protocol: HTTP }]
@@ -301,6 +302,21 @@ fn pod_to_pod_calls_are_captured_by_both_proxies_and_carry_the_callers_identity(
     assert_eq!(b.served("Inbound"), b_in + 1.0);
     assert_eq!(a.served("Inbound"), 0.0);
     let (a_out, b_in) = (a_out + 1.0, b_in + 1.0);
+
+    // By the service's VIP, where nothing listens: the Host is the address, a virtual-host
+    // domain of the service (Istio's generateVirtualHostDomains), so A's proxy routes it to B.
+    a.ns.ip(&["route", "add", "198.18.1.0/24", "via", NODE_IP]);
+    let by_vip: serde_json::Value =
+        serde_json::from_str(&a.curl(&[&format!("http://198.18.1.10:{APP_PORT}/vip")]))
+            .expect("the VIP is routed to the service");
+    assert_eq!(by_vip["name"], "b", "{by_vip}");
+    assert_eq!(
+        by_vip["client_identity"], "spiffe://cluster.local/ns/default/sa/sleep",
+        "{by_vip}"
+    );
+    let (a_out, b_in) = (a_out + 1.0, b_in + 1.0);
+    assert_eq!(a.served("Outbound"), a_out);
+    assert_eq!(b.served("Inbound"), b_in);
 
     // The excluded port bypasses both proxies: no identity, no new requests in their stats.
     let bypass: serde_json::Value =

@@ -1,6 +1,7 @@
 //! `meshctl describe WORKLOAD`: what applies to a workload and why, as `istioctl x describe`
 //! shows it: its services, the VirtualServices and DestinationRules of those services, the
-//! PeerAuthentications and AuthorizationPolicies that select it, and the mTLS mode in force.
+//! PeerAuthentications and AuthorizationPolicies that select it, the mTLS mode in force, and
+//! the Telemetries (access logs, tracing) that apply to it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub struct Description {
     pub destination_rules: Vec<Applied>,
     pub peer_authentications: Vec<Applied>,
     pub authorization_policies: Vec<Applied>,
+    /// Mesh-wide, namespace-wide and selecting Telemetries, least specific first.
+    pub telemetries: Vec<Applied>,
     pub mtls_mode: Mode,
     /// `namespace/name` of the PeerAuthentication that sets the mode; None: the default.
     pub mtls_from: Option<String>,
@@ -74,6 +77,7 @@ pub fn describe(
         destination_rules: Vec::new(),
         peer_authentications: Vec::new(),
         authorization_policies: Vec::new(),
+        telemetries: Vec::new(),
         mtls_mode: effective.workload.mode,
         mtls_from: effective
             .workload
@@ -184,10 +188,60 @@ pub fn describe(
                     format!("{action}, {scope}, {rules} rule(s)"),
                 ));
             }
+            Resource::Telemetry(t) => {
+                let ns = namespace_of(r);
+                if t.spec.target_ref.is_some() || !t.spec.target_refs.is_empty() {
+                    continue;
+                }
+                let selector = t
+                    .spec
+                    .selector
+                    .as_ref()
+                    .map(|s| &s.match_labels)
+                    .filter(|s| !s.is_empty());
+                // Istio's places: the root namespace without selector (mesh-wide), the
+                // workload's namespace without selector, and a selector in its namespace.
+                let (rank, scope) = match selector {
+                    None if ns == ROOT_NAMESPACE => (0, "mesh-wide".to_owned()),
+                    None if ns == w.namespace => (1, "namespace-wide".to_owned()),
+                    Some(sel) if ns == w.namespace && selects(sel, &w.labels) => {
+                        (2, format!("selector {}", selector_text(sel)))
+                    }
+                    _ => continue,
+                };
+                let mut parts = Vec::new();
+                for (n, what) in [
+                    (t.spec.access_logging.len(), "accessLogging"),
+                    (t.spec.tracing.len(), "tracing"),
+                    (t.spec.metrics.len(), "metrics"),
+                ] {
+                    if n > 0 {
+                        parts.push(format!("{n} {what}"));
+                    }
+                }
+                let why = format!("{scope}: {}", join(&parts));
+                let at = d
+                    .telemetries
+                    .iter()
+                    .position(|a| telemetry_rank(&a.why) > rank)
+                    .unwrap_or(d.telemetries.len());
+                d.telemetries.insert(at, Applied::of(r, why));
+            }
             _ => {}
         }
     }
     Some(d)
+}
+
+/// The precedence of a Telemetry by the scope its reason starts with.
+fn telemetry_rank(why: &str) -> u8 {
+    if why.starts_with("mesh-wide") {
+        0
+    } else if why.starts_with("namespace-wide") {
+        1
+    } else {
+        2
+    }
 }
 
 /// (service host, subset name) of every DestinationRule subset that selects the workload.
@@ -257,6 +311,7 @@ impl fmt::Display for Description {
         section(f, "DestinationRules", &self.destination_rules)?;
         section(f, "PeerAuthentications", &self.peer_authentications)?;
         section(f, "AuthorizationPolicies", &self.authorization_policies)?;
+        section(f, "Telemetries", &self.telemetries)?;
         let from = match &self.mtls_from {
             Some(p) => format!("PeerAuthentication {p}"),
             None => "default: no PeerAuthentication sets a mode".to_owned(),
@@ -273,7 +328,7 @@ impl fmt::Display for Description {
 mod tests {
     use super::*;
 
-    const MESH: &str = "\
+    pub(super) const MESH: &str = "\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: reviews, namespace: default}
@@ -383,5 +438,68 @@ spec:
         assert!(text.contains("  port 9080: PERMISSIVE"), "{text}");
         assert!(text.contains("default/reviews  bookinfo.yaml:"), "{text}");
         assert!(describe(&resources, &inventory, "default", "nope").is_none());
+    }
+}
+
+#[cfg(test)]
+mod telemetry_tests {
+    use super::*;
+
+    #[test]
+    fn telemetries_are_listed_mesh_then_namespace_then_workload() {
+        let yaml = format!(
+            "{}---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: reviews-logs, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: reviews}}}}
+  accessLogging: [{{filter: {{expression: 'response.code >= 400'}}}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: ratings-logs, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: ratings}}}}
+  accessLogging: [{{}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mesh-default, namespace: istio-system}}
+spec:
+  accessLogging: [{{providers: [{{name: envoy}}]}}]
+  tracing: [{{randomSamplingPercentage: 1}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: other-ns, namespace: shop}}
+spec:
+  accessLogging: [{{}}]
+",
+            super::tests::MESH
+        );
+        let (resources, errors) = crate::load_str("bookinfo.yaml", &yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        let inventory = Inventory::from_resources(&resources);
+        let d = describe(&resources, &inventory, "default", "reviews-v2").unwrap();
+        let listed: Vec<(String, String)> = d
+            .telemetries
+            .iter()
+            .map(|a| (a.name.clone(), a.why.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "mesh-default".to_owned(),
+                    "mesh-wide: 1 accessLogging, 1 tracing".to_owned()
+                ),
+                (
+                    "reviews-logs".to_owned(),
+                    "selector app=reviews: 1 accessLogging".to_owned()
+                ),
+            ]
+        );
+        assert!(d.to_string().contains("Telemetries"), "{d}");
     }
 }

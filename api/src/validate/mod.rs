@@ -3,11 +3,13 @@
 mod authorization_policy;
 mod destination_rule;
 mod gateway;
+mod ignored;
 mod peer_authentication;
 mod request_authentication;
 pub mod rules;
 mod service_entry;
 mod sidecar;
+mod telemetry;
 mod virtual_service;
 mod workload_entry;
 
@@ -68,6 +70,7 @@ pub fn validate(resource: &Resource) -> Vec<ValidationError> {
         Resource::RequestAuthentication(o) => {
             request_authentication::validate(&o.spec, ns, &spec, &mut errs)
         }
+        Resource::Telemetry(o) => telemetry::validate(&o.spec, ns, &spec, &mut errs),
     }
     to_errors(resource, errs)
 }
@@ -88,6 +91,15 @@ pub fn warnings(resource: &Resource) -> Vec<ValidationError> {
                 o.metadata.name
             );
             authorization_policy::fallbacks(&o.spec, &name, &spec, &mut out);
+        }
+        Resource::Telemetry(o) => telemetry::unsupported(&o.spec, &spec, &mut out),
+        Resource::VirtualService(o) => ignored::virtual_service(&o.spec, &spec, &mut out),
+        Resource::DestinationRule(o) => ignored::destination_rule(&o.spec, &spec, &mut out),
+        Resource::ServiceEntry(o) => ignored::service_entry(&o.spec, &spec, &mut out),
+        Resource::WorkloadEntry(o) => ignored::workload_entry(&o.spec, &spec, &mut out),
+        Resource::Sidecar(o) => ignored::sidecar(&o.spec, &spec, &mut out),
+        Resource::WorkloadGroup(_) => {
+            ignored::workload_group(&FieldPath::root().key("kind"), &mut out)
         }
         _ => {}
     }

@@ -214,6 +214,18 @@ fn repair(cfg: &mut ProxyConfig, e: &ConfigError, again: bool) -> String {
                 name.unwrap_or_default()
             )
         }
+        ConfigObject::AccessLog { index } => {
+            let name = cfg
+                .telemetry
+                .as_mut()
+                .and_then(|t| t.access_logging.as_mut())
+                .and_then(|a| remove(&mut a.logs, index))
+                .map(|l| l.name);
+            format!(
+                "access log {}: refused by the proxy ({refused}); removed",
+                name.unwrap_or_default()
+            )
+        }
     }
 }
 
@@ -331,6 +343,42 @@ mod tests {
         assert!(warnings[2].contains("foo/bad-audit"), "{warnings:?}");
         assert!(shared.inbound.is_some());
         mesh_proxy::config::check(&shared.to_config()).expect("the repaired config compiles");
+    }
+
+    #[test]
+    fn an_access_log_the_proxy_refuses_is_left_out_and_the_others_kept() {
+        let log = |name: &str, filter: &str| pb::AccessLog {
+            name: name.into(),
+            filter: filter.into(),
+            ..Default::default()
+        };
+        let mut shared = own(Vec::new());
+        shared.telemetry = Some(pb::Telemetry {
+            access_logging: Some(pb::AccessLogging {
+                logs: vec![
+                    log("envoy", "response.code >= 400"),
+                    log("bad", "response.code ="),
+                ],
+            }),
+            ..Default::default()
+        });
+        let warnings = check_own(&mut shared, None).expect("repaired");
+        let logs = &shared
+            .telemetry
+            .as_ref()
+            .unwrap()
+            .access_logging
+            .as_ref()
+            .unwrap()
+            .logs;
+        assert_eq!(logs, &[log("envoy", "response.code >= 400")]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "access log bad: refused by the proxy (telemetry.accessLogging.logs[1].filter:"
+            ),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -219,8 +219,8 @@ impl SnapshotCache {
 /// What one proxy is sent: its own encoded part and its scope's shared part, with versions.
 #[derive(Debug)]
 pub struct ProxySnapshot {
-    /// `ProxyConfig` fields 1 to 4 of this proxy alone: version, listeners, inbound route
-    /// table and cluster.
+    /// `ProxyConfig` fields of this proxy alone: version, listeners, inbound route table and
+    /// cluster, gateway route tables, telemetry.
     head: Bytes,
     pub scope: Option<Arc<ScopeSnapshot>>,
     pub config_version: String,
@@ -236,17 +236,7 @@ impl ProxySnapshot {
         scope: Option<Arc<ScopeSnapshot>>,
         warnings: Arc<[String]>,
     ) -> ProxySnapshot {
-        let mut own = ProxyConfig {
-            listeners: shared.listeners.clone(),
-            ..Default::default()
-        };
-        if let Some((table, cluster)) = &shared.inbound {
-            own.route_tables.push(table.clone());
-            own.clusters.push(cluster.clone());
-        }
-        own.route_tables
-            .extend(shared.gateway_tables.iter().cloned());
-        let own = own.encode_to_vec();
+        let own = shared.own().encode_to_vec();
         let mut version = DefaultHasher::new();
         version.write(&own);
         let mut endpoints = DefaultHasher::new();
@@ -346,6 +336,17 @@ mod tests {
             )),
             gateway_tables: Vec::new(),
             warnings: Vec::new(),
+            // The proxy's own access logs travel with its own part.
+            telemetry: Some(mesh_proto::config::v1::Telemetry {
+                access_logging: Some(mesh_proto::config::v1::AccessLogging {
+                    logs: vec![mesh_proto::config::v1::AccessLog {
+                        name: "envoy".into(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
         }
     }
 

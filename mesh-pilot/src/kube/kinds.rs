@@ -2,7 +2,6 @@
 
 use kube::core::ApiResource;
 use mesh_api::Kind;
-use mesh_api::resource::{NETWORKING_GROUPS, SECURITY_GROUPS};
 
 /// Version watched in every group: the stored version of the CRDs (Istio serves the older
 /// versions from the same storage, so one version sees every object).
@@ -22,12 +21,7 @@ pub fn plural(kind: Kind) -> String {
 pub fn config_resources() -> Vec<ApiResource> {
     let mut out = Vec::new();
     for kind in Kind::ALL {
-        let groups = if kind.is_security() {
-            SECURITY_GROUPS
-        } else {
-            NETWORKING_GROUPS
-        };
-        for group in groups {
+        for group in kind.groups() {
             out.push(ApiResource {
                 group: group.to_string(),
                 version: WATCHED_VERSION.to_string(),

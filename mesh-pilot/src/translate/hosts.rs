@@ -69,6 +69,31 @@ pub fn domains(hostname: &str, port: u32, proxy_ns: &str, bare: bool) -> Vec<Str
     out
 }
 
+/// The domains a service's addresses give the virtual host of `port`, as Istio's
+/// `generateVirtualHostDomains`: a client that calls the service by its VIP (a ClusterIP, a
+/// ServiceEntry address) sends that address as the Host. `address:port` always, the bare
+/// address for port 80; IPv6 in brackets; CIDR blocks name no host and give none.
+pub fn address_domains(addresses: &[String], port: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in addresses {
+        let Ok(ip) = a.parse::<std::net::IpAddr>() else {
+            continue;
+        };
+        if ip.is_unspecified() {
+            continue;
+        }
+        let host = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        out.push(format!("{host}:{port}"));
+        if port == 80 {
+            out.push(host);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +150,29 @@ mod tests {
         assert_eq!(
             domains("api.example.com", 443, "default", false),
             ["api.example.com:443"]
+        );
+    }
+
+    #[test]
+    fn service_addresses_are_domains_as_in_istio() {
+        let addrs = [
+            "198.18.10.1".to_string(),
+            "198.18.11.0/24".to_string(),
+            "2001:db8::1".to_string(),
+            "0.0.0.0".to_string(),
+        ];
+        assert_eq!(
+            address_domains(&addrs, 9080),
+            ["198.18.10.1:9080", "[2001:db8::1]:9080"]
+        );
+        assert_eq!(
+            address_domains(&addrs, 80),
+            [
+                "198.18.10.1:80",
+                "198.18.10.1",
+                "[2001:db8::1]:80",
+                "[2001:db8::1]"
+            ]
         );
     }
 }

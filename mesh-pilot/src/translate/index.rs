@@ -66,6 +66,8 @@ pub struct MeshIndex {
     pub(super) selector_ids: HashMap<Selector, usize>,
     /// The PeerAuthentications and AuthorizationPolicies, for each proxy's inbound side.
     pub(super) security: Vec<Resource>,
+    /// The Telemetry resources, resolved per proxy.
+    pub(super) telemetry: Vec<Resource>,
     pub(super) warnings: Vec<String>,
     /// Per workload (namespace, name): its ports that serve a non-HTTP service port, and
     /// those that also serve an HTTP one (left to HTTP).
@@ -108,11 +110,13 @@ impl MeshIndex {
             selectors: Vec::new(),
             selector_ids: HashMap::new(),
             security: Vec::new(),
+            telemetry: Vec::new(),
             warnings: Vec::new(),
             inbound_ports: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
         };
         for r in resources {
+            ignored_fields(r.borrow(), &mut index.warnings);
             match r.borrow() {
                 Resource::VirtualService(vs) => {
                     let ns = ns_of(vs);
@@ -182,6 +186,7 @@ impl MeshIndex {
                 | Resource::RequestAuthentication(_) => {
                     index.security.push(r.borrow().clone());
                 }
+                Resource::Telemetry(_) => index.telemetry.push(r.borrow().clone()),
                 _ => {}
             }
         }
@@ -191,6 +196,10 @@ impl MeshIndex {
         index
             .warnings
             .extend(crate::request_authn::warnings(&index.security));
+        index.warnings.extend(crate::telemetry::warnings(
+            &index.telemetry,
+            super::ROOT_NAMESPACE,
+        ));
         index.virtual_services.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });
@@ -381,4 +390,31 @@ fn inbound_ports(registry: &Registry) -> HashMap<(String, String), InboundPorts>
         }
     }
     out
+}
+
+/// The fields of a networking object that validate but that the mesh does not act on (what
+/// `meshctl validate` warns about), as pilot's warnings. Gateways, security kinds and
+/// Telemetry report theirs elsewhere.
+fn ignored_fields(r: &Resource, warnings: &mut Vec<String>) {
+    if !matches!(
+        r,
+        Resource::VirtualService(_)
+            | Resource::DestinationRule(_)
+            | Resource::ServiceEntry(_)
+            | Resource::WorkloadEntry(_)
+            | Resource::WorkloadGroup(_)
+            | Resource::Sidecar(_)
+    ) {
+        return;
+    }
+    for w in mesh_api::validate::warnings(r) {
+        warnings.push(format!(
+            "{} {}/{}: {}: {}",
+            r.kind(),
+            r.namespace().unwrap_or("default"),
+            r.name(),
+            w.field,
+            w.reason
+        ));
+    }
 }

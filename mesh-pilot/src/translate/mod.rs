@@ -6,8 +6,8 @@
 //! [`ScopeKey`] (namespace, Sidecar, matching selectors), is memoised there and shared, and
 //! only the listeners and the inbound part are built per proxy.
 //!
-//! Warnings: what the resources ask for but the proxy cannot do yet (mirroring, UDP ports,
-//! circuit breaking, ...) and references that lead nowhere (unknown
+//! Warnings: what the resources ask for but the proxy cannot do yet (UDP ports, some
+//! connection pool fields, ...) and references that lead nowhere (unknown
 //! hosts or subsets) do not fail translation; they are returned sorted and deduplicated in
 //! [`Translated::warnings`] for pilot to report. A route whose destination host, port or
 //! subset does not exist answers 503 `no healthy upstream`, as Istio's Envoy does for a
@@ -28,7 +28,7 @@ mod scope;
 use std::sync::Arc;
 
 use mesh_proto::config::v1::{
-    Cluster, Direction, Listener, ListenerProtocol, ProxyConfig, RouteTable,
+    Cluster, Direction, Listener, ListenerProtocol, ProxyConfig, RouteTable, Telemetry,
 };
 use mesh_proto::discovery::v1::ProxyAddresses;
 
@@ -107,6 +107,11 @@ pub struct SharedConfig {
     /// A gateway's route tables (`gateway-PORT`), sorted by name; its listeners are in
     /// `listeners`.
     pub gateway_tables: Vec<RouteTable>,
+    /// The proxy's access logs (and, later, tracing), from the Telemetry resources.
+    pub telemetry: Option<Telemetry>,
+    /// The Telemetry resources resolved for this proxy's workload, including the tracing
+    /// settings that `telemetry` does not carry yet.
+    pub resolved_telemetry: crate::telemetry::Resolved,
     /// Warnings of this proxy and of the index; the scope's are in `outbound.warnings`.
     pub warnings: Vec<String>,
 }
@@ -114,11 +119,7 @@ pub struct SharedConfig {
 impl SharedConfig {
     /// The whole config, sorted: "inbound" sorts before "outbound" in every list.
     pub fn to_config(&self) -> ProxyConfig {
-        let mut config = own_config(
-            self.listeners.clone(),
-            self.inbound.clone(),
-            self.gateway_tables.clone(),
-        );
+        let mut config = self.own();
         if let Some(out) = &self.outbound {
             config.route_tables.push(out.route_table.clone());
             config.clusters.extend(out.clusters.iter().cloned());
@@ -126,14 +127,25 @@ impl SharedConfig {
         config
     }
 
+    /// A copy of the proxy's own part, as [`SharedConfig::take_own`] takes it.
+    pub fn own(&self) -> ProxyConfig {
+        own_config(
+            self.listeners.clone(),
+            self.inbound.clone(),
+            self.gateway_tables.clone(),
+            self.telemetry.clone(),
+        )
+    }
+
     /// The proxy's own part (listeners, the inbound route table and cluster, a gateway's
-    /// route tables), moved out as a config of its own; [`SharedConfig::put_own`] puts it
+    /// route tables, the telemetry), moved out as a config of its own; [`SharedConfig::put_own`] puts it
     /// back.
     pub fn take_own(&mut self) -> ProxyConfig {
         own_config(
             std::mem::take(&mut self.listeners),
             self.inbound.take(),
             std::mem::take(&mut self.gateway_tables),
+            self.telemetry.take(),
         )
     }
 
@@ -141,6 +153,7 @@ impl SharedConfig {
     /// objects removed, none added).
     pub fn put_own(&mut self, own: ProxyConfig) {
         self.listeners = own.listeners;
+        self.telemetry = own.telemetry;
         let (inbound, gateway): (Vec<RouteTable>, Vec<RouteTable>) = own
             .route_tables
             .into_iter()
@@ -169,9 +182,11 @@ fn own_config(
     listeners: Vec<Listener>,
     inbound: Option<(RouteTable, Cluster)>,
     gateway_tables: Vec<RouteTable>,
+    telemetry: Option<Telemetry>,
 ) -> ProxyConfig {
     let mut config = ProxyConfig {
         listeners,
+        telemetry,
         ..Default::default()
     };
     if let Some((table, cluster)) = inbound {
@@ -237,6 +252,15 @@ pub fn translate_shared(
             shared.inbound = Some((table, cluster));
         }
     }
+    let resolved = crate::telemetry::resolve(
+        &mesh.telemetry,
+        &proxy.workload.namespace,
+        &proxy.workload.labels,
+        ROOT_NAMESPACE,
+    );
+    shared.telemetry = resolved.to_proto();
+    shared.warnings.extend(resolved.tracing_warnings());
+    shared.resolved_telemetry = resolved;
     let scope = mesh.scope(proxy.workload);
     if let Some(addresses) = &a.gateway {
         let builder = outbound::Builder::new(mesh, &scope);

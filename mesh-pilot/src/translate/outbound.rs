@@ -361,9 +361,12 @@ impl<'a> Builder<'a> {
                     &svc.hostname,
                 ))],
             };
+            let mut domains =
+                hosts::domains(&svc.hostname, port.number, &self.scope.namespace, bare);
+            domains.extend(hosts::address_domains(&svc.addresses, port.number));
             out.push(VirtualHost {
                 name: format!("{}:{}", svc.hostname, port.number),
-                domains: hosts::domains(&svc.hostname, port.number, &self.scope.namespace, bare),
+                domains,
                 routes,
             });
         }

@@ -7,8 +7,8 @@ use mesh_api::networking::{
 };
 use mesh_proto::config::v1::{
     CorsPolicy, DirectResponse, FaultInjection, HeaderMatch, HeaderOperations, HeaderValue,
-    QueryParameterMatch, Redirect, RetryPolicy, Route, RouteAction, RouteMatch, StringMatch,
-    WeightedCluster, fault_injection, route, string_match,
+    QueryParameterMatch, Redirect, RequestMirror, RetryPolicy, Route, RouteAction, RouteMatch,
+    StringMatch, WeightedCluster, fault_injection, route, string_match,
 };
 
 /// What the route builder needs from its caller.
@@ -271,18 +271,46 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
         authority_rewrite: rewrite
             .and_then(|rw| rw.authority.clone())
             .unwrap_or_default(),
+        mirrors: mirrors(r, env, warnings),
     })
 }
 
-fn unsupported(r: &HttpRoute, origin: &str, warnings: &mut Vec<String>) {
-    let mut skip = |what: &str| {
-        warnings.push(format!(
-            "{origin}: {what} is not supported by the proxy yet; ignored"
-        ))
-    };
-    if r.mirror.is_some() || !r.mirrors.is_empty() {
-        skip("mirroring");
+/// Istio's mirror translation: `mirror` with `mirrorPercentage` (else the deprecated integer
+/// `mirrorPercent`, else 100 %), then each of `mirrors` with its own `percentage` (100 % when
+/// unset). A share of 0 mirrors nothing, and a mirror to a destination without a cluster is
+/// dropped with a warning: the route itself still works.
+fn mirrors(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> Vec<RequestMirror> {
+    let single = r.mirror.as_ref().map(|d| {
+        let share = match (&r.mirror_percentage, r.mirror_percent) {
+            (Some(p), _) => p.value,
+            (None, Some(p)) => f64::from(p),
+            (None, None) => 100.0,
+        };
+        (d, share)
+    });
+    let listed = r.mirrors.iter().map(|m| {
+        (
+            &m.destination,
+            m.percentage.as_ref().map_or(100.0, |p| p.value),
+        )
+    });
+    let mut out = Vec::new();
+    for (destination, percentage) in single.into_iter().chain(listed) {
+        if percentage <= 0.0 {
+            continue;
+        }
+        match env.cluster(destination) {
+            Ok(cluster) => out.push(RequestMirror {
+                cluster,
+                subset: String::new(),
+                percentage: percentage.min(100.0),
+            }),
+            Err(reason) => {
+                warnings.push(format!("{}: mirror: {reason}; not mirrored", env.origin()))
+            }
+        }
     }
+    out
 }
 
 /// Istio's `TranslateCORSPolicy`: lists joined with commas, `maxAge` in whole seconds, the
@@ -396,7 +424,6 @@ pub fn http_routes(
         if matches.is_empty() {
             continue;
         }
-        unsupported(r, env.origin(), warnings);
         let action = action(r, env, warnings);
         let fault = fault(r.fault.as_ref(), env.origin(), warnings);
         for m in matches {

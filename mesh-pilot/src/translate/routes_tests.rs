@@ -281,18 +281,44 @@ fn unknown_destination_answers_503_and_warns() {
 }
 
 #[test]
-fn mirrors_are_warned_and_skipped() {
+fn mirrors_are_translated_with_istios_shares() {
     let (r, w) = routes(
         "  http:
-  - mirror: {host: reviews}
+  - mirror: {host: reviews, subset: v2}
+    mirrorPercentage: {value: 25.5}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - mirrors:
+    - destination: {host: reviews, subset: v2}
+    - destination: {host: reviews, subset: v3}
+      percentage: {value: 0}
+    - destination: {host: reviews, subset: missing}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - mirror: {host: reviews, subset: v3}
+    mirrorPercent: 10
     route: [{destination: {host: reviews, subset: v1}}]
 ",
     );
+    let shares = |i: usize| -> Vec<(String, f64)> {
+        action(&r[i])
+            .mirrors
+            .iter()
+            .map(|m| (m.cluster.clone(), m.percentage))
+            .collect()
+    };
+    assert_eq!(shares(0), [("outbound|9080|v2|reviews".to_string(), 25.5)]);
+    // 100 % when unset; a share of 0 mirrors nothing; a missing subset is warned and dropped.
+    assert_eq!(shares(1), [("outbound|9080|v2|reviews".to_string(), 100.0)]);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("mirror") && w.contains("subset missing")),
+        "{w:?}"
+    );
+    assert_eq!(shares(2), [("outbound|9080|v3|reviews".to_string(), 10.0)]);
     assert_eq!(
         action(&r[0]).clusters[0].cluster,
-        "outbound|9080|v1|reviews"
+        "outbound|9080|v1|reviews",
+        "the route itself is unchanged"
     );
-    assert!(w.iter().any(|w| w.contains("mirroring")), "{w:?}");
 }
 
 fn fault_of(yaml_fault: &str) -> (Option<FaultInjection>, Vec<String>) {

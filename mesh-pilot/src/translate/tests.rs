@@ -760,3 +760,67 @@ spec:
         None
     );
 }
+
+#[test]
+fn telemetry_access_logs_reach_each_proxy_by_namespace_and_workload() {
+    let m = mesh(
+        "
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: shop-json, namespace: shop}
+spec:
+  accessLogging:
+  - providers: [{name: envoy-json}]
+    filter: {expression: 'response.code >= 500'}
+  - providers: [{name: envoy}]
+    disabled: true
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: reviews-v2-errors, namespace: default}
+spec:
+  selector: {matchLabels: {version: v2}}
+  accessLogging:
+  - match: {mode: SERVER}
+    filter: {expression: 'response.code >= 400'}
+",
+    );
+    let summary = |t: &Translated| {
+        t.config
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.access_logging.as_ref())
+            .map(|a| {
+                a.logs
+                    .iter()
+                    .map(|l| format!("{} {:?} {:?} {}", l.name, l.format(), l.mode(), l.filter))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let v1 = run(&m, "reviews-v1", "default", outbound_only());
+    assert_eq!(summary(&v1), ["envoy Text ClientAndServer "]);
+    let v2 = run(&m, "reviews-v2", "default", outbound_only());
+    assert_eq!(
+        summary(&v2),
+        [
+            "envoy Text Client ",
+            "envoy Text Server response.code >= 400"
+        ]
+    );
+    let cart = run(&m, "cart", "shop", outbound_only());
+    assert_eq!(
+        summary(&cart),
+        ["envoy-json Json ClientAndServer response.code >= 500"]
+    );
+    // What pilot sends passes the proxy's own check.
+    for t in [&v1, &v2, &cart] {
+        mesh_proxy::config::check(&t.config).expect("the proxy accepts it");
+    }
+}

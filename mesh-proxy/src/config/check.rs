@@ -8,7 +8,7 @@ use std::sync::Arc;
 use mesh_proto::config::v1 as pb;
 
 use super::ConfigError;
-use super::snapshot::{Env, Listeners, Names, Upstreams};
+use super::snapshot::{Env, Listeners, Names, Upstreams, compile_access_log};
 use crate::authz::Fallback;
 use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
@@ -26,6 +26,7 @@ pub fn check(cfg: &pb::ProxyConfig) -> Result<Report, ConfigError> {
     let upstreams =
         with_env(|env| Upstreams::compile(&cfg.clusters, &cfg.route_tables, None, env))?;
     let listeners = Listeners::compile(&cfg.listeners, &upstreams, &Default::default())?;
+    compile_access_log(cfg.telemetry.as_ref())?;
     Ok(Report {
         fallbacks: listeners.fallbacks,
     })
@@ -55,6 +56,7 @@ pub fn check_with(
     let upstreams =
         with_env(|env| Upstreams::compile(&own.clusters, &own.route_tables, base, env))?;
     let listeners = Listeners::compile(&own.listeners, &upstreams, &Default::default())?;
+    compile_access_log(own.telemetry.as_ref())?;
     Ok(Report {
         fallbacks: listeners.fallbacks,
     })

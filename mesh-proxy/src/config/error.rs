@@ -64,6 +64,10 @@ pub enum ConfigObject {
         listener: usize,
         rule: usize,
     },
+    /// One of `telemetry.accessLogging.logs`.
+    AccessLog {
+        index: usize,
+    },
 }
 
 impl fmt::Display for ConfigObject {
@@ -89,6 +93,7 @@ impl fmt::Display for ConfigObject {
             Self::JwtRule { listener, rule } => {
                 write!(f, "listeners[{listener}].jwtRules[{rule}]")
             }
+            Self::AccessLog { index } => write!(f, "telemetry.accessLogging.logs[{index}]"),
         }
     }
 }

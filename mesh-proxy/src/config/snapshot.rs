@@ -13,6 +13,7 @@ use mesh_proto::config::v1 as pb;
 use super::ListenerSecurity;
 pub use super::error::{ConfigError, ConfigObject, FieldError};
 use super::security::{RemoteKeys, SecurityError};
+use crate::access_log::{AccessLogConfig, AccessLogError};
 use crate::authz::Fallback;
 use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub listener_security: HashMap<String, Arc<ListenerSecurity>>,
     /// Listeners' layer 4 routes, by listener name; listeners without routes are absent.
     pub tcp_routes: HashMap<String, Arc<TcpRoutes>>,
+    /// The access logs, by the side of the call.
+    pub access_log: AccessLogConfig,
 }
 
 impl Snapshot {
@@ -40,6 +43,7 @@ impl Snapshot {
             clusters: HashMap::new(),
             listener_security: HashMap::new(),
             tcp_routes: HashMap::new(),
+            access_log: AccessLogConfig::default(),
         }
     }
 
@@ -67,6 +71,7 @@ impl Snapshot {
         };
         let upstreams = Upstreams::compile(&cfg.clusters, &cfg.route_tables, None, &env)?;
         let listeners = Listeners::compile(&cfg.listeners, &upstreams, &env.remote_keys())?;
+        let access_log = compile_access_log(cfg.telemetry.as_ref())?;
         for f in &listeners.fallbacks {
             tracing::warn!(policy = %f.policy, field = %f.field, "{f}");
         }
@@ -76,8 +81,21 @@ impl Snapshot {
             clusters: upstreams.clusters,
             listener_security: listeners.security,
             tcp_routes: listeners.tcp_routes,
+            access_log,
         })
     }
+}
+
+/// The access logs of `telemetry`, with an error that names the refused log.
+pub(super) fn compile_access_log(
+    telemetry: Option<&pb::Telemetry>,
+) -> Result<AccessLogConfig, ConfigError> {
+    AccessLogConfig::compile(telemetry).map_err(|e: AccessLogError| {
+        ConfigError::new(
+            ConfigObject::AccessLog { index: e.index() },
+            FieldError::new(e.field(), e.to_string()),
+        )
+    })
 }
 
 /// What a compile runs with.

@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::mirror::{BodyCopies, CopyBody};
 use crate::telemetry::grpc::MessageCounter;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -93,6 +94,8 @@ pub struct DownstreamBody {
     received: Arc<AtomicU64>,
     /// gRPC requests: the messages read so far, for the message count metric.
     messages: Option<(MessageCounter, Arc<AtomicU64>)>,
+    /// The bodies of the request's shadow copies, fed as this one is read.
+    copies: Option<BodyCopies>,
 }
 
 /// Tells whether reading a [`DownstreamBody`] failed, and how much of it was read.
@@ -135,6 +138,7 @@ impl DownstreamBody {
                 failed: failed.clone(),
                 received: received.clone(),
                 messages: messages.clone().map(|m| (MessageCounter::default(), m)),
+                copies: None,
             },
             BodyFailure {
                 failed,
@@ -142,6 +146,14 @@ impl DownstreamBody {
                 messages,
             },
         )
+    }
+}
+
+impl DownstreamBody {
+    /// Feeds `copies` (a mirrored request's shadow bodies) with every frame read.
+    pub fn with_copies(mut self, copies: Option<BodyCopies>) -> Self {
+        self.copies = copies;
+        self
     }
 }
 
@@ -155,6 +167,17 @@ impl Body for DownstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let frame = ready!(poll_non_empty(Pin::new(&mut this.inner), cx));
+        if let Some(copies) = &mut this.copies {
+            match &frame {
+                Some(Ok(f)) => copies.offer(f),
+                None => copies.finish(),
+                Some(Err(_)) => {}
+            }
+            // A reader that knows the length stops at the last frame without asking again.
+            if this.inner.is_end_stream() {
+                copies.finish();
+            }
+        }
         match &frame {
             Some(Err(_)) => this.failed.store(true, Ordering::Release),
             Some(Ok(f)) => {
@@ -187,6 +210,8 @@ pub enum UpstreamBody {
     Stream(DownstreamBody),
     /// Streamed while a copy is kept, so another attempt can send it again.
     Replay(ReplayBody),
+    /// A mirrored request's shadow copy.
+    Copy(CopyBody),
 }
 
 impl Body for UpstreamBody {
@@ -200,6 +225,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             Self::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Replay(b) => Pin::new(b).poll_frame(cx),
+            Self::Copy(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
@@ -207,6 +233,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Stream(b) => b.is_end_stream(),
             Self::Replay(b) => b.is_end_stream(),
+            Self::Copy(b) => b.is_end_stream(),
         }
     }
 
@@ -214,6 +241,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Stream(b) => b.size_hint(),
             Self::Replay(b) => b.size_hint(),
+            Self::Copy(b) => b.size_hint(),
         }
     }
 }

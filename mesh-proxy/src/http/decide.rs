@@ -10,6 +10,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use mesh_proto::config::v1::OutboundTrafficPolicy;
 
+use super::mirror;
 use crate::authz::{HttpAttributes, RequestAuth};
 use crate::config::Snapshot;
 use crate::listener::{ConnContext, authorize};
@@ -52,6 +53,8 @@ pub struct Dice {
     pub fault: Rolls,
     /// Which weighted destination of the route.
     pub destination: u32,
+    /// Which of the route's mirrors take the request.
+    pub mirror: u64,
 }
 
 impl Dice {
@@ -59,6 +62,7 @@ impl Dice {
         Self {
             fault: Rolls::random(),
             destination: rand::random(),
+            mirror: rand::random(),
         }
     }
 }
@@ -122,6 +126,9 @@ pub struct Forwarding<'s> {
     pub retry: RetryPolicy,
     /// The whole request's deadline, attempts and backoff included.
     pub timeout: Option<Duration>,
+    /// Where shadow copies go (the route's mirrors whose share took this request and whose
+    /// cluster exists).
+    pub mirrors: Vec<Target>,
 }
 
 impl Decision<'_> {
@@ -256,6 +263,16 @@ fn forwarding<'s>(
     if let Some(g) = grpc_timeout(req.headers) {
         timeout = Some(timeout.map_or(g, |t| t.min(g)));
     }
+    let mirrors = action
+        .mirrors
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| mirror::takes(dice.mirror, *i, m.share_ppm))
+        .filter_map(|(_, m)| {
+            let cluster = snapshot.clusters.get(&m.cluster)?;
+            Some(Target::subset(cluster.clone(), m.subset.as_str()))
+        })
+        .collect();
     Decided::Forward(Box::new(Forwarding {
         target: Target::subset(cluster.clone(), destination.subset.as_str()),
         authority: action
@@ -273,6 +290,7 @@ fn forwarding<'s>(
         ],
         retry,
         timeout,
+        mirrors,
     }))
 }
 
@@ -299,6 +317,7 @@ fn unrouted<'s>(
             response_headers: [None, None],
             retry: RetryPolicy::none(),
             timeout: None,
+            mirrors: Vec::new(),
         })),
         cors: None,
     }

@@ -12,6 +12,7 @@ use super::admitted::AdmittedBody;
 use super::body::{BodyFailure, DownstreamBody, Replay, ResponseBody, UpstreamBody};
 use super::headers::remove_hop_by_hop;
 use super::local;
+use super::mirror::BodyCopies;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
@@ -28,6 +29,8 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     pub downstream_version: Version,
     pub grpc: bool,
+    /// The bodies of the request's shadow copies (mirrors), fed as the body is read.
+    pub copies: Option<BodyCopies>,
 }
 
 /// Where and how to send it.
@@ -65,7 +68,10 @@ pub async fn forward(
         }
     };
     let service = metrics.istio.cluster_service(&cluster_name);
-    telemetry::upstream::note(&mut resp, |info| info.service = Some(service));
+    telemetry::upstream::note(&mut resp, |info| {
+        info.service = Some(service);
+        info.cluster = Some(cluster_name);
+    });
     resp
 }
 
@@ -102,14 +108,10 @@ async fn attempts(
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
     let cluster = &plan.target.cluster;
-    let version = match cluster.protocol {
-        Protocol::Http1 => Version::HTTP_11,
-        Protocol::Http2 => Version::HTTP_2,
-        Protocol::SameAsDownstream if out.downstream_version == Version::HTTP_2 => Version::HTTP_2,
-        Protocol::SameAsDownstream => Version::HTTP_11,
-    };
+    let version = upstream_version(cluster.protocol, out.downstream_version);
     let max_attempts = 1 + plan.policy.num_retries;
     let (downstream_body, body_failure) = DownstreamBody::watch_messages(downstream_body, grpc);
+    let downstream_body = downstream_body.with_copies(out.copies.take());
     let mut body = if max_attempts > 1 {
         BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
     } else {
@@ -209,6 +211,7 @@ async fn attempts(
         let Some(retry_held) = retry_held else {
             let upstream = Upstream {
                 metrics,
+                address: endpoint.address,
                 transport: &endpoint.transport,
                 body: &body_failure,
             };
@@ -224,6 +227,16 @@ async fn attempts(
         drop(result);
         drop(admission);
         tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
+    }
+}
+
+/// The HTTP version a request goes upstream in, by the cluster's protocol.
+pub(super) fn upstream_version(protocol: Protocol, downstream_version: Version) -> Version {
+    match protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::Http2 => Version::HTTP_2,
+        Protocol::SameAsDownstream if downstream_version == Version::HTTP_2 => Version::HTTP_2,
+        Protocol::SameAsDownstream => Version::HTTP_11,
     }
 }
 
@@ -247,7 +260,7 @@ fn downstream_body_failed<'r>(
     }
 }
 
-fn build(
+pub(super) fn build(
     out: &Outgoing,
     version: Version,
     mut headers: HeaderMap,
@@ -278,6 +291,7 @@ fn build(
 /// What the response's telemetry learns from the attempt that answered.
 struct Upstream<'a> {
     metrics: &'a Metrics,
+    address: std::net::SocketAddr,
     transport: &'a Transport,
     body: &'a BodyFailure,
 }
@@ -318,6 +332,7 @@ fn finish(
     telemetry::upstream::note(&mut resp, |info| {
         info.request_bytes = Some(received);
         info.request_messages = messages;
+        info.host = Some(upstream.address);
     });
     resp
 }

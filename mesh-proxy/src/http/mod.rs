@@ -8,6 +8,7 @@ pub mod forward;
 pub mod headers;
 pub mod inbound;
 pub mod local;
+pub mod mirror;
 pub mod proxy;
 pub mod upgrade;
 

@@ -3,23 +3,25 @@
 //! `upgrade` or a local reply).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use mesh_proto::config::v1::Direction;
 
 use super::body::ResponseBody;
 use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_hop_by_hop};
+use super::mirror::{self, BodyCopies};
 use super::{edge, inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
 use crate::retry::Overrides;
-use crate::telemetry::RecordedBody;
-use crate::upstream::{Cluster, HashInput};
+use crate::telemetry::{RecordedBody, RequestRecord};
+use crate::upstream::{Cluster, HashInput, Target};
 
 /// The HTTP request handler of every listener.
 pub struct Proxy {
@@ -51,8 +53,8 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Response<RecordedBody> {
         // Istio's standard metrics, recorded once when the response ends.
-        let record = self.metrics.istio.start(conn, &mut req);
-        let resp = self.route(conn, req).await;
+        let mut record = self.metrics.istio.start(conn, &mut req);
+        let resp = self.route(conn, req, &mut record).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,
             _ => DirectionLabel::Outbound,
@@ -77,9 +79,13 @@ impl Proxy {
         &self,
         conn: &ConnContext,
         mut req: Request<Incoming>,
+        record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
         let grpc = local::is_grpc(req.headers());
         let Some(authority) = authority_of(&req) else {
+            let snapshot = self.state.load();
+            let logs = snapshot.access_log.for_direction(conn.listener.direction);
+            record.access_log(logs, &self.metrics.access_log, conn, &req);
             return local::bad_request("missing host");
         };
         let upgrade = is_upgrade_request(&req);
@@ -89,11 +95,25 @@ impl Proxy {
         if conn.listener.is_gateway() {
             edge::sanitize_external(req.headers_mut(), conn.listener.scheme());
         }
-        if (outbound || conn.listener.is_gateway()) && !req.headers().contains_key(REQUEST_ID) {
+        // Every listener makes one when there is none, as Envoy's `generate_request_id`; the
+        // gateway has removed the client's.
+        if !req.headers().contains_key(REQUEST_ID) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
         // The one read of the config for this request.
         let snapshot = self.state.load_full();
+        let tracing = snapshot
+            .source
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.tracing.as_ref());
+        record.trace(self.metrics.tracer.begin(conn, &mut req, tracing));
+        record.access_log(
+            snapshot.access_log.for_direction(conn.listener.direction),
+            &self.metrics.access_log,
+            conn,
+            &req,
+        );
         let mut request_auth = None;
         if conn.listener.is_inbound() {
             request_auth =
@@ -154,14 +174,18 @@ impl Proxy {
             upgrade::forward(&f.target, hash, req, f.authority, f.path_and_query).await
         } else {
             let (parts, body) = req.into_parts();
-            let out = Outgoing {
+            let mut out = Outgoing {
                 method: parts.method,
                 authority: f.authority,
                 path_and_query: f.path_and_query,
                 headers: parts.headers,
                 downstream_version: parts.version,
                 grpc,
+                copies: None,
             };
+            if !f.mirrors.is_empty() {
+                out.copies = Some(self.mirror(&out, f.mirrors, body.is_end_stream(), f.timeout));
+            }
             let plan = Plan {
                 target: &f.target,
                 hash,
@@ -174,6 +198,33 @@ impl Proxy {
             ops.apply(resp.headers_mut());
         }
         resp
+    }
+}
+
+impl Proxy {
+    /// Starts the shadow copies of a request, each with a body fed from the original's.
+    fn mirror(
+        &self,
+        out: &Outgoing,
+        targets: Vec<Target>,
+        no_body: bool,
+        timeout: Option<Duration>,
+    ) -> BodyCopies {
+        let (copies, bodies) = BodyCopies::new(targets.len(), no_body);
+        for (target, body) in targets.into_iter().zip(bodies) {
+            let copy = Outgoing {
+                method: out.method.clone(),
+                authority: mirror::shadow_authority(&out.authority),
+                path_and_query: out.path_and_query.clone(),
+                headers: out.headers.clone(),
+                downstream_version: out.downstream_version,
+                grpc: out.grpc,
+                copies: None,
+            };
+            let metrics = self.metrics.clone();
+            tokio::spawn(mirror::send_copy(metrics, target, copy, body, timeout));
+        }
+        copies
     }
 }
 

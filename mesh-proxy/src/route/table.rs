@@ -58,6 +58,17 @@ pub struct Forward {
     pub retry: Option<RetryPolicy>,
     pub prefix_rewrite: Option<String>,
     pub authority_rewrite: Option<HeaderValue>,
+    /// Shadow copies of a share of the requests.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// Where a share of a route's requests is mirrored.
+#[derive(Debug)]
+pub struct Mirror {
+    pub cluster: String,
+    pub subset: String,
+    /// Parts per million of the requests.
+    pub share_ppm: u32,
 }
 
 #[derive(Debug)]
@@ -327,6 +338,26 @@ impl Forward {
                 "cannot rewrite a prefix of a regex match",
             ));
         }
+        let mut mirrors = Vec::with_capacity(a.mirrors.len());
+        for (i, m) in a.mirrors.iter().enumerate() {
+            if m.cluster.is_empty() {
+                return Err(FieldError::new(
+                    format!("mirrors[{i}].cluster"),
+                    "must not be empty",
+                ));
+            }
+            if !(0.0..=100.0).contains(&m.percentage) {
+                return Err(FieldError::new(
+                    format!("mirrors[{i}].percentage"),
+                    format!("{} is not a percentage between 0 and 100", m.percentage),
+                ));
+            }
+            mirrors.push(Mirror {
+                cluster: m.cluster.clone(),
+                subset: m.subset.clone(),
+                share_ppm: (m.percentage * 10_000.0).round() as u32,
+            });
+        }
         Ok(Self {
             destinations,
             total_weight,
@@ -334,6 +365,7 @@ impl Forward {
             retry,
             prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
             authority_rewrite,
+            mirrors,
         })
     }
 

@@ -9,7 +9,8 @@
 //! - [`record`]: one HTTP request, recorded once after its response body ends (or the
 //!   downstream leaves);
 //! - [`upstream`]: what the forwarding code learns from the upstream (its peer metadata, mTLS);
-//! - [`tcp`]: one proxied TCP connection.
+//! - [`tcp`]: one proxied TCP connection;
+//! - [`trace`]: spans per request, trace header propagation and OTLP export.
 
 pub mod flags;
 pub mod grpc;
@@ -17,6 +18,7 @@ pub mod labels;
 pub mod peer;
 pub mod record;
 pub mod tcp;
+pub mod trace;
 pub mod upstream;
 
 mod interner;
@@ -210,6 +212,11 @@ impl Telemetry {
         let principal = self.local.load().principal.clone();
         self.local
             .store(Arc::new(Local::new(Some(workload), principal)));
+    }
+
+    /// This proxy's workload, once known.
+    pub fn workload(&self) -> Option<WorkloadMetadata> {
+        self.local.load().workload.clone()
     }
 
     /// The SPIFFE URI of this proxy's certificate.

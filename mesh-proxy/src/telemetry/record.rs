@@ -22,8 +22,11 @@ use super::grpc::MessageCounter;
 use super::labels::{
     CallLabels, PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, ServiceLabels,
 };
+use super::trace::{ActiveSpan, Finish};
 use super::upstream::UpstreamInfo;
 use super::{PEER_METADATA, Telemetry, peer};
+use crate::access_log::entry::{Finished, Upstream};
+use crate::access_log::{CompiledLog, Pending, Sink};
 use crate::http::body::{BoxError, ResponseBody};
 use crate::listener::ConnContext;
 
@@ -49,7 +52,15 @@ pub struct RequestRecord {
     response_messages: Option<MessageCounter>,
     /// An inbound request from a verified peer that announced itself: it gets our metadata.
     answer_peer: bool,
+    /// Whether the standard metrics record this request.
+    metrics: bool,
+    /// Set when an access log applies to the request.
+    access: Option<Box<Pending>>,
     recorded: bool,
+    /// The request's span, when it is traced; ended with the record.
+    span: Option<Box<ActiveSpan>>,
+    /// The upstream cluster, for the span.
+    cluster: Option<String>,
 }
 
 impl Telemetry {
@@ -82,8 +93,11 @@ impl Telemetry {
             response_bytes: 0,
             response_messages: (protocol == RequestProtocol::Grpc).then(MessageCounter::default),
             answer_peer: false,
-            // Off: the record is born recorded, so it never records.
-            recorded: !enabled,
+            metrics: enabled,
+            access: None,
+            recorded: false,
+            span: None,
+            cluster: None,
         };
         if enabled && conn.listener.is_inbound() {
             record.reporter = Reporter::Destination;
@@ -107,6 +121,21 @@ impl Telemetry {
 }
 
 impl RequestRecord {
+    /// Logs the request when it ends, when `logs` (those of its config and side) are some.
+    /// Without logs this is one branch.
+    #[inline]
+    pub fn access_log<B>(
+        &mut self,
+        logs: Option<&Arc<[CompiledLog]>>,
+        sink: &Arc<Sink>,
+        conn: &ConnContext,
+        req: &Request<B>,
+    ) {
+        if let Some(logs) = logs {
+            self.access = Some(Pending::capture(logs, sink, conn, req));
+        }
+    }
+
     /// Takes the response's telemetry (flags, upstream) and returns it with a body that
     /// records the request when it ends.
     pub fn respond(mut self, resp: Response<ResponseBody>) -> Response<RecordedBody> {
@@ -117,7 +146,22 @@ impl RequestRecord {
         match parts.extensions.remove::<UpstreamInfo>() {
             // From the forwarding code, which took the metadata off the upstream's response
             // (an upstream proxy's answer, or an app's forgery) already.
-            Some(info) => self.upstream(info),
+            Some(info) => {
+                if let Some(access) = &mut self.access {
+                    access.upstream(Upstream {
+                        host: info.host,
+                        cluster: info.cluster.clone(),
+                        peer: info
+                            .peer
+                            .as_ref()
+                            .map(|p| p.principal())
+                            .filter(|p| *p != peer::UNKNOWN)
+                            .map(str::to_owned),
+                        service_time: self.start.elapsed(),
+                    });
+                }
+                self.upstream(info)
+            }
             // An upgrade's response, or a local reply: never passed on as it came.
             None => {
                 peer::take(&mut parts.headers);
@@ -139,7 +183,13 @@ impl RequestRecord {
         )
     }
 
+    /// The request's span, ended when the request is recorded.
+    pub fn trace(&mut self, span: Option<Box<ActiveSpan>>) {
+        self.span = span;
+    }
+
     fn upstream(&mut self, info: UpstreamInfo) {
+        self.cluster = info.cluster;
         if let Some(bytes) = info.request_bytes {
             self.counted_request_bytes = Some(bytes);
         }
@@ -161,6 +211,22 @@ impl RequestRecord {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
+        let request_bytes = self
+            .counted_request_bytes
+            .as_ref()
+            .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
+        if let Some(access) = self.access.take() {
+            access.finish(Finished {
+                response_code: self.response_code,
+                flags: self.flags,
+                bytes_received: request_bytes,
+                bytes_sent: self.response_bytes,
+                duration: self.start.elapsed(),
+            });
+        }
+        if !self.metrics {
+            return;
+        }
         let t = &self.telemetry;
         let labels = RequestLabels {
             call: CallLabels {
@@ -175,10 +241,6 @@ impl RequestRecord {
             response_code: self.response_code,
             grpc_status: self.grpc_status,
         };
-        let request_bytes = self
-            .counted_request_bytes
-            .as_ref()
-            .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let series = t.request_series(&labels);
         series.requests.inc();
@@ -198,14 +260,37 @@ impl RequestRecord {
     }
 }
 
+impl RequestRecord {
+    fn end_span(&mut self) {
+        let Some(span) = self.span.take() else {
+            return;
+        };
+        let request_bytes = self
+            .counted_request_bytes
+            .as_ref()
+            .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
+        span.end(Finish {
+            status: self.response_code,
+            grpc_status: self.grpc_status,
+            flags: self.flags,
+            cluster: self.cluster.as_deref(),
+            request_bytes,
+            response_bytes: self.response_bytes,
+            source: &self.source,
+            destination: &self.destination,
+        });
+    }
+}
+
 impl Drop for RequestRecord {
     /// Dropped before a response body ended: the downstream went away.
     fn drop(&mut self) {
-        if !self.recorded {
+        if !self.recorded || self.span.is_some() {
             self.flags = self
                 .flags
                 .with(ResponseFlag::DownstreamConnectionTermination);
             self.record();
+            self.end_span();
         }
     }
 }
@@ -220,6 +305,7 @@ pub struct RecordedBody {
 impl RecordedBody {
     fn end(&mut self) {
         self.record.record();
+        self.record.end_span();
     }
 }
 

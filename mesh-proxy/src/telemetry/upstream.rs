@@ -3,6 +3,7 @@
 //! from its peer metadata and its principal from the identities its certificate was checked
 //! against. Carried as a response extension.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -15,12 +16,16 @@ use crate::upstream::Transport;
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamInfo {
     pub service: Option<Arc<ServiceLabels>>,
+    /// The cluster's name, for the request's span and access log.
+    pub cluster: Option<String>,
     /// The destination as labels; `None` unless the connection was mesh mTLS.
     pub peer: Option<Arc<PeerLabels>>,
     /// Request body bytes read from the downstream, counted as they flow.
     pub request_bytes: Option<Arc<AtomicU64>>,
     /// gRPC messages read from the downstream, counted as they flow.
     pub request_messages: Option<Arc<AtomicU64>>,
+    /// The endpoint of the attempt that answered (or failed last).
+    pub host: Option<SocketAddr>,
 }
 
 impl Telemetry {

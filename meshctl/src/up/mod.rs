@@ -62,6 +62,10 @@ pub struct Args {
     /// when not given); proxies renew at half of it.
     #[arg(long, value_parser = clap::value_parser!(u64).range(10..))]
     pub cert_ttl: Option<u64>,
+    /// An OTLP gRPC collector (e.g. http://127.0.0.1:4317) every proxy and gateway reports
+    /// its spans to; without it no spans are made.
+    #[arg(long, value_name = "URL")]
+    pub tracing_otlp_endpoint: Option<String>,
     /// Also run Prometheus (the `prometheus` binary on PATH) on localhost, scraping every
     /// proxy and pilot; its data goes under the state directory.
     #[arg(long)]
@@ -69,6 +73,14 @@ pub struct Args {
     /// The port of Prometheus's web UI and query API (127.0.0.1), with --prometheus.
     #[arg(long, default_value_t = 9090, requires = "prometheus")]
     pub prometheus_port: u16,
+}
+
+/// The proxy flags every proxy and gateway of the local mesh shares.
+fn shared_proxy_args(args: &Args) -> Vec<String> {
+    match &args.tracing_otlp_endpoint {
+        Some(url) => vec!["--tracing-otlp-endpoint".into(), url.clone()],
+        None => Vec::new(),
+    }
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -168,6 +180,7 @@ fn up(args: &Args) -> Result<(), String> {
             format!("app={},version={}", w.app, w.version),
         ];
         proxy_args.extend(ca.credentials(w).proxy_args());
+        proxy_args.extend(shared_proxy_args(args));
         if let Some(o) = w.outbound {
             proxy_args.extend(["--outbound-addr".into(), o.to_string()]);
         }
@@ -286,6 +299,7 @@ fn gateway_args(args: &Args, ca: &LocalCa, g: &LocalGateway) -> Vec<String> {
     for (port, addr) in &g.ports {
         out.extend(["--gateway-port".into(), format!("{port}={addr}")]);
     }
+    out.extend(shared_proxy_args(args));
     if let Some(a) = g.admin {
         out.extend(["--admin-addr".into(), a.to_string()]);
     }
@@ -389,4 +403,32 @@ fn print_summary(args: &Args, workloads: &[LocalWorkload], gateways: &[LocalGate
         "edit the YAML in {} and the change reaches every proxy within a second; Ctrl-C stops the mesh",
         args.dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: Args,
+    }
+
+    #[test]
+    fn the_tracing_endpoint_is_passed_to_every_proxy() {
+        let cli = Cli::parse_from([
+            "up",
+            "examples/bookinfo",
+            "--tracing-otlp-endpoint",
+            "http://127.0.0.1:4317",
+        ]);
+        assert_eq!(
+            shared_proxy_args(&cli.up),
+            ["--tracing-otlp-endpoint", "http://127.0.0.1:4317"]
+        );
+        let cli = Cli::parse_from(["up", "examples/bookinfo"]);
+        assert!(shared_proxy_args(&cli.up).is_empty());
+    }
 }

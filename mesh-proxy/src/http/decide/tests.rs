@@ -56,6 +56,7 @@ fn dice(fault: u32, destination: u32) -> Dice {
             abort: fault,
         },
         destination,
+        mirror: 0,
     }
 }
 

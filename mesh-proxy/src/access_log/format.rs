@@ -1,0 +1,296 @@
+//! One access-log line from a finished request: Envoy's default text format as Istio
+//! configures it, or a JSON object with Istio's default JSON keys. Both end with the fields
+//! Istio users add for a mesh: the peers' identities and the trace id.
+//!
+//! Text (one line; `-` for an absent value, as Envoy prints it):
+//!
+//! ```text
+//! [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
+//! %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS%
+//! "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+//! %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+//! "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW%
+//! %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%
+//! %REQUESTED_SERVER_NAME% %ROUTE_NAME% "%DOWNSTREAM_PEER_URI_SAN%" "%UPSTREAM_PEER_URI_SAN%"
+//! %TRACE_ID%
+//! ```
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use crate::telemetry::ResponseFlags;
+
+/// A finished request as a log line shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Entry<'a> {
+    pub start: Option<SystemTime>,
+    pub method: &'a str,
+    /// `x-envoy-original-path` when a route rewrote it, else the path with its query.
+    pub path: Option<&'a str>,
+    pub protocol: &'static str,
+    /// 0 when no response was made.
+    pub response_code: u16,
+    pub response_flags: ResponseFlags,
+    /// `via_upstream` when the upstream answered; the proxy's own replies have none.
+    pub response_code_details: Option<&'static str>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration_ms: u64,
+    pub upstream_service_time_ms: Option<u64>,
+    pub forwarded_for: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub authority: Option<&'a str>,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<&'a str>,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: Option<SocketAddr>,
+    pub requested_server_name: Option<&'a str>,
+    /// `spiffe://...` of the client's certificate, on an mTLS connection.
+    pub downstream_peer: Option<&'a str>,
+    /// `spiffe://...` the upstream's certificate was checked against, on mesh mTLS.
+    pub upstream_peer: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+}
+
+/// Envoy's text line, with its newline.
+pub fn text(e: &Entry<'_>) -> String {
+    let mut s = String::with_capacity(384);
+    let dash = |v: Option<&str>| v.filter(|v| !v.is_empty()).unwrap_or("-").to_owned();
+    let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let num = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    // Writing to a String cannot fail.
+    let _ = write!(
+        s,
+        "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} - \"{}\" \"{}\" {}",
+        start_time(e.start),
+        e.method,
+        dash(e.path),
+        e.protocol,
+        e.response_code,
+        e.response_flags,
+        e.response_code_details.unwrap_or("-"),
+        e.bytes_received,
+        e.bytes_sent,
+        e.duration_ms,
+        num(e.upstream_service_time_ms),
+        dash(e.forwarded_for),
+        dash(e.user_agent),
+        dash(e.request_id),
+        dash(e.authority),
+        addr(e.upstream_host),
+        dash(e.upstream_cluster),
+        addr(e.downstream_local),
+        addr(e.downstream_remote),
+        dash(e.requested_server_name),
+        dash(e.downstream_peer),
+        dash(e.upstream_peer),
+        dash(e.trace_id),
+    );
+    s.push('\n');
+    s
+}
+
+/// Istio's JSON line (keys as Istio's default JSON format names them; absent values are
+/// `null`), with its newline.
+pub fn json(e: &Entry<'_>) -> String {
+    let str_or_null = |v: Option<&str>| {
+        v.filter(|v| !v.is_empty())
+            .map_or(Value::Null, |v| json!(v))
+    };
+    let addr = |a: Option<SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
+    let mut m = Map::with_capacity(28);
+    m.insert("start_time".into(), json!(start_time(e.start)));
+    m.insert("route_name".into(), Value::Null);
+    m.insert("method".into(), json!(e.method));
+    m.insert("path".into(), str_or_null(e.path));
+    m.insert("protocol".into(), json!(e.protocol));
+    m.insert("response_code".into(), json!(e.response_code));
+    m.insert("response_flags".into(), json!(e.response_flags.to_string()));
+    m.insert(
+        "response_code_details".into(),
+        str_or_null(e.response_code_details),
+    );
+    m.insert("connection_termination_details".into(), Value::Null);
+    m.insert("upstream_transport_failure_reason".into(), Value::Null);
+    m.insert("bytes_received".into(), json!(e.bytes_received));
+    m.insert("bytes_sent".into(), json!(e.bytes_sent));
+    m.insert("duration".into(), json!(e.duration_ms));
+    m.insert(
+        "upstream_service_time".into(),
+        e.upstream_service_time_ms
+            .map_or(Value::Null, |t| json!(t.to_string())),
+    );
+    m.insert("x_forwarded_for".into(), str_or_null(e.forwarded_for));
+    m.insert("user_agent".into(), str_or_null(e.user_agent));
+    m.insert("request_id".into(), str_or_null(e.request_id));
+    m.insert("authority".into(), str_or_null(e.authority));
+    m.insert("upstream_host".into(), addr(e.upstream_host));
+    m.insert("upstream_cluster".into(), str_or_null(e.upstream_cluster));
+    m.insert("upstream_local_address".into(), Value::Null);
+    m.insert("downstream_local_address".into(), addr(e.downstream_local));
+    m.insert(
+        "downstream_remote_address".into(),
+        addr(e.downstream_remote),
+    );
+    m.insert(
+        "requested_server_name".into(),
+        str_or_null(e.requested_server_name),
+    );
+    m.insert(
+        "downstream_peer_uri_san".into(),
+        str_or_null(e.downstream_peer),
+    );
+    m.insert("upstream_peer_uri_san".into(), str_or_null(e.upstream_peer));
+    m.insert("trace_id".into(), str_or_null(e.trace_id));
+    let mut s = Value::Object(m).to_string();
+    s.push('\n');
+    s
+}
+
+/// Envoy's `%START_TIME%`: RFC 3339 in UTC with milliseconds, `2016-04-15T20:17:00.310Z`.
+pub fn start_time(t: Option<SystemTime>) -> String {
+    let Some(since) = t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) else {
+        return "-".to_owned();
+    };
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The calendar date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::telemetry::ResponseFlag;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            start: Some(UNIX_EPOCH + Duration::from_millis(1_460_751_420_310)),
+            method: "POST",
+            path: Some("/api/v1/locations?x=1"),
+            protocol: "HTTP/2",
+            response_code: 204,
+            response_code_details: Some("via_upstream"),
+            bytes_received: 154,
+            bytes_sent: 0,
+            duration_ms: 226,
+            upstream_service_time_ms: Some(100),
+            forwarded_for: Some("10.0.35.28"),
+            user_agent: Some("nsq2http"),
+            request_id: Some("cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"),
+            authority: Some("locations"),
+            upstream_host: Some("198.18.0.5:8080".parse().unwrap()),
+            upstream_cluster: Some("outbound|8080||locations.default.svc.cluster.local"),
+            downstream_local: Some("127.0.0.1:15001".parse().unwrap()),
+            downstream_remote: Some("127.0.0.1:40000".parse().unwrap()),
+            downstream_peer: None,
+            upstream_peer: Some("spiffe://cluster.local/ns/default/sa/locations"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn text_is_envoys_default_format_as_istio_sets_it() {
+        assert_eq!(
+            text(&entry()),
+            "[2016-04-15T20:17:00.310Z] \"POST /api/v1/locations?x=1 HTTP/2\" 204 - via_upstream - \"-\" 154 0 226 100 \"10.0.35.28\" \"nsq2http\" \"cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2\" \"locations\" \"198.18.0.5:8080\" outbound|8080||locations.default.svc.cluster.local - 127.0.0.1:15001 127.0.0.1:40000 - - \"-\" \"spiffe://cluster.local/ns/default/sa/locations\" 4bf92f3577b34da6a3ce929d0e0e4736\n"
+        );
+    }
+
+    #[test]
+    fn a_local_reply_prints_dashes_where_nothing_is_known() {
+        let e = Entry {
+            start: Some(UNIX_EPOCH),
+            method: "GET",
+            path: Some("/"),
+            protocol: "HTTP/1.1",
+            response_code: 503,
+            response_flags: ResponseFlags::of(ResponseFlag::NoHealthyUpstream),
+            ..Default::default()
+        };
+        assert_eq!(
+            text(&e),
+            "[1970-01-01T00:00:00.000Z] \"GET / HTTP/1.1\" 503 UH - - \"-\" 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\" - - - - - - \"-\" \"-\" -\n"
+        );
+    }
+
+    #[test]
+    fn json_has_istios_keys_and_types() {
+        let line = json(&entry());
+        assert!(line.ends_with('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["start_time"], "2016-04-15T20:17:00.310Z");
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["path"], "/api/v1/locations?x=1");
+        assert_eq!(v["protocol"], "HTTP/2");
+        assert_eq!(v["response_code"], 204);
+        assert_eq!(v["response_flags"], "-");
+        assert_eq!(v["bytes_received"], 154);
+        assert_eq!(v["bytes_sent"], 0);
+        assert_eq!(v["duration"], 226);
+        assert_eq!(v["upstream_service_time"], "100");
+        assert_eq!(v["x_forwarded_for"], "10.0.35.28");
+        assert_eq!(v["user_agent"], "nsq2http");
+        assert_eq!(v["request_id"], "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2");
+        assert_eq!(v["authority"], "locations");
+        assert_eq!(v["upstream_host"], "198.18.0.5:8080");
+        assert_eq!(
+            v["upstream_cluster"],
+            "outbound|8080||locations.default.svc.cluster.local"
+        );
+        assert_eq!(v["downstream_remote_address"], "127.0.0.1:40000");
+        assert_eq!(v["downstream_peer_uri_san"], Value::Null);
+        assert_eq!(
+            v["upstream_peer_uri_san"],
+            "spiffe://cluster.local/ns/default/sa/locations"
+        );
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["route_name"], Value::Null);
+    }
+
+    #[test]
+    fn json_escapes_what_a_client_sends() {
+        let e = Entry {
+            user_agent: Some("evil\" \\ agent"),
+            ..entry()
+        };
+        let v: Value = serde_json::from_str(&json(&e)).unwrap();
+        assert_eq!(v["user_agent"], "evil\" \\ agent");
+    }
+
+    #[test]
+    fn start_times_across_leap_years() {
+        let at = |ms: u64| start_time(Some(UNIX_EPOCH + Duration::from_millis(ms)));
+        assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(at(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        assert_eq!(start_time(None), "-");
+    }
+}
