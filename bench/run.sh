@@ -85,6 +85,7 @@ P_CG_MESH=$((PORT_BASE + 41))
 P_CG_MESH_ADMIN=$((PORT_BASE + 40))
 P_CG_HAPROXY=$((PORT_BASE + 42))
 P_CG_NGINX=$((PORT_BASE + 43))
+P_OTLP=$((PORT_BASE + 44))
 P_CITADEL=$((PORT_BASE + 50))
 P_TLS_IN=$((PORT_BASE + 56))
 P_TLS_IN_ADMIN=$((PORT_BASE + 55))
@@ -169,7 +170,8 @@ MESH_CITADEL=$TARGET_DIR/release/mesh-citadel
 CITADEL_BENCH=$TARGET_DIR/release/citadel-bench
 MTLS_CONNECT=$TARGET_DIR/release/mtls-connect
 IDLE_CONNS_BIN=$TARGET_DIR/release/idle-conns
-for b in "$MESH_PROXY" "$MESH_CITADEL" "$CITADEL_BENCH" "$MTLS_CONNECT" "$IDLE_CONNS_BIN"; do
+OTLP_SINK=$TARGET_DIR/release/otlp-sink
+for b in "$MESH_PROXY" "$MESH_CITADEL" "$CITADEL_BENCH" "$MTLS_CONNECT" "$IDLE_CONNS_BIN" "$OTLP_SINK"; do
     [[ -x $b ]] || die "$b not built"
 done
 
@@ -205,7 +207,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 for p in "$P_UPSTREAM" "$P_MESH" "$P_MESH_ADMIN" "$P_CHAIN_OUT" "$P_CHAIN_OUT_ADMIN" "$P_CHAIN_IN" \
     "$P_CHAIN_IN_ADMIN" "$P_HAPROXY" "$P_NGINX" "$P_CG_MESH" "$P_CG_MESH_ADMIN" "$P_CG_HAPROXY" \
-    "$P_CG_NGINX" "$P_CITADEL" "$P_TLS_IN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT" "$P_TLS_OUT_ADMIN"; do
+    "$P_CG_NGINX" "$P_OTLP" "$P_CITADEL" "$P_TLS_IN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT" "$P_TLS_OUT_ADMIN"; do
     if port_busy "$p"; then
         die "port 127.0.0.1:$p is in use; pick another range with BENCH_PORT_BASE"
     fi
@@ -548,6 +550,22 @@ cg_start_mesh() { # NAME valgrind...
     shift
     start_mesh "$name" "$PROXY_CORE" "$P_CG_MESH_ADMIN" "$@"
 }
+# The same proxy with Istio's standard metrics (and the peer metadata exchange) off.
+cg_start_mesh_metrics_off() { # NAME valgrind...
+    local name=$1
+    shift
+    start "$name" "$PROXY_CORE" env MESH_PROXY_WORKERS=1 MESH_STANDARD_METRICS=false "$@" \
+        "$MESH_PROXY" --config "$WORK/$name.yaml" --admin-addr "127.0.0.1:$P_CG_MESH_ADMIN"
+}
+# The same proxy with tracing (its config samples 1 %) to the run's OTLP sink and access logs
+# (its config logs every request) to a file.
+cg_start_mesh_telemetry() { # NAME valgrind...
+    local name=$1
+    shift
+    start "$name" "$PROXY_CORE" env MESH_PROXY_WORKERS=1 \
+        MESH_TRACING_OTLP_ENDPOINT="http://127.0.0.1:$P_OTLP" MESH_ACCESS_LOG_FILE="$WORK/access.log" \
+        "$@" "$MESH_PROXY" --config "$WORK/$name.yaml" --admin-addr "127.0.0.1:$P_CG_MESH_ADMIN"
+}
 cg_start_haproxy() {
     local name=$1
     shift
@@ -698,6 +716,21 @@ mesh_conf cg-mesh "$P_CG_MESH" OUTBOUND "$P_UPSTREAM"
 haproxy_conf cg-haproxy "$P_CG_HAPROXY"
 nginx_conf cg-nginx "$P_CG_NGINX"
 instructions_per_request mesh cg-mesh "$P_CG_MESH" cg_start_mesh
+instructions_per_request mesh-metrics-off cg-mesh "$P_CG_MESH" cg_start_mesh_metrics_off
+mesh_conf cg-mesh-telemetry "$P_CG_MESH" OUTBOUND "$P_UPSTREAM"
+cat >>"$WORK/cg-mesh-telemetry.yaml" <<EOF
+telemetry:
+  accessLogging: { logs: [{ name: envoy, format: TEXT, mode: CLIENT_AND_SERVER }] }
+  tracing: { randomSamplingPercentage: 1 }
+EOF
+start otlp-sink "$LOAD_CORE" "$OTLP_SINK" --addr "127.0.0.1:$P_OTLP"
+OTLP_PID=$STARTED_PID
+instructions_per_request mesh-telemetry cg-mesh-telemetry "$P_CG_MESH" cg_start_mesh_telemetry
+stop "$OTLP_PID"
+SPANS=$(grep -o 'spans=[0-9]*' "$WORK/otlp-sink.log" | cut -d= -f2)
+LOG_LINES=$(wc -l <"$WORK/access.log")
+[[ ${SPANS:-0} -gt 0 ]] || die "the OTLP sink got no span from the traced proxy"
+log "  traced proxy: $SPANS spans exported, $LOG_LINES access log lines"
 instructions_per_request haproxy cg-haproxy "$P_CG_HAPROXY" cg_start_haproxy
 instructions_per_request nginx cg-nginx "$P_CG_NGINX" cg_start_nginx
 
@@ -724,6 +757,8 @@ TABLE=$(
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     row direct direct
     row mesh mesh-proxy
+    row mesh-metrics-off "mesh-proxy, standard metrics off"
+    row mesh-telemetry "mesh-proxy, tracing 1 % to an OTLP collector + access log to a file"
     row chain "mesh-proxy x2 (in a row)"
     row chain-mtls "mesh-proxy x2 (in a row, mTLS)"
     row haproxy "haproxy (nbthread 1)"
@@ -736,6 +771,8 @@ verdict() {
         if (v <= l) printf "met (%s %s, limit %s %s)", v, u, l, u;
         else printf "**missed** by %.3g %s (%s vs %s %s, +%.0f%%)", v - l, u, v, l, u, (v - l) / l * 100 }'
 }
+# cost KEY BASE: how many percent more instructions per request KEY takes than BASE.
+cost() { awk -v a="${IR[$1]}" -v b="${IR[$2]}" 'BEGIN { printf "%.1f", (a - b) / b * 100 }'; }
 ADDED_P99=$(awk -v a="${P99[chain]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a - b }')
 idle_field() { tr ' ' '\n' <<<"${IDLE_LINE[$1]:-}" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 idle_row() { # KEY LABEL
@@ -757,6 +794,8 @@ TARGETS=$(
     echo "|---|---|"
     echo "| CPU per request at or under nginx's (full load) | $(verdict "${CPU_FULL[mesh]}" "${CPU_FULL[nginx]}" us) |"
     echo "| instructions per request at or under nginx's | $(verdict "${IR[mesh]}" "${IR[nginx]}" instructions) |"
+    echo "| standard metrics cost under 5 % instructions per request | $(verdict "$(cost mesh mesh-metrics-off)" 5 %) |"
+    echo "| tracing at 1 % plus access logs cost under 10 % | $(verdict "$(cost mesh-telemetry mesh)" 10 %) |"
     echo "| added p99 through two proxies under 0.3 ms | $(verdict "$ADDED_P99" 0.3 ms) (p99 ${P99[chain]} ms vs direct ${P99[direct]} ms) |"
     echo "| resident memory under load under 15 MB | $(verdict "$(mb "${RSS_LOAD[mesh]}")" 15 MB) |"
     echo "| resident memory idle under 8 MB | $(verdict "$(mb "${RSS_IDLE[mesh]}")" 8 MB) |"

@@ -11,6 +11,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod authz;
+pub mod cert_expiry;
 pub mod cidr;
 pub mod config;
 pub mod discovery;

@@ -1,12 +1,14 @@
 //! The proxy's Prometheus metrics, served on the admin port at `/stats/prometheus`.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access_log::Sink;
 use crate::http::mirror::MirrorLabels;
@@ -41,6 +43,31 @@ pub struct ConfigLabels {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigVersionLabels {
+    pub version: String,
+}
+
+/// The kind of pushed resource a NACK answers, as the label `type` (`config`, `endpoints`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum XdsType {
+    Config,
+    Endpoints,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct XdsTypeLabel(pub XdsType);
+
+impl EncodeLabelSet for XdsTypeLabel {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let value = match self.0 {
+            XdsType::Config => "config",
+            XdsType::Endpoints => "endpoints",
+        };
+        ("type", value).encode(e.encode_label())
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
@@ -56,6 +83,12 @@ pub struct Metrics {
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
     pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
     pub config_updates: Family<ConfigLabels, Counter>,
+    /// When the config in force was applied, as Unix seconds (its age is `time() - this`).
+    pub config_last_update: Gauge<f64, AtomicU64>,
+    /// The version of the config in force: one series, valued 1.
+    pub config_version: Family<ConfigVersionLabels, Gauge>,
+    /// Pushed configs and endpoint updates refused and answered with a NACK.
+    pub xds_nacks: Family<XdsTypeLabel, Counter>,
     pub mirror_requests: Family<MirrorLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
@@ -135,6 +168,21 @@ impl Metrics {
             "Config updates by result (accepted, rejected)",
             self.config_updates.clone(),
         );
+        r.register(
+            "config_last_update_timestamp_seconds",
+            "When the config in force was applied, as Unix seconds",
+            self.config_last_update.clone(),
+        );
+        r.register(
+            "config_version_info",
+            "The version of the config in force (always 1)",
+            self.config_version.clone(),
+        );
+        r.register(
+            "xds_nacks",
+            "Updates from pilot refused and answered with a NACK, by type (config, endpoints)",
+            self.xds_nacks.clone(),
+        );
         self.access_log.register(r);
         r.register(
             "mirror_requests",
@@ -178,6 +226,26 @@ impl Metrics {
                 cluster: cluster.to_string(),
             })
             .inc();
+    }
+
+    /// A config was applied: its version and the time are the ones in force from now on.
+    pub fn config_applied(&self, version: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.config_last_update.set(now);
+        // One series: the previous version's goes, so the count stays 1 whatever the history.
+        self.config_version.clear();
+        self.config_version
+            .get_or_create(&ConfigVersionLabels {
+                version: version.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// An update from pilot was refused (a NACK went back).
+    pub fn xds_nack(&self, kind: XdsType) {
+        self.xds_nacks.get_or_create(&XdsTypeLabel(kind)).inc();
     }
 
     pub fn config_update(&self, accepted: bool) {

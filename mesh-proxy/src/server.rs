@@ -65,6 +65,7 @@ impl Server {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let identity = Arc::new(IdentitySlot::default());
+        crate::cert_expiry::register(&mut registry, &identity);
         let listeners = Listeners::new(
             state.clone(),
             metrics.clone(),
@@ -96,9 +97,20 @@ impl Server {
             let snapshot = Snapshot::compile(cfg, Some(&previous), &self.metrics, &self.identity)?;
             let prepared = self.listeners.prepare(&snapshot.source.listeners)?;
             let version = snapshot.source.version.clone();
+            let inbound_services: Vec<String> = snapshot
+                .source
+                .listeners
+                .iter()
+                .filter(|l| l.direction() == mesh_proto::config::v1::Direction::Inbound)
+                .flat_map(|l| l.services.iter().cloned())
+                .collect();
             snapshot.start_key_fetching();
             self.state.store(Arc::new(snapshot));
             self.listeners.commit(prepared).await;
+            self.metrics
+                .istio
+                .set_inbound_services(inbound_services.iter().map(String::as_str));
+            self.metrics.config_applied(&version);
             tracing::info!(%version, "config applied");
             Ok(())
         }
@@ -176,6 +188,11 @@ impl Server {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.state.load_full()
+    }
+
+    /// The proxy's own counters (and, under `istio`, the standard metrics).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn registry(&self) -> &Registry {

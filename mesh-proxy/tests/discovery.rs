@@ -138,6 +138,12 @@ async fn applies_acks_nacks_and_resumes() {
         "a NACK reports the version still held"
     );
     assert!(nack.error_detail.contains("regex"), "{}", nack.error_detail);
+    let text = metrics_text(&server);
+    assert_eq!(
+        metric(&text, "mesh_proxy_xds_nacks_total", "type=\"config\""),
+        1.0,
+        "{text}"
+    );
     assert_eq!(
         get(listen, "app", "/").await.status,
         StatusCode::OK,

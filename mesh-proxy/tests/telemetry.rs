@@ -244,7 +244,7 @@ async fn grpc_status_and_tcp_bytes_are_reported_over_mtls() {
         assert_eq!(sample(&text, "istio_response_messages_total", &labels), 4.0);
     }
 
-    // TCP: no metadata travels, the peer is named by its certificate.
+    // TCP: the peer is named by its certificate (and by its metadata when it has some).
     let citadel = Citadel::start(None).await;
     let backend = tcp_echo().await;
     let server = sidecar(

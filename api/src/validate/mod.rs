@@ -3,6 +3,7 @@
 mod authorization_policy;
 mod destination_rule;
 mod gateway;
+mod ignored;
 mod peer_authentication;
 mod request_authentication;
 pub mod rules;
@@ -92,6 +93,14 @@ pub fn warnings(resource: &Resource) -> Vec<ValidationError> {
             authorization_policy::fallbacks(&o.spec, &name, &spec, &mut out);
         }
         Resource::Telemetry(o) => telemetry::unsupported(&o.spec, &spec, &mut out),
+        Resource::VirtualService(o) => ignored::virtual_service(&o.spec, &spec, &mut out),
+        Resource::DestinationRule(o) => ignored::destination_rule(&o.spec, &spec, &mut out),
+        Resource::ServiceEntry(o) => ignored::service_entry(&o.spec, &spec, &mut out),
+        Resource::WorkloadEntry(o) => ignored::workload_entry(&o.spec, &spec, &mut out),
+        Resource::Sidecar(o) => ignored::sidecar(&o.spec, &spec, &mut out),
+        Resource::WorkloadGroup(_) => {
+            ignored::workload_group(&FieldPath::root().key("kind"), &mut out)
+        }
         _ => {}
     }
     to_errors(resource, out)

@@ -114,6 +114,8 @@ pub fn build(
         tcp_routes: tcp_route(tcp_ports, transparent),
         jwt_rules: security.jwt_rules,
         downstream_tls: None,
+        // The workload's services are the index's to tell; see `translate_shared`.
+        services: Vec::new(),
     };
     let table = RouteTable {
         name: INBOUND.to_string(),

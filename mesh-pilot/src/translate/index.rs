@@ -80,6 +80,8 @@ pub struct MeshIndex {
 struct InboundPorts {
     tcp: BTreeSet<u32>,
     http: BTreeSet<u32>,
+    /// The hosts of the services the workload is an endpoint of.
+    services: BTreeSet<String>,
 }
 
 fn ns_of<T>(o: &Object<T>) -> String {
@@ -114,6 +116,7 @@ impl MeshIndex {
             cache: Mutex::new(HashMap::new()),
         };
         for r in resources {
+            ignored_fields(r.borrow(), &mut index.warnings);
             match r.borrow() {
                 Resource::VirtualService(vs) => {
                     let ns = ns_of(vs);
@@ -305,6 +308,15 @@ impl MeshIndex {
         ports.tcp.iter().partition(|p| !ports.http.contains(p))
     }
 
+    /// The hosts of the services `workload` is an endpoint of, sorted.
+    pub fn inbound_services(&self, workload: &Workload) -> Vec<String> {
+        let key = (workload.namespace.clone(), workload.name.clone());
+        self.inbound_ports
+            .get(&key)
+            .map(|p| p.services.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether the Sidecar of a scope declares egress listeners the proxy binds explicitly.
     pub fn has_egress_ports(&self, scope: &ScopeKey) -> bool {
         scope
@@ -362,6 +374,10 @@ fn inbound_ports(registry: &Registry) -> HashMap<(String, String), InboundPorts>
             let Some(workload) = &e.workload else {
                 continue;
             };
+            out.entry(workload.clone())
+                .or_default()
+                .services
+                .insert(svc.hostname.clone());
             for port in &svc.ports {
                 let target = e.ports.get(&port.number).copied().unwrap_or(port.number);
                 let entry = out.entry(workload.clone()).or_default();
@@ -374,4 +390,31 @@ fn inbound_ports(registry: &Registry) -> HashMap<(String, String), InboundPorts>
         }
     }
     out
+}
+
+/// The fields of a networking object that validate but that the mesh does not act on (what
+/// `meshctl validate` warns about), as pilot's warnings. Gateways, security kinds and
+/// Telemetry report theirs elsewhere.
+fn ignored_fields(r: &Resource, warnings: &mut Vec<String>) {
+    if !matches!(
+        r,
+        Resource::VirtualService(_)
+            | Resource::DestinationRule(_)
+            | Resource::ServiceEntry(_)
+            | Resource::WorkloadEntry(_)
+            | Resource::WorkloadGroup(_)
+            | Resource::Sidecar(_)
+    ) {
+        return;
+    }
+    for w in mesh_api::validate::warnings(r) {
+        warnings.push(format!(
+            "{} {}/{}: {}: {}",
+            r.kind(),
+            r.namespace().unwrap_or("default"),
+            r.name(),
+            w.field,
+            w.reason
+        ));
+    }
 }

@@ -240,13 +240,14 @@ pub fn translate_shared(
                     proxy.id
                 ));
             }
-            let (listener, table, cluster) = inbound::build(
+            let (mut listener, table, cluster) = inbound::build(
                 &a.inbound,
                 &a.application,
                 a.transparent,
                 security,
                 &tcp_ports,
             );
+            listener.services = mesh.inbound_services(proxy.workload);
             shared.listeners.push(listener);
             shared.inbound = Some((table, cluster));
         }

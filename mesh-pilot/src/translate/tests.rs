@@ -460,6 +460,16 @@ fn inbound_listener_to_the_application() {
 }
 
 #[test]
+fn inbound_listener_names_the_workloads_services_for_its_metrics() {
+    let m = mesh("");
+    let t = run(&m, "reviews-v1", "default", inbound_only());
+    assert_eq!(
+        t.config.listeners[0].services,
+        ["reviews.default.svc.cluster.local"]
+    );
+}
+
+#[test]
 fn bad_addresses_are_errors() {
     let m = mesh("");
     let w = m.registry().workload("cart", "shop").unwrap().clone();

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::merge::merge_endpoints;
+use crate::metrics::XdsType;
 use crate::retry::{Backoff, Jitter};
 use crate::server::Server;
 
@@ -147,6 +148,10 @@ impl DiscoveryClient {
                     _ => held.config.clone(),
                 };
                 tracing::warn!(version = %resp.version_info, %reason, "rejected pushed config");
+                self.server.metrics().xds_nack(match kind {
+                    ResourceType::Endpoints => XdsType::Endpoints,
+                    _ => XdsType::Config,
+                });
                 answer.error_detail = reason;
             }
         }

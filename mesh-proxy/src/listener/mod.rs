@@ -34,7 +34,7 @@ use crate::config::{ConfigError, ConfigObject, FieldError, Snapshot};
 use crate::http::Proxy;
 use crate::identity::IdentitySlot;
 use crate::metrics::{ListenerLabels, Metrics};
-use crate::tls::Termination;
+use crate::tls::{Termination, peer_exchange};
 use crate::upstream::{Cluster, passthrough_cluster};
 
 struct Running {
@@ -354,7 +354,18 @@ impl Listeners {
                             let mode = security.mode_for(destination_port);
                             match tls.secure(stream, mode, peer, &conn.listener.name).await {
                                 Some(Secured::Plain(s)) => serve.run(s, conn).await,
-                                Some(Secured::Tls(s, id)) => {
+                                Some(Secured::Tls(mut s, mut id)) => {
+                                    if peer_exchange::negotiated(s.get_ref().1) {
+                                        let ours = serve.proxy.metrics().istio.local_header();
+                                        match peer_exchange::exchange(&mut *s, ours.as_ref()).await {
+                                            Ok(theirs) => id.metadata = theirs,
+                                            Err(e) => {
+                                                tracing::debug!(%peer, error = %e, "downstream proxy's metadata exchange failed");
+                                                active.dec();
+                                                return;
+                                            }
+                                        }
+                                    }
                                     let conn = ConnContext {
                                         peer_identity: Some(id),
                                         ..conn

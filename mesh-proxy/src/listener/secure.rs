@@ -28,6 +28,8 @@ pub struct PeerIdentity {
     pub xfcc: Option<HeaderValue>,
     /// The server name the client asked for in its ClientHello (policy's `connection.sni`).
     pub sni: Option<Arc<str>>,
+    /// The client proxy's metadata, when it sent some in the TCP peer exchange.
+    pub metadata: Option<HeaderValue>,
 }
 
 pub enum Secured {
@@ -118,6 +120,7 @@ impl InboundTls {
             xfcc: xfcc(own.spiffe_id().as_str(), client.as_str()).ok(),
             spiffe_id: client,
             sni: tls.get_ref().1.server_name().map(Arc::from),
+            metadata: None,
         };
         Some(Secured::Tls(Box::new(tls), identity))
     }

@@ -16,8 +16,9 @@ use super::context::{ConnConfig, ConnContext};
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
 use crate::http::Proxy;
-use crate::telemetry::tcp::CountedStream;
+use crate::telemetry::tcp::{CountedStream, DeferredRecord};
 use crate::telemetry::{ResponseFlag, Telemetry};
+use crate::tls::peer_exchange::{self, FrameReader};
 use crate::upstream::connect::ConnectError;
 use crate::upstream::{Alpn, HashInput, Target};
 
@@ -159,14 +160,14 @@ pub async fn serve_tcp(
     let Some(picked) = target.pick(hash, &[]) else {
         tracing::debug!(peer = %conn.peer, cluster = %target.cluster.name, "tcp: no endpoint, closing");
         let flag = Some(ResponseFlag::NoHealthyUpstream);
-        drop(telemetry.tcp_open(conn, &target.cluster, None, flag));
+        drop(telemetry.tcp_open(conn, &target.cluster, None, None, flag));
         return;
     };
     let endpoint = picked.endpoint();
     let mut upstream = match target
         .cluster
         .pool
-        .connect_own(endpoint.address, &endpoint.transport, Alpn::None)
+        .connect_own(endpoint.address, &endpoint.transport, Alpn::Tcp)
         .await
     {
         Ok(u) => u,
@@ -176,13 +177,37 @@ pub async fn serve_tcp(
                 ConnectError::Overflow => ResponseFlag::UpstreamOverflow,
                 _ => ResponseFlag::UpstreamConnectionFailure,
             });
-            drop(telemetry.tcp_open(conn, &target.cluster, Some(&endpoint.transport), flag));
+            let transport = Some(&endpoint.transport);
+            drop(telemetry.tcp_open(conn, &target.cluster, transport, None, flag));
             return;
         }
     };
-    let record = telemetry.tcp_open(conn, &target.cluster, Some(&endpoint.transport), None);
-    let mut stream = CountedStream::new(stream, record);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+    let transport = &endpoint.transport;
+    if !upstream.exchanges_peer_metadata() {
+        let record = telemetry.tcp_open(conn, &target.cluster, Some(transport), None, None);
+        splice(CountedStream::new(stream, record), upstream).await;
+        return;
+    }
+    // The upstream proxy agreed to exchange metadata: ours goes first, theirs is read off the
+    // front of what it sends while the client's bytes already flow.
+    if let Err(e) = peer_exchange::write(&mut upstream, telemetry.local_header().as_ref()).await {
+        tracing::debug!(error = %e, "tcp: metadata to the upstream proxy not sent");
+        let flag = Some(ResponseFlag::UpstreamConnectionFailure);
+        drop(telemetry.tcp_open(conn, &target.cluster, Some(transport), None, flag));
+        return;
+    }
+    let record = DeferredRecord::new({
+        let (telemetry, conn) = (telemetry.clone(), conn.clone());
+        let (cluster, transport) = (target.cluster.clone(), transport.clone());
+        move |metadata| telemetry.tcp_open(&conn, &cluster, Some(&transport), metadata, None)
+    });
+    let opens = record.clone();
+    let upstream = FrameReader::new(upstream, move |metadata| opens.open(metadata.as_ref()));
+    splice(CountedStream::deferred(stream, record), upstream).await;
+}
+
+async fn splice(mut downstream: impl Io, mut upstream: impl Io) {
+    if let Err(e) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
         tracing::debug!(error = %e, "tcp: stream ended");
     }
 }

@@ -123,6 +123,8 @@ pub struct Telemetry {
     unknown_service: Arc<ServiceLabels>,
     cluster_services: Interner<ServiceLabels>,
     inbound_hosts: Interner<ServiceLabels>,
+    /// The services of this workload, from the inbound listener; empty without pilot's word.
+    inbound_services: ArcSwap<Vec<Arc<ServiceLabels>>>,
     peers: Interner<PeerLabels>,
     series: series::SeriesCache,
     /// The values metrics overrides took from requests, per request value; kept across
@@ -151,6 +153,7 @@ impl Default for Telemetry {
             unknown_service: Arc::new(ServiceLabels::unknown()),
             cluster_services: Interner::new(MAX_CLUSTER_SERVICES),
             inbound_hosts: Interner::new(MAX_INBOUND_HOSTS),
+            inbound_services: ArcSwap::from_pointee(Vec::new()),
             peers: Interner::new(MAX_PEERS),
             series: series::SeriesCache::default(),
             tag_values: Mutex::default(),
@@ -282,8 +285,32 @@ impl Telemetry {
             .unwrap_or_else(|| self.unknown_service.clone())
     }
 
-    /// The destination service of an inbound request, from its host; bounded.
+    /// The services this workload serves (hosts, as pilot names them on the inbound
+    /// listener): what inbound requests and connections report as their destination service.
+    pub fn set_inbound_services<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) {
+        let services = hosts
+            .into_iter()
+            .map(|h| Arc::new(ServiceLabels::from_host(h)))
+            .collect();
+        self.inbound_services.store(Arc::new(services));
+    }
+
+    /// The destination service of an inbound request: of this workload's services, the one
+    /// its host names (`reviews`, `reviews.default`, ... or the full host), else the first, as
+    /// Istio reads its inbound cluster's services, so a caller's authority (an IP, a gateway's
+    /// host) never becomes a service. Without services, its host; bounded.
     fn inbound_service(&self, host: Option<&str>) -> Arc<ServiceLabels> {
+        let services = self.inbound_services.load();
+        if let Some(first) = services.first() {
+            let named = |s: &&Arc<ServiceLabels>| {
+                host.is_some_and(|h| {
+                    s.host() == h
+                        || (h.starts_with(s.name())
+                            && s.host().strip_prefix(h).is_some_and(|r| r.starts_with('.')))
+                })
+            };
+            return services.iter().find(named).unwrap_or(first).clone();
+        }
         host.and_then(|h| {
             self.inbound_hosts
                 .get_or_insert(h, || ServiceLabels::from_host(h))
@@ -337,6 +364,26 @@ mod tests {
             t.peer(Some(&claim(0).encode()), principal).workload().name,
             "w0"
         );
+    }
+
+    #[test]
+    fn inbound_services_from_pilot_win_over_the_host() {
+        let t = Telemetry::default();
+        t.set_inbound_services([
+            "ratings.default.svc.cluster.local",
+            "reviews.default.svc.cluster.local",
+        ]);
+        let service = |host| t.inbound_service(host).name().to_owned();
+        assert_eq!(service(Some("reviews")), "reviews");
+        assert_eq!(service(Some("reviews.default")), "reviews");
+        assert_eq!(
+            service(Some("reviews.default.svc.cluster.local")),
+            "reviews"
+        );
+        // An address, a gateway's host, no host (TCP): the workload's first service.
+        assert_eq!(service(Some("127.0.0.1")), "ratings");
+        assert_eq!(service(Some("rev")), "ratings");
+        assert_eq!(service(None), "ratings");
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! One proxied TCP connection's standard metrics: opened and closed counts, and the bytes
 //! each way counted as they flow (a long connection shows its bytes before it ends).
-//! TCP carries no peer metadata: the peer is known by its certificate's principal only.
+//! Over mesh mTLS the two proxies exchange peer metadata in a frame before the payload
+//! ([`crate::tls::peer_exchange`]), so each side labels the other's workload; without it
+//! (plaintext, or a peer not offering the exchange) a peer is known by its certificate's
+//! principal only.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
+use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -26,18 +30,21 @@ pub struct TcpRecord {
 
 impl Telemetry {
     /// Counts a TCP connection from `conn` opened toward `cluster`, whose upstream connection
-    /// used `transport` (`None`: no upstream connection was made, see `flag`).
+    /// used `transport` (`None`: no upstream connection was made, see `flag`) and whose
+    /// upstream proxy announced `upstream_metadata` in the exchange. The downstream proxy's
+    /// metadata, on an inbound connection, is in `conn`'s peer identity.
     pub fn tcp_open(
         self: &Arc<Self>,
         conn: &ConnContext,
         cluster: &Cluster,
         transport: Option<&Transport>,
+        upstream_metadata: Option<&HeaderValue>,
         flag: Option<ResponseFlag>,
     ) -> TcpRecord {
         let call = if conn.listener.is_inbound() {
             let (source, destination, security) = match &conn.peer_identity {
                 Some(id) => (
-                    self.peer(None, id.spiffe_id.as_str()),
+                    self.peer(id.metadata.as_ref(), id.spiffe_id.as_str()),
                     self.local_labels(true),
                     SecurityPolicy::MutualTls,
                 ),
@@ -51,7 +58,7 @@ impl Telemetry {
                 reporter: Reporter::Destination,
                 source,
                 destination,
-                service: self.unknown_service.clone(),
+                service: self.inbound_service(None),
                 response_flags: ResponseFlags::default(),
                 security,
             }
@@ -63,7 +70,10 @@ impl Telemetry {
                         [one] => one.as_str(),
                         _ => peer::UNKNOWN,
                     };
-                    (self.peer(None, principal), SecurityPolicy::MutualTls)
+                    (
+                        self.peer(upstream_metadata, principal),
+                        SecurityPolicy::MutualTls,
+                    )
                 }
                 None => (self.unknown_peer.clone(), SecurityPolicy::None),
             };
@@ -96,16 +106,127 @@ impl Drop for TcpRecord {
     }
 }
 
+type OpenRecord = Box<dyn FnOnce(Option<&HeaderValue>) -> TcpRecord + Send>;
+
+/// The record of a connection whose labels wait for the upstream proxy's metadata frame,
+/// which arrives while the payload already flows: bytes counted before it are held and added
+/// when it opens. Opened without metadata if the frame never came.
+pub struct DeferredRecord(Mutex<Deferred>);
+
+enum Deferred {
+    Pending {
+        open: OpenRecord,
+        received: u64,
+        sent: u64,
+    },
+    Open(TcpRecord),
+    /// Only while `open` runs.
+    Opening,
+}
+
+impl DeferredRecord {
+    /// `open` makes the record from the upstream proxy's metadata, once.
+    pub fn new(open: impl FnOnce(Option<&HeaderValue>) -> TcpRecord + Send + 'static) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Deferred::Pending {
+            open: Box::new(open),
+            received: 0,
+            sent: 0,
+        })))
+    }
+
+    /// The upstream proxy's frame has come: the record opens with the bytes held so far.
+    pub fn open(&self, metadata: Option<&HeaderValue>) {
+        let mut state = self.0.lock().expect("deferred record lock");
+        if !matches!(*state, Deferred::Pending { .. }) {
+            return;
+        }
+        let Deferred::Pending {
+            open,
+            received,
+            sent,
+        } = std::mem::replace(&mut *state, Deferred::Opening)
+        else {
+            unreachable!("checked pending above");
+        };
+        let record = open(metadata);
+        record.received.inc_by(received);
+        record.sent.inc_by(sent);
+        *state = Deferred::Open(record);
+    }
+
+    fn count(&self, received: u64, sent: u64) {
+        match &mut *self.0.lock().expect("deferred record lock") {
+            Deferred::Open(record) => {
+                record.received.inc_by(received);
+                record.sent.inc_by(sent);
+            }
+            Deferred::Pending {
+                received: r,
+                sent: s,
+                ..
+            } => {
+                *r += received;
+                *s += sent;
+            }
+            Deferred::Opening => {}
+        }
+    }
+}
+
+impl Drop for DeferredRecord {
+    fn drop(&mut self) {
+        // Never opened (the frame did not come): counted opened and closed, unlabelled.
+        self.open(None);
+    }
+}
+
+/// What a [`CountedStream`] counts into.
+enum Counting {
+    Open(TcpRecord),
+    Deferred(Arc<DeferredRecord>),
+}
+
+impl Counting {
+    fn received(&self, n: u64) {
+        match self {
+            Self::Open(record) => {
+                record.received.inc_by(n);
+            }
+            Self::Deferred(record) => record.count(n, 0),
+        }
+    }
+
+    fn sent(&self, n: u64) {
+        match self {
+            Self::Open(record) => {
+                record.sent.inc_by(n);
+            }
+            Self::Deferred(record) => record.count(0, n),
+        }
+    }
+}
+
 /// The downstream stream of a TCP connection, counting what it reads (received) and
 /// writes (sent).
 pub struct CountedStream<S> {
     inner: S,
-    record: TcpRecord,
+    record: Counting,
 }
 
 impl<S> CountedStream<S> {
     pub fn new(inner: S, record: TcpRecord) -> Self {
-        Self { inner, record }
+        Self {
+            inner,
+            record: Counting::Open(record),
+        }
+    }
+
+    /// Counting into a record that opens later (see [`DeferredRecord`]).
+    pub fn deferred(inner: S, record: Arc<DeferredRecord>) -> Self {
+        Self {
+            inner,
+            record: Counting::Deferred(record),
+        }
     }
 }
 
@@ -118,9 +239,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountedStream<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        this.record
-            .received
-            .inc_by((buf.filled().len() - before) as u64);
+        this.record.received((buf.filled().len() - before) as u64);
         Poll::Ready(Ok(()))
     }
 }
@@ -133,7 +252,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.record.sent.inc_by(n as u64);
+        this.record.sent(n as u64);
         Poll::Ready(Ok(n))
     }
 

@@ -9,6 +9,7 @@ mod client;
 mod error;
 mod origination;
 mod peer;
+pub mod peer_exchange;
 mod server;
 mod sniff;
 mod termination;

@@ -13,11 +13,13 @@ use rustls::server::{
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
+use super::peer_exchange::ALPN_PEER_EXCHANGE;
 use super::{ALPN_H2, ALPN_HTTP11, PeerIdentityError, provider};
 use crate::identity::{CurrentIdentity, IdentityHandle};
 
 /// TLS 1.3, client certificate mandatory and verified against the current trust bundle,
-/// ALPN `h2` and `http/1.1`. Read the client's identity with [`super::peer_spiffe_id`].
+/// ALPN `h2`, `http/1.1` and the TCP peer metadata exchange (picked only when a mesh client
+/// offers it, see [`super::peer_exchange`]). Read the client's identity with [`super::peer_spiffe_id`].
 pub fn server_config(source: IdentityHandle) -> Result<Arc<ServerConfig>, rustls::Error> {
     server_config_with(Arc::new(source))
 }
@@ -36,7 +38,11 @@ pub fn server_config_with(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(CurrentCert(source)));
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    config.alpn_protocols = vec![
+        ALPN_H2.to_vec(),
+        ALPN_HTTP11.to_vec(),
+        ALPN_PEER_EXCHANGE.to_vec(),
+    ];
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))

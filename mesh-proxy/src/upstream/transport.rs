@@ -21,8 +21,8 @@ use super::connect::Counted;
 pub enum Alpn {
     Http1,
     Http2,
-    /// Raw TCP and upgraded streams: nothing offered.
-    None,
+    /// Raw TCP: the peer metadata exchange offered to a mesh peer, nothing to others.
+    Tcp,
 }
 
 /// Plaintext, or TLS with a prepared config. Cheap to clone.
@@ -71,7 +71,8 @@ pub struct Connectors {
     key: u64,
     http1: TlsConnector,
     http2: TlsConnector,
-    raw: TlsConnector,
+    /// Raw TCP: offers the peer metadata exchange on mesh mTLS, nothing otherwise.
+    tcp: TlsConnector,
     /// For logs: what is checked on the server.
     describe: String,
     /// Mesh mTLS: the peer identities accepted (telemetry names the peer by them).
@@ -90,7 +91,7 @@ impl Connectors {
             key: key.max(1),
             http1: with_alpn(&[crate::tls::ALPN_HTTP11]),
             http2: with_alpn(&[crate::tls::ALPN_H2]),
-            raw: with_alpn(&[]),
+            tcp: with_alpn(&[]),
             describe,
             mesh_identities: None,
         })
@@ -104,6 +105,9 @@ impl Connectors {
         identities: Vec<String>,
     ) -> Arc<Self> {
         let mut c = Arc::into_inner(Self::new(key, base, describe)).expect("just made");
+        let mut tcp = base.clone();
+        tcp.alpn_protocols = vec![crate::tls::peer_exchange::ALPN_PEER_EXCHANGE.to_vec()];
+        c.tcp = TlsConnector::from(Arc::new(tcp));
         c.mesh_identities = Some(identities);
         Arc::new(c)
     }
@@ -136,7 +140,7 @@ impl TlsTransport {
         let connector = match alpn {
             Alpn::Http1 => &self.connectors.http1,
             Alpn::Http2 => &self.connectors.http2,
-            Alpn::None => &self.connectors.raw,
+            Alpn::Tcp => &self.connectors.tcp,
         };
         connector
             .connect(self.server_name.clone(), tcp)
@@ -161,6 +165,14 @@ pub enum Upstream {
 }
 
 impl Upstream {
+    /// Whether the peer agreed to the TCP peer metadata exchange (mesh mTLS only).
+    pub fn exchanges_peer_metadata(&self) -> bool {
+        match self {
+            Self::Plain(_) => false,
+            Self::Tls(s) => crate::tls::peer_exchange::negotiated(s.get_ref().1),
+        }
+    }
+
     /// The TCP connection under any TLS.
     pub fn tcp_mut(&mut self) -> &mut Counted {
         match self {
