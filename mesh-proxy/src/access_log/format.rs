@@ -56,42 +56,87 @@ pub struct Entry<'a> {
     pub trace_id: Option<&'a str>,
 }
 
-/// Envoy's text line, with its newline.
+/// Envoy's text line, with its newline. Written straight into one buffer: no field is
+/// formatted into a string of its own.
 pub fn text(e: &Entry<'_>) -> String {
     let mut s = String::with_capacity(384);
-    let dash = |v: Option<&str>| v.filter(|v| !v.is_empty()).unwrap_or("-").to_owned();
-    let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let num = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    s.push('[');
+    push_start_time(&mut s, e.start);
+    s.push_str("] \"");
+    s.push_str(e.method);
+    s.push(' ');
+    push_or_dash(&mut s, e.path);
+    s.push(' ');
+    s.push_str(e.protocol);
+    s.push_str("\" ");
+    push_u64(&mut s, u64::from(e.response_code));
+    s.push(' ');
     // Writing to a String cannot fail.
-    let _ = write!(
-        s,
-        "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} - \"{}\" \"{}\" {}",
-        start_time(e.start),
-        e.method,
-        dash(e.path),
-        e.protocol,
-        e.response_code,
-        e.response_flags,
-        e.response_code_details.unwrap_or("-"),
-        e.bytes_received,
-        e.bytes_sent,
-        e.duration_ms,
-        num(e.upstream_service_time_ms),
-        dash(e.forwarded_for),
-        dash(e.user_agent),
-        dash(e.request_id),
-        dash(e.authority),
-        addr(e.upstream_host),
-        dash(e.upstream_cluster),
-        addr(e.downstream_local),
-        addr(e.downstream_remote),
-        dash(e.requested_server_name),
-        dash(e.downstream_peer),
-        dash(e.upstream_peer),
-        dash(e.trace_id),
-    );
+    let _ = write!(s, "{}", e.response_flags);
+    s.push(' ');
+    s.push_str(e.response_code_details.unwrap_or("-"));
+    s.push_str(" - \"-\" ");
+    push_u64(&mut s, e.bytes_received);
+    s.push(' ');
+    push_u64(&mut s, e.bytes_sent);
+    s.push(' ');
+    push_u64(&mut s, e.duration_ms);
+    s.push(' ');
+    match e.upstream_service_time_ms {
+        Some(t) => push_u64(&mut s, t),
+        None => s.push('-'),
+    }
+    for quoted in [e.forwarded_for, e.user_agent, e.request_id, e.authority] {
+        s.push_str(" \"");
+        push_or_dash(&mut s, quoted);
+        s.push('"');
+    }
+    s.push_str(" \"");
+    push_addr(&mut s, e.upstream_host);
+    s.push_str("\" ");
+    push_or_dash(&mut s, e.upstream_cluster);
+    s.push_str(" - ");
+    push_addr(&mut s, e.downstream_local);
+    s.push(' ');
+    push_addr(&mut s, e.downstream_remote);
+    s.push(' ');
+    push_or_dash(&mut s, e.requested_server_name);
+    s.push_str(" - \"");
+    push_or_dash(&mut s, e.downstream_peer);
+    s.push_str("\" \"");
+    push_or_dash(&mut s, e.upstream_peer);
+    s.push_str("\" ");
+    push_or_dash(&mut s, e.trace_id);
     s.push('\n');
     s
+}
+
+fn push_or_dash(s: &mut String, v: Option<&str>) {
+    s.push_str(v.filter(|v| !v.is_empty()).unwrap_or("-"));
+}
+
+fn push_u64(s: &mut String, n: u64) {
+    s.push_str(itoa::Buffer::new().format(n));
+}
+
+fn push_addr(s: &mut String, a: Option<SocketAddr>) {
+    match a {
+        // Writing to a String cannot fail.
+        Some(a) => {
+            let _ = write!(s, "{a}");
+        }
+        None => s.push('-'),
+    }
+}
+
+/// `n` in `width` digits, zero-padded (the parts of a timestamp).
+fn push_padded(s: &mut String, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    for _ in digits.len()..width {
+        s.push('0');
+    }
+    s.push_str(digits);
 }
 
 /// Istio's JSON line (keys as Istio's default JSON format names them; absent values are
@@ -153,19 +198,34 @@ pub fn json(e: &Entry<'_>) -> String {
 
 /// Envoy's `%START_TIME%`: RFC 3339 in UTC with milliseconds, `2016-04-15T20:17:00.310Z`.
 pub fn start_time(t: Option<SystemTime>) -> String {
+    let mut s = String::with_capacity(24);
+    push_start_time(&mut s, t);
+    s
+}
+
+/// `2016-04-15T20:17:00.310Z`, Envoy's `%START_TIME%` in UTC; `-` when unknown.
+fn push_start_time(s: &mut String, t: Option<SystemTime>) {
     let Some(since) = t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) else {
-        return "-".to_owned();
+        s.push('-');
+        return;
     };
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    push_padded(s, y.max(0) as u64, 4);
+    s.push('-');
+    push_padded(s, u64::from(m), 2);
+    s.push('-');
+    push_padded(s, u64::from(d), 2);
+    s.push('T');
+    push_padded(s, rem / 3600, 2);
+    s.push(':');
+    push_padded(s, rem / 60 % 60, 2);
+    s.push(':');
+    push_padded(s, rem % 60, 2);
+    s.push('.');
+    push_padded(s, u64::from(since.subsec_millis()), 3);
+    s.push('Z');
 }
 
 /// The calendar date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
