@@ -71,8 +71,12 @@ pub fn text(e: &Entry<'_>) -> String {
     s.push_str("\" ");
     push_u64(&mut s, u64::from(e.response_code));
     s.push(' ');
-    // Writing to a String cannot fail.
-    let _ = write!(s, "{}", e.response_flags);
+    if e.response_flags.is_empty() {
+        s.push('-');
+    } else {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{}", e.response_flags);
+    }
     s.push(' ');
     s.push_str(e.response_code_details.unwrap_or("-"));
     s.push_str(" - \"-\" ");
@@ -121,6 +125,17 @@ fn push_u64(s: &mut String, n: u64) {
 
 fn push_addr(s: &mut String, a: Option<SocketAddr>) {
     match a {
+        Some(SocketAddr::V4(v4)) => {
+            let [a, b, c, d] = v4.ip().octets();
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_u64(s, u64::from(octet));
+            }
+            s.push(':');
+            push_u64(s, u64::from(v4.port()));
+        }
         // Writing to a String cannot fail.
         Some(a) => {
             let _ = write!(s, "{a}");

@@ -57,7 +57,7 @@ pub fn write(headers: &mut HeaderMap, incoming: &Incoming, span: &Outgoing) {
     tp[52..54].copy_from_slice(b"-0");
     tp[54] = flag;
     headers.insert(HeaderName::from_static(TRACEPARENT), value(&tp));
-    if incoming.parent.map(|p| p.format) != Some(Format::W3c) {
+    if incoming.any && incoming.parent.map(|p| p.format) != Some(Format::W3c) {
         headers.remove(TRACESTATE);
     }
 
@@ -70,12 +70,15 @@ pub fn write(headers: &mut HeaderMap, incoming: &Incoming, span: &Outgoing) {
                 value(&span_hex(p)),
             );
         }
-        None => {
+        None if incoming.any => {
             headers.remove(B3_PARENT_SPAN_ID);
         }
+        None => {}
     }
     headers.insert(HeaderName::from_static(B3_SAMPLED), value(&[flag]));
-    headers.remove(B3_FLAGS);
+    if incoming.any {
+        headers.remove(B3_FLAGS);
+    }
 
     if incoming.had_b3_single {
         // {trace}-{span}-{sampled}[-{parent}]
