@@ -104,13 +104,10 @@ pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
         let proxy = proxy.clone();
         let conn = conn.clone();
         let in_flight = requests.request();
-        // Boxed: hyper moves the future it is given into place, and the request's whole
-        // state (record, decision, upstream call) made that a memcpy of several KB per
-        // request; a box moves as one pointer.
-        Box::pin(async move {
+        async move {
             let resp = proxy.handle(&conn, req).await;
             Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
-        })
+        }
     });
     let io = TrackedIo::new(stream, tracker.clone());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
