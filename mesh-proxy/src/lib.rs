@@ -29,6 +29,8 @@ pub mod route;
 pub mod server;
 pub mod tcp_route;
 pub mod telemetry;
+#[cfg(test)]
+mod test_headers;
 pub mod tls;
 pub mod upstream;
 pub mod wait;

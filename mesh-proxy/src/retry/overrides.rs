@@ -141,16 +141,7 @@ mod tests {
     use super::super::policy::Outcome;
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_headers::header_map as headers;
 
     #[test]
     fn honoured_and_removed() {
