@@ -712,3 +712,106 @@ async fn metrics_overrides_disable_a_metric_remove_a_tag_and_upsert_others() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn metrics_overrides_change_the_tcp_metrics_per_side() {
+    let citadel = Citadel::start(None).await;
+    let backend = tcp_echo().await;
+    // The server side: no opened count; the sent bytes without the source principal and
+    // with a literal team.
+    let server = sidecar(
+        Some(citadel.identity("reviews").await),
+        with_overrides(
+            inbound_tcp(backend, json!({ "mtlsMode": "MTLS_MODE_STRICT" })),
+            json!([
+                { "metric": "STANDARD_METRIC_TCP_OPENED_CONNECTIONS", "side": "METRIC_SIDE_SERVER", "disabled": true },
+                { "metric": "STANDARD_METRIC_TCP_SENT_BYTES", "side": "METRIC_SIDE_SERVER", "tags": [
+                    { "name": "source_principal", "remove": true },
+                    { "name": "team", "literal": "books" },
+                    { "name": "host", "attribute": "REQUEST_ATTRIBUTE_HOST" },
+                ] },
+            ]),
+        ),
+    )
+    .await;
+    // The client side: no closed count; the HTTP overrides of the same side leave TCP alone.
+    let client = sidecar(
+        Some(citadel.identity("productpage").await),
+        with_overrides(
+            outbound_tcp(
+                vec![endpoint(in_addr(&server), true, &[&spiffe("reviews")])],
+                json!({}),
+            ),
+            json!([
+                { "metric": "STANDARD_METRIC_TCP_CLOSED_CONNECTIONS", "side": "METRIC_SIDE_CLIENT", "disabled": true },
+                { "metric": "STANDARD_METRIC_REQUEST_COUNT", "side": "METRIC_SIDE_CLIENT", "disabled": true },
+            ]),
+        ),
+    )
+    .await;
+    let msg = b"twenty bytes of data";
+    assert!(tcp_round_trip(out_addr(&client), msg).await);
+
+    let server_metrics = metrics_port(&server).await;
+    let closed = ["reporter=\"destination\"", "request_protocol=\"tcp\""];
+    let text = scrape_until(
+        server_metrics,
+        "istio_tcp_connections_closed_total",
+        &closed,
+        1.0,
+    )
+    .await;
+    assert!(
+        !text.contains("istio_tcp_connections_opened_total{"),
+        "opened is off on the server side: {text}"
+    );
+    let sent: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_sent_bytes_total{"))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    // A request value on a connection is `unknown`, as Istio's failed expression.
+    for want in [
+        "team=\"books\"",
+        "host=\"unknown\"",
+        "request_protocol=\"tcp\"",
+    ] {
+        assert!(sent[0].contains(want), "{want} in {sent:#?}");
+    }
+    assert!(!sent[0].contains("source_principal"), "{sent:#?}");
+    assert!(!sent[0].contains("response_code"), "{sent:#?}");
+    assert_eq!(
+        sample(&text, "istio_tcp_sent_bytes_total", &["team=\"books\""]),
+        20.0
+    );
+    // The received bytes keep Istio's labels.
+    assert_eq!(
+        sample(
+            &text,
+            "istio_tcp_received_bytes_total",
+            &["source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\""]
+        ),
+        20.0
+    );
+
+    let text = scrape_until(
+        metrics_port(&client).await,
+        "istio_tcp_sent_bytes_total",
+        &["reporter=\"source\""],
+        20.0,
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            "istio_tcp_connections_opened_total",
+            &["reporter=\"source\""]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        !text.contains("istio_tcp_connections_closed_total{"),
+        "closed is off on the client side: {text}"
+    );
+}

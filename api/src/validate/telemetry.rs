@@ -207,9 +207,10 @@ pub fn unsupported(t: &Telemetry, p: &FieldPath, out: &mut Errors) {
     }
 }
 
-/// What of one metrics override the mesh does not do: custom metrics, the TCP metrics, tag
-/// names Prometheus cannot carry and tag values other than those [`TagValue`] evaluates.
-/// Pilot leaves each of these out of what it sends.
+/// What of one metrics override the mesh does not do: custom metrics, tag names Prometheus
+/// cannot carry and tag values other than those [`TagValue`] evaluates. Pilot leaves each
+/// of these out of what it sends. A request value on a TCP metric is warned too: a
+/// connection has no request, so the tag reads `unknown` (as Istio's failed expression).
 fn override_unsupported(o: &MetricsOverrides, p: &FieldPath, out: &mut Errors) {
     let selector = o.match_.as_ref();
     if selector.is_some_and(|m| m.custom_metric.is_some()) {
@@ -219,26 +220,15 @@ fn override_unsupported(o: &MetricsOverrides, p: &FieldPath, out: &mut Errors) {
         );
         return;
     }
-    let changes = o.disabled == Some(true) || !o.tag_overrides.is_empty();
-    match selector.and_then(|m| m.metric) {
+    let tcp_only = matches!(
+        selector.and_then(|m| m.metric),
         Some(
             IstioMetric::TcpOpenedConnections
-            | IstioMetric::TcpClosedConnections
-            | IstioMetric::TcpSentBytes
-            | IstioMetric::TcpReceivedBytes,
-        ) => {
-            out.push(
-                &p.key("match").key("metric"),
-                "overrides of the TCP metrics are not implemented; they are recorded with the standard tags, this override is ignored",
-            );
-            return;
-        }
-        None | Some(IstioMetric::AllMetrics) if changes => out.push(
-            &p.key("match").key("metric"),
-            "ALL_METRICS overrides the HTTP and gRPC metrics only; the TCP metrics are recorded with the standard tags",
-        ),
-        _ => {}
-    }
+                | IstioMetric::TcpClosedConnections
+                | IstioMetric::TcpSentBytes
+                | IstioMetric::TcpReceivedBytes
+        )
+    );
     for (name, tag) in &o.tag_overrides {
         let tp = p.key("tagOverrides").key(name);
         if !name.is_empty() && !is_label_name(name) {
@@ -253,13 +243,18 @@ fn override_unsupported(o: &MetricsOverrides, p: &FieldPath, out: &mut Errors) {
         if tag.operation.unwrap_or_default() != TagOperation::Upsert {
             continue;
         }
-        if let Some(value) = &tag.value
-            && let Err(e) = TagValue::parse(value)
-        {
-            out.push(
+        let Some(value) = &tag.value else { continue };
+        match TagValue::parse(value) {
+            Err(e) => out.push(
                 &tp.key("value"),
                 format!("value {value:?} is not evaluated ({e}); this tag override is ignored"),
-            );
+            ),
+            Ok(TagValue::Literal(_)) => {}
+            Ok(_) if tcp_only => out.push(
+                &tp.key("value"),
+                "a TCP metric has no request: this tag's value is \"unknown\"",
+            ),
+            Ok(_) => {}
         }
     }
 }

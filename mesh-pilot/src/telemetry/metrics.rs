@@ -1,10 +1,10 @@
 //! Telemetry `metrics.overrides` for one workload, merged as Istio merges them: the layers
 //! from mesh to workload, each override expanded to the metrics (`ALL_METRICS`: every
-//! HTTP/gRPC one) and sides (`CLIENT_AND_SERVER`: both) it matches; per metric and side a
+//! standard one, HTTP/gRPC and TCP) and sides (`CLIENT_AND_SERVER`: both) it matches; per metric and side a
 //! later `disabled` replaces an earlier one and tag overrides replace by tag name.
 //!
 //! Only what the proxy evaluates is sent; validation warns about the rest (custom metrics,
-//! the TCP metrics, tag names Prometheus cannot carry, other tag value expressions), which
+//! tag names Prometheus cannot carry, other tag value expressions), which
 //! is left out here.
 
 use std::collections::BTreeMap;
@@ -19,13 +19,17 @@ use pb::metric_tag::Value;
 /// The metrics provider whose series the proxy serves; overrides for others do not apply.
 const PROMETHEUS: &str = "prometheus";
 
-const HTTP_METRICS: [pb::StandardMetric; 6] = [
+const ALL_METRICS: [pb::StandardMetric; 10] = [
     pb::StandardMetric::RequestCount,
     pb::StandardMetric::RequestDuration,
     pb::StandardMetric::RequestSize,
     pb::StandardMetric::ResponseSize,
     pb::StandardMetric::GrpcRequestMessages,
     pb::StandardMetric::GrpcResponseMessages,
+    pb::StandardMetric::TcpOpenedConnections,
+    pb::StandardMetric::TcpClosedConnections,
+    pb::StandardMetric::TcpSentBytes,
+    pb::StandardMetric::TcpReceivedBytes,
 ];
 
 /// One metric on one side, merged across layers.
@@ -78,26 +82,24 @@ pub fn resolve<'a>(layers: impl Iterator<Item = &'a Telemetry>) -> pb::MetricsOv
     pb::MetricsOverrides { overrides }
 }
 
-/// The (metric, side) pairs an override applies to; none for custom and TCP metrics.
+/// The (metric, side) pairs an override applies to; none for custom metrics.
 fn matches(o: &MetricsOverrides) -> Vec<(i32, i32)> {
     let selector = o.match_.as_ref();
     if selector.is_some_and(|s| s.custom_metric.is_some()) {
         return Vec::new();
     }
     let metrics: &[pb::StandardMetric] = match selector.and_then(|s| s.metric) {
-        None | Some(IstioMetric::AllMetrics) => &HTTP_METRICS,
+        None | Some(IstioMetric::AllMetrics) => &ALL_METRICS,
         Some(IstioMetric::RequestCount) => &[pb::StandardMetric::RequestCount],
         Some(IstioMetric::RequestDuration) => &[pb::StandardMetric::RequestDuration],
         Some(IstioMetric::RequestSize) => &[pb::StandardMetric::RequestSize],
         Some(IstioMetric::ResponseSize) => &[pb::StandardMetric::ResponseSize],
         Some(IstioMetric::GrpcRequestMessages) => &[pb::StandardMetric::GrpcRequestMessages],
         Some(IstioMetric::GrpcResponseMessages) => &[pb::StandardMetric::GrpcResponseMessages],
-        Some(
-            IstioMetric::TcpOpenedConnections
-            | IstioMetric::TcpClosedConnections
-            | IstioMetric::TcpSentBytes
-            | IstioMetric::TcpReceivedBytes,
-        ) => &[],
+        Some(IstioMetric::TcpOpenedConnections) => &[pb::StandardMetric::TcpOpenedConnections],
+        Some(IstioMetric::TcpClosedConnections) => &[pb::StandardMetric::TcpClosedConnections],
+        Some(IstioMetric::TcpSentBytes) => &[pb::StandardMetric::TcpSentBytes],
+        Some(IstioMetric::TcpReceivedBytes) => &[pb::StandardMetric::TcpReceivedBytes],
     };
     let sides: &[pb::MetricSide] = match selector.and_then(|s| s.mode).unwrap_or_default() {
         WorkloadMode::Client => &[pb::MetricSide::Client],
@@ -311,7 +313,7 @@ spec:
         source_principal: {operation: REMOVE}
         port: {value: string(destination.port)}
         bad-name: {value: \"'x'\"}
-    - match: {metric: TCP_SENT_BYTES}
+    - match: {metric: TCP_SENT_BYTES, mode: CLIENT}
       disabled: true
     - match: {customMetric: mine}
       disabled: true
@@ -321,10 +323,11 @@ spec:
 ";
         let resources = load(yaml);
         let got = overrides(&resources, "default", &[]);
-        let want: Vec<Entry> = HTTP_METRICS
+        let mut want: Vec<Entry> = ALL_METRICS
             .iter()
             .map(|m| e(*m, Side::Server, false, &["source_principal=REMOVE"]))
             .collect();
+        want.insert(8, e(M::TcpSentBytes, Side::Client, true, &[]));
         assert_eq!(got, want);
         // Each proxy accepts what is sent.
         let r = crate::telemetry::resolve(&resources, "default", &BTreeMap::new(), ROOT);

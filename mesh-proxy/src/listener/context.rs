@@ -2,6 +2,7 @@
 //! was going, and what the config snapshot read once at accept says about it (security and how
 //! it is forwarded, with the target's cluster held, not named).
 
+use crate::telemetry::overrides::SideOverrides;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -87,6 +88,8 @@ pub struct ConnConfig {
     /// PeerAuthentication and AuthorizationPolicy of an inbound listener; `None` outbound.
     pub security: Option<Arc<ListenerSecurity>>,
     pub forward: Forward,
+    /// The metrics overrides of the listener's side, for a TCP connection's metrics.
+    pub tcp_metrics: Option<Arc<SideOverrides>>,
 }
 
 /// Reads everything a connection needs from `snapshot`, the one the accept took: the
@@ -106,7 +109,18 @@ pub async fn read_config(
         None
     };
     let forward = classify(stream, listener, snapshot, passthrough, dst, original_dst).await;
-    ConnConfig { security, forward }
+    let tcp_metrics = match forward {
+        Forward::Tcp(_) => snapshot
+            .metrics_overrides
+            .for_direction(listener.direction)
+            .cloned(),
+        Forward::Http => None,
+    };
+    ConnConfig {
+        security,
+        forward,
+        tcp_metrics,
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use super::context::{ConnConfig, ConnContext};
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
 use crate::http::Proxy;
+use crate::telemetry::overrides::SideOverrides;
 use crate::telemetry::tcp::{CountedStream, DeferredRecord};
 use crate::telemetry::{ResponseFlag, Telemetry};
 use crate::tls::peer_exchange::{self, FrameReader};
@@ -47,7 +48,11 @@ impl Serve {
                 {
                     return;
                 }
-                serve_tcp(io, &conn, target, &self.proxy.metrics().istio).await
+                let metrics = TcpMetrics {
+                    telemetry: &self.proxy.metrics().istio,
+                    overrides: self.config.tcp_metrics,
+                };
+                serve_tcp(io, &conn, target, metrics).await
             }
             Forward::Http => {
                 let serving = Serving {
@@ -139,6 +144,13 @@ pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
     }
 }
 
+/// Where a TCP connection's standard metrics go, and how the Telemetry overrides of its
+/// side change them.
+pub struct TcpMetrics<'a> {
+    pub telemetry: &'a Arc<Telemetry>,
+    pub overrides: Option<Arc<SideOverrides>>,
+}
+
 /// Connects to an endpoint of `target` (with the cluster's load balancing and upstream TLS
 /// policy) and splices the two connections. The endpoint counts the connection in flight
 /// while it lasts.
@@ -146,8 +158,13 @@ pub async fn serve_tcp(
     stream: impl Io,
     conn: &ConnContext,
     target: Option<Target>,
-    telemetry: &Arc<Telemetry>,
+    metrics: TcpMetrics<'_>,
 ) {
+    let TcpMetrics {
+        telemetry,
+        overrides,
+    } = metrics;
+    let overrides_ref = overrides.as_ref();
     let Some(target) = target else {
         tracing::debug!(peer = %conn.peer, listener = %conn.listener.name, "tcp: no upstream, closing");
         return;
@@ -160,7 +177,7 @@ pub async fn serve_tcp(
     let Some(picked) = target.pick(hash, &[]) else {
         tracing::debug!(peer = %conn.peer, cluster = %target.cluster.name, "tcp: no endpoint, closing");
         let flag = Some(ResponseFlag::NoHealthyUpstream);
-        drop(telemetry.tcp_open(conn, &target.cluster, None, None, flag));
+        drop(telemetry.tcp_open(conn, &target.cluster, None, None, flag, overrides_ref));
         return;
     };
     let endpoint = picked.endpoint();
@@ -178,13 +195,20 @@ pub async fn serve_tcp(
                 _ => ResponseFlag::UpstreamConnectionFailure,
             });
             let transport = Some(&endpoint.transport);
-            drop(telemetry.tcp_open(conn, &target.cluster, transport, None, flag));
+            drop(telemetry.tcp_open(conn, &target.cluster, transport, None, flag, overrides_ref));
             return;
         }
     };
     let transport = &endpoint.transport;
     if !upstream.exchanges_peer_metadata() {
-        let record = telemetry.tcp_open(conn, &target.cluster, Some(transport), None, None);
+        let record = telemetry.tcp_open(
+            conn,
+            &target.cluster,
+            Some(transport),
+            None,
+            None,
+            overrides_ref,
+        );
         splice(CountedStream::new(stream, record), upstream).await;
         return;
     }
@@ -193,13 +217,24 @@ pub async fn serve_tcp(
     if let Err(e) = peer_exchange::write(&mut upstream, telemetry.local_header().as_ref()).await {
         tracing::debug!(error = %e, "tcp: metadata to the upstream proxy not sent");
         let flag = Some(ResponseFlag::UpstreamConnectionFailure);
-        drop(telemetry.tcp_open(conn, &target.cluster, Some(transport), None, flag));
+        drop(telemetry.tcp_open(
+            conn,
+            &target.cluster,
+            Some(transport),
+            None,
+            flag,
+            overrides_ref,
+        ));
         return;
     }
     let record = DeferredRecord::new({
         let (telemetry, conn) = (telemetry.clone(), conn.clone());
         let (cluster, transport) = (target.cluster.clone(), transport.clone());
-        move |metadata| telemetry.tcp_open(&conn, &cluster, Some(&transport), metadata, None)
+        let overrides = overrides.clone();
+        move |metadata| {
+            let overrides = overrides.as_ref();
+            telemetry.tcp_open(&conn, &cluster, Some(&transport), metadata, None, overrides)
+        }
     });
     let opens = record.clone();
     let upstream = FrameReader::new(upstream, move |metadata| opens.open(metadata.as_ref()));

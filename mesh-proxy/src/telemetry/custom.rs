@@ -10,7 +10,9 @@ use prometheus_client::encoding::{
 };
 
 use super::flags::ResponseFlags;
-use super::labels::{PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy};
+use super::labels::{
+    PeerLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, TcpLabels,
+};
 use super::overrides::{MetricRule, Slot};
 
 /// Istio's labels of the request metrics, in the order they are encoded.
@@ -62,6 +64,29 @@ impl StandardLabel {
         Self::ConnectionSecurityPolicy,
         Self::ResponseCode,
         Self::GrpcResponseStatus,
+    ];
+
+    /// The labels of the TCP metrics: the same without the response's code and status.
+    pub const TCP: [StandardLabel; 19] = [
+        Self::Reporter,
+        Self::SourceWorkload,
+        Self::SourceWorkloadNamespace,
+        Self::SourcePrincipal,
+        Self::SourceApp,
+        Self::SourceVersion,
+        Self::SourceCluster,
+        Self::DestinationWorkload,
+        Self::DestinationWorkloadNamespace,
+        Self::DestinationPrincipal,
+        Self::DestinationApp,
+        Self::DestinationVersion,
+        Self::DestinationCluster,
+        Self::DestinationService,
+        Self::DestinationServiceName,
+        Self::DestinationServiceNamespace,
+        Self::RequestProtocol,
+        Self::ResponseFlags,
+        Self::ConnectionSecurityPolicy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -230,6 +255,22 @@ impl EncodeLabelSet for ChangedLabels {
 pub enum RequestKey {
     Standard(RequestLabels),
     Changed(ChangedLabels),
+}
+
+/// The key of a TCP metric's series: Istio's labels, or labels an override changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TcpKey {
+    Standard(TcpLabels),
+    Changed(ChangedLabels),
+}
+
+impl EncodeLabelSet for TcpKey {
+    fn encode(&self, e: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::Standard(l) => l.encode(e),
+            Self::Changed(c) => c.encode(e),
+        }
+    }
 }
 
 impl EncodeLabelSet for RequestKey {

@@ -46,8 +46,8 @@ pub use record::{RecordedBody, RequestRecord};
 pub use upstream::UpstreamInfo;
 
 use custom::RequestKey;
+use custom::TcpKey;
 use interner::Interner;
-use labels::TcpLabels;
 use overrides::{MAX_TAG_VALUES, OVERFLOW_VALUE, RequestValue};
 
 /// Istio's buckets for `istio_request_duration_milliseconds`.
@@ -114,10 +114,10 @@ pub struct Telemetry {
     response_bytes: Histograms,
     request_messages: Family<RequestKey, Counter>,
     response_messages: Family<RequestKey, Counter>,
-    tcp_sent: Family<TcpLabels, Counter>,
-    tcp_received: Family<TcpLabels, Counter>,
-    tcp_opened: Family<TcpLabels, Counter>,
-    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpKey, Counter>,
+    tcp_received: Family<TcpKey, Counter>,
+    tcp_opened: Family<TcpKey, Counter>,
+    tcp_closed: Family<TcpKey, Counter>,
     local: ArcSwap<Local>,
     unknown_peer: Arc<PeerLabels>,
     unknown_service: Arc<ServiceLabels>,

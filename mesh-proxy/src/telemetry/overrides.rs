@@ -1,5 +1,6 @@
-//! Telemetry metrics overrides, compiled: per side of a call and per HTTP metric, whether it
-//! is recorded as Istio defines it, not at all, or with labels removed or set. Pilot sends
+//! Telemetry metrics overrides, compiled: per side of a call and per standard metric (HTTP
+//! and TCP), whether it is recorded as Istio defines it, not at all, or with labels removed
+//! or set. Pilot sends
 //! one entry per metric and side (see `metrics.proto`); what it sends is what validation
 //! accepts, and what compiles here is what requests run.
 //!
@@ -27,7 +28,7 @@ pub const MAX_TAG_VALUES: usize = 100;
 /// The label value of a request value past those bounds.
 pub const OVERFLOW_VALUE: &str = "other";
 
-/// The HTTP metrics, in the order of [`pb::StandardMetric`].
+/// The standard metrics, in the order of [`pb::StandardMetric`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     Requests = 0,
@@ -36,9 +37,21 @@ pub enum Metric {
     ResponseBytes = 3,
     RequestMessages = 4,
     ResponseMessages = 5,
+    TcpOpened = 6,
+    TcpClosed = 7,
+    TcpSent = 8,
+    TcpReceived = 9,
 }
 
-const METRICS: usize = 6;
+const METRICS: usize = 10;
+/// The HTTP/gRPC metrics come first.
+const HTTP_METRICS: usize = 6;
+
+impl Metric {
+    fn is_tcp(index: usize) -> bool {
+        index >= HTTP_METRICS
+    }
+}
 
 /// A request value a label can take.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,6 +94,8 @@ pub struct SideOverrides {
     /// indexes this.
     captures: Vec<(RequestValue, Arc<Interner<String>>)>,
     no_captures: Arc<[Arc<String>]>,
+    /// What the captures read on a TCP connection, which has no request: `unknown` each.
+    tcp_captures: Arc<[Arc<String>]>,
 }
 
 /// Why an override was refused: its index in `telemetry.metrics.overrides`.
@@ -177,13 +192,15 @@ impl MetricsConfig {
             target.rules[metric] = if o.disabled {
                 Rule::Disabled
             } else {
-                match target.rule_of(index, &o.tags, telemetry)? {
+                match target.rule_of(index, metric, &o.tags, telemetry)? {
                     Some(rule) => Rule::Changed(Arc::new(rule)),
                     None => Rule::Standard,
                 }
             };
         }
-        let keep = |s: SideOverrides| {
+        let keep = |mut s: SideOverrides| {
+            let unknown = Arc::new(UNKNOWN.to_owned());
+            s.tcp_captures = s.captures.iter().map(|_| unknown.clone()).collect();
             s.rules
                 .iter()
                 .any(|r| !matches!(r, Rule::Standard))
@@ -211,6 +228,7 @@ impl Default for SideOverrides {
             rules: Default::default(),
             captures: Vec::new(),
             no_captures: Arc::from(Vec::new()),
+            tcp_captures: Arc::from(Vec::new()),
         }
     }
 }
@@ -221,13 +239,17 @@ impl SideOverrides {
     fn rule_of(
         &mut self,
         index: usize,
+        metric: usize,
         tags: &[pb::MetricTag],
         telemetry: &Telemetry,
     ) -> Result<Option<MetricRule>, OverrideError> {
-        let mut standard: Vec<(StandardLabel, Slot)> = StandardLabel::ALL
-            .iter()
-            .map(|l| (*l, Slot::Keep))
-            .collect();
+        let labels: &[StandardLabel] = if Metric::is_tcp(metric) {
+            &StandardLabel::TCP
+        } else {
+            &StandardLabel::ALL
+        };
+        let mut standard: Vec<(StandardLabel, Slot)> =
+            labels.iter().map(|l| (*l, Slot::Keep)).collect();
         let mut added = Vec::new();
         let mut names = std::collections::HashSet::new();
         for tag in tags {
@@ -307,9 +329,16 @@ impl SideOverrides {
         &self.rules[metric as usize]
     }
 
-    /// Whether every metric is off on this side.
+    /// Whether every HTTP/gRPC metric is off on this side.
     pub fn all_disabled(&self) -> bool {
-        self.rules.iter().all(|r| matches!(r, Rule::Disabled))
+        self.rules[..HTTP_METRICS]
+            .iter()
+            .all(|r| matches!(r, Rule::Disabled))
+    }
+
+    /// The values a TCP metric's request-valued tags take: `unknown` each.
+    pub fn tcp_captures(&self) -> &Arc<[Arc<String>]> {
+        &self.tcp_captures
     }
 
     /// The request values the rules use, bounded; empty when they use none.
@@ -396,6 +425,46 @@ mod tests {
         )]);
         let c = MetricsConfig::compile(Some(&noop), &t).unwrap();
         assert!(c.for_direction(pb::Direction::Outbound).is_none());
+    }
+
+    #[test]
+    fn tcp_rules_carry_the_tcp_labels_and_unknown_request_values() {
+        let t = Telemetry::default();
+        let cfg = config(vec![
+            pb::MetricOverride {
+                metric: pb::StandardMetric::TcpSentBytes as i32,
+                side: pb::MetricSide::Server as i32,
+                disabled: false,
+                tags: vec![
+                    tag(
+                        "method",
+                        Value::Attribute(pb::RequestAttribute::Method as i32),
+                    ),
+                    tag("response_code", Value::Remove(true)),
+                ],
+            },
+            pb::MetricOverride {
+                metric: pb::StandardMetric::TcpOpenedConnections as i32,
+                side: pb::MetricSide::Server as i32,
+                disabled: true,
+                tags: vec![],
+            },
+        ]);
+        let c = MetricsConfig::compile(Some(&cfg), &t).unwrap();
+        let server = c.for_direction(pb::Direction::Inbound).unwrap();
+        assert!(matches!(server.rule(Metric::TcpOpened), Rule::Disabled));
+        assert!(matches!(server.rule(Metric::Requests), Rule::Standard));
+        // The HTTP metrics are all on: requests are recorded.
+        assert!(!server.all_disabled());
+        let Rule::Changed(rule) = server.rule(Metric::TcpSent) else {
+            panic!("changed");
+        };
+        // `response_code` is not a TCP label: removing it changes nothing there.
+        assert_eq!(rule.standard.len(), StandardLabel::TCP.len());
+        assert!(rule.standard.iter().all(|(_, s)| *s == Slot::Keep));
+        assert_eq!(rule.added.len(), 1);
+        let captured: Vec<&str> = server.tcp_captures().iter().map(|v| v.as_str()).collect();
+        assert_eq!(captured, ["unknown"]);
     }
 
     #[test]

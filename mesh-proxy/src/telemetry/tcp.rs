@@ -14,25 +14,32 @@ use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::custom::{ChangedLabels, TcpKey};
 use super::flags::{ResponseFlag, ResponseFlags};
-use super::labels::{CallLabels, Reporter, SecurityPolicy, TcpLabels};
+use super::labels::{
+    CallLabels, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, TcpLabels,
+};
+use super::overrides::{Metric, Rule, SideOverrides};
 use super::{Telemetry, peer};
 use crate::listener::ConnContext;
 use crate::upstream::{Cluster, Transport};
 
-/// A TCP connection being proxied; counted closed when dropped.
+/// A TCP connection being proxied; counted closed when dropped. A metric that the
+/// Telemetry overrides disable has no series here.
 pub struct TcpRecord {
     telemetry: Arc<Telemetry>,
-    labels: TcpLabels,
-    sent: Counter,
-    received: Counter,
+    closed: Option<TcpKey>,
+    sent: Option<Counter>,
+    received: Option<Counter>,
 }
 
 impl Telemetry {
     /// Counts a TCP connection from `conn` opened toward `cluster`, whose upstream connection
     /// used `transport` (`None`: no upstream connection was made, see `flag`) and whose
     /// upstream proxy announced `upstream_metadata` in the exchange. The downstream proxy's
-    /// metadata, on an inbound connection, is in `conn`'s peer identity.
+    /// metadata, on an inbound connection, is in `conn`'s peer identity. `overrides` are the
+    /// metrics overrides of the listener's side, if any.
+    #[allow(clippy::too_many_arguments)]
     pub fn tcp_open(
         self: &Arc<Self>,
         conn: &ConnContext,
@@ -40,6 +47,7 @@ impl Telemetry {
         transport: Option<&Transport>,
         upstream_metadata: Option<&HeaderValue>,
         flag: Option<ResponseFlag>,
+        overrides: Option<&Arc<SideOverrides>>,
     ) -> TcpRecord {
         let call = if conn.listener.is_inbound() {
             let (source, destination, security) = match &conn.peer_identity {
@@ -90,19 +98,64 @@ impl Telemetry {
         if let Some(flag) = flag {
             labels.0.response_flags = ResponseFlags::of(flag);
         }
-        self.tcp_opened.get_or_create(&labels).inc();
+        let key = |metric: Metric| tcp_key(&labels, overrides, metric);
+        if let Some(k) = key(Metric::TcpOpened) {
+            self.tcp_opened.get_or_create(&k).inc();
+        }
         TcpRecord {
-            sent: self.tcp_sent.get_or_create(&labels).clone(),
-            received: self.tcp_received.get_or_create(&labels).clone(),
+            sent: key(Metric::TcpSent).map(|k| self.tcp_sent.get_or_create(&k).clone()),
+            received: key(Metric::TcpReceived).map(|k| self.tcp_received.get_or_create(&k).clone()),
+            closed: key(Metric::TcpClosed),
             telemetry: self.clone(),
-            labels,
+        }
+    }
+}
+
+/// The series of one TCP metric under the side's overrides; `None` when they disable it.
+fn tcp_key(
+    labels: &TcpLabels,
+    overrides: Option<&Arc<SideOverrides>>,
+    metric: Metric,
+) -> Option<TcpKey> {
+    let Some(side) = overrides else {
+        return Some(TcpKey::Standard(labels.clone()));
+    };
+    match side.rule(metric) {
+        Rule::Standard => Some(TcpKey::Standard(labels.clone())),
+        Rule::Disabled => None,
+        Rule::Changed(rule) => Some(TcpKey::Changed(ChangedLabels {
+            labels: RequestLabels {
+                call: labels.0.clone(),
+                protocol: RequestProtocol::Tcp,
+                // Not among the TCP metrics' labels: a rule for them never reads these.
+                response_code: 0,
+                grpc_status: None,
+            },
+            rule: rule.clone(),
+            captured: side.tcp_captures().clone(),
+        })),
+    }
+}
+
+impl TcpRecord {
+    fn count_received(&self, n: u64) {
+        if let Some(c) = &self.received {
+            c.inc_by(n);
+        }
+    }
+
+    fn count_sent(&self, n: u64) {
+        if let Some(c) = &self.sent {
+            c.inc_by(n);
         }
     }
 }
 
 impl Drop for TcpRecord {
     fn drop(&mut self) {
-        self.telemetry.tcp_closed.get_or_create(&self.labels).inc();
+        if let Some(k) = &self.closed {
+            self.telemetry.tcp_closed.get_or_create(k).inc();
+        }
     }
 }
 
@@ -149,16 +202,16 @@ impl DeferredRecord {
             unreachable!("checked pending above");
         };
         let record = open(metadata);
-        record.received.inc_by(received);
-        record.sent.inc_by(sent);
+        record.count_received(received);
+        record.count_sent(sent);
         *state = Deferred::Open(record);
     }
 
     fn count(&self, received: u64, sent: u64) {
         match &mut *self.0.lock().expect("deferred record lock") {
             Deferred::Open(record) => {
-                record.received.inc_by(received);
-                record.sent.inc_by(sent);
+                record.count_received(received);
+                record.count_sent(sent);
             }
             Deferred::Pending {
                 received: r,
@@ -189,18 +242,14 @@ enum Counting {
 impl Counting {
     fn received(&self, n: u64) {
         match self {
-            Self::Open(record) => {
-                record.received.inc_by(n);
-            }
+            Self::Open(record) => record.count_received(n),
             Self::Deferred(record) => record.count(n, 0),
         }
     }
 
     fn sent(&self, n: u64) {
         match self {
-            Self::Open(record) => {
-                record.sent.inc_by(n);
-            }
+            Self::Open(record) => record.count_sent(n),
             Self::Deferred(record) => record.count(0, n),
         }
     }
