@@ -218,5 +218,7 @@ impl Server {
                 "drain deadline reached with connections still open"
             );
         }
+        // Access-log lines of the last requests are still buffered.
+        self.metrics().access_log.flush(Duration::from_secs(1));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Version};
 use mesh_api::telemetry::filter::Attributes;
 use mesh_proto::config::v1::access_log::Format;
 
@@ -37,7 +37,8 @@ pub struct Pending {
     user_agent: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
     authority: Option<HeaderValue>,
-    traceparent: Option<HeaderValue>,
+    /// The trace id's hex digits: the tracer's, else a `traceparent` header's.
+    trace_id: Option<[u8; 32]>,
     /// The headers the logs' filters read, log after log, in each filter's order.
     filter_headers: Vec<Option<HeaderValue>>,
     downstream_local: Option<SocketAddr>,
@@ -45,6 +46,17 @@ pub struct Pending {
     downstream_peer: Option<String>,
     sni: Option<String>,
     upstream: Option<Upstream>,
+}
+
+/// The request headers a line shows, found in one pass.
+#[derive(Default)]
+struct Captured {
+    original_path: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    host: Option<HeaderValue>,
 }
 
 /// What the response says about the upstream that answered.
@@ -71,12 +83,29 @@ impl Pending {
         sink: &Arc<Sink>,
         conn: &ConnContext,
         req: &Request<B>,
+        trace_id: Option<[u8; 32]>,
     ) -> Box<Pending> {
         let headers = req.headers();
-        let get = |name: &str| headers.get(name).cloned();
+        let mut seen = Captured::default();
+        // One pass over the request's headers instead of a hashed lookup per field.
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                ORIGINAL_PATH => &mut seen.original_path,
+                FORWARDED_FOR => &mut seen.forwarded_for,
+                "user-agent" => &mut seen.user_agent,
+                REQUEST_ID => &mut seen.request_id,
+                TRACEPARENT if trace_id.is_none() => &mut seen.traceparent,
+                "host" => &mut seen.host,
+                _ => continue,
+            };
+            // The first value, as `%REQ(...)%` takes it.
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        }
         let authority = match req.uri().authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => get(header::HOST.as_str()),
+            None => seen.host,
         };
         Box::new(Pending {
             logs: logs.clone(),
@@ -84,13 +113,17 @@ impl Pending {
             start: SystemTime::now(),
             method: req.method().clone(),
             path: req.uri().path_and_query().cloned(),
-            original_path: get(ORIGINAL_PATH),
+            original_path: seen.original_path,
             version: req.version(),
-            forwarded_for: get(FORWARDED_FOR),
-            user_agent: get(header::USER_AGENT.as_str()),
-            request_id: get(REQUEST_ID),
+            forwarded_for: seen.forwarded_for,
+            user_agent: seen.user_agent,
+            request_id: seen.request_id,
             authority,
-            traceparent: get(TRACEPARENT),
+            trace_id: trace_id.or_else(|| {
+                let header = seen.traceparent?;
+                let tp = std::str::from_utf8(header.as_bytes()).ok()?;
+                self::trace_id(tp)?.as_bytes().try_into().ok()
+            }),
             filter_headers: filter_headers(logs, headers),
             downstream_local: conn.original_dst,
             downstream_remote: conn.peer,
@@ -110,8 +143,6 @@ impl Pending {
     /// Writes a line to every log whose filter takes the request.
     pub fn finish(self, end: Finished) {
         let mut offset = 0;
-        // One log (the usual case) takes its line without a copy.
-        let only_one = self.logs.len() == 1;
         let mut text = None;
         let mut json = None;
         for log in self.logs.iter() {
@@ -131,28 +162,32 @@ impl Pending {
                     continue;
                 }
             }
+            // One text log (the usual case) formats straight into the output's buffer.
+            if self.logs.len() == 1 && log.format == Format::Text {
+                self.sink
+                    .send_with(|buf| format::text_into(buf, &self.entry(&end)));
+                continue;
+            }
             // Each format is made once, however many logs take it.
             let line = match log.format {
                 Format::Text => text.get_or_insert_with(|| format::text(&self.entry(&end))),
-                Format::Json => json.get_or_insert_with(|| format::json(&self.entry(&end))),
+                Format::Json => {
+                    json.get_or_insert_with(|| format::json(&self.entry(&end)).into_bytes())
+                }
             };
-            self.sink.send(if only_one {
-                std::mem::take(line)
-            } else {
-                line.clone()
-            });
+            self.sink.send(line);
         }
     }
 
     fn entry(&self, end: &Finished) -> Entry<'_> {
-        fn s(v: &Option<HeaderValue>) -> Option<&str> {
-            v.as_ref().and_then(|v| v.to_str().ok())
+        fn bytes(v: &Option<HeaderValue>) -> Option<&[u8]> {
+            v.as_ref().map(HeaderValue::as_bytes)
         }
         let up = self.upstream.as_ref();
         Entry {
             start: Some(self.start),
             method: self.method.as_str(),
-            path: s(&self.original_path).or(self.path.as_ref().map(PathAndQuery::as_str)),
+            path: bytes(&self.original_path).or(self.path.as_ref().map(|p| p.as_str().as_bytes())),
             protocol: protocol(self.version),
             response_code: end.response_code,
             response_flags: end.flags,
@@ -163,10 +198,10 @@ impl Pending {
             upstream_service_time_ms: up
                 .filter(|u| u.host.is_some())
                 .map(|u| u.service_time.as_millis() as u64),
-            forwarded_for: s(&self.forwarded_for),
-            user_agent: s(&self.user_agent),
-            request_id: s(&self.request_id),
-            authority: s(&self.authority),
+            forwarded_for: bytes(&self.forwarded_for),
+            user_agent: bytes(&self.user_agent),
+            request_id: bytes(&self.request_id),
+            authority: bytes(&self.authority),
             upstream_host: up.and_then(|u| u.host),
             upstream_cluster: up.and_then(|u| u.cluster.as_deref()),
             downstream_local: self.downstream_local,
@@ -174,7 +209,7 @@ impl Pending {
             requested_server_name: self.sni.as_deref(),
             downstream_peer: self.downstream_peer.as_deref(),
             upstream_peer: up.and_then(|u| u.peer.as_deref()),
-            trace_id: s(&self.traceparent).and_then(trace_id),
+            trace_id: self.trace_id.as_ref().map(|h| &h[..]),
         }
     }
 }
@@ -197,19 +232,27 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`); an all-zero or
-/// malformed one has none.
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, later versions may
+/// append `-...`); an all-zero or malformed one has none. Checked at fixed offsets.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.trim().split('-');
-    let (version, id, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let ok = hex(version, 2)
-        && version != "ff"
-        && hex(id, 32)
-        && id.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && hex(flags, 2);
-    ok.then_some(id)
+    let tp = traceparent.trim().as_bytes();
+    let dashes = [2, 35, 52];
+    let shaped = tp.len() >= 55
+        && dashes.iter().all(|&i| tp[i] == b'-')
+        && (tp.len() == 55 || tp[55] == b'-');
+    if !shaped {
+        return None;
+    }
+    let hex = |r: std::ops::Range<usize>| tp[r].iter().all(u8::is_ascii_hexdigit);
+    let id = &tp[3..35];
+    let ok = hex(0..2)
+        && &tp[0..2] != b"ff"
+        && hex(3..35)
+        && id.iter().any(|&b| b != b'0')
+        && hex(36..52)
+        && hex(53..55);
+    // Hex digits are ASCII, so the id is a str boundary of the trimmed input.
+    ok.then(|| &traceparent.trim()[3..35])
 }
 
 #[cfg(test)]
@@ -228,5 +271,21 @@ mod tests {
         );
         assert_eq!(trace_id("00-4bf92f35-00f067aa0ba902b7-01"), None);
         assert_eq!(trace_id("garbage"), None);
+        assert_eq!(
+            trace_id(" 01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later "),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            trace_id("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"),
+            None
+        );
+        assert_eq!(
+            trace_id("00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01"),
+            None
+        );
     }
 }

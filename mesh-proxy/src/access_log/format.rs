@@ -15,7 +15,7 @@
 //! %TRACE_ID%
 //! ```
 
-use std::fmt::Write;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,7 +29,7 @@ pub struct Entry<'a> {
     pub start: Option<SystemTime>,
     pub method: &'a str,
     /// `x-envoy-original-path` when a route rewrote it, else the path with its query.
-    pub path: Option<&'a str>,
+    pub path: Option<&'a [u8]>,
     pub protocol: &'static str,
     /// 0 when no response was made.
     pub response_code: u16,
@@ -40,10 +40,10 @@ pub struct Entry<'a> {
     pub bytes_sent: u64,
     pub duration_ms: u64,
     pub upstream_service_time_ms: Option<u64>,
-    pub forwarded_for: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
-    pub request_id: Option<&'a str>,
-    pub authority: Option<&'a str>,
+    pub forwarded_for: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+    pub request_id: Option<&'a [u8]>,
+    pub authority: Option<&'a [u8]>,
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: Option<&'a str>,
     pub downstream_local: Option<SocketAddr>,
@@ -53,105 +53,121 @@ pub struct Entry<'a> {
     pub downstream_peer: Option<&'a str>,
     /// `spiffe://...` the upstream's certificate was checked against, on mesh mTLS.
     pub upstream_peer: Option<&'a str>,
-    pub trace_id: Option<&'a str>,
+    pub trace_id: Option<&'a [u8]>,
 }
 
 /// Envoy's text line, with its newline. Written straight into one buffer: no field is
-/// formatted into a string of its own.
-pub fn text(e: &Entry<'_>) -> String {
-    let mut s = String::with_capacity(384);
-    s.push('[');
-    push_start_time(&mut s, e.start);
-    s.push_str("] \"");
-    s.push_str(e.method);
-    s.push(' ');
-    push_or_dash(&mut s, e.path);
-    s.push(' ');
-    s.push_str(e.protocol);
-    s.push_str("\" ");
-    push_u64(&mut s, u64::from(e.response_code));
-    s.push(' ');
-    if e.response_flags.is_empty() {
-        s.push('-');
-    } else {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{}", e.response_flags);
-    }
-    s.push(' ');
-    s.push_str(e.response_code_details.unwrap_or("-"));
-    s.push_str(" - \"-\" ");
-    push_u64(&mut s, e.bytes_received);
-    s.push(' ');
-    push_u64(&mut s, e.bytes_sent);
-    s.push(' ');
-    push_u64(&mut s, e.duration_ms);
-    s.push(' ');
-    match e.upstream_service_time_ms {
-        Some(t) => push_u64(&mut s, t),
-        None => s.push('-'),
-    }
-    for quoted in [e.forwarded_for, e.user_agent, e.request_id, e.authority] {
-        s.push_str(" \"");
-        push_or_dash(&mut s, quoted);
-        s.push('"');
-    }
-    s.push_str(" \"");
-    push_addr(&mut s, e.upstream_host);
-    s.push_str("\" ");
-    push_or_dash(&mut s, e.upstream_cluster);
-    s.push_str(" - ");
-    push_addr(&mut s, e.downstream_local);
-    s.push(' ');
-    push_addr(&mut s, e.downstream_remote);
-    s.push(' ');
-    push_or_dash(&mut s, e.requested_server_name);
-    s.push_str(" - \"");
-    push_or_dash(&mut s, e.downstream_peer);
-    s.push_str("\" \"");
-    push_or_dash(&mut s, e.upstream_peer);
-    s.push_str("\" ");
-    push_or_dash(&mut s, e.trace_id);
-    s.push('\n');
+/// formatted into a string of its own. Header values are written as they came (as Envoy
+/// does), so the line is bytes, not necessarily UTF-8.
+pub fn text(e: &Entry<'_>) -> Vec<u8> {
+    let mut s = Vec::with_capacity(384);
+    text_into(&mut s, e);
     s
 }
 
-fn push_or_dash(s: &mut String, v: Option<&str>) {
-    s.push_str(v.filter(|v| !v.is_empty()).unwrap_or("-"));
+/// [`text`], appended to `s`.
+pub fn text_into(s: &mut Vec<u8>, e: &Entry<'_>) {
+    s.push(b'[');
+    push_start_time(s, e.start);
+    s.extend_from_slice(b"] \"");
+    s.extend_from_slice(e.method.as_bytes());
+    s.push(b' ');
+    push_or_dash(s, e.path);
+    s.push(b' ');
+    s.extend_from_slice(e.protocol.as_bytes());
+    s.extend_from_slice(b"\" ");
+    push_u64(s, u64::from(e.response_code));
+    s.push(b' ');
+    if e.response_flags.is_empty() {
+        s.push(b'-');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = write!(s, "{}", e.response_flags);
+    }
+    s.push(b' ');
+    s.extend_from_slice(e.response_code_details.unwrap_or("-").as_bytes());
+    s.extend_from_slice(b" - \"-\" ");
+    push_u64(s, e.bytes_received);
+    s.push(b' ');
+    push_u64(s, e.bytes_sent);
+    s.push(b' ');
+    push_u64(s, e.duration_ms);
+    s.push(b' ');
+    match e.upstream_service_time_ms {
+        Some(t) => push_u64(s, t),
+        None => s.push(b'-'),
+    }
+    for quoted in [e.forwarded_for, e.user_agent, e.request_id, e.authority] {
+        s.extend_from_slice(b" \"");
+        push_or_dash(s, quoted);
+        s.push(b'"');
+    }
+    s.extend_from_slice(b" \"");
+    push_addr(s, e.upstream_host);
+    s.extend_from_slice(b"\" ");
+    push_or_dash(s, e.upstream_cluster.map(str::as_bytes));
+    s.extend_from_slice(b" - ");
+    push_addr(s, e.downstream_local);
+    s.push(b' ');
+    push_addr(s, e.downstream_remote);
+    s.push(b' ');
+    push_or_dash(s, e.requested_server_name.map(str::as_bytes));
+    s.extend_from_slice(b" - \"");
+    push_or_dash(s, e.downstream_peer.map(str::as_bytes));
+    s.extend_from_slice(b"\" \"");
+    push_or_dash(s, e.upstream_peer.map(str::as_bytes));
+    s.extend_from_slice(b"\" ");
+    push_or_dash(s, e.trace_id);
+    s.push(b'\n');
 }
 
-fn push_u64(s: &mut String, n: u64) {
-    s.push_str(itoa::Buffer::new().format(n));
+fn push_or_dash(s: &mut Vec<u8>, v: Option<&[u8]>) {
+    s.extend_from_slice(v.filter(|v| !v.is_empty()).unwrap_or(b"-"));
 }
 
-fn push_addr(s: &mut String, a: Option<SocketAddr>) {
+fn push_u64(s: &mut Vec<u8>, n: u64) {
+    s.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn push_addr(s: &mut Vec<u8>, a: Option<SocketAddr>) {
     match a {
         Some(SocketAddr::V4(v4)) => {
-            let [a, b, c, d] = v4.ip().octets();
-            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
-                    s.push('.');
+                    s.push(b'.');
                 }
-                push_u64(s, u64::from(octet));
+                push_octet(s, octet);
             }
-            s.push(':');
+            s.push(b':');
             push_u64(s, u64::from(v4.port()));
         }
-        // Writing to a String cannot fail.
+        // Writing to a Vec cannot fail.
         Some(a) => {
             let _ = write!(s, "{a}");
         }
-        None => s.push('-'),
+        None => s.push(b'-'),
     }
 }
 
+/// An address byte in decimal: divisions by constants, no formatter.
+fn push_octet(s: &mut Vec<u8>, n: u8) {
+    if n >= 100 {
+        s.push(b'0' + n / 100);
+    }
+    if n >= 10 {
+        s.push(b'0' + n / 10 % 10);
+    }
+    s.push(b'0' + n % 10);
+}
+
 /// `n` in `width` digits, zero-padded (the parts of a timestamp).
-fn push_padded(s: &mut String, n: u64, width: usize) {
+fn push_padded(s: &mut Vec<u8>, n: u64, width: usize) {
     let mut buf = itoa::Buffer::new();
     let digits = buf.format(n);
     for _ in digits.len()..width {
-        s.push('0');
+        s.push(b'0');
     }
-    s.push_str(digits);
+    s.extend_from_slice(digits.as_bytes());
 }
 
 /// Istio's JSON line (keys as Istio's default JSON format names them; absent values are
@@ -161,12 +177,16 @@ pub fn json(e: &Entry<'_>) -> String {
         v.filter(|v| !v.is_empty())
             .map_or(Value::Null, |v| json!(v))
     };
+    let bytes_or_null = |v: Option<&[u8]>| {
+        v.filter(|v| !v.is_empty())
+            .map_or(Value::Null, |v| json!(String::from_utf8_lossy(v)))
+    };
     let addr = |a: Option<SocketAddr>| a.map_or(Value::Null, |a| json!(a.to_string()));
     let mut m = Map::with_capacity(28);
     m.insert("start_time".into(), json!(start_time(e.start)));
     m.insert("route_name".into(), Value::Null);
     m.insert("method".into(), json!(e.method));
-    m.insert("path".into(), str_or_null(e.path));
+    m.insert("path".into(), bytes_or_null(e.path));
     m.insert("protocol".into(), json!(e.protocol));
     m.insert("response_code".into(), json!(e.response_code));
     m.insert("response_flags".into(), json!(e.response_flags.to_string()));
@@ -184,10 +204,10 @@ pub fn json(e: &Entry<'_>) -> String {
         e.upstream_service_time_ms
             .map_or(Value::Null, |t| json!(t.to_string())),
     );
-    m.insert("x_forwarded_for".into(), str_or_null(e.forwarded_for));
-    m.insert("user_agent".into(), str_or_null(e.user_agent));
-    m.insert("request_id".into(), str_or_null(e.request_id));
-    m.insert("authority".into(), str_or_null(e.authority));
+    m.insert("x_forwarded_for".into(), bytes_or_null(e.forwarded_for));
+    m.insert("user_agent".into(), bytes_or_null(e.user_agent));
+    m.insert("request_id".into(), bytes_or_null(e.request_id));
+    m.insert("authority".into(), bytes_or_null(e.authority));
     m.insert("upstream_host".into(), addr(e.upstream_host));
     m.insert("upstream_cluster".into(), str_or_null(e.upstream_cluster));
     m.insert("upstream_local_address".into(), Value::Null);
@@ -205,7 +225,7 @@ pub fn json(e: &Entry<'_>) -> String {
         str_or_null(e.downstream_peer),
     );
     m.insert("upstream_peer_uri_san".into(), str_or_null(e.upstream_peer));
-    m.insert("trace_id".into(), str_or_null(e.trace_id));
+    m.insert("trace_id".into(), bytes_or_null(e.trace_id));
     let mut s = Value::Object(m).to_string();
     s.push('\n');
     s
@@ -213,34 +233,54 @@ pub fn json(e: &Entry<'_>) -> String {
 
 /// Envoy's `%START_TIME%`: RFC 3339 in UTC with milliseconds, `2016-04-15T20:17:00.310Z`.
 pub fn start_time(t: Option<SystemTime>) -> String {
-    let mut s = String::with_capacity(24);
+    let mut s = Vec::with_capacity(24);
     push_start_time(&mut s, t);
-    s
+    String::from_utf8(s).expect("digits and separators")
 }
 
 /// `2016-04-15T20:17:00.310Z`, Envoy's `%START_TIME%` in UTC; `-` when unknown.
-fn push_start_time(s: &mut String, t: Option<SystemTime>) {
+fn push_start_time(s: &mut Vec<u8>, t: Option<SystemTime>) {
     let Some(since) = t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) else {
-        s.push('-');
+        s.push(b'-');
         return;
     };
     let secs = since.as_secs();
+    // Lines of one second share their date and time up to the seconds: made once per
+    // second per thread.
+    SECOND.with(|cached| {
+        let (at, prefix) = &mut *cached.borrow_mut();
+        if *at != Some(secs) || prefix.is_empty() {
+            prefix.clear();
+            push_second(prefix, secs);
+            *at = Some(secs);
+        }
+        s.extend_from_slice(prefix);
+    });
+    push_padded(s, u64::from(since.subsec_millis()), 3);
+    s.push(b'Z');
+}
+
+thread_local! {
+    static SECOND: std::cell::RefCell<(Option<u64>, Vec<u8>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch.
+fn push_second(s: &mut Vec<u8>, secs: u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
     push_padded(s, y.max(0) as u64, 4);
-    s.push('-');
+    s.push(b'-');
     push_padded(s, u64::from(m), 2);
-    s.push('-');
+    s.push(b'-');
     push_padded(s, u64::from(d), 2);
-    s.push('T');
+    s.push(b'T');
     push_padded(s, rem / 3600, 2);
-    s.push(':');
+    s.push(b':');
     push_padded(s, rem / 60 % 60, 2);
-    s.push(':');
+    s.push(b':');
     push_padded(s, rem % 60, 2);
-    s.push('.');
-    push_padded(s, u64::from(since.subsec_millis()), 3);
-    s.push('Z');
+    s.push(b'.');
 }
 
 /// The calendar date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -264,11 +304,15 @@ mod tests {
     use super::*;
     use crate::telemetry::ResponseFlag;
 
+    fn line(e: &Entry<'_>) -> String {
+        String::from_utf8(text(e)).unwrap()
+    }
+
     fn entry() -> Entry<'static> {
         Entry {
             start: Some(UNIX_EPOCH + Duration::from_millis(1_460_751_420_310)),
             method: "POST",
-            path: Some("/api/v1/locations?x=1"),
+            path: Some("/api/v1/locations?x=1".as_bytes()),
             protocol: "HTTP/2",
             response_code: 204,
             response_code_details: Some("via_upstream"),
@@ -276,17 +320,17 @@ mod tests {
             bytes_sent: 0,
             duration_ms: 226,
             upstream_service_time_ms: Some(100),
-            forwarded_for: Some("10.0.35.28"),
-            user_agent: Some("nsq2http"),
-            request_id: Some("cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"),
-            authority: Some("locations"),
+            forwarded_for: Some("10.0.35.28".as_bytes()),
+            user_agent: Some("nsq2http".as_bytes()),
+            request_id: Some("cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2".as_bytes()),
+            authority: Some("locations".as_bytes()),
             upstream_host: Some("198.18.0.5:8080".parse().unwrap()),
             upstream_cluster: Some("outbound|8080||locations.default.svc.cluster.local"),
             downstream_local: Some("127.0.0.1:15001".parse().unwrap()),
             downstream_remote: Some("127.0.0.1:40000".parse().unwrap()),
             downstream_peer: None,
             upstream_peer: Some("spiffe://cluster.local/ns/default/sa/locations"),
-            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".as_bytes()),
             ..Default::default()
         }
     }
@@ -294,7 +338,7 @@ mod tests {
     #[test]
     fn text_is_envoys_default_format_as_istio_sets_it() {
         assert_eq!(
-            text(&entry()),
+            line(&entry()),
             "[2016-04-15T20:17:00.310Z] \"POST /api/v1/locations?x=1 HTTP/2\" 204 - via_upstream - \"-\" 154 0 226 100 \"10.0.35.28\" \"nsq2http\" \"cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2\" \"locations\" \"198.18.0.5:8080\" outbound|8080||locations.default.svc.cluster.local - 127.0.0.1:15001 127.0.0.1:40000 - - \"-\" \"spiffe://cluster.local/ns/default/sa/locations\" 4bf92f3577b34da6a3ce929d0e0e4736\n"
         );
     }
@@ -304,14 +348,14 @@ mod tests {
         let e = Entry {
             start: Some(UNIX_EPOCH),
             method: "GET",
-            path: Some("/"),
+            path: Some("/".as_bytes()),
             protocol: "HTTP/1.1",
             response_code: 503,
             response_flags: ResponseFlags::of(ResponseFlag::NoHealthyUpstream),
             ..Default::default()
         };
         assert_eq!(
-            text(&e),
+            line(&e),
             "[1970-01-01T00:00:00.000Z] \"GET / HTTP/1.1\" 503 UH - - \"-\" 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\" - - - - - - \"-\" \"-\" -\n"
         );
     }
@@ -353,11 +397,24 @@ mod tests {
     #[test]
     fn json_escapes_what_a_client_sends() {
         let e = Entry {
-            user_agent: Some("evil\" \\ agent"),
+            user_agent: Some("evil\" \\ agent".as_bytes()),
             ..entry()
         };
         let v: Value = serde_json::from_str(&json(&e)).unwrap();
         assert_eq!(v["user_agent"], "evil\" \\ agent");
+    }
+
+    #[test]
+    fn addresses_at_their_bounds() {
+        let addr = |a: &str| {
+            let mut s = Vec::new();
+            push_addr(&mut s, Some(a.parse().unwrap()));
+            String::from_utf8(s).unwrap()
+        };
+        assert_eq!(addr("0.0.0.0:0"), "0.0.0.0:0");
+        assert_eq!(addr("255.255.255.255:65535"), "255.255.255.255:65535");
+        assert_eq!(addr("198.18.10.9:80"), "198.18.10.9:80");
+        assert_eq!(addr("[::1]:8080"), "[::1]:8080");
     }
 
     #[test]
@@ -367,5 +424,9 @@ mod tests {
         assert_eq!(at(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(at(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
         assert_eq!(start_time(None), "-");
+        // The cached second changes with the clock.
+        assert_eq!(at(1_709_251_199_001), "2024-02-29T23:59:59.001Z");
+        assert_eq!(at(1_709_251_200_000), "2024-03-01T00:00:00.000Z");
+        assert_eq!(at(1_709_251_199_500), "2024-02-29T23:59:59.500Z");
     }
 }

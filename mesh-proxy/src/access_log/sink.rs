@@ -1,20 +1,31 @@
-//! Where access-log lines go: a bounded queue to one writer thread. A request hands its line
-//! over without waiting; when the queue is full (the output is slower than the traffic) the
-//! line is dropped and counted in `mesh_proxy_access_log_dropped_total`.
+//! Where access-log lines go: a bounded buffer that one writer thread empties, as Envoy's
+//! access-log files do. A request appends its line under a short lock and never waits for
+//! the output; the writer takes the whole buffer at most [`FLUSH_INTERVAL`] after its first
+//! line (sooner when [`FLUSH_BYTES`] have gathered) and writes it with one call. When the
+//! buffer holds its capacity in lines (the output is slower than the traffic) a line is
+//! dropped and counted in `mesh_proxy_access_log_dropped_total`.
+//!
+//! Appending instead of queueing one message per line matters: a queue wakes the writer for
+//! every request, which cost more than making the line.
 //!
 //! The thread starts with the first line, so a proxy that never logs has none.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 /// Lines waiting for the writer; past this they are dropped.
 pub const DEFAULT_CAPACITY: usize = 4096;
+/// The longest a line waits in the buffer (Envoy's `file_flush_interval` is 1 s; lines show
+/// up sooner here for people tailing a log).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// A buffer this large is written at once, without waiting for the interval.
+pub const FLUSH_BYTES: usize = 64 * 1024;
 
 /// The access-log output.
 pub enum Output {
@@ -41,9 +52,36 @@ pub struct Sink {
     capacity: usize,
     /// Taken by the writer thread when it starts.
     output: Mutex<Option<Output>>,
-    tx: OnceLock<SyncSender<String>>,
+    shared: OnceLock<Arc<Shared>>,
     dropped: Counter,
     written: Counter,
+}
+
+/// The buffer between the requests and the writer thread.
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Signalled when the buffer gets its first line or reaches [`FLUSH_BYTES`].
+    wake: Condvar,
+    /// Signalled when the writer finished a batch.
+    wrote: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: usize,
+    /// Write without waiting for the interval (a flush before exit asked for it).
+    urgent: bool,
+    /// The writer holds a batch it has not finished writing.
+    writing: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A writer that panicked left whole lines behind: keep using them.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Default for Sink {
@@ -57,7 +95,7 @@ impl Sink {
         Self {
             capacity,
             output: Mutex::new(Some(output)),
-            tx: OnceLock::new(),
+            shared: OnceLock::new(),
             dropped: Counter::default(),
             written: Counter::default(),
         }
@@ -65,7 +103,7 @@ impl Sink {
 
     /// Sets the output; only before the first line (returns false after).
     pub fn set_output(&self, output: Output) -> bool {
-        if self.tx.get().is_some() {
+        if self.shared.get().is_some() {
             return false;
         }
         let mut slot = self.output.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,16 +137,48 @@ impl Sink {
         self.written.get()
     }
 
-    /// Queues a line without waiting; a full queue drops it.
-    pub fn send(&self, line: String) {
-        let tx = self.tx.get_or_init(|| self.start());
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(line) {
+    /// Appends a line without waiting for the output; a full buffer drops it.
+    pub fn send(&self, line: &[u8]) {
+        self.send_with(|buf| buf.extend_from_slice(line));
+    }
+
+    /// Appends the line `write` writes (one, with its newline) straight into the buffer;
+    /// a full buffer drops it without calling `write`.
+    pub fn send_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let shared = self.shared.get_or_init(|| self.start());
+        let mut pending = shared.lock();
+        if pending.lines >= self.capacity {
+            drop(pending);
             self.dropped.inc();
+            return;
+        }
+        let first = pending.lines == 0;
+        let before = pending.bytes.len();
+        write(&mut pending.bytes);
+        pending.lines += 1;
+        let reached = before < FLUSH_BYTES && pending.bytes.len() >= FLUSH_BYTES;
+        drop(pending);
+        if first || reached {
+            shared.wake.notify_one();
         }
     }
 
-    fn start(&self) -> SyncSender<String> {
-        let (tx, rx) = sync_channel(self.capacity);
+    /// Writes what is buffered now and waits for it, at most `timeout` (before the process
+    /// exits: lines still in the buffer would be lost).
+    pub fn flush(&self, timeout: Duration) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let mut pending = shared.lock();
+        pending.urgent = true;
+        shared.wake.notify_one();
+        let _ = shared
+            .wrote
+            .wait_timeout_while(pending, timeout, |p| p.lines > 0 || p.writing);
+    }
+
+    fn start(&self) -> Arc<Shared> {
+        let shared = Arc::new(Shared::default());
         let output = self
             .output
             .lock()
@@ -116,61 +186,89 @@ impl Sink {
             .take()
             .unwrap_or(Output::Stdout);
         let (dropped, written) = (self.dropped.clone(), self.written.clone());
+        let theirs = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(output, &rx, &dropped, &written));
+            .spawn(move || write_lines(output, &theirs, &dropped, &written));
         if let Err(e) = spawned {
-            // The receiver is gone with the closure: every line is counted as dropped.
+            // Nobody empties the buffer: it fills, and every line after is counted dropped.
             tracing::error!(error = %e, "access log writer thread did not start");
         }
-        tx
+        shared
     }
 }
 
 fn open(output: Output) -> io::Result<Box<dyn Write + Send>> {
     Ok(match output {
         Output::Stdout => Box::new(io::stdout()),
-        Output::File(path) => Box::new(io::BufWriter::new(
-            OpenOptions::new().create(true).append(true).open(path)?,
-        )),
+        Output::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
         Output::Writer(w) => w,
     })
 }
 
-/// The writer thread: writes what is queued, flushes when the queue is empty, ends when the
-/// sink is dropped.
-fn write_lines(output: Output, rx: &Receiver<String>, dropped: &Counter, written: &Counter) {
+/// Takes the buffered lines once there are some and the first has waited
+/// [`FLUSH_INTERVAL`] (or the buffer reached [`FLUSH_BYTES`]); `spare` becomes the new buffer.
+fn take(shared: &Shared, spare: Vec<u8>) -> (Vec<u8>, usize) {
+    let pending = shared.lock();
+    let pending = shared
+        .wake
+        .wait_while(pending, |p| p.lines == 0)
+        .unwrap_or_else(|p| p.into_inner());
+    let (mut pending, _) = shared
+        .wake
+        .wait_timeout_while(pending, FLUSH_INTERVAL, |p| {
+            p.bytes.len() < FLUSH_BYTES && !p.urgent
+        })
+        .unwrap_or_else(|p| p.into_inner());
+    pending.urgent = false;
+    pending.writing = true;
+    let lines = std::mem::take(&mut pending.lines);
+    (std::mem::replace(&mut pending.bytes, spare), lines)
+}
+
+fn wrote(shared: &Shared) {
+    shared.lock().writing = false;
+    shared.wrote.notify_all();
+}
+
+/// The writer thread: writes each batch of lines with one call, for the life of the process.
+fn write_lines(output: Output, shared: &Shared, dropped: &Counter, written: &Counter) {
     let described = format!("{output:?}");
     let mut out = match open(output) {
-        Ok(o) => o,
+        Ok(o) => Some(o),
         Err(e) => {
             tracing::error!(output = %described, error = %e, "access log output cannot be opened; lines are dropped");
-            for _ in rx.iter() {
-                dropped.inc();
-            }
-            return;
+            None
         }
     };
     let mut failing = false;
-    while let Ok(first) = rx.recv() {
-        let mut line = Some(first);
-        while let Some(l) = line.take() {
-            match out.write_all(l.as_bytes()) {
-                Ok(()) => {
-                    written.inc();
-                    failing = false;
-                }
-                Err(e) => {
-                    dropped.inc();
-                    // Once per run of failures, not once per line.
-                    if !std::mem::replace(&mut failing, true) {
-                        tracing::warn!(output = %described, error = %e, "access log write failed");
-                    }
+    let mut spare = Vec::new();
+    loop {
+        let (batch, lines) = take(shared, spare);
+        let result = match out.as_mut() {
+            Some(out) => out.write_all(&batch).and_then(|()| out.flush()),
+            None => Err(io::ErrorKind::NotFound.into()),
+        };
+        match result {
+            Ok(()) => {
+                written.inc_by(lines as u64);
+                failing = false;
+            }
+            Err(e) => {
+                dropped.inc_by(lines as u64);
+                // Once per run of failures, not once per batch.
+                if out.is_some() && !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(output = %described, error = %e, "access log write failed");
                 }
             }
-            line = rx.try_recv().ok();
         }
-        let _ = out.flush();
+        wrote(shared);
+        spare = batch;
+        spare.clear();
+        // A burst's buffer is not kept for the quiet that follows.
+        if spare.capacity() > 4 * FLUSH_BYTES {
+            spare = Vec::new();
+        }
     }
 }
 
@@ -223,12 +321,12 @@ mod tests {
             lines: lines.clone(),
         };
         let sink = Sink::new(Output::Writer(Box::new(writer)), 4);
-        sink.send("0\n".into());
-        // The writer took line 0 and is held: the queue holds 4 more, the rest drop.
+        sink.send(b"0\n");
+        // The writer took line 0 and is held: the buffer holds 4 more, the rest drop.
         entered.wait();
         let start = Instant::now();
         for i in 1..=20 {
-            sink.send(format!("{i}\n"));
+            sink.send(format!("{i}\n").as_bytes());
         }
         assert!(start.elapsed() < Duration::from_secs(1), "send waited");
         assert_eq!(sink.dropped(), 16);
@@ -249,7 +347,7 @@ mod tests {
         let sink = Sink::default();
         assert!(sink.set_output(Output::File(path.clone())));
         for i in 0..100 {
-            sink.send(format!("line {i}\n"));
+            sink.send(format!("line {i}\n").as_bytes());
         }
         assert!(
             !sink.set_output(Output::Stdout),
@@ -261,13 +359,39 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_returns_once_the_buffer_is_written() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink::new(Output::Writer(Box::new(Shared(lines.clone()))), 16);
+        // Waits for the writer thread to have taken the first line, then buffers more.
+        sink.send(b"first\n");
+        wait_until(|| sink.written() == 1);
+        sink.send(b"second\n");
+        sink.flush(Duration::from_secs(5));
+        assert_eq!(sink.written(), 2);
+        assert_eq!(&*lines.lock().unwrap(), b"first\nsecond\n");
+    }
+
+    /// A writer into a buffer the test keeps.
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
     fn an_output_that_cannot_be_opened_counts_every_line_as_dropped() {
         let sink = Sink::new(
             Output::File("/nonexistent-dir/access.log".into()),
             DEFAULT_CAPACITY,
         );
         for _ in 0..3 {
-            sink.send("x\n".into());
+            sink.send(b"x\n");
         }
         wait_until(|| sink.dropped() == 3);
         assert_eq!(sink.written(), 0);

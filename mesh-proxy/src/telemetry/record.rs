@@ -127,7 +127,7 @@ impl Telemetry {
 
 impl RequestRecord {
     /// Logs the request when it ends, when `logs` (those of its config and side) are some.
-    /// Without logs this is one branch.
+    /// Without logs this is one branch. `trace_id` is the tracer's (hex), when tracing is on.
     #[inline]
     pub fn access_log<B>(
         &mut self,
@@ -135,9 +135,10 @@ impl RequestRecord {
         sink: &Arc<Sink>,
         conn: &ConnContext,
         req: &Request<B>,
+        trace_id: Option<[u8; 32]>,
     ) {
         if let Some(logs) = logs {
-            self.access = Some(Pending::capture(logs, sink, conn, req));
+            self.access = Some(Pending::capture(logs, sink, conn, req, trace_id));
         }
     }
 

@@ -28,6 +28,22 @@ impl TraceId {
     pub fn random() -> Self {
         Self(rand::random::<u128>().max(1))
     }
+
+    /// The 32 lowercase hex digits W3C and B3 write.
+    pub fn hex(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex_into(&self.0.to_be_bytes(), &mut out);
+        out
+    }
+}
+
+/// Lowercase hex of `bytes` into `out` (twice as long).
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
 }
 
 impl SpanId {

@@ -97,31 +97,36 @@ impl Tracer {
 
     /// Continues (or starts) the request's trace: decides whether it is sampled, writes this
     /// proxy's span into its headers for the next hop, and, when sampled and reported,
-    /// returns the span to end when the response does.
+    /// returns the span to end when the response does. `None` when no collector is set.
     pub fn begin<B>(
         &self,
         conn: &ConnContext,
         req: &mut Request<B>,
         cfg: Option<&pb::Tracing>,
-    ) -> Option<Box<ActiveSpan>> {
+    ) -> Option<Begun> {
         let reporter = self.reporter.get()?;
         let incoming = Incoming::read(req.headers());
-        let roll = rand::random::<f64>() * 100.0;
+        let span_id = SpanId::random();
+        // The span id is random: its top 53 bits are the sampling roll, uniform in [0, 100).
+        let roll = (span_id.0 >> 11) as f64 / (1u64 << 53) as f64 * 100.0;
         let sampled = sampling::sampled(&incoming, sampling::percentage(cfg), roll);
         let out = Outgoing {
             trace_id: incoming.parent.map_or_else(TraceId::random, |p| p.trace_id),
-            span_id: SpanId::random(),
+            span_id,
             parent: incoming.parent.map(|p| p.span_id),
             sampled,
         };
-        propagate::write(req.headers_mut(), &incoming, &out);
+        let trace_hex = propagate::write(req.headers_mut(), &incoming, &out);
         let kind = if conn.listener.is_inbound() {
             Kind::Server
         } else {
             Kind::Client
         };
         if !sampled || !reports(cfg, kind) {
-            return None;
+            return Some(Begun {
+                trace_hex,
+                span: None,
+            });
         }
         let headers = req.headers();
         let path = req
@@ -134,7 +139,7 @@ impl Tracer {
             None => headers.get(header::HOST).cloned(),
         }
         .unwrap_or_else(|| http::HeaderValue::from_static(""));
-        Some(Box::new(ActiveSpan {
+        let span = Box::new(ActiveSpan {
             context: out,
             kind,
             start: SystemTime::now(),
@@ -151,8 +156,20 @@ impl Tracer {
             peer: conn.peer,
             tags: custom_tags(cfg, headers),
             reporter: reporter.clone(),
-        }))
+        });
+        Some(Begun {
+            trace_hex,
+            span: Some(span),
+        })
     }
+}
+
+/// A request's place in its trace, from [`Tracer::begin`].
+pub struct Begun {
+    /// The hex id of the trace the request carries on (the access log's trace id).
+    pub trace_hex: [u8; 32],
+    /// This proxy's span, when the request is sampled and its side reports.
+    pub span: Option<Box<ActiveSpan>>,
 }
 
 /// Whether spans of this kind are reported under the config.

@@ -1,11 +1,12 @@
 //! Writing this proxy's span into the request it passes on, in W3C and B3 form: the next hop
 //! (and the app) sees this proxy's span as its parent, with the sampling decision.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::context::{
     B3, B3_FLAGS, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_SPAN_ID, B3_TRACE_ID, Format, Incoming, SpanId,
-    TRACEPARENT, TRACESTATE, TraceId,
+    TRACEPARENT, TRACESTATE, TraceId, hex_into,
 };
 
 /// The span a request carries on.
@@ -17,87 +18,88 @@ pub struct Outgoing {
     pub sampled: bool,
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+// Names made at compile time: `from_static` at run time would parse them per request.
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+const B3_NAME: HeaderName = HeaderName::from_static(B3);
+const B3_TRACE_ID_NAME: HeaderName = HeaderName::from_static(B3_TRACE_ID);
+const B3_SPAN_ID_NAME: HeaderName = HeaderName::from_static(B3_SPAN_ID);
+const B3_PARENT_SPAN_ID_NAME: HeaderName = HeaderName::from_static(B3_PARENT_SPAN_ID);
+const B3_SAMPLED_NAME: HeaderName = HeaderName::from_static(B3_SAMPLED);
 
-fn hex<const N: usize>(v: u128, out: &mut [u8; N]) {
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = HEX[((v >> ((N - 1 - i) * 4)) & 0xf) as usize];
-    }
-}
-
-fn value(bytes: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(bytes).expect("hex and dashes are a valid header value")
-}
-
-fn trace_hex(id: TraceId) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    hex(id.0, &mut out);
-    out
+fn value(bytes: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes).expect("hex and dashes are a valid header value")
 }
 
 fn span_hex(id: SpanId) -> [u8; 16] {
     let mut out = [0u8; 16];
-    hex(u128::from(id.0), &mut out);
+    hex_into(&id.0.to_be_bytes(), &mut out);
     out
 }
 
+// Offsets in the one buffer every W3C and B3 multi value is a slice of:
+// `00-{trace}-{span}-0{flag}{parent}`.
+const TRACE: std::ops::Range<usize> = 3..35;
+const SPAN: std::ops::Range<usize> = 36..52;
+const TRACEPARENT_LEN: usize = 55;
+const PARENT: std::ops::Range<usize> = 55..71;
+
 /// Replaces the request's trace headers with `span`'s. `tracestate` stays only when the
 /// parent came by `traceparent` (it belongs to that trace); a `b3` single header is
-/// rewritten when one came in.
-pub fn write(headers: &mut HeaderMap, incoming: &Incoming, span: &Outgoing) {
-    let trace = trace_hex(span.trace_id);
+/// rewritten when one came in. Returns the trace id's hex digits.
+pub fn write(headers: &mut HeaderMap, incoming: &Incoming, span: &Outgoing) -> [u8; 32] {
+    let trace = span.trace_id.hex();
     let id = span_hex(span.span_id);
     let flag = if span.sampled { b'1' } else { b'0' };
 
-    let mut tp = [0u8; 55];
-    tp[..3].copy_from_slice(b"00-");
-    tp[3..35].copy_from_slice(&trace);
-    tp[35] = b'-';
-    tp[36..52].copy_from_slice(&id);
-    tp[52..54].copy_from_slice(b"-0");
-    tp[54] = flag;
-    headers.insert(HeaderName::from_static(TRACEPARENT), value(&tp));
+    let mut buf = Vec::with_capacity(PARENT.end);
+    buf.extend_from_slice(b"00-");
+    buf.extend_from_slice(&trace);
+    buf.push(b'-');
+    buf.extend_from_slice(&id);
+    buf.extend_from_slice(b"-0");
+    buf.push(flag);
+    if let Some(p) = span.parent {
+        buf.extend_from_slice(&span_hex(p));
+    }
+    let buf = Bytes::from(buf);
+    let sampled = HeaderValue::from_static(if span.sampled { "1" } else { "0" });
+
+    headers.insert(TRACEPARENT_NAME, value(buf.slice(..TRACEPARENT_LEN)));
     if incoming.any && incoming.parent.map(|p| p.format) != Some(Format::W3c) {
         headers.remove(TRACESTATE);
     }
 
-    headers.insert(HeaderName::from_static(B3_TRACE_ID), value(&trace));
-    headers.insert(HeaderName::from_static(B3_SPAN_ID), value(&id));
+    headers.insert(B3_TRACE_ID_NAME, value(buf.slice(TRACE)));
+    headers.insert(B3_SPAN_ID_NAME, value(buf.slice(SPAN)));
     match span.parent {
-        Some(p) => {
-            headers.insert(
-                HeaderName::from_static(B3_PARENT_SPAN_ID),
-                value(&span_hex(p)),
-            );
+        Some(_) => {
+            headers.insert(B3_PARENT_SPAN_ID_NAME, value(buf.slice(PARENT)));
         }
         None if incoming.any => {
             headers.remove(B3_PARENT_SPAN_ID);
         }
         None => {}
     }
-    headers.insert(HeaderName::from_static(B3_SAMPLED), value(&[flag]));
+    headers.insert(B3_SAMPLED_NAME, sampled);
     if incoming.any {
         headers.remove(B3_FLAGS);
     }
 
     if incoming.had_b3_single {
         // {trace}-{span}-{sampled}[-{parent}]
-        let mut b3 = [0u8; 32 + 1 + 16 + 2 + 17];
-        b3[..32].copy_from_slice(&trace);
-        b3[32] = b'-';
-        b3[33..49].copy_from_slice(&id);
-        b3[49] = b'-';
-        b3[50] = flag;
-        let len = match span.parent {
-            Some(p) => {
-                b3[51] = b'-';
-                b3[52..68].copy_from_slice(&span_hex(p));
-                68
-            }
-            None => 51,
-        };
-        headers.insert(HeaderName::from_static(B3), value(&b3[..len]));
+        let mut b3 = Vec::with_capacity(32 + 1 + 16 + 2 + 17);
+        b3.extend_from_slice(&trace);
+        b3.push(b'-');
+        b3.extend_from_slice(&id);
+        b3.push(b'-');
+        b3.push(flag);
+        if let Some(p) = span.parent {
+            b3.push(b'-');
+            b3.extend_from_slice(&span_hex(p));
+        }
+        headers.insert(B3_NAME, value(Bytes::from(b3)));
     }
+    trace
 }
 
 #[cfg(test)]
