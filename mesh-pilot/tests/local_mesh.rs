@@ -1146,3 +1146,70 @@ async fn telemetry_metrics_overrides_reach_the_proxies_live() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_rate_limit_file_limits_the_selected_workload_live() {
+    let mesh = Mesh::bookinfo().await;
+    mesh.use_sample("virtual-service-all-v1.yaml");
+    mesh.wait_synced().await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let outbound = mesh.outbound();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let req = http::Request::builder()
+                .uri(format!("http://{outbound}{path}"))
+                .header("host", "reviews:9080")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let limit = resp
+                .headers()
+                .get("x-ratelimit-limit")
+                .map(|v| v.to_str().unwrap().to_string());
+            resp.into_body().collect().await.unwrap();
+            (status, limit)
+        }
+    };
+    // No LocalRateLimit: nothing is refused.
+    for _ in 0..5 {
+        assert_eq!(get("/a").await.0, 200);
+    }
+
+    let limit = |burst: u32| {
+        format!(
+            "apiVersion: networking.mesh.dev/v1alpha1\nkind: LocalRateLimit\n\
+             metadata: {{name: reviews, namespace: default}}\n\
+             spec:\n  workloadSelector: {{matchLabels: {{app: reviews, version: v1}}}}\n\
+             \x20 requestsPerUnit: 1\n  unit: HOUR\n  burst: {burst}\n"
+        )
+    };
+    mesh.write("ratelimit.yaml", &limit(2));
+    mesh.wait_synced().await;
+    assert_eq!(get("/b").await.0, 200);
+    assert_eq!(get("/b").await.0, 200);
+    // Refused at reviews v1's inbound side, and the caller's proxy passes the 429 on.
+    assert_eq!(get("/b").await, (429, Some("2".to_string())));
+    let reviews_v1 = &mesh.workloads[1].proxy;
+    let text = scrape_until(reviews_v1, |t| t.contains("mesh_proxy_rate_limited_total")).await;
+    assert!(
+        text.contains(
+            "mesh_proxy_rate_limited_total{direction=\"Inbound\",listener=\"inbound\"} 1"
+        ),
+        "{text}"
+    );
+    // Another workload is not limited.
+    let productpage = &mesh.workloads[0].proxy;
+    let text = scrape_until(productpage, |_| true).await;
+    assert!(!text.contains("mesh_proxy_rate_limited_total{"), "{text}");
+
+    // An edit replaces the bucket: a larger one, full.
+    mesh.write("ratelimit.yaml", &limit(3));
+    mesh.wait_synced().await;
+    for _ in 0..3 {
+        assert_eq!(get("/c").await.0, 200);
+    }
+    assert_eq!(get("/c").await, (429, Some("3".to_string())));
+}

@@ -40,6 +40,7 @@ pub use index::MeshIndex;
 pub use l4::{BLACKHOLE, EgressListener};
 pub use outbound::{OUTBOUND, Outbound, cluster_name};
 pub use policy::{Effective as EffectivePolicy, merge as merge_traffic_policy};
+pub(crate) use routes::string_match;
 pub use routes::{NO_CLUSTER_BODY, NO_CLUSTER_STATUS, retry_policy};
 pub use scope::{ROOT_NAMESPACE, ScopeKey};
 
@@ -248,6 +249,12 @@ pub fn translate_shared(
                 &tcp_ports,
             );
             listener.services = mesh.inbound_services(proxy.workload);
+            listener.local_rate_limits = crate::ratelimit::limits_for(
+                &mesh.rate_limits,
+                &proxy.workload.namespace,
+                &proxy.workload.labels,
+                ROOT_NAMESPACE,
+            );
             shared.listeners.push(listener);
             shared.inbound = Some((table, cluster));
         }
