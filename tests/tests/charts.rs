@@ -807,6 +807,32 @@ fn check_gateway(m: &Manifests, e: &Expect, ctx: &str) {
         .and_then(|v| v.secret.as_ref())
         .and_then(|s| s.secret_name.clone());
     assert_eq!(secret.as_deref(), Some("bookinfo-credential"), "{ctx}");
+    // Secrets named by credentialName: one folder each in the directory the gateway reads.
+    let credential_dir = args.windows(2).find(|w| w[0] == "--credential-dir");
+    assert_eq!(
+        credential_dir.map(|w| w[1].as_str()),
+        Some("/etc/mesh/gateway-credentials"),
+        "{ctx}: {args:?}"
+    );
+    for (i, name) in ["shop-credential", "shop-credential-cacert"]
+        .iter()
+        .enumerate()
+    {
+        let volume = format!("credential-{i}");
+        assert_eq!(
+            mounts[&volume],
+            format!("/etc/mesh/gateway-credentials/{name}"),
+            "{ctx}"
+        );
+        let secret = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone());
+        assert_eq!(secret.as_deref(), Some(*name), "{ctx}");
+    }
     assert_eq!(
         svc.spec.as_ref().unwrap().type_.as_deref(),
         Some("LoadBalancer"),
