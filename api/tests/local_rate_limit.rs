@@ -91,6 +91,7 @@ spec:
     - {}
     - uri: {}
     - method: {exact: GET, regex: '('}
+    - uri: {regex: '(?x)/a#'}
     requestsPerUnit: 1
 ";
     let mut got = errors(text);
@@ -107,6 +108,7 @@ spec:
         "rl.yaml:16: spec.routes[1].match[1].uri: one of exact, prefix or regex is required",
         "rl.yaml:17: spec.routes[1].match[2].method: only one of exact, prefix or regex may be set",
         "rl.yaml:17: spec.routes[1].match[2].method.regex: \"(\" is not a valid regex: error: unclosed group",
+        "rl.yaml:18: spec.routes[1].match[3].uri.regex: \"(?x)/a#\" is not a valid regex: it cannot be matched in full",
     ];
     want.sort();
     assert_eq!(got, want);

@@ -603,6 +603,7 @@ const RATE_LIMIT_CONDITIONS: &[&str] = &[
     "{regex: '(?i)/Login'}",
     "{regex: '('}",
     "{regex: '[z-a]'}",
+    "{regex: '(?x)/a#'}",
     "{}",
     "{exact: GET}",
     "{prefix: P}",
