@@ -226,6 +226,8 @@ pub fn translate_shared(
         warnings: mesh.warnings().to_vec(),
         ..Default::default()
     };
+    // Whether the workload's LocalRateLimits went onto an inbound listener.
+    let mut rate_limited = false;
     if inbound_on {
         if a.application.is_empty() {
             shared.warnings.push(format!(
@@ -255,8 +257,23 @@ pub fn translate_shared(
                 &proxy.workload.labels,
                 ROOT_NAMESPACE,
             );
+            rate_limited = true;
             shared.listeners.push(listener);
             shared.inbound = Some((table, cluster));
+        }
+    }
+    if !rate_limited {
+        // A gateway, or a proxy without inbound listener: nothing to put the limits on.
+        for l in crate::ratelimit::limits_for(
+            &mesh.rate_limits,
+            &proxy.workload.namespace,
+            &proxy.workload.labels,
+            ROOT_NAMESPACE,
+        ) {
+            shared.warnings.push(format!(
+                "proxy {}: LocalRateLimit {} selects it, but it has no inbound listener to limit; not applied",
+                proxy.id, l.name
+            ));
         }
     }
     let resolved = crate::telemetry::resolve(
