@@ -226,4 +226,18 @@ async fn a_bucket_that_cannot_work_is_refused_with_its_field() {
         err.to_string(),
         "listeners[0].localRateLimits[0].bucket.tokensPerFill: must be greater than 0"
     );
+    // On an outbound listener a limit would not be enforced: refused, not ignored.
+    let mut cfg = outbound(vec![endpoint(app.addr(), false, &[])], json!({}));
+    cfg.listeners[0].local_rate_limits = limited(
+        app.addr(),
+        json!([{ "name": "default/reviews", "bucket": bucket(1, 1000) }]),
+    )
+    .listeners[0]
+        .local_rate_limits
+        .clone();
+    let err = server.apply(cfg).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "listeners[0].localRateLimits[0]: local rate limits are enforced on inbound listeners only"
+    );
 }

@@ -343,6 +343,19 @@ impl Listeners {
             fallbacks: Vec::new(),
         };
         for (i, l) in listeners.iter().enumerate() {
+            // A limit where it would not be enforced is refused rather than ignored.
+            if l.direction() != pb::Direction::Inbound && !l.local_rate_limits.is_empty() {
+                return Err(ConfigError::new(
+                    ConfigObject::LocalRateLimit {
+                        listener: i,
+                        limit: 0,
+                    },
+                    FieldError::new(
+                        "",
+                        "local rate limits are enforced on inbound listeners only",
+                    ),
+                ));
+            }
             // Inbound listeners only: outbound traffic is not the local workload's to authorize.
             if l.direction() == pb::Direction::Inbound {
                 let security =
