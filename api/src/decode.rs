@@ -321,6 +321,8 @@ pub fn decode(file: Option<&Path>, doc: &Document) -> Result<Resource, Vec<Valid
             .map(|o| Resource::RequestAuthentication(Box::new(o))),
         Kind::Telemetry => decode_object(&api_version, map, required, &mut errs)
             .map(|o| Resource::Telemetry(Box::new(o))),
+        Kind::LocalRateLimit => decode_object(&api_version, map, required, &mut errs)
+            .map(|o| Resource::LocalRateLimit(Box::new(o))),
     };
     match resource {
         Some(r) if errs.errors.is_empty() => Ok(r),

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ObjectRef;
 use crate::networking::{
-    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry, WorkloadGroup,
+    DestinationRule, Gateway, LocalRateLimit, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
+    WorkloadGroup,
 };
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::telemetry::Telemetry;
@@ -90,6 +91,9 @@ pub const SECURITY_GROUPS: &[&str] = &["security.istio.io", "security.mesh.dev"]
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 pub const TELEMETRY_GROUPS: &[&str] = &["telemetry.istio.io", "telemetry.mesh.dev"];
 pub const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha1"];
+/// The mesh's own kinds that Istio has no equivalent of (LocalRateLimit): its group only.
+pub const MESH_NETWORKING_GROUPS: &[&str] = &["networking.mesh.dev"];
+pub const MESH_NETWORKING_VERSIONS: &[&str] = &["v1alpha1"];
 
 /// Kinds this mesh serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -105,10 +109,11 @@ pub enum Kind {
     AuthorizationPolicy,
     RequestAuthentication,
     Telemetry,
+    LocalRateLimit,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -120,6 +125,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
         Kind::Telemetry,
+        Kind::LocalRateLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -135,6 +141,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::Telemetry => "Telemetry",
+            Kind::LocalRateLimit => "LocalRateLimit",
         }
     }
 
@@ -154,18 +161,24 @@ impl Kind {
         let Some((group, version)) = api_version.split_once('/') else {
             return false;
         };
-        let versions = match self {
+        self.groups().contains(&group) && self.versions().contains(&version)
+    }
+
+    /// The versions the kind is served under, the stored one first.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
             Kind::Telemetry => TELEMETRY_VERSIONS,
+            Kind::LocalRateLimit => MESH_NETWORKING_VERSIONS,
             k if k.is_security() => SECURITY_VERSIONS,
             _ => NETWORKING_VERSIONS,
-        };
-        self.groups().contains(&group) && versions.contains(&version)
+        }
     }
 
     /// The API groups the kind is served under (Istio's and the project's own).
     pub fn groups(self) -> &'static [&'static str] {
         match self {
             Kind::Telemetry => TELEMETRY_GROUPS,
+            Kind::LocalRateLimit => MESH_NETWORKING_GROUPS,
             k if k.is_security() => SECURITY_GROUPS,
             _ => NETWORKING_GROUPS,
         }
@@ -195,6 +208,7 @@ pub enum Resource {
     AuthorizationPolicy(Box<Object<AuthorizationPolicy>>),
     RequestAuthentication(Box<Object<RequestAuthentication>>),
     Telemetry(Box<Object<Telemetry>>),
+    LocalRateLimit(Box<Object<LocalRateLimit>>),
 }
 
 macro_rules! each {
@@ -211,6 +225,7 @@ macro_rules! each {
             Resource::AuthorizationPolicy($o) => $e,
             Resource::RequestAuthentication($o) => $e,
             Resource::Telemetry($o) => $e,
+            Resource::LocalRateLimit($o) => $e,
         }
     };
 }
@@ -229,6 +244,7 @@ impl Resource {
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
             Resource::Telemetry(_) => Kind::Telemetry,
+            Resource::LocalRateLimit(_) => Kind::LocalRateLimit,
         }
     }
 
@@ -274,6 +290,7 @@ impl Resource {
             (Resource::AuthorizationPolicy(a), Resource::AuthorizationPolicy(b)) => same(a, b),
             (Resource::RequestAuthentication(a), Resource::RequestAuthentication(b)) => same(a, b),
             (Resource::Telemetry(a), Resource::Telemetry(b)) => same(a, b),
+            (Resource::LocalRateLimit(a), Resource::LocalRateLimit(b)) => same(a, b),
             _ => false,
         }
     }

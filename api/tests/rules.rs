@@ -40,6 +40,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("VirtualService", "  hosts: [reviews]\n", "spec: http, tcp or tls must be provided in virtual service"),
     ("VirtualService", "  hosts: [reviews]\n  gateways: [bad_gw]\n  http:\n  - route:\n    - destination: {host: reviews}\n", "spec.gateways[0]: invalid gateway name"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - match:\n    - uri: {regex: \"(\"}\n    route:\n    - destination: {host: reviews}\n", "spec.http[0].match[0].uri.regex: \"(\" is not a valid regex"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - match:\n    - uri: {regex: \"(?x)/a#\"}\n    route:\n    - destination: {host: reviews}\n", "spec.http[0].match[0].uri.regex: \"(?x)/a#\" is not a valid regex: it cannot be matched in full"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - match:\n    - port: 70000\n    route:\n    - destination: {host: reviews}\n", "spec.http[0].match[0].port: port number 70000 must be between 1-65535"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    retries: {attempts: -1}\n", "spec.http[0].retries.attempts: attempts cannot be negative"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    retries: {attempts: 2, retryOn: \"5xx,bogus\"}\n", "spec.http[0].retries.retryOn: \"bogus\" is not a valid retryOn policy"),

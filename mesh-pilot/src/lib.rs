@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod kube;
 pub mod memory;
 pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 pub mod request_authn;
 pub mod server;

@@ -111,6 +111,13 @@ impl Needs {
                         n.selectors.insert((ns, s.match_labels.clone()));
                     }
                 }
+                Resource::LocalRateLimit(o) => {
+                    let ns = namespace_of(&o.metadata);
+                    n.namespaces.insert(ns.clone());
+                    if let Some(s) = &o.spec.workload_selector {
+                        n.selectors.insert((ns, s.match_labels.clone()));
+                    }
+                }
                 Resource::Sidecar(o) => {
                     let ns = namespace_of(&o.metadata);
                     n.namespaces.insert(ns.clone());
@@ -167,6 +174,11 @@ impl Needs {
 /// Translates `resources` for every workload of their world and compiles each config with
 /// the proxy's compile step. Returns the failures, naming the proxy.
 fn failures(resources: Vec<Resource>) -> Vec<String> {
+    checked(resources).0
+}
+
+/// [`failures`], and the configs that were checked.
+fn checked(resources: Vec<Resource>) -> (Vec<String>, Vec<pb::ProxyConfig>) {
     let world = Needs::of(&resources).world();
     let (extra, errors) = mesh_api::load_str("world.yaml", &world);
     assert!(
@@ -184,6 +196,7 @@ fn failures(resources: Vec<Resource>) -> Vec<String> {
         gateway: None,
     };
     let mut out = Vec::new();
+    let mut configs = Vec::new();
     for workload in index.registry().workloads() {
         let proxy = ProxyContext {
             id: &workload.name,
@@ -197,8 +210,9 @@ fn failures(resources: Vec<Resource>) -> Vec<String> {
                 workload.namespace, workload.name
             ));
         }
+        configs.push(translated.config);
     }
-    out
+    (out, configs)
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -580,6 +594,82 @@ fn metrics_telemetries() -> impl Strategy<Value = String> {
     })
 }
 
+/// Path and method conditions: exact, prefix and regex, with regexes that do not compile.
+const RATE_LIMIT_CONDITIONS: &[&str] = &[
+    "{prefix: /login}",
+    "{exact: /}",
+    "{exact: ''}",
+    "{regex: '/api/v[0-9]+/.*'}",
+    "{regex: '(?i)/Login'}",
+    "{regex: '('}",
+    "{regex: '[z-a]'}",
+    "{regex: '(?x)/a#'}",
+    "{}",
+    "{exact: GET}",
+    "{prefix: P}",
+    "{regex: 'GET|POST'}",
+];
+
+/// LocalRateLimits over the whole schema (rates, bursts, units, routes and their matches),
+/// valid and not, mesh-wide, namespace-wide and with a selector.
+fn local_rate_limit() -> impl Strategy<Value = String> {
+    let rate = prop::sample::select(vec![0u32, 1, 2, 10, 1000, u32::MAX]);
+    let burst = prop::option::of(prop::sample::select(vec![0u32, 1, 5, 1000, u32::MAX]));
+    let unit = prop::option::of(prop::sample::select(vec!["SECOND", "MINUTE", "HOUR"]));
+    let condition = prop::option::of(prop::sample::select(RATE_LIMIT_CONDITIONS));
+    let route = (
+        prop::collection::vec((condition.clone(), condition), 0..3),
+        rate.clone(),
+        burst.clone(),
+        unit.clone(),
+    );
+    (
+        rate,
+        burst,
+        unit,
+        prop::collection::vec(route, 0..3),
+        prop::sample::select(vec![ROOT_NAMESPACE, "foo"]),
+        any::<bool>(),
+    )
+        .prop_map(|(rate, burst, unit, routes, ns, selector)| {
+            let mut spec = format!("  requestsPerUnit: {rate}\n");
+            if let Some(u) = unit {
+                spec += &format!("  unit: {u}\n");
+            }
+            if let Some(b) = burst {
+                spec += &format!("  burst: {b}\n");
+            }
+            if selector {
+                spec += "  workloadSelector: {matchLabels: {app: reviews}}\n";
+            }
+            if !routes.is_empty() {
+                spec += "  routes:\n";
+            }
+            for (matches, rate, burst, unit) in routes {
+                let matches: Vec<String> = matches
+                    .iter()
+                    .map(|(uri, method)| {
+                        let fields: Vec<String> = [("uri", uri), ("method", method)]
+                            .iter()
+                            .filter_map(|(k, v)| v.map(|v| format!("{k}: {v}")))
+                            .collect();
+                        format!("{{{}}}", fields.join(", "))
+                    })
+                    .collect();
+                spec += &format!(
+                    "  - {{match: [{}], requestsPerUnit: {rate}{}{}}}\n",
+                    matches.join(", "),
+                    burst.map(|b| format!(", burst: {b}")).unwrap_or_default(),
+                    unit.map(|u| format!(", unit: {u}")).unwrap_or_default(),
+                );
+            }
+            format!(
+                "apiVersion: networking.mesh.dev/v1alpha1\nkind: LocalRateLimit\n\
+                 metadata: {{name: gen, namespace: {ns}}}\nspec:\n{spec}"
+            )
+        })
+}
+
 proptest! {
     // Bounded so the test runs in seconds; no regression files are written into the tree.
     #![proptest_config(ProptestConfig {
@@ -610,6 +700,21 @@ proptest! {
         prop_assume!(errors.is_empty());
         let broken = failures(resources);
         prop_assert!(broken.is_empty(), "{t}\n{}", broken.join("\n"));
+    }
+
+    #[test]
+    fn generated_local_rate_limits_that_validate_compile(l in local_rate_limit()) {
+        let (resources, errors) = mesh_api::load_str("gen.yaml", &l);
+        prop_assume!(errors.is_empty());
+        let (broken, configs) = checked(resources);
+        prop_assert!(broken.is_empty(), "{l}\n{}", broken.join("\n"));
+        // Not vacuous: the limit reached an inbound listener.
+        let limited = configs
+            .iter()
+            .flat_map(|c| &c.listeners)
+            .filter(|l| !l.local_rate_limits.is_empty())
+            .count();
+        prop_assert!(limited > 0, "{l}: no proxy got the limit");
     }
 
     #[test]

@@ -171,7 +171,19 @@ impl Mesh {
     /// An ingress gateway proxy for WorkloadEntry `name.namespace`, its server port 80 bound
     /// at a free loopback port (returned).
     async fn add_gateway(&mut self, name: &str, namespace: &str) -> SocketAddr {
-        let proxy = Server::new();
+        self.add_gateway_with(name, namespace, 80, Server::new())
+            .await
+    }
+
+    /// A gateway proxy `proxy` for WorkloadEntry `name.namespace`, its server port `port`
+    /// bound at a free loopback port (returned).
+    async fn add_gateway_with(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        port: u32,
+        proxy: Arc<Server>,
+    ) -> SocketAddr {
         let port80 = free_addr();
         let node = Node {
             id: format!("{name}.{namespace}"),
@@ -179,7 +191,7 @@ impl Mesh {
             namespace: namespace.into(),
             addresses: Some(ProxyAddresses {
                 gateway: Some(GatewayAddresses {
-                    ports: [(80, port80.to_string())].into(),
+                    ports: [(port, port80.to_string())].into(),
                     bind_host: "127.0.0.1".into(),
                 }),
                 ..Default::default()
@@ -1144,5 +1156,206 @@ async fn telemetry_metrics_overrides_reach_the_proxies_live() {
     assert!(
         !text.contains("istio_request_duration_milliseconds_count{"),
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_rate_limit_file_limits_the_selected_workload_live() {
+    let mesh = Mesh::bookinfo().await;
+    mesh.use_sample("virtual-service-all-v1.yaml");
+    mesh.wait_synced().await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let outbound = mesh.outbound();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let req = http::Request::builder()
+                .uri(format!("http://{outbound}{path}"))
+                .header("host", "reviews:9080")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let limit = resp
+                .headers()
+                .get("x-ratelimit-limit")
+                .map(|v| v.to_str().unwrap().to_string());
+            resp.into_body().collect().await.unwrap();
+            (status, limit)
+        }
+    };
+    // No LocalRateLimit: nothing is refused.
+    for _ in 0..5 {
+        assert_eq!(get("/a").await.0, 200);
+    }
+
+    let limit = |burst: u32| {
+        format!(
+            "apiVersion: networking.mesh.dev/v1alpha1\nkind: LocalRateLimit\n\
+             metadata: {{name: reviews, namespace: default}}\n\
+             spec:\n  workloadSelector: {{matchLabels: {{app: reviews, version: v1}}}}\n\
+             \x20 requestsPerUnit: 1\n  unit: HOUR\n  burst: {burst}\n"
+        )
+    };
+    mesh.write("ratelimit.yaml", &limit(2));
+    mesh.wait_synced().await;
+    assert_eq!(get("/b").await.0, 200);
+    assert_eq!(get("/b").await.0, 200);
+    // Refused at reviews v1's inbound side, and the caller's proxy passes the 429 on.
+    assert_eq!(get("/b").await, (429, Some("2".to_string())));
+    let reviews_v1 = &mesh.workloads[1].proxy;
+    let text = scrape_until(reviews_v1, |t| t.contains("mesh_proxy_rate_limited_total")).await;
+    assert!(
+        text.contains(
+            "mesh_proxy_rate_limited_total{direction=\"Inbound\",listener=\"inbound\"} 1"
+        ),
+        "{text}"
+    );
+    // Another workload is not limited.
+    let productpage = &mesh.workloads[0].proxy;
+    let text = scrape_until(productpage, |_| true).await;
+    assert!(!text.contains("mesh_proxy_rate_limited_total{"), "{text}");
+
+    // An edit replaces the bucket: a larger one, full.
+    mesh.write("ratelimit.yaml", &limit(3));
+    mesh.wait_synced().await;
+    for _ in 0..3 {
+        assert_eq!(get("/c").await.0, 200);
+    }
+    assert_eq!(get("/c").await, (429, Some("3".to_string())));
+}
+
+/// A CA and a certificate for `site` it signed, as PEM: (CA, chain, key).
+fn site_certificate(
+    ca_name: &str,
+    site: &str,
+) -> (rustls_pki_types::CertificateDer<'static>, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, ca_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![site.to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.der().clone(), cert.pem(), key.serialize_pem())
+}
+
+/// An HTTPS GET of `https://{sni}/` at `addr` by a client trusting only `root`.
+async fn https_status(
+    addr: SocketAddr,
+    root: &rustls_pki_types::CertificateDer<'static>,
+    sni: &str,
+) -> Result<u16, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("/productpage")
+        .header("host", sni)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok(resp.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_serves_the_certificate_its_credential_name_names_from_its_own_directory() {
+    let credentials = tempfile::tempdir().unwrap();
+    let write_credential = |ca: &str| {
+        let (root, chain, key) = site_certificate(ca, "shop.example.com");
+        let dir = credentials.path().join("shop-credential");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tls.crt"), chain).unwrap();
+        std::fs::write(dir.join("tls.key"), key).unwrap();
+        root
+    };
+    let first_root = write_credential("first");
+
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.write("ingress-gateway.yaml", INGRESS_GATEWAY);
+    mesh.wait_synced().await;
+    mesh.write(
+        "shop-gateway.yaml",
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: shop, namespace: default }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: 443, name: https, protocol: HTTPS }
+    hosts: [shop.example.com]
+    tls: { mode: SIMPLE, credentialName: shop-credential }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: shop, namespace: default }
+spec:
+  hosts: [shop.example.com]
+  gateways: [shop]
+  http:
+  - route: [{ destination: { host: productpage, port: { number: 9080 } } }]
+",
+    );
+    let proxy = Server::with_options(mesh_proxy::server::Options {
+        credential_dir: Some(credentials.path().to_path_buf()),
+        ..Default::default()
+    });
+    let gateway = mesh
+        .add_gateway_with("istio-ingressgateway", "istio-system", 443, proxy.clone())
+        .await;
+    mesh.wait_synced().await;
+
+    // Pilot sent the credential's name, no file and no key.
+    let snapshot = proxy.snapshot();
+    let tls = snapshot
+        .source
+        .listeners
+        .iter()
+        .find_map(|l| l.downstream_tls.as_ref())
+        .expect("a TLS listener");
+    assert_eq!(tls.certificates[0].credential_name, "shop-credential");
+    assert!(tls.certificates[0].certificate_chain.is_empty());
+    assert!(tls.certificates[0].private_key.is_empty());
+
+    assert_eq!(
+        https_status(gateway, &first_root, "shop.example.com").await,
+        Ok(200)
+    );
+    // The Secret is replaced: the next connection after the check gets the new certificate.
+    let second_root = write_credential("second");
+    tokio::time::sleep(mesh_proxy::tls::RELOAD_CHECK + Duration::from_millis(100)).await;
+    assert_eq!(
+        https_status(gateway, &second_root, "shop.example.com").await,
+        Ok(200)
+    );
+    assert!(
+        https_status(gateway, &first_root, "shop.example.com")
+            .await
+            .is_err()
     );
 }

@@ -24,6 +24,7 @@ pub mod lb;
 pub mod listener;
 pub mod metrics;
 pub mod peek;
+pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod server;

@@ -112,6 +112,11 @@ struct Args {
     /// number). Pilot's default is 0.0.0.0.
     #[arg(long, value_name = "IP", requires = "gateway")]
     gateway_bind_host: Option<std::net::IpAddr>,
+    /// Gateway: the directory of the certificates Gateway servers name by `credentialName`
+    /// (NAME/tls.crt, NAME/tls.key, NAME/ca.crt or NAME-cacert/ca.crt: Kubernetes TLS Secrets
+    /// mounted as volumes). Read here, re-read when they change; never sent through pilot.
+    #[arg(long, value_name = "DIR", requires = "gateway")]
+    credential_dir: Option<std::path::PathBuf>,
     /// The listeners receive connections redirected by `mesh-proxy iptables` and read each
     /// one's original destination (Kubernetes pods; 15001 outbound, 15006 inbound).
     #[arg(long, env = "MESH_TRANSPARENT")]
@@ -287,6 +292,7 @@ async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> 
     let server = Server::with_options(mesh_proxy::server::Options {
         idle_timeout: args.downstream_idle_timeout,
         max_connections_per_listener: args.max_downstream_connections.map(|n| n as usize),
+        credential_dir: args.credential_dir.clone(),
         ..Default::default()
     });
     if !args.workload_metadata.standard_metrics {

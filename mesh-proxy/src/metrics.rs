@@ -38,6 +38,14 @@ pub struct ListenerLabels {
     pub listener: String,
 }
 
+/// Requests refused by a local rate limit: labelled by the side and listener only, both
+/// bounded by the config.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    pub direction: DirectionLabel,
+    pub listener: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConfigLabels {
     pub result: String,
@@ -90,6 +98,8 @@ pub struct Metrics {
     /// Pushed configs and endpoint updates refused and answered with a NACK.
     pub xds_nacks: Family<XdsTypeLabel, Counter>,
     pub mirror_requests: Family<MirrorLabels, Counter>,
+    /// Requests refused by a LocalRateLimit (429 or RESOURCE_EXHAUSTED).
+    pub rate_limited: Family<RateLimitedLabels, Counter>,
     /// Istio's standard metrics (`istio_*`), with the peer metadata they are labelled by.
     pub istio: Arc<Telemetry>,
     /// The access-log queue and its writer.
@@ -188,6 +198,11 @@ impl Metrics {
             "mirror_requests",
             "Shadow copies of mirrored requests, by cluster and how they ended",
             self.mirror_requests.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests refused by a local rate limit (429, or RESOURCE_EXHAUSTED for gRPC)",
+            self.rate_limited.clone(),
         );
     }
 

@@ -39,6 +39,9 @@ pub struct Options {
     /// Open downstream connections allowed per listener; more are closed at accept and
     /// counted. None: unlimited, as Envoy's default.
     pub max_connections_per_listener: Option<usize>,
+    /// Where a gateway finds the certificates its Gateway servers name by `credentialName`:
+    /// DIR/NAME/tls.crt, tls.key and ca.crt (mounted Kubernetes TLS Secrets).
+    pub credential_dir: Option<std::path::PathBuf>,
 }
 
 /// Istio's default downstream idle timeout.
@@ -50,6 +53,7 @@ impl Default for Options {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections_per_listener: None,
+            credential_dir: None,
         }
     }
 }
@@ -75,6 +79,7 @@ impl Server {
             },
             options.max_connections_per_listener,
             identity.clone(),
+            options.credential_dir.clone(),
         );
         Arc::new(Self {
             state,

@@ -654,3 +654,201 @@ async fn https_clients_that_negotiate_h2_are_served_http2() {
     }
     assert_eq!(app.requests(), 3);
 }
+
+/// A credential directory as a gateway pod mounts Kubernetes TLS Secrets: one directory per
+/// Secret with `tls.crt` and `tls.key`, and `clients-cacert/ca.crt` for a client CA.
+struct CredentialDir {
+    dir: tempfile::TempDir,
+    server_ca: TestCa,
+    client_ca: TestCa,
+}
+
+impl CredentialDir {
+    fn new() -> Self {
+        let c = CredentialDir {
+            dir: tempfile::tempdir().unwrap(),
+            server_ca: TestCa::new("sites"),
+            client_ca: TestCa::new("clients"),
+        };
+        for (secret, site) in [("site-a", "a.example.com"), ("site-b", "b.example.com")] {
+            c.write(secret, &c.server_ca, site);
+        }
+        let ca_dir = c.dir.path().join("site-a-cacert");
+        std::fs::create_dir_all(&ca_dir).unwrap();
+        std::fs::write(ca_dir.join("ca.crt"), c.client_ca.root_pem()).unwrap();
+        c
+    }
+
+    /// Writes the Secret `secret`: a certificate for `site` signed by `ca`, and its key.
+    fn write(&self, secret: &str, ca: &TestCa, site: &str) {
+        let dir = self.dir.path().join(secret);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (chain, key) = ca.dns_leaf_pem(site);
+        std::fs::write(dir.join("tls.crt"), chain).unwrap();
+        std::fs::write(dir.join("tls.key"), key).unwrap();
+    }
+
+    /// A gateway serving `certificates` (proto3 JSON) on listener "gw" with this directory.
+    async fn gateway(
+        &self,
+        certificates: Value,
+        app: &mesh_echo::EchoHandle,
+    ) -> Arc<mesh_proxy::Server> {
+        let server = mesh_proxy::Server::with_options(mesh_proxy::server::Options {
+            credential_dir: Some(self.dir.path().to_path_buf()),
+            ..Default::default()
+        });
+        server
+            .apply(config(gateway_config(
+                json!({ "downstreamTls": { "certificates": certificates } }),
+                json!([{ "name": "all", "domains": ["*"], "routes": [to_app()] }]),
+                vec![endpoint(app.addr(), false, &[])],
+            )))
+            .await
+            .expect("the credentials load");
+        server
+    }
+}
+
+#[tokio::test]
+async fn credentials_by_name_are_read_from_the_credential_dir_and_picked_by_sni() {
+    let creds = CredentialDir::new();
+    let app = echo("site", "v1").await;
+    let gateway = creds
+        .gateway(
+            json!([
+                { "sniHosts": ["a.example.com"], "credentialName": "site-a" },
+                { "sniHosts": ["b.example.com"], "credentialName": "site-b" },
+            ]),
+            &app,
+        )
+        .await;
+    let addr = gw_addr(&gateway);
+    let client = tls_client(&creds.server_ca, None);
+    for site in ["a.example.com", "b.example.com"] {
+        let tls = tls_connect(&client, addr, site).await.expect("handshake");
+        assert!(
+            presented_name(&tls).contains(site),
+            "{}",
+            presented_name(&tls)
+        );
+        assert_eq!(https_get(tls, site, "/").await.status, StatusCode::OK);
+    }
+    assert!(tls_connect(&client, addr, "c.example.com").await.is_err());
+}
+
+#[tokio::test]
+async fn a_replaced_credential_is_served_after_the_change_and_a_broken_one_keeps_the_last() {
+    let creds = CredentialDir::new();
+    let app = echo("site", "v1").await;
+    let gateway = creds
+        .gateway(
+            json!([{ "sniHosts": ["a.example.com"], "credentialName": "site-a" }]),
+            &app,
+        )
+        .await;
+    let addr = gw_addr(&gateway);
+    let old_client = tls_client(&creds.server_ca, None);
+    assert!(
+        tls_connect(&old_client, addr, "a.example.com")
+            .await
+            .is_ok()
+    );
+
+    // A broken certificate file: the last good credential stays in use.
+    std::fs::write(creds.dir.path().join("site-a/tls.crt"), "not a certificate").unwrap();
+    tokio::time::sleep(mesh_proxy::tls::RELOAD_CHECK + std::time::Duration::from_millis(100)).await;
+    assert!(
+        tls_connect(&old_client, addr, "a.example.com")
+            .await
+            .is_ok(),
+        "a credential that does not load is not taken"
+    );
+
+    // The Secret is replaced by a certificate of another CA: served from the next check on.
+    let renewed_ca = TestCa::new("renewed");
+    creds.write("site-a", &renewed_ca, "a.example.com");
+    tokio::time::sleep(mesh_proxy::tls::RELOAD_CHECK + std::time::Duration::from_millis(100)).await;
+    let renewed = tls_client(&renewed_ca, None);
+    let tls = tls_connect(&renewed, addr, "a.example.com")
+        .await
+        .expect("the replaced certificate is served");
+    assert_eq!(
+        https_get(tls, "a.example.com", "/").await.status,
+        StatusCode::OK
+    );
+    assert!(
+        tls_connect(&old_client, addr, "a.example.com")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_mutual_credential_verifies_clients_with_its_cacert_secret() {
+    let creds = CredentialDir::new();
+    let app = echo("site", "v1").await;
+    let gateway = creds
+        .gateway(
+            json!([{
+                "sniHosts": ["a.example.com"], "credentialName": "site-a",
+                "credentialClientCa": true, "requireClientCertificate": true,
+            }]),
+            &app,
+        )
+        .await;
+    let addr = gw_addr(&gateway);
+    // Without a client certificate: refused (during the handshake or at the first read).
+    let anonymous = tls_client(&creds.server_ca, None);
+    let refused = match tls_connect(&anonymous, addr, "a.example.com").await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tls.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await;
+            let mut buf = [0u8; 1];
+            !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "a client without certificate is refused");
+    // With a certificate of the client CA (from site-a-cacert/ca.crt): served.
+    let cert_dir = tempfile::tempdir().unwrap();
+    let (chain, key) = creds.client_ca.dns_leaf_pem("client.example.com");
+    let (cert_path, key_path) = (cert_dir.path().join("c.pem"), cert_dir.path().join("c.key"));
+    std::fs::write(&cert_path, chain).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let client = tls_client(&creds.server_ca, Some((&cert_path, &key_path)));
+    let tls = tls_connect(&client, addr, "a.example.com")
+        .await
+        .expect("handshake");
+    assert_eq!(
+        https_get(tls, "a.example.com", "/").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_credential_without_a_credential_dir_or_its_files_rejects_the_config() {
+    let app = echo("site", "v1").await;
+    let cfg = || {
+        config(gateway_config(
+            json!({ "downstreamTls": { "certificates": [
+                { "sniHosts": ["a.example.com"], "credentialName": "missing" }
+            ] } }),
+            json!([{ "name": "all", "domains": ["*"], "routes": [to_app()] }]),
+            vec![endpoint(app.addr(), false, &[])],
+        ))
+    };
+    let e = mesh_proxy::Server::new()
+        .apply(cfg())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no credential directory"), "{e}");
+    let creds = CredentialDir::new();
+    let server = mesh_proxy::Server::with_options(mesh_proxy::server::Options {
+        credential_dir: Some(creds.dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    let e = server.apply(cfg()).await.unwrap_err().to_string();
+    assert!(e.contains("missing/tls.crt"), "{e}");
+}

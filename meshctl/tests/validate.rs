@@ -149,19 +149,15 @@ fn gateway_fields_the_mesh_does_not_implement_are_warned_about() {
         .lines()
         .filter(|l| l.starts_with("warning: "))
         .collect();
-    assert_eq!(warnings.len(), 3, "{stderr}");
+    // A credentialName is served from the gateway's credential directory: no warning.
+    assert_eq!(warnings.len(), 2, "{stderr}");
     assert!(
-        warnings[0].contains("spec.servers[0].tls.credentialName")
-            && warnings[0].contains("the server is skipped"),
+        warnings[0].contains("spec.servers[1].tls.minProtocolVersion"),
         "{stderr}"
     );
     assert!(
-        warnings[1].contains("spec.servers[1].tls.minProtocolVersion"),
-        "{stderr}"
-    );
-    assert!(
-        warnings[2].contains("spec.servers[2].tls.mode")
-            && warnings[2].contains("AUTO_PASSTHROUGH"),
+        warnings[1].contains("spec.servers[2].tls.mode")
+            && warnings[1].contains("AUTO_PASSTHROUGH"),
         "{stderr}"
     );
     assert!(
@@ -273,4 +269,95 @@ spec:
         ),
         "{stderr}"
     );
+}
+
+/// The mesh's own LocalRateLimit: a valid one is accepted and counted; a burst below the
+/// rate, a missing unit and an unknown field are errors with file and line.
+#[test]
+fn local_rate_limits_are_validated() {
+    let dir = tmpdir("ratelimit");
+    let ok = write(
+        &dir,
+        "ratelimit.yaml",
+        "apiVersion: networking.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: reviews, namespace: default}
+spec:
+  workloadSelector:
+    matchLabels: {app: reviews}
+  requestsPerUnit: 100
+  unit: MINUTE
+  burst: 150
+  routes:
+  - match:
+    - uri: {prefix: /login}
+      method: {exact: POST}
+    requestsPerUnit: 5
+",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["validate", "-f"])
+        .arg(&ok)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("1 object(s) valid") && stdout.contains("1 LocalRateLimit"),
+        "{stdout}"
+    );
+    assert!(stderr.trim().is_empty(), "{stderr}");
+
+    let bad = write(
+        &dir,
+        "bad-ratelimit.yaml",
+        "apiVersion: networking.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: reviews, namespace: default}
+spec:
+  requestsPerUnit: 10
+  burst: 5
+  fillInterval: 1s
+",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["validate", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad-ratelimit.yaml:7: spec.fillInterval: unknown field"),
+        "{stderr}"
+    );
+
+    // Once it decodes, the rules: the burst and the missing unit.
+    let bad = write(
+        &dir,
+        "bad-ratelimit.yaml",
+        "apiVersion: networking.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: reviews, namespace: default}
+spec:
+  requestsPerUnit: 10
+  burst: 5
+",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["validate", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "bad-ratelimit.yaml:6: spec.burst: burst 5 must be at least requestsPerUnit (10)",
+        "bad-ratelimit.yaml:4: spec.unit: required value",
+    ] {
+        assert!(stderr.contains(want), "{want} not in {stderr}");
+    }
 }

@@ -246,6 +246,16 @@ const SECURITY_KINDS: &[&str] = &[
     "AuthorizationPolicy",
     "RequestAuthentication",
 ];
+/// The mesh's own kinds: in its networking group only, at their own version.
+const MESH_ONLY_KINDS: &[(&str, &str)] = &[("LocalRateLimit", "v1alpha1")];
+
+fn mesh_networking_kinds() -> Vec<&'static str> {
+    NETWORKING_KINDS
+        .iter()
+        .copied()
+        .chain(MESH_ONLY_KINDS.iter().map(|(k, _)| *k))
+        .collect()
+}
 
 /// A schema the API server accepts as structural: every node typed (or int-or-string, or
 /// explicitly open), every object with known fields or an explicit opening, every array
@@ -343,7 +353,17 @@ fn crds_of_group<'a>(
         assert_eq!(name, format!("{}.{group}", crd.spec.names.plural));
         assert_eq!(crd.spec.scope, "Namespaced", "{name}");
         let versions: Vec<&str> = crd.spec.versions.iter().map(|v| v.name.as_str()).collect();
-        let want: &[&str] = if group.starts_with("security.") {
+        let own_version = MESH_ONLY_KINDS
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| *v);
+        let want: &[&str] = if let Some(v) = &own_version {
+            assert_eq!(
+                group, "networking.mesh.dev",
+                "{name}: the mesh's own group only"
+            );
+            std::slice::from_ref(v)
+        } else if group.starts_with("security.") {
             &["v1", "v1beta1"]
         } else {
             &["v1", "v1beta1", "v1alpha3"]
@@ -356,7 +376,11 @@ fn crds_of_group<'a>(
             .filter(|v| v.storage)
             .map(|v| v.name.as_str())
             .collect();
-        assert_eq!(stored, ["v1"], "{name}: exactly one stored version");
+        assert_eq!(
+            stored,
+            [own_version.unwrap_or("v1")],
+            "{name}: exactly one stored version"
+        );
         for v in &crd.spec.versions {
             assert!(v.served, "{name} {}: not served", v.name);
             let schema = v
@@ -393,10 +417,10 @@ fn expect_kinds(by_kind: &BTreeMap<String, &CustomResourceDefinition>, kinds: &[
 #[test]
 fn base_chart_default_installs_the_mesh_groups_only() {
     let m = parse(&render("base", None));
-    assert_eq!(m.crds.len(), 10);
+    assert_eq!(m.crds.len(), 11);
     expect_kinds(
         &crds_of_group(&m.crds, "networking.mesh.dev"),
-        NETWORKING_KINDS,
+        &mesh_networking_kinds(),
     );
     expect_kinds(&crds_of_group(&m.crds, "security.mesh.dev"), SECURITY_KINDS);
     for crd in &m.crds {
@@ -411,10 +435,15 @@ fn base_chart_default_installs_the_mesh_groups_only() {
 #[test]
 fn base_chart_with_istio_group() {
     let m = parse(&render("base", Some("ci/istio-values.yaml")));
-    assert_eq!(m.crds.len(), 20);
-    for group in ["networking.mesh.dev", "networking.istio.io"] {
-        expect_kinds(&crds_of_group(&m.crds, group), NETWORKING_KINDS);
-    }
+    assert_eq!(m.crds.len(), 21);
+    expect_kinds(
+        &crds_of_group(&m.crds, "networking.mesh.dev"),
+        &mesh_networking_kinds(),
+    );
+    expect_kinds(
+        &crds_of_group(&m.crds, "networking.istio.io"),
+        NETWORKING_KINDS,
+    );
     for group in ["security.mesh.dev", "security.istio.io"] {
         expect_kinds(&crds_of_group(&m.crds, group), SECURITY_KINDS);
     }
@@ -518,6 +547,26 @@ fn istio_configs_pass_the_crd_schemas() {
     ] {
         let mut errors = Vec::new();
         validate(&bad, schema, "", &mut errors);
+        assert!(!errors.is_empty(), "{bad} passed");
+    }
+
+    // The mesh's LocalRateLimit: the README's example passes, a unit it lacks does not.
+    let lrl = &schemas["networking.mesh.dev/v1alpha1/LocalRateLimit"];
+    let good = serde_json::json!({"spec": {
+        "workloadSelector": {"matchLabels": {"app": "reviews"}},
+        "requestsPerUnit": 100, "unit": "MINUTE", "burst": 150,
+        "routes": [{"name": "login", "requestsPerUnit": 5,
+            "match": [{"uri": {"prefix": "/login"}, "method": {"exact": "POST"}}]}]
+    }});
+    let mut errors = Vec::new();
+    validate(&good, lrl, "", &mut errors);
+    assert!(errors.is_empty(), "{errors:#?}");
+    for bad in [
+        serde_json::json!({"spec": {"requestsPerUnit": 1, "unit": "DAY"}}),
+        serde_json::json!({"spec": {"requestsPerUnit": 1, "unit": "SECOND", "bursts": 2}}),
+    ] {
+        let mut errors = Vec::new();
+        validate(&bad, lrl, "", &mut errors);
         assert!(!errors.is_empty(), "{bad} passed");
     }
 }
@@ -807,6 +856,32 @@ fn check_gateway(m: &Manifests, e: &Expect, ctx: &str) {
         .and_then(|v| v.secret.as_ref())
         .and_then(|s| s.secret_name.clone());
     assert_eq!(secret.as_deref(), Some("bookinfo-credential"), "{ctx}");
+    // Secrets named by credentialName: one folder each in the directory the gateway reads.
+    let credential_dir = args.windows(2).find(|w| w[0] == "--credential-dir");
+    assert_eq!(
+        credential_dir.map(|w| w[1].as_str()),
+        Some("/etc/mesh/gateway-credentials"),
+        "{ctx}: {args:?}"
+    );
+    for (i, name) in ["shop-credential", "shop-credential-cacert"]
+        .iter()
+        .enumerate()
+    {
+        let volume = format!("credential-{i}");
+        assert_eq!(
+            mounts[&volume],
+            format!("/etc/mesh/gateway-credentials/{name}"),
+            "{ctx}"
+        );
+        let secret = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone());
+        assert_eq!(secret.as_deref(), Some(*name), "{ctx}");
+    }
     assert_eq!(
         svc.spec.as_ref().unwrap().type_.as_deref(),
         Some("LoadBalancer"),

@@ -1,7 +1,7 @@
 //! `meshctl describe WORKLOAD`: what applies to a workload and why, as `istioctl x describe`
 //! shows it: its services, the VirtualServices and DestinationRules of those services, the
 //! PeerAuthentications and AuthorizationPolicies that select it, the mTLS mode in force, and
-//! the Telemetries (access logs, tracing) that apply to it.
+//! the Telemetries (access logs, tracing) and the LocalRateLimits that apply to it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -49,6 +49,8 @@ pub struct Description {
     pub authorization_policies: Vec<Applied>,
     /// Mesh-wide, namespace-wide and selecting Telemetries, least specific first.
     pub telemetries: Vec<Applied>,
+    /// The LocalRateLimits on its inbound side (every one applies), as pilot selects them.
+    pub local_rate_limits: Vec<Applied>,
     pub mtls_mode: Mode,
     /// `namespace/name` of the PeerAuthentication that sets the mode; None: the default.
     pub mtls_from: Option<String>,
@@ -78,6 +80,7 @@ pub fn describe(
         peer_authentications: Vec::new(),
         authorization_policies: Vec::new(),
         telemetries: Vec::new(),
+        local_rate_limits: Vec::new(),
         mtls_mode: effective.workload.mode,
         mtls_from: effective
             .workload
@@ -227,6 +230,42 @@ pub fn describe(
                     .unwrap_or(d.telemetries.len());
                 d.telemetries.insert(at, Applied::of(r, why));
             }
+            Resource::LocalRateLimit(l) => {
+                let ns = namespace_of(r);
+                let selector = l
+                    .spec
+                    .workload_selector
+                    .as_ref()
+                    .map(|s| &s.match_labels)
+                    .filter(|s| !s.is_empty());
+                // As AuthorizationPolicies: the root namespace's for the mesh, the
+                // workload namespace's for its workloads, a selector narrowing either.
+                let scope = match selector {
+                    None if ns == ROOT_NAMESPACE => "mesh-wide".to_owned(),
+                    None if ns == w.namespace => "namespace-wide".to_owned(),
+                    Some(sel)
+                        if (ns == w.namespace || ns == ROOT_NAMESPACE)
+                            && selects(sel, &w.labels) =>
+                    {
+                        format!("selector {}", selector_text(sel))
+                    }
+                    _ => continue,
+                };
+                let unit = l
+                    .spec
+                    .unit
+                    .map(|u| format!("{u:?}").to_uppercase())
+                    .unwrap_or_default();
+                let mut why = format!(
+                    "{scope}: {} per {unit}, burst {}",
+                    l.spec.requests_per_unit,
+                    l.spec.effective_burst()
+                );
+                if !l.spec.routes.is_empty() {
+                    why.push_str(&format!(", {} route(s)", l.spec.routes.len()));
+                }
+                d.local_rate_limits.push(Applied::of(r, why));
+            }
             _ => {}
         }
     }
@@ -312,6 +351,7 @@ impl fmt::Display for Description {
         section(f, "PeerAuthentications", &self.peer_authentications)?;
         section(f, "AuthorizationPolicies", &self.authorization_policies)?;
         section(f, "Telemetries", &self.telemetries)?;
+        section(f, "LocalRateLimits", &self.local_rate_limits)?;
         let from = match &self.mtls_from {
             Some(p) => format!("PeerAuthentication {p}"),
             None => "default: no PeerAuthentication sets a mode".to_owned(),
@@ -501,5 +541,63 @@ spec:
             ]
         );
         assert!(d.to_string().contains("Telemetries"), "{d}");
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+
+    #[test]
+    fn local_rate_limits_that_select_the_workload_are_listed() {
+        let yaml = format!(
+            "{}---
+apiVersion: networking.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {{name: reviews, namespace: default}}
+spec:
+  workloadSelector: {{matchLabels: {{app: reviews}}}}
+  requestsPerUnit: 10
+  unit: MINUTE
+  routes: [{{match: [{{uri: {{prefix: /login}}}}], requestsPerUnit: 1}}]
+---
+apiVersion: networking.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {{name: ratings, namespace: default}}
+spec:
+  workloadSelector: {{matchLabels: {{app: ratings}}}}
+  requestsPerUnit: 1
+  unit: SECOND
+---
+apiVersion: networking.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {{name: mesh-wide, namespace: istio-system}}
+spec: {{requestsPerUnit: 1000, unit: SECOND, burst: 2000}}
+",
+            super::tests::MESH
+        );
+        let (resources, errors) = crate::load_str("bookinfo.yaml", &yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        let inventory = Inventory::from_resources(&resources);
+        let d = describe(&resources, &inventory, "default", "reviews-v2").unwrap();
+        let listed: Vec<(String, String)> = d
+            .local_rate_limits
+            .iter()
+            .map(|a| (a.name.clone(), a.why.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "reviews".to_owned(),
+                    "selector app=reviews: 10 per MINUTE, burst 10, 1 route(s)".to_owned()
+                ),
+                (
+                    "mesh-wide".to_owned(),
+                    "mesh-wide: 1000 per SECOND, burst 2000".to_owned()
+                ),
+            ]
+        );
+        assert!(d.to_string().contains("LocalRateLimits"), "{d}");
     }
 }

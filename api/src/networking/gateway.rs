@@ -75,3 +75,27 @@ pub struct ServerTlsSettings {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
 }
+
+/// Istio's prefix for a Secret of the gateway's own namespace.
+const KUBERNETES_SECRET_PREFIX: &str = "kubernetes://";
+
+impl ServerTlsSettings {
+    /// The credential the server names: `credentialName`, else the first of
+    /// `credentialNames`, as written.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential_name
+            .as_deref()
+            .or(self.credential_names.first().map(String::as_str))
+    }
+
+    /// The Secret a gateway reads the certificate of: [`Self::credential`] without Istio's
+    /// `kubernetes://` prefix, when it is a Secret name (a DNS-1123 subdomain, so a plain
+    /// directory name in the gateway's credential directory).
+    pub fn credential_secret(&self) -> Option<&str> {
+        let raw = self.credential()?;
+        let name = raw.strip_prefix(KUBERNETES_SECRET_PREFIX).unwrap_or(raw);
+        crate::validate::rules::dns1123_subdomain(name)
+            .is_ok()
+            .then_some(name)
+    }
+}

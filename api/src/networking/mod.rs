@@ -3,6 +3,7 @@
 pub mod common;
 pub mod destination_rule;
 pub mod gateway;
+pub mod local_rate_limit;
 pub mod retry_on;
 pub mod service_entry;
 pub mod sidecar;
@@ -12,6 +13,7 @@ pub mod workload_entry;
 pub use common::*;
 pub use destination_rule::*;
 pub use gateway::*;
+pub use local_rate_limit::*;
 pub use retry_on::{RetryCondition, RetryOnEntry};
 pub use service_entry::*;
 pub use sidecar::*;

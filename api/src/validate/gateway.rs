@@ -228,19 +228,51 @@ pub fn unsupported(gw: &Gateway, p: &FieldPath, out: &mut Errors) {
             t.mode,
             ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
         );
-        if terminating
-            && (t.credential_name.is_some() || !t.credential_names.is_empty())
-            && (t.server_certificate.is_none() || t.private_key.is_none())
-        {
-            out.push(
+        let files = t.server_certificate.is_some() && t.private_key.is_some();
+        match (terminating, t.credential(), t.credential_secret()) {
+            (_, None, _) => {}
+            (false, Some(_), _) => out.push(
                 &tp.key("credentialName"),
-                "certificates from Secrets are not supported: set serverCertificate and privateKey (files, e.g. a mounted Secret); the server is skipped",
-            );
-        } else if t.credential_name.is_some() || !t.credential_names.is_empty() {
-            out.push(
+                "ignored: the server does not terminate TLS",
+            ),
+            (true, Some(raw), None) => out.push(
                 &tp.key("credentialName"),
-                "ignored: the certificate comes from serverCertificate and privateKey",
-            );
+                if files {
+                    format!(
+                        "{raw:?} does not name a Secret (a DNS-1123 name, optionally kubernetes://NAME); ignored, the certificate comes from serverCertificate and privateKey"
+                    )
+                } else {
+                    format!(
+                        "{raw:?} does not name a Secret (a DNS-1123 name, optionally kubernetes://NAME); the server is skipped"
+                    )
+                },
+            ),
+            (true, Some(_), Some(secret)) => {
+                if t.server_certificate.is_some()
+                    || t.private_key.is_some()
+                    || t.ca_certificates.is_some()
+                {
+                    out.push(
+                        &tp.key("serverCertificate"),
+                        format!(
+                            "ignored with credentialName: the certificate comes from {secret}/tls.crt and {secret}/tls.key in the gateway's --credential-dir"
+                        ),
+                    );
+                }
+                let extra = if t.credential_name.is_some() {
+                    t.credential_names.len()
+                } else {
+                    t.credential_names.len().saturating_sub(1)
+                };
+                if extra > 0 {
+                    out.push(
+                        &tp.key("credentialNames"),
+                        format!(
+                            "one certificate per server: only {secret:?} is served, {extra} more ignored"
+                        ),
+                    );
+                }
+            }
         }
         let ignored = [
             ("caCrl", t.ca_crl.is_some()),

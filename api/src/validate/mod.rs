@@ -4,6 +4,7 @@ mod authorization_policy;
 mod destination_rule;
 mod gateway;
 mod ignored;
+mod local_rate_limit;
 mod peer_authentication;
 mod request_authentication;
 pub mod rules;
@@ -71,6 +72,7 @@ pub fn validate(resource: &Resource) -> Vec<ValidationError> {
             request_authentication::validate(&o.spec, ns, &spec, &mut errs)
         }
         Resource::Telemetry(o) => telemetry::validate(&o.spec, ns, &spec, &mut errs),
+        Resource::LocalRateLimit(o) => local_rate_limit::validate(&o.spec, &spec, &mut errs),
     }
     to_errors(resource, errs)
 }

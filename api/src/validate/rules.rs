@@ -134,12 +134,18 @@ pub fn percentage(v: f64) -> Result<(), String> {
 }
 
 pub fn regex(re: &str) -> Result<(), String> {
-    Regex::new(re).map(|_| ()).map_err(|e| {
+    Regex::new(re).map_err(|e| {
         format!(
             "{re:?} is not a valid regex: {}",
             e.to_string().lines().last().unwrap_or("")
         )
-    })
+    })?;
+    // The proxy matches a full value, as Envoy does: it compiles `^(?:RE)$`. A pattern that
+    // compiles alone but not so (a `(?x)` comment swallowing the closing anchor) would be
+    // refused there.
+    Regex::new(&format!("^(?:{re})$"))
+        .map(|_| ())
+        .map_err(|_| format!("{re:?} is not a valid regex: it cannot be matched in full"))
 }
 
 /// Kubernetes label keys (optional DNS prefix + name) and values.

@@ -240,7 +240,7 @@ pub(super) fn destination(d: &Destination, p: &FieldPath, errs: &mut Errors) {
     }
 }
 
-fn string_match(m: &StringMatch, p: &FieldPath, errs: &mut Errors) {
+pub(super) fn string_match(m: &StringMatch, p: &FieldPath, errs: &mut Errors) {
     let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
         .into_iter()
         .filter(|b| *b)

@@ -810,3 +810,53 @@ properties:
         timeout:
           {{- include "schema.duration" . | nindent 10 }}
 {{- end }}
+
+{{- define "schema.rateLimitUnit" -}}
+type: string
+enum: [SECOND, MINUTE, HOUR]
+{{- end }}
+
+{{- define "schema.LocalRateLimit" -}}
+type: object
+required: [requestsPerUnit, unit]
+properties:
+  workloadSelector:
+    {{- include "schema.securitySelector" . | nindent 4 }}
+  requestsPerUnit:
+    type: integer
+    minimum: 1
+    maximum: 4294967295
+  unit:
+    {{- include "schema.rateLimitUnit" . | nindent 4 }}
+  burst:
+    type: integer
+    minimum: 1
+    maximum: 4294967295
+  routes:
+    type: array
+    items:
+      type: object
+      required: [match, requestsPerUnit]
+      properties:
+        name:
+          type: string
+        match:
+          type: array
+          items:
+            type: object
+            properties:
+              uri:
+                {{- include "schema.stringMatch" . | nindent 16 }}
+              method:
+                {{- include "schema.stringMatch" . | nindent 16 }}
+        requestsPerUnit:
+          type: integer
+          minimum: 1
+          maximum: 4294967295
+        unit:
+          {{- include "schema.rateLimitUnit" . | nindent 10 }}
+        burst:
+          type: integer
+          minimum: 1
+          maximum: 4294967295
+{{- end }}

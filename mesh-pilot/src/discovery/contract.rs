@@ -214,6 +214,17 @@ fn repair(cfg: &mut ProxyConfig, e: &ConfigError, again: bool) -> String {
                 name.unwrap_or_default()
             )
         }
+        ConfigObject::LocalRateLimit { listener, limit } => {
+            let name = cfg
+                .listeners
+                .get_mut(listener)
+                .and_then(|l| remove(&mut l.local_rate_limits, limit))
+                .map(|l| l.name);
+            format!(
+                "LocalRateLimit {}: refused by the proxy ({refused}); removed, requests are not limited by it",
+                name.unwrap_or_default()
+            )
+        }
         ConfigObject::AccessLog { index } => {
             let name = cfg
                 .telemetry

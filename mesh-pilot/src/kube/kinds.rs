@@ -7,6 +7,16 @@ use mesh_api::Kind;
 /// versions from the same storage, so one version sees every object).
 pub const WATCHED_VERSION: &str = "v1";
 
+/// The version watched for `kind`: [`WATCHED_VERSION`], or the stored version of a kind not
+/// served as v1 (the mesh's own LocalRateLimit is v1alpha1).
+pub fn watched_version(kind: Kind) -> &'static str {
+    if kind.versions().contains(&WATCHED_VERSION) {
+        WATCHED_VERSION
+    } else {
+        kind.versions()[0]
+    }
+}
+
 /// The lowercase plural Kubernetes derives for the kinds served here.
 pub fn plural(kind: Kind) -> String {
     let lower = kind.as_str().to_ascii_lowercase();
@@ -21,11 +31,12 @@ pub fn plural(kind: Kind) -> String {
 pub fn config_resources() -> Vec<ApiResource> {
     let mut out = Vec::new();
     for kind in Kind::ALL {
+        let version = watched_version(kind);
         for group in kind.groups() {
             out.push(ApiResource {
                 group: group.to_string(),
-                version: WATCHED_VERSION.to_string(),
-                api_version: format!("{group}/{WATCHED_VERSION}"),
+                version: version.to_string(),
+                api_version: format!("{group}/{version}"),
                 kind: kind.as_str().to_string(),
                 plural: plural(kind),
             });
@@ -49,7 +60,19 @@ mod tests {
     #[test]
     fn both_groups_of_every_kind() {
         let all = config_resources();
-        assert_eq!(all.len(), Kind::ALL.len() * 2);
+        let groups: usize = Kind::ALL.iter().map(|k| k.groups().len()).sum();
+        assert_eq!(all.len(), groups);
+        // Istio's kinds in both groups, the mesh's own LocalRateLimit in its group only.
+        assert_eq!(groups, (Kind::ALL.len() - 1) * 2 + 1);
+        assert!(
+            all.iter()
+                .any(|r| r.api_version == "networking.mesh.dev/v1alpha1"
+                    && r.plural == "localratelimits")
+        );
+        assert!(
+            !all.iter()
+                .any(|r| r.group == "networking.istio.io" && r.kind == "LocalRateLimit")
+        );
         assert!(
             all.iter().any(
                 |r| r.api_version == "networking.mesh.dev/v1" && r.plural == "destinationrules"

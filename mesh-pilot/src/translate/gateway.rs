@@ -98,8 +98,8 @@ fn kind_of(server: &api::Server) -> Option<ServerKind> {
                 ServerTlsMode::Passthrough => Some(ServerKind::Passthrough),
                 ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
                     if protocol == "HTTPS"
-                        && t.server_certificate.is_some()
-                        && t.private_key.is_some() =>
+                        && (t.credential_secret().is_some()
+                            || t.server_certificate.is_some() && t.private_key.is_some()) =>
                 {
                     Some(ServerKind::Https)
                 }
@@ -393,16 +393,32 @@ fn https_redirect_route() -> mesh_proto::config::v1::Route {
     }
 }
 
-/// The certificate entry of an HTTPS server: its hosts are the SNI names it answers.
+/// The certificate entry of an HTTPS server: its hosts are the SNI names it answers. A
+/// server with a credential (a Secret) sends its name only: the gateway reads the files from
+/// its own credential directory, so no key passes through pilot.
 fn certificate(s: &ServerRef<'_>) -> ServerCertificate {
     let tls = s.server.tls.clone().unwrap_or_default();
+    let sni_hosts = s
+        .server
+        .hosts
+        .iter()
+        .map(|h| bare_host(h).to_string())
+        .collect();
+    let mutual = matches!(
+        tls.mode,
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
+    if let Some(secret) = tls.credential_secret() {
+        return ServerCertificate {
+            sni_hosts,
+            credential_name: secret.to_string(),
+            credential_client_ca: mutual,
+            require_client_certificate: tls.mode == ServerTlsMode::Mutual,
+            ..Default::default()
+        };
+    }
     ServerCertificate {
-        sni_hosts: s
-            .server
-            .hosts
-            .iter()
-            .map(|h| bare_host(h).to_string())
-            .collect(),
+        sni_hosts,
         certificate_chain: tls.server_certificate.unwrap_or_default(),
         private_key: tls.private_key.unwrap_or_default(),
         ca_certificates: match tls.mode {
@@ -412,6 +428,7 @@ fn certificate(s: &ServerRef<'_>) -> ServerCertificate {
             _ => String::new(),
         },
         require_client_certificate: tls.mode == ServerTlsMode::Mutual,
+        ..Default::default()
     }
 }
 

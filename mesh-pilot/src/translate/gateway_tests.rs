@@ -198,7 +198,7 @@ spec:
     tls: {mode: MUTUAL, serverCertificate: /certs/b.pem, privateKey: /certs/b.key, caCertificates: /certs/ca.pem}
   - port: {number: 443, name: https-c, protocol: HTTPS}
     hosts: [c.example.com]
-    tls: {mode: SIMPLE, credentialName: c-cert}
+    tls: {mode: MUTUAL, credentialName: 'kubernetes://c-cert'}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -225,13 +225,18 @@ fn https_servers_share_a_port_with_a_certificate_each_and_http_redirects() {
         .as_ref()
         .expect("TLS terminated")
         .certificates;
-    assert_eq!(certs.len(), 2, "the server without files is skipped");
+    assert_eq!(certs.len(), 3);
     assert_eq!(certs[0].sni_hosts, ["a.example.com"]);
     assert_eq!(certs[0].certificate_chain, "/certs/a.pem");
     assert!(certs[0].ca_certificates.is_empty() && !certs[0].require_client_certificate);
     assert_eq!(certs[1].sni_hosts, ["b.example.com"]);
     assert_eq!(certs[1].ca_certificates, "/certs/ca.pem");
     assert!(certs[1].require_client_certificate);
+    // A credential: its Secret's name only, no file and no key through pilot.
+    assert_eq!(certs[2].sni_hosts, ["c.example.com"]);
+    assert_eq!(certs[2].credential_name, "c-cert");
+    assert!(certs[2].credential_client_ca && certs[2].require_client_certificate);
+    assert!(certs[2].certificate_chain.is_empty() && certs[2].private_key.is_empty());
     let https: Vec<&str> = table(&t, "gateway-443")
         .virtual_hosts
         .iter()
@@ -249,9 +254,7 @@ fn https_servers_share_a_port_with_a_certificate_each_and_http_redirects() {
     assert_eq!((r.scheme.as_str(), r.response_code), ("https", 301));
     assert_eq!(http[0].routes.len(), 1);
     assert!(
-        t.warnings
-            .iter()
-            .any(|w| w.contains("Gateway istio-system/edge: spec.servers[3].tls.credentialName")),
+        !t.warnings.iter().any(|w| w.contains("credentialName")),
         "{:?}",
         t.warnings
     );

@@ -116,6 +116,8 @@ pub fn build(
         downstream_tls: None,
         // The workload's services are the index's to tell; see `translate_shared`.
         services: Vec::new(),
+        // Selected from the LocalRateLimits in `translate_shared`.
+        local_rate_limits: Vec::new(),
     };
     let table = RouteTable {
         name: INBOUND.to_string(),

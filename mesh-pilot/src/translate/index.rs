@@ -68,6 +68,8 @@ pub struct MeshIndex {
     pub(super) security: Vec<Resource>,
     /// The Telemetry resources, resolved per proxy.
     pub(super) telemetry: Vec<Resource>,
+    /// The LocalRateLimits, selected per proxy for its inbound listener.
+    pub(super) rate_limits: Vec<Resource>,
     pub(super) warnings: Vec<String>,
     /// Per workload (namespace, name): its ports that serve a non-HTTP service port, and
     /// those that also serve an HTTP one (left to HTTP).
@@ -111,6 +113,7 @@ impl MeshIndex {
             selector_ids: HashMap::new(),
             security: Vec::new(),
             telemetry: Vec::new(),
+            rate_limits: Vec::new(),
             warnings: Vec::new(),
             inbound_ports: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
@@ -187,6 +190,7 @@ impl MeshIndex {
                     index.security.push(r.borrow().clone());
                 }
                 Resource::Telemetry(_) => index.telemetry.push(r.borrow().clone()),
+                Resource::LocalRateLimit(_) => index.rate_limits.push(r.borrow().clone()),
                 _ => {}
             }
         }

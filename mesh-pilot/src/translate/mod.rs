@@ -40,6 +40,7 @@ pub use index::MeshIndex;
 pub use l4::{BLACKHOLE, EgressListener};
 pub use outbound::{OUTBOUND, Outbound, cluster_name};
 pub use policy::{Effective as EffectivePolicy, merge as merge_traffic_policy};
+pub(crate) use routes::string_match;
 pub use routes::{NO_CLUSTER_BODY, NO_CLUSTER_STATUS, retry_policy};
 pub use scope::{ROOT_NAMESPACE, ScopeKey};
 
@@ -225,6 +226,8 @@ pub fn translate_shared(
         warnings: mesh.warnings().to_vec(),
         ..Default::default()
     };
+    // Whether the workload's LocalRateLimits went onto an inbound listener.
+    let mut rate_limited = false;
     if inbound_on {
         if a.application.is_empty() {
             shared.warnings.push(format!(
@@ -248,8 +251,29 @@ pub fn translate_shared(
                 &tcp_ports,
             );
             listener.services = mesh.inbound_services(proxy.workload);
+            listener.local_rate_limits = crate::ratelimit::limits_for(
+                &mesh.rate_limits,
+                &proxy.workload.namespace,
+                &proxy.workload.labels,
+                ROOT_NAMESPACE,
+            );
+            rate_limited = true;
             shared.listeners.push(listener);
             shared.inbound = Some((table, cluster));
+        }
+    }
+    if !rate_limited {
+        // A gateway, or a proxy without inbound listener: nothing to put the limits on.
+        for l in crate::ratelimit::limits_for(
+            &mesh.rate_limits,
+            &proxy.workload.namespace,
+            &proxy.workload.labels,
+            ROOT_NAMESPACE,
+        ) {
+            shared.warnings.push(format!(
+                "proxy {}: LocalRateLimit {} selects it, but it has no inbound listener to limit; not applied",
+                proxy.id, l.name
+            ));
         }
     }
     let resolved = crate::telemetry::resolve(

@@ -31,7 +31,7 @@ fn ms(d: &mesh_api::Duration) -> u64 {
     u64::try_from(d.as_std().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn string_match(m: &api::StringMatch) -> Option<StringMatch> {
+pub(crate) fn string_match(m: &api::StringMatch) -> Option<StringMatch> {
     let kind = if let Some(e) = &m.exact {
         string_match::Kind::Exact(e.clone())
     } else if let Some(p) = &m.prefix {

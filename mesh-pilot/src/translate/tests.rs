@@ -824,3 +824,48 @@ spec:
         mesh_proxy::config::check(&t.config).expect("the proxy accepts it");
     }
 }
+
+#[test]
+fn local_rate_limits_go_on_the_inbound_listener_or_are_warned_about() {
+    let m = mesh(
+        "apiVersion: networking.mesh.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: reviews, namespace: default}
+spec: {workloadSelector: {matchLabels: {app: reviews}}, requestsPerUnit: 5, unit: SECOND}
+",
+    );
+    let with_inbound = ProxyAddresses {
+        inbound: "127.0.0.1:15006".into(),
+        application: "127.0.0.1:9080".into(),
+        ..outbound_only()
+    };
+    let t = run(&m, "reviews-v1", "default", with_inbound);
+    let inbound = t
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.name == INBOUND)
+        .unwrap();
+    assert_eq!(inbound.local_rate_limits.len(), 1);
+    assert_eq!(inbound.local_rate_limits[0].name, "default/reviews");
+    assert!(
+        t.config
+            .listeners
+            .iter()
+            .filter(|l| l.name != INBOUND)
+            .all(|l| l.local_rate_limits.is_empty())
+    );
+    assert!(!t.warnings.iter().any(|w| w.contains("LocalRateLimit")));
+
+    // Without an inbound listener there is nothing to limit: said, not silently dropped.
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    assert!(
+        t.warnings.iter().any(|w| w
+            == "proxy p1: LocalRateLimit default/reviews selects it, but it has no inbound listener to limit; not applied"),
+        "{:?}",
+        t.warnings
+    );
+    // A workload it does not select gets neither.
+    let t = run(&m, "cart", "shop", outbound_only());
+    assert!(!t.warnings.iter().any(|w| w.contains("LocalRateLimit")));
+}

@@ -26,7 +26,7 @@ pub struct Report {
 pub fn check(cfg: &pb::ProxyConfig) -> Result<Report, ConfigError> {
     let upstreams =
         with_env(|env| Upstreams::compile(&cfg.clusters, &cfg.route_tables, None, env))?;
-    let listeners = Listeners::compile(&cfg.listeners, &upstreams, &Default::default())?;
+    let listeners = Listeners::compile(&cfg.listeners, &upstreams, &Default::default(), None)?;
     compile_access_log(cfg.telemetry.as_ref())?;
     compile_metrics(cfg.telemetry.as_ref(), &Telemetry::default())?;
     Ok(Report {
@@ -57,7 +57,7 @@ pub fn check_with(
     let base = shared.map(|s| s.0.clone());
     let upstreams =
         with_env(|env| Upstreams::compile(&own.clusters, &own.route_tables, base, env))?;
-    let listeners = Listeners::compile(&own.listeners, &upstreams, &Default::default())?;
+    let listeners = Listeners::compile(&own.listeners, &upstreams, &Default::default(), None)?;
     compile_access_log(own.telemetry.as_ref())?;
     compile_metrics(own.telemetry.as_ref(), &Telemetry::default())?;
     Ok(Report {

@@ -64,6 +64,11 @@ pub enum ConfigObject {
         listener: usize,
         rule: usize,
     },
+    /// A LocalRateLimit of an inbound listener.
+    LocalRateLimit {
+        listener: usize,
+        limit: usize,
+    },
     /// One of `telemetry.accessLogging.logs`.
     AccessLog {
         index: usize,
@@ -96,6 +101,9 @@ impl fmt::Display for ConfigObject {
             }
             Self::JwtRule { listener, rule } => {
                 write!(f, "listeners[{listener}].jwtRules[{rule}]")
+            }
+            Self::LocalRateLimit { listener, limit } => {
+                write!(f, "listeners[{listener}].localRateLimits[{limit}]")
             }
             Self::AccessLog { index } => write!(f, "telemetry.accessLogging.logs[{index}]"),
             Self::MetricOverride { index } => write!(f, "telemetry.metrics.overrides[{index}]"),

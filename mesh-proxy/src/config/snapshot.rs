@@ -17,6 +17,7 @@ use crate::access_log::{AccessLogConfig, AccessLogError};
 use crate::authz::Fallback;
 use crate::identity::IdentitySlot;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
 use crate::route::{RouteTable, TableError};
 use crate::tcp_route::TcpRoutes;
 use crate::telemetry::Telemetry;
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub listener_security: HashMap<String, Arc<ListenerSecurity>>,
     /// Listeners' layer 4 routes, by listener name; listeners without routes are absent.
     pub tcp_routes: HashMap<String, Arc<TcpRoutes>>,
+    /// Inbound listeners' LocalRateLimits, by listener name; listeners without limits are
+    /// absent, so a config without any costs a request one `is_empty` check.
+    pub rate_limits: HashMap<String, Arc<RateLimits>>,
     /// The access logs, by the side of the call.
     pub access_log: AccessLogConfig,
     /// The metrics overrides, by the side of the call.
@@ -47,6 +51,7 @@ impl Snapshot {
             clusters: HashMap::new(),
             listener_security: HashMap::new(),
             tcp_routes: HashMap::new(),
+            rate_limits: HashMap::new(),
             access_log: AccessLogConfig::default(),
             metrics_overrides: MetricsConfig::default(),
         }
@@ -75,7 +80,13 @@ impl Snapshot {
             purpose: CompileFor::Proxy,
         };
         let upstreams = Upstreams::compile(&cfg.clusters, &cfg.route_tables, None, &env)?;
-        let listeners = Listeners::compile(&cfg.listeners, &upstreams, &env.remote_keys())?;
+        let previous_limits = previous.map(|p| &p.rate_limits);
+        let listeners = Listeners::compile(
+            &cfg.listeners,
+            &upstreams,
+            &env.remote_keys(),
+            previous_limits,
+        )?;
         let access_log = compile_access_log(cfg.telemetry.as_ref())?;
         let metrics_overrides = compile_metrics(cfg.telemetry.as_ref(), &metrics.istio)?;
         for f in &listeners.fallbacks {
@@ -87,6 +98,7 @@ impl Snapshot {
             clusters: upstreams.clusters,
             listener_security: listeners.security,
             tcp_routes: listeners.tcp_routes,
+            rate_limits: listeners.rate_limits,
             access_log,
             metrics_overrides,
         })
@@ -311,6 +323,7 @@ impl Upstreams {
 pub(super) struct Listeners {
     pub(super) security: HashMap<String, Arc<ListenerSecurity>>,
     pub(super) tcp_routes: HashMap<String, Arc<TcpRoutes>>,
+    pub(super) rate_limits: HashMap<String, Arc<RateLimits>>,
     /// Authorization rules compiled with Istio's fallback.
     pub(super) fallbacks: Vec<Fallback>,
 }
@@ -320,14 +333,29 @@ impl Listeners {
         listeners: &[pb::Listener],
         upstreams: &Upstreams,
         remote: &RemoteKeys,
+        previous_limits: Option<&HashMap<String, Arc<RateLimits>>>,
     ) -> Result<Listeners, ConfigError> {
         validate_listeners(listeners, upstreams)?;
         let mut out = Listeners {
             security: HashMap::new(),
             tcp_routes: HashMap::new(),
+            rate_limits: HashMap::new(),
             fallbacks: Vec::new(),
         };
         for (i, l) in listeners.iter().enumerate() {
+            // A limit where it would not be enforced is refused rather than ignored.
+            if l.direction() != pb::Direction::Inbound && !l.local_rate_limits.is_empty() {
+                return Err(ConfigError::new(
+                    ConfigObject::LocalRateLimit {
+                        listener: i,
+                        limit: 0,
+                    },
+                    FieldError::new(
+                        "",
+                        "local rate limits are enforced on inbound listeners only",
+                    ),
+                ));
+            }
             // Inbound listeners only: outbound traffic is not the local workload's to authorize.
             if l.direction() == pb::Direction::Inbound {
                 let security =
@@ -350,6 +378,24 @@ impl Listeners {
                 out.fallbacks
                     .extend(security.authorizer.fallbacks().iter().cloned());
                 out.security.insert(l.name.clone(), Arc::new(security));
+                if !l.local_rate_limits.is_empty() {
+                    let previous = previous_limits.and_then(|p| p.get(&l.name));
+                    let limits = RateLimits::compile(
+                        &l.local_rate_limits,
+                        previous.map(|p| p.as_ref()),
+                        std::time::Instant::now(),
+                    )
+                    .map_err(|e| {
+                        ConfigError::new(
+                            ConfigObject::LocalRateLimit {
+                                listener: i,
+                                limit: e.limit,
+                            },
+                            e.error,
+                        )
+                    })?;
+                    out.rate_limits.insert(l.name.clone(), Arc::new(limits));
+                }
             }
             // A route to a cluster or subset the config lacks is an error, as on HTTP routes.
             if !l.tcp_routes.is_empty() {

@@ -18,7 +18,8 @@ use super::mirror::{self, BodyCopies};
 use super::{edge, inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
-use crate::metrics::{DirectionLabel, Metrics, RequestLabels};
+use crate::metrics::{DirectionLabel, Metrics, RateLimitedLabels, RequestLabels};
+use crate::ratelimit;
 use crate::retry::Overrides;
 use crate::telemetry::{RecordedBody, RequestRecord};
 use crate::upstream::{Cluster, HashInput, Target};
@@ -155,6 +156,14 @@ impl Proxy {
         if let Some(delay) = decision.delay {
             tokio::time::sleep(delay).await;
         }
+        // After authorization, before the request goes anywhere: a refused or locally answered
+        // request takes no token.
+        if !snapshot.rate_limits.is_empty()
+            && matches!(decision.action, Decided::Forward(_))
+            && let Some(limited) = self.rate_limit(conn, &snapshot, &req, grpc)
+        {
+            return limited;
+        }
         let mut resp = match decision.action {
             Decided::Reply(reply) => local_reply(reply, grpc),
             Decided::Forward(f) => self.execute(conn, req, *f, upgrade, grpc).await,
@@ -215,6 +224,37 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// The reply to a request over one of its listener's LocalRateLimits, counted; `None`
+    /// when every limit lets it through.
+    fn rate_limit<B>(
+        &self,
+        conn: &ConnContext,
+        snapshot: &Snapshot,
+        req: &Request<B>,
+        grpc: bool,
+    ) -> Option<Response<ResponseBody>> {
+        let limits = snapshot.rate_limits.get(&conn.listener.name)?;
+        let view = crate::route::RequestView {
+            method: req.method(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+        };
+        let verdict = limits.check(&view, std::time::Instant::now())?;
+        let direction = match conn.listener.direction {
+            Direction::Inbound => DirectionLabel::Inbound,
+            _ => DirectionLabel::Outbound,
+        };
+        self.metrics
+            .rate_limited
+            .get_or_create(&RateLimitedLabels {
+                direction,
+                listener: conn.listener.name.to_string(),
+            })
+            .inc();
+        Some(ratelimit::reply::limited(&verdict, grpc))
+    }
+
     /// Starts the shadow copies of a request, each with a body fed from the original's.
     fn mirror(
         &self,

@@ -67,6 +67,8 @@ pub struct Listeners {
     /// Open connections allowed per listener; more are closed at accept. None: unlimited.
     max_connections: Option<usize>,
     tls: Arc<InboundTls>,
+    /// Where credentials named by gateway servers are read from.
+    credential_dir: Option<std::path::PathBuf>,
     /// Cancelled when the proxy drains: connections finish what is in flight and close.
     pub drain: CancellationToken,
     /// Every connection task, so a drain can wait for them.
@@ -80,6 +82,7 @@ impl Listeners {
         timeouts: Timeouts,
         max_connections: Option<usize>,
         identity: Arc<IdentitySlot>,
+        credential_dir: Option<std::path::PathBuf>,
     ) -> Self {
         let passthrough = passthrough_cluster(&metrics);
         let proxy = Arc::new(Proxy::new(
@@ -97,6 +100,7 @@ impl Listeners {
             timeouts,
             max_connections,
             tls: Arc::new(InboundTls::new(identity)),
+            credential_dir,
             drain: CancellationToken::new(),
             connections: TaskTracker::new(),
         }
@@ -118,12 +122,13 @@ impl Listeners {
                 continue;
             }
             if let Some(tls) = &spec.downstream_tls {
-                let loaded = Termination::load(tls).map_err(|e| {
-                    ConfigError::new(
-                        ConfigObject::Listener { index: i },
-                        FieldError::new("downstreamTls", e.to_string()),
-                    )
-                })?;
+                let loaded =
+                    Termination::load(tls, self.credential_dir.as_deref()).map_err(|e| {
+                        ConfigError::new(
+                            ConfigObject::Listener { index: i },
+                            FieldError::new("downstreamTls", e.to_string()),
+                        )
+                    })?;
                 terminations.insert(spec.name.clone(), Arc::new(loaded));
             }
             match bind(&spec.address) {

@@ -30,10 +30,12 @@ pub enum ResponseFlag {
     NoClusterFound = 1 << 9,
     /// A circuit breaker of the cluster refused the request or connection.
     UpstreamOverflow = 1 << 10,
+    /// A local rate limit refused the request.
+    RateLimited = 1 << 11,
 }
 
 /// Envoy's spelling, in the order of Envoy's flag enum (the order it prints them in).
-const NAMES: [(ResponseFlag, &str); 11] = [
+const NAMES: [(ResponseFlag, &str); 12] = [
     (ResponseFlag::NoHealthyUpstream, "UH"),
     (ResponseFlag::UpstreamRequestTimeout, "UT"),
     (ResponseFlag::UpstreamConnectionFailure, "UF"),
@@ -42,6 +44,7 @@ const NAMES: [(ResponseFlag, &str); 11] = [
     (ResponseFlag::NoRouteFound, "NR"),
     (ResponseFlag::DelayInjected, "DI"),
     (ResponseFlag::FaultInjected, "FI"),
+    (ResponseFlag::RateLimited, "RL"),
     (ResponseFlag::DownstreamConnectionTermination, "DC"),
     (ResponseFlag::UpstreamRetryLimitExceeded, "URX"),
     (ResponseFlag::NoClusterFound, "NC"),

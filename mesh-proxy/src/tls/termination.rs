@@ -4,9 +4,11 @@
 //! handshake goes on (so each server keeps its own certificate and client CA). The files are
 //! checked for changes at most once per [`RELOAD_CHECK`], at accept, so a renewed certificate
 //! (a Kubernetes Secret mount updated in place) is served without a config change; a renewal
-//! that does not load is logged and the previous certificate stays in use.
+//! that does not load is logged and the previous certificate stays in use. A server named by
+//! its credential (a Gateway's `credentialName`) reads the files of that name in the
+//! proxy's credential directory, laid out as a mounted Kubernetes TLS Secret.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,6 +47,66 @@ pub enum TerminationError {
     },
     #[error("certificates[{index}]: {reason}")]
     Config { index: usize, reason: String },
+    #[error("certificates[{index}].credentialName: {name:?}: {reason}")]
+    Credential {
+        index: usize,
+        name: String,
+        reason: String,
+    },
+}
+
+/// The file names of a Kubernetes TLS Secret mounted as a volume.
+pub const CREDENTIAL_CERT: &str = "tls.crt";
+pub const CREDENTIAL_KEY: &str = "tls.key";
+pub const CREDENTIAL_CA: &str = "ca.crt";
+/// Istio's Secret for a credential's client CA when it is not in the credential itself.
+pub const CREDENTIAL_CA_SUFFIX: &str = "-cacert";
+
+/// `c` with the files of its credential in `dir` (`DIR/NAME/tls.crt`, `tls.key`, and for a
+/// client CA `DIR/NAME/ca.crt` or else `DIR/NAME-cacert/ca.crt`); `c` itself when it names
+/// files.
+pub fn resolve_credential(
+    index: usize,
+    c: &pb::ServerCertificate,
+    dir: Option<&Path>,
+) -> Result<pb::ServerCertificate, TerminationError> {
+    let name = &c.credential_name;
+    if name.is_empty() {
+        return Ok(c.clone());
+    }
+    let err = |reason: &str| TerminationError::Credential {
+        index,
+        name: name.clone(),
+        reason: reason.to_owned(),
+    };
+    if name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(err("not a plain name"));
+    }
+    let Some(dir) = dir else {
+        return Err(err(
+            "the proxy has no credential directory (--credential-dir)",
+        ));
+    };
+    let path = |parts: &[&str]| -> String {
+        let p: PathBuf = parts.iter().fold(dir.to_path_buf(), |p, part| p.join(part));
+        p.to_string_lossy().into_owned()
+    };
+    let ca_certificates = if c.credential_client_ca {
+        let own = path(&[name, CREDENTIAL_CA]);
+        if Path::new(&own).exists() {
+            own
+        } else {
+            path(&[&format!("{name}{CREDENTIAL_CA_SUFFIX}"), CREDENTIAL_CA])
+        }
+    } else {
+        String::new()
+    };
+    Ok(pb::ServerCertificate {
+        certificate_chain: path(&[name, CREDENTIAL_CERT]),
+        private_key: path(&[name, CREDENTIAL_KEY]),
+        ca_certificates,
+        ..c.clone()
+    })
 }
 
 /// One Gateway server's TLS: the names it answers and its server config.
@@ -104,9 +166,12 @@ pub struct Termination {
 }
 
 impl Termination {
-    /// Reads every certificate, key and client CA file now; an unreadable or mismatched
-    /// one rejects the whole listener.
-    pub fn load(spec: &pb::DownstreamTls) -> Result<Self, TerminationError> {
+    /// Reads every certificate, key and client CA file now (a credential's in
+    /// `credential_dir`); an unreadable or mismatched one rejects the whole listener.
+    pub fn load(
+        spec: &pb::DownstreamTls,
+        credential_dir: Option<&Path>,
+    ) -> Result<Self, TerminationError> {
         if spec.certificates.is_empty() {
             return Err(TerminationError::Empty);
         }
@@ -115,6 +180,7 @@ impl Termination {
             .iter()
             .enumerate()
             .map(|(index, c)| {
+                let c = &resolve_credential(index, c, credential_dir)?;
                 let entry = ServerEntry {
                     sni_hosts: c.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
                     index,
@@ -378,6 +444,52 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_names_the_files_of_a_mounted_tls_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = pb::ServerCertificate {
+            sni_hosts: vec!["a.example.com".into()],
+            credential_name: "site-a".into(),
+            credential_client_ca: true,
+            require_client_certificate: true,
+            ..Default::default()
+        };
+        let at = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+        // No ca.crt in the credential: Istio's NAME-cacert Secret.
+        let r = resolve_credential(0, &c, Some(dir.path())).unwrap();
+        assert_eq!(r.certificate_chain, at("site-a/tls.crt"));
+        assert_eq!(r.private_key, at("site-a/tls.key"));
+        assert_eq!(r.ca_certificates, at("site-a-cacert/ca.crt"));
+        assert!(r.require_client_certificate);
+        std::fs::create_dir_all(dir.path().join("site-a")).unwrap();
+        std::fs::write(dir.path().join("site-a/ca.crt"), "x").unwrap();
+        let r = resolve_credential(0, &c, Some(dir.path())).unwrap();
+        assert_eq!(r.ca_certificates, at("site-a/ca.crt"));
+        // A server without client CA gets none, even when the credential has one.
+        let simple = pb::ServerCertificate {
+            credential_client_ca: false,
+            ..c.clone()
+        };
+        let r = resolve_credential(0, &simple, Some(dir.path())).unwrap();
+        assert!(r.ca_certificates.is_empty());
+
+        let e = resolve_credential(2, &c, None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "certificates[2].credentialName: \"site-a\": the proxy has no credential directory (--credential-dir)"
+        );
+        for bad in ["../etc", "a/b", ".hidden"] {
+            let c = pb::ServerCertificate {
+                credential_name: bad.into(),
+                ..Default::default()
+            };
+            assert!(
+                resolve_credential(0, &c, Some(dir.path())).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn unreadable_files_are_named_and_keys_never_shown() {
         let spec = pb::DownstreamTls {
             certificates: vec![pb::ServerCertificate {
@@ -386,13 +498,13 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let e = Termination::load(&spec).unwrap_err().to_string();
+        let e = Termination::load(&spec, None).unwrap_err().to_string();
         assert!(
             e.starts_with("certificates[0].certificateChain: /nonexistent/cert.pem"),
             "{e}"
         );
         assert!(matches!(
-            Termination::load(&pb::DownstreamTls::default()),
+            Termination::load(&pb::DownstreamTls::default(), None),
             Err(TerminationError::Empty)
         ));
     }

@@ -299,11 +299,29 @@ fn gateway_args(args: &Args, ca: &LocalCa, g: &LocalGateway) -> Vec<String> {
     for (port, addr) in &g.ports {
         out.extend(["--gateway-port".into(), format!("{port}={addr}")]);
     }
+    out.extend(credential_dir_args(&args.dir));
     out.extend(shared_proxy_args(args));
     if let Some(a) = g.admin {
         out.extend(["--admin-addr".into(), a.to_string()]);
     }
     out
+}
+
+/// The directory of the certificates Gateway servers name by `credentialName`: the config
+/// directory's `credentials/` (one folder per credential with `tls.crt` and `tls.key`, as a
+/// mounted Kubernetes TLS Secret), when it has one.
+pub const CREDENTIALS_DIR: &str = "credentials";
+
+fn credential_dir_args(config_dir: &std::path::Path) -> Vec<String> {
+    let dir = config_dir.join(CREDENTIALS_DIR);
+    if dir.is_dir() {
+        vec![
+            "--credential-dir".into(),
+            dir.to_string_lossy().into_owned(),
+        ]
+    } else {
+        Vec::new()
+    }
 }
 
 fn print_gateways(gateways: &[LocalGateway]) {
@@ -430,5 +448,21 @@ mod tests {
         );
         let cli = Cli::parse_from(["up", "examples/bookinfo"]);
         assert!(shared_proxy_args(&cli.up).is_empty());
+    }
+
+    #[test]
+    fn gateways_get_the_credentials_folder_when_the_directory_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(credential_dir_args(dir.path()).is_empty());
+        std::fs::create_dir(dir.path().join("credentials")).unwrap();
+        let creds = dir
+            .path()
+            .join("credentials")
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            credential_dir_args(dir.path()),
+            ["--credential-dir".to_string(), creds]
+        );
     }
 }
