@@ -70,19 +70,9 @@ fn prefix(p: &str) -> Option<StringMatch> {
     })
 }
 
-/// One Istio match into the proxy's; `None` when a condition cannot be expressed (the match
-/// is then dropped rather than widened).
-fn route_match(
-    m: &HttpMatchRequest,
-    origin: &str,
-    warnings: &mut Vec<String>,
-) -> Option<RouteMatch> {
-    if m.authority.is_some() || m.scheme.is_some() {
-        warnings.push(format!(
-            "{origin}: match on authority or scheme is not supported yet; that match is dropped"
-        ));
-        return None;
-    }
+/// One Istio match into the proxy's (Istio's `translateRouteMatch`): `authority` and `scheme`
+/// match the request's `:authority` and `:scheme`, as Envoy's header matchers on them.
+fn route_match(m: &HttpMatchRequest) -> RouteMatch {
     let headers = m
         .headers
         .iter()
@@ -107,7 +97,7 @@ fn route_match(
                 .filter(|s| s.kind != Some(string_match::Kind::Exact(String::new()))),
         })
         .collect();
-    Some(RouteMatch {
+    RouteMatch {
         path: match &m.uri {
             Some(u) => uri_match(u, m.ignore_uri_case),
             None => prefix("/"),
@@ -115,7 +105,9 @@ fn route_match(
         headers,
         query_parameters,
         method: m.method.as_ref().and_then(string_match),
-    })
+        authority: m.authority.as_ref().and_then(string_match),
+        scheme: m.scheme.as_ref().and_then(string_match),
+    }
 }
 
 fn header_ops(ops: Option<&api::HeaderOperations>) -> Option<HeaderOperations> {
@@ -428,10 +420,7 @@ pub fn http_routes(
         let fault = fault(r.fault.as_ref(), env.origin(), warnings);
         for m in matches {
             let rm = match m {
-                Some(m) => match route_match(m, env.origin(), warnings) {
-                    Some(rm) => rm,
-                    None => continue,
-                },
+                Some(m) => route_match(m),
                 None => RouteMatch {
                     path: prefix("/"),
                     ..Default::default()

@@ -174,6 +174,8 @@ pub fn decide<'s>(
                 authority,
                 &route::RequestView {
                     method: req.method,
+                    authority,
+                    scheme: conn.listener.scheme(),
                     path: req.path(),
                     query: req.query(),
                     headers: req.headers,

@@ -114,6 +114,10 @@ fn percent_decode(s: &str) -> String {
 /// The parts of a request a route may look at.
 pub struct RequestView<'a> {
     pub method: &'a http::Method,
+    /// `:authority` (HTTP/1 `Host`), as the client sent it.
+    pub authority: &'a str,
+    /// `https` when the proxy terminated the client's TLS, else `http`.
+    pub scheme: &'a str,
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
@@ -125,6 +129,8 @@ pub struct RouteMatcher {
     headers: Vec<HeaderMatcher>,
     query: Vec<QueryMatcher>,
     method: Option<StringMatcher>,
+    authority: Option<StringMatcher>,
+    scheme: Option<StringMatcher>,
 }
 
 impl RouteMatcher {
@@ -138,6 +144,8 @@ impl RouteMatcher {
         };
         let path = opt(&m.path, "path")?;
         let method = opt(&m.method, "method")?;
+        let authority = opt(&m.authority, "authority")?;
+        let scheme = opt(&m.scheme, "scheme")?;
         let mut headers = Vec::with_capacity(m.headers.len());
         for (i, h) in m.headers.iter().enumerate() {
             let field = format!("headers[{i}]");
@@ -174,6 +182,8 @@ impl RouteMatcher {
             headers,
             query,
             method,
+            authority,
+            scheme,
         })
     }
 
@@ -183,6 +193,11 @@ impl RouteMatcher {
                 .method
                 .as_ref()
                 .is_none_or(|m| m.matches(req.method.as_str()))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|m| m.matches(req.authority))
+            && self.scheme.as_ref().is_none_or(|m| m.matches(req.scheme))
             && self.headers.iter().all(|h| h.matches(req.headers))
             && self.query.iter().all(|q| q.matches(req.query))
     }
@@ -205,6 +220,8 @@ mod tests {
     ) -> RequestView<'a> {
         RequestView {
             method,
+            authority: "svc",
+            scheme: "http",
             path,
             query,
             headers,
@@ -312,6 +329,30 @@ mod tests {
             "debug missing"
         );
         assert!(!m.matches(&view(&post, "/", None, &h)));
+    }
+
+    #[test]
+    fn authority_as_sent_and_scheme_of_the_connection() {
+        let h = HeaderMap::new();
+        let get = http::Method::GET;
+        let m = RouteMatcher::compile(&pb::RouteMatch {
+            authority: sm(Kind::Regex("shop(:[0-9]+)?".into())),
+            scheme: sm(Kind::Exact("https".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        let req = |authority, scheme| RequestView {
+            authority,
+            scheme,
+            ..view(&get, "/", None, &h)
+        };
+        assert!(m.matches(&req("shop:8443", "https")));
+        assert!(m.matches(&req("shop", "https")));
+        assert!(!m.matches(&req("shop", "http")), "plaintext");
+        assert!(
+            !m.matches(&req("shop.example:8443", "https")),
+            "another host"
+        );
     }
 
     #[test]

@@ -82,6 +82,8 @@ fn table() -> RouteTable {
 fn route_for<'t>(t: &'t RouteTable, authority: &str, headers: &HeaderMap) -> Option<&'t Route> {
     let view = RequestView {
         method: &Method::GET,
+        authority,
+        scheme: "http",
         path: "/",
         query: None,
         headers,

@@ -1,0 +1,58 @@
+//! VirtualService fields through a local mesh (pilot, proxies, echo apps, an HTTP client):
+//! match `authority` and `scheme`, `uriRegexRewrite` and `rewrite.uri` after a regex match,
+//! `redirect.derivePort`, `delegate`.
+
+mod local;
+
+use local::{Caller, Mesh};
+
+fn reviews_vs(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: reviews, namespace: default }}\nspec:\n  hosts: [reviews]\n  http:\n{http}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_on_authority_and_scheme() {
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.write(
+        "vs.yaml",
+        &reviews_vs(
+            r"  - match: [{ authority: { exact: 'reviews.default.svc.cluster.local:9080' } }]
+    route: [{ destination: { host: reviews, subset: v2 } }]
+  - match: [{ authority: { regex: 'reviews\.default(\.svc)?:9080' } }]
+    route: [{ destination: { host: reviews, subset: v3 } }]
+  - match: [{ scheme: { exact: https } }]
+    route: [{ destination: { host: ratings } }]
+  - match: [{ scheme: { exact: http }, headers: { x-scheme: { exact: plain } } }]
+    route: [{ destination: { host: reviews, subset: v3 } }]
+  - route: [{ destination: { host: reviews, subset: v1 } }]
+",
+        ),
+    );
+    mesh.wait_synced().await;
+    let caller = Caller::new(mesh.outbound());
+    for (host, headers, expected) in [
+        (
+            "reviews.default.svc.cluster.local:9080",
+            &[][..],
+            "reviews/v2",
+        ),
+        ("reviews.default:9080", &[], "reviews/v3"),
+        ("reviews.default.svc:9080", &[], "reviews/v3"),
+        // The authority is matched as sent, port included.
+        ("reviews.default.svc.cluster.local", &[], "reviews/v1"),
+        ("reviews:9080", &[], "reviews/v1"),
+        // Plaintext from the app: the scheme is http, never https.
+        ("reviews:9080", &[("x-scheme", "plain")], "reviews/v3"),
+    ] {
+        let a = caller.get(host, "/", headers).await;
+        assert_eq!(a.status, 200, "{host}: {}", a.body);
+        assert_eq!(a.served_by(), expected, "{host} {headers:?}");
+    }
+    assert!(
+        !mesh.problems().contains("authority"),
+        "{}",
+        mesh.problems()
+    );
+}
