@@ -56,3 +56,50 @@ async fn match_on_authority_and_scheme() {
         mesh.problems()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uri_regex_rewrite_and_uri_rewrite_after_regex_or_case_insensitive_matches() {
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.write(
+        "vs.yaml",
+        &reviews_vs(
+            r"  - match: [{ uri: { prefix: /rx/ } }]
+    rewrite: { uriRegexRewrite: { match: '^/rx/([^/]+)/(.*)$', rewrite: '/\2/\1' } }
+    route: [{ destination: { host: reviews, subset: v1 } }]
+  - match: [{ uri: { prefix: /all-o } }]
+    rewrite: { uriRegexRewrite: { match: 'o', rewrite: '0' } }
+    route: [{ destination: { host: reviews, subset: v1 } }]
+  - match: [{ uri: { regex: '/old/[0-9]+' } }]
+    rewrite: { uri: /new }
+    route: [{ destination: { host: reviews, subset: v2 } }]
+  - match: [{ uri: { prefix: /Upper/ }, ignoreUriCase: true }]
+    rewrite: { uri: /lower/ }
+    route: [{ destination: { host: reviews, subset: v3 } }]
+",
+        ),
+    );
+    mesh.wait_synced().await;
+    let caller = Caller::new(mesh.outbound());
+    for (path, expected, served_by) in [
+        // Envoy's regex_rewrite: groups substituted, the query kept.
+        (
+            "/rx/alpha/beta/gamma?q=1",
+            "/beta/gamma/alpha?q=1",
+            "reviews/v1",
+        ),
+        // Every match is replaced.
+        ("/all-of-you/too", "/all-0f-y0u/t00", "reviews/v1"),
+        // rewrite.uri after a regex match: the whole path is replaced (Envoy's
+        // prefix_rewrite on a regex route), the query kept.
+        ("/old/42?x=1", "/new?x=1", "reviews/v2"),
+        // ignoreUriCase: the matched prefix, whatever its case, is replaced.
+        ("/UPPER/Case", "/lower/Case", "reviews/v3"),
+        ("/upper/x", "/lower/x", "reviews/v3"),
+    ] {
+        let a = caller.get("reviews:9080", path, &[]).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        assert_eq!(a.served_by(), served_by, "{path}");
+        assert_eq!(a.path(), expected, "{path}");
+    }
+    assert!(!mesh.problems().contains("rewrite"), "{}", mesh.problems());
+}

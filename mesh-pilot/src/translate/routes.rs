@@ -7,8 +7,8 @@ use mesh_api::networking::{
 };
 use mesh_proto::config::v1::{
     CorsPolicy, DirectResponse, FaultInjection, HeaderMatch, HeaderOperations, HeaderValue,
-    QueryParameterMatch, Redirect, RequestMirror, RetryPolicy, Route, RouteAction, RouteMatch,
-    StringMatch, WeightedCluster, fault_injection, route, string_match,
+    QueryParameterMatch, Redirect, RegexRewrite, RequestMirror, RetryPolicy, Route, RouteAction,
+    RouteMatch, StringMatch, WeightedCluster, fault_injection, route, string_match,
 };
 
 /// What the route builder needs from its caller.
@@ -42,26 +42,6 @@ fn string_match(m: &api::StringMatch) -> Option<StringMatch> {
         return None;
     };
     Some(StringMatch { kind: Some(kind) })
-}
-
-/// `ignoreUriCase`: the proxy matches case-sensitively, so the path becomes an anchored,
-/// case-insensitive regex.
-fn uri_match(m: &api::StringMatch, ignore_case: bool) -> Option<StringMatch> {
-    if !ignore_case {
-        return string_match(m);
-    }
-    let regex = if let Some(e) = &m.exact {
-        format!("(?i){}", regex::escape(e))
-    } else if let Some(p) = &m.prefix {
-        format!("(?i){}.*", regex::escape(p))
-    } else if let Some(r) = &m.regex {
-        format!("(?i){r}")
-    } else {
-        return None;
-    };
-    Some(StringMatch {
-        kind: Some(string_match::Kind::Regex(regex)),
-    })
 }
 
 fn prefix(p: &str) -> Option<StringMatch> {
@@ -99,9 +79,11 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
         .collect();
     RouteMatch {
         path: match &m.uri {
-            Some(u) => uri_match(u, m.ignore_uri_case),
+            Some(u) => string_match(u),
             None => prefix("/"),
         },
+        // Envoy's `case_sensitive: false`, which leaves a regex case-sensitive.
+        path_ignore_case: m.ignore_uri_case,
         headers,
         query_parameters,
         method: m.method.as_ref().and_then(string_match),
@@ -250,11 +232,6 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
         }
     }
     let rewrite = r.rewrite.as_ref();
-    if rewrite.is_some_and(|rw| rw.uri_regex_rewrite.is_some()) {
-        warnings.push(format!(
-            "{origin}: rewrite.uriRegexRewrite is not supported yet; ignored"
-        ));
-    }
     route::Action::Route(RouteAction {
         clusters,
         timeout_ms: r.timeout.as_ref().map(ms).unwrap_or(0),
@@ -264,6 +241,12 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
             .and_then(|rw| rw.authority.clone())
             .unwrap_or_default(),
         mirrors: mirrors(r, env, warnings),
+        regex_rewrite: rewrite
+            .and_then(|rw| rw.uri_regex_rewrite.as_ref())
+            .map(|rr| RegexRewrite {
+                pattern: rr.match_.clone(),
+                substitution: rr.rewrite.clone(),
+            }),
     })
 }
 

@@ -126,6 +126,8 @@ pub struct RequestView<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct RouteMatcher {
     pub path: Option<StringMatcher>,
+    /// An exact or prefix path compared ignoring ASCII case (Envoy's `case_sensitive: false`).
+    path_ignore_case: bool,
     headers: Vec<HeaderMatcher>,
     query: Vec<QueryMatcher>,
     method: Option<StringMatcher>,
@@ -179,6 +181,7 @@ impl RouteMatcher {
         }
         Ok(Self {
             path,
+            path_ignore_case: m.path_ignore_case,
             headers,
             query,
             method,
@@ -188,7 +191,7 @@ impl RouteMatcher {
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.path.as_ref().is_none_or(|m| m.matches(req.path))
+        self.path_matches(req.path)
             && self
                 .method
                 .as_ref()
@@ -200,6 +203,21 @@ impl RouteMatcher {
             && self.scheme.as_ref().is_none_or(|m| m.matches(req.scheme))
             && self.headers.iter().all(|h| h.matches(req.headers))
             && self.query.iter().all(|q| q.matches(req.query))
+    }
+}
+
+impl RouteMatcher {
+    fn path_matches(&self, path: &str) -> bool {
+        match (&self.path, self.path_ignore_case) {
+            (None, _) => true,
+            (Some(StringMatcher::Exact(e)), true) => path.eq_ignore_ascii_case(e),
+            (Some(StringMatcher::Prefix(p)), true) => path
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
+            // Envoy ignores `case_sensitive` for a regex.
+            (Some(m), _) => m.matches(path),
+        }
     }
 }
 
@@ -329,6 +347,26 @@ mod tests {
             "debug missing"
         );
         assert!(!m.matches(&view(&post, "/", None, &h)));
+    }
+
+    #[test]
+    fn exact_and_prefix_paths_ignoring_case() {
+        let h = HeaderMap::new();
+        let get = http::Method::GET;
+        let m = |kind: Kind, path: &str| {
+            RouteMatcher::compile(&pb::RouteMatch {
+                path: sm(kind),
+                path_ignore_case: true,
+                ..Default::default()
+            })
+            .unwrap()
+            .matches(&view(&get, path, None, &h))
+        };
+        assert!(m(Kind::Exact("/Login".into()), "/LOGIN"));
+        assert!(!m(Kind::Exact("/Login".into()), "/LOGIN/x"));
+        assert!(m(Kind::Prefix("/Api/".into()), "/api/users"));
+        assert!(!m(Kind::Prefix("/Api/".into()), "/ap"));
+        assert!(!m(Kind::Regex("/api".into()), "/API"), "regex: case kept");
     }
 
     #[test]

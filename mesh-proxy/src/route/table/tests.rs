@@ -1,4 +1,6 @@
 use super::*;
+use crate::route::matcher::RouteMatcher;
+use crate::route::rewrite_path;
 use http::{HeaderMap, Method};
 use mesh_proto::config::v1::{route::Action as PbAction, string_match::Kind};
 
@@ -283,5 +285,14 @@ fn prefix_rewrite_replaces_the_matched_prefix() {
     assert_eq!(
         rewrite_path(&RouteMatcher::default(), "/base", "/x"),
         "/base/x"
+    );
+    // As Envoy's prefix_rewrite on a regex route: the whole matched path is replaced.
+    assert_eq!(
+        rewrite_path(
+            &m(Kind::Regex("/api/v[0-9]+/.*".into())),
+            "/v1",
+            "/api/v2/users"
+        ),
+        "/v1"
     );
 }
