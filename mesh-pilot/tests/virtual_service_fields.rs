@@ -103,3 +103,39 @@ async fn uri_regex_rewrite_and_uri_rewrite_after_regex_or_case_insensitive_match
     }
     assert!(!mesh.problems().contains("rewrite"), "{}", mesh.problems());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_derive_port() {
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.write(
+        "vs.yaml",
+        &reviews_vs(
+            r"  - match: [{ uri: { prefix: /secure } }]
+    redirect: { scheme: https, derivePort: FROM_PROTOCOL_DEFAULT }
+  - match: [{ uri: { prefix: /plain } }]
+    redirect: { uri: /moved, derivePort: FROM_PROTOCOL_DEFAULT }
+  - match: [{ uri: { prefix: /elsewhere } }]
+    redirect: { authority: other.example, derivePort: FROM_REQUEST_PORT }
+  - route: [{ destination: { host: reviews, subset: v1 } }]
+",
+        ),
+    );
+    mesh.wait_synced().await;
+    let caller = Caller::new(mesh.outbound());
+    for (path, location) in [
+        // The scheme's default port: none in the Location, whatever the request's was.
+        ("/secure/a?b=1", "https://reviews/secure/a?b=1"),
+        ("/plain", "http://reviews/moved"),
+        // The port the request was addressed to (the service port), with the new host.
+        ("/elsewhere", "http://other.example:9080/elsewhere"),
+    ] {
+        let a = caller.get("reviews:9080", path, &[]).await;
+        assert_eq!(a.status, 301, "{path}: {}", a.body);
+        assert_eq!(a.headers["location"], location, "{path}");
+    }
+    assert!(
+        !mesh.problems().contains("derivePort"),
+        "{}",
+        mesh.problems()
+    );
+}

@@ -176,17 +176,19 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> route::Action {
     let origin = env.origin();
     if let Some(rd) = &r.redirect {
-        if rd.derive_port.is_some() {
-            warnings.push(format!(
-                "{origin}: redirect.derivePort is not supported yet; the request's port is kept"
-            ));
-        }
+        // Istio's `ApplyRedirect`: FROM_REQUEST_PORT is the port the route is built for (the
+        // port the request was addressed to); FROM_PROTOCOL_DEFAULT leaves the port out.
+        let derive = rd.derive_port.as_deref();
         return route::Action::Redirect(Redirect {
             scheme: rd.scheme.clone().unwrap_or_default(),
             host: rd.authority.clone().unwrap_or_default(),
-            port: rd.port.unwrap_or(0),
+            port: match derive {
+                Some("FROM_REQUEST_PORT") => env.port(),
+                _ => rd.port.unwrap_or(0),
+            },
             path: rd.uri.clone().unwrap_or_default(),
             response_code: rd.redirect_code.unwrap_or(301),
+            scheme_default_port: derive == Some("FROM_PROTOCOL_DEFAULT"),
         });
     }
     if let Some(dr) = &r.direct_response {

@@ -242,6 +242,7 @@ fn redirect_and_direct_response() {
             port: 0,
             path: "/new".into(),
             response_code: 308,
+            scheme_default_port: false,
         }))
     );
     assert_eq!(

@@ -86,6 +86,8 @@ pub struct Redirect {
     pub scheme: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// No port in the Location: the scheme's default.
+    pub scheme_default_port: bool,
     pub path: Option<String>,
     pub status: StatusCode,
 }
@@ -396,6 +398,7 @@ impl Redirect {
             scheme: non_empty(&r.scheme),
             host: non_empty(&r.host),
             port,
+            scheme_default_port: r.scheme_default_port,
             path: non_empty(&r.path),
             status,
         })
@@ -408,7 +411,14 @@ impl Redirect {
             .host
             .as_deref()
             .unwrap_or_else(|| strip_port(authority));
+        let default_port = match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        };
         let port = match self.port {
+            _ if self.scheme_default_port => String::new(),
+            Some(p) if Some(p) == default_port => String::new(),
             Some(p) => format!(":{p}"),
             // Keep the request's port only when the host is kept too, and not the old
             // scheme's default port on a scheme change (Envoy's `https_redirect` drops `:80`).
