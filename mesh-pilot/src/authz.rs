@@ -297,6 +297,42 @@ pub fn mtls_for(
     (resolved, ports)
 }
 
+/// Whether any PeerAuthentication sets DISABLE (for a workload or a port): only then may an
+/// endpoint need plaintext from its callers, so the per-endpoint check below is skipped
+/// otherwise.
+pub fn any_mtls_disable(resources: &[Resource]) -> bool {
+    resources.iter().any(|r| {
+        let Resource::PeerAuthentication(o) = r else {
+            return false;
+        };
+        let disable = |m: &sec::Mtls| m.mode == sec::MtlsMode::Disable;
+        o.spec.mtls.as_ref().is_some_and(disable)
+            || o.spec
+                .port_level_mtls
+                .iter()
+                .flatten()
+                .any(|(_, m)| disable(m))
+    })
+}
+
+/// Whether the workload (`namespace`, `labels`) accepts only plaintext on `port` (its
+/// effective PeerAuthentication mode there is DISABLE): callers' auto mTLS then sends
+/// plaintext, as Istio's `mtlsChecker` drops the endpoint's `tlsMode`.
+pub fn mtls_disabled_on(
+    resources: &[Resource],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    port: u32,
+    root_namespace: &str,
+) -> bool {
+    let (mode, ports) = mtls_for(resources, namespace, labels, root_namespace);
+    let mode = ports
+        .iter()
+        .find(|p| p.port == port)
+        .map_or(mode, |p| p.mode());
+    mode == pb::MtlsMode::Disable
+}
+
 fn keep_oldest<'a>(
     slot: &mut Option<&'a Object<sec::PeerAuthentication>>,
     o: &'a Object<sec::PeerAuthentication>,
@@ -658,6 +694,26 @@ spec:
         // A selector in the root namespace applies to no workload.
         let root_sel = pa("root-sel", ROOT, Some("httpbin"), "DISABLE", &[]);
         assert_eq!(m(&[mesh, root_sel].concat(), "foo"), pb::MtlsMode::Strict);
+    }
+
+    #[test]
+    fn disabled_for_callers_by_workload_then_port() {
+        let strict_port_off = load(&pa(
+            "wl",
+            "foo",
+            Some("httpbin"),
+            "STRICT",
+            &[(8080, "DISABLE")],
+        ));
+        assert!(any_mtls_disable(&strict_port_off));
+        let off = |r: &[Resource], port| mtls_disabled_on(r, "foo", &httpbin(), port, ROOT);
+        assert!(off(&strict_port_off, 8080));
+        assert!(!off(&strict_port_off, 9090));
+        let ns_off = load(&pa("ns", "foo", None, "DISABLE", &[]));
+        assert!(off(&ns_off, 9090));
+        assert!(!mtls_disabled_on(&ns_off, "bar", &httpbin(), 9090, ROOT));
+        let strict = load(&pa("mesh", ROOT, None, "STRICT", &[]));
+        assert!(!any_mtls_disable(&strict));
     }
 
     #[test]

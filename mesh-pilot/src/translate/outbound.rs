@@ -61,6 +61,9 @@ pub(super) struct Builder<'a> {
     /// Visible VirtualServices by exact host (the first wins), and the wildcard hosts.
     vs_exact: HashMap<&'a str, &'a VsEntry>,
     vs_wildcard: Vec<(&'a str, &'a VsEntry)>,
+    /// The PeerAuthentications when one of them sets DISABLE (their endpoints get plaintext
+    /// from auto mTLS); `None` otherwise.
+    mtls_disabling: Option<&'a [mesh_api::Resource]>,
     pub(super) warnings: Vec<String>,
 }
 
@@ -133,6 +136,8 @@ impl<'a> Builder<'a> {
             drs,
             vs_exact,
             vs_wildcard,
+            mtls_disabling: crate::authz::any_mtls_disable(&index.security)
+                .then_some(index.security.as_slice()),
             warnings: Vec::new(),
         }
     }
@@ -301,6 +306,7 @@ impl<'a> Builder<'a> {
                         sans,
                         port,
                         subset.map(|s| &s.labels),
+                        self.mtls_disabling,
                         &name,
                         warnings,
                     ),
@@ -418,11 +424,13 @@ pub fn socket_addr(host: &str, port: u32) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn endpoints(
     svc: &Service,
     subject_alt_names: &[String],
     port: &ServicePort,
     subset: Option<&BTreeMap<String, String>>,
+    mtls_disabling: Option<&[mesh_api::Resource]>,
     cluster: &str,
     warnings: &mut Vec<String>,
 ) -> Vec<Endpoint> {
@@ -449,6 +457,12 @@ fn endpoints(
                 return None;
             }
             let p = e.ports.get(&port.number).copied().unwrap_or(port.number);
+            // A workload whose PeerAuthentication is DISABLE on this port accepts plaintext
+            // only: its callers' auto mTLS must not start TLS (Istio's `mtlsChecker`).
+            let namespace = e.workload.as_ref().map_or(&svc.namespace, |(ns, _)| ns);
+            let plaintext_only = mtls_disabling.is_some_and(|security| {
+                crate::authz::mtls_disabled_on(security, namespace, &e.labels, p, ROOT_NAMESPACE)
+            });
             Some(Endpoint {
                 address: socket_addr(&e.address, p),
                 labels: e
@@ -458,7 +472,7 @@ fn endpoints(
                     .collect(),
                 weight: e.weight,
                 identities: identities(e, subject_alt_names),
-                sidecar: e.sidecar,
+                sidecar: e.sidecar && !plaintext_only,
             })
         })
         .collect();

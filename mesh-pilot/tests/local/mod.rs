@@ -14,12 +14,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mesh_citadel::{Ca, SpiffeId};
 use mesh_echo::{EchoConfig, EchoHandle};
 use mesh_pilot::server::Pilot;
 use mesh_pilot::watch::Debounce;
 use mesh_proto::discovery::v1::{GatewayAddresses, Node, ProxyAddresses};
 use mesh_proxy::Server;
 use mesh_proxy::discovery::DiscoveryClient;
+use mesh_proxy::identity::{Identity, IdentityHandle};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 pub const SAMPLES: &str = "../tests/conformance/istio/samples/bookinfo/networking";
@@ -37,6 +41,9 @@ pub fn free_addr() -> SocketAddr {
 }
 
 struct Workload {
+    /// `service-version`, and the inbound (workload) port its WorkloadEntry declares.
+    name: String,
+    inbound: u16,
     _app: Option<EchoHandle>,
     proxy: Arc<Server>,
     outbound: Option<SocketAddr>,
@@ -55,6 +62,8 @@ pub struct Mesh {
     grpc: SocketAddr,
     workloads: Vec<Workload>,
     expected_generation: u64,
+    /// Signs every workload's certificate when the mesh runs mTLS.
+    ca: Option<Ca>,
 }
 
 /// ServiceEntry + WorkloadEntry YAML for (service, version, inbound port) triples, every
@@ -80,6 +89,16 @@ impl Mesh {
     /// Pilot plus productpage (the caller, with an outbound listener), reviews v1/v2/v3 and
     /// ratings v1, with the bookinfo sample's DestinationRules (subsets v1, v2, v3).
     pub async fn bookinfo() -> Self {
+        Self::bookinfo_with(None).await
+    }
+
+    /// As [`Mesh::bookinfo`], every proxy with a workload certificate of one CA
+    /// (`spiffe://cluster.local/ns/default/sa/bookinfo-<service>`), so auto mTLS is on.
+    pub async fn bookinfo_with_mtls() -> Self {
+        Self::bookinfo_with(Some(Ca::self_signed(TRUST_DOMAIN).unwrap())).await
+    }
+
+    async fn bookinfo_with(ca: Option<Ca>) -> Self {
         let workloads = [
             ("productpage", "v1"),
             ("reviews", "v1"),
@@ -110,6 +129,7 @@ impl Mesh {
             grpc,
             workloads: Vec::new(),
             expected_generation: 0,
+            ca,
         };
         for (service, version, port) in ports {
             mesh.add_workload(service, version, port, service == "productpage")
@@ -144,15 +164,33 @@ impl Mesh {
             }),
             ..Default::default()
         };
-        self.connect(node, Some(app), outbound);
+        let identity = self
+            .ca
+            .as_ref()
+            .map(|ca| workload_identity(ca, &format!("bookinfo-{service}")));
+        self.connect(node, Some(app), outbound, identity);
+        let w = self.workloads.last_mut().unwrap();
+        w.name = format!("{service}-{version}");
+        w.inbound = inbound;
     }
 
-    fn connect(&mut self, node: Node, app: Option<EchoHandle>, outbound: Option<SocketAddr>) {
+    fn connect(
+        &mut self,
+        node: Node,
+        app: Option<EchoHandle>,
+        outbound: Option<SocketAddr>,
+        identity: Option<IdentityHandle>,
+    ) {
         let proxy = Server::new();
+        if let Some(identity) = identity {
+            proxy.set_identity(identity);
+        }
         let stop = CancellationToken::new();
         let client = DiscoveryClient::new(proxy.clone(), format!("http://{}", self.grpc), node);
         tokio::spawn(client.run(stop.clone()));
         self.workloads.push(Workload {
+            name: String::new(),
+            inbound: 0,
             _app: app,
             proxy,
             outbound,
@@ -177,7 +215,7 @@ impl Mesh {
             }),
             ..Default::default()
         };
-        self.connect(node, None, None);
+        self.connect(node, None, None, None);
         port80
     }
 
@@ -231,6 +269,16 @@ impl Mesh {
         std::fs::rename(&staging, self.dir.path().join(name)).unwrap();
     }
 
+    /// The workload port of `service-version` (its WorkloadEntry's `http` port).
+    pub fn inbound_port(&self, service: &str, version: &str) -> u16 {
+        let name = format!("{service}-{version}");
+        self.workloads
+            .iter()
+            .find(|w| w.name == name)
+            .map(|w| w.inbound)
+            .expect("workload")
+    }
+
     /// The caller's (productpage's) outbound listener.
     pub fn outbound(&self) -> SocketAddr {
         self.workloads
@@ -238,6 +286,26 @@ impl Mesh {
             .find_map(|w| w.outbound)
             .expect("productpage outbound")
     }
+}
+
+pub const TRUST_DOMAIN: &str = "cluster.local";
+
+/// A certificate of `default/<sa>` signed by `ca`, for a proxy's mTLS.
+fn workload_identity(ca: &Ca, sa: &str) -> IdentityHandle {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
+    let id = SpiffeId::new(TRUST_DOMAIN, "default", sa).unwrap();
+    let chain = ca
+        .sign(&csr.pem().unwrap(), &id, None)
+        .unwrap()
+        .iter()
+        .map(|pem| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    IdentityHandle::fixed(Identity::from_parts(chain, key, ca.roots().to_vec()).unwrap())
 }
 
 /// An answer: status, headers, and the echo app's JSON (`Null` when the body is not JSON).
