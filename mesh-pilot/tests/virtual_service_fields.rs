@@ -139,3 +139,85 @@ async fn redirect_derive_port() {
         mesh.problems()
     );
 }
+
+/// The gateway's workload and a Gateway for it on port 80, any host.
+const EDGE: &str = "\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: istio-ingressgateway, namespace: istio-system }
+spec:
+  address: 127.0.0.1
+  labels: { istio: ingressgateway }
+  serviceAccount: istio-ingressgateway
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: edge, namespace: default }
+spec:
+  selector: { istio: ingressgateway }
+  servers:
+  - port: { number: 80, name: http, protocol: HTTP }
+    hosts: ['*']
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_virtual_services_at_a_gateway() {
+    let mut mesh = Mesh::bookinfo().await;
+    mesh.write("edge.yaml", EDGE);
+    mesh.write(
+        "routes.yaml",
+        "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: shop, namespace: default }
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - match: [{ uri: { prefix: /reviews } }]
+    headers: { response: { set: { x-root: shop } } }
+    delegate: { name: reviews-team, namespace: team }
+  - route: [{ destination: { host: ratings, port: { number: 9080 } } }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews-team, namespace: team }
+spec:
+  http:
+  - match: [{ uri: { prefix: /reviews/v2 } }]
+    route: [{ destination: { host: reviews.default.svc.cluster.local, subset: v2, port: { number: 9080 } } }]
+  - match: [{ uri: { prefix: /other } }]
+    route: [{ destination: { host: reviews.default.svc.cluster.local, subset: v3, port: { number: 9080 } } }]
+  - route: [{ destination: { host: reviews.default.svc.cluster.local, subset: v1, port: { number: 9080 } } }]
+",
+    );
+    let gateway = mesh
+        .add_gateway("istio-ingressgateway", "istio-system")
+        .await;
+    mesh.wait_synced().await;
+    let client = Caller::new(gateway);
+    for (path, served_by) in [
+        // The delegate's routes, each under the root's match.
+        ("/reviews/v2/1", "reviews/v2"),
+        ("/reviews/1", "reviews/v1"),
+        // The delegate's /other route conflicts with the root's /reviews: dropped, so /other
+        // is not the delegate's and falls to the root's next route.
+        ("/other", "ratings/v1"),
+        ("/", "ratings/v1"),
+    ] {
+        let a = client.get("shop.example.com", path, &[]).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        assert_eq!(a.served_by(), served_by, "{path}");
+        let delegated = served_by.starts_with("reviews");
+        assert_eq!(
+            a.headers.get("x-root").is_some(),
+            delegated,
+            "{path}: the root's settings apply to the delegate's routes"
+        );
+    }
+    assert!(
+        mesh.problems().contains("conflicts"),
+        "the dropped route is reported: {}",
+        mesh.problems()
+    );
+}

@@ -382,11 +382,9 @@ pub fn http_routes(
 ) -> Vec<Route> {
     let mut out = Vec::new();
     for r in http {
+        // The index replaced every delegating route whose delegate it found by the delegate's
+        // routes (`delegate.rs`) and warned about the others.
         if r.delegate.is_some() {
-            warnings.push(format!(
-                "{}: delegate is not supported yet; route skipped",
-                env.origin()
-            ));
             continue;
         }
         let matches: Vec<Option<&HttpMatchRequest>> = if r.matches.is_empty() {
