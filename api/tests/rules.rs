@@ -401,8 +401,9 @@ spec:
         panic!()
     };
     assert_eq!(se.spec.resolution, mesh_api::networking::Resolution::None);
+    assert_eq!(se.spec.location, None);
     assert_eq!(
-        se.spec.location,
+        se.spec.location.unwrap_or_default(),
         mesh_api::networking::Location::MeshExternal
     );
     let Resource::AuthorizationPolicy(ap) = &ok[1] else {

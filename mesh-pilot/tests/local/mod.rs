@@ -74,7 +74,7 @@ pub fn services_yaml(entries: &[(&str, &str, u16)]) -> String {
     services.dedup();
     for s in services {
         docs.push(format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {s}, namespace: default }}\nspec:\n  hosts: [{s}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{ number: 9080, name: http, protocol: HTTP }}]\n  workloadSelector: {{ labels: {{ app: {s} }} }}\n"
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: {s}, namespace: default }}\nspec:\n  hosts: [{s}.default.svc.cluster.local]\n  resolution: STATIC\n  ports: [{{ number: 9080, name: http, protocol: HTTP }}]\n  workloadSelector: {{ labels: {{ app: {s} }} }}\n"
         ));
     }
     for (s, v, port) in entries {
