@@ -1,6 +1,6 @@
 //! Fields of Istio's networking kinds that validate but that the mesh does not act on, so
 //! `meshctl validate` and pilot say so instead of dropping them without a word. What pilot
-//! itself reports while translating (connection pool fields, `delegate`, ...) is not repeated.
+//! itself reports while translating (connection pool fields, ...) is not repeated.
 
 use super::Errors;
 use crate::networking::{
