@@ -14,6 +14,7 @@ use super::l4::{self, EgressListener};
 use super::routes::{self, RouteEnv};
 use super::scope::{ROOT_NAMESPACE, ScopeKey, SidecarEntry};
 use super::{hosts, policy, resilience};
+use crate::authz::MtlsDisabled;
 use crate::registry::{Protocol, Service, ServicePort, export_visible, labels_match};
 
 /// Name of the outbound route table and listener.
@@ -61,9 +62,8 @@ pub(super) struct Builder<'a> {
     /// Visible VirtualServices by exact host (the first wins), and the wildcard hosts.
     vs_exact: HashMap<&'a str, &'a VsEntry>,
     vs_wildcard: Vec<(&'a str, &'a VsEntry)>,
-    /// The PeerAuthentications when one of them sets DISABLE (their endpoints get plaintext
-    /// from auto mTLS); `None` otherwise.
-    mtls_disabling: Option<&'a [mesh_api::Resource]>,
+    /// Which workloads take plaintext only, when a PeerAuthentication sets DISABLE.
+    mtls_disabled: Option<MtlsDisabled<'a>>,
     pub(super) warnings: Vec<String>,
 }
 
@@ -136,8 +136,7 @@ impl<'a> Builder<'a> {
             drs,
             vs_exact,
             vs_wildcard,
-            mtls_disabling: crate::authz::any_mtls_disable(&index.security)
-                .then_some(index.security.as_slice()),
+            mtls_disabled: MtlsDisabled::new(&index.security, ROOT_NAMESPACE),
             warnings: Vec::new(),
         }
     }
@@ -306,7 +305,7 @@ impl<'a> Builder<'a> {
                         sans,
                         port,
                         subset.map(|s| &s.labels),
-                        self.mtls_disabling,
+                        self.mtls_disabled.as_ref(),
                         &name,
                         warnings,
                     ),
@@ -430,7 +429,7 @@ fn endpoints(
     subject_alt_names: &[String],
     port: &ServicePort,
     subset: Option<&BTreeMap<String, String>>,
-    mtls_disabling: Option<&[mesh_api::Resource]>,
+    mtls_disabled: Option<&MtlsDisabled<'_>>,
     cluster: &str,
     warnings: &mut Vec<String>,
 ) -> Vec<Endpoint> {
@@ -460,9 +459,7 @@ fn endpoints(
             // A workload whose PeerAuthentication is DISABLE on this port accepts plaintext
             // only: its callers' auto mTLS must not start TLS (Istio's `mtlsChecker`).
             let namespace = e.workload.as_ref().map_or(&svc.namespace, |(ns, _)| ns);
-            let plaintext_only = mtls_disabling.is_some_and(|security| {
-                crate::authz::mtls_disabled_on(security, namespace, &e.labels, p, ROOT_NAMESPACE)
-            });
+            let plaintext_only = mtls_disabled.is_some_and(|d| d.on(namespace, &e.labels, p));
             Some(Endpoint {
                 address: socket_addr(&e.address, p),
                 labels: e
