@@ -115,6 +115,60 @@ spec:
 }
 
 #[test]
+fn service_entry_location_and_gateway_server_names() {
+    let w = warned(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  location: MESH_INTERNAL
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 198.18.0.9}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - name: public
+    port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+  - port: {number: 8080, name: http-alt, protocol: HTTP}
+    hosts: ['*']
+",
+    );
+    let at = |field: &str| w.iter().filter(|l| l.contains(field)).count();
+    assert_eq!(
+        at("spec.location"),
+        2,
+        "both values, not the absent one: {w:?}"
+    );
+    assert_eq!(at("spec.servers[0].name"), 1, "{w:?}");
+    assert_eq!(at("spec.servers[1]"), 0, "{w:?}");
+    assert_eq!(w.len(), 3, "{w:?}");
+}
+
+#[test]
 fn fields_the_mesh_implements_are_not_warned() {
     let w = warned(
         "apiVersion: networking.istio.io/v1

@@ -61,6 +61,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - redirect: {redirectCode: 200}\n", "spec.http[0].redirect: redirect must specify URI, authority, scheme, or port"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - redirect: {uri: /x, redirectCode: 200}\n", "spec.http[0].redirect.redirectCode: 200 is not a valid redirect code, must be 3xx"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    rewrite: {}\n", "spec.http[0].rewrite: rewrite must specify URI, authority, or uriRegexRewrite"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    rewrite: {uriRegexRewrite: {match: '^/a', rewrite: ''}}\n", "spec.http[0].rewrite.uriRegexRewrite: UriRegexRewrite requires both Rewrite and Match fields to be specified"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /}}]\n", "spec.http[0]: HTTP route, redirect, direct response or delegate is required"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - directResponse: {status: 99}\n", "spec.http[0].directResponse.status: invalid status 99"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, port: {number: 0}}\n", "spec.http[0].route[0].destination.port.number: port number 0 must be between 1-65535"),
@@ -401,8 +402,9 @@ spec:
         panic!()
     };
     assert_eq!(se.spec.resolution, mesh_api::networking::Resolution::None);
+    assert_eq!(se.spec.location, None);
     assert_eq!(
-        se.spec.location,
+        se.spec.location.unwrap_or_default(),
         mesh_api::networking::Location::MeshExternal
     );
     let Resource::AuthorizationPolicy(ap) = &ok[1] else {

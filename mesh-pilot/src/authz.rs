@@ -2,7 +2,8 @@
 //! apply to it (Istio's selection and precedence), translated into the proxy's model.
 //! Pure functions of the store's resources and the workload's namespace and labels.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use mesh_api::security::authorization_policy::{self as api, Action};
 use mesh_api::security::{self as sec, WorkloadSelector};
@@ -295,6 +296,54 @@ pub fn mtls_for(
         .collect();
     ports.sort_by_key(|p| p.port);
     (resolved, ports)
+}
+
+/// The workloads whose PeerAuthentication is DISABLE on a port: callers' auto mTLS sends them
+/// plaintext, as Istio's `mtlsChecker` drops such endpoints' `tlsMode`. Modes are resolved once
+/// per workload (namespace, labels), and with the rule the workload's own proxy applies.
+#[derive(Debug)]
+pub struct MtlsDisabled<'a> {
+    security: &'a [Resource],
+    root_namespace: &'a str,
+    modes: RefCell<WorkloadModes>,
+}
+
+type WorkloadModes = HashMap<(String, BTreeMap<String, String>), (pb::MtlsMode, Vec<pb::PortMtls>)>;
+
+impl<'a> MtlsDisabled<'a> {
+    /// `None` when no PeerAuthentication sets DISABLE (for a workload or a port), so no
+    /// endpoint needs the check.
+    pub fn new(security: &'a [Resource], root_namespace: &'a str) -> Option<Self> {
+        let disable = |m: &sec::Mtls| m.mode == sec::MtlsMode::Disable;
+        let any = security.iter().any(|r| {
+            let Resource::PeerAuthentication(o) = r else {
+                return false;
+            };
+            o.spec.mtls.as_ref().is_some_and(disable)
+                || o.spec
+                    .port_level_mtls
+                    .iter()
+                    .flatten()
+                    .any(|(_, m)| disable(m))
+        });
+        any.then(|| Self {
+            security,
+            root_namespace,
+            modes: RefCell::default(),
+        })
+    }
+
+    /// Whether the workload (`namespace`, `labels`) takes plaintext only on `port`.
+    pub fn on(&self, namespace: &str, labels: &BTreeMap<String, String>, port: u32) -> bool {
+        let Ok(port) = u16::try_from(port) else {
+            return false;
+        };
+        let mut modes = self.modes.borrow_mut();
+        let (mode, ports) = modes
+            .entry((namespace.to_string(), labels.clone()))
+            .or_insert_with(|| mtls_for(self.security, namespace, labels, self.root_namespace));
+        mesh_proxy::authz::effective_mtls(*mode, ports, port) == pb::MtlsMode::Disable
+    }
 }
 
 fn keep_oldest<'a>(
@@ -658,6 +707,26 @@ spec:
         // A selector in the root namespace applies to no workload.
         let root_sel = pa("root-sel", ROOT, Some("httpbin"), "DISABLE", &[]);
         assert_eq!(m(&[mesh, root_sel].concat(), "foo"), pb::MtlsMode::Strict);
+    }
+
+    #[test]
+    fn disabled_for_callers_by_workload_then_port() {
+        let strict_port_off = load(&pa(
+            "wl",
+            "foo",
+            Some("httpbin"),
+            "STRICT",
+            &[(8080, "DISABLE")],
+        ));
+        let d = MtlsDisabled::new(&strict_port_off, ROOT).unwrap();
+        assert!(d.on("foo", &httpbin(), 8080));
+        assert!(!d.on("foo", &httpbin(), 9090));
+        let ns_off = load(&pa("ns", "foo", None, "DISABLE", &[]));
+        let d = MtlsDisabled::new(&ns_off, ROOT).unwrap();
+        assert!(d.on("foo", &httpbin(), 9090));
+        assert!(!d.on("bar", &httpbin(), 9090));
+        let strict = load(&pa("mesh", ROOT, None, "STRICT", &[]));
+        assert!(MtlsDisabled::new(&strict, ROOT).is_none());
     }
 
     #[test]

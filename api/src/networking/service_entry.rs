@@ -32,7 +32,9 @@ pub struct ServiceEntry {
     pub addresses: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
-    pub location: Location,
+    /// Kept as written (`None` when absent), so validation can say it is not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
     pub resolution: Resolution,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<WorkloadEntry>,

@@ -1,10 +1,10 @@
 //! Fields of Istio's networking kinds that validate but that the mesh does not act on, so
 //! `meshctl validate` and pilot say so instead of dropping them without a word. What pilot
-//! itself reports while translating (connection pool fields, `delegate`, ...) is not repeated.
+//! itself reports while translating (connection pool fields, ...) is not repeated.
 
 use super::Errors;
 use crate::networking::{
-    DestinationRule, ServiceEntry, Sidecar, TrafficPolicy, VirtualService, WorkloadEntry,
+    DestinationRule, Gateway, ServiceEntry, Sidecar, TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use crate::path::FieldPath;
 
@@ -112,6 +112,12 @@ fn traffic_policy(tp: &TrafficPolicy, p: &FieldPath, out: &mut Errors) {
 }
 
 pub fn service_entry(se: &ServiceEntry, p: &FieldPath, out: &mut Errors) {
+    if se.location.is_some() {
+        out.push(
+            &p.key("location"),
+            "location is not implemented: mTLS to each endpoint follows its security.istio.io/tlsMode label, whatever the location; ignored",
+        );
+    }
     for (i, e) in se.endpoints.iter().enumerate() {
         workload_entry(e, &p.key("endpoints").index(i), out);
     }
@@ -129,6 +135,17 @@ pub fn workload_entry(we: &WorkloadEntry, p: &FieldPath, out: &mut Errors) {
             &p.key("locality"),
             "locality is not implemented: load balancing is not locality-aware; ignored",
         );
+    }
+}
+
+pub fn gateway(gw: &Gateway, p: &FieldPath, out: &mut Errors) {
+    for (i, s) in gw.servers.iter().enumerate() {
+        if s.name.is_some() {
+            out.push(
+                &p.key("servers").index(i).key("name"),
+                "server names are not implemented: Istio uses them as a statistics prefix, and the gateway keeps no per-server statistics; ignored",
+            );
+        }
     }
 }
 

@@ -85,7 +85,10 @@ pub fn warnings(resource: &Resource) -> Vec<ValidationError> {
     let mut out = Errors::default();
     let spec = FieldPath::root().key("spec");
     match resource {
-        Resource::Gateway(o) => gateway::unsupported(&o.spec, &spec, &mut out),
+        Resource::Gateway(o) => {
+            gateway::unsupported(&o.spec, &spec, &mut out);
+            ignored::gateway(&o.spec, &spec, &mut out);
+        }
         Resource::AuthorizationPolicy(o) => {
             let name = format!(
                 "{}/{}",
@@ -112,6 +115,7 @@ pub fn warnings(resource: &Resource) -> Vec<ValidationError> {
 pub fn gateway_warnings(gw: &crate::networking::Gateway) -> Vec<(String, String)> {
     let mut out = Errors::default();
     gateway::unsupported(gw, &FieldPath::root().key("spec"), &mut out);
+    ignored::gateway(gw, &FieldPath::root().key("spec"), &mut out);
     out.0
         .into_iter()
         .map(|(path, reason)| (path.to_string(), reason))

@@ -330,6 +330,12 @@ fn rewrite(r: &HttpRewrite, p: &FieldPath, errs: &mut Errors) {
         errs.push(p, "rewrite may only contain one of URI or uriRegexRewrite");
     }
     if let Some(rr) = &r.uri_regex_rewrite {
+        if rr.match_.is_empty() || rr.rewrite.is_empty() {
+            errs.push(
+                &p.key("uriRegexRewrite"),
+                "UriRegexRewrite requires both Rewrite and Match fields to be specified",
+            );
+        }
         errs.check(
             &p.key("uriRegexRewrite").key("match"),
             rules::regex(&rr.match_),

@@ -303,7 +303,7 @@ fn service(
         ports,
         export_to: spec.export_to.clone(),
         resolution,
-        location: match spec.location {
+        location: match spec.location.unwrap_or_default() {
             networking::Location::MeshExternal => Location::MeshExternal,
             networking::Location::MeshInternal => Location::MeshInternal,
         },

@@ -204,6 +204,15 @@ impl MeshIndex {
             &index.telemetry,
             super::ROOT_NAMESPACE,
         ));
+        // Roots take their delegates' routes before anything reads them.
+        let delegates = super::delegate::Delegates::of(&index.virtual_services);
+        for root in index
+            .virtual_services
+            .iter_mut()
+            .chain(index.gateway_virtual_services.iter_mut())
+        {
+            delegates.merge_into(root, &mut index.warnings);
+        }
         index.virtual_services.sort_by(|a, b| {
             (&a.created, &a.namespace, &a.name).cmp(&(&b.created, &b.namespace, &b.name))
         });

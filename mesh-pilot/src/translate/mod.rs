@@ -14,6 +14,7 @@
 //! missing cluster, instead of letting a later route take its traffic.
 
 mod carry;
+mod delegate;
 mod gateway;
 mod hosts;
 mod inbound;

@@ -14,6 +14,7 @@ use super::l4::{self, EgressListener};
 use super::routes::{self, RouteEnv};
 use super::scope::{ROOT_NAMESPACE, ScopeKey, SidecarEntry};
 use super::{hosts, policy, resilience};
+use crate::authz::MtlsDisabled;
 use crate::registry::{Protocol, Service, ServicePort, export_visible, labels_match};
 
 /// Name of the outbound route table and listener.
@@ -61,6 +62,8 @@ pub(super) struct Builder<'a> {
     /// Visible VirtualServices by exact host (the first wins), and the wildcard hosts.
     vs_exact: HashMap<&'a str, &'a VsEntry>,
     vs_wildcard: Vec<(&'a str, &'a VsEntry)>,
+    /// Which workloads take plaintext only, when a PeerAuthentication sets DISABLE.
+    mtls_disabled: Option<MtlsDisabled<'a>>,
     pub(super) warnings: Vec<String>,
 }
 
@@ -133,6 +136,7 @@ impl<'a> Builder<'a> {
             drs,
             vs_exact,
             vs_wildcard,
+            mtls_disabled: MtlsDisabled::new(&index.security, ROOT_NAMESPACE),
             warnings: Vec::new(),
         }
     }
@@ -301,6 +305,7 @@ impl<'a> Builder<'a> {
                         sans,
                         port,
                         subset.map(|s| &s.labels),
+                        self.mtls_disabled.as_ref(),
                         &name,
                         warnings,
                     ),
@@ -418,11 +423,13 @@ pub fn socket_addr(host: &str, port: u32) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn endpoints(
     svc: &Service,
     subject_alt_names: &[String],
     port: &ServicePort,
     subset: Option<&BTreeMap<String, String>>,
+    mtls_disabled: Option<&MtlsDisabled<'_>>,
     cluster: &str,
     warnings: &mut Vec<String>,
 ) -> Vec<Endpoint> {
@@ -449,6 +456,10 @@ fn endpoints(
                 return None;
             }
             let p = e.ports.get(&port.number).copied().unwrap_or(port.number);
+            // A workload whose PeerAuthentication is DISABLE on this port accepts plaintext
+            // only: its callers' auto mTLS must not start TLS (Istio's `mtlsChecker`).
+            let namespace = e.workload.as_ref().map_or(&svc.namespace, |(ns, _)| ns);
+            let plaintext_only = mtls_disabled.is_some_and(|d| d.on(namespace, &e.labels, p));
             Some(Endpoint {
                 address: socket_addr(&e.address, p),
                 labels: e
@@ -458,7 +469,7 @@ fn endpoints(
                     .collect(),
                 weight: e.weight,
                 identities: identities(e, subject_alt_names),
-                sidecar: e.sidecar,
+                sidecar: e.sidecar && !plaintext_only,
             })
         })
         .collect();

@@ -7,8 +7,8 @@ use mesh_api::networking::{
 };
 use mesh_proto::config::v1::{
     CorsPolicy, DirectResponse, FaultInjection, HeaderMatch, HeaderOperations, HeaderValue,
-    QueryParameterMatch, Redirect, RequestMirror, RetryPolicy, Route, RouteAction, RouteMatch,
-    StringMatch, WeightedCluster, fault_injection, route, string_match,
+    QueryParameterMatch, Redirect, RegexRewrite, RequestMirror, RetryPolicy, Route, RouteAction,
+    RouteMatch, StringMatch, WeightedCluster, fault_injection, route, string_match,
 };
 
 /// What the route builder needs from its caller.
@@ -44,45 +44,15 @@ pub(crate) fn string_match(m: &api::StringMatch) -> Option<StringMatch> {
     Some(StringMatch { kind: Some(kind) })
 }
 
-/// `ignoreUriCase`: the proxy matches case-sensitively, so the path becomes an anchored,
-/// case-insensitive regex.
-fn uri_match(m: &api::StringMatch, ignore_case: bool) -> Option<StringMatch> {
-    if !ignore_case {
-        return string_match(m);
-    }
-    let regex = if let Some(e) = &m.exact {
-        format!("(?i){}", regex::escape(e))
-    } else if let Some(p) = &m.prefix {
-        format!("(?i){}.*", regex::escape(p))
-    } else if let Some(r) = &m.regex {
-        format!("(?i){r}")
-    } else {
-        return None;
-    };
-    Some(StringMatch {
-        kind: Some(string_match::Kind::Regex(regex)),
-    })
-}
-
 fn prefix(p: &str) -> Option<StringMatch> {
     Some(StringMatch {
         kind: Some(string_match::Kind::Prefix(p.to_string())),
     })
 }
 
-/// One Istio match into the proxy's; `None` when a condition cannot be expressed (the match
-/// is then dropped rather than widened).
-fn route_match(
-    m: &HttpMatchRequest,
-    origin: &str,
-    warnings: &mut Vec<String>,
-) -> Option<RouteMatch> {
-    if m.authority.is_some() || m.scheme.is_some() {
-        warnings.push(format!(
-            "{origin}: match on authority or scheme is not supported yet; that match is dropped"
-        ));
-        return None;
-    }
+/// One Istio match into the proxy's (Istio's `translateRouteMatch`): `authority` and `scheme`
+/// match the request's `:authority` and `:scheme`, as Envoy's header matchers on them.
+fn route_match(m: &HttpMatchRequest) -> RouteMatch {
     let headers = m
         .headers
         .iter()
@@ -107,15 +77,19 @@ fn route_match(
                 .filter(|s| s.kind != Some(string_match::Kind::Exact(String::new()))),
         })
         .collect();
-    Some(RouteMatch {
+    RouteMatch {
         path: match &m.uri {
-            Some(u) => uri_match(u, m.ignore_uri_case),
+            Some(u) => string_match(u),
             None => prefix("/"),
         },
+        // Envoy's `case_sensitive: false`, which leaves a regex case-sensitive.
+        path_ignore_case: m.ignore_uri_case,
         headers,
         query_parameters,
         method: m.method.as_ref().and_then(string_match),
-    })
+        authority: m.authority.as_ref().and_then(string_match),
+        scheme: m.scheme.as_ref().and_then(string_match),
+    }
 }
 
 fn header_ops(ops: Option<&api::HeaderOperations>) -> Option<HeaderOperations> {
@@ -202,17 +176,19 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> route::Action {
     let origin = env.origin();
     if let Some(rd) = &r.redirect {
-        if rd.derive_port.is_some() {
-            warnings.push(format!(
-                "{origin}: redirect.derivePort is not supported yet; the request's port is kept"
-            ));
-        }
+        // Istio's `ApplyRedirect`: FROM_REQUEST_PORT is the port the route is built for (the
+        // port the request was addressed to); FROM_PROTOCOL_DEFAULT leaves the port out.
+        let derive = rd.derive_port.as_deref();
         return route::Action::Redirect(Redirect {
             scheme: rd.scheme.clone().unwrap_or_default(),
             host: rd.authority.clone().unwrap_or_default(),
-            port: rd.port.unwrap_or(0),
+            port: match derive {
+                Some("FROM_REQUEST_PORT") => env.port(),
+                _ => rd.port.unwrap_or(0),
+            },
             path: rd.uri.clone().unwrap_or_default(),
             response_code: rd.redirect_code.unwrap_or(301),
+            scheme_default_port: derive == Some("FROM_PROTOCOL_DEFAULT"),
         });
     }
     if let Some(dr) = &r.direct_response {
@@ -258,11 +234,6 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
         }
     }
     let rewrite = r.rewrite.as_ref();
-    if rewrite.is_some_and(|rw| rw.uri_regex_rewrite.is_some()) {
-        warnings.push(format!(
-            "{origin}: rewrite.uriRegexRewrite is not supported yet; ignored"
-        ));
-    }
     route::Action::Route(RouteAction {
         clusters,
         timeout_ms: r.timeout.as_ref().map(ms).unwrap_or(0),
@@ -272,6 +243,12 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
             .and_then(|rw| rw.authority.clone())
             .unwrap_or_default(),
         mirrors: mirrors(r, env, warnings),
+        regex_rewrite: rewrite
+            .and_then(|rw| rw.uri_regex_rewrite.as_ref())
+            .map(|rr| RegexRewrite {
+                pattern: rr.match_.clone(),
+                substitution: rr.rewrite.clone(),
+            }),
     })
 }
 
@@ -405,11 +382,9 @@ pub fn http_routes(
 ) -> Vec<Route> {
     let mut out = Vec::new();
     for r in http {
+        // The index replaced every delegating route whose delegate it found by the delegate's
+        // routes (`delegate.rs`) and warned about the others.
         if r.delegate.is_some() {
-            warnings.push(format!(
-                "{}: delegate is not supported yet; route skipped",
-                env.origin()
-            ));
             continue;
         }
         let matches: Vec<Option<&HttpMatchRequest>> = if r.matches.is_empty() {
@@ -428,10 +403,7 @@ pub fn http_routes(
         let fault = fault(r.fault.as_ref(), env.origin(), warnings);
         for m in matches {
             let rm = match m {
-                Some(m) => match route_match(m, env.origin(), warnings) {
-                    Some(rm) => rm,
-                    None => continue,
-                },
+                Some(m) => route_match(m),
                 None => RouteMatch {
                     path: prefix("/"),
                     ..Default::default()

@@ -113,8 +113,9 @@ fn match_fields() {
     let m = r[0].r#match.as_ref().unwrap();
     assert_eq!(
         m.path.as_ref().unwrap().kind,
-        Some(string_match::Kind::Regex("(?i)/Login".into()))
+        Some(string_match::Kind::Exact("/Login".into()))
     );
+    assert!(m.path_ignore_case);
     assert_eq!(
         m.method.as_ref().unwrap().kind,
         Some(string_match::Kind::Exact("POST".into()))
@@ -241,6 +242,7 @@ fn redirect_and_direct_response() {
             port: 0,
             path: "/new".into(),
             response_code: 308,
+            scheme_default_port: false,
         }))
     );
     assert_eq!(

@@ -11,7 +11,6 @@ kind: ServiceEntry
 metadata: {name: reviews, namespace: default}
 spec:
   hosts: [reviews.default.svc.cluster.local]
-  location: MESH_INTERNAL
   resolution: STATIC
   ports: [{number: 9080, name: http}]
   workloadSelector: {labels: {app: reviews}}
@@ -31,7 +30,6 @@ kind: ServiceEntry
 metadata: {name: web, namespace: shop}
 spec:
   hosts: [web.shop.svc.cluster.local]
-  location: MESH_INTERNAL
   resolution: STATIC
   ports: [{number: 80, name: http-web}, {number: 8443, name: grpc-admin}, {number: 5432, name: tcp-db}]
   endpoints: [{address: 198.18.0.21}]

@@ -15,7 +15,7 @@ use crate::authz::{HttpAttributes, RequestAuth};
 use crate::config::Snapshot;
 use crate::listener::{ConnContext, authorize};
 use crate::retry::{Overrides, RetryPolicy, grpc_timeout};
-use crate::route::{self, Abort, Action, Cors, CorsCheck, HeaderOps, Rolls, rewrite_path};
+use crate::route::{self, Abort, Action, Cors, CorsCheck, HeaderOps, Rolls};
 use crate::upstream::{Cluster, Target};
 
 /// What the decision reads of a request, after the proxy's own header edits (override headers
@@ -174,6 +174,8 @@ pub fn decide<'s>(
                 authority,
                 &route::RequestView {
                     method: req.method,
+                    authority,
+                    scheme: conn.listener.scheme(),
                     path: req.path(),
                     query: req.query(),
                     headers: req.headers,
@@ -239,10 +241,10 @@ fn forwarding<'s>(
     let Some(cluster) = snapshot.clusters.get(&destination.cluster) else {
         return Decided::Reply(Reply::NoCluster);
     };
-    let path_and_query = match &action.prefix_rewrite {
+    let path_and_query = match &action.path_rewrite {
         None => req.path_and_query(),
         Some(rewrite) => {
-            let mut p = rewrite_path(&route.matcher, rewrite, req.path());
+            let mut p = rewrite.apply(&route.matcher, req.path()).into_owned();
             if let Some(q) = req.query() {
                 p.push('?');
                 p.push_str(q);

@@ -160,7 +160,7 @@ impl Proxy {
         // request takes no token.
         if !snapshot.rate_limits.is_empty()
             && matches!(decision.action, Decided::Forward(_))
-            && let Some(limited) = self.rate_limit(conn, &snapshot, &req, grpc)
+            && let Some(limited) = self.rate_limit(conn, &snapshot, &req, &authority, grpc)
         {
             return limited;
         }
@@ -231,11 +231,14 @@ impl Proxy {
         conn: &ConnContext,
         snapshot: &Snapshot,
         req: &Request<B>,
+        authority: &HeaderValue,
         grpc: bool,
     ) -> Option<Response<ResponseBody>> {
         let limits = snapshot.rate_limits.get(&conn.listener.name)?;
         let view = crate::route::RequestView {
             method: req.method(),
+            authority: authority.to_str().unwrap_or_default(),
+            scheme: conn.listener.scheme(),
             path: req.uri().path(),
             query: req.uri().query(),
             headers: req.headers(),

@@ -198,6 +198,8 @@ mod tests {
         let headers = HeaderMap::new();
         let view = RequestView {
             method,
+            authority: "app",
+            scheme: "http",
             path,
             query: None,
             headers: &headers,

@@ -114,6 +114,10 @@ fn percent_decode(s: &str) -> String {
 /// The parts of a request a route may look at.
 pub struct RequestView<'a> {
     pub method: &'a http::Method,
+    /// `:authority` (HTTP/1 `Host`), as the client sent it.
+    pub authority: &'a str,
+    /// `https` when the proxy terminated the client's TLS, else `http`.
+    pub scheme: &'a str,
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
@@ -122,9 +126,13 @@ pub struct RequestView<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct RouteMatcher {
     pub path: Option<StringMatcher>,
+    /// An exact or prefix path compared ignoring ASCII case (Envoy's `case_sensitive: false`).
+    path_ignore_case: bool,
     headers: Vec<HeaderMatcher>,
     query: Vec<QueryMatcher>,
     method: Option<StringMatcher>,
+    authority: Option<StringMatcher>,
+    scheme: Option<StringMatcher>,
 }
 
 impl RouteMatcher {
@@ -138,6 +146,8 @@ impl RouteMatcher {
         };
         let path = opt(&m.path, "path")?;
         let method = opt(&m.method, "method")?;
+        let authority = opt(&m.authority, "authority")?;
+        let scheme = opt(&m.scheme, "scheme")?;
         let mut headers = Vec::with_capacity(m.headers.len());
         for (i, h) in m.headers.iter().enumerate() {
             let field = format!("headers[{i}]");
@@ -171,20 +181,43 @@ impl RouteMatcher {
         }
         Ok(Self {
             path,
+            path_ignore_case: m.path_ignore_case,
             headers,
             query,
             method,
+            authority,
+            scheme,
         })
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        self.path.as_ref().is_none_or(|m| m.matches(req.path))
+        self.path_matches(req.path)
             && self
                 .method
                 .as_ref()
                 .is_none_or(|m| m.matches(req.method.as_str()))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|m| m.matches(req.authority))
+            && self.scheme.as_ref().is_none_or(|m| m.matches(req.scheme))
             && self.headers.iter().all(|h| h.matches(req.headers))
             && self.query.iter().all(|q| q.matches(req.query))
+    }
+}
+
+impl RouteMatcher {
+    fn path_matches(&self, path: &str) -> bool {
+        match (&self.path, self.path_ignore_case) {
+            (None, _) => true,
+            (Some(StringMatcher::Exact(e)), true) => path.eq_ignore_ascii_case(e),
+            (Some(StringMatcher::Prefix(p)), true) => path
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
+            // Envoy ignores `case_sensitive` for a regex.
+            (Some(m), _) => m.matches(path),
+        }
     }
 }
 
@@ -205,6 +238,8 @@ mod tests {
     ) -> RequestView<'a> {
         RequestView {
             method,
+            authority: "svc",
+            scheme: "http",
             path,
             query,
             headers,
@@ -312,6 +347,50 @@ mod tests {
             "debug missing"
         );
         assert!(!m.matches(&view(&post, "/", None, &h)));
+    }
+
+    #[test]
+    fn exact_and_prefix_paths_ignoring_case() {
+        let h = HeaderMap::new();
+        let get = http::Method::GET;
+        let m = |kind: Kind, path: &str| {
+            RouteMatcher::compile(&pb::RouteMatch {
+                path: sm(kind),
+                path_ignore_case: true,
+                ..Default::default()
+            })
+            .unwrap()
+            .matches(&view(&get, path, None, &h))
+        };
+        assert!(m(Kind::Exact("/Login".into()), "/LOGIN"));
+        assert!(!m(Kind::Exact("/Login".into()), "/LOGIN/x"));
+        assert!(m(Kind::Prefix("/Api/".into()), "/api/users"));
+        assert!(!m(Kind::Prefix("/Api/".into()), "/ap"));
+        assert!(!m(Kind::Regex("/api".into()), "/API"), "regex: case kept");
+    }
+
+    #[test]
+    fn authority_as_sent_and_scheme_of_the_connection() {
+        let h = HeaderMap::new();
+        let get = http::Method::GET;
+        let m = RouteMatcher::compile(&pb::RouteMatch {
+            authority: sm(Kind::Regex("shop(:[0-9]+)?".into())),
+            scheme: sm(Kind::Exact("https".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        let req = |authority, scheme| RequestView {
+            authority,
+            scheme,
+            ..view(&get, "/", None, &h)
+        };
+        assert!(m.matches(&req("shop:8443", "https")));
+        assert!(m.matches(&req("shop", "https")));
+        assert!(!m.matches(&req("shop", "http")), "plaintext");
+        assert!(
+            !m.matches(&req("shop.example:8443", "https")),
+            "another host"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod cors;
 pub mod fault;
 pub mod headers;
 pub mod matcher;
+pub mod rewrite;
 pub mod table;
 pub mod weighted;
 
@@ -11,6 +12,7 @@ pub use cors::{Cors, CorsCheck};
 pub use fault::{Abort, Fault, Rolls};
 pub use headers::HeaderOps;
 pub use matcher::{RequestView, query_param};
+pub use rewrite::{PathRewrite, rewrite_path};
 pub use table::{
-    Action, Destination, Forward, Redirect, Route, RouteTable, TableError, rewrite_path, strip_port,
+    Action, Destination, Forward, Redirect, Route, RouteTable, TableError, strip_port,
 };

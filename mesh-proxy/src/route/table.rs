@@ -10,7 +10,8 @@ use mesh_proto::config::v1 as pb;
 use super::cors::Cors;
 use super::fault::Fault;
 use super::headers::HeaderOps;
-use super::matcher::{RequestView, RouteMatcher, StringMatcher};
+use super::matcher::{RequestView, RouteMatcher};
+use super::rewrite::PathRewrite;
 use crate::retry::RetryPolicy;
 
 #[derive(Debug)]
@@ -56,7 +57,7 @@ pub struct Forward {
     pub timeout: Option<Duration>,
     /// None: Istio's default policy applies.
     pub retry: Option<RetryPolicy>,
-    pub prefix_rewrite: Option<String>,
+    pub path_rewrite: Option<PathRewrite>,
     pub authority_rewrite: Option<HeaderValue>,
     /// Shadow copies of a share of the requests.
     pub mirrors: Vec<Mirror>,
@@ -85,6 +86,8 @@ pub struct Redirect {
     pub scheme: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// No port in the Location: the scheme's default.
+    pub scheme_default_port: bool,
     pub path: Option<String>,
     pub status: StatusCode,
 }
@@ -248,7 +251,7 @@ impl Route {
                 ));
             }
             Some(pb::route::Action::Route(a)) => {
-                Action::Forward(Forward::compile(a, &matcher).map_err(prefixed("route"))?)
+                Action::Forward(Forward::compile(a).map_err(prefixed("route"))?)
             }
             Some(pb::route::Action::Redirect(rd)) => {
                 Action::Redirect(Redirect::compile(rd).map_err(prefixed("redirect"))?)
@@ -290,7 +293,7 @@ pub(super) fn status_code(code: u32) -> Result<StatusCode, String> {
 }
 
 impl Forward {
-    fn compile(a: &pb::RouteAction, matcher: &RouteMatcher) -> Result<Self, FieldError> {
+    fn compile(a: &pb::RouteAction) -> Result<Self, FieldError> {
         if a.clusters.is_empty() {
             return Err(FieldError::new(
                 "clusters",
@@ -332,12 +335,6 @@ impl Forward {
                     .map_err(|_| FieldError::new("authorityRewrite", "invalid authority"))?,
             )
         };
-        if !a.prefix_rewrite.is_empty() && matches!(matcher.path, Some(StringMatcher::Regex(_))) {
-            return Err(FieldError::new(
-                "prefixRewrite",
-                "cannot rewrite a prefix of a regex match",
-            ));
-        }
         let mut mirrors = Vec::with_capacity(a.mirrors.len());
         for (i, m) in a.mirrors.iter().enumerate() {
             if m.cluster.is_empty() {
@@ -363,7 +360,7 @@ impl Forward {
             total_weight,
             timeout: (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms)),
             retry,
-            prefix_rewrite: (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone()),
+            path_rewrite: PathRewrite::compile(a)?,
             authority_rewrite,
             mirrors,
         })
@@ -401,6 +398,7 @@ impl Redirect {
             scheme: non_empty(&r.scheme),
             host: non_empty(&r.host),
             port,
+            scheme_default_port: r.scheme_default_port,
             path: non_empty(&r.path),
             status,
         })
@@ -413,7 +411,14 @@ impl Redirect {
             .host
             .as_deref()
             .unwrap_or_else(|| strip_port(authority));
+        let default_port = match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        };
         let port = match self.port {
+            _ if self.scheme_default_port => String::new(),
+            Some(p) if Some(p) == default_port => String::new(),
             Some(p) => format!(":{p}"),
             // Keep the request's port only when the host is kept too, and not the old
             // scheme's default port on a scheme change (Envoy's `https_redirect` drops `:80`).
@@ -434,21 +439,6 @@ impl Redirect {
         };
         let path = self.path.as_deref().unwrap_or(path_and_query);
         format!("{scheme}://{host}{port}{path}")
-    }
-}
-
-/// The upstream path after a prefix rewrite: the matched prefix (or the whole exact path) replaced.
-pub fn rewrite_path(matcher: &RouteMatcher, rewrite: &str, path: &str) -> String {
-    let replaced = match &matcher.path {
-        Some(StringMatcher::Prefix(p)) => p.len(),
-        Some(StringMatcher::Exact(e)) => e.len(),
-        _ => 0,
-    };
-    let rest = &path[replaced.min(path.len())..];
-    if rewrite.ends_with('/') && rest.starts_with('/') {
-        format!("{rewrite}{}", &rest[1..])
-    } else {
-        format!("{rewrite}{rest}")
     }
 }
 

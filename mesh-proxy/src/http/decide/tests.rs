@@ -248,3 +248,55 @@ fn inbound_requests_are_authorized_before_routing() {
     let d = decide_on(&snap, None, &get("shop", "/users"), dice(MISS, 0));
     assert_eq!(subset_of(forwarding(&d)).0, "v1");
 }
+
+#[test]
+fn scheme_match_follows_the_connection_and_regex_rewrite_keeps_the_query() {
+    let snap = snapshot(
+        outbound("ALLOW_ANY"),
+        json!([
+            {
+                "match": { "scheme": { "exact": "https" } },
+                "route": {
+                    "clusters": [{ "cluster": "v2" }],
+                    "regexRewrite": { "pattern": "^/api/(v[0-9]+)/", "substitution": "/\\1/api/" }
+                }
+            },
+            { "route": { "clusters": [{ "cluster": "v1" }] } }
+        ]),
+    );
+    let req = get("shop", "/api/v3/items?page=2");
+    let plain = decide_on(&snap, None, &req, dice(MISS, 0));
+    assert_eq!(subset_of(forwarding(&plain)).0, "v1");
+    assert_eq!(
+        forwarding(&plain).path_and_query.as_str(),
+        "/api/v3/items?page=2"
+    );
+
+    // The same request on a connection whose TLS the proxy terminated.
+    let mut tls = conn(&snap, None);
+    let mut spec = ListenerSpec::new(&snap.source.listeners[0]);
+    spec.terminates_tls = true;
+    tls.listener = Arc::new(spec);
+    let authority = req.headers()["host"].clone();
+    let view = RequestView {
+        method: req.method(),
+        authority: &authority,
+        path_and_query: req.uri().path_and_query(),
+        headers: req.headers(),
+        request_auth: None,
+    };
+    let passthrough = passthrough_cluster(&Metrics::default());
+    let d = decide(
+        &view,
+        &tls,
+        &snap,
+        &passthrough,
+        &Overrides::default(),
+        dice(MISS, 0),
+    );
+    assert_eq!(subset_of(forwarding(&d)).0, "v2");
+    assert_eq!(
+        forwarding(&d).path_and_query.as_str(),
+        "/v3/api/items?page=2"
+    );
+}

@@ -1,4 +1,6 @@
 use super::*;
+use crate::route::matcher::RouteMatcher;
+use crate::route::rewrite_path;
 use http::{HeaderMap, Method};
 use mesh_proto::config::v1::{route::Action as PbAction, string_match::Kind};
 
@@ -82,6 +84,8 @@ fn table() -> RouteTable {
 fn route_for<'t>(t: &'t RouteTable, authority: &str, headers: &HeaderMap) -> Option<&'t Route> {
     let view = RequestView {
         method: &Method::GET,
+        authority,
+        scheme: "http",
         path: "/",
         query: None,
         headers,
@@ -258,6 +262,38 @@ fn https_redirect_drops_the_default_port_of_the_old_scheme_only() {
 }
 
 #[test]
+fn redirect_port_of_the_scheme() {
+    let redirect = |r: pb::Redirect| Redirect::compile(&r).unwrap();
+    // derivePort FROM_PROTOCOL_DEFAULT: the scheme's default port, so none in the Location.
+    let r = redirect(pb::Redirect {
+        scheme: "https".into(),
+        scheme_default_port: true,
+        ..Default::default()
+    });
+    assert_eq!(r.location("http", "shop:8080", "/a"), "https://shop/a");
+    let r = redirect(pb::Redirect {
+        path: "/b".into(),
+        scheme_default_port: true,
+        ..Default::default()
+    });
+    assert_eq!(r.location("http", "shop:8080", "/a"), "http://shop/b");
+    // An explicit port that is the scheme's default is left out, as Istio does.
+    let r = redirect(pb::Redirect {
+        host: "other".into(),
+        port: 443,
+        scheme: "https".into(),
+        ..Default::default()
+    });
+    assert_eq!(r.location("http", "shop:8080", "/a"), "https://other/a");
+    let r = redirect(pb::Redirect {
+        host: "other".into(),
+        port: 9080,
+        ..Default::default()
+    });
+    assert_eq!(r.location("http", "shop", "/a"), "http://other:9080/a");
+}
+
+#[test]
 fn prefix_rewrite_replaces_the_matched_prefix() {
     let m = |kind: Kind| {
         RouteMatcher::compile(&pb::RouteMatch {
@@ -281,5 +317,14 @@ fn prefix_rewrite_replaces_the_matched_prefix() {
     assert_eq!(
         rewrite_path(&RouteMatcher::default(), "/base", "/x"),
         "/base/x"
+    );
+    // As Envoy's prefix_rewrite on a regex route: the whole matched path is replaced.
+    assert_eq!(
+        rewrite_path(
+            &m(Kind::Regex("/api/v[0-9]+/.*".into())),
+            "/v1",
+            "/api/v2/users"
+        ),
+        "/v1"
     );
 }
