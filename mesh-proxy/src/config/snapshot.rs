@@ -60,6 +60,19 @@ impl Snapshot {
         }
     }
 
+    /// Starts resolving the names of the DNS clusters (the answers known from the config
+    /// before are used at once). Called once the snapshot is in force.
+    pub fn start_resolving(&self, dns: &crate::dns::Dns) {
+        for cluster in self.clusters.values() {
+            cluster.start_resolving(dns);
+        }
+    }
+
+    /// Whether a cluster resolves names (so the proxy needs its resolver).
+    pub fn has_dns_clusters(&self) -> bool {
+        self.clusters.values().any(|c| c.resolving().is_some())
+    }
+
     /// Validates and compiles `cfg`. Pools of unchanged clusters in `previous` are kept.
     /// `identity` is the proxy's own, for mTLS to upstream endpoints.
     pub fn compile(
@@ -289,7 +302,7 @@ impl Upstreams {
     /// `Err((field, reason))` when the cluster or its subset does not exist.
     fn cluster_ok(&self, name: &str, subset: &str) -> Result<(), (&'static str, String)> {
         let has_subset = match self.clusters.get(name) {
-            Some(c) => Some(c.balancer(subset).is_some()),
+            Some(c) => Some(c.has_subset(subset)),
             None => self
                 .base
                 .as_ref()

@@ -117,6 +117,11 @@ async fn attempts(
     } else {
         BodySource::Once(Some(downstream_body))
     };
+    // A DNS cluster before its first answer: the only wait for DNS a request ever has,
+    // boxed so the common path's future stays small.
+    if let Some(first_answers) = plan.target.first_answers() {
+        Box::pin(first_answers).await;
+    }
     // Endpoints already tried, so a retry prefers another one; kept on the stack.
     let mut tried = [0usize; MAX_REMEMBERED];
     let mut attempt = 0;

@@ -20,6 +20,9 @@ pub async fn forward(
     authority: HeaderValue,
     path_and_query: PathAndQuery,
 ) -> Response<ResponseBody> {
+    if let Some(first_answers) = target.first_answers() {
+        Box::pin(first_answers).await;
+    }
     let Some(picked) = target.pick(hash, &[]) else {
         return local::no_healthy_upstream(false);
     };

@@ -1,6 +1,7 @@
 //! Where a request or a connection goes upstream, resolved from one config snapshot, and the
 //! one way an endpoint is chosen there.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -49,8 +50,9 @@ impl Target {
     pub fn pick(&self, hash: Option<u64>, tried: &[usize]) -> Option<Picked> {
         match &self.endpoints {
             Endpoints::Subset(subset) => {
-                let balancer = self.cluster.balancer(subset)?;
-                match self.cluster.ejected(subset) {
+                let members = self.cluster.members();
+                let balancer = members.balancer(subset)?;
+                match members.ejected(subset) {
                     None => balancer.start(hash, tried),
                     Some(ejected) => {
                         let n = balancer.endpoints().len();
@@ -65,7 +67,23 @@ impl Target {
     /// Tells outlier detection how an attempt on `picked` ended.
     pub fn observe(&self, picked: &Picked, observed: Observed) {
         if let Endpoints::Subset(subset) = &self.endpoints {
-            self.cluster.observe(subset, picked.index, observed);
+            let address = picked.endpoint().address;
+            self.cluster.members().observe(
+                &self.cluster.name,
+                subset,
+                picked.index,
+                address,
+                observed,
+            );
+        }
+    }
+
+    /// For a DNS cluster whose names have no answer yet, the wait for them (bounded); None
+    /// for every other target, which is never kept waiting.
+    pub fn first_answers(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        match (&self.endpoints, self.cluster.resolving()) {
+            (Endpoints::Subset(_), Some(r)) if !r.is_ready() => Some(r.first_answers()),
+            _ => None,
         }
     }
 }
@@ -96,7 +114,7 @@ mod tests {
     fn a_pick_counts_in_flight_until_dropped() {
         let c = cluster("{name: a, endpoints: [{address: '127.0.0.1:1'}]}");
         let target = Target::subset(c.clone(), "");
-        let endpoint = c.balancer("").unwrap().endpoints()[0].clone();
+        let endpoint = c.members().balancer("").unwrap().endpoints()[0].clone();
         let first = target.pick(None, &[]).unwrap();
         let second = target.pick(None, &[]).unwrap();
         assert_eq!(endpoint.active_requests(), 2);
