@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mesh_api::networking::{self as api, HttpMatchRequest, OutboundMode, Subset};
+use mesh_proto::config::v1::cluster::Discovery;
 use mesh_proto::config::v1::{
     Cluster, Endpoint, OutboundTrafficPolicy, RouteTable, TcpRoute, VirtualHost,
 };
@@ -14,7 +15,7 @@ use super::l4::{self, EgressListener};
 use super::routes::{self, RouteEnv};
 use super::scope::{ROOT_NAMESPACE, ScopeKey, SidecarEntry};
 use super::{hosts, policy, resilience};
-use crate::registry::{Protocol, Service, ServicePort, export_visible, labels_match};
+use crate::registry::{Protocol, Resolution, Service, ServicePort, export_visible, labels_match};
 
 /// Name of the outbound route table and listener.
 pub const OUTBOUND: &str = "outbound";
@@ -304,6 +305,7 @@ impl<'a> Builder<'a> {
                         &name,
                         warnings,
                     ),
+                    discovery: discovery(svc) as i32,
                     ..Default::default()
                 };
                 let effective = policy::merge(
@@ -438,12 +440,12 @@ fn endpoints(
                 ));
                 return None;
             }
-            // The proxy connects to addresses only (it resolves no names), so a DNS endpoint
-            // would make it refuse the whole config: leave it out and say so.
+            // Names are resolved by the proxy in DNS clusters only; elsewhere a name would
+            // make it refuse the whole config: leave it out and say so.
             let host = e.address.trim_start_matches('[').trim_end_matches(']');
-            if host.parse::<std::net::IpAddr>().is_err() {
+            if !resolves_names(svc) && host.parse::<std::net::IpAddr>().is_err() {
                 warnings.push(format!(
-                    "{cluster}: endpoint {} is a DNS name, which the proxy does not resolve yet; skipped",
+                    "{cluster}: endpoint {} is a DNS name, but the service's resolution is not DNS; skipped",
                     e.address
                 ));
                 return None;
@@ -464,6 +466,22 @@ fn endpoints(
         .collect();
     out.sort_by(|a, b| a.address.cmp(&b.address));
     out
+}
+
+/// Whether the proxy resolves the endpoint names of `svc` (ServiceEntry `resolution: DNS`
+/// or `DNS_ROUND_ROBIN`, a Kubernetes ExternalName).
+fn resolves_names(svc: &Service) -> bool {
+    matches!(svc.resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+}
+
+/// Envoy's cluster type for a service's resolution: STRICT_DNS for `DNS`, LOGICAL_DNS for
+/// `DNS_ROUND_ROBIN`, static addresses otherwise.
+fn discovery(svc: &Service) -> Discovery {
+    match svc.resolution {
+        Resolution::Dns => Discovery::StrictDns,
+        Resolution::DnsRoundRobin => Discovery::LogicalDns,
+        Resolution::Static | Resolution::Passthrough => Discovery::Static,
+    }
 }
 
 /// The names a mesh mTLS peer at `e` may present: its workload's identity, then the

@@ -824,3 +824,63 @@ spec:
         mesh_proxy::config::check(&t.config).expect("the proxy accepts it");
     }
 }
+
+#[test]
+fn dns_service_entries_give_dns_clusters_of_names_the_proxy_resolves() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  resolution: DNS
+  ports: [{number: 80, name: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mirror, namespace: default}
+spec:
+  hosts: [mirror.example.com]
+  resolution: DNS_ROUND_ROBIN
+  ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443}]
+  endpoints: [{address: cdn.example.net}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mixed, namespace: default}
+spec:
+  hosts: [mixed.example.com]
+  resolution: DNS
+  ports: [{number: 8080, name: http}]
+  endpoints: [{address: 198.18.5.1}, {address: a.example.net, labels: {zone: a}}]
+",
+    );
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    let api = cluster(&t, "outbound|80||api.example.com");
+    assert_eq!(
+        api.discovery,
+        mesh_proto::config::v1::cluster::Discovery::StrictDns as i32
+    );
+    let eps: Vec<_> = api.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(eps, ["api.example.com:80"], "the host itself, at its port");
+    let rr = cluster(&t, "outbound|443||mirror.example.com");
+    assert_eq!(
+        rr.discovery,
+        mesh_proto::config::v1::cluster::Discovery::LogicalDns as i32
+    );
+    assert_eq!(rr.endpoints[0].address, "cdn.example.net:8443");
+    let mixed = cluster(&t, "outbound|8080||mixed.example.com");
+    let eps: Vec<_> = mixed.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(eps, ["198.18.5.1:8080", "a.example.net:8080"]);
+    assert_eq!(mixed.endpoints[1].labels["zone"], "a");
+    let static_cluster = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(static_cluster.discovery, 0, "STATIC");
+    assert!(
+        !t.warnings.iter().any(|w| w.contains("DNS name")),
+        "{:?}",
+        t.warnings
+    );
+    // The proxy accepts the names (pilot checks every config with the proxy's compile).
+    mesh_proxy::config::check(&t.config).expect("the proxy accepts DNS clusters");
+}

@@ -53,9 +53,11 @@ pub fn endpoint_host(address: &str, discovery: Discovery) -> Result<EndpointHost
     }
     let (host, port) = address.rsplit_once(':').ok_or_else(not)?;
     let port: u16 = port.parse().map_err(|_| not())?;
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
+    // A trailing dot (a fully qualified name) is kept for the lookup.
+    let labels = host.strip_suffix('.').unwrap_or(host);
+    let valid = !labels.is_empty()
+        && labels.len() <= 253
+        && labels.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && label
@@ -247,6 +249,10 @@ mod tests {
         assert_eq!(
             endpoint_host("[::1]:8080", Discovery::LogicalDns),
             Ok(EndpointHost::Ip("[::1]:8080".parse().unwrap()))
+        );
+        assert_eq!(
+            endpoint_host("api.example.com.:443", Discovery::StrictDns),
+            Ok(EndpointHost::Name("api.example.com.", 443))
         );
         for bad in [
             "api.example.com",
