@@ -314,6 +314,7 @@ impl<'a> Builder<'a> {
                     port.number,
                 );
                 policy::apply(&mut cluster, &effective, port.protocol, &name, warnings);
+                policy::auto_sni(&mut cluster, &svc.hostname);
                 if let Some((origin, value)) = budget {
                     cluster.retry_budget =
                         resilience::retry_budget(value, &format!("{origin} ({name})"), warnings);

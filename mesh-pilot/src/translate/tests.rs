@@ -748,10 +748,11 @@ spec:
         .unwrap();
     assert_eq!(v2.mode(), Mode::Mutual);
     assert_eq!(v2.client_certificate, "/etc/certs/c.pem");
-    assert!(
-        v2.sni.is_empty(),
-        "the subset's tls replaces the whole field"
-    );
+    assert!(!top.auto_sni, "a configured sni is sent as it is");
+    // The subset's tls replaces the whole field, so it names no sni: each request's host is
+    // sent, and the service's host on TCP connections (Istio's auto SNI).
+    assert!(v2.auto_sni);
+    assert_eq!(v2.sni, "db.example.com");
     let reviews = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
     assert_eq!(reviews.tls.as_ref().unwrap().mode(), Mode::IstioMutual);
     // A service without DestinationRule tls stays on auto mTLS.
