@@ -476,11 +476,13 @@ fn resolves_names(svc: &Service) -> bool {
 }
 
 /// Envoy's cluster type for a service's resolution: STRICT_DNS for `DNS`, LOGICAL_DNS for
-/// `DNS_ROUND_ROBIN`, static addresses otherwise.
+/// `DNS_ROUND_ROBIN`, ORIGINAL_DST for `NONE` without endpoints (Istio's), static addresses
+/// otherwise.
 fn discovery(svc: &Service) -> Discovery {
     match svc.resolution {
         Resolution::Dns => Discovery::StrictDns,
         Resolution::DnsRoundRobin => Discovery::LogicalDns,
+        Resolution::Passthrough if svc.endpoints.is_empty() => Discovery::OriginalDst,
         Resolution::Static | Resolution::Passthrough => Discovery::Static,
     }
 }

@@ -885,3 +885,53 @@ spec:
     // The proxy accepts the names (pilot checks every config with the proxy's compile).
     mesh_proxy::config::check(&t.config).expect("the proxy accepts DNS clusters");
 }
+
+#[test]
+fn resolution_none_http_ports_go_to_the_original_destination() {
+    use mesh_proto::config::v1::cluster::Discovery;
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  resolution: NONE
+  ports: [{number: 80, name: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 8081, protocol: HTTP, name: http-egress}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: [./*]
+  - hosts: [./*]
+",
+    );
+    let t = run(&m, "cart", "shop", outbound_only());
+    let c = cluster(&t, "outbound|80||api.example.com");
+    assert_eq!(c.discovery, Discovery::OriginalDst as i32);
+    assert!(c.endpoints.is_empty());
+    let vh = vhost(&t, "api.example.com:80").unwrap();
+    assert_eq!(
+        targets(&vh.routes[0]),
+        [("outbound|80||api.example.com".to_string(), 100)]
+    );
+    // Through the explicit listener there is no original destination: said, not hidden.
+    assert!(
+        t.warnings.iter().any(|w| w.contains("127.0.0.1:8081")
+            && w.contains("api.example.com has resolution NONE")
+            && w.contains("503")),
+        "{:?}",
+        t.warnings
+    );
+    mesh_proxy::config::check(&t.config).expect("the proxy accepts ORIGINAL_DST clusters");
+    // A static service keeps static endpoints.
+    assert_eq!(
+        cluster(&t, "outbound|80||web.shop.svc.cluster.local").discovery,
+        Discovery::Static as i32
+    );
+}

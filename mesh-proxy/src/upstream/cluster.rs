@@ -1,7 +1,7 @@
 //! A cluster at run time: its endpoints grouped in subsets, a balancer per subset, and the
 //! connection pool, kept across config updates when the connection settings are unchanged.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use super::limits::Thresholds;
 use super::members::{BuildInput, Members};
 use super::pool::{Pool, PoolSettings};
 use super::resolving::Resolving;
-use super::tls_policy::CompileFor;
+use super::tls_policy::{CompileFor, TransportPlan};
+use super::transport::Transport;
 use crate::config::FieldError;
 use crate::dns::Dns;
 use crate::identity::IdentitySlot;
@@ -50,6 +51,8 @@ pub struct Cluster {
     hash: Option<HashSource>,
     members: MemberSource,
     pub pool: Arc<Pool>,
+    /// ORIGINAL_DST: how connections to an original destination are secured.
+    original_dst: Option<Transport>,
 }
 
 // The fixed members are read by every request to a static cluster: kept inline, not boxed.
@@ -170,8 +173,26 @@ impl Cluster {
                 ejections: ejections.clone(),
             },
         )?;
+        let original_dst = match spec.discovery() {
+            pb::cluster::Discovery::OriginalDst => {
+                if !spec.endpoints.is_empty() {
+                    return Err(FieldError::new(
+                        "endpoints",
+                        "an ORIGINAL_DST cluster has no endpoints",
+                    ));
+                }
+                // One transport for every original destination: the cluster's `tls` for an
+                // endpoint that says nothing of itself.
+                let mut plan = TransportPlan::new(spec.tls.as_ref(), identity, purpose)?;
+                let any = SocketAddr::from(([0, 0, 0, 0], 0));
+                Some(plan.for_endpoint(&pb::Endpoint::default(), any)?)
+            }
+            _ => None,
+        };
         let members = match spec.discovery() {
-            pb::cluster::Discovery::Static => MemberSource::Fixed(initial),
+            pb::cluster::Discovery::Static | pb::cluster::Discovery::OriginalDst => {
+                MemberSource::Fixed(initial)
+            }
             _ => MemberSource::Resolved(Arc::new(Resolving::new(
                 spec, initial, identity, policy, ejections,
             ))),
@@ -187,6 +208,7 @@ impl Cluster {
             hash,
             members,
             pool,
+            original_dst,
         })
     }
 
@@ -205,6 +227,11 @@ impl Cluster {
     /// Whether `subset` ("" for the whole cluster) exists, whatever its endpoints.
     pub fn has_subset(&self, subset: &str) -> bool {
         subset.is_empty() || self.spec.subsets.iter().any(|s| s.name == subset)
+    }
+
+    /// For an ORIGINAL_DST cluster, the transport to original destinations; None otherwise.
+    pub fn original_dst_transport(&self) -> Option<&Transport> {
+        self.original_dst.as_ref()
     }
 
     /// The DNS side of a cluster with DNS discovery.
@@ -377,6 +404,26 @@ endpoints:
         )
         .unwrap_err();
         assert_eq!(err.field, "hashPolicy");
+    }
+
+    #[test]
+    fn an_original_dst_cluster_has_no_endpoints_and_a_transport_for_any_destination() {
+        let err = Cluster::compile(
+            &spec("{name: a, discovery: ORIGINAL_DST, endpoints: [{address: '127.0.0.1:1'}]}"),
+            None,
+            ConnectionStats::default,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "endpoints");
+        let c = Cluster::compile(
+            &spec("{name: a, discovery: ORIGINAL_DST}"),
+            None,
+            ConnectionStats::default,
+        )
+        .unwrap();
+        assert!(!c.original_dst_transport().unwrap().is_tls());
+        let plain = Cluster::compile(&spec("{name: a}"), None, ConnectionStats::default).unwrap();
+        assert!(plain.original_dst_transport().is_none());
     }
 
     #[test]

@@ -35,6 +35,24 @@ impl Target {
         }
     }
 
+    /// Where a route to `cluster` goes: its subset's endpoints, or for an ORIGINAL_DST
+    /// cluster the connection's original destination (none: no endpoint, so 503 `UH`).
+    pub fn route_to(
+        cluster: &Arc<Cluster>,
+        subset: &str,
+        original_dst: Option<SocketAddr>,
+    ) -> Self {
+        match (cluster.original_dst_transport(), original_dst) {
+            (Some(transport), Some(dst)) => Self {
+                cluster: cluster.clone(),
+                endpoints: Endpoints::OriginalDst(Arc::new(
+                    Endpoint::new(dst, 1).with_transport(transport.clone()),
+                )),
+            },
+            _ => Self::subset(cluster.clone(), subset),
+        }
+    }
+
     /// `dst` through `passthrough` (see [`passthrough_cluster`]).
     pub fn original_dst(passthrough: Arc<Cluster>, dst: SocketAddr) -> Self {
         Self {
