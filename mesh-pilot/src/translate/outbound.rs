@@ -387,7 +387,9 @@ struct Env<'b, 'a> {
 impl RouteEnv for Env<'_, '_> {
     fn cluster(&self, dest: &api::Destination) -> Result<String, String> {
         let (cluster, protocol) = self.b.destination(dest, &self.vs.namespace, self.port)?;
-        if !(protocol.is_http() || protocol == Protocol::Unknown) {
+        // An HTTPS port takes HTTP routes too: the DestinationRule's TLS (ISTIO_MUTUAL to an
+        // egress gateway's HTTPS server, or SIMPLE origination) carries the requests.
+        if !(protocol.is_http() || matches!(protocol, Protocol::Unknown | Protocol::Https)) {
             let port = cluster.split('|').nth(1).unwrap_or_default();
             return Err(format!(
                 "destination {} port {port} is {}, not HTTP",

@@ -341,8 +341,11 @@ impl Listeners {
             fallbacks: Vec::new(),
         };
         for (i, l) in listeners.iter().enumerate() {
-            // Inbound listeners only: outbound traffic is not the local workload's to authorize.
-            if l.direction() == pb::Direction::Inbound {
+            // Inbound listeners, and gateway listeners that terminate mesh mTLS: outbound
+            // traffic is not the local workload's to authorize.
+            let mesh_gateway =
+                l.direction() == pb::Direction::Gateway && l.mtls_mode() != pb::MtlsMode::Unset;
+            if l.direction() == pb::Direction::Inbound || mesh_gateway {
                 let security =
                     ListenerSecurity::compile_reusing(l, remote).map_err(|e| match e {
                         SecurityError::Authorization(e) => ConfigError::new(
@@ -407,6 +410,15 @@ fn validate_listeners(
         }
         if l.direction() == pb::Direction::Unspecified {
             return Err(err("direction", "must be OUTBOUND or INBOUND".into()));
+        }
+        if l.direction() == pb::Direction::Gateway
+            && l.mtls_mode() != pb::MtlsMode::Unset
+            && l.downstream_tls.is_some()
+        {
+            return Err(err(
+                "mtlsMode",
+                "a gateway listener terminates mesh mTLS or downstreamTls, not both".into(),
+            ));
         }
         match l.protocol() {
             pb::ListenerProtocol::Tcp => {
