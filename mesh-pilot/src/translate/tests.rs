@@ -935,3 +935,50 @@ spec:
         Discovery::Static as i32
     );
 }
+
+#[test]
+fn an_http_route_may_go_to_an_https_port_carried_by_the_destination_rules_tls() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  resolution: DNS
+  ports: [{number: 80, name: http-port, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: egress, namespace: default}
+spec:
+  hosts: [egress.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  endpoints: [{address: 198.18.0.40}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: via-egress, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - route: [{destination: {host: egress.default.svc.cluster.local, port: {number: 443}}}]
+",
+    );
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    let vh = vhost(&t, "edition.cnn.com:80").unwrap();
+    assert_eq!(
+        targets(&vh.routes[0]),
+        [(
+            "outbound|443||egress.default.svc.cluster.local".to_string(),
+            100
+        )]
+    );
+    assert!(
+        !t.warnings.iter().any(|w| w.contains("not HTTP")),
+        "{:?}",
+        t.warnings
+    );
+}
