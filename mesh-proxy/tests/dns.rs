@@ -154,18 +154,26 @@ async fn logical_dns_connects_to_the_first_address_of_the_answer() {
 }
 
 #[tokio::test]
-async fn a_name_without_an_answer_is_503_after_a_bounded_wait() {
+async fn a_name_whose_lookups_fail_is_503_and_requests_stop_waiting_for_it() {
     let (_first, _second, port) = two_backends().await;
     let dns = TestDns::start(&["127.0.0.2"], 1).await;
     dns.fail(true);
-    let wait = Duration::from_millis(300);
+    let wait = Duration::from_secs(3);
     let server = proxy_with_dns(&dns, "STRICT_DNS", port, timing(wait)).await;
+    // The first request waits for the first lookup, which fails: 503 without the whole wait.
     let started = tokio::time::Instant::now();
     let reply = get(out_addr(&server), NAME, "/").await;
     assert_eq!(reply.status, 503);
     assert_eq!(&reply.body[..], b"no healthy upstream");
-    let took = started.elapsed();
-    assert!(took >= wait && took < Duration::from_secs(3), "{took:?}");
+    assert!(started.elapsed() < wait, "{:?}", started.elapsed());
+    // Later requests do not wait for DNS at all.
+    let started = tokio::time::Instant::now();
+    assert_eq!(get(out_addr(&server), NAME, "/").await.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The server recovers: the name's retry (1 s backoff) brings the endpoint.
     dns.fail(false);
@@ -207,4 +215,39 @@ fn admin_metrics(server: &Server) -> String {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, server.registry()).unwrap();
     text
+}
+
+#[tokio::test]
+async fn the_first_request_waits_for_the_first_answer_at_most_the_bound() {
+    let (_first, _second, port) = two_backends().await;
+    // A server that never answers: every lookup times out (1 s), longer than the wait.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::with_options(Options {
+        dns: DnsSettings {
+            server: Some(silent.local_addr().unwrap()),
+            timing: Timing {
+                first_answer_wait: Duration::from_millis(300),
+                query_timeout: Duration::from_secs(2),
+                ..Timing::default()
+            },
+        },
+        ..Options::default()
+    });
+    let clusters = json!([{
+        "name": "ext", "discovery": "STRICT_DNS",
+        "endpoints": [{ "address": format!("{NAME}:{port}") }],
+    }]);
+    let routes = table(json!([{ "name": "ext", "domains": ["*"], "routes": [to("ext")] }]));
+    server
+        .apply(outbound_config(routes, clusters))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let reply = get(out_addr(&server), NAME, "/").await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 503);
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
 }

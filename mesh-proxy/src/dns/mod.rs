@@ -23,7 +23,7 @@ use tokio::sync::watch;
 pub use refresh::Timing;
 
 /// The latest addresses of a name, in the order the server gave them; `None` until the
-/// first answer.
+/// first lookup ends (empty when it failed).
 pub type Answer = Option<Arc<[IpAddr]>>;
 
 #[derive(Debug, thiserror::Error)]

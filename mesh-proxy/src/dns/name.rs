@@ -30,6 +30,15 @@ pub(super) async fn run(dns: Arc<Inner>, name: String, tx: watch::Sender<Answer>
                     .get_or_create(&NameLabels { name: name.clone() })
                     .inc();
                 tracing::warn!(%name, %reason, "dns lookup failed; the last answer stays in use");
+                // A first lookup that fails is an answer without address: requests stop
+                // waiting for one (503 at once) until a lookup succeeds.
+                tx.send_if_modified(|current| {
+                    let first = current.is_none();
+                    if first {
+                        *current = Some(Arc::from([]));
+                    }
+                    first
+                });
                 dns.timing.after_failure(failures_in_a_row)
             }
         };

@@ -27,7 +27,7 @@ pub struct Resolving {
     ejections: Counter,
     /// The names among the endpoints, without duplicates.
     names: Vec<String>,
-    /// True once every name had an answer.
+    /// True once every name had an answer (or a first lookup that failed).
     ready: watch::Sender<bool>,
     /// How long a request waits for the first answers, known once started.
     first_answer_wait: OnceLock<Duration>,
@@ -85,7 +85,7 @@ impl Resolving {
         *self.ready.borrow()
     }
 
-    /// Waits until every name had an answer, at most the first-answer wait.
+    /// Waits until every name had its first lookup, at most the first-answer wait.
     pub fn first_answers(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut ready = self.ready.subscribe();
         let wait = self
