@@ -113,16 +113,6 @@ impl Dns {
         self.inner.timing
     }
 
-    /// Failed lookups of `name` so far.
-    pub fn failures(&self, name: &str) -> u64 {
-        self.inner
-            .failures
-            .get_or_create(&NameLabels {
-                name: name.to_string(),
-            })
-            .get()
-    }
-
     /// The answers of `name`, starting its task when no one watched it yet.
     pub fn watch(&self, name: &str) -> watch::Receiver<Answer> {
         let mut names = self.inner.names.lock().expect("dns names lock");

@@ -77,10 +77,6 @@ impl Resolving {
         self.current.load()
     }
 
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
     }
