@@ -15,6 +15,7 @@ pub mod cert_expiry;
 pub mod cidr;
 pub mod config;
 pub mod discovery;
+pub mod dns;
 pub mod health;
 pub mod http;
 pub mod identity;

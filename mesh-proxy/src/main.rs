@@ -100,6 +100,10 @@ struct Args {
     /// The local application that inbound requests go on to.
     #[arg(long, value_name = "HOST:PORT")]
     app_addr: Option<SocketAddr>,
+    /// The DNS server that names of DNS clusters (ServiceEntry `resolution: DNS`) are asked
+    /// (UDP, TCP for long answers); unset: the servers of /etc/resolv.conf.
+    #[arg(long, env = "MESH_DNS_SERVER", value_name = "IP:PORT")]
+    dns_server: Option<SocketAddr>,
     /// Run as a standalone gateway (Istio's ingress gateway): pilot gives this proxy one
     /// listener per server port of the Gateways whose selector matches its workload's labels.
     #[arg(long, requires = "discovery_addr")]
@@ -293,6 +297,10 @@ async fn run(args: Args, logging: Arc<admin::LogControl>) -> anyhow::Result<()> 
         idle_timeout: args.downstream_idle_timeout,
         max_connections_per_listener: args.max_downstream_connections.map(|n| n as usize),
         credential_dir: args.credential_dir.clone(),
+        dns: mesh_proxy::dns::DnsSettings {
+            server: args.dns_server,
+            ..Default::default()
+        },
         ..Default::default()
     });
     if !args.workload_metadata.standard_metrics {

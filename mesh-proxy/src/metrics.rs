@@ -87,6 +87,8 @@ pub struct Metrics {
     pub upstream_overflow: Family<ClusterLabels, Counter>,
     pub upstream_retry_overflow: Family<ClusterLabels, Counter>,
     pub outlier_ejections: Family<ClusterLabels, Counter>,
+    /// Failed lookups of the names of DNS clusters, by name.
+    pub dns_failures: Family<crate::dns::NameLabels, Counter>,
     pub downstream_connections: Family<ListenerLabels, Counter>,
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
     pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
@@ -152,6 +154,11 @@ impl Metrics {
             "upstream_retry_overflow",
             "Retries not made because the retry limit or budget was spent",
             self.upstream_retry_overflow.clone(),
+        );
+        r.register(
+            "dns_resolution_failures",
+            "Failed lookups of the names of DNS clusters (the last answer stays in use)",
+            self.dns_failures.clone(),
         );
         r.register(
             "outlier_ejections",

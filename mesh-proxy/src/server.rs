@@ -1,8 +1,8 @@
 //! The running proxy: config state, listeners, metrics registry, and the drain on shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Snapshot};
+use crate::dns::{Dns, DnsSettings};
 use crate::identity::{IdentityHandle, IdentitySlot};
 use crate::listener::{Listeners, Timeouts};
 use crate::metrics::Metrics;
@@ -27,6 +28,10 @@ pub struct Server {
     updating: tokio::sync::Mutex<()>,
     /// Cancelled to ask the process to shut down (SIGTERM, `/quitquitquit`).
     pub shutdown: CancellationToken,
+    dns_settings: DnsSettings,
+    /// The resolver of DNS clusters, made with the first config that has one (None: it could
+    /// not be made; the clusters then have no endpoints).
+    dns: OnceLock<Option<Dns>>,
 }
 
 /// Settings of the data path that are not part of the pushed config.
@@ -42,6 +47,8 @@ pub struct Options {
     /// Where a gateway finds the certificates its Gateway servers name by `credentialName`:
     /// DIR/NAME/tls.crt, tls.key and ca.crt (mounted Kubernetes TLS Secrets).
     pub credential_dir: Option<std::path::PathBuf>,
+    /// The resolver of DNS clusters.
+    pub dns: DnsSettings,
 }
 
 /// Istio's default downstream idle timeout.
@@ -54,6 +61,7 @@ impl Default for Options {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections_per_listener: None,
             credential_dir: None,
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -90,6 +98,8 @@ impl Server {
             ready: AtomicBool::new(false),
             updating: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
+            dns_settings: options.dns,
+            dns: OnceLock::new(),
         })
     }
 
@@ -110,6 +120,11 @@ impl Server {
                 .flat_map(|l| l.services.iter().cloned())
                 .collect();
             snapshot.start_key_fetching();
+            if snapshot.has_dns_clusters()
+                && let Some(dns) = self.dns()
+            {
+                snapshot.start_resolving(dns);
+            }
             self.state.store(Arc::new(snapshot));
             self.listeners.commit(prepared).await;
             self.metrics
@@ -125,6 +140,16 @@ impl Server {
             self.ready.store(true, Ordering::Release);
         }
         result
+    }
+
+    fn dns(&self) -> Option<&Dns> {
+        self.dns
+            .get_or_init(|| {
+                Dns::new(&self.dns_settings, self.metrics.dns_failures.clone())
+                    .inspect_err(|e| tracing::error!(error = %e, "no resolver for DNS clusters"))
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Announces that a workload certificate is coming (a CA is configured): auto mTLS picks

@@ -207,12 +207,17 @@ pub fn unsupported(gw: &Gateway, p: &FieldPath, out: &mut Errors) {
             continue;
         }
         match t.mode {
-            ServerTlsMode::AutoPassthrough | ServerTlsMode::IstioMutual => out.push(
+            ServerTlsMode::AutoPassthrough => out.push(
                 &tp.key("mode"),
                 format!(
-                    "{} is not supported by the gateway (SIMPLE, MUTUAL, OPTIONAL_MUTUAL and PASSTHROUGH are); the server is skipped",
+                    "{} is not supported by the gateway (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL and PASSTHROUGH are); the server is skipped",
                     mode_name(t.mode)
                 ),
+            ),
+            // Mesh mTLS terminated for HTTP routes only (an egress gateway's HTTPS server).
+            ServerTlsMode::IstioMutual if protocol == Some("TLS") => out.push(
+                &tp.key("mode"),
+                "ISTIO_MUTUAL on a TLS server (TCP routes after mesh mTLS) is not supported; use protocol HTTPS; the server is skipped",
             ),
             ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
                 if protocol == Some("TLS") =>
@@ -351,7 +356,7 @@ servers:
 - port: {number: 81, name: tcp, protocol: TCP}
   hosts: ['*']
   bind: unix:///var/run/gw.sock
-- port: {number: 443, name: https, protocol: HTTPS}
+- port: {number: 443, name: tls-mesh, protocol: TLS}
   hosts: ['*']
   tls: {mode: ISTIO_MUTUAL}
 - port: {number: 444, name: tls, protocol: TLS}

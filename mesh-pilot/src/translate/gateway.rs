@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 
 use mesh_api::networking::{self as api, Gateway, HttpMatchRequest, ServerTlsMode, parse_protocol};
 use mesh_proto::config::v1::{
-    Direction, DownstreamTls, Listener, ListenerProtocol, Redirect, RouteTable, ServerCertificate,
-    TcpMatch, TcpRoute, VirtualHost, WeightedCluster, route,
+    Direction, DownstreamTls, Listener, ListenerProtocol, MtlsMode, Redirect, RouteTable,
+    ServerCertificate, TcpMatch, TcpRoute, VirtualHost, WeightedCluster, route,
 };
 use mesh_proto::discovery::v1::GatewayAddresses;
 
@@ -67,6 +67,20 @@ enum ServerKind {
     Https,
     /// TLS routed by SNI without terminating it.
     Passthrough,
+    /// Mesh mTLS terminated with the gateway's own identity (`ISTIO_MUTUAL`), then HTTP:
+    /// sidecars reach an egress gateway this way.
+    MeshMutual,
+}
+
+impl ServerKind {
+    /// What a socket serving this kind speaks first: servers of one port must agree.
+    fn socket(self) -> &'static str {
+        match self {
+            ServerKind::Http { .. } => "plaintext HTTP",
+            ServerKind::Https | ServerKind::Passthrough => "TLS",
+            ServerKind::MeshMutual => "mesh mTLS",
+        }
+    }
 }
 
 /// One server of one Gateway.
@@ -96,6 +110,7 @@ fn kind_of(server: &api::Server) -> Option<ServerKind> {
             let t = tls?;
             match t.mode {
                 ServerTlsMode::Passthrough => Some(ServerKind::Passthrough),
+                ServerTlsMode::IstioMutual if protocol == "HTTPS" => Some(ServerKind::MeshMutual),
                 ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
                     if protocol == "HTTPS"
                         && (t.credential_secret().is_some()
@@ -143,17 +158,16 @@ pub(super) fn build(
                 continue;
             };
             let servers = by_port.entry(port.number).or_default();
-            let http = |k: ServerKind| matches!(k, ServerKind::Http { .. });
-            // Plaintext HTTP and TLS cannot share a socket.
+            // Plaintext HTTP, TLS and mesh mTLS cannot share a socket.
             if let Some(first) = servers.first()
-                && http(first.kind) != http(kind)
+                && first.kind.socket() != kind.socket()
             {
                 out.warnings.push(format!(
                     "Gateway {}/{} servers[{i}]: port {} already serves {} on this gateway; the server is skipped",
                     gw.namespace,
                     gw.name,
                     port.number,
-                    if http(first.kind) { "plaintext HTTP" } else { "TLS" },
+                    first.kind.socket(),
                 ));
                 continue;
             }
@@ -192,6 +206,9 @@ pub(super) fn build(
                     https_redirect,
                     &mut out.warnings,
                 ),
+                ServerKind::MeshMutual => {
+                    table.add_server(index, builder, workload, s, *port, false, &mut out.warnings)
+                }
                 ServerKind::Https => {
                     certificates.push(certificate(s));
                     table.add_server(index, builder, workload, s, *port, false, &mut out.warnings);
@@ -214,6 +231,11 @@ pub(super) fn build(
             route_table: name.clone(),
             tcp_routes,
             downstream_tls: (!certificates.is_empty()).then_some(DownstreamTls { certificates }),
+            mtls_mode: if servers.iter().any(|s| s.kind == ServerKind::MeshMutual) {
+                MtlsMode::Strict as i32
+            } else {
+                MtlsMode::Unset as i32
+            },
             ..Default::default()
         });
         out.route_tables.push(RouteTable {

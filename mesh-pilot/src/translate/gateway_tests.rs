@@ -355,3 +355,74 @@ spec:
     let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["from-ingress"]);
 }
+
+#[test]
+fn an_istio_mutual_server_terminates_mesh_mtls_and_routes_to_an_external_host() {
+    use mesh_proto::config::v1::MtlsMode;
+    let t = run(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http-port, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-egressgateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [edition.cnn.com]
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 443, name: http, protocol: HTTP}
+    hosts: [other.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: direct-cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match: [{gateways: [mesh], port: 80}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+  - match: [{gateways: [istio-egressgateway], port: 443}]
+    route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]
+",
+        GatewayAddresses {
+            ports: [(443, "127.0.0.1:18443".to_string())].into(),
+            ..Default::default()
+        },
+    );
+    let l = listener(&t, "gateway-443");
+    assert_eq!(
+        l.mtls_mode(),
+        MtlsMode::Strict,
+        "mesh mTLS, the gateway's identity"
+    );
+    assert!(l.downstream_tls.is_none());
+    let vhosts = &table(&t, "gateway-443").virtual_hosts;
+    assert_eq!(
+        vhosts.len(),
+        1,
+        "the plaintext server of the port is skipped"
+    );
+    assert!(vhosts[0].domains.iter().any(|d| d == "edition.cnn.com"));
+    let Some(route::Action::Route(a)) = &vhosts[0].routes[0].action else {
+        panic!("{:?}", vhosts[0].routes[0]);
+    };
+    assert_eq!(a.clusters[0].cluster, "outbound|80||edition.cnn.com");
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("port 443 already serves mesh mTLS")),
+        "{:?}",
+        t.warnings
+    );
+    mesh_proxy::config::check(&t.config).expect("the proxy accepts the gateway config");
+}

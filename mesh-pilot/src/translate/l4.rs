@@ -193,6 +193,20 @@ fn egress_listeners(b: &mut Builder, blackhole: &mut bool) -> Vec<EgressListener
             continue;
         }
         if ep.protocol.is_http() || ep.protocol == Protocol::Unknown {
+            for svc in services
+                .iter()
+                .filter(|s| passthrough(s) && ep.imports(&s.namespace, &s.hostname))
+            {
+                let port = svc
+                    .port(ep.number)
+                    .or_else(|| (svc.ports.len() == 1).then(|| &svc.ports[0]));
+                if port.is_some_and(|p| p.protocol.is_http() || p.protocol == Protocol::Unknown) {
+                    b.warnings.push(format!(
+                        "Sidecar {}/{}: egress listener {address}: {} has resolution NONE and no endpoints; an explicit listener has no original destination to forward to, so its requests get 503",
+                        sidecar.namespace, sidecar.name, svc.hostname
+                    ));
+                }
+            }
             out.push(EgressListener {
                 name,
                 address,

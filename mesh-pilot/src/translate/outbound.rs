@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mesh_api::networking::{self as api, HttpMatchRequest, OutboundMode, Subset};
+use mesh_proto::config::v1::cluster::Discovery;
 use mesh_proto::config::v1::{
     Cluster, Endpoint, OutboundTrafficPolicy, RouteTable, TcpRoute, VirtualHost,
 };
@@ -15,7 +16,7 @@ use super::routes::{self, RouteEnv};
 use super::scope::{ROOT_NAMESPACE, ScopeKey, SidecarEntry};
 use super::{hosts, policy, resilience};
 use crate::authz::MtlsDisabled;
-use crate::registry::{Protocol, Service, ServicePort, export_visible, labels_match};
+use crate::registry::{Protocol, Resolution, Service, ServicePort, export_visible, labels_match};
 
 /// Name of the outbound route table and listener.
 pub const OUTBOUND: &str = "outbound";
@@ -309,6 +310,7 @@ impl<'a> Builder<'a> {
                         &name,
                         warnings,
                     ),
+                    discovery: discovery(svc) as i32,
                     ..Default::default()
                 };
                 let effective = policy::merge(
@@ -317,6 +319,7 @@ impl<'a> Builder<'a> {
                     port.number,
                 );
                 policy::apply(&mut cluster, &effective, port.protocol, &name, warnings);
+                policy::auto_sni(&mut cluster, &svc.hostname);
                 if let Some((origin, value)) = budget {
                     cluster.retry_budget =
                         resilience::retry_budget(value, &format!("{origin} ({name})"), warnings);
@@ -389,7 +392,9 @@ struct Env<'b, 'a> {
 impl RouteEnv for Env<'_, '_> {
     fn cluster(&self, dest: &api::Destination) -> Result<String, String> {
         let (cluster, protocol) = self.b.destination(dest, &self.vs.namespace, self.port)?;
-        if !(protocol.is_http() || protocol == Protocol::Unknown) {
+        // An HTTPS port takes HTTP routes too: the DestinationRule's TLS (ISTIO_MUTUAL to an
+        // egress gateway's HTTPS server, or SIMPLE origination) carries the requests.
+        if !(protocol.is_http() || matches!(protocol, Protocol::Unknown | Protocol::Https)) {
             let port = cluster.split('|').nth(1).unwrap_or_default();
             return Err(format!(
                 "destination {} port {port} is {}, not HTTP",
@@ -445,12 +450,12 @@ fn endpoints(
                 ));
                 return None;
             }
-            // The proxy connects to addresses only (it resolves no names), so a DNS endpoint
-            // would make it refuse the whole config: leave it out and say so.
+            // Names are resolved by the proxy in DNS clusters only; elsewhere a name would
+            // make it refuse the whole config: leave it out and say so.
             let host = e.address.trim_start_matches('[').trim_end_matches(']');
-            if host.parse::<std::net::IpAddr>().is_err() {
+            if !resolves_names(svc) && host.parse::<std::net::IpAddr>().is_err() {
                 warnings.push(format!(
-                    "{cluster}: endpoint {} is a DNS name, which the proxy does not resolve yet; skipped",
+                    "{cluster}: endpoint {} is a DNS name, but the service's resolution is not DNS; skipped",
                     e.address
                 ));
                 return None;
@@ -475,6 +480,24 @@ fn endpoints(
         .collect();
     out.sort_by(|a, b| a.address.cmp(&b.address));
     out
+}
+
+/// Whether the proxy resolves the endpoint names of `svc` (ServiceEntry `resolution: DNS`
+/// or `DNS_ROUND_ROBIN`, a Kubernetes ExternalName).
+fn resolves_names(svc: &Service) -> bool {
+    matches!(svc.resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+}
+
+/// Envoy's cluster type for a service's resolution: STRICT_DNS for `DNS`, LOGICAL_DNS for
+/// `DNS_ROUND_ROBIN`, ORIGINAL_DST for `NONE` without endpoints (Istio's), static addresses
+/// otherwise.
+fn discovery(svc: &Service) -> Discovery {
+    match svc.resolution {
+        Resolution::Dns => Discovery::StrictDns,
+        Resolution::DnsRoundRobin => Discovery::LogicalDns,
+        Resolution::Passthrough if svc.endpoints.is_empty() => Discovery::OriginalDst,
+        Resolution::Static | Resolution::Passthrough => Discovery::Static,
+    }
 }
 
 /// The names a mesh mTLS peer at `e` may present: its workload's identity, then the

@@ -156,6 +156,23 @@ pub fn apply(
         .map(|tls| upstream_tls(tls, what, warnings));
 }
 
+/// Istio's automatic SNI for TLS origination (`SIMPLE` / `MUTUAL`) whose DestinationRule
+/// names no `sni`: each HTTP request's host is sent (Envoy's `auto_sni`), and the service's
+/// host on connections without a request (TCP).
+pub fn auto_sni(cluster: &mut Cluster, host: &str) {
+    use upstream_tls::Mode;
+    let Some(tls) = cluster.tls.as_mut() else {
+        return;
+    };
+    if !matches!(tls.mode(), Mode::Simple | Mode::Mutual) || !tls.sni.is_empty() {
+        return;
+    }
+    tls.auto_sni = true;
+    if !host.starts_with('*') {
+        tls.sni = host.to_string();
+    }
+}
+
 /// DestinationRule `tls` (already merged for this cluster) in the proxy's model. No `tls` at
 /// any level leaves the cluster on auto mTLS. Fields a mode does not use are dropped with a
 /// warning, as Istio ignores them: ISTIO_MUTUAL uses the proxy's own certificate, so file paths
@@ -181,6 +198,7 @@ pub fn upstream_tls(
         client_certificate: file(&tls.client_certificate),
         private_key: file(&tls.private_key),
         insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        auto_sni: false,
     };
     if tls.credential_name.is_some() {
         // Istio reads credentialName at sidecars only for a DestinationRule with a

@@ -746,10 +746,11 @@ spec:
         .unwrap();
     assert_eq!(v2.mode(), Mode::Mutual);
     assert_eq!(v2.client_certificate, "/etc/certs/c.pem");
-    assert!(
-        v2.sni.is_empty(),
-        "the subset's tls replaces the whole field"
-    );
+    assert!(!top.auto_sni, "a configured sni is sent as it is");
+    // The subset's tls replaces the whole field, so it names no sni: each request's host is
+    // sent, and the service's host on TCP connections (Istio's auto SNI).
+    assert!(v2.auto_sni);
+    assert_eq!(v2.sni, "db.example.com");
     let reviews = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
     assert_eq!(reviews.tls.as_ref().unwrap().mode(), Mode::IstioMutual);
     // A service without DestinationRule tls stays on auto mTLS.
@@ -866,4 +867,161 @@ spec: {workloadSelector: {matchLabels: {app: reviews}}, requestsPerUnit: 5, unit
     // A workload it does not select gets neither.
     let t = run(&m, "cart", "shop", outbound_only());
     assert!(!t.warnings.iter().any(|w| w.contains("LocalRateLimit")));
+}
+
+#[test]
+fn dns_service_entries_give_dns_clusters_of_names_the_proxy_resolves() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  resolution: DNS
+  ports: [{number: 80, name: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mirror, namespace: default}
+spec:
+  hosts: [mirror.example.com]
+  resolution: DNS_ROUND_ROBIN
+  ports: [{number: 443, name: tls, protocol: TLS, targetPort: 8443}]
+  endpoints: [{address: cdn.example.net}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mixed, namespace: default}
+spec:
+  hosts: [mixed.example.com]
+  resolution: DNS
+  ports: [{number: 8080, name: http}]
+  endpoints: [{address: 198.18.5.1}, {address: a.example.net, labels: {zone: a}}]
+",
+    );
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    let api = cluster(&t, "outbound|80||api.example.com");
+    assert_eq!(
+        api.discovery,
+        mesh_proto::config::v1::cluster::Discovery::StrictDns as i32
+    );
+    let eps: Vec<_> = api.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(eps, ["api.example.com:80"], "the host itself, at its port");
+    let rr = cluster(&t, "outbound|443||mirror.example.com");
+    assert_eq!(
+        rr.discovery,
+        mesh_proto::config::v1::cluster::Discovery::LogicalDns as i32
+    );
+    assert_eq!(rr.endpoints[0].address, "cdn.example.net:8443");
+    let mixed = cluster(&t, "outbound|8080||mixed.example.com");
+    let eps: Vec<_> = mixed.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(eps, ["198.18.5.1:8080", "a.example.net:8080"]);
+    assert_eq!(mixed.endpoints[1].labels["zone"], "a");
+    let static_cluster = cluster(&t, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(static_cluster.discovery, 0, "STATIC");
+    assert!(
+        !t.warnings.iter().any(|w| w.contains("DNS name")),
+        "{:?}",
+        t.warnings
+    );
+    // The proxy accepts the names (pilot checks every config with the proxy's compile).
+    mesh_proxy::config::check(&t.config).expect("the proxy accepts DNS clusters");
+}
+
+#[test]
+fn resolution_none_http_ports_go_to_the_original_destination() {
+    use mesh_proto::config::v1::cluster::Discovery;
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  resolution: NONE
+  ports: [{number: 80, name: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 8081, protocol: HTTP, name: http-egress}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: [./*]
+  - hosts: [./*]
+",
+    );
+    let t = run(&m, "cart", "shop", outbound_only());
+    let c = cluster(&t, "outbound|80||api.example.com");
+    assert_eq!(c.discovery, Discovery::OriginalDst as i32);
+    assert!(c.endpoints.is_empty());
+    let vh = vhost(&t, "api.example.com:80").unwrap();
+    assert_eq!(
+        targets(&vh.routes[0]),
+        [("outbound|80||api.example.com".to_string(), 100)]
+    );
+    // Through the explicit listener there is no original destination: said, not hidden.
+    assert!(
+        t.warnings.iter().any(|w| w.contains("127.0.0.1:8081")
+            && w.contains("api.example.com has resolution NONE")
+            && w.contains("503")),
+        "{:?}",
+        t.warnings
+    );
+    mesh_proxy::config::check(&t.config).expect("the proxy accepts ORIGINAL_DST clusters");
+    // A static service keeps static endpoints.
+    assert_eq!(
+        cluster(&t, "outbound|80||web.shop.svc.cluster.local").discovery,
+        Discovery::Static as i32
+    );
+}
+
+#[test]
+fn an_http_route_may_go_to_an_https_port_carried_by_the_destination_rules_tls() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cnn, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  resolution: DNS
+  ports: [{number: 80, name: http-port, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: egress, namespace: default}
+spec:
+  hosts: [egress.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  endpoints: [{address: 198.18.0.40}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: via-egress, namespace: default}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - route: [{destination: {host: egress.default.svc.cluster.local, port: {number: 443}}}]
+",
+    );
+    let t = run(&m, "reviews-v1", "default", outbound_only());
+    let vh = vhost(&t, "edition.cnn.com:80").unwrap();
+    assert_eq!(
+        targets(&vh.routes[0]),
+        [(
+            "outbound|443||egress.default.svc.cluster.local".to_string(),
+            100
+        )]
+    );
+    assert!(
+        !t.warnings.iter().any(|w| w.contains("not HTTP")),
+        "{:?}",
+        t.warnings
+    );
 }

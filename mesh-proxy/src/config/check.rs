@@ -148,4 +148,25 @@ mod tests {
         let alone = check_with(&own("v1"), None).unwrap_err();
         assert_eq!(alone.object, ConfigObject::Listener { index: 0 });
     }
+
+    #[test]
+    fn a_gateway_listener_terminates_mesh_mtls_or_its_own_tls_not_both() {
+        let gateway = |downstream_tls: Option<pb::DownstreamTls>| pb::ProxyConfig {
+            listeners: vec![pb::Listener {
+                name: "gateway-443".into(),
+                address: "127.0.0.1:18443".into(),
+                direction: pb::Direction::Gateway as i32,
+                protocol: pb::ListenerProtocol::Http as i32,
+                route_table: "outbound".into(),
+                mtls_mode: pb::MtlsMode::Strict as i32,
+                downstream_tls,
+                ..Default::default()
+            }],
+            route_tables: shared().1,
+            ..Default::default()
+        };
+        assert!(check(&gateway(None)).is_ok());
+        let both = check(&gateway(Some(pb::DownstreamTls::default()))).unwrap_err();
+        assert_eq!(both.field(), "listeners[0].mtlsMode");
+    }
 }

@@ -65,6 +65,19 @@ impl Snapshot {
         }
     }
 
+    /// Starts resolving the names of the DNS clusters (the answers known from the config
+    /// before are used at once). Called once the snapshot is in force.
+    pub fn start_resolving(&self, dns: &crate::dns::Dns) {
+        for cluster in self.clusters.values() {
+            cluster.start_resolving(dns);
+        }
+    }
+
+    /// Whether a cluster resolves names (so the proxy needs its resolver).
+    pub fn has_dns_clusters(&self) -> bool {
+        self.clusters.values().any(|c| c.resolving().is_some())
+    }
+
     /// Validates and compiles `cfg`. Pools of unchanged clusters in `previous` are kept.
     /// `identity` is the proxy's own, for mTLS to upstream endpoints.
     pub fn compile(
@@ -301,7 +314,7 @@ impl Upstreams {
     /// `Err((field, reason))` when the cluster or its subset does not exist.
     fn cluster_ok(&self, name: &str, subset: &str) -> Result<(), (&'static str, String)> {
         let has_subset = match self.clusters.get(name) {
-            Some(c) => Some(c.balancer(subset).is_some()),
+            Some(c) => Some(c.has_subset(subset)),
             None => self
                 .base
                 .as_ref()
@@ -356,8 +369,11 @@ impl Listeners {
                     ),
                 ));
             }
-            // Inbound listeners only: outbound traffic is not the local workload's to authorize.
-            if l.direction() == pb::Direction::Inbound {
+            // Inbound listeners, and gateway listeners that terminate mesh mTLS: outbound
+            // traffic is not the local workload's to authorize.
+            let mesh_gateway =
+                l.direction() == pb::Direction::Gateway && l.mtls_mode() != pb::MtlsMode::Unset;
+            if l.direction() == pb::Direction::Inbound || mesh_gateway {
                 let security =
                     ListenerSecurity::compile_reusing(l, remote).map_err(|e| match e {
                         SecurityError::Authorization(e) => ConfigError::new(
@@ -440,6 +456,15 @@ fn validate_listeners(
         }
         if l.direction() == pb::Direction::Unspecified {
             return Err(err("direction", "must be OUTBOUND or INBOUND".into()));
+        }
+        if l.direction() == pb::Direction::Gateway
+            && l.mtls_mode() != pb::MtlsMode::Unset
+            && l.downstream_tls.is_some()
+        {
+            return Err(err(
+                "mtlsMode",
+                "a gateway listener terminates mesh mTLS or downstreamTls, not both".into(),
+            ));
         }
         match l.protocol() {
             pb::ListenerProtocol::Tcp => {

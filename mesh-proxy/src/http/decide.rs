@@ -219,7 +219,7 @@ pub fn decide<'s>(
                 headers: &route.response_headers,
             })
         }
-        (None, Action::Forward(f)) => forwarding(req, route, f, snapshot, overrides, dice),
+        (None, Action::Forward(f)) => forwarding(req, conn, route, f, snapshot, overrides, dice),
     };
     Decision {
         delay,
@@ -231,6 +231,7 @@ pub fn decide<'s>(
 /// The upstream request of a forwarding route.
 fn forwarding<'s>(
     req: &RequestView<'_>,
+    conn: &ConnContext,
     route: &'s route::Route,
     action: &'s route::Forward,
     snapshot: &'s Snapshot,
@@ -276,7 +277,7 @@ fn forwarding<'s>(
         })
         .collect();
     Decided::Forward(Box::new(Forwarding {
-        target: Target::subset(cluster.clone(), destination.subset.as_str()),
+        target: Target::route_to(cluster, destination.subset.as_str(), conn.original_dst),
         authority: action
             .authority_rewrite
             .clone()

@@ -117,6 +117,11 @@ async fn attempts(
     } else {
         BodySource::Once(Some(downstream_body))
     };
+    // A DNS cluster before its first answer: the only wait for DNS a request ever has,
+    // boxed so the common path's future stays small.
+    if let Some(first_answers) = plan.target.first_answers() {
+        Box::pin(first_answers).await;
+    }
     // Endpoints already tried, so a retry prefers another one; kept on the stack.
     let mut tried = [0usize; MAX_REMEMBERED];
     let mut attempt = 0;
@@ -142,6 +147,10 @@ async fn attempts(
             tried[remembered] = picked.index;
         }
         let endpoint = picked.endpoint();
+        // TLS origination with automatic SNI names the request's host (a rare case: the
+        // transport is used as it is otherwise).
+        let own_transport = endpoint.transport.for_authority(&out.authority);
+        let transport = own_transport.as_ref().unwrap_or(&endpoint.transport);
 
         // The last possible attempt takes the headers instead of copying them.
         let mut headers = if attempt == max_attempts {
@@ -160,20 +169,18 @@ async fn attempts(
                 HeaderValue::from(t.as_millis() as u64),
             );
         }
-        metrics.istio.announce(&mut headers, &endpoint.transport);
+        metrics.istio.announce(&mut headers, transport);
         let req = build(&out, version, headers, body.next());
 
         let sent = async {
             match version {
                 Version::HTTP_2 => {
                     let pool = &cluster.pool;
-                    pool.send_h2(endpoint.address, &endpoint.transport, req)
-                        .await
+                    pool.send_h2(endpoint.address, transport, req).await
                 }
                 _ => {
                     let pool = &cluster.pool;
-                    pool.send_h1(endpoint.address, &endpoint.transport, req)
-                        .await
+                    pool.send_h1(endpoint.address, transport, req).await
                 }
             }
         };
@@ -212,7 +219,7 @@ async fn attempts(
             let upstream = Upstream {
                 metrics,
                 address: endpoint.address,
-                transport: &endpoint.transport,
+                transport,
                 body: &body_failure,
             };
             let mut resp = finish(result, grpc, admission, upstream);

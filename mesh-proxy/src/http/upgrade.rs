@@ -20,15 +20,20 @@ pub async fn forward(
     authority: HeaderValue,
     path_and_query: PathAndQuery,
 ) -> Response<ResponseBody> {
+    if let Some(first_answers) = target.first_answers() {
+        Box::pin(first_answers).await;
+    }
     let Some(picked) = target.pick(hash, &[]) else {
         return local::no_healthy_upstream(false);
     };
     let endpoint = picked.endpoint();
+    let own_transport = endpoint.transport.for_authority(&authority);
+    let transport = own_transport.as_ref().unwrap_or(&endpoint.transport);
     let downstream = hyper::upgrade::on(&mut req);
     let io = match target
         .cluster
         .pool
-        .connect_own(endpoint.address, &endpoint.transport, Alpn::Http1)
+        .connect_own(endpoint.address, transport, Alpn::Http1)
         .await
     {
         Ok(io) => io,

@@ -103,7 +103,9 @@ pub async fn read_config(
     dst: SocketAddr,
     original_dst: Option<SocketAddr>,
 ) -> ConnConfig {
-    let security = if listener.is_inbound() {
+    // Inbound listeners, and gateway listeners that terminate mesh mTLS (the only gateway
+    // listeners with security).
+    let security = if listener.is_inbound() || listener.is_gateway() {
         snapshot.listener_security.get(&listener.name).cloned()
     } else {
         None

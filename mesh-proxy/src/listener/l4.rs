@@ -51,7 +51,7 @@ pub async fn classify(
         let target = snapshot
             .clusters
             .get(cluster)
-            .map(|c| Target::subset(c.clone(), subset));
+            .map(|c| Target::route_to(c, subset, original_dst));
         Forward::Tcp(target)
     };
     if let Some(routes) = snapshot.tcp_routes.get(&listener.name) {

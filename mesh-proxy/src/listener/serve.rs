@@ -174,6 +174,9 @@ pub async fn serve_tcp(
         query: None,
         source_ip: conn.peer.ip(),
     });
+    if let Some(first_answers) = target.first_answers() {
+        Box::pin(first_answers).await;
+    }
     let Some(picked) = target.pick(hash, &[]) else {
         tracing::debug!(peer = %conn.peer, cluster = %target.cluster.name, "tcp: no endpoint, closing");
         let flag = Some(ResponseFlag::NoHealthyUpstream);

@@ -1,7 +1,6 @@
 //! A cluster at run time: its endpoints grouped in subsets, a balancer per subset, and the
 //! connection pool, kept across config updates when the connection settings are unchanged.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +10,17 @@ use mesh_proto::config::v1 as pb;
 
 use super::connect::{ConnectionStats, Keepalive};
 use super::limits::Thresholds;
-use super::outlier::{self, Detector, Observed};
+use super::members::{BuildInput, Members};
 use super::pool::{Pool, PoolSettings};
+use super::resolving::Resolving;
 use super::tls_policy::{CompileFor, TransportPlan};
+use super::transport::Transport;
 use crate::config::FieldError;
+use crate::dns::Dns;
 use crate::identity::IdentitySlot;
-use crate::lb::{self, Balancer, Policy};
+use crate::lb::{self, Policy};
 use crate::route::query_param;
+use arc_swap::Guard;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Istio's default idle timeout for upstream connections.
@@ -46,11 +49,34 @@ pub struct Cluster {
     pub protocol: Protocol,
     pub retry_buffer_bytes: usize,
     hash: Option<HashSource>,
-    /// Balancer per subset name; "" holds every endpoint.
-    subsets: HashMap<String, Balancer>,
+    members: MemberSource,
     pub pool: Arc<Pool>,
-    /// Outlier detection, with each subset's members as indexes into the cluster's endpoints.
-    outliers: Option<(Detector, HashMap<String, Vec<usize>>)>,
+    /// ORIGINAL_DST: how connections to an original destination are secured.
+    original_dst: Option<Transport>,
+}
+
+// The fixed members are read by every request to a static cluster: kept inline, not boxed.
+#[allow(clippy::large_enum_variant)]
+enum MemberSource {
+    Fixed(Members),
+    Resolved(Arc<Resolving>),
+}
+
+/// A cluster's members as one request reads them.
+pub enum MembersRef<'a> {
+    Fixed(&'a Members),
+    Loaded(Guard<Arc<Members>>),
+}
+
+impl std::ops::Deref for MembersRef<'_> {
+    type Target = Members;
+
+    fn deref(&self) -> &Members {
+        match self {
+            Self::Fixed(m) => m,
+            Self::Loaded(m) => m,
+        }
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -129,64 +155,48 @@ impl Cluster {
             ));
         }
 
-        let mut transports = TransportPlan::new(spec.tls.as_ref(), identity, purpose)?;
-        let mut endpoints = Vec::with_capacity(spec.endpoints.len());
-        for (i, e) in spec.endpoints.iter().enumerate() {
-            let address: SocketAddr = e.address.parse().map_err(|_| {
-                FieldError::new(
-                    format!("endpoints[{i}].address"),
-                    format!("{:?} is not an IP:port address", e.address),
-                )
-            })?;
-            let transport = transports.for_endpoint(e, address)?;
-            endpoints.push((
-                Arc::new(lb::Endpoint::new(address, e.weight.max(1)).with_transport(transport)),
-                &e.labels,
-            ));
-        }
-        let mut subsets = HashMap::with_capacity(spec.subsets.len() + 1);
-        subsets.insert(
-            String::new(),
-            Balancer::new(policy, endpoints.iter().map(|(e, _)| e.clone()).collect()),
-        );
-        for (i, subset) in spec.subsets.iter().enumerate() {
-            if subset.name.is_empty() {
-                return Err(FieldError::new(
-                    format!("subsets[{i}].name"),
-                    "must not be empty",
-                ));
-            }
-            let members = endpoints
-                .iter()
-                .filter(|(_, labels)| subset.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-                .map(|(e, _)| e.clone())
-                .collect();
-            if subsets
-                .insert(subset.name.clone(), Balancer::new(policy, members))
-                .is_some()
-            {
-                return Err(FieldError::new(
-                    format!("subsets[{i}].name"),
-                    format!("duplicate subset {:?}", subset.name),
-                ));
-            }
-        }
-
         let pool = match previous {
             Some(p) if p.pool.settings() == settings => p.pool.clone(),
             _ if purpose == CompileFor::Check => Pool::unswept(settings, stats()),
             _ => Pool::new(settings, stats()),
         };
-        let outliers = spec.outlier_detection.as_ref().map(|od| {
-            let members = subset_members(spec, &endpoints);
-            let detector = Detector::carried_over(
-                outlier::Config::from_spec(od),
-                endpoints.iter().map(|(e, _)| e.address).collect(),
-                previous.and_then(|p| p.outliers.as_ref()).map(|(d, _)| d),
-                pool.stats().ejections.clone(),
-            );
-            (detector, members)
-        });
+        let ejections = pool.stats().ejections.clone();
+        let no_answer = |_: &str| None;
+        let initial = Members::build(
+            spec,
+            BuildInput {
+                identity,
+                purpose,
+                policy,
+                answer: &no_answer,
+                previous: previous.map(|p| p.members()).as_deref(),
+                ejections: ejections.clone(),
+            },
+        )?;
+        let original_dst = match spec.discovery() {
+            pb::cluster::Discovery::OriginalDst => {
+                if !spec.endpoints.is_empty() {
+                    return Err(FieldError::new(
+                        "endpoints",
+                        "an ORIGINAL_DST cluster has no endpoints",
+                    ));
+                }
+                // One transport for every original destination: the cluster's `tls` for an
+                // endpoint that says nothing of itself.
+                let mut plan = TransportPlan::new(spec.tls.as_ref(), identity, purpose)?;
+                let any = SocketAddr::from(([0, 0, 0, 0], 0));
+                Some(plan.for_endpoint(&pb::Endpoint::default(), any)?)
+            }
+            _ => None,
+        };
+        let members = match spec.discovery() {
+            pb::cluster::Discovery::Static | pb::cluster::Discovery::OriginalDst => {
+                MemberSource::Fixed(initial)
+            }
+            _ => MemberSource::Resolved(Arc::new(Resolving::new(
+                spec, initial, identity, policy, ejections,
+            ))),
+        };
         Ok(Self {
             name: spec.name.clone(),
             spec: spec.clone(),
@@ -196,50 +206,48 @@ impl Cluster {
                 n => n as usize,
             },
             hash,
-            subsets,
+            members,
             pool,
-            outliers,
+            original_dst,
         })
-    }
-
-    /// Indexes (in `subset`'s balancer) of the endpoints outlier detection ejected; None when
-    /// none is, the common case, decided without a lock.
-    pub fn ejected(&self, subset: &str) -> Option<Vec<usize>> {
-        let (detector, members) = self.outliers.as_ref()?;
-        if !detector.any_ejected() {
-            return None;
-        }
-        let ejected = detector.ejected_now(tokio::time::Instant::now());
-        let in_subset: Vec<usize> = match members.get(subset) {
-            Some(m) => (0..m.len()).filter(|i| ejected.contains(&m[*i])).collect(),
-            None => ejected,
-        };
-        (!in_subset.is_empty()).then_some(in_subset)
-    }
-
-    /// Counts how an attempt on endpoint `index` of `subset`'s balancer ended.
-    pub fn observe(&self, subset: &str, index: usize, observed: Observed) {
-        let Some((detector, members)) = &self.outliers else {
-            return;
-        };
-        let host = match members.get(subset) {
-            Some(m) => m.get(index).copied(),
-            None => Some(index),
-        };
-        if let Some(host) = host
-            && detector.observe(host, observed, tokio::time::Instant::now())
-        {
-            tracing::info!(cluster = %self.name, endpoint = host, "outlier detection ejected an endpoint");
-        }
     }
 
     pub fn spec(&self) -> &pb::Cluster {
         &self.spec
     }
 
-    /// The balancer of a subset ("" for the whole cluster); None for an unknown subset.
-    pub fn balancer(&self, subset: &str) -> Option<&Balancer> {
-        self.subsets.get(subset)
+    /// The endpoints now: fixed for a static cluster, the latest DNS build otherwise.
+    pub fn members(&self) -> MembersRef<'_> {
+        match &self.members {
+            MemberSource::Fixed(m) => MembersRef::Fixed(m),
+            MemberSource::Resolved(r) => MembersRef::Loaded(r.members()),
+        }
+    }
+
+    /// Whether `subset` ("" for the whole cluster) exists, whatever its endpoints.
+    pub fn has_subset(&self, subset: &str) -> bool {
+        subset.is_empty() || self.spec.subsets.iter().any(|s| s.name == subset)
+    }
+
+    /// For an ORIGINAL_DST cluster, the transport to original destinations; None otherwise.
+    pub fn original_dst_transport(&self) -> Option<&Transport> {
+        self.original_dst.as_ref()
+    }
+
+    /// The DNS side of a cluster with DNS discovery.
+    pub fn resolving(&self) -> Option<&Arc<Resolving>> {
+        match &self.members {
+            MemberSource::Fixed(_) => None,
+            MemberSource::Resolved(r) => Some(r),
+        }
+    }
+
+    /// Starts resolving the names of a DNS cluster (nothing for a static one); called once
+    /// the config is in force, never by a check.
+    pub fn start_resolving(&self, dns: &Dns) {
+        if let Some(r) = self.resolving() {
+            r.start(dns);
+        }
     }
 
     /// The request's hash key, when the cluster hashes and the request carries the input.
@@ -263,28 +271,6 @@ fn ms_or(ms: u64, default: Duration) -> Duration {
     } else {
         Duration::from_millis(ms)
     }
-}
-
-/// For each named subset, its members as indexes into the cluster's endpoints ("" is all).
-fn subset_members(
-    spec: &pb::Cluster,
-    endpoints: &[(
-        Arc<lb::Endpoint>,
-        &std::collections::BTreeMap<String, String>,
-    )],
-) -> HashMap<String, Vec<usize>> {
-    spec.subsets
-        .iter()
-        .map(|s| {
-            let members = endpoints
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, labels))| s.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-                .map(|(i, _)| i)
-                .collect();
-            (s.name.clone(), members)
-        })
-        .collect()
 }
 
 fn keepalive(k: &pb::TcpKeepalive) -> Keepalive {
@@ -339,6 +325,7 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::outlier::Observed;
 
     fn spec(yaml: &str) -> pb::Cluster {
         serde_saphyr::from_str(yaml).unwrap()
@@ -367,6 +354,7 @@ endpoints:
         .unwrap();
         let addrs = |s: &str| {
             let mut v: Vec<u16> = c
+                .members()
                 .balancer(s)
                 .unwrap()
                 .endpoints()
@@ -380,7 +368,7 @@ endpoints:
         assert_eq!(addrs("v1"), [1001]);
         assert_eq!(addrs("v2"), [1002, 1003]);
         assert!(addrs("none").is_empty());
-        assert!(c.balancer("v3").is_none());
+        assert!(c.members().balancer("v3").is_none());
     }
 
     #[test]
@@ -389,12 +377,15 @@ endpoints:
             endpoints: [{address: '127.0.0.1:1'}, {address: '127.0.0.1:2'}]}";
         let first =
             Arc::new(Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap());
-        first.observe("", 1, Observed::Status(503));
-        assert_eq!(first.ejected(""), Some(vec![1]));
+        let second: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+        first
+            .members()
+            .observe("a", "", 1, second, Observed::Status(503));
+        assert_eq!(first.members().ejected(""), Some(vec![1]));
         let next = Cluster::compile(&spec(yaml), Some(&first), ConnectionStats::default).unwrap();
-        assert_eq!(next.ejected(""), Some(vec![1]));
+        assert_eq!(next.members().ejected(""), Some(vec![1]));
         let fresh = Cluster::compile(&spec(yaml), None, ConnectionStats::default).unwrap();
-        assert_eq!(fresh.ejected(""), None);
+        assert_eq!(fresh.members().ejected(""), None);
     }
 
     #[test]
@@ -413,6 +404,26 @@ endpoints:
         )
         .unwrap_err();
         assert_eq!(err.field, "hashPolicy");
+    }
+
+    #[test]
+    fn an_original_dst_cluster_has_no_endpoints_and_a_transport_for_any_destination() {
+        let err = Cluster::compile(
+            &spec("{name: a, discovery: ORIGINAL_DST, endpoints: [{address: '127.0.0.1:1'}]}"),
+            None,
+            ConnectionStats::default,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "endpoints");
+        let c = Cluster::compile(
+            &spec("{name: a, discovery: ORIGINAL_DST}"),
+            None,
+            ConnectionStats::default,
+        )
+        .unwrap();
+        assert!(!c.original_dst_transport().unwrap().is_tls());
+        let plain = Cluster::compile(&spec("{name: a}"), None, ConnectionStats::default).unwrap();
+        assert!(plain.original_dst_transport().is_none());
     }
 
     #[test]

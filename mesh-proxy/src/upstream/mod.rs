@@ -3,8 +3,10 @@
 pub mod cluster;
 pub mod connect;
 pub mod limits;
+pub mod members;
 pub mod outlier;
 pub mod pool;
+pub mod resolving;
 pub mod target;
 pub mod tls_policy;
 pub mod transport;

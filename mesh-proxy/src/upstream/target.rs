@@ -1,6 +1,7 @@
 //! Where a request or a connection goes upstream, resolved from one config snapshot, and the
 //! one way an endpoint is chosen there.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -34,6 +35,24 @@ impl Target {
         }
     }
 
+    /// Where a route to `cluster` goes: its subset's endpoints, or for an ORIGINAL_DST
+    /// cluster the connection's original destination (none: no endpoint, so 503 `UH`).
+    pub fn route_to(
+        cluster: &Arc<Cluster>,
+        subset: &str,
+        original_dst: Option<SocketAddr>,
+    ) -> Self {
+        match (cluster.original_dst_transport(), original_dst) {
+            (Some(transport), Some(dst)) => Self {
+                cluster: cluster.clone(),
+                endpoints: Endpoints::OriginalDst(Arc::new(
+                    Endpoint::new(dst, 1).with_transport(transport.clone()),
+                )),
+            },
+            _ => Self::subset(cluster.clone(), subset),
+        }
+    }
+
     /// `dst` through `passthrough` (see [`passthrough_cluster`]).
     pub fn original_dst(passthrough: Arc<Cluster>, dst: SocketAddr) -> Self {
         Self {
@@ -49,8 +68,9 @@ impl Target {
     pub fn pick(&self, hash: Option<u64>, tried: &[usize]) -> Option<Picked> {
         match &self.endpoints {
             Endpoints::Subset(subset) => {
-                let balancer = self.cluster.balancer(subset)?;
-                match self.cluster.ejected(subset) {
+                let members = self.cluster.members();
+                let balancer = members.balancer(subset)?;
+                match members.ejected(subset) {
                     None => balancer.start(hash, tried),
                     Some(ejected) => {
                         let n = balancer.endpoints().len();
@@ -65,7 +85,23 @@ impl Target {
     /// Tells outlier detection how an attempt on `picked` ended.
     pub fn observe(&self, picked: &Picked, observed: Observed) {
         if let Endpoints::Subset(subset) = &self.endpoints {
-            self.cluster.observe(subset, picked.index, observed);
+            let address = picked.endpoint().address;
+            self.cluster.members().observe(
+                &self.cluster.name,
+                subset,
+                picked.index,
+                address,
+                observed,
+            );
+        }
+    }
+
+    /// For a DNS cluster whose names have no answer yet, the wait for them (bounded); None
+    /// for every other target, which is never kept waiting.
+    pub fn first_answers(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        match (&self.endpoints, self.cluster.resolving()) {
+            (Endpoints::Subset(_), Some(r)) if !r.is_ready() => Some(r.first_answers()),
+            _ => None,
         }
     }
 }
@@ -96,7 +132,7 @@ mod tests {
     fn a_pick_counts_in_flight_until_dropped() {
         let c = cluster("{name: a, endpoints: [{address: '127.0.0.1:1'}]}");
         let target = Target::subset(c.clone(), "");
-        let endpoint = c.balancer("").unwrap().endpoints()[0].clone();
+        let endpoint = c.members().balancer("").unwrap().endpoints()[0].clone();
         let first = target.pick(None, &[]).unwrap();
         let second = target.pick(None, &[]).unwrap();
         assert_eq!(endpoint.active_requests(), 2);

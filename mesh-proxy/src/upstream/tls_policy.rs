@@ -95,7 +95,13 @@ impl<'a> TransportPlan<'a> {
                 let connectors = self.connectors(h.finish(), || {
                     Ok((config, format!("{mode:?} sni={sni:?} sans={sans:?}")))
                 })?;
-                Ok(tls(connectors, server_name(sni, address)?))
+                let transport = TlsTransport::new(connectors, server_name(sni, address)?);
+                let auto_sni = self.spec.is_some_and(|t| t.auto_sni);
+                Ok(Transport::Tls(Arc::new(if auto_sni {
+                    transport.with_auto_sni()
+                } else {
+                    transport
+                })))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! when the config (not the request) changes; a renewed certificate needs no rebuild because
 //! the TLS configs read the identity at each handshake.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -54,6 +55,18 @@ impl Transport {
 
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
+    }
+
+    /// For TLS origination with automatic SNI, the transport of a request to `authority`:
+    /// its host is the server name, and its connections are pooled apart from other hosts'.
+    /// None for every other transport (and a host that is no server name): use `self`.
+    pub fn for_authority(&self, authority: &http::HeaderValue) -> Option<Transport> {
+        let Self::Tls(t) = self else {
+            return None;
+        };
+        let auto = t.auto_sni.as_ref()?;
+        let host = authority_host(authority.to_str().ok()?)?;
+        auto.for_host(t, host)
     }
 
     /// Mesh mTLS: the identities the peer's certificate is checked against. `None` for
@@ -119,6 +132,8 @@ pub struct TlsTransport {
     server_name: ServerName<'static>,
     connectors: Arc<Connectors>,
     describe: String,
+    /// Set: each request's host is the server name (`server_name` is for TCP).
+    auto_sni: Option<AutoSni>,
 }
 
 impl TlsTransport {
@@ -128,7 +143,14 @@ impl TlsTransport {
             describe: connectors.describe.clone(),
             server_name,
             connectors,
+            auto_sni: None,
         }
+    }
+
+    /// Sends each HTTP request's host as the server name (Envoy's `auto_sni`).
+    pub fn with_auto_sni(mut self) -> Self {
+        self.auto_sni = Some(AutoSni::default());
+        self
     }
 
     pub async fn connect(
@@ -156,6 +178,51 @@ impl TlsTransport {
                 e
             })
     }
+}
+
+/// Hosts remembered per auto-SNI transport; beyond them a transport is made per request.
+const AUTO_SNI_HOSTS: usize = 256;
+
+/// The transports of an auto-SNI transport by request host, made on first use.
+#[derive(Default)]
+struct AutoSni {
+    by_host: std::sync::Mutex<std::collections::HashMap<Box<str>, Transport>>,
+}
+
+impl AutoSni {
+    fn for_host(&self, base: &TlsTransport, host: &str) -> Option<Transport> {
+        let mut by_host = self.by_host.lock().expect("auto sni lock");
+        if let Some(t) = by_host.get(host) {
+            return Some(t.clone());
+        }
+        let server_name = ServerName::try_from(host.to_owned()).ok()?;
+        let mut h = DefaultHasher::new();
+        (base.key, host).hash(&mut h);
+        let made = Transport::Tls(Arc::new(TlsTransport {
+            key: h.finish().max(1),
+            server_name,
+            connectors: base.connectors.clone(),
+            describe: format!("{} sni={host:?}", base.describe),
+            auto_sni: None,
+        }));
+        if by_host.len() < AUTO_SNI_HOSTS {
+            by_host.insert(host.into(), made.clone());
+        }
+        Some(made)
+    }
+}
+
+/// The host of an authority, without port or IPv6 brackets.
+fn authority_host(authority: &str) -> Option<&str> {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split_once(']')?.0
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        }
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 /// An upstream connection, plaintext or TLS.
@@ -237,5 +304,68 @@ impl AsyncWrite for Upstream {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_of_an_authority() {
+        assert_eq!(
+            authority_host("api.example.com:443"),
+            Some("api.example.com")
+        );
+        assert_eq!(authority_host("api.example.com"), Some("api.example.com"));
+        assert_eq!(authority_host("[2001:db8::1]:8443"), Some("2001:db8::1"));
+        assert_eq!(authority_host(":80"), None);
+    }
+
+    #[test]
+    fn auto_sni_gives_each_host_its_own_server_name_and_pool_key() {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let connectors = Connectors::new(7, &config, "SIMPLE".into());
+        let base = Transport::Tls(Arc::new(
+            TlsTransport::new(
+                connectors.clone(),
+                ServerName::try_from("svc.example").unwrap(),
+            )
+            .with_auto_sni(),
+        ));
+        let name = |t: &Transport| match t {
+            Transport::Tls(t) => t.server_name.to_str().into_owned(),
+            Transport::Plain => String::new(),
+        };
+        let a = base
+            .for_authority(&http::HeaderValue::from_static("a.example:443"))
+            .unwrap();
+        let b = base
+            .for_authority(&http::HeaderValue::from_static("b.example"))
+            .unwrap();
+        assert_eq!(name(&a), "a.example");
+        assert_eq!(name(&b), "b.example");
+        assert_ne!(a.key(), b.key());
+        assert_ne!(a.key(), base.key());
+        let again = base
+            .for_authority(&http::HeaderValue::from_static("a.example:8443"))
+            .unwrap();
+        assert_eq!(again.key(), a.key(), "the port is not part of the name");
+        // Without auto SNI the transport is used as it is.
+        let fixed = Transport::Tls(Arc::new(TlsTransport::new(
+            connectors,
+            ServerName::try_from("svc.example").unwrap(),
+        )));
+        assert!(
+            fixed
+                .for_authority(&http::HeaderValue::from_static("a.example"))
+                .is_none()
+        );
     }
 }

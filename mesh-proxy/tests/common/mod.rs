@@ -1,6 +1,7 @@
 //! Test helpers: an in-process proxy on 127.0.0.1:0, sample apps, and real HTTP clients.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod mesh;
 
 use std::net::SocketAddr;

@@ -328,9 +328,10 @@ fn print_gateways(gateways: &[LocalGateway]) {
     if gateways.is_empty() {
         return;
     }
+    // Ingress and egress gateways alike: the same proxy, told apart by their Gateways.
     println!(
         "
-ingress gateways:"
+gateways:"
     );
     for g in gateways {
         let ports: Vec<String> = g

@@ -300,3 +300,37 @@ fn scheme_match_follows_the_connection_and_regex_rewrite_keeps_the_query() {
         "/v3/api/items?page=2"
     );
 }
+
+#[test]
+fn a_route_to_an_original_dst_cluster_goes_where_the_connection_was_going() {
+    let cfg = serde_json::from_value(json!({
+        "listeners": [outbound("ALLOW_ANY")],
+        "routeTables": [{ "name": "rt", "virtualHosts": [{
+            "name": "ext", "domains": ["api.example.com"],
+            "routes": [{ "route": { "clusters": [{ "cluster": "ext", "weight": 100 }] } }]
+        }]}],
+        "clusters": [{ "name": "ext", "discovery": "ORIGINAL_DST" }],
+    }))
+    .unwrap();
+    let snap = Snapshot::compile(
+        cfg,
+        None,
+        &Metrics::default(),
+        &Arc::new(IdentitySlot::default()),
+    )
+    .unwrap();
+    let req = get("api.example.com", "/x");
+    let redirected = decide_on(&snap, Some("198.18.7.7:80"), &req, dice(MISS, 0));
+    let f = forwarding(&redirected);
+    assert_eq!(
+        subset_of(f),
+        ("original".to_string(), "198.18.7.7:80".to_string())
+    );
+    assert_eq!(
+        f.target.cluster.name, "ext",
+        "the cluster's own pool and limits"
+    );
+    // Not redirected (an explicit listener): no destination, so no endpoint (503 UH).
+    let explicit = decide_on(&snap, None, &req, dice(MISS, 0));
+    assert!(forwarding(&explicit).target.pick(None, &[]).is_none());
+}
