@@ -546,6 +546,7 @@ spec:
   - overrides:
     - {match: {metric: REQUEST_COUNT}, disabled: true}
     - {match: {metric: TCP_SENT_BYTES}, disabled: true}
+    - {match: {customMetric: mine}, disabled: true}
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -558,20 +559,25 @@ spec:
             .to_proto()
             .unwrap();
         assert_eq!(default.access_logging, None);
-        // The request count is off on both sides; the TCP override is left out.
+        // The request count and the TCP sent bytes are off on both sides; the custom
+        // metric's override is left out.
         let metrics = default.metrics.unwrap().overrides;
-        assert_eq!(metrics.len(), 2, "{metrics:?}");
-        assert!(
-            metrics
-                .iter()
-                .all(|o| o.disabled && o.metric == pb::StandardMetric::RequestCount as i32)
+        let off: Vec<(i32, bool)> = metrics.iter().map(|o| (o.metric, o.disabled)).collect();
+        let (count, sent) = (
+            pb::StandardMetric::RequestCount as i32,
+            pb::StandardMetric::TcpSentBytes as i32,
+        );
+        assert_eq!(
+            off,
+            [(count, true), (count, true), (sent, true), (sent, true)],
+            "{metrics:?}"
         );
         let shop = resolve(&resources, "shop", &labels(&[]), ROOT);
         assert_eq!(logs(&shop), [log("envoy", Format::Text, Mode::Client, "")]);
         let w = warnings(&resources, ROOT);
         assert!(
             w.iter().any(|l| l.starts_with(
-                "Telemetry istio-system/off: spec.metrics[0].overrides[1].match.metric: overrides of the TCP metrics are not implemented"
+                "Telemetry istio-system/off: spec.metrics[0].overrides[2].match.customMetric: custom metrics are not implemented"
             )),
             "{w:?}"
         );

@@ -216,7 +216,7 @@ spec:
   - providers: [{name: envoy}, {name: otel}]
     filter: {expression: 'response.code >= 400'}
   metrics:
-  - overrides: [{match: {metric: TCP_SENT_BYTES}, disabled: true}]
+  - overrides: [{match: {customMetric: mine}, disabled: true}]
 ",
     );
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
@@ -239,7 +239,7 @@ spec:
     );
     assert!(
         stderr.contains(
-            "telemetry.yaml:9: spec.metrics[0].overrides[0].match.metric: overrides of the TCP metrics are not implemented"
+            "telemetry.yaml:9: spec.metrics[0].overrides[0].match.customMetric: custom metrics are not implemented"
         ),
         "{stderr}"
     );
