@@ -91,6 +91,10 @@ P_TLS_IN=$((PORT_BASE + 56))
 P_TLS_IN_ADMIN=$((PORT_BASE + 55))
 P_TLS_OUT=$((PORT_BASE + 61))
 P_TLS_OUT_ADMIN=$((PORT_BASE + 60))
+P_GW=$((PORT_BASE + 66))
+P_GW_ADMIN=$((PORT_BASE + 65))
+P_GW_TLS=$((PORT_BASE + 71))
+P_GW_TLS_ADMIN=$((PORT_BASE + 70))
 CONNECT_SECONDS=${BENCH_CONNECT_SECONDS:-5}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-3000}
 
@@ -207,7 +211,8 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 for p in "$P_UPSTREAM" "$P_MESH" "$P_MESH_ADMIN" "$P_CHAIN_OUT" "$P_CHAIN_OUT_ADMIN" "$P_CHAIN_IN" \
     "$P_CHAIN_IN_ADMIN" "$P_HAPROXY" "$P_NGINX" "$P_CG_MESH" "$P_CG_MESH_ADMIN" "$P_CG_HAPROXY" \
-    "$P_CG_NGINX" "$P_OTLP" "$P_CITADEL" "$P_TLS_IN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT" "$P_TLS_OUT_ADMIN"; do
+    "$P_CG_NGINX" "$P_OTLP" "$P_CITADEL" "$P_TLS_IN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT" "$P_TLS_OUT_ADMIN" \
+    "$P_GW" "$P_GW_ADMIN" "$P_GW_TLS" "$P_GW_TLS_ADMIN"; do
     if port_busy "$p"; then
         die "port 127.0.0.1:$p is in use; pick another range with BENCH_PORT_BASE"
     fi
@@ -384,6 +389,73 @@ routeTables:
 clusters:
   - { name: next, lbPolicy: ROUND_ROBIN, protocol: HTTP1$cluster_tls, endpoints: [{ address: "127.0.0.1:$4"$endpoint_tls }] }
 EOF
+}
+
+# The plain proxy with DestinationRule-style connection limits (Envoy's defaults, never reached
+# here) and outlier detection (never tripping: every answer is a 200).
+mesh_resilience_conf() { # mesh_resilience_conf NAME LISTEN_PORT TARGET_PORT
+    mesh_conf "$1" "$2" OUTBOUND "$3"
+    cat >>"$WORK/$1.yaml" <<EOF
+  - name: guarded
+    lbPolicy: ROUND_ROBIN
+    protocol: HTTP1
+    endpoints: [{ address: "127.0.0.1:$3" }]
+    circuitBreakers: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 }
+    outlierDetection: { consecutive5xx: 5, consecutiveGatewayErrors: 5, intervalMs: 10000, baseEjectionTimeMs: 30000, maxEjectionPercent: 100 }
+EOF
+    sed -i 's/cluster: next, weight: 100/cluster: guarded, weight: 100/' "$WORK/$1.yaml"
+}
+
+# The plain proxy with every request mirrored (Istio's default mirror share) to a second
+# cluster on the same upstream.
+mesh_mirror_conf() { # mesh_mirror_conf NAME LISTEN_PORT TARGET_PORT
+    mesh_conf "$1" "$2" OUTBOUND "$3"
+    cat >>"$WORK/$1.yaml" <<EOF
+  - { name: shadow, lbPolicy: ROUND_ROBIN, protocol: HTTP1, endpoints: [{ address: "127.0.0.1:$3" }] }
+EOF
+    sed -i 's/route: { clusters: \[{ cluster: next, weight: 100 }\] }/route: { clusters: [{ cluster: next, weight: 100 }], mirrors: [{ cluster: shadow, percentage: 100 }] }/' "$WORK/$1.yaml"
+    grep -q 'mirrors:' "$WORK/$1.yaml" || die "mirror config for $1 not written"
+}
+
+# A gateway listener (Istio's ingress gateway: headers from outside stripped) to TARGET_PORT:
+# over mesh mTLS to the proxy SERVER_NAME when given, else in plaintext; with TLS_CERT the
+# listener terminates TLS for gw.bench with TLS_CERT.pem and TLS_CERT.key.
+gateway_conf() { # gateway_conf NAME LISTEN_PORT TARGET_PORT [SERVER_NAME] [TLS_CERT]
+    local cluster_tls="" endpoint_tls="" listener_tls=""
+    if [[ -n ${4:-} ]]; then
+        cluster_tls=", tls: { mode: ISTIO_MUTUAL }"
+        endpoint_tls=", identities: [\"$(spiffe_of "$4")\"], sidecar: true"
+    fi
+    if [[ -n ${5:-} ]]; then
+        listener_tls=", downstreamTls: { certificates: [{ sniHosts: [gw.bench], certificateChain: \"$5.pem\", privateKey: \"$5.key\" }] }"
+    fi
+    cat >"$WORK/$1.yaml" <<EOF
+version: "bench"
+listeners:
+  - { name: gw, address: "127.0.0.1:$2", direction: GATEWAY, protocol: HTTP, routeTable: rt$listener_tls }
+routeTables:
+  - name: rt
+    virtualHosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - route: { clusters: [{ cluster: next, weight: 100 }] }
+clusters:
+  - { name: next, lbPolicy: ROUND_ROBIN, protocol: HTTP1$cluster_tls, endpoints: [{ address: "127.0.0.1:$3"$endpoint_tls }] }
+EOF
+}
+
+# A CA and a certificate for gw.bench signed by it: the gateway's HTTPS server certificate.
+gateway_certificate() { # gateway_certificate PREFIX
+    local p=$1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=bench gateway CA" -keyout "$p-ca.key" -out "$p-ca.pem" 2>/dev/null ||
+        die "openssl: gateway CA"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=gw.bench" \
+        -keyout "$p.key" -out "$p.csr" 2>/dev/null || die "openssl: gateway key"
+    printf 'subjectAltName=DNS:gw.bench\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$p.ext"
+    openssl x509 -req -in "$p.csr" -CA "$p-ca.pem" -CAkey "$p-ca.key" -CAcreateserial -days 2 \
+        -extfile "$p.ext" -out "$p.pem" 2>/dev/null || die "openssl: gateway certificate"
 }
 
 # start_mesh_tls NAME CORE ADMIN_PORT: a proxy whose certificate comes from the run's citadel.
@@ -612,6 +684,15 @@ PID_TLS_IN=$STARTED_PID
 mesh_tls_conf tls-out "$P_TLS_OUT" OUTBOUND "$P_TLS_IN" tls-in
 start_mesh_tls tls-out "$PROXY_CORE" "$P_TLS_OUT_ADMIN"
 PID_TLS_OUT=$STARTED_PID
+# The gateway path: client -> gateway -> sidecar (tls-in, STRICT) -> app, the gateway with its
+# own mesh identity; and a gateway HTTPS server for new TLS connections from outside.
+gateway_conf gw "$P_GW" "$P_TLS_IN" tls-in
+start_mesh_tls gw "$PROXY_CORE" "$P_GW_ADMIN"
+PID_GW=$STARTED_PID
+gateway_certificate "$WORK/gw-cert"
+gateway_conf gw-tls "$P_GW_TLS" "$P_UPSTREAM" "" "$WORK/gw-cert"
+start_mesh gw-tls "$PROXY_CORE" "$P_GW_TLS_ADMIN"
+PID_GW_TLS=$STARTED_PID
 haproxy_conf haproxy "$P_HAPROXY"
 start haproxy "$PROXY_CORE" haproxy -db -f "$WORK/haproxy.cfg"
 PID_HAPROXY=$STARTED_PID
@@ -619,7 +700,8 @@ nginx_conf nginx "$P_NGINX"
 start nginx "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx.err" -c "$WORK/nginx.conf"
 PID_NGINX=$STARTED_PID
 
-for a in "$P_MESH_ADMIN" "$P_CHAIN_IN_ADMIN" "$P_CHAIN_OUT_ADMIN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT_ADMIN"; do
+for a in "$P_MESH_ADMIN" "$P_CHAIN_IN_ADMIN" "$P_CHAIN_OUT_ADMIN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT_ADMIN" \
+    "$P_GW_ADMIN" "$P_GW_TLS_ADMIN"; do
     deadline=$((SECONDS + 20))
     until [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$a/ready" || true) == 200 ]]; do
         ((SECONDS < deadline)) || die "mesh-proxy admin 127.0.0.1:$a never became ready"
@@ -633,6 +715,7 @@ RSS_IDLE[nginx]=$(rss_kb "$PID_NGINX")
 wait_ok mesh "$PID_MESH" "http://127.0.0.1:$P_MESH/" 20
 wait_ok chain-out "$PID_CHAIN_OUT" "http://127.0.0.1:$P_CHAIN_OUT/" 20
 wait_ok tls-out "$PID_TLS_OUT" "http://127.0.0.1:$P_TLS_OUT/" 20
+wait_ok gw "$PID_GW" "http://127.0.0.1:$P_GW/" 20
 wait_ok haproxy "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/" 20
 wait_ok nginx "$PID_NGINX" "http://127.0.0.1:$P_NGINX/" 20
 
@@ -647,8 +730,9 @@ done
 # Two mesh proxies in a row: warm their pools (they take no part in the full-load phases).
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_CHAIN_OUT/" >/dev/null
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_TLS_OUT/" >/dev/null
+pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_GW/" >/dev/null
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX"; do
         chrt -a -f -p "$RT_PRIO" "$pid" >/dev/null || die "chrt -f on $pid failed (BENCH_RT=0 skips it)"
     done
 fi
@@ -658,15 +742,16 @@ for round in $(seq "$ROUNDS"); do
     fixed_rate mesh "http://127.0.0.1:$P_MESH/" "$PID_MESH"
     fixed_rate chain "http://127.0.0.1:$P_CHAIN_OUT/" "$PID_CHAIN_OUT" "$PID_CHAIN_IN"
     fixed_rate chain-mtls "http://127.0.0.1:$P_TLS_OUT/" "$PID_TLS_OUT" "$PID_TLS_IN"
+    fixed_rate gateway "http://127.0.0.1:$P_GW/" "$PID_GW" "$PID_TLS_IN"
     fixed_rate haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
     fixed_rate nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
 done
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_HAPROXY" "$PID_NGINX"; do
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX"; do
         chrt -a -o -p 0 "$pid" >/dev/null || true
     done
 fi
-for k in direct mesh chain chain-mtls haproxy nginx; do
+for k in direct mesh chain chain-mtls gateway haproxy nginx; do
     rate_summary "$k"
     log "  $k: p50/p90/p99 ${P50[$k]}/${P90[$k]}/${P99[$k]} ms (p99 of the rounds:${LAT_P99[$k]} us)"
 done
@@ -689,7 +774,7 @@ for k in mesh haproxy nginx; do
         --conns "$IDLE_CONNS" --settle 15) || die "idle-conns against $k failed"
     log "  $k: ${IDLE_LINE[$k]}"
 done
-for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_OUT" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
+for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
 
 # New mTLS connections: handshake with a mesh certificate, one request, close; the inbound
 # proxy alone on its core.
@@ -705,6 +790,20 @@ CONNECT_P99=$(field p99_ms)
 CONNECT_ERRORS=$(field errors)
 stop "$PID_TLS_IN"
 stop "$PID_CITADEL"
+
+# New TLS connections from outside the mesh to the gateway's HTTPS server (server
+# certificate only, as a browser or curl connects).
+log "new TLS connections to the gateway's HTTPS server, ${CONNECT_SECONDS}s"
+GW_CONNECT_LINE=$(pinned "$LOAD_CORE" "$MTLS_CONNECT" --addr "127.0.0.1:$P_GW_TLS" \
+    --server-ca "$WORK/gw-cert-ca.pem" --sni gw.bench --host gw.bench --seconds "$CONNECT_SECONDS") ||
+    die "mtls-connect against the gateway failed"
+log "  $GW_CONNECT_LINE"
+gw_field() { tr ' ' '\n' <<<"$GW_CONNECT_LINE" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+GW_CONNECT_RATE=$(gw_field conns_per_sec)
+GW_CONNECT_P50=$(gw_field p50_ms)
+GW_CONNECT_P99=$(gw_field p99_ms)
+GW_CONNECT_ERRORS=$(gw_field errors)
+stop "$PID_GW_TLS"
 
 log "citadel signings on one core"
 SIGN_LINE=$(pinned "$PROXY_CORE" "$CITADEL_BENCH" --seconds 3 2>&1 | tail -n 1)
@@ -731,6 +830,12 @@ SPANS=$(grep -o 'spans=[0-9]*' "$WORK/otlp-sink.log" | cut -d= -f2)
 LOG_LINES=$(wc -l <"$WORK/access.log")
 [[ ${SPANS:-0} -gt 0 ]] || die "the OTLP sink got no span from the traced proxy"
 log "  traced proxy: $SPANS spans exported, $LOG_LINES access log lines"
+mesh_resilience_conf cg-mesh-resilience "$P_CG_MESH" "$P_UPSTREAM"
+instructions_per_request mesh-resilience cg-mesh-resilience "$P_CG_MESH" cg_start_mesh
+mesh_mirror_conf cg-mesh-mirror "$P_CG_MESH" "$P_UPSTREAM"
+instructions_per_request mesh-mirror cg-mesh-mirror "$P_CG_MESH" cg_start_mesh
+gateway_conf cg-gateway "$P_CG_MESH" "$P_UPSTREAM"
+instructions_per_request gateway cg-gateway "$P_CG_MESH" cg_start_mesh
 instructions_per_request haproxy cg-haproxy "$P_CG_HAPROXY" cg_start_haproxy
 instructions_per_request nginx cg-nginx "$P_CG_NGINX" cg_start_nginx
 
@@ -761,6 +866,9 @@ TABLE=$(
     row mesh-telemetry "mesh-proxy, tracing 1 % to an OTLP collector + access log to a file"
     row chain "mesh-proxy x2 (in a row)"
     row chain-mtls "mesh-proxy x2 (in a row, mTLS)"
+    row mesh-resilience "mesh-proxy, connection limits + outlier detection (not tripping)"
+    row mesh-mirror "mesh-proxy, every request mirrored to a second cluster"
+    row gateway "gateway -> sidecar (mTLS) -> app (instructions: the gateway alone, plaintext upstream)"
     row haproxy "haproxy (nbthread 1)"
     row nginx "nginx (1 worker)"
 )
@@ -796,6 +904,7 @@ TARGETS=$(
     echo "| instructions per request at or under nginx's | $(verdict "${IR[mesh]}" "${IR[nginx]}" instructions) |"
     echo "| standard metrics cost under 5 % instructions per request | $(verdict "$(cost mesh mesh-metrics-off)" 5 %) |"
     echo "| tracing at 1 % plus access logs cost under 10 % | $(verdict "$(cost mesh-telemetry mesh)" 10 %) |"
+    echo "| connection limits and outlier detection cost under 3 % | $(verdict "$(cost mesh-resilience mesh)" 3 %) |"
     echo "| added p99 through two proxies under 0.3 ms | $(verdict "$ADDED_P99" 0.3 ms) (p99 ${P99[chain]} ms vs direct ${P99[direct]} ms) |"
     echo "| resident memory under load under 15 MB | $(verdict "$(mb "${RSS_LOAD[mesh]}")" 15 MB) |"
     echo "| resident memory idle under 8 MB | $(verdict "$(mb "${RSS_IDLE[mesh]}")" 8 MB) |"
@@ -808,6 +917,7 @@ SECURITY=$(
     echo "|---|---:|"
     echo "| added p50 / p99 of mTLS over plaintext, two proxies at ${RATE} req/s | $(awk -v a="${P50[chain-mtls]}" -v b="${P50[chain]}" 'BEGIN { printf "%.3f", a - b }') / $(awk -v a="${P99[chain-mtls]}" -v b="${P99[chain]}" 'BEGIN { printf "%.3f", a - b }') ms |"
     echo "| new mTLS connections per second (handshake + one request + close, ${CONNECT_SECONDS}s, 4 in flight) | ${CONNECT_RATE:-?} (p50 ${CONNECT_P50:-?} ms, p99 ${CONNECT_P99:-?} ms, ${CONNECT_ERRORS:-?} errors) |"
+    echo "| new TLS connections per second to a gateway HTTPS server (handshake + one request + close, ${CONNECT_SECONDS}s, 4 in flight) | ${GW_CONNECT_RATE:-?} (p50 ${GW_CONNECT_P50:-?} ms, p99 ${GW_CONNECT_P99:-?} ms, ${GW_CONNECT_ERRORS:-?} errors) |"
     echo "| citadel certificates signed per second, one core (citadel-bench) | ${SIGN_RATE:-?} |"
 )
 

@@ -5,6 +5,10 @@
 //!
 //! The client's certificate comes from the benchmark's own CA directory (the one its citadel
 //! serves from); its key is made here and stays in this process.
+//!
+//! With `--server-ca` it is a client from outside the mesh instead: server-authenticated TLS
+//! to a gateway's HTTPS server (its certificate checked against that CA for `--sni`), no
+//! client certificate.
 
 #![forbid(unsafe_code)]
 
@@ -28,13 +32,19 @@ struct Args {
     #[arg(long)]
     addr: String,
     /// The CA directory of the mesh under test (ca-cert.pem, ca-key.pem, root-cert.pem).
-    #[arg(long)]
-    ca_dir: PathBuf,
+    #[arg(long, required_unless_present = "server_ca")]
+    ca_dir: Option<PathBuf>,
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
     /// The SPIFFE ID the server must present.
+    #[arg(long, required_unless_present = "server_ca")]
+    server_id: Option<String>,
+    /// Plain server-authenticated TLS: the PEM CA the server's certificate chains to.
+    #[arg(long, conflicts_with_all = ["ca_dir", "server_id"], requires = "sni")]
+    server_ca: Option<PathBuf>,
+    /// The server name sent and checked, with `--server-ca`.
     #[arg(long)]
-    server_id: String,
+    sni: Option<String>,
     /// Host header of the request.
     #[arg(long, default_value = "bench")]
     host: String,
@@ -48,11 +58,17 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let identity = client_identity(&args)?;
-    let tls = mesh_proxy::tls::client_config(
-        IdentityHandle::fixed(identity),
-        vec![args.server_id.clone()],
-    )?;
+    let (tls, name) = match (&args.server_ca, &args.sni) {
+        (Some(ca), Some(sni)) => (server_auth_config(ca)?, ServerName::try_from(sni.clone())?),
+        _ => {
+            let identity = client_identity(&args)?;
+            let server_id = args.server_id.clone().context("--server-id")?;
+            let tls =
+                mesh_proxy::tls::client_config(IdentityHandle::fixed(identity), vec![server_id])?;
+            // SPIFFE IDs replace host names: the name is SNI only.
+            (tls, ServerName::try_from("outbound.mesh")?)
+        }
+    };
     let connector = TlsConnector::from(tls);
     let request = Arc::new(format!(
         "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -60,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     // One connection first, so a setup mistake fails loudly instead of measuring errors.
-    connect_once(&connector, &args.addr, &request)
+    connect_once(&connector, &args.addr, &name, &request)
         .await
         .context("first connection")?;
 
@@ -69,12 +85,13 @@ async fn main() -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (connector, addr, request) = (connector.clone(), args.addr.clone(), request.clone());
+        let name = name.clone();
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match connect_once(&connector, &addr, &request).await {
+                match connect_once(&connector, &addr, &name, &request).await {
                     Ok(()) => latencies.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -112,8 +129,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// A certificate for `spiffe://<td>/ns/bench/sa/mtls-connect`, signed by the CA of `ca_dir`.
 fn client_identity(args: &Args) -> anyhow::Result<Identity> {
-    let ca = Ca::load(&args.ca_dir, &args.trust_domain)
-        .with_context(|| format!("loading the CA in {}", args.ca_dir.display()))?;
+    let dir = args.ca_dir.as_ref().context("--ca-dir")?;
+    let ca = Ca::load(dir, &args.trust_domain)
+        .with_context(|| format!("loading the CA in {}", dir.display()))?;
     let key = KeyPair::generate()?;
     let csr = CertificateParams::new(Vec::<String>::new())?
         .serialize_request(&key)?
@@ -128,17 +146,35 @@ fn client_identity(args: &Args) -> anyhow::Result<Identity> {
     Ok(Identity::from_parts(chain, key, ca.roots().to_vec())?)
 }
 
+/// A client trusting the PEM certificates of `ca`, without a certificate of its own.
+fn server_auth_config(ca: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn der_of(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
     use rustls_pki_types::pem::PemObject;
     Ok(CertificateDer::from_pem_slice(pem.as_bytes())?)
 }
 
-async fn connect_once(connector: &TlsConnector, addr: &str, request: &str) -> anyhow::Result<()> {
+async fn connect_once(
+    connector: &TlsConnector,
+    addr: &str,
+    name: &ServerName<'static>,
+    request: &str,
+) -> anyhow::Result<()> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    // SPIFFE IDs replace host names: the name is SNI only.
-    let name = ServerName::try_from("outbound.mesh")?;
-    let mut tls = connector.connect(name, tcp).await?;
+    let mut tls = connector.connect(name.clone(), tcp).await?;
     tls.write_all(request.as_bytes()).await?;
     let mut reply = Vec::with_capacity(2048);
     tls.read_to_end(&mut reply).await?;
