@@ -64,6 +64,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n    rewrite: {uriRegexRewrite: {match: '^/a', rewrite: ''}}\n", "spec.http[0].rewrite.uriRegexRewrite: UriRegexRewrite requires both Rewrite and Match fields to be specified"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /}}]\n", "spec.http[0]: HTTP route, redirect, direct response or delegate is required"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - directResponse: {status: 99}\n", "spec.http[0].directResponse.status: invalid status 99"),
+    ("VirtualService", "  hosts: [reviews]\n  http:\n  - directResponse: {status: 200, body: {bytes: 'not*base64'}}\n", "spec.http[0].directResponse.body.bytes: not base64"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, port: {number: 0}}\n", "spec.http[0].route[0].destination.port.number: port number 0 must be between 1-65535"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: V1}\n", "spec.http[0].route[0].destination.subset: subset name \"V1\" is invalid"),
     ("VirtualService", "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: \"*\"}\n", "spec.http[0].route[0].destination.host: invalid destination host *"),

@@ -248,6 +248,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn base64_as_proto3_json_takes_it() {
+        for ok in ["", "aGk=", "aGk", "/+8=", "_-8", "aGVs bG8=", "AAAA"] {
+            assert!(is_base64(ok), "{ok:?}");
+        }
+        for bad in ["a", "aGk===", "a*bc", "aGk=x", "é"] {
+            assert!(!is_base64(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn hosts() {
         assert!(wildcard_domain("reviews").is_ok());
         assert!(wildcard_domain("*.foo.com").is_ok());
@@ -301,4 +311,18 @@ mod tests {
         assert!(gateway_name("mesh").is_ok());
         assert!(gateway_name("bad_name").is_err());
     }
+}
+
+/// Whether `s` is base64 as proto3 JSON accepts it for `bytes`: the standard or URL-safe
+/// alphabet, padding optional, whitespace ignored; no stray bits in the last character.
+pub fn is_base64(s: &str) -> bool {
+    let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let body = digits
+        .iter()
+        .rposition(|&c| c != b'=')
+        .map_or(&digits[..0], |end| &digits[..=end]);
+    let padding = digits.len() - body.len();
+    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
+    // A last group of one character cannot carry a whole byte.
+    padding <= 2 && body.iter().all(alphabet) && body.len() % 4 != 1
 }

@@ -154,6 +154,14 @@ fn http_route(r: &HttpRoute, in_delegate: bool, p: &FieldPath, errs: &mut Errors
                 "only one of string or bytes may be set",
             );
         }
+        if let Some(bytes) = dr.body.as_ref().and_then(|b| b.bytes.as_deref())
+            && !rules::is_base64(bytes)
+        {
+            errs.push(
+                &p.key("directResponse").key("body").key("bytes"),
+                "not base64 (the standard or URL-safe alphabet, padding optional)",
+            );
+        }
     }
     if let Some(rw) = &r.rewrite {
         rewrite(rw, &p.key("rewrite"), errs);

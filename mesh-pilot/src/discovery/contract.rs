@@ -135,6 +135,7 @@ fn repair(cfg: &mut ProxyConfig, e: &ConfigError, again: bool) -> String {
                 action: Some(pb::route::Action::DirectResponse(DirectResponse {
                     status: NO_CLUSTER_STATUS,
                     body: NO_CLUSTER_BODY.to_string(),
+                    body_bytes: Vec::new(),
                 })),
                 ..Default::default()
             };

@@ -192,19 +192,16 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
         });
     }
     if let Some(dr) = &r.direct_response {
-        let body = match &dr.body {
-            Some(b) => match (&b.string, &b.bytes) {
-                (Some(s), _) => s.clone(),
-                (None, Some(bytes)) => base64_decode(bytes)
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default(),
-                _ => String::new(),
-            },
-            None => String::new(),
+        // Validation refuses bytes that are not base64, so the decode does not fail here.
+        let (body, body_bytes) = match dr.body.as_ref().map(|b| (&b.string, &b.bytes)) {
+            Some((Some(s), _)) => (s.clone(), Vec::new()),
+            Some((None, Some(bytes))) => (String::new(), base64_decode(bytes).unwrap_or_default()),
+            _ => (String::new(), Vec::new()),
         };
         return route::Action::DirectResponse(DirectResponse {
             status: dr.status,
             body,
+            body_bytes,
         });
     }
     let mut clusters = Vec::with_capacity(r.route.len());
@@ -229,6 +226,7 @@ fn action(r: &HttpRoute, env: &dyn RouteEnv, warnings: &mut Vec<String>) -> rout
                 return route::Action::DirectResponse(DirectResponse {
                     status: NO_CLUSTER_STATUS,
                     body: NO_CLUSTER_BODY.to_string(),
+                    body_bytes: Vec::new(),
                 });
             }
         }

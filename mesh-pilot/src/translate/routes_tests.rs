@@ -231,7 +231,9 @@ fn redirect_and_direct_response() {
     redirect: {uri: /new, authority: example.com, redirectCode: 308}
   - match: [{uri: {exact: /gone}}]
     directResponse: {status: 410, body: {string: gone}}
-  - directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+  - match: [{uri: {exact: /hello}}]
+    directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+  - directResponse: {status: 200, body: {bytes: /wDDKA==}}
 ",
     );
     assert_eq!(
@@ -249,14 +251,25 @@ fn redirect_and_direct_response() {
         r[1].action,
         Some(route::Action::DirectResponse(DirectResponse {
             status: 410,
-            body: "gone".into()
+            body: "gone".into(),
+            body_bytes: Vec::new(),
         }))
     );
     assert_eq!(
         r[2].action,
         Some(route::Action::DirectResponse(DirectResponse {
             status: 200,
-            body: "hello".into()
+            body: String::new(),
+            body_bytes: b"hello".to_vec(),
+        }))
+    );
+    // Bytes that are not UTF-8 are kept as they are.
+    assert_eq!(
+        r[3].action,
+        Some(route::Action::DirectResponse(DirectResponse {
+            status: 200,
+            body: String::new(),
+            body_bytes: vec![0xff, 0x00, 0xc3, 0x28],
         }))
     );
 }
@@ -275,7 +288,8 @@ fn unknown_destination_answers_503_and_warns() {
         r[0].action,
         Some(route::Action::DirectResponse(DirectResponse {
             status: 503,
-            body: "no healthy upstream".into()
+            body: "no healthy upstream".into(),
+            body_bytes: Vec::new(),
         }))
     );
     assert_eq!(w.len(), 1);

@@ -259,7 +259,11 @@ impl Route {
             Some(pb::route::Action::DirectResponse(d)) => Action::Direct {
                 status: status_code(d.status)
                     .map_err(|e| FieldError::new("directResponse.status", e))?,
-                body: Bytes::from(d.body.clone()),
+                body: if d.body_bytes.is_empty() {
+                    Bytes::from(d.body.clone())
+                } else {
+                    Bytes::from(d.body_bytes.clone())
+                },
             },
         };
         Ok(Self {

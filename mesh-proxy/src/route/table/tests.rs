@@ -194,6 +194,32 @@ fn weighted_pick_follows_integer_weights() {
 }
 
 #[test]
+fn a_binary_direct_response_body_is_served_byte_for_byte() {
+    let body = vec![0xff, 0x00, 0xc3, 0x28];
+    let table = RouteTable::compile(&pb::RouteTable {
+        name: "t".into(),
+        virtual_hosts: vec![vhost(
+            "r",
+            &["r"],
+            vec![pb::Route {
+                action: Some(PbAction::DirectResponse(pb::DirectResponse {
+                    status: 200,
+                    body: "ignored when bytes are set".into(),
+                    body_bytes: body.clone(),
+                })),
+                ..Default::default()
+            }],
+        )],
+    })
+    .unwrap();
+    let route = &table.virtual_host("r").expect("vhost r").routes[0];
+    let Action::Direct { body: served, .. } = &route.action else {
+        panic!("a direct response");
+    };
+    assert_eq!(&served[..], &body[..]);
+}
+
+#[test]
 fn errors_name_the_field() {
     let err = RouteTable::compile(&pb::RouteTable {
         name: "t".into(),
@@ -203,7 +229,7 @@ fn errors_name_the_field() {
             vec![pb::Route {
                 action: Some(PbAction::DirectResponse(pb::DirectResponse {
                     status: 42,
-                    body: String::new(),
+                    ..Default::default()
                 })),
                 ..Default::default()
             }],
