@@ -21,8 +21,9 @@ fn count(v: Option<i32>) -> u32 {
     v.map_or(0, |v| u32::try_from(v).unwrap_or(0))
 }
 
-/// Fills the circuit breakers and keepalive of `cluster` from `connectionPool`. Timeouts and
-/// the protocol choice are filled by the caller.
+/// Fills the circuit breakers, keepalive and connection lifetimes of `cluster` from
+/// `connectionPool`. The connect and HTTP idle timeouts and the protocol choice are filled by
+/// the caller.
 pub fn connection_pool(
     cluster: &mut pb::Cluster,
     pool: &ConnectionPoolSettings,
@@ -37,19 +38,9 @@ pub fn connection_pool(
             time_ms: k.time.as_ref().map_or(0, ms),
             interval_ms: k.interval.as_ref().map_or(0, ms),
         });
-        for (set, field) in [
-            (
-                tcp.max_connection_duration.is_some(),
-                "maxConnectionDuration",
-            ),
-            (tcp.idle_timeout.is_some(), "idleTimeout"),
-        ] {
-            if set {
-                warnings.push(format!(
-                    "{what}: connectionPool.tcp.{field} is not supported yet; ignored"
-                ));
-            }
-        }
+        // As Istio: the TCP proxy's idle timeout (`0s` turns it off; unset, the proxy's hour).
+        cluster.tcp_idle_timeout_ms = tcp.idle_timeout.as_ref().map(ms);
+        cluster.max_connection_duration_ms = tcp.max_connection_duration.as_ref().map_or(0, ms);
     }
     if let Some(http) = &pool.http {
         limits.max_pending_requests = count(http.http1_max_pending_requests);
@@ -223,12 +214,36 @@ mod tests {
     }
 
     #[test]
+    fn tcp_idle_timeout_and_max_connection_duration_are_translated() {
+        let tcp = |idle, max| ConnectionPoolSettings {
+            tcp: Some(TcpSettings {
+                max_connection_duration: max,
+                idle_timeout: idle,
+                ..Default::default()
+            }),
+            http: None,
+        };
+        let mut w = Vec::new();
+        let mut c = pb::Cluster::default();
+        connection_pool(&mut c, &tcp(dur(300), dur(60_000)), "c", &mut w);
+        assert_eq!(c.tcp_idle_timeout_ms, Some(300));
+        assert_eq!(c.max_connection_duration_ms, 60_000);
+        // `idleTimeout: 0s` turns the timeout off; unset leaves the proxy's default hour.
+        let mut c = pb::Cluster::default();
+        connection_pool(&mut c, &tcp(dur(0), None), "c", &mut w);
+        assert_eq!(c.tcp_idle_timeout_ms, Some(0));
+        assert_eq!(c.max_connection_duration_ms, 0);
+        let mut c = pb::Cluster::default();
+        connection_pool(&mut c, &tcp(None, None), "c", &mut w);
+        assert_eq!(c.tcp_idle_timeout_ms, None);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
     fn fields_not_enforced_are_reported() {
         let pool = ConnectionPoolSettings {
             tcp: Some(TcpSettings {
                 max_connections: Some(10),
-                max_connection_duration: dur(1000),
-                idle_timeout: dur(1000),
                 ..Default::default()
             }),
             http: Some(HttpSettings {
@@ -240,10 +255,8 @@ mod tests {
         let mut w = Vec::new();
         connection_pool(&mut c, &pool, "outbound|27017||mongo", &mut w);
         assert_eq!(c.circuit_breakers.unwrap().max_connections, 10);
-        assert_eq!(w.len(), 3, "{w:?}");
-        assert!(w[0].contains("maxConnectionDuration"));
-        assert!(w[1].contains("tcp.idleTimeout"));
-        assert!(w[2].contains("maxConcurrentStreams"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("maxConcurrentStreams"));
         assert!(w.iter().all(|m| m.starts_with("outbound|27017||mongo")));
     }
 

@@ -55,6 +55,8 @@ impl SendError {
 pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Connections older than this take no new requests (Envoy's `max_connection_duration`).
+    pub max_connection_duration: Option<Duration>,
     pub keepalive: Option<Keepalive>,
     pub thresholds: Thresholds,
 }
@@ -64,12 +66,14 @@ struct IdleH1 {
     since: Instant,
     /// Requests this connection has carried.
     uses: u32,
+    born: Instant,
 }
 
 struct H2Conn {
     sender: http2::SendRequest<UpstreamBody>,
     last_used: Instant,
     uses: u32,
+    born: Instant,
 }
 
 /// Connections are kept per endpoint address and [`Transport::key`]: a plaintext connection
@@ -91,7 +95,7 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 impl Pool {
     pub fn new(settings: PoolSettings, stats: ConnectionStats) -> Arc<Self> {
         let pool = Self::unswept(settings, stats);
-        spawn_sweeper(Arc::downgrade(&pool), settings.idle_timeout);
+        spawn_sweeper(Arc::downgrade(&pool), sweep_period(&settings));
         pool
     }
 
@@ -136,12 +140,21 @@ impl Pool {
         .await
     }
 
-    /// Whether a connection that has carried `uses` requests may carry another.
-    fn reusable(&self, uses: u32) -> bool {
+    /// Whether a connection opened at `born` that has carried `uses` requests may carry
+    /// another.
+    fn reusable(&self, uses: u32, born: Instant) -> bool {
         self.settings
             .thresholds
             .max_requests_per_connection
             .is_none_or(|max| uses < max)
+            && self.young(born)
+    }
+
+    /// Whether a connection opened at `born` is under `max_connection_duration`.
+    fn young(&self, born: Instant) -> bool {
+        self.settings
+            .max_connection_duration
+            .is_none_or(|max| born.elapsed() < max)
     }
 
     /// Room for one more connection under `maxConnections`, held for the connection's life
@@ -248,12 +261,12 @@ impl Pool {
                 Some(room) => room,
                 None => self.connection_room(Some(addr)).await?,
             };
-            let Room::Idle((mut sender, uses)) = room else {
+            let Room::Idle((mut sender, uses, born)) = room else {
                 break room;
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.checkin_h1_when_ready(addr, sender, uses + 1);
+                    self.checkin_h1_when_ready(addr, sender, uses + 1, born);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -267,6 +280,7 @@ impl Pool {
             unreachable!("idle connections are used in the loop")
         };
         let io = self.connect_with(addr.0, transport, Alpn::Http1).await?;
+        let born = Instant::now();
         let (mut sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -279,17 +293,20 @@ impl Pool {
             }
         });
         let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-        self.checkin_h1_when_ready(addr, sender, 1);
+        self.checkin_h1_when_ready(addr, sender, 1, born);
         Ok(resp)
     }
 
-    /// An idle connection to `addr` and the requests it has carried.
-    fn checkout_h1(&self, addr: Key) -> Option<(http1::SendRequest<UpstreamBody>, u32)> {
+    /// An idle connection to `addr`, the requests it has carried and when it was opened.
+    fn checkout_h1(&self, addr: Key) -> Option<IdleSender> {
         let mut idle = self.h1_idle.lock().expect("pool lock");
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if entry.sender.is_ready() && entry.since.elapsed() < self.settings.idle_timeout {
-                return Some((entry.sender, entry.uses));
+            if entry.sender.is_ready()
+                && entry.since.elapsed() < self.settings.idle_timeout
+                && self.young(entry.born)
+            {
+                return Some((entry.sender, entry.uses, entry.born));
             }
         }
         None
@@ -302,10 +319,11 @@ impl Pool {
         addr: Key,
         mut sender: http1::SendRequest<UpstreamBody>,
         uses: u32,
+        born: Instant,
     ) {
-        // Past maxRequestsPerConnection the sender is dropped: the connection closes once
-        // this response is read.
-        if !self.reusable(uses) {
+        // Past maxRequestsPerConnection or maxConnectionDuration the sender is dropped: the
+        // connection closes once this response is read.
+        if !self.reusable(uses, born) {
             return;
         }
         let pool = Arc::downgrade(self);
@@ -322,6 +340,7 @@ impl Pool {
                         sender,
                         since: Instant::now(),
                         uses,
+                        born,
                     });
                 }
             }
@@ -347,23 +366,28 @@ impl Pool {
         let mut sender = {
             let mut conn = slot.lock().await;
             match conn.as_mut() {
-                Some(c) if !c.sender.is_closed() => {
+                // Past maxConnectionDuration a new connection is opened; the old one closes
+                // when its streams end (its last sender is dropped here).
+                Some(c) if !c.sender.is_closed() && self.young(c.born) => {
                     c.last_used = Instant::now();
                     c.uses += 1;
                     let sender = c.sender.clone();
                     // Past maxRequestsPerConnection the next request opens a new one; this
                     // one closes when its streams end.
-                    if !self.reusable(c.uses) {
+                    if !self.reusable(c.uses, c.born) {
                         *conn = None;
                     }
                     sender
                 }
                 _ => {
+                    *conn = None;
                     let sender = self.open_h2(addr, transport).await?;
-                    *conn = self.reusable(1).then(|| H2Conn {
+                    let born = Instant::now();
+                    *conn = self.reusable(1, born).then(|| H2Conn {
                         sender: sender.clone(),
-                        last_used: Instant::now(),
+                        last_used: born,
                         uses: 1,
+                        born,
                     });
                     sender
                 }
@@ -396,11 +420,14 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Closes connections idle for longer than the idle timeout.
+    /// Closes connections idle for longer than the idle timeout, and idle ones past the
+    /// maximum connection duration.
     fn sweep(&self) {
         let timeout = self.settings.idle_timeout;
         self.h1_idle.lock().expect("pool lock").retain(|_, list| {
-            list.retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
+            list.retain(|e| {
+                e.since.elapsed() < timeout && !e.sender.is_closed() && self.young(e.born)
+            });
             !list.is_empty()
         });
         self.h2.lock().expect("pool lock").retain(|_, slot| {
@@ -408,10 +435,9 @@ impl Pool {
             let Ok(mut conn) = slot.try_lock() else {
                 return true;
             };
-            if conn
-                .as_ref()
-                .is_some_and(|c| c.sender.is_closed() || c.last_used.elapsed() >= timeout)
-            {
+            if conn.as_ref().is_some_and(|c| {
+                c.sender.is_closed() || c.last_used.elapsed() >= timeout || !self.young(c.born)
+            }) {
                 *conn = None;
             }
             conn.is_some()
@@ -419,14 +445,26 @@ impl Pool {
     }
 }
 
+/// An idle HTTP/1.1 connection taken out of the pool: its sender, the requests it has
+/// carried and when it was opened.
+type IdleSender = (http1::SendRequest<UpstreamBody>, u32, Instant);
+
 /// Where a request under `maxConnections` goes: an idle connection, or a new one with room.
 enum Room {
-    Idle((http1::SendRequest<UpstreamBody>, u32)),
+    Idle(IdleSender),
     New(Option<Held>),
 }
 
-fn spawn_sweeper(pool: Weak<Pool>, idle_timeout: Duration) {
-    let period = (idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+/// How often idle connections are looked at: often enough to close them near their idle
+/// timeout and their maximum duration.
+fn sweep_period(settings: &PoolSettings) -> Duration {
+    let shortest = settings
+        .max_connection_duration
+        .map_or(settings.idle_timeout, |d| d.min(settings.idle_timeout));
+    (shortest / 2).clamp(Duration::from_millis(50), Duration::from_secs(30))
+}
+
+fn spawn_sweeper(pool: Weak<Pool>, period: Duration) {
     // Pools are also built outside a runtime in unit tests of config compilation.
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
