@@ -264,3 +264,104 @@ async fn pooled_http_connections_are_replaced_after_their_maximum_duration() {
         );
     }
 }
+
+/// Streams in flight on each connection of an HTTP/2 server, and the most seen at once.
+#[derive(Default)]
+struct StreamCounts {
+    per_connection: std::sync::Mutex<Vec<usize>>,
+}
+
+impl StreamCounts {
+    fn peaks(&self) -> Vec<usize> {
+        self.per_connection.lock().unwrap().clone()
+    }
+}
+
+/// An HTTP/2-only server whose answers take `delay`, recording each connection's peak of
+/// concurrent streams.
+async fn stream_counting_h2(delay: Duration) -> (SocketAddr, Arc<StreamCounts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(StreamCounts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let index = {
+                let mut peaks = c.per_connection.lock().unwrap();
+                peaks.push(0);
+                peaks.len() - 1
+            };
+            let (c, in_flight) = (c.clone(), Arc::new(AtomicUsize::new(0)));
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let (c, in_flight) = (c.clone(), in_flight.clone());
+                    async move {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        {
+                            let mut peaks = c.per_connection.lock().unwrap();
+                            peaks[index] = peaks[index].max(now);
+                        }
+                        tokio::time::sleep(delay).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), service)
+                    .await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// `n` requests at once through an HTTP/2 cluster with `extra`; the upstream's per-connection
+/// stream peaks and how long the batch took.
+async fn concurrent_h2_requests(n: usize, extra: serde_json::Value) -> (Vec<usize>, Duration) {
+    let (app, counts) = stream_counting_h2(Duration::from_millis(300)).await;
+    let mut cluster = json!({"protocol": "HTTP2"});
+    for (k, v) in extra.as_object().unwrap() {
+        cluster[k] = v.clone();
+    }
+    let server = sidecar(
+        None,
+        outbound(vec![json!({"address": app.to_string()})], cluster),
+    )
+    .await;
+    let out = server.listener_addr("out").unwrap();
+    let client = h1_client();
+    let started = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { send_h1(&client, out, "GET", "app", "/", &[], "").await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().status, StatusCode::OK, "{extra}");
+    }
+    (counts.peaks(), started.elapsed())
+}
+
+#[tokio::test]
+async fn max_concurrent_streams_spreads_streams_over_more_http2_connections() {
+    let (peaks, _) = concurrent_h2_requests(6, json!({"maxConcurrentStreams": 2})).await;
+    assert_eq!(peaks.len(), 3, "{peaks:?}");
+    assert!(peaks.iter().all(|p| *p <= 2), "{peaks:?}");
+
+    // Without the limit the requests share one connection.
+    let (peaks, _) = concurrent_h2_requests(6, json!({})).await;
+    assert_eq!(peaks, vec![6]);
+}
+
+#[tokio::test]
+async fn past_max_concurrent_streams_and_max_connections_requests_wait_for_a_stream() {
+    let (peaks, took) = concurrent_h2_requests(
+        4,
+        json!({"maxConcurrentStreams": 2, "circuitBreakers": {"maxConnections": 1}}),
+    )
+    .await;
+    assert_eq!(peaks, vec![2]);
+    // Two rounds of 300 ms on the one connection.
+    assert!(took >= Duration::from_millis(600), "{took:?}");
+}

@@ -47,18 +47,11 @@ pub fn connection_pool(
         limits.max_requests = count(http.http2_max_requests);
         limits.max_requests_per_connection = count(http.max_requests_per_connection);
         limits.max_retries = count(http.max_retries);
-        for (set, field) in [
-            (
-                http.max_concurrent_streams.is_some(),
-                "maxConcurrentStreams",
-            ),
-            (http.http2_keep_alive.is_some(), "http2KeepAlive"),
-        ] {
-            if set {
-                warnings.push(format!(
-                    "{what}: connectionPool.http.{field} is not supported yet; ignored"
-                ));
-            }
+        cluster.max_concurrent_streams = count(http.max_concurrent_streams);
+        if http.http2_keep_alive.is_some() {
+            warnings.push(format!(
+                "{what}: connectionPool.http.http2KeepAlive is not supported yet; ignored"
+            ));
         }
     }
     if limits != pb::CircuitBreakers::default() {
@@ -240,6 +233,21 @@ mod tests {
     }
 
     #[test]
+    fn max_concurrent_streams_is_translated() {
+        let pool = ConnectionPoolSettings {
+            tcp: None,
+            http: Some(HttpSettings {
+                max_concurrent_streams: Some(10),
+                ..Default::default()
+            }),
+        };
+        let (mut c, mut w) = (pb::Cluster::default(), Vec::new());
+        connection_pool(&mut c, &pool, "c", &mut w);
+        assert_eq!(c.max_concurrent_streams, 10);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
     fn fields_not_enforced_are_reported() {
         let pool = ConnectionPoolSettings {
             tcp: Some(TcpSettings {
@@ -247,7 +255,7 @@ mod tests {
                 ..Default::default()
             }),
             http: Some(HttpSettings {
-                max_concurrent_streams: Some(10),
+                http2_keep_alive: Some(Default::default()),
                 ..Default::default()
             }),
         };
@@ -256,7 +264,7 @@ mod tests {
         connection_pool(&mut c, &pool, "outbound|27017||mongo", &mut w);
         assert_eq!(c.circuit_breakers.unwrap().max_connections, 10);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("maxConcurrentStreams"));
+        assert!(w[0].contains("http2KeepAlive"));
         assert!(w.iter().all(|m| m.starts_with("outbound|27017||mongo")));
     }
 

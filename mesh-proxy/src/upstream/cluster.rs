@@ -132,6 +132,8 @@ impl Cluster {
             connect_timeout: ms_or(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: ms_or(spec.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
             max_connection_duration: optional_ms(spec.max_connection_duration_ms),
+            max_concurrent_streams: (spec.max_concurrent_streams > 0)
+                .then_some(spec.max_concurrent_streams as usize),
             keepalive: spec.tcp_keepalive.as_ref().map(keepalive),
             thresholds: Thresholds::from_spec(
                 spec.circuit_breakers.as_ref(),

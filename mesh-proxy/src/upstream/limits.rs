@@ -195,6 +195,46 @@ impl Drop for Held {
 pub struct Admission {
     _request: Held,
     _slot: Option<(Held, OwnedSemaphorePermit)>,
+    /// Its stream on an HTTP/2 connection under `maxConcurrentStreams`.
+    stream: Option<StreamHeld>,
+}
+
+impl Admission {
+    /// Keeps `stream` counted on its connection until the response ends.
+    pub fn hold_stream(&mut self, stream: StreamHeld) {
+        self.stream = Some(stream);
+    }
+}
+
+/// One stream in flight on an HTTP/2 connection under `maxConcurrentStreams`, given back
+/// (and waiters woken) when dropped.
+#[must_use = "the stream is only counted while this lives"]
+#[derive(Debug)]
+pub struct StreamHeld {
+    in_flight: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+}
+
+impl StreamHeld {
+    /// Takes a stream on a connection with `in_flight` streams if fewer than `max` are.
+    pub fn try_take(in_flight: &Arc<AtomicUsize>, max: usize, freed: &Arc<Notify>) -> Option<Self> {
+        in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Self {
+            in_flight: in_flight.clone(),
+            freed: freed.clone(),
+        })
+    }
+}
+
+impl Drop for StreamHeld {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
 }
 
 impl Limits {
@@ -232,6 +272,7 @@ impl Limits {
         Ok(Admission {
             _request: request,
             _slot: slot,
+            stream: None,
         })
     }
 

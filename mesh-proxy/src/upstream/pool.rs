@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Notify;
 
 use super::connect::{ConnectError, ConnectionStats, Counted, Keepalive, connect};
-use super::limits::{Held, Limits, Overflow, Thresholds};
+use super::limits::{Admission, Held, Limits, Overflow, StreamHeld, Thresholds};
 use super::transport::{Alpn, Transport, Upstream};
 use crate::http::body::UpstreamBody;
 
@@ -57,6 +59,9 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Connections older than this take no new requests (Envoy's `max_connection_duration`).
     pub max_connection_duration: Option<Duration>,
+    /// Streams in flight on one HTTP/2 connection; past it another connection is opened, or
+    /// the request waits for a stream (`maxConcurrentStreams`).
+    pub max_concurrent_streams: Option<usize>,
     pub keepalive: Option<Keepalive>,
     pub thresholds: Thresholds,
 }
@@ -74,6 +79,8 @@ struct H2Conn {
     last_used: Instant,
     uses: u32,
     born: Instant,
+    /// Streams in flight, counted only under `maxConcurrentStreams`.
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Connections are kept per endpoint address and [`Transport::key`]: a plaintext connection
@@ -85,8 +92,11 @@ pub struct Pool {
     stats: ConnectionStats,
     limits: Arc<Limits>,
     h1_idle: Mutex<HashMap<Key, Vec<IdleH1>>>,
-    /// Per endpoint, behind an async lock so concurrent first requests share one handshake.
-    h2: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<H2Conn>>>>>,
+    /// Per endpoint, behind an async lock so concurrent first requests share one handshake:
+    /// one connection, or more under `maxConcurrentStreams`.
+    h2: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Vec<H2Conn>>>>>,
+    /// Woken when a stream under `maxConcurrentStreams` ends.
+    stream_freed: Arc<Notify>,
 }
 
 /// Upper bound on idle HTTP/1.1 connections kept per endpoint.
@@ -112,6 +122,7 @@ impl Pool {
             limits,
             h1_idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
+            stream_freed: Arc::new(Notify::new()),
         })
     }
 
@@ -350,11 +361,14 @@ impl Pool {
     }
 
     /// Sends an HTTP/2 request on the endpoint's shared connection, opening it if needed.
+    /// Under `maxConcurrentStreams` the request's stream is counted on its connection for as
+    /// long as `admission` lives.
     pub async fn send_h2(
         &self,
         addr: SocketAddr,
         transport: &Transport,
         req: Request<UpstreamBody>,
+        admission: &mut Admission,
     ) -> Result<Response<Incoming>, SendError> {
         let slot = self
             .h2
@@ -364,46 +378,113 @@ impl Pool {
             .or_default()
             .clone();
         let mut sender = {
-            let mut conn = slot.lock().await;
-            match conn.as_mut() {
-                // Past maxConnectionDuration a new connection is opened; the old one closes
-                // when its streams end (its last sender is dropped here).
-                Some(c) if !c.sender.is_closed() && self.young(c.born) => {
-                    c.last_used = Instant::now();
-                    c.uses += 1;
-                    let sender = c.sender.clone();
-                    // Past maxRequestsPerConnection the next request opens a new one; this
-                    // one closes when its streams end.
-                    if !self.reusable(c.uses, c.born) {
-                        *conn = None;
-                    }
-                    sender
-                }
-                _ => {
-                    *conn = None;
-                    let sender = self.open_h2(addr, transport).await?;
-                    let born = Instant::now();
-                    *conn = self.reusable(1, born).then(|| H2Conn {
-                        sender: sender.clone(),
-                        last_used: born,
-                        uses: 1,
-                        born,
-                    });
-                    sender
-                }
+            let mut conns = slot.lock().await;
+            // Past maxConnectionDuration a new connection is opened; the old one closes when
+            // its streams end (its last sender is dropped here).
+            conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
+            let (i, stream) = match self.settings.max_concurrent_streams {
+                None if !conns.is_empty() => (0, None),
+                None => (self.push_h2(&mut conns, addr, transport, None).await?, None),
+                Some(max) => self.h2_stream(&mut conns, max, addr, transport).await?,
+            };
+            if let Some(stream) = stream {
+                admission.hold_stream(stream);
             }
+            let c = &mut conns[i];
+            c.last_used = Instant::now();
+            c.uses += 1;
+            let sender = c.sender.clone();
+            // Past maxRequestsPerConnection the next request opens a new one; this one
+            // closes when its streams end.
+            if !self.reusable(c.uses, c.born) {
+                conns.swap_remove(i);
+            }
+            sender
         };
         sender.ready().await.map_err(SendError::Request)?;
         sender.send_request(req).await.map_err(SendError::Request)
+    }
+
+    /// A stream under `max` on one of `conns`: a connection with room, else a new one (within
+    /// `maxConnections`), else the first stream or connection freed, up to the connect
+    /// timeout.
+    async fn h2_stream(
+        &self,
+        conns: &mut Vec<H2Conn>,
+        max: usize,
+        addr: SocketAddr,
+        transport: &Transport,
+    ) -> Result<(usize, Option<StreamHeld>), SendError> {
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        loop {
+            let stream_freed = self.stream_freed.notified();
+            let connection_freed = self.limits.connection_freed();
+            tokio::pin!(stream_freed, connection_freed);
+            stream_freed.as_mut().enable();
+            connection_freed.as_mut().enable();
+            for (i, c) in conns.iter().enumerate() {
+                if let Some(s) = StreamHeld::try_take(&c.in_flight, max, &self.stream_freed) {
+                    return Ok((i, Some(s)));
+                }
+            }
+            let room = match self.settings.thresholds.max_connections {
+                None => Some(None),
+                Some(_) => self.limits.try_connection().map(Some),
+            };
+            if let Some(room) = room {
+                let i = self.push_h2(conns, addr, transport, Some(room)).await?;
+                let s = StreamHeld::try_take(&conns[i].in_flight, max, &self.stream_freed);
+                return Ok((i, s));
+            }
+            self.close_one_idle();
+            let freed = async {
+                tokio::select! {
+                    () = stream_freed => {}
+                    () = connection_freed => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(self.limits.overflowed(Overflow::Connections).into());
+            }
+            conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
+        }
+    }
+
+    /// Opens a connection (with `room` under `maxConnections` when already taken) and adds
+    /// it to `conns`; returns its index.
+    async fn push_h2(
+        &self,
+        conns: &mut Vec<H2Conn>,
+        addr: SocketAddr,
+        transport: &Transport,
+        room: Option<Option<Held>>,
+    ) -> Result<usize, SendError> {
+        let sender = self.open_h2(addr, transport, room).await?;
+        let born = Instant::now();
+        conns.push(H2Conn {
+            sender,
+            last_used: born,
+            uses: 0,
+            born,
+            in_flight: Arc::default(),
+        });
+        Ok(conns.len() - 1)
     }
 
     async fn open_h2(
         &self,
         addr: SocketAddr,
         transport: &Transport,
+        room: Option<Option<Held>>,
     ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
-        let Room::New(held) = self.connection_room(None).await? else {
-            unreachable!("no idle connection is asked for")
+        let held = match room {
+            Some(held) => held,
+            None => {
+                let Room::New(held) = self.connection_room(None).await? else {
+                    unreachable!("no idle connection is asked for")
+                };
+                held
+            }
         };
         let io = self.connect_with(addr, transport, Alpn::Http2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -432,15 +513,13 @@ impl Pool {
         });
         self.h2.lock().expect("pool lock").retain(|_, slot| {
             // A slot being connected right now is busy, not idle.
-            let Ok(mut conn) = slot.try_lock() else {
+            let Ok(mut conns) = slot.try_lock() else {
                 return true;
             };
-            if conn.as_ref().is_some_and(|c| {
-                c.sender.is_closed() || c.last_used.elapsed() >= timeout || !self.young(c.born)
-            }) {
-                *conn = None;
-            }
-            conn.is_some()
+            conns.retain(|c| {
+                !c.sender.is_closed() && c.last_used.elapsed() < timeout && self.young(c.born)
+            });
+            !conns.is_empty()
         });
     }
 }
