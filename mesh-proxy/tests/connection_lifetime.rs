@@ -365,3 +365,38 @@ async fn past_max_concurrent_streams_and_max_connections_requests_wait_for_a_str
     // Two rounds of 300 ms on the one connection.
     assert!(took >= Duration::from_millis(600), "{took:?}");
 }
+
+#[tokio::test]
+async fn requests_waiting_for_an_http2_stream_are_pending_and_limited_as_such() {
+    let (app, counts) = stream_counting_h2(Duration::from_millis(300)).await;
+    let cluster = json!({
+        "protocol": "HTTP2",
+        "maxConcurrentStreams": 1,
+        "circuitBreakers": {"maxConnections": 1, "maxPendingRequests": 1},
+    });
+    let server = sidecar(
+        None,
+        outbound(vec![json!({"address": app.to_string()})], cluster),
+    )
+    .await;
+    let out = server.listener_addr("out").unwrap();
+    let client = h1_client();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { send_h1(&client, out, "GET", "app", "/", &[], "").await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        let reply = call.await.unwrap();
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(reply.headers["x-envoy-overloaded"], "true");
+        }
+        statuses.push(reply.status.as_u16());
+    }
+    statuses.sort_unstable();
+    // One on the stream, one pending, one over the pending limit.
+    assert_eq!(statuses, [200, 200, 503]);
+    assert_eq!(counts.peaks(), vec![1]);
+}

@@ -149,6 +149,8 @@ pub struct Limits {
     http1: Count,
     retries: Count,
     connections: Count,
+    /// HTTP/2 requests waiting for a stream under `maxConcurrentStreams`: pending as well.
+    waiting_for_stream: Count,
     /// HTTP/1.1 requests using a connection at once (one each): `max_connections` of them.
     /// Waiting here is what "pending" means; waiters are served in arrival order.
     h1_slots: Option<Arc<Semaphore>>,
@@ -172,6 +174,7 @@ enum Kind {
     Http1,
     Retry,
     Connection,
+    Pending,
 }
 
 impl Drop for Held {
@@ -180,6 +183,7 @@ impl Drop for Held {
             Kind::Request => self.limits.requests.sub(),
             Kind::Http1 => self.limits.http1.sub(),
             Kind::Retry => self.limits.retries.sub(),
+            Kind::Pending => self.limits.waiting_for_stream.sub(),
             Kind::Connection => {
                 self.limits.connections.sub();
                 self.limits.connection_freed.notify_waiters();
@@ -248,6 +252,7 @@ impl Limits {
             http1: Count::default(),
             retries: Count::default(),
             connections: Count::default(),
+            waiting_for_stream: Count::default(),
             connection_freed: Notify::new(),
             overflow,
             retry_overflow,
@@ -293,10 +298,21 @@ impl Limits {
         Ok((counted, permit.expect("the slots are never closed")))
     }
 
-    /// HTTP/1.1 requests waiting for a connection slot.
+    /// Requests waiting: HTTP/1.1 ones for a connection slot, HTTP/2 ones for a stream.
     pub fn pending_requests(&self) -> usize {
         let connections = self.thresholds.max_connections.unwrap_or(usize::MAX);
-        self.http1.get().saturating_sub(connections)
+        self.http1.get().saturating_sub(connections) + self.waiting_for_stream.get()
+    }
+
+    /// One more HTTP/2 request waiting for a stream, if the pending limit has room.
+    pub fn try_pending(self: &Arc<Self>) -> Result<Held, Overflow> {
+        if !self
+            .waiting_for_stream
+            .try_add(self.thresholds.max_pending_requests)
+        {
+            return Err(self.overflowed(Overflow::Pending));
+        }
+        Ok(self.held(Kind::Pending))
     }
 
     /// One more retry in flight, if the retry limit or budget allows it; counted while held.

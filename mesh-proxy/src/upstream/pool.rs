@@ -377,64 +377,45 @@ impl Pool {
             .entry((addr, transport.key()))
             .or_default()
             .clone();
-        let mut sender = {
-            let mut conns = slot.lock().await;
-            // Past maxConnectionDuration a new connection is opened; the old one closes when
-            // its streams end (its last sender is dropped here).
-            conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
-            let (i, stream) = match self.settings.max_concurrent_streams {
-                None if !conns.is_empty() => (0, None),
-                None => (self.push_h2(&mut conns, addr, transport, None).await?, None),
-                Some(max) => self.h2_stream(&mut conns, max, addr, transport).await?,
-            };
-            if let Some(stream) = stream {
-                admission.hold_stream(stream);
-            }
-            let c = &mut conns[i];
-            c.last_used = Instant::now();
-            c.uses += 1;
-            let sender = c.sender.clone();
-            // Past maxRequestsPerConnection the next request opens a new one; this one
-            // closes when its streams end.
-            if !self.reusable(c.uses, c.born) {
-                conns.swap_remove(i);
-            }
-            sender
-        };
-        sender.ready().await.map_err(SendError::Request)?;
-        sender.send_request(req).await.map_err(SendError::Request)
-    }
-
-    /// A stream under `max` on one of `conns`: a connection with room, else a new one (within
-    /// `maxConnections`), else the first stream or connection freed, up to the connect
-    /// timeout.
-    async fn h2_stream(
-        &self,
-        conns: &mut Vec<H2Conn>,
-        max: usize,
-        addr: SocketAddr,
-        transport: &Transport,
-    ) -> Result<(usize, Option<StreamHeld>), SendError> {
+        // Waiting for a stream under maxConcurrentStreams: counted as pending until done.
+        let mut _pending = None;
         let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
-        loop {
+        let mut sender = loop {
             let stream_freed = self.stream_freed.notified();
             let connection_freed = self.limits.connection_freed();
             tokio::pin!(stream_freed, connection_freed);
-            stream_freed.as_mut().enable();
-            connection_freed.as_mut().enable();
-            for (i, c) in conns.iter().enumerate() {
-                if let Some(s) = StreamHeld::try_take(&c.in_flight, max, &self.stream_freed) {
-                    return Ok((i, Some(s)));
+            {
+                let mut conns = slot.lock().await;
+                // Past maxConnectionDuration a new connection is opened; the old one closes
+                // when its streams end (its last sender is dropped here).
+                conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
+                let picked = match self.settings.max_concurrent_streams {
+                    None if !conns.is_empty() => Some((0, None)),
+                    None => Some((self.push_h2(&mut conns, addr, transport, None).await?, None)),
+                    Some(max) => {
+                        stream_freed.as_mut().enable();
+                        connection_freed.as_mut().enable();
+                        self.h2_stream(&mut conns, max, addr, transport).await?
+                    }
+                };
+                if let Some((i, stream)) = picked {
+                    if let Some(stream) = stream {
+                        admission.hold_stream(stream);
+                    }
+                    let c = &mut conns[i];
+                    c.last_used = Instant::now();
+                    c.uses += 1;
+                    let sender = c.sender.clone();
+                    // Past maxRequestsPerConnection the next request opens a new one; this
+                    // one closes when its streams end.
+                    if !self.reusable(c.uses, c.born) {
+                        conns.swap_remove(i);
+                    }
+                    break sender;
                 }
             }
-            let room = match self.settings.thresholds.max_connections {
-                None => Some(None),
-                Some(_) => self.limits.try_connection().map(Some),
-            };
-            if let Some(room) = room {
-                let i = self.push_h2(conns, addr, transport, Some(room)).await?;
-                let s = StreamHeld::try_take(&conns[i].in_flight, max, &self.stream_freed);
-                return Ok((i, s));
+            if _pending.is_none() {
+                _pending = Some(self.limits.try_pending()?);
             }
             self.close_one_idle();
             let freed = async {
@@ -446,8 +427,35 @@ impl Pool {
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(self.limits.overflowed(Overflow::Connections).into());
             }
-            conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
+        };
+        sender.ready().await.map_err(SendError::Request)?;
+        sender.send_request(req).await.map_err(SendError::Request)
+    }
+
+    /// A stream under `max` on one of `conns`: on a connection with room, else on a new one
+    /// within `maxConnections`; None when both are full.
+    async fn h2_stream(
+        &self,
+        conns: &mut Vec<H2Conn>,
+        max: usize,
+        addr: SocketAddr,
+        transport: &Transport,
+    ) -> Result<Option<(usize, Option<StreamHeld>)>, SendError> {
+        for (i, c) in conns.iter().enumerate() {
+            if let Some(s) = StreamHeld::try_take(&c.in_flight, max, &self.stream_freed) {
+                return Ok(Some((i, Some(s))));
+            }
         }
+        let room = match self.settings.thresholds.max_connections {
+            None => Some(None),
+            Some(_) => self.limits.try_connection().map(Some),
+        };
+        let Some(room) = room else {
+            return Ok(None);
+        };
+        let i = self.push_h2(conns, addr, transport, Some(room)).await?;
+        let s = StreamHeld::try_take(&conns[i].in_flight, max, &self.stream_freed);
+        Ok(Some((i, s)))
     }
 
     /// Opens a connection (with `room` under `maxConnections` when already taken) and adds
