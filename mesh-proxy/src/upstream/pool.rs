@@ -83,6 +83,9 @@ struct H2Conn {
     in_flight: Arc<AtomicUsize>,
 }
 
+type H2Sender = http2::SendRequest<UpstreamBody>;
+type H2Slot = Arc<tokio::sync::Mutex<Vec<H2Conn>>>;
+
 /// Connections are kept per endpoint address and [`Transport::key`]: a plaintext connection
 /// never serves a request meant for TLS, nor a TLS one checked for other identities.
 type Key = (SocketAddr, u64);
@@ -94,7 +97,7 @@ pub struct Pool {
     h1_idle: Mutex<HashMap<Key, Vec<IdleH1>>>,
     /// Per endpoint, behind an async lock so concurrent first requests share one handshake:
     /// one connection, or more under `maxConcurrentStreams`.
-    h2: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Vec<H2Conn>>>>>,
+    h2: Mutex<HashMap<Key, H2Slot>>,
     /// Woken when a stream under `maxConcurrentStreams` ends.
     stream_freed: Arc<Notify>,
 }
@@ -377,41 +380,63 @@ impl Pool {
             .entry((addr, transport.key()))
             .or_default()
             .clone();
-        // Waiting for a stream under maxConcurrentStreams: counted as pending until done.
+        let mut sender = match self.settings.max_concurrent_streams {
+            None => self.h2_shared(&slot, addr, transport).await?,
+            Some(max) => {
+                self.h2_limited(&slot, max, addr, transport, admission)
+                    .await?
+            }
+        };
+        sender.ready().await.map_err(SendError::Request)?;
+        sender.send_request(req).await.map_err(SendError::Request)
+    }
+
+    /// The endpoint's one connection, opened if needed.
+    async fn h2_shared(
+        &self,
+        slot: &H2Slot,
+        addr: SocketAddr,
+        transport: &Transport,
+    ) -> Result<H2Sender, SendError> {
+        let mut conns = slot.lock().await;
+        // Past maxConnectionDuration a new connection is opened; the old one closes when its
+        // streams end (its last sender is dropped here).
+        conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
+        let i = if conns.is_empty() {
+            self.push_h2(&mut conns, addr, transport, None).await?
+        } else {
+            0
+        };
+        Ok(self.use_h2(&mut conns, i))
+    }
+
+    /// A connection with a stream free under `max`, holding that stream in `admission`. With
+    /// every connection full and no room for another, the request waits for a stream or a
+    /// connection, counted as pending, up to the connect timeout.
+    async fn h2_limited(
+        &self,
+        slot: &H2Slot,
+        max: usize,
+        addr: SocketAddr,
+        transport: &Transport,
+        admission: &mut Admission,
+    ) -> Result<H2Sender, SendError> {
         let mut _pending = None;
         let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
-        let mut sender = loop {
+        loop {
             let stream_freed = self.stream_freed.notified();
             let connection_freed = self.limits.connection_freed();
             tokio::pin!(stream_freed, connection_freed);
+            stream_freed.as_mut().enable();
+            connection_freed.as_mut().enable();
             {
                 let mut conns = slot.lock().await;
-                // Past maxConnectionDuration a new connection is opened; the old one closes
-                // when its streams end (its last sender is dropped here).
                 conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
-                let picked = match self.settings.max_concurrent_streams {
-                    None if !conns.is_empty() => Some((0, None)),
-                    None => Some((self.push_h2(&mut conns, addr, transport, None).await?, None)),
-                    Some(max) => {
-                        stream_freed.as_mut().enable();
-                        connection_freed.as_mut().enable();
-                        self.h2_stream(&mut conns, max, addr, transport).await?
-                    }
-                };
-                if let Some((i, stream)) = picked {
+                if let Some((i, stream)) = self.h2_stream(&mut conns, max, addr, transport).await? {
                     if let Some(stream) = stream {
                         admission.hold_stream(stream);
                     }
-                    let c = &mut conns[i];
-                    c.last_used = Instant::now();
-                    c.uses += 1;
-                    let sender = c.sender.clone();
-                    // Past maxRequestsPerConnection the next request opens a new one; this
-                    // one closes when its streams end.
-                    if !self.reusable(c.uses, c.born) {
-                        conns.swap_remove(i);
-                    }
-                    break sender;
+                    return Ok(self.use_h2(&mut conns, i));
                 }
             }
             if _pending.is_none() {
@@ -427,9 +452,21 @@ impl Pool {
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(self.limits.overflowed(Overflow::Connections).into());
             }
-        };
-        sender.ready().await.map_err(SendError::Request)?;
-        sender.send_request(req).await.map_err(SendError::Request)
+        }
+    }
+
+    /// Counts one more request on `conns[i]` and returns its sender.
+    fn use_h2(&self, conns: &mut Vec<H2Conn>, i: usize) -> H2Sender {
+        let c = &mut conns[i];
+        c.last_used = Instant::now();
+        c.uses += 1;
+        let sender = c.sender.clone();
+        // Past maxRequestsPerConnection the next request opens a new one; this one closes
+        // when its streams end.
+        if !self.reusable(c.uses, c.born) {
+            conns.swap_remove(i);
+        }
+        sender
     }
 
     /// A stream under `max` on one of `conns`: on a connection with room, else on a new one
