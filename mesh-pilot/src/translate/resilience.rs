@@ -21,8 +21,9 @@ fn count(v: Option<i32>) -> u32 {
     v.map_or(0, |v| u32::try_from(v).unwrap_or(0))
 }
 
-/// Fills the circuit breakers and keepalive of `cluster` from `connectionPool`. Timeouts and
-/// the protocol choice are filled by the caller.
+/// Fills the circuit breakers, keepalive and connection lifetimes of `cluster` from
+/// `connectionPool`. The connect and HTTP idle timeouts and the protocol choice are filled by
+/// the caller.
 pub fn connection_pool(
     cluster: &mut pb::Cluster,
     pool: &ConnectionPoolSettings,
@@ -37,37 +38,20 @@ pub fn connection_pool(
             time_ms: k.time.as_ref().map_or(0, ms),
             interval_ms: k.interval.as_ref().map_or(0, ms),
         });
-        for (set, field) in [
-            (
-                tcp.max_connection_duration.is_some(),
-                "maxConnectionDuration",
-            ),
-            (tcp.idle_timeout.is_some(), "idleTimeout"),
-        ] {
-            if set {
-                warnings.push(format!(
-                    "{what}: connectionPool.tcp.{field} is not supported yet; ignored"
-                ));
-            }
-        }
+        // As Istio: the TCP proxy's idle timeout (`0s` turns it off; unset, the proxy's hour).
+        cluster.tcp_idle_timeout_ms = tcp.idle_timeout.as_ref().map(ms);
+        cluster.max_connection_duration_ms = tcp.max_connection_duration.as_ref().map_or(0, ms);
     }
     if let Some(http) = &pool.http {
         limits.max_pending_requests = count(http.http1_max_pending_requests);
         limits.max_requests = count(http.http2_max_requests);
         limits.max_requests_per_connection = count(http.max_requests_per_connection);
         limits.max_retries = count(http.max_retries);
-        for (set, field) in [
-            (
-                http.max_concurrent_streams.is_some(),
-                "maxConcurrentStreams",
-            ),
-            (http.http2_keep_alive.is_some(), "http2KeepAlive"),
-        ] {
-            if set {
-                warnings.push(format!(
-                    "{what}: connectionPool.http.{field} is not supported yet; ignored"
-                ));
-            }
+        cluster.max_concurrent_streams = count(http.max_concurrent_streams);
+        if http.http2_keep_alive.is_some() {
+            warnings.push(format!(
+                "{what}: connectionPool.http.http2KeepAlive is not supported yet; ignored"
+            ));
         }
     }
     if limits != pb::CircuitBreakers::default() {
@@ -223,16 +207,55 @@ mod tests {
     }
 
     #[test]
+    fn tcp_idle_timeout_and_max_connection_duration_are_translated() {
+        let tcp = |idle, max| ConnectionPoolSettings {
+            tcp: Some(TcpSettings {
+                max_connection_duration: max,
+                idle_timeout: idle,
+                ..Default::default()
+            }),
+            http: None,
+        };
+        let mut w = Vec::new();
+        let mut c = pb::Cluster::default();
+        connection_pool(&mut c, &tcp(dur(300), dur(60_000)), "c", &mut w);
+        assert_eq!(c.tcp_idle_timeout_ms, Some(300));
+        assert_eq!(c.max_connection_duration_ms, 60_000);
+        // `idleTimeout: 0s` turns the timeout off; unset leaves the proxy's default hour.
+        let mut c = pb::Cluster::default();
+        connection_pool(&mut c, &tcp(dur(0), None), "c", &mut w);
+        assert_eq!(c.tcp_idle_timeout_ms, Some(0));
+        assert_eq!(c.max_connection_duration_ms, 0);
+        let mut c = pb::Cluster::default();
+        connection_pool(&mut c, &tcp(None, None), "c", &mut w);
+        assert_eq!(c.tcp_idle_timeout_ms, None);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn max_concurrent_streams_is_translated() {
+        let pool = ConnectionPoolSettings {
+            tcp: None,
+            http: Some(HttpSettings {
+                max_concurrent_streams: Some(10),
+                ..Default::default()
+            }),
+        };
+        let (mut c, mut w) = (pb::Cluster::default(), Vec::new());
+        connection_pool(&mut c, &pool, "c", &mut w);
+        assert_eq!(c.max_concurrent_streams, 10);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
     fn fields_not_enforced_are_reported() {
         let pool = ConnectionPoolSettings {
             tcp: Some(TcpSettings {
                 max_connections: Some(10),
-                max_connection_duration: dur(1000),
-                idle_timeout: dur(1000),
                 ..Default::default()
             }),
             http: Some(HttpSettings {
-                max_concurrent_streams: Some(10),
+                http2_keep_alive: Some(Default::default()),
                 ..Default::default()
             }),
         };
@@ -240,10 +263,8 @@ mod tests {
         let mut w = Vec::new();
         connection_pool(&mut c, &pool, "outbound|27017||mongo", &mut w);
         assert_eq!(c.circuit_breakers.unwrap().max_connections, 10);
-        assert_eq!(w.len(), 3, "{w:?}");
-        assert!(w[0].contains("maxConnectionDuration"));
-        assert!(w[1].contains("tcp.idleTimeout"));
-        assert!(w[2].contains("maxConcurrentStreams"));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("http2KeepAlive"));
         assert!(w.iter().all(|m| m.starts_with("outbound|27017||mongo")));
     }
 

@@ -281,6 +281,41 @@ spec:
 }
 
 #[test]
+fn connection_lifetimes_and_stream_limits_reach_every_cluster_and_the_proxy_accepts_them() {
+    let m = mesh(
+        "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp: {idleTimeout: 300s, maxConnectionDuration: 30m}
+      http: {maxConcurrentStreams: 50}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {http: {maxConcurrentStreams: 7}}}
+",
+    );
+    let def = run(&m, "reviews-v1", "default", outbound_only());
+    assert!(def.warnings.is_empty(), "{:?}", def.warnings);
+    let all = cluster(&def, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_eq!(all.tcp_idle_timeout_ms, Some(300_000));
+    assert_eq!(all.max_connection_duration_ms, 1_800_000);
+    assert_eq!(all.max_concurrent_streams, 50);
+    // The subset's connectionPool replaces the top level's as a whole (Istio's merge).
+    let v1 = cluster(&def, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    assert_eq!(v1.max_concurrent_streams, 7);
+    assert_eq!(v1.tcp_idle_timeout_ms, None);
+    assert_eq!(v1.max_connection_duration_ms, 0);
+    mesh_proxy::config::check(&def.config).expect("the proxy accepts the config");
+}
+
+#[test]
 fn destination_rule_limits_outlier_detection_and_retry_budget_reach_every_cluster() {
     let m = mesh(
         "

@@ -130,7 +130,7 @@ async fn attempts(
     loop {
         attempt += 1;
         // Counted by the cluster's circuit breakers until the response ends.
-        let Ok(admission) = cluster
+        let Ok(mut admission) = cluster
             .pool
             .limits()
             .admit(version != Version::HTTP_2)
@@ -176,7 +176,8 @@ async fn attempts(
             match version {
                 Version::HTTP_2 => {
                     let pool = &cluster.pool;
-                    pool.send_h2(endpoint.address, transport, req).await
+                    pool.send_h2(endpoint.address, transport, req, &mut admission)
+                        .await
                 }
                 _ => {
                     let pool = &cluster.pool;

@@ -198,7 +198,7 @@ async fn send(
 ) -> MirrorResult {
     let cluster = &target.cluster;
     let version = upstream_version(cluster.protocol, out.downstream_version);
-    let Ok(_admission) = cluster
+    let Ok(mut admission) = cluster
         .pool
         .limits()
         .admit(version != http::Version::HTTP_2)
@@ -217,7 +217,7 @@ async fn send(
         http::Version::HTTP_2 => {
             cluster
                 .pool
-                .send_h2(endpoint.address, &endpoint.transport, req)
+                .send_h2(endpoint.address, &endpoint.transport, req, &mut admission)
                 .await
         }
         _ => {

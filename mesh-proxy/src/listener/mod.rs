@@ -9,6 +9,7 @@ mod l4;
 mod original_dst;
 mod secure;
 mod serve;
+mod splice;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

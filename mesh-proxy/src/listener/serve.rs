@@ -15,6 +15,7 @@ use super::authorize::authorize;
 use super::context::{ConnConfig, ConnContext};
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
+use super::splice::{self, Ended, SpliceLimits};
 use crate::http::Proxy;
 use crate::telemetry::overrides::SideOverrides;
 use crate::telemetry::tcp::{CountedStream, DeferredRecord};
@@ -203,6 +204,10 @@ pub async fn serve_tcp(
         }
     };
     let transport = &endpoint.transport;
+    let limits = SpliceLimits {
+        idle: target.cluster.tcp_idle_timeout,
+        max_duration: target.cluster.max_connection_duration,
+    };
     if !upstream.exchanges_peer_metadata() {
         let record = telemetry.tcp_open(
             conn,
@@ -212,7 +217,7 @@ pub async fn serve_tcp(
             None,
             overrides_ref,
         );
-        splice(CountedStream::new(stream, record), upstream).await;
+        splice(CountedStream::new(stream, record), upstream, limits).await;
         return;
     }
     // The upstream proxy agreed to exchange metadata: ours goes first, theirs is read off the
@@ -241,11 +246,12 @@ pub async fn serve_tcp(
     });
     let opens = record.clone();
     let upstream = FrameReader::new(upstream, move |metadata| opens.open(metadata.as_ref()));
-    splice(CountedStream::deferred(stream, record), upstream).await;
+    splice(CountedStream::deferred(stream, record), upstream, limits).await;
 }
 
-async fn splice(mut downstream: impl Io, mut upstream: impl Io) {
-    if let Err(e) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-        tracing::debug!(error = %e, "tcp: stream ended");
+async fn splice(downstream: impl Io, upstream: impl Io, limits: SpliceLimits) {
+    let ended = splice::splice(downstream, upstream, limits).await;
+    if ended != Ended::Closed {
+        tracing::debug!(?ended, "tcp: connection closed by the proxy");
     }
 }

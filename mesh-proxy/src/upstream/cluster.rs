@@ -53,6 +53,10 @@ pub struct Cluster {
     pub pool: Arc<Pool>,
     /// ORIGINAL_DST: how connections to an original destination are secured.
     original_dst: Option<Transport>,
+    /// Proxied TCP connections close after this long without a byte either way; None: never.
+    pub tcp_idle_timeout: Option<Duration>,
+    /// Proxied TCP connections close at this age; None: no limit.
+    pub max_connection_duration: Option<Duration>,
 }
 
 // The fixed members are read by every request to a static cluster: kept inline, not boxed.
@@ -127,6 +131,9 @@ impl Cluster {
         let settings = PoolSettings {
             connect_timeout: ms_or(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: ms_or(spec.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
+            max_connection_duration: optional_ms(spec.max_connection_duration_ms),
+            max_concurrent_streams: (spec.max_concurrent_streams > 0)
+                .then_some(spec.max_concurrent_streams as usize),
             keepalive: spec.tcp_keepalive.as_ref().map(keepalive),
             thresholds: Thresholds::from_spec(
                 spec.circuit_breakers.as_ref(),
@@ -209,6 +216,11 @@ impl Cluster {
             members,
             pool,
             original_dst,
+            tcp_idle_timeout: match spec.tcp_idle_timeout_ms {
+                None => Some(DEFAULT_IDLE_TIMEOUT),
+                Some(ms) => optional_ms(ms),
+            },
+            max_connection_duration: optional_ms(spec.max_connection_duration_ms),
         })
     }
 
@@ -263,6 +275,11 @@ impl Cluster {
             HashSource::SourceIp => Some(lb::hash_key(input.source_ip.to_string().as_bytes())),
         }
     }
+}
+
+/// A duration where 0 means none.
+fn optional_ms(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn ms_or(ms: u64, default: Duration) -> Duration {

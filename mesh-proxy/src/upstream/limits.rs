@@ -149,6 +149,8 @@ pub struct Limits {
     http1: Count,
     retries: Count,
     connections: Count,
+    /// HTTP/2 requests waiting for a stream under `maxConcurrentStreams`: pending as well.
+    waiting_for_stream: Count,
     /// HTTP/1.1 requests using a connection at once (one each): `max_connections` of them.
     /// Waiting here is what "pending" means; waiters are served in arrival order.
     h1_slots: Option<Arc<Semaphore>>,
@@ -172,6 +174,7 @@ enum Kind {
     Http1,
     Retry,
     Connection,
+    Pending,
 }
 
 impl Drop for Held {
@@ -180,6 +183,7 @@ impl Drop for Held {
             Kind::Request => self.limits.requests.sub(),
             Kind::Http1 => self.limits.http1.sub(),
             Kind::Retry => self.limits.retries.sub(),
+            Kind::Pending => self.limits.waiting_for_stream.sub(),
             Kind::Connection => {
                 self.limits.connections.sub();
                 self.limits.connection_freed.notify_waiters();
@@ -195,6 +199,46 @@ impl Drop for Held {
 pub struct Admission {
     _request: Held,
     _slot: Option<(Held, OwnedSemaphorePermit)>,
+    /// Its stream on an HTTP/2 connection under `maxConcurrentStreams`.
+    stream: Option<StreamHeld>,
+}
+
+impl Admission {
+    /// Keeps `stream` counted on its connection until the response ends.
+    pub fn hold_stream(&mut self, stream: StreamHeld) {
+        self.stream = Some(stream);
+    }
+}
+
+/// One stream in flight on an HTTP/2 connection under `maxConcurrentStreams`, given back
+/// (and waiters woken) when dropped.
+#[must_use = "the stream is only counted while this lives"]
+#[derive(Debug)]
+pub struct StreamHeld {
+    in_flight: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+}
+
+impl StreamHeld {
+    /// Takes a stream on a connection with `in_flight` streams if fewer than `max` are.
+    pub fn try_take(in_flight: &Arc<AtomicUsize>, max: usize, freed: &Arc<Notify>) -> Option<Self> {
+        in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Self {
+            in_flight: in_flight.clone(),
+            freed: freed.clone(),
+        })
+    }
+}
+
+impl Drop for StreamHeld {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
 }
 
 impl Limits {
@@ -208,6 +252,7 @@ impl Limits {
             http1: Count::default(),
             retries: Count::default(),
             connections: Count::default(),
+            waiting_for_stream: Count::default(),
             connection_freed: Notify::new(),
             overflow,
             retry_overflow,
@@ -232,6 +277,7 @@ impl Limits {
         Ok(Admission {
             _request: request,
             _slot: slot,
+            stream: None,
         })
     }
 
@@ -252,10 +298,21 @@ impl Limits {
         Ok((counted, permit.expect("the slots are never closed")))
     }
 
-    /// HTTP/1.1 requests waiting for a connection slot.
+    /// Requests waiting: HTTP/1.1 ones for a connection slot, HTTP/2 ones for a stream.
     pub fn pending_requests(&self) -> usize {
         let connections = self.thresholds.max_connections.unwrap_or(usize::MAX);
-        self.http1.get().saturating_sub(connections)
+        self.http1.get().saturating_sub(connections) + self.waiting_for_stream.get()
+    }
+
+    /// One more HTTP/2 request waiting for a stream, if the pending limit has room.
+    pub fn try_pending(self: &Arc<Self>) -> Result<Held, Overflow> {
+        if !self
+            .waiting_for_stream
+            .try_add(self.thresholds.max_pending_requests)
+        {
+            return Err(self.overflowed(Overflow::Pending));
+        }
+        Ok(self.held(Kind::Pending))
     }
 
     /// One more retry in flight, if the retry limit or budget allows it; counted while held.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Notify;
 
 use super::connect::{ConnectError, ConnectionStats, Counted, Keepalive, connect};
-use super::limits::{Held, Limits, Overflow, Thresholds};
+use super::limits::{Admission, Held, Limits, Overflow, StreamHeld, Thresholds};
 use super::transport::{Alpn, Transport, Upstream};
 use crate::http::body::UpstreamBody;
 
@@ -55,6 +57,11 @@ impl SendError {
 pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Connections older than this take no new requests (Envoy's `max_connection_duration`).
+    pub max_connection_duration: Option<Duration>,
+    /// Streams in flight on one HTTP/2 connection; past it another connection is opened, or
+    /// the request waits for a stream (`maxConcurrentStreams`).
+    pub max_concurrent_streams: Option<usize>,
     pub keepalive: Option<Keepalive>,
     pub thresholds: Thresholds,
 }
@@ -64,13 +71,20 @@ struct IdleH1 {
     since: Instant,
     /// Requests this connection has carried.
     uses: u32,
+    born: Instant,
 }
 
 struct H2Conn {
     sender: http2::SendRequest<UpstreamBody>,
     last_used: Instant,
     uses: u32,
+    born: Instant,
+    /// Streams in flight, counted only under `maxConcurrentStreams`.
+    in_flight: Arc<AtomicUsize>,
 }
+
+type H2Sender = http2::SendRequest<UpstreamBody>;
+type H2Slot = Arc<tokio::sync::Mutex<Vec<H2Conn>>>;
 
 /// Connections are kept per endpoint address and [`Transport::key`]: a plaintext connection
 /// never serves a request meant for TLS, nor a TLS one checked for other identities.
@@ -81,8 +95,11 @@ pub struct Pool {
     stats: ConnectionStats,
     limits: Arc<Limits>,
     h1_idle: Mutex<HashMap<Key, Vec<IdleH1>>>,
-    /// Per endpoint, behind an async lock so concurrent first requests share one handshake.
-    h2: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<H2Conn>>>>>,
+    /// Per endpoint, behind an async lock so concurrent first requests share one handshake:
+    /// one connection, or more under `maxConcurrentStreams`.
+    h2: Mutex<HashMap<Key, H2Slot>>,
+    /// Woken when a stream under `maxConcurrentStreams` ends.
+    stream_freed: Arc<Notify>,
 }
 
 /// Upper bound on idle HTTP/1.1 connections kept per endpoint.
@@ -91,7 +108,7 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 impl Pool {
     pub fn new(settings: PoolSettings, stats: ConnectionStats) -> Arc<Self> {
         let pool = Self::unswept(settings, stats);
-        spawn_sweeper(Arc::downgrade(&pool), settings.idle_timeout);
+        spawn_sweeper(Arc::downgrade(&pool), sweep_period(&settings));
         pool
     }
 
@@ -108,6 +125,7 @@ impl Pool {
             limits,
             h1_idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
+            stream_freed: Arc::new(Notify::new()),
         })
     }
 
@@ -136,12 +154,21 @@ impl Pool {
         .await
     }
 
-    /// Whether a connection that has carried `uses` requests may carry another.
-    fn reusable(&self, uses: u32) -> bool {
+    /// Whether a connection opened at `born` that has carried `uses` requests may carry
+    /// another.
+    fn reusable(&self, uses: u32, born: Instant) -> bool {
         self.settings
             .thresholds
             .max_requests_per_connection
             .is_none_or(|max| uses < max)
+            && self.young(born)
+    }
+
+    /// Whether a connection opened at `born` is under `max_connection_duration`.
+    fn young(&self, born: Instant) -> bool {
+        self.settings
+            .max_connection_duration
+            .is_none_or(|max| born.elapsed() < max)
     }
 
     /// Room for one more connection under `maxConnections`, held for the connection's life
@@ -248,12 +275,12 @@ impl Pool {
                 Some(room) => room,
                 None => self.connection_room(Some(addr)).await?,
             };
-            let Room::Idle((mut sender, uses)) = room else {
+            let Room::Idle((mut sender, uses, born)) = room else {
                 break room;
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.checkin_h1_when_ready(addr, sender, uses + 1);
+                    self.checkin_h1_when_ready(addr, sender, uses + 1, born);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -267,6 +294,7 @@ impl Pool {
             unreachable!("idle connections are used in the loop")
         };
         let io = self.connect_with(addr.0, transport, Alpn::Http1).await?;
+        let born = Instant::now();
         let (mut sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -279,17 +307,20 @@ impl Pool {
             }
         });
         let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-        self.checkin_h1_when_ready(addr, sender, 1);
+        self.checkin_h1_when_ready(addr, sender, 1, born);
         Ok(resp)
     }
 
-    /// An idle connection to `addr` and the requests it has carried.
-    fn checkout_h1(&self, addr: Key) -> Option<(http1::SendRequest<UpstreamBody>, u32)> {
+    /// An idle connection to `addr`, the requests it has carried and when it was opened.
+    fn checkout_h1(&self, addr: Key) -> Option<IdleSender> {
         let mut idle = self.h1_idle.lock().expect("pool lock");
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if entry.sender.is_ready() && entry.since.elapsed() < self.settings.idle_timeout {
-                return Some((entry.sender, entry.uses));
+            if entry.sender.is_ready()
+                && entry.since.elapsed() < self.settings.idle_timeout
+                && self.young(entry.born)
+            {
+                return Some((entry.sender, entry.uses, entry.born));
             }
         }
         None
@@ -302,10 +333,11 @@ impl Pool {
         addr: Key,
         mut sender: http1::SendRequest<UpstreamBody>,
         uses: u32,
+        born: Instant,
     ) {
-        // Past maxRequestsPerConnection the sender is dropped: the connection closes once
-        // this response is read.
-        if !self.reusable(uses) {
+        // Past maxRequestsPerConnection or maxConnectionDuration the sender is dropped: the
+        // connection closes once this response is read.
+        if !self.reusable(uses, born) {
             return;
         }
         let pool = Arc::downgrade(self);
@@ -322,6 +354,7 @@ impl Pool {
                         sender,
                         since: Instant::now(),
                         uses,
+                        born,
                     });
                 }
             }
@@ -331,11 +364,14 @@ impl Pool {
     }
 
     /// Sends an HTTP/2 request on the endpoint's shared connection, opening it if needed.
+    /// Under `maxConcurrentStreams` the request's stream is counted on its connection for as
+    /// long as `admission` lives.
     pub async fn send_h2(
         &self,
         addr: SocketAddr,
         transport: &Transport,
         req: Request<UpstreamBody>,
+        admission: &mut Admission,
     ) -> Result<Response<Incoming>, SendError> {
         let slot = self
             .h2
@@ -344,42 +380,156 @@ impl Pool {
             .entry((addr, transport.key()))
             .or_default()
             .clone();
-        let mut sender = {
-            let mut conn = slot.lock().await;
-            match conn.as_mut() {
-                Some(c) if !c.sender.is_closed() => {
-                    c.last_used = Instant::now();
-                    c.uses += 1;
-                    let sender = c.sender.clone();
-                    // Past maxRequestsPerConnection the next request opens a new one; this
-                    // one closes when its streams end.
-                    if !self.reusable(c.uses) {
-                        *conn = None;
-                    }
-                    sender
-                }
-                _ => {
-                    let sender = self.open_h2(addr, transport).await?;
-                    *conn = self.reusable(1).then(|| H2Conn {
-                        sender: sender.clone(),
-                        last_used: Instant::now(),
-                        uses: 1,
-                    });
-                    sender
-                }
+        let mut sender = match self.settings.max_concurrent_streams {
+            None => self.h2_shared(&slot, addr, transport).await?,
+            Some(max) => {
+                self.h2_limited(&slot, max, addr, transport, admission)
+                    .await?
             }
         };
         sender.ready().await.map_err(SendError::Request)?;
         sender.send_request(req).await.map_err(SendError::Request)
     }
 
+    /// The endpoint's one connection, opened if needed.
+    async fn h2_shared(
+        &self,
+        slot: &H2Slot,
+        addr: SocketAddr,
+        transport: &Transport,
+    ) -> Result<H2Sender, SendError> {
+        let mut conns = slot.lock().await;
+        // Past maxConnectionDuration a new connection is opened; the old one closes when its
+        // streams end (its last sender is dropped here).
+        conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
+        let i = if conns.is_empty() {
+            self.push_h2(&mut conns, addr, transport, None).await?
+        } else {
+            0
+        };
+        Ok(self.use_h2(&mut conns, i))
+    }
+
+    /// A connection with a stream free under `max`, holding that stream in `admission`. With
+    /// every connection full and no room for another, the request waits for a stream or a
+    /// connection, counted as pending, up to the connect timeout.
+    async fn h2_limited(
+        &self,
+        slot: &H2Slot,
+        max: usize,
+        addr: SocketAddr,
+        transport: &Transport,
+        admission: &mut Admission,
+    ) -> Result<H2Sender, SendError> {
+        let mut _pending = None;
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        loop {
+            let stream_freed = self.stream_freed.notified();
+            let connection_freed = self.limits.connection_freed();
+            tokio::pin!(stream_freed, connection_freed);
+            stream_freed.as_mut().enable();
+            connection_freed.as_mut().enable();
+            {
+                let mut conns = slot.lock().await;
+                conns.retain(|c| !c.sender.is_closed() && self.young(c.born));
+                if let Some((i, stream)) = self.h2_stream(&mut conns, max, addr, transport).await? {
+                    if let Some(stream) = stream {
+                        admission.hold_stream(stream);
+                    }
+                    return Ok(self.use_h2(&mut conns, i));
+                }
+            }
+            if _pending.is_none() {
+                _pending = Some(self.limits.try_pending()?);
+            }
+            self.close_one_idle();
+            let freed = async {
+                tokio::select! {
+                    () = stream_freed => {}
+                    () = connection_freed => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(self.limits.overflowed(Overflow::Connections).into());
+            }
+        }
+    }
+
+    /// Counts one more request on `conns[i]` and returns its sender.
+    fn use_h2(&self, conns: &mut Vec<H2Conn>, i: usize) -> H2Sender {
+        let c = &mut conns[i];
+        c.last_used = Instant::now();
+        c.uses += 1;
+        let sender = c.sender.clone();
+        // Past maxRequestsPerConnection the next request opens a new one; this one closes
+        // when its streams end.
+        if !self.reusable(c.uses, c.born) {
+            conns.swap_remove(i);
+        }
+        sender
+    }
+
+    /// A stream under `max` on one of `conns`: on a connection with room, else on a new one
+    /// within `maxConnections`; None when both are full.
+    async fn h2_stream(
+        &self,
+        conns: &mut Vec<H2Conn>,
+        max: usize,
+        addr: SocketAddr,
+        transport: &Transport,
+    ) -> Result<Option<(usize, Option<StreamHeld>)>, SendError> {
+        for (i, c) in conns.iter().enumerate() {
+            if let Some(s) = StreamHeld::try_take(&c.in_flight, max, &self.stream_freed) {
+                return Ok(Some((i, Some(s))));
+            }
+        }
+        let room = match self.settings.thresholds.max_connections {
+            None => Some(None),
+            Some(_) => self.limits.try_connection().map(Some),
+        };
+        let Some(room) = room else {
+            return Ok(None);
+        };
+        let i = self.push_h2(conns, addr, transport, Some(room)).await?;
+        let s = StreamHeld::try_take(&conns[i].in_flight, max, &self.stream_freed);
+        Ok(Some((i, s)))
+    }
+
+    /// Opens a connection (with `room` under `maxConnections` when already taken) and adds
+    /// it to `conns`; returns its index.
+    async fn push_h2(
+        &self,
+        conns: &mut Vec<H2Conn>,
+        addr: SocketAddr,
+        transport: &Transport,
+        room: Option<Option<Held>>,
+    ) -> Result<usize, SendError> {
+        let sender = self.open_h2(addr, transport, room).await?;
+        let born = Instant::now();
+        conns.push(H2Conn {
+            sender,
+            last_used: born,
+            uses: 0,
+            born,
+            in_flight: Arc::default(),
+        });
+        Ok(conns.len() - 1)
+    }
+
     async fn open_h2(
         &self,
         addr: SocketAddr,
         transport: &Transport,
+        room: Option<Option<Held>>,
     ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
-        let Room::New(held) = self.connection_room(None).await? else {
-            unreachable!("no idle connection is asked for")
+        let held = match room {
+            Some(held) => held,
+            None => {
+                let Room::New(held) = self.connection_room(None).await? else {
+                    unreachable!("no idle connection is asked for")
+                };
+                held
+            }
         };
         let io = self.connect_with(addr, transport, Alpn::Http2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -396,37 +546,49 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Closes connections idle for longer than the idle timeout.
+    /// Closes connections idle for longer than the idle timeout, and idle ones past the
+    /// maximum connection duration.
     fn sweep(&self) {
         let timeout = self.settings.idle_timeout;
         self.h1_idle.lock().expect("pool lock").retain(|_, list| {
-            list.retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
+            list.retain(|e| {
+                e.since.elapsed() < timeout && !e.sender.is_closed() && self.young(e.born)
+            });
             !list.is_empty()
         });
         self.h2.lock().expect("pool lock").retain(|_, slot| {
             // A slot being connected right now is busy, not idle.
-            let Ok(mut conn) = slot.try_lock() else {
+            let Ok(mut conns) = slot.try_lock() else {
                 return true;
             };
-            if conn
-                .as_ref()
-                .is_some_and(|c| c.sender.is_closed() || c.last_used.elapsed() >= timeout)
-            {
-                *conn = None;
-            }
-            conn.is_some()
+            conns.retain(|c| {
+                !c.sender.is_closed() && c.last_used.elapsed() < timeout && self.young(c.born)
+            });
+            !conns.is_empty()
         });
     }
 }
 
+/// An idle HTTP/1.1 connection taken out of the pool: its sender, the requests it has
+/// carried and when it was opened.
+type IdleSender = (http1::SendRequest<UpstreamBody>, u32, Instant);
+
 /// Where a request under `maxConnections` goes: an idle connection, or a new one with room.
 enum Room {
-    Idle((http1::SendRequest<UpstreamBody>, u32)),
+    Idle(IdleSender),
     New(Option<Held>),
 }
 
-fn spawn_sweeper(pool: Weak<Pool>, idle_timeout: Duration) {
-    let period = (idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+/// How often idle connections are looked at: often enough to close them near their idle
+/// timeout and their maximum duration.
+fn sweep_period(settings: &PoolSettings) -> Duration {
+    let shortest = settings
+        .max_connection_duration
+        .map_or(settings.idle_timeout, |d| d.min(settings.idle_timeout));
+    (shortest / 2).clamp(Duration::from_millis(50), Duration::from_secs(30))
+}
+
+fn spawn_sweeper(pool: Weak<Pool>, period: Duration) {
     // Pools are also built outside a runtime in unit tests of config compilation.
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
