@@ -243,6 +243,20 @@ pub const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
+/// Whether `s` is base64 as proto3 JSON accepts it for `bytes`: the standard or URL-safe
+/// alphabet, padding optional, whitespace ignored; no stray bits in the last character.
+pub fn is_base64(s: &str) -> bool {
+    let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let body = digits
+        .iter()
+        .rposition(|&c| c != b'=')
+        .map_or(&digits[..0], |end| &digits[..=end]);
+    let padding = digits.len() - body.len();
+    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
+    // A last group of one character cannot carry a whole byte.
+    padding <= 2 && body.iter().all(alphabet) && body.len() % 4 != 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,18 +325,4 @@ mod tests {
         assert!(gateway_name("mesh").is_ok());
         assert!(gateway_name("bad_name").is_err());
     }
-}
-
-/// Whether `s` is base64 as proto3 JSON accepts it for `bytes`: the standard or URL-safe
-/// alphabet, padding optional, whitespace ignored; no stray bits in the last character.
-pub fn is_base64(s: &str) -> bool {
-    let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    let body = digits
-        .iter()
-        .rposition(|&c| c != b'=')
-        .map_or(&digits[..0], |end| &digits[..=end]);
-    let padding = digits.len() - body.len();
-    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
-    // A last group of one character cannot carry a whole byte.
-    padding <= 2 && body.iter().all(alphabet) && body.len() % 4 != 1
 }
