@@ -145,15 +145,6 @@ spec:
   resolution: NONE
 ---
 apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: vms, namespace: default}
-spec:
-  hosts: [vms.example.com]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  workloadSelector: {labels: {app: vm}}
----
-apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: edge, namespace: default}
 spec:
@@ -174,12 +165,7 @@ spec:
     );
     assert_eq!(at("spec.servers[0].name"), 1, "{w:?}");
     assert_eq!(at("spec.servers[1]"), 0, "{w:?}");
-    assert_eq!(
-        at("spec.workloadSelector: selects WorkloadEntries only"),
-        1,
-        "{w:?}"
-    );
-    assert_eq!(w.len(), 4, "{w:?}");
+    assert_eq!(w.len(), 3, "{w:?}");
 }
 
 #[test]

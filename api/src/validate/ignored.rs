@@ -118,12 +118,6 @@ pub fn service_entry(se: &ServiceEntry, p: &FieldPath, out: &mut Errors) {
             "location is not implemented: mTLS to each endpoint follows its security.istio.io/tlsMode label, whatever the location; ignored",
         );
     }
-    if se.workload_selector.is_some() {
-        out.push(
-            &p.key("workloadSelector"),
-            "selects WorkloadEntries only: Kubernetes Pods with these labels are not endpoints of this entry",
-        );
-    }
     for (i, e) in se.endpoints.iter().enumerate() {
         workload_entry(e, &p.key("endpoints").index(i), out);
     }
