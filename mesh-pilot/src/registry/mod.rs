@@ -89,6 +89,9 @@ impl Registry {
             service_entry::from_resources(resources, trust_domain, previous.map(|p| &*p.sources));
         let mut workloads = built.sources.workloads.map().clone();
         merge_platform(&mut built, &mut workloads, platform);
+        built
+            .warnings
+            .extend(pods_a_selector_misses(resources, platform));
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, s) in built.services.iter().enumerate() {
             by_host.entry(s.hostname.clone()).or_default().push(i);
@@ -200,6 +203,43 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
         && *origin == b.origin
         && *created == b.created
         && *addresses == b.addresses
+}
+
+/// A ServiceEntry's `workloadSelector` selects WorkloadEntries only: said for each entry whose
+/// selector matches Kubernetes Pods, which Istio would also make its endpoints.
+fn pods_a_selector_misses(
+    resources: &[Arc<mesh_api::Resource>],
+    platform: &Platform,
+) -> Vec<String> {
+    if platform.workloads.is_empty() {
+        return Vec::new();
+    }
+    resources
+        .iter()
+        .filter_map(|r| match &**r {
+            mesh_api::Resource::ServiceEntry(se) => Some(se),
+            _ => None,
+        })
+        .filter_map(|se| {
+            let selector = &se.spec.workload_selector.as_ref()?.labels;
+            let ns = se.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+            let pods: Vec<&str> = platform
+                .workloads
+                .iter()
+                .filter(|w| w.namespace == ns && labels_match(selector, &w.labels))
+                .map(|w| w.name.as_str())
+                .collect();
+            let first = pods.first()?;
+            Some(format!(
+                "ServiceEntry {ns}/{}: spec.workloadSelector matches Pod {ns}/{first}{}; Pods are not endpoints of a ServiceEntry here (WorkloadEntries only)",
+                se.metadata.name,
+                match pods.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more", n - 1),
+                }
+            ))
+        })
+        .collect()
 }
 
 /// Adds a platform registry's services and workloads; see [`Registry::build_merged`].

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use mesh_api::Resource;
 
-use super::{Platform, Registry};
+use super::{DEFAULT_TRUST_DOMAIN, Platform, Registry, Workload};
 
 const ENTRIES: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -156,5 +156,65 @@ fn another_trust_domain_rebuilds_everything() {
     assert_eq!(
         service(&other, REVIEWS).endpoints[0].identity,
         "spiffe://example.org/ns/shop/sa/default"
+    );
+}
+
+#[test]
+fn a_service_entry_selector_that_matches_pods_is_warned() {
+    let (resources, errors) = mesh_api::load_str(
+        "t.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vms, namespace: shop}
+spec:
+  hosts: [vms.shop.svc]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: vm}}
+",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let pod = |name: &str, ns: &str, app: &str| Workload {
+        name: name.into(),
+        namespace: ns.into(),
+        labels: [("app".to_string(), app.to_string())].into(),
+        service_account: "default".into(),
+        identity: String::new(),
+        address: "198.18.0.20".into(),
+        ports: Default::default(),
+        locality: None,
+        network: None,
+        weight: 1,
+    };
+    let platform = Platform {
+        services: Vec::new(),
+        workloads: vec![
+            pod("vm-1", "shop", "vm"),
+            pod("vm-2", "shop", "vm"),
+            pod("web-1", "shop", "web"),
+            pod("vm-3", "other", "vm"),
+        ],
+    };
+    let registry = Registry::build_merged(&resources, DEFAULT_TRUST_DOMAIN, &platform);
+    let warned: Vec<&String> = registry
+        .warnings()
+        .iter()
+        .filter(|w| w.contains("workloadSelector"))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "ServiceEntry shop/vms: spec.workloadSelector matches Pod shop/vm-1 and 1 more; Pods are not endpoints of a ServiceEntry here (WorkloadEntries only)"
+        ]
+    );
+    // Without Pods (the local mesh) nothing is said.
+    let registry = Registry::build_merged(&resources, DEFAULT_TRUST_DOMAIN, &Platform::default());
+    assert!(
+        !registry
+            .warnings()
+            .iter()
+            .any(|w| w.contains("workloadSelector")),
+        "{:?}",
+        registry.warnings()
     );
 }
