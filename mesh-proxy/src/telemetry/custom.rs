@@ -66,28 +66,9 @@ impl StandardLabel {
         Self::GrpcResponseStatus,
     ];
 
-    /// The labels of the TCP metrics: the same without the response's code and status.
-    pub const TCP: [StandardLabel; 19] = [
-        Self::Reporter,
-        Self::SourceWorkload,
-        Self::SourceWorkloadNamespace,
-        Self::SourcePrincipal,
-        Self::SourceApp,
-        Self::SourceVersion,
-        Self::SourceCluster,
-        Self::DestinationWorkload,
-        Self::DestinationWorkloadNamespace,
-        Self::DestinationPrincipal,
-        Self::DestinationApp,
-        Self::DestinationVersion,
-        Self::DestinationCluster,
-        Self::DestinationService,
-        Self::DestinationServiceName,
-        Self::DestinationServiceNamespace,
-        Self::RequestProtocol,
-        Self::ResponseFlags,
-        Self::ConnectionSecurityPolicy,
-    ];
+    /// The labels of the TCP metrics: [`Self::ALL`] without the response's code and status,
+    /// which come last.
+    pub const TCP: &'static [StandardLabel] = Self::ALL.split_at(Self::ALL.len() - 2).0;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -335,6 +316,18 @@ mod tests {
             rule: rule.clone(),
             captured: Arc::from(vec![Arc::new("acme".to_string())]),
         })
+    }
+
+    #[test]
+    fn the_tcp_labels_are_all_but_the_responses_code_and_status() {
+        assert_eq!(StandardLabel::TCP.len(), StandardLabel::ALL.len() - 2);
+        for l in StandardLabel::ALL {
+            let response = matches!(
+                l,
+                StandardLabel::ResponseCode | StandardLabel::GrpcResponseStatus
+            );
+            assert_eq!(StandardLabel::TCP.contains(&l), !response, "{l:?}");
+        }
     }
 
     #[test]

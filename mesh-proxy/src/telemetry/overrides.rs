@@ -244,7 +244,7 @@ impl SideOverrides {
         telemetry: &Telemetry,
     ) -> Result<Option<MetricRule>, OverrideError> {
         let labels: &[StandardLabel] = if Metric::is_tcp(metric) {
-            &StandardLabel::TCP
+            StandardLabel::TCP
         } else {
             &StandardLabel::ALL
         };

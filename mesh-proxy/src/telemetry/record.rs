@@ -243,13 +243,18 @@ impl RequestRecord {
             .counted_request_bytes
             .as_ref()
             .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed));
+        if self.access.is_none() && !self.metrics {
+            return;
+        }
+        // One clock read for the log's duration and the duration histogram.
+        let elapsed = self.start.elapsed();
         if let Some(access) = self.access.take() {
             access.finish(Finished {
                 response_code: self.response_code,
                 flags: self.flags,
                 bytes_received: request_bytes,
                 bytes_sent: self.response_bytes,
-                duration: self.start.elapsed(),
+                duration: elapsed,
             });
         }
         if !self.metrics {
@@ -269,7 +274,7 @@ impl RequestRecord {
             response_code: self.response_code,
             grpc_status: self.grpc_status,
         };
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let ms = elapsed.as_secs_f64() * 1000.0;
         if let Some(applied) = &self.overrides {
             self.record_changed(applied, labels, ms, request_bytes);
             return;
