@@ -221,6 +221,9 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The uid a captured proxy runs as (Istio's 1337): iptables lets its own traffic out.
+pub const PROXY_UID: &str = "1337";
+
 /// A network namespace: a "pod" with its own interfaces and iptables, deleted when dropped.
 pub struct Netns {
     pub name: String,
@@ -248,6 +251,50 @@ impl Netns {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name, program]);
         c
+    }
+
+    /// `curl -s --max-time 5 ARGS` inside the namespace: its standard output.
+    pub fn curl(&self, args: &[&str]) -> String {
+        let out = self
+            .command("curl")
+            .args(["-s", "--max-time", "5"])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A mesh-proxy inside the namespace running `config` (YAML) as [`PROXY_UID`], its admin
+    /// on 127.0.0.1:15000, once it is ready. The proxy's uid may not be able to enter the
+    /// checkout (say under /root): binary and config are copied to a directory it can read,
+    /// returned with the process so they live as long as it does.
+    pub fn static_proxy(&self, config: &str) -> (tempfile::TempDir, Proc) {
+        let dir = shared_dir();
+        let cfg = dir.path().join("proxy.yaml");
+        std::fs::write(&cfg, config).unwrap();
+        let proxy_bin = readable_copy(&binary("mesh-proxy"), dir.path().join("mesh-proxy"), 0o755);
+        let proxy = Proc::spawn(
+            "mesh-proxy",
+            self.command("setpriv").args([
+                "--reuid",
+                PROXY_UID,
+                "--regid",
+                PROXY_UID,
+                "--clear-groups",
+                proxy_bin.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+                "--admin-addr",
+                "127.0.0.1:15000",
+            ]),
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || self
+                .curl(&["http://127.0.0.1:15000/ready"])
+                .starts_with("LIVE")),
+            "proxy ready"
+        );
+        (dir, proxy)
     }
 
     /// Runs a command inside the namespace and asserts it succeeded.

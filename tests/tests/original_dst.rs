@@ -3,11 +3,7 @@
 //! connected to, through the proxy's route (so the host's policy applies), while a request
 //! through an explicit listener has no original destination and gets 503. Needs root.
 
-use std::time::Duration;
-
 use mesh_e2e::*;
-
-const PROXY_UID: &str = "1337";
 
 /// What pilot gives for `hosts: [api.example.com]`, `resolution: NONE`, port 80 HTTP (see
 /// `mesh-pilot` `resolution_none_http_ports_go_to_the_original_destination`), with a header
@@ -114,41 +110,8 @@ fn captured_requests_for_a_resolution_none_host_go_to_their_original_destination
     let _one = spawn_echo("one", "198.18.0.1:80");
     let _two = spawn_echo("two", "198.18.0.2:80");
 
-    let dir = shared_dir();
-    let cfg = dir.path().join("proxy.yaml");
-    std::fs::write(&cfg, proxy_config()).unwrap();
-    let proxy_bin = readable_copy(&binary("mesh-proxy"), dir.path().join("mesh-proxy"), 0o755);
-    let _proxy = Proc::spawn(
-        "mesh-proxy",
-        ns.command("setpriv").args([
-            "--reuid",
-            PROXY_UID,
-            "--regid",
-            PROXY_UID,
-            "--clear-groups",
-            proxy_bin.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--admin-addr",
-            "127.0.0.1:15000",
-        ]),
-    );
-    let curl = |args: &[&str]| -> String {
-        let out = ns
-            .command("curl")
-            .args(["-s", "--max-time", "5"])
-            .args(args)
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || curl(&[
-            "http://127.0.0.1:15000/ready"
-        ])
-        .starts_with("LIVE")),
-        "proxy ready"
-    );
+    let (_files, _proxy) = ns.static_proxy(&proxy_config());
+    let curl = |args: &[&str]| ns.curl(args);
 
     // The host's route is taken (REGISTRY_ONLY would 404 anything unrouted), and the request
     // goes to the address the application connected to, each time its own.

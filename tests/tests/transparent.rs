@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use mesh_e2e::*;
 
-const PROXY_UID: &str = "1337";
-
 fn proxy_config() -> String {
     r#"
 version: "transparent"
@@ -110,44 +108,8 @@ fn redirected_connections_are_routed_or_passed_through_to_their_original_destina
         ]),
     );
 
-    // The config must be readable by the proxy's uid.
-    let dir = shared_dir();
-    let cfg = dir.path().join("proxy.yaml");
-    std::fs::write(&cfg, proxy_config()).unwrap();
-    // The proxy runs as another uid, which may not be able to enter the checkout (e.g. under
-    // /root): it runs from a copy in the world-readable temp dir.
-    let proxy_bin = readable_copy(&binary("mesh-proxy"), dir.path().join("mesh-proxy"), 0o755);
-    let _proxy = Proc::spawn(
-        "mesh-proxy",
-        ns.command("setpriv").args([
-            "--reuid",
-            PROXY_UID,
-            "--regid",
-            PROXY_UID,
-            "--clear-groups",
-            proxy_bin.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--admin-addr",
-            "127.0.0.1:15000",
-        ]),
-    );
-    let curl = |args: &[&str]| -> String {
-        let out = ns
-            .command("curl")
-            .args(["-s", "--max-time", "5"])
-            .args(args)
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || curl(&[
-            "http://127.0.0.1:15000/ready"
-        ])
-        .starts_with("LIVE")),
-        "proxy ready"
-    );
+    let (_files, _proxy) = ns.static_proxy(&proxy_config());
+    let curl = |args: &[&str]| ns.curl(args);
     assert!(eventually(Duration::from_secs(10), || curl(&[
         "http://198.18.0.1:9080/"
     ])
