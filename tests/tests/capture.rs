@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use mesh_e2e::*;
 
-const PROXY_UID: &str = "1337";
 const NODE_IP: &str = "198.18.0.1";
 const APP_PORT: &str = "8080";
 const EXCLUDED_PORT: &str = "9090";
