@@ -3,6 +3,7 @@
 //! PeerAuthentications and AuthorizationPolicies that select it, the mTLS mode in force, and
 //! the Telemetries (access logs, tracing) and the LocalRateLimits that apply to it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -173,16 +174,8 @@ pub fn describe(
                     .as_ref()
                     .map(|s| &s.match_labels)
                     .filter(|s| !s.is_empty());
-                let scope = match selector {
-                    None if ns == ROOT_NAMESPACE => "mesh-wide".to_owned(),
-                    None if ns == w.namespace => "namespace-wide".to_owned(),
-                    Some(sel)
-                        if (ns == w.namespace || ns == ROOT_NAMESPACE)
-                            && selects(sel, &w.labels) =>
-                    {
-                        format!("selector {}", selector_text(sel))
-                    }
-                    _ => continue,
+                let Some(scope) = policy_scope(ns, selector, w) else {
+                    continue;
                 };
                 let action = format!("{:?}", ap.spec.action).to_uppercase();
                 let rules = ap.spec.rules.len();
@@ -238,18 +231,9 @@ pub fn describe(
                     .as_ref()
                     .map(|s| &s.match_labels)
                     .filter(|s| !s.is_empty());
-                // As AuthorizationPolicies: the root namespace's for the mesh, the
-                // workload namespace's for its workloads, a selector narrowing either.
-                let scope = match selector {
-                    None if ns == ROOT_NAMESPACE => "mesh-wide".to_owned(),
-                    None if ns == w.namespace => "namespace-wide".to_owned(),
-                    Some(sel)
-                        if (ns == w.namespace || ns == ROOT_NAMESPACE)
-                            && selects(sel, &w.labels) =>
-                    {
-                        format!("selector {}", selector_text(sel))
-                    }
-                    _ => continue,
+                // Selected as AuthorizationPolicies are.
+                let Some(scope) = policy_scope(ns, selector, w) else {
+                    continue;
                 };
                 let unit = l
                     .spec
@@ -270,6 +254,24 @@ pub fn describe(
         }
     }
     Some(d)
+}
+
+/// Where a policy selected as AuthorizationPolicies are applies to workload `w`: the root
+/// namespace's without selector mesh-wide, the workload namespace's without selector to all
+/// of it, and a selector in either to the workloads it matches; `None` when it does not.
+fn policy_scope(
+    ns: &str,
+    selector: Option<&BTreeMap<String, String>>,
+    w: &WorkloadInfo,
+) -> Option<String> {
+    match selector {
+        None if ns == ROOT_NAMESPACE => Some("mesh-wide".to_owned()),
+        None if ns == w.namespace => Some("namespace-wide".to_owned()),
+        Some(sel) if (ns == w.namespace || ns == ROOT_NAMESPACE) && selects(sel, &w.labels) => {
+            Some(format!("selector {}", selector_text(sel)))
+        }
+        _ => None,
+    }
 }
 
 /// The precedence of a Telemetry by the scope its reason starts with.
