@@ -16,6 +16,7 @@ pub mod cidr;
 pub mod config;
 pub mod discovery;
 pub mod dns;
+pub mod fast_map;
 pub mod health;
 pub mod http;
 pub mod identity;

@@ -18,6 +18,9 @@ use mesh_proxy::{Server, admin};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+// `--features system-allocator` leaves the C allocator in place so heap profilers that hook
+// malloc (heaptrack, valgrind's massif) can attribute every allocation.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -239,6 +242,7 @@ fn main() -> anyhow::Result<()> {
     let logging = init_logging(args.log_json);
     // Freed memory goes back to the OS within jemalloc's decay time (10 s) even when the
     // proxy is idle: a background thread purges, not the next allocation.
+    #[cfg(not(feature = "system-allocator"))]
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %e, "allocator: no background purging");
     }

@@ -5,6 +5,8 @@
 //! applying anything, so a config that passes the check is one the proxy accepts.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::fast_map::{self, FastMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,15 +29,15 @@ use crate::upstream::{Cluster, CompileFor};
 #[derive(Debug)]
 pub struct Snapshot {
     pub source: pb::ProxyConfig,
-    pub route_tables: HashMap<String, Arc<RouteTable>>,
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub route_tables: FastMap<String, Arc<RouteTable>>,
+    pub clusters: FastMap<String, Arc<Cluster>>,
     /// Inbound listeners' mTLS modes and authorizers, by listener name.
-    pub listener_security: HashMap<String, Arc<ListenerSecurity>>,
+    pub listener_security: FastMap<String, Arc<ListenerSecurity>>,
     /// Listeners' layer 4 routes, by listener name; listeners without routes are absent.
-    pub tcp_routes: HashMap<String, Arc<TcpRoutes>>,
+    pub tcp_routes: FastMap<String, Arc<TcpRoutes>>,
     /// Inbound listeners' LocalRateLimits, by listener name; listeners without limits are
     /// absent, so a config without any costs a request one `is_empty` check.
-    pub rate_limits: HashMap<String, Arc<RateLimits>>,
+    pub rate_limits: FastMap<String, Arc<RateLimits>>,
     /// The access logs, by the side of the call.
     pub access_log: AccessLogConfig,
     /// The metrics overrides, by the side of the call.
@@ -47,11 +49,11 @@ impl Snapshot {
     pub fn empty() -> Self {
         Self {
             source: pb::ProxyConfig::default(),
-            route_tables: HashMap::new(),
-            clusters: HashMap::new(),
-            listener_security: HashMap::new(),
-            tcp_routes: HashMap::new(),
-            rate_limits: HashMap::new(),
+            route_tables: FastMap::default(),
+            clusters: FastMap::default(),
+            listener_security: FastMap::default(),
+            tcp_routes: FastMap::default(),
+            rate_limits: FastMap::default(),
             access_log: AccessLogConfig::default(),
             metrics_overrides: MetricsConfig::default(),
         }
@@ -192,8 +194,8 @@ impl Names {
 /// Compiled clusters and route tables, the first stage. `base` names a part compiled before
 /// whose clusters and route tables this part may refer to.
 pub struct Upstreams {
-    route_tables: HashMap<String, Arc<RouteTable>>,
-    clusters: HashMap<String, Arc<Cluster>>,
+    route_tables: FastMap<String, Arc<RouteTable>>,
+    clusters: FastMap<String, Arc<Cluster>>,
     base: Option<Arc<Names>>,
 }
 
@@ -215,8 +217,8 @@ impl Upstreams {
         env: &Env<'_>,
     ) -> Result<Upstreams, ConfigError> {
         let mut out = Upstreams {
-            route_tables: HashMap::with_capacity(route_tables.len()),
-            clusters: HashMap::with_capacity(clusters.len()),
+            route_tables: fast_map::with_capacity(route_tables.len()),
+            clusters: fast_map::with_capacity(clusters.len()),
             base,
         };
         for (i, c) in clusters.iter().enumerate() {
@@ -334,9 +336,9 @@ impl Upstreams {
 
 /// The second stage: listeners, their security and their layer 4 routes.
 pub(super) struct Listeners {
-    pub(super) security: HashMap<String, Arc<ListenerSecurity>>,
-    pub(super) tcp_routes: HashMap<String, Arc<TcpRoutes>>,
-    pub(super) rate_limits: HashMap<String, Arc<RateLimits>>,
+    pub(super) security: FastMap<String, Arc<ListenerSecurity>>,
+    pub(super) tcp_routes: FastMap<String, Arc<TcpRoutes>>,
+    pub(super) rate_limits: FastMap<String, Arc<RateLimits>>,
     /// Authorization rules compiled with Istio's fallback.
     pub(super) fallbacks: Vec<Fallback>,
 }
@@ -346,13 +348,13 @@ impl Listeners {
         listeners: &[pb::Listener],
         upstreams: &Upstreams,
         remote: &RemoteKeys,
-        previous_limits: Option<&HashMap<String, Arc<RateLimits>>>,
+        previous_limits: Option<&FastMap<String, Arc<RateLimits>>>,
     ) -> Result<Listeners, ConfigError> {
         validate_listeners(listeners, upstreams)?;
         let mut out = Listeners {
-            security: HashMap::new(),
-            tcp_routes: HashMap::new(),
-            rate_limits: HashMap::new(),
+            security: FastMap::default(),
+            tcp_routes: FastMap::default(),
+            rate_limits: FastMap::default(),
             fallbacks: Vec::new(),
         };
         for (i, l) in listeners.iter().enumerate() {

@@ -339,6 +339,9 @@ impl Listeners {
                     // passthrough) take the connection as it is.
                     let termination =
                         termination.filter(|_| matches!(conn_config.forward, Forward::Http));
+                    // Each way in below boxes its serving future: the task then holds only the
+                    // stage it is in (a TLS handshake, or a pointer), not the largest of the
+                    // four stream types' serving futures for the connection's whole life.
                     let serve = serve::Serve {
                         proxy,
                         builder,
@@ -349,17 +352,17 @@ impl Listeners {
                     match security {
                         None => match termination {
                             // Outbound: plaintext from the local application.
-                            None => serve.run(stream, conn).await,
+                            None => Box::pin(serve.run(stream, conn)).await,
                             Some(t) => {
                                 if let Some(s) = t.accept(stream, &conn.listener.name).await {
-                                    serve.run(s, conn).await
+                                    Box::pin(serve.run(s, conn)).await
                                 }
                             }
                         },
                         Some(security) => {
                             let mode = security.mode_for(destination_port);
                             match tls.secure(stream, mode, peer, &conn.listener.name).await {
-                                Some(Secured::Plain(s)) => serve.run(s, conn).await,
+                                Some(Secured::Plain(s)) => Box::pin(serve.run(s, conn)).await,
                                 Some(Secured::Tls(mut s, mut id)) => {
                                     if peer_exchange::negotiated(s.get_ref().1) {
                                         let ours = serve.proxy.metrics().istio.local_header();
@@ -376,7 +379,7 @@ impl Listeners {
                                         peer_identity: Some(id),
                                         ..conn
                                     };
-                                    serve.run(*s, conn).await
+                                    Box::pin(serve.run(*s, conn)).await
                                 }
                                 None => {}
                             }

@@ -110,10 +110,13 @@ pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
         let proxy = proxy.clone();
         let conn = conn.clone();
         let in_flight = requests.request();
-        async move {
+        // Boxed: hyper keeps a slot of the service future's size for every connection, idle
+        // or not, and moves the future into it per request. A request's state lives on the
+        // heap only while the request does.
+        Box::pin(async move {
             let resp = proxy.handle(&conn, req).await;
             Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
-        }
+        })
     });
     let io = TrackedIo::new(stream, tracker.clone());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

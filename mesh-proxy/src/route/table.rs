@@ -1,6 +1,6 @@
 //! Compiled route tables: virtual host selection by authority, then first-match routes.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use crate::retry::RetryPolicy;
 pub struct RouteTable {
     vhosts: Vec<VirtualHost>,
     /// Lower-case domain (with or without port) to vhost index.
-    exact: HashMap<String, usize>,
+    exact: FastMap<String, usize>,
     /// `*.example.com` stored as `.example.com`, longest first.
     suffixes: Vec<(String, usize)>,
     catch_all: Option<usize>,
@@ -135,7 +135,7 @@ impl TableError {
 impl RouteTable {
     pub fn compile(table: &pb::RouteTable) -> Result<Self, TableError> {
         let mut vhosts = Vec::with_capacity(table.virtual_hosts.len());
-        let mut exact = HashMap::new();
+        let mut exact = FastMap::default();
         let mut suffixes = Vec::new();
         let mut catch_all = None;
         for (vi, vh) in table.virtual_hosts.iter().enumerate() {

@@ -1,19 +1,20 @@
 //! A bounded map from a name to shared labels: each distinct name is parsed once, and the
 //! number of distinct label values (so of series) has a ceiling.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+use crate::fast_map::FastMap;
 
 #[derive(Debug)]
 pub struct Interner<T> {
-    map: RwLock<HashMap<Box<str>, Arc<T>>>,
+    map: RwLock<FastMap<Box<str>, Arc<T>>>,
     capacity: usize,
 }
 
 impl<T> Interner<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(FastMap::default()),
             capacity,
         }
     }

@@ -2,7 +2,6 @@
 //! instead of one per metric family. The families still own and encode the series; this map
 //! only keeps clones of their handles (counters and histograms share their state).
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use super::Telemetry;
 use super::custom::RequestKey;
 use super::labels::RequestLabels;
+use crate::fast_map::FastMap;
 
 /// The series a request with one label set adds to.
 pub struct RequestSeries {
@@ -22,7 +22,7 @@ pub struct RequestSeries {
 
 #[derive(Default)]
 pub struct SeriesCache {
-    map: RwLock<HashMap<RequestLabels, Arc<RequestSeries>>>,
+    map: RwLock<FastMap<RequestLabels, Arc<RequestSeries>>>,
 }
 
 impl Telemetry {

@@ -3,6 +3,8 @@
 //! for a DNS cluster.
 
 use std::collections::{BTreeMap, HashMap};
+
+use crate::fast_map::{self, FastMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use crate::lb::{self, Balancer, Policy};
 
 pub struct Members {
     /// Balancer per subset name; "" holds every endpoint.
-    subsets: HashMap<String, Balancer>,
+    subsets: FastMap<String, Balancer>,
     /// Outlier detection, with each subset's members as indexes into the cluster's endpoints.
     outliers: Option<(Detector, HashMap<String, Vec<usize>>)>,
 }
@@ -106,7 +108,7 @@ impl Members {
                 ));
             }
         }
-        let mut subsets = HashMap::with_capacity(spec.subsets.len() + 1);
+        let mut subsets = fast_map::with_capacity(spec.subsets.len() + 1);
         subsets.insert(
             String::new(),
             Balancer::new(

@@ -1,7 +1,7 @@
 //! Connection pools of one cluster: HTTP/1.1 connections reused one request at a time, and one
 //! multiplexed HTTP/2 connection per endpoint.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
@@ -94,10 +94,10 @@ pub struct Pool {
     settings: PoolSettings,
     stats: ConnectionStats,
     limits: Arc<Limits>,
-    h1_idle: Mutex<HashMap<Key, Vec<IdleH1>>>,
+    h1_idle: Mutex<FastMap<Key, Vec<IdleH1>>>,
     /// Per endpoint, behind an async lock so concurrent first requests share one handshake:
     /// one connection, or more under `maxConcurrentStreams`.
-    h2: Mutex<HashMap<Key, H2Slot>>,
+    h2: Mutex<FastMap<Key, H2Slot>>,
     /// Woken when a stream under `maxConcurrentStreams` ends.
     stream_freed: Arc<Notify>,
 }
@@ -123,8 +123,8 @@ impl Pool {
             settings,
             stats,
             limits,
-            h1_idle: Mutex::new(HashMap::new()),
-            h2: Mutex::new(HashMap::new()),
+            h1_idle: Mutex::new(FastMap::default()),
+            h2: Mutex::new(FastMap::default()),
             stream_freed: Arc::new(Notify::new()),
         })
     }

@@ -1,7 +1,7 @@
 //! A cluster's `tls` setting (DestinationRule `trafficPolicy.tls`, merged by pilot) turned
 //! into one [`Transport`] per endpoint, at config time.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub struct TransportPlan<'a> {
     /// SIMPLE / MUTUAL: one config for the cluster, with a key covering the files' contents.
     origination: Option<(Arc<ClientConfig>, u64)>,
     /// Connectors by key, so endpoints checked the same way share them.
-    connectors: HashMap<u64, Arc<Connectors>>,
+    connectors: FastMap<u64, Arc<Connectors>>,
 }
 
 impl<'a> TransportPlan<'a> {
@@ -50,7 +50,7 @@ impl<'a> TransportPlan<'a> {
             spec,
             identity,
             origination: None,
-            connectors: HashMap::new(),
+            connectors: FastMap::default(),
         };
         if let Some(tls) = spec {
             let mode = Mode::try_from(tls.mode)

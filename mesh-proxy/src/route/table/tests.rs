@@ -3,6 +3,7 @@ use crate::route::matcher::RouteMatcher;
 use crate::route::rewrite_path;
 use http::{HeaderMap, Method};
 use mesh_proto::config::v1::{route::Action as PbAction, string_match::Kind};
+use std::collections::HashMap;
 
 fn forward(cluster: &str) -> Option<PbAction> {
     Some(PbAction::Route(pb::RouteAction {
