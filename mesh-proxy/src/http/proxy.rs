@@ -193,7 +193,16 @@ impl Proxy {
             source_ip: conn.peer.ip(),
         });
         let mut resp = if upgrade {
-            upgrade::forward(&f.target, hash, req, f.authority, f.path_and_query).await
+            // Boxed: upgrades are rare, and inline their state would be part of every
+            // request's future.
+            Box::pin(upgrade::forward(
+                &f.target,
+                hash,
+                req,
+                f.authority,
+                f.path_and_query,
+            ))
+            .await
         } else {
             let (parts, body) = req.into_parts();
             let mut out = Outgoing {

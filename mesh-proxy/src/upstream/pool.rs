@@ -293,7 +293,9 @@ impl Pool {
         let Room::New(held) = room else {
             unreachable!("idle connections are used in the loop")
         };
-        let io = self.connect_with(addr.0, transport, Alpn::Http1).await?;
+        // Boxed, as in `push_h2`: a new connection is the rare path, and inline its state
+        // would be part of every request's future (which is moved as a whole).
+        let io = Box::pin(self.connect_with(addr.0, transport, Alpn::Http1)).await?;
         let born = Instant::now();
         let (mut sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
@@ -504,7 +506,9 @@ impl Pool {
         transport: &Transport,
         room: Option<Option<Held>>,
     ) -> Result<usize, SendError> {
-        let sender = self.open_h2(addr, transport, room).await?;
+        // Boxed: opening a connection is the rare path, and inline its state would be part
+        // of every request's future (which is moved as a whole).
+        let sender = Box::pin(self.open_h2(addr, transport, room)).await?;
         let born = Instant::now();
         conns.push(H2Conn {
             sender,
