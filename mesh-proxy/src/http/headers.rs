@@ -2,6 +2,12 @@
 
 use http::{HeaderMap, HeaderName, header};
 
+/// gRPC's status, in trailers or a trailers-only response. Header names read on every
+/// request are constants: a `&str` name is parsed (validated, lowercased) at each lookup.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// The deadline a gRPC client sets (`grpc-timeout: 150m`).
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::{Body, Incoming};
 use mesh_proto::config::v1::Direction;
 
@@ -33,7 +33,7 @@ pub struct Proxy {
     passthrough: Arc<Cluster>,
 }
 
-const REQUEST_ID: &str = "x-request-id";
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Proxy {
     pub fn new(

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use http::header::AsHeaderName;
 use http::{HeaderMap, HeaderName};
 
 use super::policy::{RetryOn, RetryPolicy};
@@ -18,9 +19,10 @@ pub const RETRIABLE_STATUS_CODES: &str = "x-envoy-retriable-status-codes";
 /// Response header names that make an attempt retriable under `retriable-headers`.
 pub const RETRIABLE_HEADER_NAMES: &str = "x-envoy-retriable-header-names";
 /// Set upstream: the time the caller expects the request to complete in.
-pub const EXPECTED_RQ_TIMEOUT_MS: &str = "x-envoy-expected-rq-timeout-ms";
+pub const EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 /// Set upstream: 1 for the first attempt, 2 for the first retry, ...
-pub const ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
+pub const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 
 const ALL: [&str; 7] = [
     UPSTREAM_RQ_TIMEOUT_MS,
@@ -109,17 +111,17 @@ impl Overrides {
     }
 }
 
-fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn text(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers.get(name)?.to_str().ok()
 }
 
-fn number<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+fn number<T: std::str::FromStr>(headers: &HeaderMap, name: impl AsHeaderName) -> Option<T> {
     text(headers, name)?.trim().parse().ok()
 }
 
 /// Parses gRPC's `grpc-timeout` (`1-8 digits` + `H|M|S|m|u|n`).
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let v = text(headers, "grpc-timeout")?;
+    let v = text(headers, crate::http::headers::GRPC_TIMEOUT)?;
     if v.len() < 2 || v.len() > 9 {
         return None;
     }

@@ -13,7 +13,7 @@ use mesh_proto::config::v1 as pb;
 use crate::config::FieldError;
 
 /// Set by a rate limiter on a response it limited (Envoy's `envoy-ratelimited` condition).
-pub const ENVOY_RATELIMITED: &str = "x-envoy-ratelimited";
+pub const ENVOY_RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
 
 /// A set of Envoy retry conditions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -167,7 +167,7 @@ impl RetryPolicy {
         Outcome::Response {
             status,
             grpc_status: headers
-                .get("grpc-status")
+                .get(crate::http::headers::GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
             rate_limited: headers.contains_key(ENVOY_RATELIMITED),

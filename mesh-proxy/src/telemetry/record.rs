@@ -470,7 +470,12 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    headers
+        .get(crate::http::headers::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The request's host without port, lowercased, when it is a plausible DNS name.
