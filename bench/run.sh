@@ -28,6 +28,8 @@
 #   BENCH_PORT_BASE=28000   first of the loopback ports used (base+0 .. base+99)
 #   BENCH_CONNECT_SECONDS=5 seconds of the new-mTLS-connections phase
 #   BENCH_IDLE_CONNS=3000   keep-alive connections held idle in the idle-connections phase
+#   BENCH_IDLE_HOLD=12      seconds they are held before the proxy's memory is read: past
+#                           mesh-proxy's 1 s park delay and its allocator's 5 s decay time
 #   BENCH_UPDATE_DOCS=1     0 leaves docs/benchmarks.md alone
 #   BENCH_SKIP_BUILD=0      1 uses the release binaries already built
 #   BENCH_NICE=-20          nice level of every process of the run (as root; 0 otherwise), so
@@ -97,6 +99,7 @@ P_GW_TLS=$((PORT_BASE + 71))
 P_GW_TLS_ADMIN=$((PORT_BASE + 70))
 CONNECT_SECONDS=${BENCH_CONNECT_SECONDS:-5}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-3000}
+IDLE_HOLD=${BENCH_IDLE_HOLD:-12}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -771,7 +774,7 @@ for k in mesh haproxy nginx; do
         nginx) port=$P_NGINX pid=$PID_NGINX ;;
     esac
     IDLE_LINE[$k]=$(pinned "$LOAD_CORE" "$IDLE_CONNS_BIN" --addr "127.0.0.1:$port" --pid "$pid" \
-        --conns "$IDLE_CONNS" --settle 15) || die "idle-conns against $k failed"
+        --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --settle 15) || die "idle-conns against $k failed"
     log "  $k: ${IDLE_LINE[$k]}"
 done
 for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
@@ -929,7 +932,7 @@ MACHINE=$(
     echo "- tools: $(haproxy -v | head -n 1 | awk '{ print $1, $2, $3 }'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }'), $("$OHA" --version), $(valgrind --version), $(rustc --version | awk '{ print $1, $2 }')"
 )
 
-METHOD="Full load: wrk -t1 -c${LOAD_CONNS} -d${DURATION}s after a ${WARMUP}s warm-up; fixed rate: oha -q ${RATE} -c ${RATE_CONNS} -z ${RATE_DURATION}s ${LATENCY_CORRECTION[*]:-(no latency correction)}, ${ROUNDS} rounds with the targets interleaved, median of the rounds' percentiles$([[ $RT == 1 ]] && echo ", proxies, upstream and oha SCHED_FIFO"); instructions: callgrind, (Ir of ${CG_LARGE} requests - Ir of ${CG_SMALL} requests) / $((CG_LARGE - CG_SMALL)), one connection, sequential. Proxies on core ${PROXY_CORE}; load generator and upstream (nginx, fixed 1024-byte body) on core ${LOAD_CORE}. RSS load = highest VmRSS sampled every 0.5 s during both load phases; MB = 10^6 bytes. Idle connections: idle-conns opens ${IDLE_CONNS} keep-alive connections (64 at a time), one GET each, holds them 2 s, closes them; VmRSS of the proxy before, while held, and 15 s after the close (mesh-proxy's allocator returns freed memory within its 10 s decay time)."
+METHOD="Full load: wrk -t1 -c${LOAD_CONNS} -d${DURATION}s after a ${WARMUP}s warm-up; fixed rate: oha -q ${RATE} -c ${RATE_CONNS} -z ${RATE_DURATION}s ${LATENCY_CORRECTION[*]:-(no latency correction)}, ${ROUNDS} rounds with the targets interleaved, median of the rounds' percentiles$([[ $RT == 1 ]] && echo ", proxies, upstream and oha SCHED_FIFO"); instructions: callgrind, (Ir of ${CG_LARGE} requests - Ir of ${CG_SMALL} requests) / $((CG_LARGE - CG_SMALL)), one connection, sequential. Proxies on core ${PROXY_CORE}; load generator and upstream (nginx, fixed 1024-byte body) on core ${LOAD_CORE}. RSS load = highest VmRSS sampled every 0.5 s during both load phases; MB = 10^6 bytes. Idle connections: idle-conns opens ${IDLE_CONNS} keep-alive connections (64 at a time), one GET each, holds them ${IDLE_HOLD} s, closes them; VmRSS of the proxy before, at the end of the hold, and 15 s after the close. mesh-proxy lets go of an idle HTTP/1.1 connection's HTTP state after 1 s, and its allocator returns freed memory within its 5 s decay time: the hold outlasts both, so the figure is what an idle connection costs, not the burst of opening them."
 
 RESULT=$(
     echo "<!-- bench:begin (written by bench/run.sh; edits inside are overwritten) -->"

@@ -91,6 +91,8 @@ pub struct Metrics {
     pub dns_failures: Family<crate::dns::NameLabels, Counter>,
     pub downstream_connections: Family<ListenerLabels, Counter>,
     pub downstream_connections_active: Family<ListenerLabels, Gauge>,
+    /// Idle HTTP/1.1 connections holding no HTTP state or buffers until their next request.
+    pub downstream_connections_parked: Family<ListenerLabels, Gauge>,
     pub downstream_connections_overflow: Family<ListenerLabels, Counter>,
     pub config_updates: Family<ConfigLabels, Counter>,
     /// When the config in force was applied, as Unix seconds (its age is `time() - this`).
@@ -174,6 +176,11 @@ impl Metrics {
             "downstream_connections_active",
             "Downstream connections open now",
             self.downstream_connections_active.clone(),
+        );
+        r.register(
+            "downstream_connections_parked",
+            "Idle HTTP/1.1 downstream connections holding no HTTP state or buffers now",
+            self.downstream_connections_parked.clone(),
         );
         r.register(
             "downstream_cx_overflow",

@@ -352,3 +352,136 @@ async fn connections_over_the_listener_limit_are_closed_and_counted() {
     keep_alive_get(&mut second).await;
     assert_eq!(overflow(&server), 1.0);
 }
+
+/// Open connections of the test listener holding no HTTP state (parked).
+fn parked(server: &mesh_proxy::Server) -> f64 {
+    metric(
+        &metrics_text(server),
+        "mesh_proxy_downstream_connections_parked",
+        "",
+    )
+}
+
+/// Waits up to `limit` for the parked count to reach `want`.
+async fn parked_reaches(server: &mesh_proxy::Server, want: f64, limit: Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        if parked(server) == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    parked(server) == want
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_parked_and_serves_its_next_requests() {
+    let (upstream, seen) = counting_upstream().await;
+    let server =
+        proxy_with_timeouts(upstream, Duration::from_secs(10), Duration::from_secs(60)).await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    keep_alive_get(&mut s).await;
+    assert!(
+        parked_reaches(&server, 1.0, Duration::from_secs(5)).await,
+        "idle after a GET, the connection lets go of its HTTP state"
+    );
+    // The same connection, with new HTTP state made by its next bytes.
+    keep_alive_get(&mut s).await;
+    assert_eq!(parked(&server), 0.0, "a request in flight is not parked");
+    assert!(parked_reaches(&server, 1.0, Duration::from_secs(5)).await);
+    // Two pipelined requests in one write: the second's bytes, read with the first's, are
+    // served too.
+    s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\nGET / HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    let both = async {
+        while out.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count() < 2
+            || !out.ends_with(b"0")
+        {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), both)
+        .await
+        .expect("both pipelined replies within 5 s");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        4,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_connection_whose_last_request_had_a_body_is_not_parked() {
+    let (upstream, _) = counting_upstream().await;
+    let server =
+        proxy_with_timeouts(upstream, Duration::from_secs(10), Duration::from_secs(60)).await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.ends_with(b"\r\n\r\n5") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a reply within 5 s")
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    // Past the park delay (1 s), a connection whose request body might still have unread
+    // bytes keeps its HTTP state: they must not be taken for a new request.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(parked(&server), 0.0);
+    keep_alive_get(&mut s).await;
+    assert!(
+        parked_reaches(&server, 1.0, Duration::from_secs(5)).await,
+        "a GET after it makes it parkable again"
+    );
+}
+
+#[tokio::test]
+async fn a_parked_connection_is_closed_at_the_idle_timeout() {
+    let (upstream, _) = counting_upstream().await;
+    let server = proxy_with_timeouts(
+        upstream,
+        Duration::from_secs(10),
+        Duration::from_millis(2500),
+    )
+    .await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    keep_alive_get(&mut s).await;
+    assert!(parked_reaches(&server, 1.0, Duration::from_secs(2)).await);
+    let closed = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("closed at the idle timeout, parked or not");
+    // 2.5 s from the response; parking happened about 1 s in.
+    assert!(closed >= Duration::from_millis(800), "{closed:?}");
+    assert!(parked_reaches(&server, 0.0, Duration::from_secs(1)).await);
+}
+
+#[tokio::test]
+async fn a_half_sent_head_after_parking_is_judged_by_the_header_read_timeout() {
+    let (upstream, _) = counting_upstream().await;
+    let server = proxy_with_timeouts(
+        upstream,
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    keep_alive_get(&mut s).await;
+    assert!(parked_reaches(&server, 1.0, Duration::from_secs(5)).await);
+    s.write_all(b"GET / HT").await.unwrap();
+    let closed = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("the rest of the head never comes: closed at the header-read timeout");
+    assert!(closed >= Duration::from_millis(400), "{closed:?}");
+}

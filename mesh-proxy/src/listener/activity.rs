@@ -16,6 +16,11 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// An HTTP/1.1 connection idle this long, with nothing in flight, lets go of its HTTP state
+/// and buffers until its next request (see `serve`): most idle keep-alive connections stay
+/// idle far longer, while a busy one never pays for setting them up again.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// No request in flight since `since`.
@@ -31,6 +36,8 @@ enum Phase {
 pub enum Expired {
     Idle,
     HeaderRead,
+    /// Not a close: idle for [`PARK_AFTER`] after a request that leaves nothing to read.
+    Park,
 }
 
 #[derive(Debug)]
@@ -43,6 +50,9 @@ pub struct Activity {
     /// HTTP/2 carries pings and settings between requests: bytes read while idle are not the
     /// start of a request head there, so only requests count.
     multiplexed: bool,
+    /// Whether the last request left the connection parkable once idle: HTTP/1.1, no request
+    /// body (nothing of it can still be unread), no upgrade.
+    parkable: bool,
 }
 
 impl Activity {
@@ -53,6 +63,7 @@ impl Activity {
             in_flight: 0,
             started: false,
             multiplexed: false,
+            parkable: false,
         }
     }
 
@@ -75,10 +86,17 @@ impl Activity {
         false
     }
 
-    /// A request head was complete and the request is being handled.
-    pub fn on_request(&mut self) {
+    /// A request head was complete and the request is being handled; `parkable` when the
+    /// connection may be parked once it is idle after it.
+    pub fn on_request(&mut self, parkable: bool) {
         self.in_flight += 1;
         self.phase = Phase::Active;
+        self.parkable = parkable;
+    }
+
+    /// The connection was parked: it stays so until a request makes it parkable again.
+    pub fn on_parked(&mut self) {
+        self.parkable = false;
     }
 
     /// A response (headers and body) finished or was abandoned.
@@ -93,6 +111,9 @@ impl Activity {
     /// are in flight.
     pub fn deadline(&self) -> Option<(Instant, Expired)> {
         match self.phase {
+            Phase::Idle { since } if self.parkable && PARK_AFTER < self.timeouts.idle => {
+                Some((since + PARK_AFTER, Expired::Park))
+            }
             Phase::Idle { since } => Some((since + self.timeouts.idle, Expired::Idle)),
             Phase::ReadingHead { since } => {
                 Some((since + self.timeouts.header_read, Expired::HeaderRead))
@@ -144,8 +165,8 @@ mod tests {
         let start = Instant::now();
         let mut a = Activity::new(T, start);
         a.on_read(b"GET", start);
-        a.on_request();
-        a.on_request();
+        a.on_request(false);
+        a.on_request(false);
         assert_eq!(a.deadline(), None);
         let end = start + Duration::from_secs(7200);
         a.on_response_done(end);
@@ -166,6 +187,51 @@ mod tests {
         assert_eq!(
             a.deadline(),
             Some((start + Duration::from_secs(3600), Expired::Idle))
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_after_a_parkable_request_parks_then_keeps_its_idle_deadline() {
+        let start = Instant::now();
+        let mut a = Activity::new(T, start);
+        a.on_read(b"GET / HTTP/1.1\r\n\r\n", start);
+        a.on_request(true);
+        let end = start + Duration::from_secs(2);
+        a.on_response_done(end);
+        assert_eq!(a.deadline(), Some((end + PARK_AFTER, Expired::Park)));
+        a.on_parked();
+        assert_eq!(
+            a.deadline(),
+            Some((end + Duration::from_secs(3600), Expired::Idle)),
+            "parking does not restart the idle timeout"
+        );
+    }
+
+    #[test]
+    fn a_request_that_may_leave_bytes_unread_is_never_parked_after() {
+        let start = Instant::now();
+        let mut a = Activity::new(T, start);
+        a.on_request(false);
+        a.on_response_done(start);
+        assert_eq!(
+            a.deadline(),
+            Some((start + Duration::from_secs(3600), Expired::Idle))
+        );
+    }
+
+    #[test]
+    fn an_idle_timeout_shorter_than_the_park_delay_closes_instead() {
+        let short = Timeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_millis(500),
+        };
+        let start = Instant::now();
+        let mut a = Activity::new(short, start);
+        a.on_request(true);
+        a.on_response_done(start);
+        assert_eq!(
+            a.deadline(),
+            Some((start + Duration::from_millis(500), Expired::Idle))
         );
     }
 }

@@ -2,6 +2,7 @@
 //! and waiting for it to expire.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -15,42 +16,63 @@ use super::activity::{Activity, Expired, Timeouts};
 
 /// The activity of one connection, shared by its stream, its requests and its watcher.
 #[derive(Clone)]
-pub struct Tracker {
-    activity: Arc<Mutex<Activity>>,
+pub struct Tracker(Arc<Shared>);
+
+struct Shared {
+    activity: Mutex<Activity>,
     /// Wakes the watcher when the deadline may have moved earlier or appeared.
-    changed: Arc<Notify>,
+    changed: Notify,
+    /// Whether bytes were handed to the stream since its last completed flush.
+    unflushed: AtomicBool,
 }
 
 impl Tracker {
     pub fn new(timeouts: Timeouts) -> Self {
-        Self {
-            activity: Arc::new(Mutex::new(Activity::new(timeouts, Instant::now()))),
-            changed: Arc::new(Notify::new()),
-        }
+        Self(Arc::new(Shared {
+            activity: Mutex::new(Activity::new(timeouts, Instant::now())),
+            changed: Notify::new(),
+            unflushed: AtomicBool::new(false),
+        }))
     }
 
     /// Marks a request as started; the returned guard finishes it when dropped (with the
-    /// response body, or with the handler when the client went away).
-    pub fn request(&self) -> InFlight {
-        self.activity.lock().expect("activity lock").on_request();
+    /// response body, or with the handler when the client went away). `parkable` when the
+    /// connection may be parked once idle after it.
+    pub fn request(&self, parkable: bool) -> InFlight {
+        self.0
+            .activity
+            .lock()
+            .expect("activity lock")
+            .on_request(parkable);
         InFlight(self.clone())
+    }
+
+    /// The connection let go of its HTTP state; it is not parked again before a request.
+    pub fn parked(&self) {
+        self.0.activity.lock().expect("activity lock").on_parked();
+    }
+
+    /// Whether everything written to the stream was flushed.
+    pub fn flushed(&self) -> bool {
+        !self.0.unflushed.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection has been idle, or sending headers, for too long.
     pub async fn expired(&self) -> Expired {
+        let shared = &self.0;
         loop {
-            let deadline = self.activity.lock().expect("activity lock").deadline();
+            let deadline = shared.activity.lock().expect("activity lock").deadline();
             match deadline {
-                None => self.changed.notified().await,
+                None => shared.changed.notified().await,
                 Some((at, why)) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => {
-                            let now = self.activity.lock().expect("activity lock").deadline();
+                            let now = shared.activity.lock().expect("activity lock").deadline();
                             if now == Some((at, why)) {
                                 return why;
                             }
                         }
-                        _ = self.changed.notified() => {}
+                        _ = shared.changed.notified() => {}
                     }
                 }
             }
@@ -63,10 +85,11 @@ pub struct InFlight(Tracker);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Ok(mut a) = self.0.activity.lock() {
+        let shared = &(self.0).0;
+        if let Ok(mut a) = shared.activity.lock() {
             a.on_response_done(Instant::now());
         }
-        self.0.changed.notify_one();
+        shared.changed.notify_one();
     }
 }
 
@@ -128,14 +151,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             let read = &buf.filled()[before..];
-            let moved = this
-                .tracker
+            let shared = &this.tracker.0;
+            let moved = shared
                 .activity
                 .lock()
                 .expect("activity lock")
                 .on_read(read, Instant::now());
             if moved {
-                this.tracker.changed.notify_one();
+                shared.changed.notify_one();
             }
         }
         polled
@@ -148,7 +171,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.tracker.0.unflushed.store(true, Ordering::Release);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -156,7 +181,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.tracker.0.unflushed.store(true, Ordering::Release);
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -164,7 +191,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            this.tracker.0.unflushed.store(false, Ordering::Release);
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

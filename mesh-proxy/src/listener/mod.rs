@@ -7,19 +7,21 @@ pub mod http_sniff;
 mod idle;
 mod l4;
 mod original_dst;
+mod rewind;
 mod secure;
 mod serve;
 mod splice;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use mesh_proto::config::v1 as pb;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,7 +65,7 @@ pub struct Listeners {
     passthrough: Arc<Cluster>,
     proxy: Arc<Proxy>,
     running: Mutex<HashMap<String, Running>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<serve::HttpServers>,
     timeouts: Timeouts,
     /// Open connections allowed per listener; more are closed at accept. None: unlimited.
     max_connections: Option<usize>,
@@ -256,6 +258,11 @@ impl Listeners {
             .downstream_connections_overflow
             .get_or_create(&labels)
             .clone();
+        let parked = self
+            .metrics
+            .downstream_connections_parked
+            .get_or_create(&labels)
+            .clone();
         // One permit per open connection of this listener.
         let slots = self
             .max_connections
@@ -308,28 +315,31 @@ impl Listeners {
                     destination_port,
                 };
                 accepted.inc();
-                active.inc();
-                let active = active.clone();
+                let open = Open::new(&active, slot);
+                let connections = tracker.clone();
                 let proxy = proxy.clone();
                 let builder = builder.clone();
                 let drain = drain.clone();
                 let passthrough = passthrough.clone();
                 let tls = tls.clone();
                 let termination = termination.clone();
+                let parked = parked.clone();
                 tracker.spawn(async move {
                     // Where the client was going: its original destination, else this
                     // listener's local address it connected to.
                     let dst = original_dst
                         .or_else(|| stream.local_addr().ok())
                         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], local_port)));
-                    let conn_config = read_config(
+                    // The handshakes and reads below are boxed: this task lives as long as the
+                    // connection, and its size is that of its largest stage.
+                    let conn_config = Box::pin(read_config(
                         &stream,
                         &conn.listener,
                         &snapshot,
                         &passthrough,
                         dst,
                         original_dst,
-                    )
+                    ))
                     .await;
                     // What the connection needs is held in `conn_config`; the rest of the
                     // snapshot may go when the config changes.
@@ -339,30 +349,33 @@ impl Listeners {
                     // passthrough) take the connection as it is.
                     let termination =
                         termination.filter(|_| matches!(conn_config.forward, Forward::Http));
-                    // Each way in below boxes its serving future: the task then holds only the
-                    // stage it is in (a TLS handshake, or a pointer), not the largest of the
-                    // four stream types' serving futures for the connection's whole life.
+                    // Each way in below serves on a task of its own once its handshakes are
+                    // done: this task, sized for them, ends, and an idle connection costs only
+                    // its serving future.
                     let serve = serve::Serve {
                         proxy,
                         builder,
                         drain,
                         timeouts,
+                        parked,
                         config: conn_config,
                     };
                     match security {
                         None => match termination {
                             // Outbound: plaintext from the local application.
-                            None => Box::pin(serve.run(stream, conn)).await,
+                            None => serve_on_own_task(&connections, serve.run(stream, conn), open),
                             Some(t) => {
-                                if let Some(s) = t.accept(stream, &conn.listener.name).await {
-                                    Box::pin(serve.run(s, conn)).await
+                                if let Some(s) = Box::pin(t.accept(stream, &conn.listener.name)).await {
+                                    serve_on_own_task(&connections, serve.run(s, conn), open)
                                 }
                             }
                         },
                         Some(security) => {
                             let mode = security.mode_for(destination_port);
-                            match tls.secure(stream, mode, peer, &conn.listener.name).await {
-                                Some(Secured::Plain(s)) => Box::pin(serve.run(s, conn)).await,
+                            match Box::pin(tls.secure(stream, mode, peer, &conn.listener.name)).await {
+                                Some(Secured::Plain(s)) => {
+                                    serve_on_own_task(&connections, serve.run(s, conn), open)
+                                }
                                 Some(Secured::Tls(mut s, mut id)) => {
                                     if peer_exchange::negotiated(s.get_ref().1) {
                                         let ours = serve.proxy.metrics().istio.local_header();
@@ -370,7 +383,6 @@ impl Listeners {
                                             Ok(theirs) => id.metadata = theirs,
                                             Err(e) => {
                                                 tracing::debug!(%peer, error = %e, "downstream proxy's metadata exchange failed");
-                                                active.dec();
                                                 return;
                                             }
                                         }
@@ -379,18 +391,50 @@ impl Listeners {
                                         peer_identity: Some(id),
                                         ..conn
                                     };
-                                    Box::pin(serve.run(*s, conn)).await
+                                    serve_on_own_task(&connections, serve.run(*s, conn), open)
                                 }
                                 None => {}
                             }
                         }
                     }
-                    active.dec();
-                    drop(slot);
                 });
             }
         }
     }
+}
+
+/// An accepted connection, counted open and holding its listener slot until dropped.
+struct Open {
+    active: Gauge,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Open {
+    fn new(active: &Gauge, slot: Option<OwnedSemaphorePermit>) -> Self {
+        active.inc();
+        Self {
+            active: active.clone(),
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// Serves a connection whose handshakes are done on a task of its own, open until it ends.
+fn serve_on_own_task(
+    connections: &TaskTracker,
+    serving: impl Future<Output = ()> + Send + 'static,
+    open: Open,
+) {
+    connections.spawn(async move {
+        serving.await;
+        drop(open);
+    });
 }
 
 fn bind(address: &str) -> std::io::Result<TcpListener> {

@@ -1,13 +1,21 @@
 //! Serving one accepted connection: HTTP (HTTP/1.1 or HTTP/2 by preface) or raw TCP.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::activity::{Expired, Timeouts};
@@ -15,8 +23,10 @@ use super::authorize::authorize;
 use super::context::{ConnConfig, ConnContext};
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
+use super::rewind::Rewind;
 use super::splice::{self, Ended, SpliceLimits};
 use crate::http::Proxy;
+use crate::telemetry::RecordedBody;
 use crate::telemetry::overrides::SideOverrides;
 use crate::telemetry::tcp::{CountedStream, DeferredRecord};
 use crate::telemetry::{ResponseFlag, Telemetry};
@@ -31,9 +41,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// What serving one accepted connection needs.
 pub struct Serve {
     pub proxy: Arc<Proxy>,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub builder: Arc<HttpServers>,
     pub drain: CancellationToken,
     pub timeouts: Timeouts,
+    /// Counts this listener's parked connections.
+    pub parked: Gauge,
     /// What the snapshot read at accept says about this connection.
     pub config: ConnConfig,
 }
@@ -53,7 +65,9 @@ impl Serve {
                     telemetry: &self.proxy.metrics().istio,
                     overrides: self.config.tcp_metrics,
                 };
-                serve_tcp(io, &conn, target, metrics).await
+                // Boxed, as HTTP/2 below: the future of this connection is then the size of
+                // what it serves, not of the largest protocol.
+                Box::pin(serve_tcp(io, &conn, target, metrics)).await
             }
             Forward::Http => {
                 let serving = Serving {
@@ -61,6 +75,7 @@ impl Serve {
                     builder: self.builder,
                     drain: self.drain,
                     timeouts: self.timeouts,
+                    parked: self.parked,
                 };
                 serve_http(io, conn, serving).await
             }
@@ -70,81 +85,299 @@ impl Serve {
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// The HTTP server settings shared by every downstream connection. Hyper's header-read
-/// timeout is off: it would also cut idle keep-alive connections; [`Tracker`] times both.
-pub fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+/// What a client speaking HTTP/2 with prior knowledge sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Room for the first bytes read by a parked connection (the rest of the request is read by
+/// its HTTP state, made again).
+const PARKED_READ: usize = 256;
+
+/// The HTTP server settings shared by every downstream connection.
+pub struct HttpServers {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// Hyper's header-read timeout is off: it would also cut idle keep-alive connections;
+/// [`Tracker`] times both.
+pub fn http_builder() -> HttpServers {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(1024)
         .keep_alive_interval(Some(Duration::from_secs(60)));
-    b
+    HttpServers { h1, h2 }
 }
 
 /// What serving HTTP on a connection needs.
 pub struct Serving {
     pub proxy: Arc<Proxy>,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub builder: Arc<HttpServers>,
     pub drain: CancellationToken,
     pub timeouts: Timeouts,
+    /// Counts this listener's parked connections.
+    pub parked: Gauge,
 }
 
+/// HTTP/2 (by its preface) or HTTP/1.1 on one downstream connection.
 pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
     let Serving {
         proxy,
         builder,
         drain,
         timeouts,
+        parked,
     } = serving;
-    let conn = Arc::new(conn);
     let peer = conn.peer;
     let tracker = Tracker::new(timeouts);
-    let requests = tracker.clone();
-    let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        let conn = conn.clone();
-        let in_flight = requests.request();
+    let service = Downstream {
+        proxy,
+        conn: Arc::new(conn),
+        tracker: tracker.clone(),
+    };
+    let mut io = TrackedIo::new(stream, tracker.clone());
+    let sniffed = tokio::select! {
+        s = sniff(&mut io) => s,
+        _ = tracker.expired() => return,
+        _ = drain.cancelled() => return,
+    };
+    let (h2, first) = match sniffed {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "downstream connection ended before a request");
+            return;
+        }
+    };
+    let ended = if h2 {
+        let io = TokioIo::new(Rewind::new(io, first));
+        let connection = builder.h2.serve_connection(io, service);
+        // Boxed: an HTTP/2 connection's state is large, and an HTTP/1.1 connection (parked
+        // for most of its life) would otherwise carry its size.
+        Box::pin(serve_h2(connection, &tracker, &drain)).await
+    } else {
+        let parking = Parking {
+            builder: &builder.h1,
+            tracker: &tracker,
+            drain: &drain,
+            parked: &parked,
+        };
+        serve_h1(io, first, service, parking).await
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+    }
+}
+
+type Io1<S> = TokioIo<Rewind<TrackedIo<S>>>;
+type Http1Connection<S> = http1::UpgradeableConnection<Io1<S>, Downstream>;
+type Http2Connection<S> = http2::Connection<Io1<S>, Downstream, TokioExecutor>;
+type Handled =
+    Pin<Box<dyn Future<Output = Result<Response<TrackedBody<RecordedBody>>, Infallible>> + Send>>;
+
+/// The requests of one downstream connection, handed to the proxy.
+#[derive(Clone)]
+struct Downstream {
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnContext>,
+    tracker: Tracker,
+}
+
+impl Service<Request<Incoming>> for Downstream {
+    type Response = Response<TrackedBody<RecordedBody>>;
+    type Error = Infallible;
+    type Future = Handled;
+
+    fn call(&self, req: Request<Incoming>) -> Handled {
+        let proxy = self.proxy.clone();
+        let conn = self.conn.clone();
+        let in_flight = self.tracker.request(leaves_nothing_unread(&req));
         // Boxed: hyper keeps a slot of the service future's size for every connection, idle
         // or not, and moves the future into it per request. A request's state lives on the
         // heap only while the request does.
         Box::pin(async move {
             let resp = proxy.handle(&conn, req).await;
-            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
+            Ok(resp.map(|body| TrackedBody::new(body, in_flight)))
         })
-    });
-    let io = TrackedIo::new(stream, tracker.clone());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    }
+}
+
+/// After an HTTP/1.x request with no body, nothing of it can still be unread when its
+/// response is done, so the connection's HTTP state may be let go while it idles. (An
+/// upgrade that happens ends the HTTP connection, so there is nothing to park; one that is
+/// refused leaves an ordinary connection.)
+fn leaves_nothing_unread(req: &Request<Incoming>) -> bool {
+    req.version() <= Version::HTTP_11 && req.body().is_end_stream()
+}
+
+/// Reads until the first bytes tell HTTP/2's preface from anything else. `None`: the client
+/// closed before sending a byte.
+async fn sniff(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<(bool, Bytes)>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    loop {
+        let read = io.read(&mut buf[n..]).await?;
+        if read == 0 {
+            return Ok((n > 0).then(|| (false, Bytes::copy_from_slice(&buf[..n]))));
+        }
+        n += read;
+        let h2_so_far = buf[..n] == H2_PREFACE[..n];
+        if !h2_so_far || n == H2_PREFACE.len() {
+            return Ok(Some((h2_so_far, Bytes::copy_from_slice(&buf[..n]))));
+        }
+    }
+}
+
+async fn serve_h2<S: Io>(
+    connection: Http2Connection<S>,
+    tracker: &Tracker,
+    drain: &CancellationToken,
+) -> hyper::Result<()> {
     tokio::pin!(connection);
-    let result = tokio::select! {
-        r = connection.as_mut() => r,
-        why = tracker.expired() => {
-            match why {
-                // Nothing in flight: a graceful close (HTTP/2 GOAWAY) loses nothing.
+    loop {
+        tokio::select! {
+            r = connection.as_mut() => return r,
+            why = tracker.expired() => match why {
+                // Nothing in flight: a graceful close (GOAWAY) loses nothing.
                 Expired::Idle => {
-                    tracing::debug!(%peer, "downstream connection idle, closing");
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    return connection.await;
                 }
-                Expired::HeaderRead => {
-                    tracing::debug!(%peer, "downstream request headers too slow, closing");
-                    Ok(())
-                }
+                Expired::HeaderRead => return Ok(()),
+                // Never asked for: HTTP/2 requests do not make a connection parkable.
+                Expired::Park => tracker.parked(),
+            },
+            _ = drain.cancelled() => {
+                // Finish what is in flight, refuse new requests.
+                connection.as_mut().graceful_shutdown();
+                return connection.await;
             }
         }
-        _ = drain.cancelled() => {
-            // Finish what is in flight, refuse new requests (HTTP/2 GOAWAY, HTTP/1.1 close).
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    }
+}
+
+/// What an HTTP/1.1 connection needs to park and come back.
+struct Parking<'a> {
+    builder: &'a http1::Builder,
+    tracker: &'a Tracker,
+    drain: &'a CancellationToken,
+    parked: &'a Gauge,
+}
+
+/// How one stretch of an HTTP/1.1 connection's life with HTTP state ended.
+enum Stretch<S: Io> {
+    Ended(hyper::Result<()>),
+    /// Idle: the stream back, with what was read of the next request.
+    Parked(TrackedIo<S>, Bytes),
+}
+
+/// Serves HTTP/1.1 requests. A connection idle for [`PARK_AFTER`](super::activity::PARK_AFTER) after a request that left
+/// nothing unread is parked: hyper's connection (its read and write buffers and state, about
+/// 24 KB) is dropped, and the stream waits for its next bytes with none of it; they start a
+/// new one. Pipelined bytes hyper had read come back with the stream, so nothing is lost.
+async fn serve_h1<S: Io>(
+    mut io: TrackedIo<S>,
+    mut first: Bytes,
+    service: Downstream,
+    parking: Parking<'_>,
+) -> hyper::Result<()> {
+    let Parking {
+        builder,
+        tracker,
+        drain,
+        parked,
+    } = parking;
+    loop {
+        let connection = builder
+            .serve_connection(TokioIo::new(Rewind::new(io, first)), service.clone())
+            .with_upgrades();
+        // Boxed, so a parked connection's future does not keep its size.
+        let stretch = run_h1(Box::pin(connection), tracker, drain).await;
+        let (back, read) = match stretch {
+            Stretch::Ended(r) => return r,
+            Stretch::Parked(io, read) => (io, read),
+        };
+        io = back;
+        if !read.is_empty() {
+            first = read;
+            continue;
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+        let counted = ParkedCount::new(parked);
+        let mut buf = [0u8; PARKED_READ];
+        let woke = tokio::select! {
+            r = io.read(&mut buf) => Some(r),
+            // Idle past the idle timeout: closed, as hyper closes an idle connection.
+            _ = tracker.expired() => None,
+            _ = drain.cancelled() => None,
+        };
+        drop(counted);
+        match woke {
+            Some(Ok(n)) if n > 0 => first = Bytes::copy_from_slice(&buf[..n]),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// A connection counted as parked while this lives (its task may also be dropped there).
+struct ParkedCount<'a>(&'a Gauge);
+
+impl<'a> ParkedCount<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ParkedCount<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn run_h1<S: Io>(
+    mut connection: Pin<Box<Http1Connection<S>>>,
+    tracker: &Tracker,
+    drain: &CancellationToken,
+) -> Stretch<S> {
+    loop {
+        let why = tokio::select! {
+            r = connection.as_mut() => return Stretch::Ended(r),
+            why = tracker.expired() => why,
+            _ = drain.cancelled() => {
+                // Finish what is in flight, then close.
+                connection.as_mut().graceful_shutdown();
+                return Stretch::Ended(connection.await);
+            }
+        };
+        match why {
+            Expired::Idle => {
+                connection.as_mut().graceful_shutdown();
+                return Stretch::Ended(connection.await);
+            }
+            Expired::HeaderRead => return Stretch::Ended(Ok(())),
+            Expired::Park => {
+                tracker.parked();
+                // A response still being written (a client not reading) keeps its state.
+                if !tracker.flushed() {
+                    continue;
+                }
+                let Some(parts) = Pin::into_inner(connection).into_parts() else {
+                    // Upgraded: the connection belongs to the upgrade now.
+                    return Stretch::Ended(Ok(()));
+                };
+                let (io, unread) = parts.io.into_inner().into_parts();
+                let read = match (unread.is_empty(), parts.read_buf.is_empty()) {
+                    (_, true) => unread,
+                    (true, false) => parts.read_buf,
+                    (false, false) => [unread, parts.read_buf].concat().into(),
+                };
+                return Stretch::Parked(io, read);
+            }
+        }
     }
 }
 
@@ -256,5 +489,33 @@ async fn splice(downstream: impl Io, upstream: impl Io, limits: SpliceLimits) {
     let ended = splice::splice(downstream, upstream, limits).await;
     if ended != Ended::Closed {
         tracing::debug!(?ended, "tcp: connection closed by the proxy");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn sniffing_tells_the_http2_preface_from_http1_and_keeps_the_bytes() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let sniffing = tokio::spawn(async move { sniff(&mut server).await.unwrap() });
+        client.write_all(&H2_PREFACE[..10]).await.unwrap();
+        tokio::task::yield_now().await;
+        client.write_all(&H2_PREFACE[10..]).await.unwrap();
+        let (h2, first) = sniffing.await.unwrap().unwrap();
+        assert!(h2, "the preface split over two reads");
+        assert_eq!(&first[..], &H2_PREFACE[..]);
+
+        let post = b"POST /upload HTTP/1.1\r\nhost: svc\r\n\r\n";
+        let (h2, first) = sniff(&mut &post[..]).await.unwrap().unwrap();
+        assert!(!h2, "24 bytes of a request are not the preface");
+        assert_eq!(&first[..], &post[..24]);
+
+        let (h2, first) = sniff(&mut &b"PRX"[..]).await.unwrap().unwrap();
+        assert!(!h2);
+        assert_eq!(&first[..], b"PRX");
+        assert!(sniff(&mut &b""[..]).await.unwrap().is_none());
     }
 }
