@@ -249,7 +249,19 @@ label() {
         *) echo "other $1" ;;
     esac
 }
-# snapshot FILE: "label pid rss_kb fds" of every child of meshctl.
+# sockets PID: a proxy's open connections by its own count (downstream open plus upstream open,
+# pooled ones included), so its file descriptors can be told from a leak; "-" for the rest.
+sockets() {
+    local admin
+    admin=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | awk 'p { print; exit } $0 == "--admin-addr" { p = 1 }')
+    if [[ -z $admin ]]; then
+        echo "-"
+        return
+    fi
+    curl -s --max-time 2 "http://$admin/stats/prometheus" |
+        awk '/^mesh_proxy_(downstream|upstream)_connections_active\{/ { s += $NF } END { print s + 0 }'
+}
+# snapshot FILE: "label pid rss_kb fds sockets" of every child of meshctl.
 snapshot() {
     local pid
     : >"$1"
@@ -258,7 +270,7 @@ snapshot() {
         l=$(label "$pid") || continue
         rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
         fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
-        printf '%s|%s|%s|%s\n' "$l" "$pid" "$rss" "$fds" >>"$1"
+        printf '%s|%s|%s|%s|%s\n' "$l" "$pid" "$rss" "$fds" "$(sockets "$pid")" >>"$1"
     done
     sort -o "$1" "$1"
 }
@@ -349,16 +361,16 @@ FAILED_PCT=$(awk -v f="$FAILED" -v s="$SENT" 'BEGIN { if (s > 0) printf "%.3f", 
 FAILURE_SECONDS=$(grep -c '^failures ' "$WORK/load.out" || true)
 
 PROCESS_TABLE=$(
-    echo "| process | RSS start MB | RSS end MB | fds start | fds end |"
-    echo "|---|---:|---:|---:|---:|"
-    join -t'|' -a 1 -a 2 -e '-' -o '0,1.3,2.3,1.4,2.4,1.2,2.2' "$WORK/start" "$WORK/end" |
-        while IFS='|' read -r name rs re fs fe ps pe; do
+    echo "| process | RSS start MB | RSS end MB | fds start | fds end | open connections start | open connections end |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    join -t'|' -a 1 -a 2 -e '-' -o '0,1.3,2.3,1.4,2.4,1.2,2.2,1.5,2.5' "$WORK/start" "$WORK/end" |
+        while IFS='|' read -r name rs re fs fe ps pe cs ce; do
             note=""
             [[ $ps != "$pe" ]] && note=" (restarted)"
-            printf '| %s%s | %s | %s | %s | %s |\n' "$name" "$note" \
+            printf '| %s%s | %s | %s | %s | %s | %s | %s |\n' "$name" "$note" \
                 "$(awk -v k="$rs" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k * 1024 / 1e6 }')" \
                 "$(awk -v k="$re" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k * 1024 / 1e6 }')" \
-                "$fs" "$fe"
+                "$fs" "$fe" "$cs" "$ce"
         done
 )
 
@@ -379,6 +391,8 @@ RESULT=$(
     echo "| config updates refused by proxies (NACKs) during the run | $((NACKS_END - NACKS_START)) |"
     echo
     echo "$PROCESS_TABLE"
+    echo
+    echo "A proxy's open connections are its own count (downstream open plus upstream open, pooled ones included): each is a file descriptor, so fds end minus open connections end, against the same at the start, shows whether descriptors leak."
     echo "<!-- soak:end -->"
 )
 echo "$RESULT"
