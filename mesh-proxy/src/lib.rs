@@ -17,6 +17,7 @@ pub mod config;
 pub mod discovery;
 pub mod dns;
 pub mod fast_map;
+pub mod fast_rand;
 pub mod health;
 pub mod http;
 pub mod identity;

@@ -61,8 +61,8 @@ impl Dice {
     pub fn random() -> Self {
         Self {
             fault: Rolls::random(),
-            destination: rand::random(),
-            mirror: rand::random(),
+            destination: crate::fast_rand::u32(),
+            mirror: crate::fast_rand::u64(),
         }
     }
 }

@@ -7,8 +7,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const INCREMENT: u64 = 0xa076_1d64_78bd_642f;
-const MIX: u64 = 0xe703_7ed1_a0b4_28db;
+use crate::fast_rand::{INCREMENT, mix, step};
 
 pub(super) struct Rng {
     state: AtomicU64,
@@ -27,12 +26,8 @@ impl Rng {
     }
 
     pub(super) fn next_u64(&self) -> u64 {
-        let s = self
-            .state
-            .fetch_add(INCREMENT, Ordering::Relaxed)
-            .wrapping_add(INCREMENT);
-        let t = u128::from(s) * u128::from(s ^ MIX);
-        ((t >> 64) as u64) ^ (t as u64)
+        let before = self.state.fetch_add(INCREMENT, Ordering::Relaxed);
+        mix(step(before))
     }
 }
 

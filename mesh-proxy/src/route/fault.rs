@@ -58,8 +58,8 @@ pub struct Rolls {
 impl Rolls {
     pub fn random() -> Self {
         Self {
-            delay: rand::random(),
-            abort: rand::random(),
+            delay: crate::fast_rand::u32(),
+            abort: crate::fast_rand::u32(),
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct SpanId(pub u64);
 
 impl TraceId {
     pub fn random() -> Self {
-        Self(rand::random::<u128>().max(1))
+        Self(crate::fast_rand::u128().max(1))
     }
 
     /// The 32 lowercase hex digits W3C and B3 write.
@@ -48,7 +48,7 @@ pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
 
 impl SpanId {
     pub fn random() -> Self {
-        Self(rand::random::<u64>().max(1))
+        Self(crate::fast_rand::u64().max(1))
     }
 }
 
