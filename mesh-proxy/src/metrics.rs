@@ -286,3 +286,19 @@ impl Metrics {
             .inc();
     }
 }
+
+/// Counts one in a gauge while it lives: an open connection, a parked one.
+pub struct Held(Gauge);
+
+impl Held {
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -67,14 +67,7 @@ struct Pod {
 
 impl Pod {
     fn curl(&self, args: &[&str]) -> String {
-        let out = self
-            .ns
-            .command("curl")
-            .args(["-s", "--max-time", "5"])
-            .args(args)
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.ns.curl(args)
     }
 
     /// Requests the proxy served, by direction, from its Prometheus stats.

@@ -36,7 +36,7 @@ use crate::config::security::same_socket;
 use crate::config::{ConfigError, ConfigObject, FieldError, Snapshot};
 use crate::http::Proxy;
 use crate::identity::IdentitySlot;
-use crate::metrics::{ListenerLabels, Metrics};
+use crate::metrics::{Held, ListenerLabels, Metrics};
 use crate::tls::{Termination, peer_exchange};
 use crate::upstream::{Cluster, passthrough_cluster};
 
@@ -405,23 +405,16 @@ impl Listeners {
 
 /// An accepted connection, counted open and holding its listener slot until dropped.
 struct Open {
-    active: Gauge,
+    _active: Held,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Open {
     fn new(active: &Gauge, slot: Option<OwnedSemaphorePermit>) -> Self {
-        active.inc();
         Self {
-            active: active.clone(),
+            _active: Held::new(active),
             _slot: slot,
         }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.active.dec();
     }
 }
 

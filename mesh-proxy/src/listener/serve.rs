@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use super::l4::Forward;
 use super::rewind::Rewind;
 use super::splice::{self, Ended, SpliceLimits};
 use crate::http::Proxy;
+use crate::metrics::Held;
 use crate::telemetry::RecordedBody;
 use crate::telemetry::overrides::SideOverrides;
 use crate::telemetry::tcp::{CountedStream, DeferredRecord};
@@ -158,9 +160,10 @@ pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
         let connection = builder.h2.serve_connection(io, service);
         // Boxed: an HTTP/2 connection's state is large, and an HTTP/1.1 connection (parked
         // for most of its life) would otherwise carry its size.
-        Box::pin(serve_h2(connection, &tracker, &drain)).await
+        Box::pin(serve_h2(connection, peer, &tracker, &drain)).await
     } else {
         let parking = Parking {
+            peer,
             builder: &builder.h1,
             tracker: &tracker,
             drain: &drain,
@@ -232,8 +235,20 @@ async fn sniff(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<(boo
     }
 }
 
+/// Says why a connection is closed for doing nothing.
+fn log_expiry(peer: SocketAddr, why: Expired) {
+    match why {
+        Expired::Idle => tracing::debug!(%peer, "downstream connection idle, closing"),
+        Expired::HeaderRead => {
+            tracing::debug!(%peer, "downstream request headers too slow, closing")
+        }
+        Expired::Park => {}
+    }
+}
+
 async fn serve_h2<S: Io>(
     connection: Http2Connection<S>,
+    peer: SocketAddr,
     tracker: &Tracker,
     drain: &CancellationToken,
 ) -> hyper::Result<()> {
@@ -244,10 +259,14 @@ async fn serve_h2<S: Io>(
             why = tracker.expired() => match why {
                 // Nothing in flight: a graceful close (GOAWAY) loses nothing.
                 Expired::Idle => {
+                    log_expiry(peer, why);
                     connection.as_mut().graceful_shutdown();
                     return connection.await;
                 }
-                Expired::HeaderRead => return Ok(()),
+                Expired::HeaderRead => {
+                    log_expiry(peer, why);
+                    return Ok(());
+                }
                 // Never asked for: HTTP/2 requests do not make a connection parkable.
                 Expired::Park => tracker.parked(),
             },
@@ -262,6 +281,7 @@ async fn serve_h2<S: Io>(
 
 /// What an HTTP/1.1 connection needs to park and come back.
 struct Parking<'a> {
+    peer: SocketAddr,
     builder: &'a http1::Builder,
     tracker: &'a Tracker,
     drain: &'a CancellationToken,
@@ -275,10 +295,11 @@ enum Stretch<S: Io> {
     Parked(TrackedIo<S>, Bytes),
 }
 
-/// Serves HTTP/1.1 requests. A connection idle for [`PARK_AFTER`](super::activity::PARK_AFTER) after a request that left
-/// nothing unread is parked: hyper's connection (its read and write buffers and state, about
-/// 24 KB) is dropped, and the stream waits for its next bytes with none of it; they start a
-/// new one. Pipelined bytes hyper had read come back with the stream, so nothing is lost.
+/// Serves HTTP/1.1 requests. A connection idle for
+/// [`PARK_AFTER`](super::activity::PARK_AFTER) after a request that left nothing unread is
+/// parked: hyper's connection (its read and write buffers and state, about 24 KB) is dropped,
+/// and the stream waits for its next bytes with none of it; they start a new one. Pipelined
+/// bytes hyper had read come back with the stream, so nothing is lost.
 async fn serve_h1<S: Io>(
     mut io: TrackedIo<S>,
     mut first: Bytes,
@@ -286,6 +307,7 @@ async fn serve_h1<S: Io>(
     parking: Parking<'_>,
 ) -> hyper::Result<()> {
     let Parking {
+        peer,
         builder,
         tracker,
         drain,
@@ -296,7 +318,7 @@ async fn serve_h1<S: Io>(
             .serve_connection(TokioIo::new(Rewind::new(io, first)), service.clone())
             .with_upgrades();
         // Boxed, so a parked connection's future does not keep its size.
-        let stretch = run_h1(Box::pin(connection), tracker, drain).await;
+        let stretch = run_h1(Box::pin(connection), peer, tracker, drain).await;
         let (back, read) = match stretch {
             Stretch::Ended(r) => return r,
             Stretch::Parked(io, read) => (io, read),
@@ -306,12 +328,15 @@ async fn serve_h1<S: Io>(
             first = read;
             continue;
         }
-        let counted = ParkedCount::new(parked);
+        let counted = Held::new(parked);
         let mut buf = [0u8; PARKED_READ];
         let woke = tokio::select! {
             r = io.read(&mut buf) => Some(r),
             // Idle past the idle timeout: closed, as hyper closes an idle connection.
-            _ = tracker.expired() => None,
+            why = tracker.expired() => {
+                log_expiry(peer, why);
+                None
+            }
             _ = drain.cancelled() => None,
         };
         drop(counted);
@@ -322,24 +347,9 @@ async fn serve_h1<S: Io>(
     }
 }
 
-/// A connection counted as parked while this lives (its task may also be dropped there).
-struct ParkedCount<'a>(&'a Gauge);
-
-impl<'a> ParkedCount<'a> {
-    fn new(gauge: &'a Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for ParkedCount<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 async fn run_h1<S: Io>(
     mut connection: Pin<Box<Http1Connection<S>>>,
+    peer: SocketAddr,
     tracker: &Tracker,
     drain: &CancellationToken,
 ) -> Stretch<S> {
@@ -355,10 +365,14 @@ async fn run_h1<S: Io>(
         };
         match why {
             Expired::Idle => {
+                log_expiry(peer, why);
                 connection.as_mut().graceful_shutdown();
                 return Stretch::Ended(connection.await);
             }
-            Expired::HeaderRead => return Stretch::Ended(Ok(())),
+            Expired::HeaderRead => {
+                log_expiry(peer, why);
+                return Stretch::Ended(Ok(()));
+            }
             Expired::Park => {
                 tracker.parked();
                 // A response still being written (a client not reading) keeps its state.

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::metrics::Held;
+
 /// Connection counters of one cluster, and the other counters of its limits and health.
 #[derive(Clone, Default)]
 pub struct ConnectionStats {
@@ -85,20 +87,11 @@ pub async fn connect(
         tracing::debug!(%addr, error = %e, "cannot set TCP keepalive");
     }
     stats.opened.inc();
-    stats.active.inc();
     Ok(Counted {
         inner: stream,
-        guard: ActiveGuard(stats.active.clone()),
+        guard: Held::new(&stats.active),
         room: None,
     })
-}
-
-struct ActiveGuard(Gauge);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 pin_project! {
@@ -106,7 +99,7 @@ pin_project! {
     pub struct Counted {
         #[pin]
         inner: TcpStream,
-        guard: ActiveGuard,
+        guard: Held,
         // Its place under the cluster's maxConnections, when it takes one.
         room: Option<super::limits::Held>,
     }
