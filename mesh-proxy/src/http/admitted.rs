@@ -1,7 +1,7 @@
 //! An upstream response body that keeps its request counted by the cluster's circuit breakers
-//! until the body ends. The count is given back as the last frame is handed on, before the
-//! caller can see the end, so a caller's next request never finds its own last one still
-//! counted.
+//! until the body ends, and gives its HTTP/1.1 connection back to the pool then. Both happen
+//! as the last frame is handed on, before the caller can see the end, so a caller's next
+//! request never finds its own last one still counted, and finds the connection idle.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -11,16 +11,32 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::upstream::limits::Admission;
+use crate::upstream::pool::H1Lease;
 
 pub struct AdmittedBody {
     inner: Incoming,
     admission: Option<Admission>,
+    lease: Option<Box<H1Lease>>,
 }
 
 impl AdmittedBody {
-    pub fn new(inner: Incoming, admission: Admission) -> Self {
-        let admission = (!inner.is_end_stream()).then_some(admission);
-        Self { inner, admission }
+    pub fn new(inner: Incoming, admission: Admission, lease: Option<Box<H1Lease>>) -> Self {
+        let mut body = Self {
+            inner,
+            admission: Some(admission),
+            lease,
+        };
+        if body.inner.is_end_stream() {
+            body.ended();
+        }
+        body
+    }
+
+    fn ended(&mut self) {
+        self.admission = None;
+        if let Some(lease) = self.lease.take() {
+            lease.give_back();
+        }
     }
 }
 
@@ -34,8 +50,11 @@ impl Body for AdmittedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
-            this.admission = None;
+        match &frame {
+            // A failed body leaves its connection unusable: the lease is dropped with it.
+            Some(Err(_)) => this.admission = None,
+            Some(Ok(_)) if !this.inner.is_end_stream() => {}
+            _ => this.ended(),
         }
         Poll::Ready(frame)
     }

@@ -19,6 +19,7 @@ use crate::retry::{Backoff, Outcome, RetryPolicy};
 use crate::telemetry::{self, ResponseFlag, flags};
 use crate::upstream::limits::Admission;
 use crate::upstream::outlier::Observed;
+use crate::upstream::pool::Sent;
 use crate::upstream::{Protocol, SendError, Target, Transport};
 
 /// A request ready to go upstream, after routing.
@@ -204,9 +205,9 @@ async fn attempts(
             Ok(Err(e)) if e.is_refused_stream() => Outcome::RefusedStream,
             Ok(Err(e)) if e.is_before_request() => Outcome::ResetBeforeRequest,
             Ok(Err(_)) => Outcome::Reset,
-            Ok(Ok(resp)) => plan
+            Ok(Ok(sent)) => plan
                 .policy
-                .response_outcome(resp.status().as_u16(), resp.headers()),
+                .response_outcome(sent.response.status().as_u16(), sent.response.headers()),
         };
         if outcome == Outcome::PerTryTimeout {
             metrics.timeout(&cluster.name);
@@ -259,7 +260,7 @@ fn outlier_view(outcome: Outcome) -> Observed {
 /// The send error of an attempt that failed because reading the downstream body failed. An
 /// upstream response that came back anyway stands.
 fn downstream_body_failed<'r>(
-    result: &'r Result<Result<Response<Incoming>, SendError>, ()>,
+    result: &'r Result<Result<Sent, SendError>, ()>,
     failure: &BodyFailure,
 ) -> Option<&'r SendError> {
     match result {
@@ -306,7 +307,7 @@ struct Upstream<'a> {
 
 /// The response of the last attempt, with what telemetry learned from the upstream.
 fn finish(
-    result: Result<Result<Response<Incoming>, SendError>, ()>,
+    result: Result<Result<Sent, SendError>, ()>,
     grpc: bool,
     admission: Admission,
     upstream: Upstream<'_>,
@@ -321,8 +322,8 @@ fn finish(
             tracing::debug!(error = %e, "upstream request failed");
             local::reset(grpc)
         }
-        Ok(Ok(resp)) => {
-            let (mut parts, body) = resp.into_parts();
+        Ok(Ok(Sent { response, lease })) => {
+            let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers, false);
             let peer = upstream
                 .metrics
@@ -330,7 +331,7 @@ fn finish(
                 .upstream_peer(&mut parts.headers, upstream.transport);
             let mut resp = Response::from_parts(
                 parts,
-                ResponseBody::Admitted(AdmittedBody::new(body, admission)),
+                ResponseBody::Admitted(AdmittedBody::new(body, admission, lease)),
             );
             telemetry::upstream::note(&mut resp, |info| info.peer = peer);
             resp

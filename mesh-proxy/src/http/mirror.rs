@@ -21,6 +21,7 @@ use super::body::{BoxError, UpstreamBody};
 use super::forward::{Outgoing, build, upstream_version};
 use crate::metrics::Metrics;
 use crate::upstream::Target;
+use crate::upstream::pool::Sent;
 
 /// Frames a copy may lag behind the original before it is cut off.
 const QUEUE_FRAMES: usize = 16;
@@ -227,13 +228,16 @@ async fn send(
                 .await
         }
     };
-    let Ok(resp) = sent else {
+    let Ok(Sent { response, lease }) = sent else {
         return MirrorResult::Failed;
     };
-    let status = resp.status().as_u16();
+    let status = response.status().as_u16();
     // Read to the end, so the connection goes back to the pool.
-    if resp.into_body().collect().await.is_err() {
+    if response.into_body().collect().await.is_err() {
         return MirrorResult::Failed;
+    }
+    if let Some(lease) = lease {
+        lease.give_back();
     }
     match status {
         200..=299 => MirrorResult::Status2xx,

@@ -259,13 +259,14 @@ impl Pool {
         Ok(upstream)
     }
 
-    /// Sends an HTTP/1.1 request on an idle connection, or a new one.
+    /// Sends an HTTP/1.1 request on an idle connection, or a new one. The connection comes
+    /// back with the response, lent to it until its body has been read (see [`H1Lease`]).
     pub async fn send_h1(
         self: &Arc<Self>,
         addr: SocketAddr,
         transport: &Transport,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Sent, SendError> {
         let addr = (addr, transport.key());
         // A reused connection may have been closed by the server in the meantime; hyper then
         // hands the unsent request back and it goes out on the next connection.
@@ -278,15 +279,19 @@ impl Pool {
             let Room::Idle((mut sender, uses, born)) = room else {
                 break room;
             };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.checkin_h1_when_ready(addr, sender, uses + 1, born);
-                    return Ok(resp);
+            // Given back when its last response ended, the connection takes the next request
+            // once its task has read that far: at once, or after one turn of its task.
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(req).await {
+                    Ok(response) => {
+                        let lease = self.lease(addr, sender, uses + 1, born);
+                        return Ok(Sent { response, lease });
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(SendError::Request(e.into_error())),
+                    },
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(SendError::Request(e.into_error())),
-                },
             }
             next = self.checkout_h1(addr).map(Room::Idle);
         };
@@ -308,9 +313,9 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream http/1.1 connection ended");
             }
         });
-        let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-        self.checkin_h1_when_ready(addr, sender, 1, born);
-        Ok(resp)
+        let response = sender.send_request(req).await.map_err(SendError::Request)?;
+        let lease = self.lease(addr, sender, 1, born);
+        Ok(Sent { response, lease })
     }
 
     /// An idle connection to `addr`, the requests it has carried and when it was opened.
@@ -318,7 +323,7 @@ impl Pool {
         let mut idle = self.h1_idle.lock().expect("pool lock");
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if entry.sender.is_ready()
+            if !entry.sender.is_closed()
                 && entry.since.elapsed() < self.settings.idle_timeout
                 && self.young(entry.born)
             {
@@ -328,41 +333,25 @@ impl Pool {
         None
     }
 
-    /// The connection can take another request once this response's body is read to the end;
-    /// a small task waits for that and puts it back.
-    fn checkin_h1_when_ready(
+    /// The lease of a connection that has just carried its `uses`th request; none past
+    /// maxRequestsPerConnection or maxConnectionDuration (the sender is dropped, and the
+    /// connection closes once this response is read).
+    fn lease(
         self: &Arc<Self>,
-        addr: Key,
-        mut sender: http1::SendRequest<UpstreamBody>,
+        key: Key,
+        sender: http1::SendRequest<UpstreamBody>,
         uses: u32,
         born: Instant,
-    ) {
-        // Past maxRequestsPerConnection or maxConnectionDuration the sender is dropped: the
-        // connection closes once this response is read.
-        if !self.reusable(uses, born) {
-            return;
-        }
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(pool) = pool.upgrade() else { return };
-            {
-                let mut idle = pool.h1_idle.lock().expect("pool lock");
-                let list = idle.entry(addr).or_default();
-                if list.len() < MAX_IDLE_PER_ENDPOINT {
-                    list.push(IdleH1 {
-                        sender,
-                        since: Instant::now(),
-                        uses,
-                        born,
-                    });
-                }
-            }
-            // A request waiting for room under maxConnections may take this one.
-            pool.limits.wake_connection_waiters();
-        });
+    ) -> Option<Box<H1Lease>> {
+        self.reusable(uses, born).then(|| {
+            Box::new(H1Lease {
+                pool: Arc::downgrade(self),
+                key,
+                sender,
+                uses,
+                born,
+            })
+        })
     }
 
     /// Sends an HTTP/2 request on the endpoint's shared connection, opening it if needed.
@@ -374,7 +363,7 @@ impl Pool {
         transport: &Transport,
         req: Request<UpstreamBody>,
         admission: &mut Admission,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Sent, SendError> {
         let slot = self
             .h2
             .lock()
@@ -390,7 +379,11 @@ impl Pool {
             }
         };
         sender.ready().await.map_err(SendError::Request)?;
-        sender.send_request(req).await.map_err(SendError::Request)
+        let response = sender.send_request(req).await.map_err(SendError::Request)?;
+        Ok(Sent {
+            response,
+            lease: None,
+        })
     }
 
     /// The endpoint's one connection, opened if needed.
@@ -576,6 +569,47 @@ impl Pool {
 /// An idle HTTP/1.1 connection taken out of the pool: its sender, the requests it has
 /// carried and when it was opened.
 type IdleSender = (http1::SendRequest<UpstreamBody>, u32, Instant);
+
+/// A response and, on HTTP/1.1, the connection it came on.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    /// Boxed: the response is moved several times on its way out, a pointer is cheaper.
+    pub lease: Option<Box<H1Lease>>,
+}
+
+/// An HTTP/1.1 connection lent to the response it carries. [`H1Lease::give_back`] when the
+/// response body has ended returns it to the pool; dropped before that (the body was not read
+/// to its end), the connection closes. Giving it back from the body itself, rather than from
+/// a task waiting for the connection to be ready, spares every request a task.
+pub struct H1Lease {
+    pool: Weak<Pool>,
+    key: Key,
+    sender: http1::SendRequest<UpstreamBody>,
+    uses: u32,
+    born: Instant,
+}
+
+impl H1Lease {
+    pub fn give_back(self: Box<Self>) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        {
+            let mut idle = pool.h1_idle.lock().expect("pool lock");
+            let list = idle.entry(self.key).or_default();
+            if list.len() < MAX_IDLE_PER_ENDPOINT {
+                list.push(IdleH1 {
+                    sender: self.sender,
+                    since: Instant::now(),
+                    uses: self.uses,
+                    born: self.born,
+                });
+            }
+        }
+        // A request waiting for room under maxConnections may take this one.
+        pool.limits.wake_connection_waiters();
+    }
+}
 
 /// Where a request under `maxConnections` goes: an idle connection, or a new one with room.
 enum Room {
