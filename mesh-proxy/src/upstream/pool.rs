@@ -590,7 +590,7 @@ pub struct H1Lease {
 }
 
 impl H1Lease {
-    pub fn give_back(self: Box<Self>) {
+    pub fn give_back(self) {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
