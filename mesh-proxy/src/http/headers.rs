@@ -13,35 +13,34 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes hop-by-hop headers and those named in `Connection`. `te: trailers` survives, since
 /// gRPC needs it end to end; `Upgrade` survives on an upgrade request. This runs twice per
-/// request, so the common case (`Connection: keep-alive` or `close`) allocates nothing.
+/// request: one pass over the names finds whether there is anything to do, and the common
+/// message (none of them, or only `Connection: keep-alive`) costs no hashed lookup.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers
-        .get(header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let named: Vec<HeaderName> = conn
-            .split(',')
-            .map(str::trim)
-            .filter(|t| {
-                !(t.eq_ignore_ascii_case("keep-alive")
-                    || t.eq_ignore_ascii_case("close")
-                    || t.eq_ignore_ascii_case("te")
-                    || (keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    let present = headers
+        .keys()
+        .fold(Present::default(), |p, name| p.with(name));
+    if present == Present::default() {
+        return;
+    }
+    if present.connection {
+        remove_connection_named(headers, keep_upgrade);
+        if !keep_upgrade {
+            headers.remove(header::CONNECTION);
         }
     }
-    if !keep_upgrade {
-        headers.remove(header::CONNECTION);
+    if present.upgrade && !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if let Some(te) = headers.get(header::TE) {
+    if present.keep_alive {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if present.proxy_connection {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if present.transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if let Some(te) = present.te.then(|| headers.get(header::TE)).flatten() {
         let trailers = te.to_str().is_ok_and(|s| {
             s.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
@@ -52,6 +51,56 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
             }
         }
+    }
+}
+
+/// Removes the headers `Connection` names (beyond the hop-by-hop tokens themselves).
+fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let Some(conn) = headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let named: Vec<HeaderName> = conn
+        .split(',')
+        .map(str::trim)
+        .filter(|t| {
+            !(t.eq_ignore_ascii_case("keep-alive")
+                || t.eq_ignore_ascii_case("close")
+                || t.eq_ignore_ascii_case("te")
+                || (keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// Which hop-by-hop headers a message has, found in one pass over its names.
+#[derive(Default, PartialEq, Clone, Copy)]
+struct Present {
+    connection: bool,
+    upgrade: bool,
+    keep_alive: bool,
+    proxy_connection: bool,
+    transfer_encoding: bool,
+    te: bool,
+}
+
+impl Present {
+    fn with(mut self, name: &HeaderName) -> Self {
+        match name.as_str() {
+            "connection" => self.connection = true,
+            "upgrade" => self.upgrade = true,
+            "keep-alive" => self.keep_alive = true,
+            "proxy-connection" => self.proxy_connection = true,
+            "transfer-encoding" => self.transfer_encoding = true,
+            "te" => self.te = true,
+            _ => {}
+        }
+        self
     }
 }
 
@@ -98,5 +147,26 @@ mod tests {
         assert_eq!(h["connection"], "Upgrade");
         remove_hop_by_hop(&mut h, false);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), "x".parse().unwrap());
+            h.insert("x-app", "kept".parse().unwrap());
+            remove_hop_by_hop(&mut h, false);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("te", "gzip".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
     }
 }
