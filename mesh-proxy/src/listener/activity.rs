@@ -53,6 +53,10 @@ pub struct Activity {
     /// Whether the last request left the connection parkable once idle: HTTP/1.1, no request
     /// body (nothing of it can still be unread), no upgrade.
     parkable: bool,
+    /// The deadline the watcher sleeps until ([`Self::arm`]), if any. Events only wake it
+    /// when they make the deadline earlier: a deadline that moved later is found when the
+    /// sleep ends, so a busy connection costs its watcher no wake-up per request.
+    armed: Option<Instant>,
 }
 
 impl Activity {
@@ -64,10 +68,28 @@ impl Activity {
             started: false,
             multiplexed: false,
             parkable: false,
+            armed: None,
         }
     }
 
-    /// Bytes arrived from the client. Returns true when the deadline moved earlier.
+    /// The deadline to sleep until, now recorded as the one the watcher waits for.
+    pub fn arm(&mut self) -> Option<(Instant, Expired)> {
+        let deadline = self.deadline();
+        self.armed = deadline.map(|(at, _)| at);
+        deadline
+    }
+
+    /// Whether the watcher must look again: the deadline is earlier than the one it sleeps
+    /// until, or it sleeps without one.
+    fn watcher_late(&self) -> bool {
+        match (self.deadline(), self.armed) {
+            (Some((at, _)), Some(armed)) => at < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Bytes arrived from the client. Returns true when the watcher must look again.
     pub fn on_read(&mut self, bytes: &[u8], now: Instant) -> bool {
         if bytes.is_empty() {
             return false;
@@ -81,7 +103,7 @@ impl Activity {
             && !self.multiplexed
         {
             self.phase = Phase::ReadingHead { since: now };
-            return true;
+            return self.watcher_late();
         }
         false
     }
@@ -99,12 +121,14 @@ impl Activity {
         self.parkable = false;
     }
 
-    /// A response (headers and body) finished or was abandoned.
-    pub fn on_response_done(&mut self, now: Instant) {
+    /// A response (headers and body) finished or was abandoned. Returns true when the
+    /// watcher must look again.
+    pub fn on_response_done(&mut self, now: Instant) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
         if self.in_flight == 0 {
             self.phase = Phase::Idle { since: now };
         }
+        self.watcher_late()
     }
 
     /// When the connection expires if nothing happens before, and why; none while requests
@@ -217,6 +241,29 @@ mod tests {
             a.deadline(),
             Some((start + Duration::from_secs(3600), Expired::Idle))
         );
+    }
+
+    #[test]
+    fn the_watcher_is_woken_only_for_an_earlier_deadline() {
+        let start = Instant::now();
+        let mut a = Activity::new(T, start);
+        let idle_end = start + Duration::from_secs(3600);
+        assert_eq!(a.arm(), Some((idle_end, Expired::Idle)));
+        // A head started: its 10 s are well before the armed idle deadline.
+        assert!(a.on_read(b"GET / HTTP/1.1\r\n", start));
+        assert_eq!(a.arm(), Some((start + T.header_read, Expired::HeaderRead)));
+        a.on_request(true);
+        // The response ends so late that its park deadline is after the armed header
+        // deadline: the sleep ends first and finds the new deadline then.
+        let end = start + Duration::from_millis(9_500);
+        assert!(!a.on_response_done(end));
+        assert_eq!(a.arm(), Some((end + PARK_AFTER, Expired::Park)));
+        // A watcher waiting without a sleep (a request was in flight when it looked) is woken
+        // by any deadline.
+        a.on_read(b"GET", end);
+        a.on_request(false);
+        assert_eq!(a.arm(), None);
+        assert!(a.on_response_done(end + Duration::from_secs(1)));
     }
 
     #[test]

@@ -57,11 +57,13 @@ impl Tracker {
         !self.0.unflushed.load(Ordering::Acquire)
     }
 
-    /// Resolves when the connection has been idle, or sending headers, for too long.
+    /// Resolves when the connection has been idle, or sending headers, for too long. Its
+    /// sleep is not moved by every request: when it ends before a deadline that moved later,
+    /// it sleeps again until that one.
     pub async fn expired(&self) -> Expired {
         let shared = &self.0;
         loop {
-            let deadline = shared.activity.lock().expect("activity lock").deadline();
+            let deadline = shared.activity.lock().expect("activity lock").arm();
             match deadline {
                 None => shared.changed.notified().await,
                 Some((at, why)) => {
@@ -86,10 +88,13 @@ pub struct InFlight(Tracker);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let shared = &(self.0).0;
-        if let Ok(mut a) = shared.activity.lock() {
-            a.on_response_done(Instant::now());
+        let late = match shared.activity.lock() {
+            Ok(mut a) => a.on_response_done(Instant::now()),
+            Err(_) => true,
+        };
+        if late {
+            shared.changed.notify_one();
         }
-        shared.changed.notify_one();
     }
 }
 
