@@ -83,7 +83,6 @@ impl Pending {
         sink: &Arc<Sink>,
         conn: &ConnContext,
         req: &Request<B>,
-        trace_id: Option<[u8; 32]>,
     ) -> Box<Pending> {
         let headers = req.headers();
         let mut seen = Captured::default();
@@ -94,7 +93,7 @@ impl Pending {
                 FORWARDED_FOR => &mut seen.forwarded_for,
                 "user-agent" => &mut seen.user_agent,
                 REQUEST_ID => &mut seen.request_id,
-                TRACEPARENT if trace_id.is_none() => &mut seen.traceparent,
+                TRACEPARENT => &mut seen.traceparent,
                 "host" => &mut seen.host,
                 _ => continue,
             };
@@ -119,8 +118,7 @@ impl Pending {
             user_agent: seen.user_agent,
             request_id: seen.request_id,
             authority,
-            trace_id: trace_id.or_else(|| {
-                let header = seen.traceparent?;
+            trace_id: seen.traceparent.and_then(|header| {
                 let tp = std::str::from_utf8(header.as_bytes()).ok()?;
                 self::trace_id(tp)?.as_bytes().try_into().ok()
             }),
@@ -134,6 +132,11 @@ impl Pending {
             sni: conn.sni().map(str::to_owned),
             upstream: None,
         })
+    }
+
+    /// The tracer's trace id (hex), in place of one read from `traceparent`.
+    pub fn trace_id(&mut self, hex: [u8; 32]) {
+        self.trace_id = Some(hex);
     }
 
     pub fn upstream(&mut self, upstream: Upstream) {

@@ -86,7 +86,7 @@ impl Proxy {
         let Some(authority) = authority_of(&req) else {
             let snapshot = self.state.load();
             let logs = snapshot.access_log.for_direction(conn.listener.direction);
-            record.access_log(logs, &self.metrics.access_log, conn, &req, None);
+            record.access_log(logs, &self.metrics.access_log, conn, &req);
             let overrides = snapshot
                 .metrics_overrides
                 .for_direction(conn.listener.direction);
@@ -112,16 +112,15 @@ impl Proxy {
             .telemetry
             .as_ref()
             .and_then(|t| t.tracing.as_ref());
-        let begun = self.metrics.tracer.begin(conn, &mut req, tracing);
-        let trace_id = begun.as_ref().map(|b| b.trace_hex);
-        record.trace(begun.and_then(|b| b.span));
         record.access_log(
             snapshot.access_log.for_direction(conn.listener.direction),
             &self.metrics.access_log,
             conn,
             &req,
-            trace_id,
         );
+        if let Some(begun) = self.metrics.tracer.begin(conn, &mut req, tracing) {
+            record.trace(begun.span, begun.trace_hex);
+        }
         record.metric_overrides(
             snapshot
                 .metrics_overrides

@@ -127,7 +127,8 @@ impl Telemetry {
 
 impl RequestRecord {
     /// Logs the request when it ends, when `logs` (those of its config and side) are some.
-    /// Without logs this is one branch. `trace_id` is the tracer's (hex), when tracing is on.
+    /// Without logs this is one branch. Called before the tracer adds its headers (fewer to
+    /// look through); its trace id comes with [`Self::trace`].
     #[inline]
     pub fn access_log<B>(
         &mut self,
@@ -135,10 +136,9 @@ impl RequestRecord {
         sink: &Arc<Sink>,
         conn: &ConnContext,
         req: &Request<B>,
-        trace_id: Option<[u8; 32]>,
     ) {
         if let Some(logs) = logs {
-            self.access = Some(Pending::capture(logs, sink, conn, req, trace_id));
+            self.access = Some(Pending::capture(logs, sink, conn, req));
         }
     }
 
@@ -212,8 +212,13 @@ impl RequestRecord {
     }
 
     /// The request's span, ended when the request is recorded.
-    pub fn trace(&mut self, span: Option<Box<ActiveSpan>>) {
+    /// The request's place in its trace: its span (when sampled and reported) and the trace
+    /// id its access-log line shows.
+    pub fn trace(&mut self, span: Option<Box<ActiveSpan>>, trace_id: [u8; 32]) {
         self.span = span;
+        if let Some(access) = &mut self.access {
+            access.trace_id(trace_id);
+        }
     }
 
     fn upstream(&mut self, info: UpstreamInfo) {
