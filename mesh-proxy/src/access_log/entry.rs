@@ -15,6 +15,7 @@ use super::format::{self, Entry};
 use super::sink::Sink;
 use crate::listener::ConnContext;
 use crate::telemetry::ResponseFlags;
+use crate::upstream::Cluster;
 
 const ORIGINAL_PATH: &str = "x-envoy-original-path";
 const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -62,7 +63,7 @@ struct Captured {
 /// What the response says about the upstream that answered.
 pub struct Upstream {
     pub host: Option<SocketAddr>,
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<Cluster>>,
     pub peer: Option<String>,
     /// From the request's start to the upstream's response headers.
     pub service_time: Duration,
@@ -206,7 +207,7 @@ impl Pending {
             request_id: bytes(&self.request_id),
             authority: bytes(&self.authority),
             upstream_host: up.and_then(|u| u.host),
-            upstream_cluster: up.and_then(|u| u.cluster.as_deref()),
+            upstream_cluster: up.and_then(|u| u.cluster.as_ref()).map(|c| c.name.as_str()),
             downstream_local: self.downstream_local,
             downstream_remote: Some(self.downstream_remote),
             requested_server_name: self.sni.as_deref(),

@@ -49,7 +49,7 @@ pub async fn forward(
     body: Incoming,
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
-    let cluster_name = plan.target.cluster.name.clone();
+    let cluster = plan.target.cluster.clone();
     let mut resp = match plan.timeout {
         None => attempts(metrics, plan, out, body, None).await,
         Some(t) => {
@@ -62,16 +62,16 @@ pub async fn forward(
             {
                 Ok(resp) => resp,
                 Err(_) => {
-                    metrics.timeout(&cluster_name);
+                    metrics.timeout(&cluster.name);
                     local::timeout(grpc)
                 }
             }
         }
     };
-    let service = metrics.istio.cluster_service(&cluster_name);
+    let service = metrics.istio.cluster_service(&cluster.name);
     telemetry::upstream::note(&mut resp, |info| {
         info.service = Some(service);
-        info.cluster = Some(cluster_name);
+        info.cluster = Some(cluster);
     });
     resp
 }

@@ -31,6 +31,7 @@ use crate::access_log::entry::{Finished, Upstream};
 use crate::access_log::{CompiledLog, Pending, Sink};
 use crate::http::body::{BoxError, ResponseBody};
 use crate::listener::ConnContext;
+use crate::upstream::Cluster;
 
 /// A request being served; records itself when dropped unfinished (the downstream left).
 pub struct RequestRecord {
@@ -64,7 +65,7 @@ pub struct RequestRecord {
     /// The request's span, when it is traced; ended with the record.
     span: Option<Box<ActiveSpan>>,
     /// The upstream cluster, for the span.
-    cluster: Option<String>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Telemetry {
@@ -372,7 +373,7 @@ impl RequestRecord {
             status: self.response_code,
             grpc_status: self.grpc_status,
             flags: self.flags,
-            cluster: self.cluster.as_deref(),
+            cluster: self.cluster.as_ref().map(|c| c.name.as_str()),
             request_bytes,
             response_bytes: self.response_bytes,
             source: &self.source,

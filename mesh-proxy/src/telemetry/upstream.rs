@@ -11,13 +11,13 @@ use http::HeaderMap;
 
 use super::labels::{PeerLabels, ServiceLabels};
 use super::{PEER_METADATA, Telemetry, peer};
-use crate::upstream::Transport;
+use crate::upstream::{Cluster, Transport};
 
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamInfo {
     pub service: Option<Arc<ServiceLabels>>,
-    /// The cluster's name, for the request's span and access log.
-    pub cluster: Option<String>,
+    /// The cluster, whose name the request's span and access log show (shared, not copied).
+    pub cluster: Option<Arc<Cluster>>,
     /// The destination as labels; `None` unless the connection was mesh mTLS.
     pub peer: Option<Arc<PeerLabels>>,
     /// Request body bytes read from the downstream, counted as they flow.
