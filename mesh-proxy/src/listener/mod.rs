@@ -6,6 +6,7 @@ mod context;
 pub mod http_sniff;
 mod idle;
 mod l4;
+mod on_wake;
 mod original_dst;
 mod rewind;
 mod secure;

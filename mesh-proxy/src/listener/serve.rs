@@ -24,6 +24,7 @@ use super::authorize::authorize;
 use super::context::{ConnConfig, ConnContext};
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
+use super::on_wake::OnWake;
 use super::rewind::Rewind;
 use super::splice::{self, Ended, SpliceLimits};
 use crate::http::Proxy;
@@ -254,23 +255,25 @@ async fn serve_h2<S: Io>(
 ) -> hyper::Result<()> {
     tokio::pin!(connection);
     loop {
-        tokio::select! {
+        let mut alarm = alarm(tracker, drain);
+        let fired = tokio::select! {
             r = connection.as_mut() => return r,
-            why = tracker.expired() => match why {
-                // Nothing in flight: a graceful close (GOAWAY) loses nothing.
-                Expired::Idle => {
-                    log_expiry(peer, why);
-                    connection.as_mut().graceful_shutdown();
-                    return connection.await;
-                }
-                Expired::HeaderRead => {
-                    log_expiry(peer, why);
-                    return Ok(());
-                }
-                // Never asked for: HTTP/2 requests do not make a connection parkable.
-                Expired::Park => tracker.parked(),
-            },
-            _ = drain.cancelled() => {
+            fired = &mut alarm => fired,
+        };
+        match fired {
+            // Nothing in flight: a graceful close (GOAWAY) loses nothing.
+            Some(why @ Expired::Idle) => {
+                log_expiry(peer, why);
+                connection.as_mut().graceful_shutdown();
+                return connection.await;
+            }
+            Some(why @ Expired::HeaderRead) => {
+                log_expiry(peer, why);
+                return Ok(());
+            }
+            // Never asked for: HTTP/2 requests do not make a connection parkable.
+            Some(Expired::Park) => tracker.parked(),
+            None => {
                 // Finish what is in flight, refuse new requests.
                 connection.as_mut().graceful_shutdown();
                 return connection.await;
@@ -354,14 +357,15 @@ async fn run_h1<S: Io>(
     drain: &CancellationToken,
 ) -> Stretch<S> {
     loop {
-        let why = tokio::select! {
+        let mut alarm = alarm(tracker, drain);
+        let fired = tokio::select! {
             r = connection.as_mut() => return Stretch::Ended(r),
-            why = tracker.expired() => why,
-            _ = drain.cancelled() => {
-                // Finish what is in flight, then close.
-                connection.as_mut().graceful_shutdown();
-                return Stretch::Ended(connection.await);
-            }
+            fired = &mut alarm => fired,
+        };
+        let Some(why) = fired else {
+            // Draining: finish what is in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            return Stretch::Ended(connection.await);
         };
         match why {
             Expired::Idle => {
@@ -393,6 +397,20 @@ async fn run_h1<S: Io>(
             }
         }
     }
+}
+
+/// The connection's expiry (`Some`) or the proxy's drain (`None`), whichever comes first;
+/// polled only when one of them woke it, not on every wake of the connection beside it.
+fn alarm<'a>(
+    tracker: &'a Tracker,
+    drain: &'a CancellationToken,
+) -> OnWake<impl Future<Output = Option<Expired>> + 'a> {
+    OnWake::new(async move {
+        tokio::select! {
+            why = tracker.expired() => Some(why),
+            _ = drain.cancelled() => None,
+        }
+    })
 }
 
 /// Where a TCP connection's standard metrics go, and how the Telemetry overrides of its
