@@ -42,45 +42,11 @@ pub struct Pending {
     trace_id: Option<[u8; 32]>,
     /// The headers the logs' filters read, log after log, in each filter's order.
     filter_headers: Vec<Option<HeaderValue>>,
-    conn: Arc<ConnFields>,
-    upstream: Option<Upstream>,
-}
-
-/// What the lines of one connection's requests share, made once per connection: its
-/// addresses, server name and client identity, and the text line's run of them.
-#[derive(Debug)]
-pub struct ConnFields {
-    local: Option<SocketAddr>,
-    remote: SocketAddr,
+    downstream_local: Option<SocketAddr>,
+    downstream_remote: SocketAddr,
+    downstream_peer: Option<String>,
     sni: Option<String>,
-    peer: Option<String>,
-    text: Box<[u8]>,
-}
-
-impl ConnFields {
-    pub fn of(conn: &ConnContext) -> Self {
-        let local = conn.original_dst;
-        let sni = conn.sni().map(str::to_owned);
-        let peer = conn
-            .peer_identity
-            .as_ref()
-            .map(|id| id.spiffe_id.as_str().to_owned());
-        let mut text = Vec::with_capacity(64);
-        format::connection_into(
-            &mut text,
-            local,
-            Some(conn.peer),
-            sni.as_deref(),
-            peer.as_deref(),
-        );
-        Self {
-            local,
-            remote: conn.peer,
-            sni,
-            peer,
-            text: text.into_boxed_slice(),
-        }
-    }
+    upstream: Option<Upstream>,
 }
 
 /// The request headers a line shows, found in one pass.
@@ -158,7 +124,13 @@ impl Pending {
                 self::trace_id(tp)?.as_bytes().try_into().ok()
             }),
             filter_headers: filter_headers(logs, headers),
-            conn: conn.access_log_fields(),
+            downstream_local: conn.original_dst,
+            downstream_remote: conn.peer,
+            downstream_peer: conn
+                .peer_identity
+                .as_ref()
+                .map(|id| id.spiffe_id.as_str().to_owned()),
+            sni: conn.sni().map(str::to_owned),
             upstream: None,
         })
     }
@@ -236,11 +208,10 @@ impl Pending {
             authority: bytes(&self.authority),
             upstream_host: up.and_then(|u| u.host),
             upstream_cluster: up.and_then(|u| u.cluster.as_ref()).map(|c| c.name.as_str()),
-            downstream_local: self.conn.local,
-            downstream_remote: Some(self.conn.remote),
-            requested_server_name: self.conn.sni.as_deref(),
-            downstream_peer: self.conn.peer.as_deref(),
-            connection_text: Some(&self.conn.text),
+            downstream_local: self.downstream_local,
+            downstream_remote: Some(self.downstream_remote),
+            requested_server_name: self.sni.as_deref(),
+            downstream_peer: self.downstream_peer.as_deref(),
             upstream_peer: up.and_then(|u| u.peer.as_deref()),
             trace_id: self.trace_id.as_ref().map(|h| &h[..]),
         }

@@ -54,9 +54,6 @@ pub struct Entry<'a> {
     /// `spiffe://...` the upstream's certificate was checked against, on mesh mTLS.
     pub upstream_peer: Option<&'a str>,
     pub trace_id: Option<&'a [u8]>,
-    /// The four downstream fields above as the text line shows them, when made once for
-    /// the connection ([`connection_into`]); made per line when absent.
-    pub connection_text: Option<&'a [u8]>,
 }
 
 /// Envoy's text line, with its newline. Written straight into one buffer: no field is
@@ -110,40 +107,18 @@ pub fn text_into(s: &mut Vec<u8>, e: &Entry<'_>) {
     s.extend_from_slice(b"\" ");
     push_or_dash(s, e.upstream_cluster.map(str::as_bytes));
     s.extend_from_slice(b" - ");
-    match e.connection_text {
-        Some(text) => s.extend_from_slice(text),
-        None => connection_into(
-            s,
-            e.downstream_local,
-            e.downstream_remote,
-            e.requested_server_name,
-            e.downstream_peer,
-        ),
-    }
-    s.extend_from_slice(b" \"");
+    push_addr(s, e.downstream_local);
+    s.push(b' ');
+    push_addr(s, e.downstream_remote);
+    s.push(b' ');
+    push_or_dash(s, e.requested_server_name.map(str::as_bytes));
+    s.extend_from_slice(b" - \"");
+    push_or_dash(s, e.downstream_peer.map(str::as_bytes));
+    s.extend_from_slice(b"\" \"");
     push_or_dash(s, e.upstream_peer.map(str::as_bytes));
     s.extend_from_slice(b"\" ");
     push_or_dash(s, e.trace_id);
     s.push(b'\n');
-}
-
-/// The downstream run of the text line: `LOCAL REMOTE SNI - "PEER"`. The same for every
-/// request of a connection, so it is made once per connection.
-pub fn connection_into(
-    s: &mut Vec<u8>,
-    local: Option<SocketAddr>,
-    remote: Option<SocketAddr>,
-    sni: Option<&str>,
-    peer: Option<&str>,
-) {
-    push_addr(s, local);
-    s.push(b' ');
-    push_addr(s, remote);
-    s.push(b' ');
-    push_or_dash(s, sni.map(str::as_bytes));
-    s.extend_from_slice(b" - \"");
-    push_or_dash(s, peer.map(str::as_bytes));
-    s.push(b'"');
 }
 
 fn push_or_dash(s: &mut Vec<u8>, v: Option<&[u8]>) {
@@ -427,30 +402,6 @@ mod tests {
         };
         let v: Value = serde_json::from_str(&json(&e)).unwrap();
         assert_eq!(v["user_agent"], "evil\" \\ agent");
-    }
-
-    #[test]
-    fn a_connection_run_made_once_prints_as_one_made_per_line() {
-        let mut e = entry();
-        e.requested_server_name = Some("outbound_.8080_._.locations");
-        e.downstream_peer = Some("spiffe://cluster.local/ns/default/sa/client");
-        let per_line = line(&e);
-        let mut run = Vec::new();
-        connection_into(
-            &mut run,
-            e.downstream_local,
-            e.downstream_remote,
-            e.requested_server_name,
-            e.downstream_peer,
-        );
-        e.connection_text = Some(&run);
-        assert_eq!(line(&e), per_line);
-        assert!(
-            per_line.contains(
-                " 127.0.0.1:15001 127.0.0.1:40000 outbound_.8080_._.locations - \"spiffe://cluster.local/ns/default/sa/client\" "
-            ),
-            "{per_line}"
-        );
     }
 
     #[test]

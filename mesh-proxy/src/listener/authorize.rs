@@ -95,7 +95,6 @@ mod tests {
             original_dst: None,
             peer_identity: None,
             destination_port: port,
-            access_log: Default::default(),
         }
     }
 

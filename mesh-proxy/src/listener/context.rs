@@ -4,14 +4,13 @@
 
 use crate::telemetry::overrides::SideOverrides;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use mesh_proto::config::v1 as pb;
 use tokio::net::TcpStream;
 
 use super::l4::{Forward, classify};
 use super::secure::PeerIdentity;
-use crate::access_log::entry::ConnFields;
 use crate::config::{ListenerSecurity, Snapshot};
 use crate::upstream::Cluster;
 
@@ -70,8 +69,6 @@ pub struct ConnContext {
     pub peer_identity: Option<PeerIdentity>,
     /// The workload port the client connected to (for policy).
     pub destination_port: u16,
-    /// What this connection's access-log lines share, made by the first logged request.
-    pub access_log: OnceLock<Arc<ConnFields>>,
 }
 
 impl ConnContext {
@@ -83,13 +80,6 @@ impl ConnContext {
     /// The TLS server name the client sent, on an mTLS connection.
     pub fn sni(&self) -> Option<&str> {
         self.peer_identity.as_ref()?.sni.as_deref()
-    }
-
-    /// The connection's access-log fields, formatted once for all its requests.
-    pub fn access_log_fields(&self) -> Arc<ConnFields> {
-        self.access_log
-            .get_or_init(|| Arc::new(ConnFields::of(self)))
-            .clone()
     }
 }
 

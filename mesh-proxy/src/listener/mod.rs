@@ -314,7 +314,6 @@ impl Listeners {
                     original_dst,
                     peer_identity: None,
                     destination_port,
-                    access_log: Default::default(),
                 };
                 accepted.inc();
                 let open = Open::new(&active, slot);

@@ -46,7 +46,6 @@ fn conn(snap: &Snapshot, original_dst: Option<&str>) -> ConnContext {
         original_dst: original_dst.map(|d| d.parse().unwrap()),
         peer_identity: None,
         destination_port: 8080,
-        access_log: Default::default(),
     }
 }
 
