@@ -2,6 +2,10 @@
 //! watcher and the drain signal are otherwise polled on every wake of the connection's task
 //! (twice or more per request), each poll a timer check and a `Notify` poll, though they are
 //! almost never ready. Wrapped, they are polled when one of their own wakers fired.
+//!
+//! The wrapped future is pinned by the caller (`std::pin::pin!`), so it stays inside the
+//! connection's own future: a box per wrap, freed at every park, left freed memory scattered
+//! between the parked connections' allocations (about 1 KB per idle connection).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +16,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 
 pub struct OnWake<F> {
-    inner: Pin<Box<F>>,
+    inner: F,
     flag: Arc<Flag>,
     /// Given to `inner`: sets the flag, then wakes the task polling this.
     waker: Waker,
@@ -34,7 +38,7 @@ impl Wake for Flag {
     }
 }
 
-impl<F: Future> OnWake<F> {
+impl<F: Future + Unpin> OnWake<F> {
     pub fn new(inner: F) -> Self {
         let flag = Arc::new(Flag {
             // The first poll polls `inner`, which registers its wakers.
@@ -42,14 +46,14 @@ impl<F: Future> OnWake<F> {
             task: AtomicWaker::new(),
         });
         Self {
-            inner: Box::pin(inner),
+            inner,
             waker: Waker::from(flag.clone()),
             flag,
         }
     }
 }
 
-impl<F: Future> Future for OnWake<F> {
+impl<F: Future + Unpin> Future for OnWake<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -59,9 +63,7 @@ impl<F: Future> Future for OnWake<F> {
         if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.inner
-            .as_mut()
-            .poll(&mut Context::from_waker(&this.waker))
+        Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker))
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -255,7 +255,8 @@ async fn serve_h2<S: Io>(
 ) -> hyper::Result<()> {
     tokio::pin!(connection);
     loop {
-        let mut alarm = alarm(tracker, drain);
+        let watch = pin!(alarm(tracker, drain));
+        let mut alarm = OnWake::new(watch);
         let fired = tokio::select! {
             r = connection.as_mut() => return r,
             fired = &mut alarm => fired,
@@ -357,7 +358,8 @@ async fn run_h1<S: Io>(
     drain: &CancellationToken,
 ) -> Stretch<S> {
     loop {
-        let mut alarm = alarm(tracker, drain);
+        let watch = pin!(alarm(tracker, drain));
+        let mut alarm = OnWake::new(watch);
         let fired = tokio::select! {
             r = connection.as_mut() => return Stretch::Ended(r),
             fired = &mut alarm => fired,
@@ -399,18 +401,13 @@ async fn run_h1<S: Io>(
     }
 }
 
-/// The connection's expiry (`Some`) or the proxy's drain (`None`), whichever comes first;
-/// polled only when one of them woke it, not on every wake of the connection beside it.
-fn alarm<'a>(
-    tracker: &'a Tracker,
-    drain: &'a CancellationToken,
-) -> OnWake<impl Future<Output = Option<Expired>> + 'a> {
-    OnWake::new(async move {
-        tokio::select! {
-            why = tracker.expired() => Some(why),
-            _ = drain.cancelled() => None,
-        }
-    })
+/// The connection's expiry (`Some`) or the proxy's drain (`None`), whichever comes first.
+/// Wrapped in [`OnWake`] beside a connection: polled only when one of them woke it.
+async fn alarm(tracker: &Tracker, drain: &CancellationToken) -> Option<Expired> {
+    tokio::select! {
+        why = tracker.expired() => Some(why),
+        _ = drain.cancelled() => None,
+    }
 }
 
 /// Where a TCP connection's standard metrics go, and how the Telemetry overrides of its
