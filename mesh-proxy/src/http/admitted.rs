@@ -1,60 +1,46 @@
 //! An upstream response body that keeps its request counted by the cluster's circuit breakers
-//! until the body ends, and gives its HTTP/1.1 connection back to the pool then. Both happen
-//! as the last frame is handed on, before the caller can see the end, so a caller's next
-//! request never finds its own last one still counted, and finds the connection idle.
+//! until the body ends. The count is released as the last frame is handed on, before the
+//! caller can see the end, so a caller's next request never finds its own last one still
+//! counted (an HTTP/1.1 body gives its connection back to the pool at that point too).
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
+use super::body::BoxError;
 use crate::upstream::limits::Admission;
-use crate::upstream::pool::H1Lease;
+use crate::upstream::pool::Received;
 
 pub struct AdmittedBody {
-    inner: Incoming,
+    inner: Received,
     admission: Option<Admission>,
-    lease: Option<Box<H1Lease>>,
 }
 
 impl AdmittedBody {
-    pub fn new(inner: Incoming, admission: Admission, lease: Option<Box<H1Lease>>) -> Self {
-        let mut body = Self {
+    pub fn new(inner: Received, admission: Admission) -> Self {
+        let ended = inner.is_end_stream();
+        Self {
             inner,
-            admission: Some(admission),
-            lease,
-        };
-        if body.inner.is_end_stream() {
-            body.ended();
-        }
-        body
-    }
-
-    fn ended(&mut self) {
-        self.admission = None;
-        if let Some(lease) = self.lease.take() {
-            lease.give_back();
+            admission: (!ended).then_some(admission),
         }
     }
 }
 
 impl Body for AdmittedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
-            // A failed body leaves its connection unusable: the lease is dropped with it.
-            Some(Err(_)) => this.admission = None,
             Some(Ok(_)) if !this.inner.is_end_stream() => {}
-            _ => this.ended(),
+            _ => this.admission = None,
         }
         Poll::Ready(frame)
     }

@@ -322,7 +322,7 @@ fn finish(
             tracing::debug!(error = %e, "upstream request failed");
             local::reset(grpc)
         }
-        Ok(Ok(Sent { response, lease })) => {
+        Ok(Ok(Sent { response })) => {
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers, false);
             let peer = upstream
@@ -331,7 +331,7 @@ fn finish(
                 .upstream_peer(&mut parts.headers, upstream.transport);
             let mut resp = Response::from_parts(
                 parts,
-                ResponseBody::Admitted(AdmittedBody::new(body, admission, lease)),
+                ResponseBody::Admitted(AdmittedBody::new(body, admission)),
             );
             telemetry::upstream::note(&mut resp, |info| info.peer = peer);
             resp

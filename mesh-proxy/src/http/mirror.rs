@@ -228,16 +228,13 @@ async fn send(
                 .await
         }
     };
-    let Ok(Sent { response, lease }) = sent else {
+    let Ok(Sent { response }) = sent else {
         return MirrorResult::Failed;
     };
     let status = response.status().as_u16();
     // Read to the end, so the connection goes back to the pool.
     if response.into_body().collect().await.is_err() {
         return MirrorResult::Failed;
-    }
-    if let Some(lease) = lease {
-        lease.give_back();
     }
     match status {
         200..=299 => MirrorResult::Status2xx,

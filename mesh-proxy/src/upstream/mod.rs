@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod connect;
+pub mod h1;
 pub mod limits;
 pub mod members;
 pub mod outlier;

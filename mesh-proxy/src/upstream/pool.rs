@@ -7,16 +7,22 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 
 use super::connect::{ConnectError, ConnectionStats, Counted, Keepalive, connect};
+use super::h1::{self, Connection, Failed, H1Error};
 use super::limits::{Admission, Held, Limits, Overflow, StreamHeld, Thresholds};
 use super::transport::{Alpn, Transport, Upstream};
-use crate::http::body::UpstreamBody;
+use crate::http::body::{BoxError, UpstreamBody};
 
 /// Why a request could not be sent or got no response headers.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +33,11 @@ pub enum SendError {
     Handshake(hyper::Error),
     #[error("upstream reset: {0}")]
     Request(hyper::Error),
+    #[error("upstream reset: {0}")]
+    Http1(H1Error),
+    /// The connection failed before any of the request was written on it.
+    #[error("upstream reset before the request: {0}")]
+    Http1Unsent(H1Error),
     /// A circuit breaker refused the request.
     #[error("upstream overflow: {0}")]
     Overflow(#[from] Overflow),
@@ -46,10 +57,14 @@ impl SendError {
         false
     }
 
-    /// The connection was lost before the request was written on it (hyper cancels such a
-    /// request): nothing of it reached the upstream.
+    /// The connection was lost before the request was written on it: nothing of it reached
+    /// the upstream.
     pub fn is_before_request(&self) -> bool {
-        matches!(self, Self::Request(e) if e.is_canceled())
+        match self {
+            Self::Request(e) => e.is_canceled(),
+            Self::Http1Unsent(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -67,11 +82,8 @@ pub struct PoolSettings {
 }
 
 struct IdleH1 {
-    sender: http1::SendRequest<UpstreamBody>,
+    conn: Box<Connection>,
     since: Instant,
-    /// Requests this connection has carried.
-    uses: u32,
-    born: Instant,
 }
 
 struct H2Conn {
@@ -259,99 +271,73 @@ impl Pool {
         Ok(upstream)
     }
 
-    /// Sends an HTTP/1.1 request on an idle connection, or a new one. The connection comes
-    /// back with the response, lent to it until its body has been read (see [`H1Lease`]).
+    /// Sends an HTTP/1.1 request on an idle connection, or a new one. The connection goes
+    /// with the response, and back to the pool when its body has been read (see
+    /// [`h1::ResponseBody`]).
     pub async fn send_h1(
         self: &Arc<Self>,
         addr: SocketAddr,
         transport: &Transport,
         mut req: Request<UpstreamBody>,
     ) -> Result<Sent, SendError> {
-        let addr = (addr, transport.key());
-        // A reused connection may have been closed by the server in the meantime; hyper then
-        // hands the unsent request back and it goes out on the next connection.
-        let mut next = self.checkout_h1(addr).map(Room::Idle);
-        let room = loop {
+        let key = (addr, transport.key());
+        let mut next = self.checkout_h1(key).map(Room::Idle);
+        loop {
             let room = match next.take() {
                 Some(room) => room,
-                None => self.connection_room(Some(addr)).await?,
+                None => self.connection_room(Some(key)).await?,
             };
-            let Room::Idle((mut sender, uses, born)) = room else {
-                break room;
-            };
-            // Given back when its last response ended, the connection takes the next request
-            // once its task has read that far: at once, or after one turn of its task.
-            if sender.ready().await.is_ok() {
-                match sender.try_send_request(req).await {
-                    Ok(response) => {
-                        let lease = self.lease(addr, sender, uses + 1, born);
-                        return Ok(Sent { response, lease });
+            let conn = match room {
+                Room::Idle(conn) => conn,
+                Room::New(held) => {
+                    // Boxed, as in `push_h2`: a new connection is the rare path, and inline its
+                    // state would be part of every request's future.
+                    let mut io = Box::pin(self.connect_with(addr, transport, Alpn::Http1)).await?;
+                    if let Some(held) = held {
+                        io.tcp_mut().hold(held);
                     }
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => req = unsent,
-                        None => return Err(SendError::Request(e.into_error())),
-                    },
+                    Connection::new(io, Home::new(self, key))
+                }
+            };
+            let reused = conn.uses > 0;
+            match conn.send(req).await {
+                Ok(response) => {
+                    return Ok(Sent {
+                        response: response.map(Received::Http1),
+                    });
+                }
+                // A reused connection the server closed meanwhile: the request goes out on
+                // the next one.
+                Err(Failed {
+                    unsent: Some(unsent),
+                    ..
+                }) if reused => {
+                    req = unsent;
+                    next = self.checkout_h1(key).map(Room::Idle);
+                }
+                Err(Failed { error, unsent }) => {
+                    return Err(match unsent {
+                        Some(_) => SendError::Http1Unsent(error),
+                        None => SendError::Http1(error),
+                    });
                 }
             }
-            next = self.checkout_h1(addr).map(Room::Idle);
-        };
-        let Room::New(held) = room else {
-            unreachable!("idle connections are used in the loop")
-        };
-        // Boxed, as in `push_h2`: a new connection is the rare path, and inline its state
-        // would be part of every request's future (which is moved as a whole).
-        let io = Box::pin(self.connect_with(addr.0, transport, Alpn::Http1)).await?;
-        let born = Instant::now();
-        let (mut sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            // The connection counts against maxConnections until it is closed.
-            let _room = held;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream http/1.1 connection ended");
-            }
-        });
-        let response = sender.send_request(req).await.map_err(SendError::Request)?;
-        let lease = self.lease(addr, sender, 1, born);
-        Ok(Sent { response, lease })
+        }
     }
 
-    /// An idle connection to `addr`, the requests it has carried and when it was opened.
-    fn checkout_h1(&self, addr: Key) -> Option<IdleSender> {
+    /// An idle connection to `key` that is still open and may carry another request.
+    fn checkout_h1(&self, key: Key) -> Option<Box<Connection>> {
         let mut idle = self.h1_idle.lock().expect("pool lock");
-        let list = idle.get_mut(&addr)?;
-        while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed()
-                && entry.since.elapsed() < self.settings.idle_timeout
-                && self.young(entry.born)
+        let list = idle.get_mut(&key)?;
+        while let Some(mut entry) = list.pop() {
+            if entry.since.elapsed() < self.settings.idle_timeout
+                && self.young(entry.conn.born)
+                && entry.conn.is_open()
             {
-                return Some((entry.sender, entry.uses, entry.born));
+                return Some(entry.conn);
             }
         }
         None
-    }
-
-    /// The lease of a connection that has just carried its `uses`th request; none past
-    /// maxRequestsPerConnection or maxConnectionDuration (the sender is dropped, and the
-    /// connection closes once this response is read).
-    fn lease(
-        self: &Arc<Self>,
-        key: Key,
-        sender: http1::SendRequest<UpstreamBody>,
-        uses: u32,
-        born: Instant,
-    ) -> Option<Box<H1Lease>> {
-        self.reusable(uses, born).then(|| {
-            Box::new(H1Lease {
-                pool: Arc::downgrade(self),
-                key,
-                sender,
-                uses,
-                born,
-            })
-        })
     }
 
     /// Sends an HTTP/2 request on the endpoint's shared connection, opening it if needed.
@@ -381,8 +367,7 @@ impl Pool {
         sender.ready().await.map_err(SendError::Request)?;
         let response = sender.send_request(req).await.map_err(SendError::Request)?;
         Ok(Sent {
-            response,
-            lease: None,
+            response: response.map(Received::Http2),
         })
     }
 
@@ -548,8 +533,8 @@ impl Pool {
     fn sweep(&self) {
         let timeout = self.settings.idle_timeout;
         self.h1_idle.lock().expect("pool lock").retain(|_, list| {
-            list.retain(|e| {
-                e.since.elapsed() < timeout && !e.sender.is_closed() && self.young(e.born)
+            list.retain_mut(|e| {
+                e.since.elapsed() < timeout && self.young(e.conn.born) && e.conn.is_open()
             });
             !list.is_empty()
         });
@@ -566,43 +551,77 @@ impl Pool {
     }
 }
 
-/// An idle HTTP/1.1 connection taken out of the pool: its sender, the requests it has
-/// carried and when it was opened.
-type IdleSender = (http1::SendRequest<UpstreamBody>, u32, Instant);
-
-/// A response and, on HTTP/1.1, the connection it came on.
+/// A response, its body still to be read from the connection it came on.
 pub struct Sent {
-    pub response: Response<Incoming>,
-    /// Boxed: the response is moved several times on its way out, a pointer is cheaper.
-    pub lease: Option<Box<H1Lease>>,
+    pub response: Response<Received>,
 }
 
-/// An HTTP/1.1 connection lent to the response it carries. [`H1Lease::give_back`] when the
-/// response body has ended returns it to the pool; dropped before that (the body was not read
-/// to its end), the connection closes. Giving it back from the body itself, rather than from
-/// a task waiting for the connection to be ready, spares every request a task.
-pub struct H1Lease {
+/// A response body as the upstream sends it.
+pub enum Received {
+    /// Read from its own HTTP/1.1 connection, which goes back to the pool at the body's end.
+    Http1(h1::ResponseBody),
+    Http2(Incoming),
+}
+
+impl Body for Received {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(b) => b.is_end_stream(),
+            Self::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http1(b) => b.size_hint(),
+            Self::Http2(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The pool an HTTP/1.1 connection belongs to, and its place there.
+pub struct Home {
     pool: Weak<Pool>,
     key: Key,
-    sender: http1::SendRequest<UpstreamBody>,
-    uses: u32,
-    born: Instant,
 }
 
-impl H1Lease {
-    pub fn give_back(self) {
-        let Some(pool) = self.pool.upgrade() else {
+impl Home {
+    fn new(pool: &Arc<Pool>, key: Key) -> Self {
+        Self {
+            pool: Arc::downgrade(pool),
+            key,
+        }
+    }
+
+    /// Returns a connection whose last response ended cleanly to its pool; one past
+    /// maxRequestsPerConnection or maxConnectionDuration (or of a pool gone) is closed.
+    pub fn give_back(conn: Box<Connection>) {
+        let Some(pool) = conn.home().pool.upgrade() else {
             return;
         };
+        if !pool.reusable(conn.uses, conn.born) {
+            return;
+        }
         {
             let mut idle = pool.h1_idle.lock().expect("pool lock");
-            let list = idle.entry(self.key).or_default();
+            let list = idle.entry(conn.home().key).or_default();
             if list.len() < MAX_IDLE_PER_ENDPOINT {
                 list.push(IdleH1 {
-                    sender: self.sender,
+                    conn,
                     since: Instant::now(),
-                    uses: self.uses,
-                    born: self.born,
                 });
             }
         }
@@ -613,7 +632,7 @@ impl H1Lease {
 
 /// Where a request under `maxConnections` goes: an idle connection, or a new one with room.
 enum Room {
-    Idle(IdleSender),
+    Idle(Box<Connection>),
     New(Option<Held>),
 }
 

@@ -1,0 +1,482 @@
+//! The HTTP/1.1 client's wire decisions, apart from I/O: how a request head is written, how a
+//! response head is read, and how each message's body is framed (RFC 9112 sections 6 and 7).
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::SizeHint;
+
+/// A response head larger than this is refused (Envoy's default header limit is 60 KiB).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Response headers past this count are refused, as hyper and Envoy do.
+pub const MAX_HEADERS: usize = 100;
+
+/// Why a response could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("malformed response head: {0}")]
+    Head(httparse::Error),
+    #[error("response head over {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("response has both Transfer-Encoding and Content-Length")]
+    LengthAndChunked,
+    #[error("response has an invalid or conflicting Content-Length")]
+    BadContentLength,
+    #[error("unexpected 101 Switching Protocols")]
+    UnexpectedUpgrade,
+    #[error("malformed chunked body: {0}")]
+    Chunked(&'static str),
+}
+
+/// How a request's body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body (and no `Content-Length` written unless the request had one).
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// Chooses the request's framing and writes the header that announces it: a `Content-Length`
+/// the request already carries is kept, a known size becomes one, an unknown one is chunked.
+pub fn request_framing(
+    method: &Method,
+    headers: &mut HeaderMap,
+    hint: &SizeHint,
+) -> RequestFraming {
+    if let Some(len) = single_content_length(headers) {
+        return if len == 0 {
+            RequestFraming::Empty
+        } else {
+            RequestFraming::Length(len)
+        };
+    }
+    // A header that did not parse is not sent on: the framing below replaces it.
+    headers.remove(CONTENT_LENGTH);
+    match hint.exact() {
+        Some(0) => {
+            // A body-carrying method says its body is empty, as hyper does.
+            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
+            RequestFraming::Empty
+        }
+        Some(n) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            RequestFraming::Length(n)
+        }
+        None => {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            RequestFraming::Chunked
+        }
+    }
+}
+
+/// The one length all `Content-Length` values agree on, if they parse.
+fn single_content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.to_str().ok()?.split(',') {
+            let n = parse_decimal(part.trim().as_bytes())?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// Appends `METHOD path HTTP/1.1`, the headers and the blank line to `out`.
+pub fn encode_head(out: &mut Vec<u8>, method: &Method, path: &str, headers: &HeaderMap) {
+    let path = if path.is_empty() { "/" } else { path };
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A chunk's size line, as `encode_head` writes headers: into the caller's buffer.
+pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut n = len;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk, with trailers when there are any.
+pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response head taken off the front of the read buffer.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// Parses a response head at the front of `buf` and removes it; `Ok(None)` when the head is
+/// not complete yet. Header values share the head's bytes rather than being copied.
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ProtocolError> {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(false)
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(ProtocolError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
+        Err(e) => return Err(ProtocolError::Head(e)),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(ProtocolError::HeadTooLarge);
+    }
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| ProtocolError::Head(httparse::Error::Status))?;
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Offsets into the buffer, so the values can be slices of it once it is frozen.
+    let base = buf.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
+        let start = h.value.as_ptr() as usize - base;
+        spans.push((name, start, start + h.value.len()));
+    }
+    let bytes: Bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(bytes.slice(start..end))
+            .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read until the server closes the connection.
+    UntilClose,
+}
+
+/// What a response head means for its body and its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// 100 Continue and the like: the final response is still to come.
+    Interim,
+    Final {
+        framing: ResponseFraming,
+        /// Whether the connection may carry another request after this response.
+        keep_alive: bool,
+    },
+}
+
+/// The framing of a response to a request sent with `method` (RFC 9112 section 6.3). A
+/// response that frames itself two ways, or with conflicting lengths, is refused: it is how
+/// responses are smuggled.
+pub fn response_reading(method: &Method, head: &Head) -> Result<Reading, ProtocolError> {
+    let status = head.status.as_u16();
+    if status == 101 {
+        return Err(ProtocolError::UnexpectedUpgrade);
+    }
+    if (100..200).contains(&status) {
+        return Ok(Reading::Interim);
+    }
+    let keep_alive = keeps_alive(head);
+    let chunked =
+        last_transfer_coding(&head.headers).map(|last| last.eq_ignore_ascii_case("chunked"));
+    let has_length = head.headers.contains_key(CONTENT_LENGTH);
+    if chunked.is_some() && has_length {
+        return Err(ProtocolError::LengthAndChunked);
+    }
+    if *method == Method::HEAD || status == 204 || status == 304 {
+        return Ok(Reading::Final {
+            framing: ResponseFraming::Empty,
+            keep_alive,
+        });
+    }
+    let framing = match chunked {
+        Some(true) => ResponseFraming::Chunked,
+        Some(false) => ResponseFraming::UntilClose,
+        None if has_length => match single_content_length(&head.headers) {
+            Some(0) => ResponseFraming::Empty,
+            Some(n) => ResponseFraming::Length(n),
+            None => return Err(ProtocolError::BadContentLength),
+        },
+        None => ResponseFraming::UntilClose,
+    };
+    Ok(Reading::Final {
+        framing,
+        keep_alive: keep_alive && framing != ResponseFraming::UntilClose,
+    })
+}
+
+/// The last coding of `Transfer-Encoding`, over all its values.
+fn last_transfer_coding(headers: &HeaderMap) -> Option<&str> {
+    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back()?;
+    let text = last.to_str().unwrap_or("");
+    Some(text.rsplit(',').next().unwrap_or("").trim())
+}
+
+/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
+/// `Connection: keep-alive`.
+fn keeps_alive(head: &Head) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for value in head.headers.get_all(CONNECTION) {
+        for token in value.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            close |= token.eq_ignore_ascii_case("close");
+            keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+        }
+    }
+    match head.version {
+        Version::HTTP_10 => keep_alive && !close,
+        _ => !close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, ProtocolError> {
+        parse_head(&mut BytesMut::from(text.as_bytes()))
+    }
+
+    fn reading(method: Method, text: &str) -> Result<Reading, ProtocolError> {
+        response_reading(&method, &head(text)?.expect("complete head"))
+    }
+
+    fn keep(framing: ResponseFraming) -> Result<Reading, ProtocolError> {
+        Ok(Reading::Final {
+            framing,
+            keep_alive: true,
+        })
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_complete_and_leaves_the_body() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"[..]);
+        let h = parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.headers["x-a"], "b");
+        assert_eq!(&buf[..], b"hello");
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+    }
+
+    #[test]
+    fn malformed_and_oversized_heads_are_refused() {
+        assert!(matches!(
+            head("HTTP/1.1 2OO OK\r\n\r\n"),
+            Err(ProtocolError::Head(_))
+        ));
+        assert!(matches!(
+            head("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n"),
+            Err(ProtocolError::Head(_))
+        ));
+        let big = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_BYTES + 1));
+        assert_eq!(head(&big).unwrap_err(), ProtocolError::HeadTooLarge);
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
+        assert_eq!(
+            head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")).unwrap_err(),
+            ProtocolError::HeadTooLarge
+        );
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        use ResponseFraming::*;
+        assert_eq!(
+            reading(Method::GET, "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n"),
+            keep(Length(7))
+        );
+        assert_eq!(
+            reading(
+                Method::GET,
+                "HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n"
+            ),
+            keep(Length(7))
+        );
+        assert_eq!(
+            reading(
+                Method::GET,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+            ),
+            keep(Chunked)
+        );
+        assert_eq!(
+            reading(Method::HEAD, "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n"),
+            keep(Empty)
+        );
+        assert_eq!(
+            reading(Method::GET, "HTTP/1.1 204 No Content\r\n\r\n"),
+            keep(Empty)
+        );
+        assert_eq!(
+            reading(
+                Method::GET,
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n"
+            ),
+            keep(Empty)
+        );
+        assert_eq!(
+            reading(Method::GET, "HTTP/1.1 100 Continue\r\n\r\n"),
+            Ok(Reading::Interim)
+        );
+        let until_close = Ok(Reading::Final {
+            framing: UntilClose,
+            keep_alive: false,
+        });
+        assert_eq!(reading(Method::GET, "HTTP/1.1 200 OK\r\n\r\n"), until_close);
+        assert_eq!(
+            reading(
+                Method::GET,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"
+            ),
+            until_close
+        );
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        assert_eq!(
+            reading(
+                Method::GET,
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+            ),
+            Err(ProtocolError::LengthAndChunked)
+        );
+        assert_eq!(
+            reading(
+                Method::GET,
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n"
+            ),
+            Err(ProtocolError::BadContentLength)
+        );
+        assert_eq!(
+            reading(Method::GET, "HTTP/1.1 200 OK\r\ncontent-length: +3\r\n\r\n"),
+            Err(ProtocolError::BadContentLength)
+        );
+        assert_eq!(
+            reading(Method::GET, "HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            Err(ProtocolError::UnexpectedUpgrade)
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let ka = |t: &str| match reading(Method::GET, t) {
+            Ok(Reading::Final { keep_alive, .. }) => keep_alive,
+            other => panic!("{other:?}"),
+        };
+        assert!(ka("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(!ka("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"));
+        assert!(ka(
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn request_framing_keeps_a_length_and_announces_the_rest() {
+        let framing = |method: Method, headers: &[(&str, &str)], hint: SizeHint| {
+            let mut map = HeaderMap::new();
+            for (n, v) in headers {
+                map.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let f = request_framing(&method, &mut map, &hint);
+            (f, map)
+        };
+        let (f, h) = framing(Method::POST, &[("content-length", "5")], SizeHint::new());
+        assert_eq!(
+            (f, h["content-length"].to_str().unwrap()),
+            (RequestFraming::Length(5), "5")
+        );
+        let (f, h) = framing(Method::POST, &[], SizeHint::with_exact(3));
+        assert_eq!(
+            (f, h["content-length"].to_str().unwrap()),
+            (RequestFraming::Length(3), "3")
+        );
+        let (f, h) = framing(Method::POST, &[], SizeHint::new());
+        assert_eq!(f, RequestFraming::Chunked);
+        assert_eq!(h["transfer-encoding"], "chunked");
+        let (f, h) = framing(Method::GET, &[], SizeHint::with_exact(0));
+        assert_eq!((f, h.len()), (RequestFraming::Empty, 0));
+        let (f, h) = framing(Method::PUT, &[], SizeHint::with_exact(0));
+        assert_eq!(
+            (f, h["content-length"].to_str().unwrap()),
+            (RequestFraming::Empty, "0")
+        );
+    }
+
+    #[test]
+    fn heads_and_chunks_encode_as_http_1_1() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("svc"));
+        let mut out = Vec::new();
+        encode_head(&mut out, &Method::GET, "/a?b", &headers);
+        assert_eq!(out, b"GET /a?b HTTP/1.1\r\nhost: svc\r\n\r\n");
+        out.clear();
+        encode_chunk_size(&mut out, 0x1a2);
+        encode_last_chunk(&mut out, Some(&headers));
+        assert_eq!(out, b"1a2\r\n0\r\nhost: svc\r\n\r\n");
+    }
+}
