@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -16,7 +16,9 @@ use super::mirror::BodyCopies;
 use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
+use crate::telemetry::peer::PEER_METADATA;
 use crate::telemetry::{self, ResponseFlag, flags};
+use crate::upstream::h1::{Added, AddedValue, RequestHead};
 use crate::upstream::limits::Admission;
 use crate::upstream::outlier::Observed;
 use crate::upstream::pool::Sent;
@@ -75,6 +77,11 @@ pub async fn forward(
     });
     resp
 }
+
+// Statics, not consts: the head borrows them.
+static ATTEMPT_COUNT_NAME: HeaderName = ATTEMPT_COUNT;
+static EXPECTED_RQ_TIMEOUT_MS_NAME: HeaderName = EXPECTED_RQ_TIMEOUT_MS;
+pub(super) static PEER_METADATA_NAME: HeaderName = PEER_METADATA;
 
 /// How many tried endpoints a request remembers when picking one for a retry.
 const MAX_REMEMBERED: usize = 16;
@@ -153,36 +160,65 @@ async fn attempts(
         let own_transport = endpoint.transport.for_authority(&out.authority);
         let transport = own_transport.as_ref().unwrap_or(&endpoint.transport);
 
-        // The last possible attempt takes the headers instead of copying them.
-        let mut headers = if attempt == max_attempts {
-            std::mem::take(&mut out.headers)
-        } else {
-            out.headers.clone()
-        };
-        headers.insert(ATTEMPT_COUNT, HeaderValue::from(attempt));
-        let expected = plan
+        let expected_ms = plan
             .policy
             .per_try_timeout
-            .or_else(|| deadline.map(|d| d.saturating_duration_since(Instant::now())));
-        if let Some(t) = expected {
-            headers.insert(
-                EXPECTED_RQ_TIMEOUT_MS,
-                HeaderValue::from(t.as_millis() as u64),
-            );
-        }
-        metrics.istio.announce(&mut headers, transport);
-        let req = build(&out, version, headers, body.next());
+            .or_else(|| deadline.map(|d| d.saturating_duration_since(Instant::now())))
+            .map(|t| t.as_millis() as u64);
+        let peer_metadata = metrics.istio.announcement(transport);
 
         let sent = async {
+            let pool = &cluster.pool;
             match version {
                 Version::HTTP_2 => {
-                    let pool = &cluster.pool;
+                    // The last possible attempt takes the headers instead of copying them.
+                    let mut headers = if attempt == max_attempts {
+                        std::mem::take(&mut out.headers)
+                    } else {
+                        out.headers.clone()
+                    };
+                    headers.insert(ATTEMPT_COUNT, HeaderValue::from(attempt));
+                    if let Some(ms) = expected_ms {
+                        headers.insert(EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(ms));
+                    }
+                    if let Some(v) = peer_metadata {
+                        headers.insert(PEER_METADATA, v);
+                    }
+                    let req = build(&out, version, headers, body.next());
                     pool.send_h2(endpoint.address, transport, req, &mut admission)
                         .await
                 }
+                // HTTP/1.1 writes the head from the request as it is, with this attempt's
+                // headers added: no copy of the header map per attempt.
                 _ => {
-                    let pool = &cluster.pool;
-                    pool.send_h1(endpoint.address, transport, req).await
+                    let mut added = [Added {
+                        name: &ATTEMPT_COUNT_NAME,
+                        value: AddedValue::Number(u64::from(attempt)),
+                    }; 3];
+                    let mut n = 1;
+                    if let Some(ms) = expected_ms {
+                        added[n] = Added {
+                            name: &EXPECTED_RQ_TIMEOUT_MS_NAME,
+                            value: AddedValue::Number(ms),
+                        };
+                        n += 1;
+                    }
+                    if let Some(v) = &peer_metadata {
+                        added[n] = Added {
+                            name: &PEER_METADATA_NAME,
+                            value: AddedValue::Value(v),
+                        };
+                        n += 1;
+                    }
+                    let head = RequestHead {
+                        method: &out.method,
+                        authority: &out.authority,
+                        path_and_query: out.path_and_query.as_str(),
+                        headers: &out.headers,
+                        added: &added[..n],
+                    };
+                    pool.send_h1(endpoint.address, transport, &head, body.next())
+                        .await
                 }
             }
         };

@@ -18,9 +18,11 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use tokio::sync::mpsc;
 
 use super::body::{BoxError, UpstreamBody};
-use super::forward::{Outgoing, build, upstream_version};
+use super::forward::{Outgoing, PEER_METADATA_NAME, build, upstream_version};
 use crate::metrics::Metrics;
+use crate::telemetry::peer::PEER_METADATA;
 use crate::upstream::Target;
+use crate::upstream::h1::{Added, AddedValue, RequestHead};
 use crate::upstream::pool::Sent;
 
 /// Frames a copy may lag behind the original before it is cut off.
@@ -211,20 +213,39 @@ async fn send(
         return MirrorResult::Overflow;
     };
     let endpoint = picked.endpoint();
-    let mut headers = std::mem::take(&mut out.headers);
-    metrics.istio.announce(&mut headers, &endpoint.transport);
-    let req = build(out, version, headers, UpstreamBody::Copy(body));
+    let peer_metadata = metrics.istio.announcement(&endpoint.transport);
     let sent = match version {
         http::Version::HTTP_2 => {
+            let mut headers = std::mem::take(&mut out.headers);
+            if let Some(v) = peer_metadata {
+                headers.insert(PEER_METADATA, v);
+            }
+            let req = build(out, version, headers, UpstreamBody::Copy(body));
             cluster
                 .pool
                 .send_h2(endpoint.address, &endpoint.transport, req, &mut admission)
                 .await
         }
         _ => {
+            let added = peer_metadata.as_ref().map(|v| Added {
+                name: &PEER_METADATA_NAME,
+                value: AddedValue::Value(v),
+            });
+            let head = RequestHead {
+                method: &out.method,
+                authority: &out.authority,
+                path_and_query: out.path_and_query.as_str(),
+                headers: &out.headers,
+                added: added.as_slice(),
+            };
             cluster
                 .pool
-                .send_h1(endpoint.address, &endpoint.transport, req)
+                .send_h1(
+                    endpoint.address,
+                    &endpoint.transport,
+                    &head,
+                    UpstreamBody::Copy(body),
+                )
                 .await
         }
     };

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::labels::{PeerLabels, ServiceLabels};
 use super::{PEER_METADATA, Telemetry, peer};
@@ -32,12 +32,15 @@ impl Telemetry {
     /// Adds this proxy's metadata to a request about to go upstream, on mesh mTLS only: a
     /// plaintext or TLS-originated upstream is outside the mesh and learns nothing.
     pub fn announce(&self, headers: &mut HeaderMap, transport: &Transport) {
-        if transport.mesh_identities().is_none() {
-            return;
-        }
-        if let Some(v) = self.local_header() {
+        if let Some(v) = self.announcement(transport) {
             headers.insert(PEER_METADATA, v);
         }
+    }
+
+    /// The peer metadata header value [`Self::announce`] writes, if any.
+    pub fn announcement(&self, transport: &Transport) -> Option<HeaderValue> {
+        transport.mesh_identities()?;
+        self.local_header()
     }
 
     /// Strips the peer metadata from an upstream response, and reads it only when the

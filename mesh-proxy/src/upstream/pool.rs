@@ -278,7 +278,8 @@ impl Pool {
         self: &Arc<Self>,
         addr: SocketAddr,
         transport: &Transport,
-        mut req: Request<UpstreamBody>,
+        head: &h1::RequestHead<'_>,
+        mut body: UpstreamBody,
     ) -> Result<Sent, SendError> {
         let key = (addr, transport.key());
         let mut next = self.checkout_h1(key).map(Room::Idle);
@@ -300,7 +301,7 @@ impl Pool {
                 }
             };
             let reused = conn.uses > 0;
-            match conn.send(req).await {
+            match conn.send(head, body).await {
                 Ok(response) => {
                     return Ok(Sent {
                         response: response.map(Received::Http1),
@@ -312,7 +313,7 @@ impl Pool {
                     unsent: Some(unsent),
                     ..
                 }) if reused => {
-                    req = unsent;
+                    body = unsent;
                     next = self.checkout_h1(key).map(Room::Idle);
                 }
                 Err(Failed { error, unsent }) => {

@@ -2,7 +2,7 @@
 //! response head is read, and how each message's body is framed (RFC 9112 sections 6 and 7).
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::SizeHint;
 
@@ -37,38 +37,43 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// Chooses the request's framing and writes the header that announces it: a `Content-Length`
-/// the request already carries is kept, a known size becomes one, an unknown one is chunked.
-pub fn request_framing(
-    method: &Method,
-    headers: &mut HeaderMap,
-    hint: &SizeHint,
-) -> RequestFraming {
+/// A request's framing and the header that announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framed {
+    pub framing: RequestFraming,
+    /// The request's own `Content-Length` is written as it is; otherwise any such header is
+    /// left out and `announce` says what is written instead.
+    pub keeps_content_length: bool,
+    pub announce: Option<RequestFraming>,
+}
+
+/// Chooses the request's framing: a `Content-Length` the request already carries is kept, a
+/// known size becomes one, an unknown one is chunked.
+pub fn request_framing(method: &Method, headers: &HeaderMap, hint: &SizeHint) -> Framed {
     if let Some(len) = single_content_length(headers) {
-        return if len == 0 {
-            RequestFraming::Empty
-        } else {
-            RequestFraming::Length(len)
+        return Framed {
+            framing: if len == 0 {
+                RequestFraming::Empty
+            } else {
+                RequestFraming::Length(len)
+            },
+            keeps_content_length: true,
+            announce: None,
         };
     }
-    // A header that did not parse is not sent on: the framing below replaces it.
-    headers.remove(CONTENT_LENGTH);
-    match hint.exact() {
-        Some(0) => {
-            // A body-carrying method says its body is empty, as hyper does.
-            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-                headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-            }
-            RequestFraming::Empty
+    let (framing, announce) = match hint.exact() {
+        // A body-carrying method says its body is empty, as hyper does.
+        Some(0) if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+            (RequestFraming::Empty, Some(RequestFraming::Length(0)))
         }
-        Some(n) => {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-            RequestFraming::Length(n)
-        }
-        None => {
-            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            RequestFraming::Chunked
-        }
+        Some(0) => (RequestFraming::Empty, None),
+        Some(n) => (RequestFraming::Length(n), Some(RequestFraming::Length(n))),
+        None => (RequestFraming::Chunked, Some(RequestFraming::Chunked)),
+    };
+    Framed {
+        framing,
+        keeps_content_length: false,
+        announce,
     }
 }
 
@@ -96,19 +101,85 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// A request head, written from the routed request by reference: nothing is copied into a
+/// header map of its own per attempt.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// Written as `Host`; any `Host` among `headers` is left out.
+    pub authority: &'a HeaderValue,
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    /// Headers of this attempt, written after the request's own and replacing any of the same
+    /// name there.
+    pub added: &'a [Added<'a>],
+}
+
+/// A header one attempt adds.
+#[derive(Debug, Clone, Copy)]
+pub struct Added<'a> {
+    pub name: &'a HeaderName,
+    pub value: AddedValue<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum AddedValue<'a> {
+    /// Written in decimal, without a header value of its own.
+    Number(u64),
+    Value(&'a HeaderValue),
+}
+
 /// Appends `METHOD path HTTP/1.1`, the headers and the blank line to `out`.
-pub fn encode_head(out: &mut Vec<u8>, method: &Method, path: &str, headers: &HeaderMap) {
-    let path = if path.is_empty() { "/" } else { path };
-    out.extend_from_slice(method.as_str().as_bytes());
+pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>, framed: &Framed) {
+    let path = if head.path_and_query.is_empty() {
+        "/"
+    } else {
+        head.path_and_query
+    };
+    out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(head.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in head.headers {
+        let replaced = *name == HOST
+            || *name == TRANSFER_ENCODING
+            || (*name == CONTENT_LENGTH && !framed.keeps_content_length)
+            || head.added.iter().any(|a| a.name == name);
+        if !replaced {
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
+    for added in head.added {
+        match added.value {
+            AddedValue::Number(n) => {
+                push_field(
+                    out,
+                    added.name.as_str().as_bytes(),
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
+            }
+            AddedValue::Value(v) => push_field(out, added.name.as_str().as_bytes(), v.as_bytes()),
+        }
+    }
+    match framed.announce {
+        Some(RequestFraming::Length(n)) => {
+            push_field(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
+        }
+        Some(RequestFraming::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Some(RequestFraming::Empty) | None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -133,10 +204,7 @@ pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
 pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -442,41 +510,85 @@ mod tests {
                     HeaderValue::from_str(v).unwrap(),
                 );
             }
-            let f = request_framing(&method, &mut map, &hint);
-            (f, map)
+            let f = request_framing(&method, &map, &hint);
+            (f.framing, f.keeps_content_length, f.announce)
         };
-        let (f, h) = framing(Method::POST, &[("content-length", "5")], SizeHint::new());
+        use RequestFraming::*;
+        let unknown = SizeHint::new();
         assert_eq!(
-            (f, h["content-length"].to_str().unwrap()),
-            (RequestFraming::Length(5), "5")
+            framing(Method::POST, &[("content-length", "5")], unknown),
+            (Length(5), true, None)
         );
-        let (f, h) = framing(Method::POST, &[], SizeHint::with_exact(3));
         assert_eq!(
-            (f, h["content-length"].to_str().unwrap()),
-            (RequestFraming::Length(3), "3")
+            framing(
+                Method::POST,
+                &[("content-length", "x")],
+                SizeHint::with_exact(3)
+            ),
+            (Length(3), false, Some(Length(3)))
         );
-        let (f, h) = framing(Method::POST, &[], SizeHint::new());
-        assert_eq!(f, RequestFraming::Chunked);
-        assert_eq!(h["transfer-encoding"], "chunked");
-        let (f, h) = framing(Method::GET, &[], SizeHint::with_exact(0));
-        assert_eq!((f, h.len()), (RequestFraming::Empty, 0));
-        let (f, h) = framing(Method::PUT, &[], SizeHint::with_exact(0));
         assert_eq!(
-            (f, h["content-length"].to_str().unwrap()),
-            (RequestFraming::Empty, "0")
+            framing(Method::POST, &[], SizeHint::with_exact(3)),
+            (Length(3), false, Some(Length(3)))
+        );
+        assert_eq!(
+            framing(Method::POST, &[], unknown),
+            (Chunked, false, Some(Chunked))
+        );
+        assert_eq!(
+            framing(Method::GET, &[], SizeHint::with_exact(0)),
+            (Empty, false, None)
+        );
+        assert_eq!(
+            framing(Method::PUT, &[], SizeHint::with_exact(0)),
+            (Empty, false, Some(Length(0)))
         );
     }
 
     #[test]
-    fn heads_and_chunks_encode_as_http_1_1() {
+    fn a_head_writes_host_and_added_headers_in_place_of_the_requests_own() {
         let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_static("svc"));
+        headers.insert("host", HeaderValue::from_static("old"));
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        headers.insert("x-envoy-attempt-count", HeaderValue::from_static("7"));
+        headers.insert("content-length", HeaderValue::from_static("bad"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("gzip"));
+        let attempt = HeaderName::from_static("x-envoy-attempt-count");
+        let meta = HeaderValue::from_static("m");
+        let meta_name = HeaderName::from_static("x-meta");
+        let added = [
+            Added {
+                name: &attempt,
+                value: AddedValue::Number(2),
+            },
+            Added {
+                name: &meta_name,
+                value: AddedValue::Value(&meta),
+            },
+        ];
+        let head = RequestHead {
+            method: &Method::POST,
+            authority: &HeaderValue::from_static("svc:80"),
+            path_and_query: "/a?b",
+            headers: &headers,
+            added: &added,
+        };
+        let framed = request_framing(head.method, head.headers, &SizeHint::new());
         let mut out = Vec::new();
-        encode_head(&mut out, &Method::GET, "/a?b", &headers);
-        assert_eq!(out, b"GET /a?b HTTP/1.1\r\nhost: svc\r\n\r\n");
-        out.clear();
+        encode_head(&mut out, &head, &framed);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /a?b HTTP/1.1\r\nhost: svc:80\r\nx-a: 1\r\nx-envoy-attempt-count: 2\r\nx-meta: m\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunks_encode_as_http_1_1() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", HeaderValue::from_static("v"));
+        let mut out = Vec::new();
         encode_chunk_size(&mut out, 0x1a2);
-        encode_last_chunk(&mut out, Some(&headers));
-        assert_eq!(out, b"1a2\r\n0\r\nhost: svc\r\n\r\n");
+        encode_last_chunk(&mut out, Some(&trailers));
+        assert_eq!(out, b"1a2\r\n0\r\nx-t: v\r\n\r\n");
     }
 }

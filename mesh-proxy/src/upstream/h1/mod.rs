@@ -15,11 +15,12 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
 use self::chunked::{ChunkedDecoder, Decoded};
+pub use self::codec::{Added, AddedValue, RequestHead};
 use self::codec::{ProtocolError, Reading, RequestFraming, ResponseFraming};
 use super::pool::Home;
 use super::transport::Upstream;
@@ -48,10 +49,11 @@ pub enum H1Error {
     RequestLength,
 }
 
-/// A failed send; `unsent` gives the request back when none of it reached the connection.
+/// A failed send; `unsent` gives the request's body back when none of the request reached
+/// the connection.
 pub struct Failed {
     pub error: H1Error,
-    pub unsent: Option<Request<UpstreamBody>>,
+    pub unsent: Option<UpstreamBody>,
 }
 
 /// One HTTP/1.1 connection to an upstream endpoint.
@@ -91,30 +93,30 @@ impl Connection {
         poll_read_buf(&mut self.io, &mut cx, &mut self.read_buf).is_pending()
     }
 
-    /// Sends `req` and reads its response head; the body is read through the response.
+    /// Sends a request and reads its response head; the body is read through the response.
     pub async fn send(
         mut self: Box<Self>,
-        req: Request<UpstreamBody>,
+        head: &RequestHead<'_>,
+        body: UpstreamBody,
     ) -> Result<Response<ResponseBody>, Failed> {
-        let (mut parts, body) = req.into_parts();
-        let framing = codec::request_framing(&parts.method, &mut parts.headers, &body.size_hint());
+        let framed = codec::request_framing(head.method, head.headers, &body.size_hint());
+        let framing = framed.framing;
         let ended = framing == RequestFraming::Empty || body.is_end_stream();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         self.out.clear();
         self.out_pos = 0;
-        codec::encode_head(&mut self.out, &parts.method, path, &parts.headers);
+        codec::encode_head(&mut self.out, head, &framed);
         if ended && framing == RequestFraming::Chunked {
             codec::encode_last_chunk(&mut self.out, None);
         }
         // The head first: a connection the server closed while it was idle fails here
         // without any of the request taken, and the request can go on another one.
         if let Err(error) = std::future::poll_fn(|cx| self.poll_flush_out(cx)).await {
-            let unsent = (self.out_pos == 0).then(|| Request::from_parts(parts, body));
+            let unsent = (self.out_pos == 0).then_some(body);
             return Err(Failed { error, unsent });
         }
         self.uses += 1;
         let mut writer = Writer::new((!ended).then_some(body), framing);
-        let method = parts.method;
+        let method = head.method;
         let mut write_error = None;
         let head = std::future::poll_fn(|cx| {
             if write_error.is_none() && !writer.done {
@@ -126,7 +128,7 @@ impl Connection {
                     _ => {}
                 }
             }
-            self.poll_head(&method, cx)
+            self.poll_head(method, cx)
         })
         .await;
         let (head, framing, keep_alive) = match head {
