@@ -50,6 +50,16 @@ pub struct Framed {
 /// Chooses the request's framing: a `Content-Length` the request already carries is kept, a
 /// known size becomes one, an unknown one is chunked.
 pub fn request_framing(method: &Method, headers: &HeaderMap, hint: &SizeHint) -> Framed {
+    let body_carrying = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    // The common case, a GET: no body, and whatever length header it has (the downstream
+    // codec validated it) goes on as it is, without a lookup.
+    if hint.exact() == Some(0) && !body_carrying {
+        return Framed {
+            framing: RequestFraming::Empty,
+            keeps_content_length: true,
+            announce: None,
+        };
+    }
     if let Some(len) = single_content_length(headers) {
         return Framed {
             framing: if len == 0 {
@@ -63,9 +73,7 @@ pub fn request_framing(method: &Method, headers: &HeaderMap, hint: &SizeHint) ->
     }
     let (framing, announce) = match hint.exact() {
         // A body-carrying method says its body is empty, as hyper does.
-        Some(0) if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
-            (RequestFraming::Empty, Some(RequestFraming::Length(0)))
-        }
+        Some(0) if body_carrying => (RequestFraming::Empty, Some(RequestFraming::Length(0))),
         Some(0) => (RequestFraming::Empty, None),
         Some(n) => (RequestFraming::Length(n), Some(RequestFraming::Length(n))),
         None => (RequestFraming::Chunked, Some(RequestFraming::Chunked)),
@@ -215,6 +223,44 @@ pub struct Head {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
+    /// What the headers say about framing, noted as they were parsed.
+    fields: FramingFields,
+}
+
+/// The framing headers of a response, read in the parsing pass instead of looked up after.
+#[derive(Debug, Default, Clone, Copy)]
+struct FramingFields {
+    /// `Content-Length`: the length all its values agree on, or `Err` when they do not or do
+    /// not parse.
+    content_length: Option<Result<u64, ()>>,
+    /// `Transfer-Encoding`: whether its last coding is chunked.
+    chunked: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == CONTENT_LENGTH {
+            for part in value.split(|&b| b == b',') {
+                let n = parse_decimal(part.trim_ascii()).ok_or(());
+                self.content_length = Some(match (self.content_length, n) {
+                    (None, n) => n,
+                    (Some(Ok(seen)), Ok(n)) if seen == n => Ok(n),
+                    _ => Err(()),
+                });
+            }
+        } else if *name == TRANSFER_ENCODING {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if *name == CONNECTION {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
 }
 
 /// Parses a response head at the front of `buf` and removes it; `Ok(None)` when the head is
@@ -248,9 +294,11 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ProtocolError> {
     // Offsets into the buffer, so the values can be slices of it once it is frozen.
     let base = buf.as_ptr() as usize;
     let mut spans = Vec::with_capacity(resp.headers.len());
+    let mut fields = FramingFields::default();
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
+        fields.note(&name, h.value);
         let start = h.value.as_ptr() as usize - base;
         spans.push((name, start, start + h.value.len()));
     }
@@ -265,6 +313,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ProtocolError> {
         status,
         version,
         headers,
+        fields,
     }))
 }
 
@@ -301,10 +350,15 @@ pub fn response_reading(method: &Method, head: &Head) -> Result<Reading, Protoco
     if (100..200).contains(&status) {
         return Ok(Reading::Interim);
     }
-    let keep_alive = keeps_alive(head);
-    let chunked =
-        last_transfer_coding(&head.headers).map(|last| last.eq_ignore_ascii_case("chunked"));
-    let has_length = head.headers.contains_key(CONTENT_LENGTH);
+    let f = head.fields;
+    // HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
+    // `Connection: keep-alive`.
+    let keep_alive = match head.version {
+        Version::HTTP_10 => f.keep_alive && !f.close,
+        _ => !f.close,
+    };
+    let chunked = f.chunked;
+    let has_length = f.content_length.is_some();
     if chunked.is_some() && has_length {
         return Err(ProtocolError::LengthAndChunked);
     }
@@ -317,42 +371,17 @@ pub fn response_reading(method: &Method, head: &Head) -> Result<Reading, Protoco
     let framing = match chunked {
         Some(true) => ResponseFraming::Chunked,
         Some(false) => ResponseFraming::UntilClose,
-        None if has_length => match single_content_length(&head.headers) {
-            Some(0) => ResponseFraming::Empty,
-            Some(n) => ResponseFraming::Length(n),
-            None => return Err(ProtocolError::BadContentLength),
+        None => match f.content_length {
+            Some(Ok(0)) => ResponseFraming::Empty,
+            Some(Ok(n)) => ResponseFraming::Length(n),
+            Some(Err(())) => return Err(ProtocolError::BadContentLength),
+            None => ResponseFraming::UntilClose,
         },
-        None => ResponseFraming::UntilClose,
     };
     Ok(Reading::Final {
         framing,
         keep_alive: keep_alive && framing != ResponseFraming::UntilClose,
     })
-}
-
-/// The last coding of `Transfer-Encoding`, over all its values.
-fn last_transfer_coding(headers: &HeaderMap) -> Option<&str> {
-    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back()?;
-    let text = last.to_str().unwrap_or("");
-    Some(text.rsplit(',').next().unwrap_or("").trim())
-}
-
-/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
-/// `Connection: keep-alive`.
-fn keeps_alive(head: &Head) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for value in head.headers.get_all(CONNECTION) {
-        for token in value.to_str().unwrap_or("").split(',') {
-            let token = token.trim();
-            close |= token.eq_ignore_ascii_case("close");
-            keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-        }
-    }
-    match head.version {
-        Version::HTTP_10 => keep_alive && !close,
-        _ => !close,
-    }
 }
 
 #[cfg(test)]
@@ -537,7 +566,7 @@ mod tests {
         );
         assert_eq!(
             framing(Method::GET, &[], SizeHint::with_exact(0)),
-            (Empty, false, None)
+            (Empty, true, None)
         );
         assert_eq!(
             framing(Method::PUT, &[], SizeHint::with_exact(0)),
