@@ -17,8 +17,9 @@ use crate::metrics::Metrics;
 use crate::retry::overrides::{ATTEMPT_COUNT, EXPECTED_RQ_TIMEOUT_MS};
 use crate::retry::{Backoff, Outcome, RetryPolicy};
 use crate::telemetry::peer::PEER_METADATA;
+use crate::telemetry::trace::TraceHeaders;
 use crate::telemetry::{self, ResponseFlag, flags};
-use crate::upstream::h1::{Added, AddedValue, RequestHead};
+use crate::upstream::h1::{Added, AddedValue, HeadFields, RequestHead};
 use crate::upstream::limits::Admission;
 use crate::upstream::outlier::Observed;
 use crate::upstream::pool::Sent;
@@ -32,6 +33,9 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     pub downstream_version: Version,
     pub grpc: bool,
+    /// The trace context it carries on, written into its head (boxed: off unless tracing is,
+    /// and the request's futures carry it at every level).
+    pub trace: Option<Box<TraceHeaders>>,
     /// The bodies of the request's shadow copies (mirrors), fed as the body is read.
     pub copies: Option<BodyCopies>,
 }
@@ -184,6 +188,9 @@ async fn attempts(
                     if let Some(v) = peer_metadata {
                         headers.insert(PEER_METADATA, v);
                     }
+                    if let Some(trace) = &out.trace {
+                        trace.write_into(&mut headers);
+                    }
                     let req = build(&out, version, headers, body.next());
                     pool.send_h2(endpoint.address, transport, req, &mut admission)
                         .await
@@ -216,6 +223,7 @@ async fn attempts(
                         path_and_query: out.path_and_query.as_str(),
                         headers: &out.headers,
                         added: &added[..n],
+                        fields: out.trace.as_deref().map(|t| t as &dyn HeadFields),
                     };
                     pool.send_h1(endpoint.address, transport, &head, body.next())
                         .await

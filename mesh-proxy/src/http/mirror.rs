@@ -22,7 +22,7 @@ use super::forward::{Outgoing, PEER_METADATA_NAME, build, upstream_version};
 use crate::metrics::Metrics;
 use crate::telemetry::peer::PEER_METADATA;
 use crate::upstream::Target;
-use crate::upstream::h1::{Added, AddedValue, RequestHead};
+use crate::upstream::h1::{Added, AddedValue, HeadFields, RequestHead};
 use crate::upstream::pool::Sent;
 
 /// Frames a copy may lag behind the original before it is cut off.
@@ -220,6 +220,9 @@ async fn send(
             if let Some(v) = peer_metadata {
                 headers.insert(PEER_METADATA, v);
             }
+            if let Some(trace) = &out.trace {
+                trace.write_into(&mut headers);
+            }
             let req = build(out, version, headers, UpstreamBody::Copy(body));
             cluster
                 .pool
@@ -237,6 +240,7 @@ async fn send(
                 path_and_query: out.path_and_query.as_str(),
                 headers: &out.headers,
                 added: added.as_slice(),
+                fields: out.trace.as_deref().map(|t| t as &dyn HeadFields),
             };
             cluster
                 .pool

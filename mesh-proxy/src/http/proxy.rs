@@ -21,6 +21,7 @@ use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RateLimitedLabels, RequestLabels};
 use crate::ratelimit;
 use crate::retry::Overrides;
+use crate::telemetry::trace::TraceHeaders;
 use crate::telemetry::{RecordedBody, RequestRecord};
 use crate::upstream::{Cluster, HashInput, Target};
 
@@ -118,8 +119,10 @@ impl Proxy {
             conn,
             &req,
         );
-        if let Some(begun) = self.metrics.tracer.begin(conn, &mut req, tracing) {
-            record.trace(begun.span, begun.trace_hex);
+        let mut trace = None;
+        if let Some(begun) = self.metrics.tracer.begin(conn, &req, tracing) {
+            record.trace(begun.span, begun.trace.trace_hex());
+            trace = Some(Box::new(begun.trace));
         }
         record.metric_overrides(
             snapshot
@@ -165,7 +168,7 @@ impl Proxy {
         }
         let mut resp = match decision.action {
             Decided::Reply(reply) => local_reply(reply, grpc),
-            Decided::Forward(f) => self.execute(conn, req, *f, upgrade, grpc).await,
+            Decided::Forward(f) => self.execute(conn, req, *f, trace, upgrade, grpc).await,
         };
         if let Some((policy, origin)) = decision.cors {
             policy.apply(origin, resp.headers_mut());
@@ -179,6 +182,7 @@ impl Proxy {
         conn: &ConnContext,
         mut req: Request<Incoming>,
         f: Forwarding<'_>,
+        trace: Option<Box<TraceHeaders>>,
         upgrade: bool,
         grpc: bool,
     ) -> Response<ResponseBody> {
@@ -192,6 +196,9 @@ impl Proxy {
             source_ip: conn.peer.ip(),
         });
         let mut resp = if upgrade {
+            if let Some(trace) = &trace {
+                trace.write_into(req.headers_mut());
+            }
             // Boxed: upgrades are rare, and inline their state would be part of every
             // request's future.
             Box::pin(upgrade::forward(
@@ -211,6 +218,7 @@ impl Proxy {
                 headers: parts.headers,
                 downstream_version: parts.version,
                 grpc,
+                trace,
                 copies: None,
             };
             if !f.mirrors.is_empty() {
@@ -283,6 +291,7 @@ impl Proxy {
                 headers: out.headers.clone(),
                 downstream_version: out.downstream_version,
                 grpc: out.grpc,
+                trace: out.trace.clone(),
                 copies: None,
             };
             let metrics = self.metrics.clone();

@@ -34,6 +34,7 @@ use super::WorkloadMetadata;
 use crate::listener::ConnContext;
 use export::{Reporter, SpanCounters};
 use propagate::Outgoing;
+pub use propagate::TraceHeaders;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -101,7 +102,7 @@ impl Tracer {
     pub fn begin<B>(
         &self,
         conn: &ConnContext,
-        req: &mut Request<B>,
+        req: &Request<B>,
         cfg: Option<&pb::Tracing>,
     ) -> Option<Begun> {
         let reporter = self.reporter.get()?;
@@ -116,17 +117,14 @@ impl Tracer {
             parent: incoming.parent.map(|p| p.span_id),
             sampled,
         };
-        let trace_hex = propagate::write(req.headers_mut(), &incoming, &out);
+        let trace = TraceHeaders::new(&incoming, &out);
         let kind = if conn.listener.is_inbound() {
             Kind::Server
         } else {
             Kind::Client
         };
         if !sampled || !reports(cfg, kind) {
-            return Some(Begun {
-                trace_hex,
-                span: None,
-            });
+            return Some(Begun { trace, span: None });
         }
         let headers = req.headers();
         let path = req
@@ -158,7 +156,7 @@ impl Tracer {
             reporter: reporter.clone(),
         });
         Some(Begun {
-            trace_hex,
+            trace,
             span: Some(span),
         })
     }
@@ -166,8 +164,9 @@ impl Tracer {
 
 /// A request's place in its trace, from [`Tracer::begin`].
 pub struct Begun {
-    /// The hex id of the trace the request carries on (the access log's trace id).
-    pub trace_hex: [u8; 32],
+    /// The trace headers the request carries on (written when it goes upstream), with the
+    /// trace id the access log shows.
+    pub trace: TraceHeaders,
     /// This proxy's span, when the request is sampled and its side reports.
     pub span: Option<Box<ActiveSpan>>,
 }

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::upstream::h1::HeadFields;
+
 use super::context::{
     B3, B3_FLAGS, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_SPAN_ID, B3_TRACE_ID, Format, Incoming, SpanId,
     TRACEPARENT, TRACESTATE, TraceId, hex_into,
@@ -43,69 +45,153 @@ const SPAN: std::ops::Range<usize> = 36..52;
 const TRACEPARENT_LEN: usize = 55;
 const PARENT: std::ops::Range<usize> = 55..71;
 
-/// Replaces the request's trace headers with `span`'s. `tracestate` stays only when the
-/// parent came by `traceparent` (it belongs to that trace); a `b3` single header is
-/// rewritten when one came in. Returns the trace id's hex digits.
-pub fn write(headers: &mut HeaderMap, incoming: &Incoming, span: &Outgoing) -> [u8; 32] {
-    let trace = span.trace_id.hex();
-    let id = span_hex(span.span_id);
-    let flag = if span.sampled { b'1' } else { b'0' };
+/// The trace headers a request carries on, kept beside it rather than put into its header
+/// map: the HTTP/1.1 client writes them straight into the request head (as Envoy injects the
+/// context when the request goes upstream), HTTP/2 and upgrades put them into the map.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceHeaders {
+    /// `00-{trace}-{span}-0{flag}{parent}`.
+    buf: [u8; PARENT.end],
+    has_parent: bool,
+    sampled: bool,
+    /// The parent came by `traceparent`: its `tracestate` goes on with it.
+    keeps_tracestate: bool,
+    /// A `b3` single header came in: it is rewritten.
+    b3_single: bool,
+    /// Any trace header came in (there is something to replace in a map).
+    had_any: bool,
+}
 
-    let mut buf = Vec::with_capacity(PARENT.end);
-    buf.extend_from_slice(b"00-");
-    buf.extend_from_slice(&trace);
-    buf.push(b'-');
-    buf.extend_from_slice(&id);
-    buf.extend_from_slice(b"-0");
-    buf.push(flag);
-    if let Some(p) = span.parent {
-        buf.extend_from_slice(&span_hex(p));
-    }
-    let buf = Bytes::from(buf);
-    let sampled = HeaderValue::from_static(if span.sampled { "1" } else { "0" });
-
-    headers.insert(TRACEPARENT_NAME, value(buf.slice(..TRACEPARENT_LEN)));
-    if incoming.any && incoming.parent.map(|p| p.format) != Some(Format::W3c) {
-        headers.remove(TRACESTATE);
-    }
-
-    headers.insert(B3_TRACE_ID_NAME, value(buf.slice(TRACE)));
-    headers.insert(B3_SPAN_ID_NAME, value(buf.slice(SPAN)));
-    match span.parent {
-        Some(_) => {
-            headers.insert(B3_PARENT_SPAN_ID_NAME, value(buf.slice(PARENT)));
+impl TraceHeaders {
+    /// The headers for `span`, continuing what `incoming` carried.
+    pub fn new(incoming: &Incoming, span: &Outgoing) -> Self {
+        let mut buf = [b'-'; PARENT.end];
+        buf[..2].copy_from_slice(b"00");
+        buf[TRACE].copy_from_slice(&span.trace_id.hex());
+        buf[SPAN].copy_from_slice(&span_hex(span.span_id));
+        buf[53] = b'0';
+        buf[54] = if span.sampled { b'1' } else { b'0' };
+        if let Some(p) = span.parent {
+            buf[PARENT].copy_from_slice(&span_hex(p));
         }
-        None if incoming.any => {
+        Self {
+            buf,
+            has_parent: span.parent.is_some(),
+            sampled: span.sampled,
+            keeps_tracestate: incoming.parent.map(|p| p.format) == Some(Format::W3c),
+            b3_single: incoming.had_b3_single,
+            had_any: incoming.any,
+        }
+    }
+
+    /// The trace id's hex digits.
+    pub fn trace_hex(&self) -> [u8; 32] {
+        self.buf[TRACE].try_into().expect("32 hex digits")
+    }
+
+    /// Whether a request header of this name is replaced by these (or dropped: a parent span
+    /// or `x-b3-flags` that no longer apply, a `tracestate` of another trace).
+    pub fn replaces(&self, name: &str) -> bool {
+        match name {
+            TRACESTATE => !self.keeps_tracestate,
+            TRACEPARENT | B3 | B3_TRACE_ID | B3_SPAN_ID | B3_PARENT_SPAN_ID | B3_SAMPLED
+            | B3_FLAGS => true,
+            _ => false,
+        }
+    }
+
+    fn sampled_digit(&self) -> &'static [u8] {
+        if self.sampled { b"1" } else { b"0" }
+    }
+
+    /// Appends the headers to an HTTP/1.1 head being written.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut field = |name: &str, value: &[u8]| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        field(TRACEPARENT, &self.buf[..TRACEPARENT_LEN]);
+        field(B3_TRACE_ID, &self.buf[TRACE]);
+        field(B3_SPAN_ID, &self.buf[SPAN]);
+        if self.has_parent {
+            field(B3_PARENT_SPAN_ID, &self.buf[PARENT]);
+        }
+        field(B3_SAMPLED, self.sampled_digit());
+        if self.b3_single {
+            let (b3, len) = self.b3_value();
+            field(B3, &b3[..len]);
+        }
+    }
+
+    /// `{trace}-{span}-{sampled}[-{parent}]`.
+    fn b3_value(&self) -> ([u8; 68], usize) {
+        let mut b3 = [b'-'; 68];
+        b3[..32].copy_from_slice(&self.buf[TRACE]);
+        b3[33..49].copy_from_slice(&self.buf[SPAN]);
+        b3[50] = self.sampled_digit()[0];
+        if !self.has_parent {
+            return (b3, 51);
+        }
+        b3[52..68].copy_from_slice(&self.buf[PARENT]);
+        (b3, 68)
+    }
+
+    /// Replaces the request's trace headers in a header map with these.
+    pub fn write_into(&self, headers: &mut HeaderMap) {
+        let len = if self.has_parent {
+            PARENT.end
+        } else {
+            TRACEPARENT_LEN
+        };
+        let buf = Bytes::copy_from_slice(&self.buf[..len]);
+        headers.insert(TRACEPARENT_NAME, value(buf.slice(..TRACEPARENT_LEN)));
+        if self.had_any && !self.keeps_tracestate {
+            headers.remove(TRACESTATE);
+        }
+        headers.insert(B3_TRACE_ID_NAME, value(buf.slice(TRACE)));
+        headers.insert(B3_SPAN_ID_NAME, value(buf.slice(SPAN)));
+        if self.has_parent {
+            headers.insert(B3_PARENT_SPAN_ID_NAME, value(buf.slice(PARENT)));
+        } else if self.had_any {
             headers.remove(B3_PARENT_SPAN_ID);
         }
-        None => {}
+        headers.insert(
+            B3_SAMPLED_NAME,
+            HeaderValue::from_static(if self.sampled { "1" } else { "0" }),
+        );
+        if self.had_any {
+            headers.remove(B3_FLAGS);
+        }
+        if self.b3_single {
+            let (b3, len) = self.b3_value();
+            headers.insert(B3_NAME, value(Bytes::copy_from_slice(&b3[..len])));
+        }
     }
-    headers.insert(B3_SAMPLED_NAME, sampled);
-    if incoming.any {
-        headers.remove(B3_FLAGS);
+}
+
+impl HeadFields for TraceHeaders {
+    fn replaces(&self, name: &str) -> bool {
+        TraceHeaders::replaces(self, name)
     }
 
-    if incoming.had_b3_single {
-        // {trace}-{span}-{sampled}[-{parent}]
-        let mut b3 = Vec::with_capacity(32 + 1 + 16 + 2 + 17);
-        b3.extend_from_slice(&trace);
-        b3.push(b'-');
-        b3.extend_from_slice(&id);
-        b3.push(b'-');
-        b3.push(flag);
-        if let Some(p) = span.parent {
-            b3.push(b'-');
-            b3.extend_from_slice(&span_hex(p));
-        }
-        headers.insert(B3_NAME, value(Bytes::from(b3)));
+    fn encode(&self, out: &mut Vec<u8>) {
+        TraceHeaders::encode(self, out);
     }
-    trace
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::context::{Parent, parse_b3_single, parse_traceparent};
     use super::*;
+
+    /// Replaces the request's trace headers with `span`'s: `tracestate` stays only when the
+    /// parent came by `traceparent` (it belongs to that trace); a `b3` single header is
+    /// rewritten when one came in.
+    fn write(headers: &mut HeaderMap, incoming: &Incoming, span: &Outgoing) {
+        TraceHeaders::new(incoming, span).write_into(headers);
+    }
 
     fn span(parent: Option<u64>, sampled: bool) -> Outgoing {
         Outgoing {
@@ -162,6 +248,59 @@ mod tests {
             h["b3"],
             "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1-0000000000002222"
         );
+    }
+
+    /// The head an HTTP/1.1 request is written with carries what the map form carries.
+    #[test]
+    fn the_encoded_form_is_the_map_form() {
+        for (incoming_headers, parent) in [
+            (vec![], None),
+            (vec![("b3", "0")], Some(0x2222)),
+            (
+                vec![
+                    (
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01",
+                    ),
+                    ("tracestate", "vendor=opaque"),
+                    ("x-b3-flags", "1"),
+                ],
+                Some(0x1111111111111111),
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            for (n, v) in &incoming_headers {
+                h.insert(HeaderName::from_static(n), v.parse().unwrap());
+            }
+            let incoming = Incoming::read(&h);
+            let trace = TraceHeaders::new(&incoming, &span(parent, true));
+            // The map form.
+            let mut mapped = h.clone();
+            trace.write_into(&mut mapped);
+            // The encoded form: the incoming headers it does not replace, then its own.
+            let mut out = Vec::new();
+            for (n, v) in &h {
+                if !trace.replaces(n.as_str()) {
+                    out.extend_from_slice(format!("{}: {}\r\n", n, v.to_str().unwrap()).as_bytes());
+                }
+            }
+            trace.encode(&mut out);
+            out.extend_from_slice(b"\r\n");
+            let mut slots = [httparse::EMPTY_HEADER; 16];
+            let httparse::Status::Complete((_, fields)) =
+                httparse::parse_headers(&out, &mut slots).unwrap()
+            else {
+                panic!("complete")
+            };
+            let mut encoded = HeaderMap::new();
+            for f in fields {
+                encoded.append(
+                    HeaderName::from_bytes(f.name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(f.value).unwrap(),
+                );
+            }
+            assert_eq!(encoded, mapped, "incoming {incoming_headers:?}");
+        }
     }
 
     #[test]

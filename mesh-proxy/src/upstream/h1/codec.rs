@@ -120,6 +120,17 @@ pub struct RequestHead<'a> {
     /// Headers of this attempt, written after the request's own and replacing any of the same
     /// name there.
     pub added: &'a [Added<'a>],
+    /// More headers written after those, replacing the request's own as they say (the trace
+    /// context).
+    pub fields: Option<&'a dyn HeadFields>,
+}
+
+/// Headers another part of the proxy writes into a request head itself.
+pub trait HeadFields: Sync {
+    /// Whether the request's own header of this name is left out.
+    fn replaces(&self, name: &str) -> bool;
+    /// Appends the fields, each with its CRLF.
+    fn encode(&self, out: &mut Vec<u8>);
 }
 
 /// A header one attempt adds.
@@ -153,7 +164,8 @@ pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>, framed: &Framed) {
         let replaced = *name == HOST
             || *name == TRANSFER_ENCODING
             || (*name == CONTENT_LENGTH && !framed.keeps_content_length)
-            || head.added.iter().any(|a| a.name == name);
+            || head.added.iter().any(|a| a.name == name)
+            || head.fields.is_some_and(|f| f.replaces(name.as_str()));
         if !replaced {
             push_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
@@ -169,6 +181,9 @@ pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>, framed: &Framed) {
             }
             AddedValue::Value(v) => push_field(out, added.name.as_str().as_bytes(), v.as_bytes()),
         }
+    }
+    if let Some(fields) = head.fields {
+        fields.encode(out);
     }
     match framed.announce {
         Some(RequestFraming::Length(n)) => {
@@ -601,6 +616,7 @@ mod tests {
             path_and_query: "/a?b",
             headers: &headers,
             added: &added,
+            fields: None,
         };
         let framed = request_framing(head.method, head.headers, &SizeHint::new());
         let mut out = Vec::new();

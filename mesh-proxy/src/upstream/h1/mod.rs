@@ -20,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
 use self::chunked::{ChunkedDecoder, Decoded};
-pub use self::codec::{Added, AddedValue, RequestHead};
+pub use self::codec::{Added, AddedValue, HeadFields, RequestHead};
 use self::codec::{ProtocolError, Reading, RequestFraming, ResponseFraming};
 use super::pool::Home;
 use super::transport::Upstream;
