@@ -29,6 +29,29 @@ const MAX_FILTER_HEADERS: usize = 16;
 pub struct Pending {
     logs: Arc<[CompiledLog]>,
     sink: Arc<Sink>,
+    captured: Captured,
+    /// The trace id's hex digits: the tracer's, else a `traceparent` header's.
+    trace_id: Option<[u8; 32]>,
+    /// The headers the logs' filters read, log after log, in each filter's order.
+    filter_headers: Vec<Option<HeaderValue>>,
+    upstream: Option<Upstream>,
+}
+
+/// What the line needs of the request, taken when it starts.
+enum Captured {
+    /// One text log, the usual case: the line's request parts, written already. `line` is the
+    /// request line up to `request_line`, the request's headers up to `headers`, then the
+    /// downstream connection; the response's and the upstream's parts go between them.
+    Text {
+        line: Vec<u8>,
+        request_line: usize,
+        headers: usize,
+    },
+    /// JSON, or more than one log: the fields themselves.
+    Fields(Box<RequestFields>),
+}
+
+struct RequestFields {
     start: SystemTime,
     method: Method,
     path: Option<PathAndQuery>,
@@ -38,26 +61,44 @@ pub struct Pending {
     user_agent: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
     authority: Option<HeaderValue>,
-    /// The trace id's hex digits: the tracer's, else a `traceparent` header's.
-    trace_id: Option<[u8; 32]>,
-    /// The headers the logs' filters read, log after log, in each filter's order.
-    filter_headers: Vec<Option<HeaderValue>>,
     downstream_local: Option<SocketAddr>,
     downstream_remote: SocketAddr,
     downstream_peer: Option<String>,
     sni: Option<String>,
-    upstream: Option<Upstream>,
 }
 
 /// The request headers a line shows, found in one pass.
 #[derive(Default)]
-struct Captured {
-    original_path: Option<HeaderValue>,
-    forwarded_for: Option<HeaderValue>,
-    user_agent: Option<HeaderValue>,
-    request_id: Option<HeaderValue>,
-    traceparent: Option<HeaderValue>,
-    host: Option<HeaderValue>,
+struct Seen<'a> {
+    original_path: Option<&'a HeaderValue>,
+    forwarded_for: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
+    traceparent: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+}
+
+impl<'a> Seen<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut seen = Seen::default();
+        // One pass over the request's headers instead of a hashed lookup per field.
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                ORIGINAL_PATH => &mut seen.original_path,
+                FORWARDED_FOR => &mut seen.forwarded_for,
+                "user-agent" => &mut seen.user_agent,
+                REQUEST_ID => &mut seen.request_id,
+                TRACEPARENT => &mut seen.traceparent,
+                "host" => &mut seen.host,
+                _ => continue,
+            };
+            // The first value, as `%REQ(...)%` takes it.
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+        seen
+    }
 }
 
 /// What the response says about the upstream that answered.
@@ -86,44 +127,80 @@ impl Pending {
         req: &Request<B>,
     ) -> Box<Pending> {
         let headers = req.headers();
-        let mut seen = Captured::default();
-        // One pass over the request's headers instead of a hashed lookup per field.
-        for (name, value) in headers {
-            let slot = match name.as_str() {
-                ORIGINAL_PATH => &mut seen.original_path,
-                FORWARDED_FOR => &mut seen.forwarded_for,
-                "user-agent" => &mut seen.user_agent,
-                REQUEST_ID => &mut seen.request_id,
-                TRACEPARENT => &mut seen.traceparent,
-                "host" => &mut seen.host,
-                _ => continue,
-            };
-            // The first value, as `%REQ(...)%` takes it.
-            if slot.is_none() {
-                *slot = Some(value.clone());
-            }
-        }
-        let authority = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => seen.host,
+        let seen = Seen::scan(headers);
+        let trace_id = seen.traceparent.and_then(|header| {
+            let tp = std::str::from_utf8(header.as_bytes()).ok()?;
+            self::trace_id(tp)?.as_bytes().try_into().ok()
+        });
+        let only_text = logs.len() == 1 && logs[0].format == Format::Text;
+        let captured = if only_text {
+            Self::text_parts(conn, req, &seen)
+        } else {
+            Self::fields(conn, req, &seen)
         };
         Box::new(Pending {
             logs: logs.clone(),
             sink: sink.clone(),
+            captured,
+            trace_id,
+            filter_headers: filter_headers(logs, headers),
+            upstream: None,
+        })
+    }
+
+    /// The text line's request parts, written now from the request as it is.
+    fn text_parts<B>(conn: &ConnContext, req: &Request<B>, seen: &Seen<'_>) -> Captured {
+        fn bytes(v: Option<&HeaderValue>) -> Option<&[u8]> {
+            v.map(HeaderValue::as_bytes)
+        }
+        let path = req.uri().path_and_query().map(|p| p.as_str().as_bytes());
+        let authority = match req.uri().authority() {
+            Some(a) => Some(a.as_str().as_bytes()),
+            None => bytes(seen.host),
+        };
+        let entry = Entry {
+            start: Some(SystemTime::now()),
+            method: req.method().as_str(),
+            path: bytes(seen.original_path).or(path),
+            protocol: protocol(req.version()),
+            forwarded_for: bytes(seen.forwarded_for),
+            user_agent: bytes(seen.user_agent),
+            request_id: bytes(seen.request_id),
+            authority,
+            downstream_local: conn.original_dst,
+            downstream_remote: Some(conn.peer),
+            requested_server_name: conn.sni(),
+            downstream_peer: conn.peer_identity.as_ref().map(|id| id.spiffe_id.as_str()),
+            ..Entry::default()
+        };
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        format::text_request_line(&mut line, &entry);
+        let request_line = line.len();
+        format::text_request_headers(&mut line, &entry);
+        let headers = line.len();
+        format::text_downstream(&mut line, &entry);
+        Captured::Text {
+            line,
+            request_line,
+            headers,
+        }
+    }
+
+    fn fields<B>(conn: &ConnContext, req: &Request<B>, seen: &Seen<'_>) -> Captured {
+        let authority = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => seen.host.cloned(),
+        };
+        Captured::Fields(Box::new(RequestFields {
             start: SystemTime::now(),
             method: req.method().clone(),
             path: req.uri().path_and_query().cloned(),
-            original_path: seen.original_path,
+            original_path: seen.original_path.cloned(),
             version: req.version(),
-            forwarded_for: seen.forwarded_for,
-            user_agent: seen.user_agent,
-            request_id: seen.request_id,
+            forwarded_for: seen.forwarded_for.cloned(),
+            user_agent: seen.user_agent.cloned(),
+            request_id: seen.request_id.cloned(),
             authority,
-            trace_id: seen.traceparent.and_then(|header| {
-                let tp = std::str::from_utf8(header.as_bytes()).ok()?;
-                self::trace_id(tp)?.as_bytes().try_into().ok()
-            }),
-            filter_headers: filter_headers(logs, headers),
             downstream_local: conn.original_dst,
             downstream_remote: conn.peer,
             downstream_peer: conn
@@ -131,8 +208,7 @@ impl Pending {
                 .as_ref()
                 .map(|id| id.spiffe_id.as_str().to_owned()),
             sni: conn.sni().map(str::to_owned),
-            upstream: None,
-        })
+        }))
     }
 
     /// The tracer's trace id (hex), in place of one read from `traceparent`.
@@ -166,33 +242,41 @@ impl Pending {
                     continue;
                 }
             }
-            // One text log (the usual case) formats straight into the output's buffer.
-            if self.logs.len() == 1 && log.format == Format::Text {
-                self.sink
-                    .send_with(|buf| format::text_into(buf, &self.entry(&end)));
-                continue;
-            }
+            let fields = match &self.captured {
+                // One text log: its line's parts go straight into the output's buffer.
+                Captured::Text {
+                    line,
+                    request_line,
+                    headers,
+                } => {
+                    let e = self.ending(&end, Entry::default());
+                    self.sink.send_with(|buf| {
+                        buf.extend_from_slice(&line[..*request_line]);
+                        format::text_response(buf, &e);
+                        buf.extend_from_slice(&line[*request_line..*headers]);
+                        format::text_upstream(buf, &e);
+                        buf.extend_from_slice(&line[*headers..]);
+                        format::text_end(buf, &e);
+                    });
+                    continue;
+                }
+                Captured::Fields(fields) => fields,
+            };
             // Each format is made once, however many logs take it.
             let line = match log.format {
-                Format::Text => text.get_or_insert_with(|| format::text(&self.entry(&end))),
+                Format::Text => text.get_or_insert_with(|| format::text(&self.entry(fields, &end))),
                 Format::Json => {
-                    json.get_or_insert_with(|| format::json(&self.entry(&end)).into_bytes())
+                    json.get_or_insert_with(|| format::json(&self.entry(fields, &end)).into_bytes())
                 }
             };
             self.sink.send(line);
         }
     }
 
-    fn entry(&self, end: &Finished) -> Entry<'_> {
-        fn bytes(v: &Option<HeaderValue>) -> Option<&[u8]> {
-            v.as_ref().map(HeaderValue::as_bytes)
-        }
+    /// `request`'s entry with what the response, the upstream and the tracer said.
+    fn ending<'s>(&'s self, end: &Finished, request: Entry<'s>) -> Entry<'s> {
         let up = self.upstream.as_ref();
         Entry {
-            start: Some(self.start),
-            method: self.method.as_str(),
-            path: bytes(&self.original_path).or(self.path.as_ref().map(|p| p.as_str().as_bytes())),
-            protocol: protocol(self.version),
             response_code: end.response_code,
             response_flags: end.flags,
             response_code_details: up.and_then(|u| u.host).map(|_| "via_upstream"),
@@ -202,21 +286,39 @@ impl Pending {
             upstream_service_time_ms: up
                 .filter(|u| u.host.is_some())
                 .map(|u| u.service_time.as_millis() as u64),
-            forwarded_for: bytes(&self.forwarded_for),
-            user_agent: bytes(&self.user_agent),
-            request_id: bytes(&self.request_id),
-            authority: bytes(&self.authority),
             upstream_host: up.and_then(|u| u.host),
             upstream_cluster: up.and_then(|u| u.cluster.as_ref()).map(|c| c.name.as_str()),
-            downstream_local: self.downstream_local,
-            downstream_remote: Some(self.downstream_remote),
-            requested_server_name: self.sni.as_deref(),
-            downstream_peer: self.downstream_peer.as_deref(),
             upstream_peer: up.and_then(|u| u.peer.as_deref()),
             trace_id: self.trace_id.as_ref().map(|h| &h[..]),
+            ..request
         }
     }
+
+    fn entry<'s>(&'s self, r: &'s RequestFields, end: &Finished) -> Entry<'s> {
+        fn bytes(v: &Option<HeaderValue>) -> Option<&[u8]> {
+            v.as_ref().map(HeaderValue::as_bytes)
+        }
+        let request = Entry {
+            start: Some(r.start),
+            method: r.method.as_str(),
+            path: bytes(&r.original_path).or(r.path.as_ref().map(|p| p.as_str().as_bytes())),
+            protocol: protocol(r.version),
+            forwarded_for: bytes(&r.forwarded_for),
+            user_agent: bytes(&r.user_agent),
+            request_id: bytes(&r.request_id),
+            authority: bytes(&r.authority),
+            downstream_local: r.downstream_local,
+            downstream_remote: Some(r.downstream_remote),
+            requested_server_name: r.sni.as_deref(),
+            downstream_peer: r.downstream_peer.as_deref(),
+            ..Entry::default()
+        };
+        self.ending(end, request)
+    }
 }
+
+/// Room for a usual line, so it is allocated once.
+const LINE_CAPACITY: usize = 320;
 
 fn filter_headers(logs: &[CompiledLog], headers: &HeaderMap) -> Vec<Option<HeaderValue>> {
     logs.iter()

@@ -67,6 +67,19 @@ pub fn text(e: &Entry<'_>) -> Vec<u8> {
 
 /// [`text`], appended to `s`.
 pub fn text_into(s: &mut Vec<u8>, e: &Entry<'_>) {
+    text_request_line(s, e);
+    text_response(s, e);
+    text_request_headers(s, e);
+    text_upstream(s, e);
+    text_downstream(s, e);
+    text_end(s, e);
+}
+
+// The line in six parts, so the parts known when a request starts (the request line, its
+// headers, the downstream connection) can be written then and the rest when it ends.
+
+/// `[START] "METHOD PATH PROTOCOL" `
+pub fn text_request_line(s: &mut Vec<u8>, e: &Entry<'_>) {
     s.push(b'[');
     push_start_time(s, e.start);
     s.extend_from_slice(b"] \"");
@@ -76,6 +89,10 @@ pub fn text_into(s: &mut Vec<u8>, e: &Entry<'_>) {
     s.push(b' ');
     s.extend_from_slice(e.protocol.as_bytes());
     s.extend_from_slice(b"\" ");
+}
+
+/// `CODE FLAGS DETAILS - "-" RECEIVED SENT DURATION SERVICE_TIME`
+pub fn text_response(s: &mut Vec<u8>, e: &Entry<'_>) {
     push_u64(s, u64::from(e.response_code));
     s.push(b' ');
     if e.response_flags.is_empty() {
@@ -97,23 +114,112 @@ pub fn text_into(s: &mut Vec<u8>, e: &Entry<'_>) {
         Some(t) => push_u64(s, t),
         None => s.push(b'-'),
     }
+}
+
+/// ` "X-FORWARDED-FOR" "USER-AGENT" "X-REQUEST-ID" "AUTHORITY"`
+pub fn text_request_headers(s: &mut Vec<u8>, e: &Entry<'_>) {
     for quoted in [e.forwarded_for, e.user_agent, e.request_id, e.authority] {
         s.extend_from_slice(b" \"");
         push_or_dash(s, quoted);
         s.push(b'"');
     }
-    s.extend_from_slice(b" \"");
-    push_addr(s, e.upstream_host);
-    s.extend_from_slice(b"\" ");
-    push_or_dash(s, e.upstream_cluster.map(str::as_bytes));
-    s.extend_from_slice(b" - ");
-    push_addr(s, e.downstream_local);
-    s.push(b' ');
-    push_addr(s, e.downstream_remote);
-    s.push(b' ');
-    push_or_dash(s, e.requested_server_name.map(str::as_bytes));
-    s.extend_from_slice(b" - \"");
-    push_or_dash(s, e.downstream_peer.map(str::as_bytes));
+}
+
+/// ` "UPSTREAM_HOST" UPSTREAM_CLUSTER`
+pub fn text_upstream(s: &mut Vec<u8>, e: &Entry<'_>) {
+    let key = (e.upstream_host, e.upstream_cluster);
+    LAST_PARTS.with_borrow_mut(|last| {
+        if !last.upstream.made_from(key.0, key.1, None) {
+            let part = &mut last.upstream;
+            part.text.clear();
+            part.text.extend_from_slice(b" \"");
+            push_addr(&mut part.text, e.upstream_host);
+            part.text.extend_from_slice(b"\" ");
+            push_or_dash(&mut part.text, e.upstream_cluster.map(str::as_bytes));
+            part.keep(key.0, None, key.1, None);
+        }
+        s.extend_from_slice(&last.upstream.text);
+    });
+}
+
+/// ` - DOWNSTREAM_LOCAL DOWNSTREAM_REMOTE SNI - "DOWNSTREAM_PEER`
+pub fn text_downstream(s: &mut Vec<u8>, e: &Entry<'_>) {
+    LAST_PARTS.with_borrow_mut(|last| {
+        let part = &mut last.downstream;
+        let made = part.made_from(
+            e.downstream_local,
+            e.requested_server_name,
+            e.downstream_peer,
+        ) && part.second == e.downstream_remote;
+        if !made {
+            part.text.clear();
+            let t = &mut part.text;
+            t.extend_from_slice(b" - ");
+            push_addr(t, e.downstream_local);
+            t.push(b' ');
+            push_addr(t, e.downstream_remote);
+            t.push(b' ');
+            push_or_dash(t, e.requested_server_name.map(str::as_bytes));
+            t.extend_from_slice(b" - \"");
+            push_or_dash(t, e.downstream_peer.map(str::as_bytes));
+            part.keep(
+                e.downstream_local,
+                e.downstream_remote,
+                e.requested_server_name,
+                e.downstream_peer,
+            );
+        }
+        s.extend_from_slice(&part.text);
+    });
+}
+
+thread_local! {
+    /// The downstream and upstream parts of the last line made on this thread, with what
+    /// they were made from: the requests of one connection share them, and comparing the
+    /// inputs costs less than formatting addresses again.
+    static LAST_PARTS: std::cell::RefCell<LastParts> = std::cell::RefCell::default();
+}
+
+#[derive(Default)]
+struct LastParts {
+    downstream: MadePart,
+    upstream: MadePart,
+}
+
+/// A part of a line and the values it was made from.
+#[derive(Default)]
+struct MadePart {
+    made: bool,
+    first: Option<SocketAddr>,
+    second: Option<SocketAddr>,
+    names: [Option<String>; 2],
+    text: Vec<u8>,
+}
+
+impl MadePart {
+    fn made_from(&self, first: Option<SocketAddr>, a: Option<&str>, b: Option<&str>) -> bool {
+        self.made
+            && self.first == first
+            && self.names[0].as_deref() == a
+            && self.names[1].as_deref() == b
+    }
+
+    fn keep(
+        &mut self,
+        first: Option<SocketAddr>,
+        second: Option<SocketAddr>,
+        a: Option<&str>,
+        b: Option<&str>,
+    ) {
+        self.made = true;
+        self.first = first;
+        self.second = second;
+        self.names = [a.map(str::to_owned), b.map(str::to_owned)];
+    }
+}
+
+/// `" "UPSTREAM_PEER" TRACE_ID` and the newline.
+pub fn text_end(s: &mut Vec<u8>, e: &Entry<'_>) {
     s.extend_from_slice(b"\" \"");
     push_or_dash(s, e.upstream_peer.map(str::as_bytes));
     s.extend_from_slice(b"\" ");
@@ -332,6 +438,49 @@ mod tests {
             upstream_peer: Some("spiffe://cluster.local/ns/default/sa/locations"),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".as_bytes()),
             ..Default::default()
+        }
+    }
+
+    /// The parts kept from the last line are used only for the very values they were made
+    /// from: lines of different connections and upstreams interleave correctly.
+    #[test]
+    fn kept_parts_never_stand_in_for_other_values() {
+        let first = entry();
+        let mut other = entry();
+        other.downstream_remote = Some("127.0.0.1:40001".parse().unwrap());
+        other.downstream_peer = Some("spiffe://cluster.local/ns/a/sa/b");
+        other.requested_server_name = Some("outbound_.80_._.b");
+        other.upstream_host = Some("198.18.0.6:8080".parse().unwrap());
+        let mut same_addresses_other_peer = other.clone();
+        same_addresses_other_peer.downstream_peer = Some("spiffe://cluster.local/ns/a/sa/c");
+        same_addresses_other_peer.upstream_cluster = Some("outbound|8080|v2|locations");
+        let expected = |e: &Entry<'_>| {
+            // Made without the kept parts.
+            LAST_PARTS.with_borrow_mut(|last| *last = LastParts::default());
+            line(e)
+        };
+        let (a, b, c) = (
+            expected(&first),
+            expected(&other),
+            expected(&same_addresses_other_peer),
+        );
+        assert!(a != b && b != c);
+        for e in [
+            &first,
+            &other,
+            &first,
+            &same_addresses_other_peer,
+            &other,
+            &first,
+        ] {
+            let want = if std::ptr::eq(e, &first) {
+                &a
+            } else if std::ptr::eq(e, &other) {
+                &b
+            } else {
+                &c
+            };
+            assert_eq!(&line(e), want);
         }
     }
 
