@@ -232,6 +232,11 @@ fn push_or_dash(s: &mut Vec<u8>, v: Option<&[u8]>) {
 }
 
 fn push_u64(s: &mut Vec<u8>, n: u64) {
+    // Zero bytes and milliseconds are common enough to spare the formatter.
+    if n < 10 {
+        s.push(b'0' + n as u8);
+        return;
+    }
     s.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
