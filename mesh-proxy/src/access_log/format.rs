@@ -93,8 +93,19 @@ pub fn text_request_line(s: &mut Vec<u8>, e: &Entry<'_>) {
 
 /// `CODE FLAGS DETAILS - "-" RECEIVED SENT DURATION SERVICE_TIME`
 pub fn text_response(s: &mut Vec<u8>, e: &Entry<'_>) {
-    push_u64(s, u64::from(e.response_code));
-    s.push(b' ');
+    match e.response_code {
+        // Every real status has three digits.
+        code @ 100..=999 => s.extend_from_slice(&[
+            b'0' + (code / 100) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+            b' ',
+        ]),
+        code => {
+            push_u64(s, u64::from(code));
+            s.push(b' ');
+        }
+    }
     if e.response_flags.is_empty() {
         s.push(b'-');
     } else {
@@ -118,11 +129,13 @@ pub fn text_response(s: &mut Vec<u8>, e: &Entry<'_>) {
 
 /// ` "X-FORWARDED-FOR" "USER-AGENT" "X-REQUEST-ID" "AUTHORITY"`
 pub fn text_request_headers(s: &mut Vec<u8>, e: &Entry<'_>) {
-    for quoted in [e.forwarded_for, e.user_agent, e.request_id, e.authority] {
-        s.extend_from_slice(b" \"");
+    s.extend_from_slice(b" \"");
+    push_or_dash(s, e.forwarded_for);
+    for quoted in [e.user_agent, e.request_id, e.authority] {
+        s.extend_from_slice(b"\" \"");
         push_or_dash(s, quoted);
-        s.push(b'"');
     }
+    s.push(b'"');
 }
 
 /// ` "UPSTREAM_HOST" UPSTREAM_CLUSTER`
@@ -367,8 +380,14 @@ fn push_start_time(s: &mut Vec<u8>, t: Option<SystemTime>) {
         }
         s.extend_from_slice(prefix);
     });
-    push_padded(s, u64::from(since.subsec_millis()), 3);
-    s.push(b'Z');
+    // Always under 1000.
+    let ms = since.subsec_millis();
+    s.extend_from_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 thread_local! {

@@ -33,9 +33,6 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     pub downstream_version: Version,
     pub grpc: bool,
-    /// The trace context it carries on, written into its head (boxed: off unless tracing is,
-    /// and the request's futures carry it at every level).
-    pub trace: Option<Box<TraceHeaders>>,
     /// The bodies of the request's shadow copies (mirrors), fed as the body is read.
     pub copies: Option<BodyCopies>,
 }
@@ -46,6 +43,9 @@ pub struct Plan<'a> {
     pub hash: Option<u64>,
     pub policy: RetryPolicy,
     pub timeout: Option<Duration>,
+    /// The trace context the request carries on, written into each attempt's head (a
+    /// reference: the request's futures stay as small without tracing as with it).
+    pub trace: Option<&'a TraceHeaders>,
 }
 
 pub async fn forward(
@@ -188,7 +188,7 @@ async fn attempts(
                     if let Some(v) = peer_metadata {
                         headers.insert(PEER_METADATA, v);
                     }
-                    if let Some(trace) = &out.trace {
+                    if let Some(trace) = plan.trace {
                         trace.write_into(&mut headers);
                     }
                     let req = build(&out, version, headers, body.next());
@@ -223,7 +223,7 @@ async fn attempts(
                         path_and_query: out.path_and_query.as_str(),
                         headers: &out.headers,
                         added: &added[..n],
-                        fields: out.trace.as_deref().map(|t| t as &dyn HeadFields),
+                        fields: plan.trace.map(|t| t as &dyn HeadFields),
                     };
                     pool.send_h1(endpoint.address, transport, &head, body.next())
                         .await

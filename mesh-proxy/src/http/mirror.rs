@@ -21,6 +21,7 @@ use super::body::{BoxError, UpstreamBody};
 use super::forward::{Outgoing, PEER_METADATA_NAME, build, upstream_version};
 use crate::metrics::Metrics;
 use crate::telemetry::peer::PEER_METADATA;
+use crate::telemetry::trace::TraceHeaders;
 use crate::upstream::Target;
 use crate::upstream::h1::{Added, AddedValue, HeadFields, RequestHead};
 use crate::upstream::pool::Sent;
@@ -176,13 +177,15 @@ pub async fn send_copy(
     mut out: Outgoing,
     body: CopyBody,
     timeout: Option<Duration>,
+    trace: Option<TraceHeaders>,
 ) {
     let cluster = target.cluster.clone();
+    let trace = trace.as_ref();
     let result = match timeout {
-        Some(t) => tokio::time::timeout(t, send(&metrics, &target, &mut out, body))
+        Some(t) => tokio::time::timeout(t, send(&metrics, &target, &mut out, body, trace))
             .await
             .unwrap_or(MirrorResult::Failed),
-        None => send(&metrics, &target, &mut out, body).await,
+        None => send(&metrics, &target, &mut out, body, trace).await,
     };
     metrics
         .mirror_requests
@@ -198,6 +201,7 @@ async fn send(
     target: &Target,
     out: &mut Outgoing,
     body: CopyBody,
+    trace: Option<&TraceHeaders>,
 ) -> MirrorResult {
     let cluster = &target.cluster;
     let version = upstream_version(cluster.protocol, out.downstream_version);
@@ -220,7 +224,7 @@ async fn send(
             if let Some(v) = peer_metadata {
                 headers.insert(PEER_METADATA, v);
             }
-            if let Some(trace) = &out.trace {
+            if let Some(trace) = trace {
                 trace.write_into(&mut headers);
             }
             let req = build(out, version, headers, UpstreamBody::Copy(body));
@@ -240,7 +244,7 @@ async fn send(
                 path_and_query: out.path_and_query.as_str(),
                 headers: &out.headers,
                 added: added.as_slice(),
-                fields: out.trace.as_deref().map(|t| t as &dyn HeadFields),
+                fields: trace.map(|t| t as &dyn HeadFields),
             };
             cluster
                 .pool

@@ -122,7 +122,7 @@ impl Proxy {
         let mut trace = None;
         if let Some(begun) = self.metrics.tracer.begin(conn, &req, tracing) {
             record.trace(begun.span, begun.trace.trace_hex());
-            trace = Some(Box::new(begun.trace));
+            trace = Some(begun.trace);
         }
         record.metric_overrides(
             snapshot
@@ -168,7 +168,10 @@ impl Proxy {
         }
         let mut resp = match decision.action {
             Decided::Reply(reply) => local_reply(reply, grpc),
-            Decided::Forward(f) => self.execute(conn, req, *f, trace, upgrade, grpc).await,
+            Decided::Forward(f) => {
+                self.execute(conn, req, *f, trace.as_ref(), upgrade, grpc)
+                    .await
+            }
         };
         if let Some((policy, origin)) = decision.cors {
             policy.apply(origin, resp.headers_mut());
@@ -182,7 +185,7 @@ impl Proxy {
         conn: &ConnContext,
         mut req: Request<Incoming>,
         f: Forwarding<'_>,
-        trace: Option<Box<TraceHeaders>>,
+        trace: Option<&TraceHeaders>,
         upgrade: bool,
         grpc: bool,
     ) -> Response<ResponseBody> {
@@ -196,7 +199,7 @@ impl Proxy {
             source_ip: conn.peer.ip(),
         });
         let mut resp = if upgrade {
-            if let Some(trace) = &trace {
+            if let Some(trace) = trace {
                 trace.write_into(req.headers_mut());
             }
             // Boxed: upgrades are rare, and inline their state would be part of every
@@ -218,17 +221,18 @@ impl Proxy {
                 headers: parts.headers,
                 downstream_version: parts.version,
                 grpc,
-                trace,
                 copies: None,
             };
             if !f.mirrors.is_empty() {
-                out.copies = Some(self.mirror(&out, f.mirrors, body.is_end_stream(), f.timeout));
+                let no_body = body.is_end_stream();
+                out.copies = Some(self.mirror(&out, f.mirrors, no_body, f.timeout, trace));
             }
             let plan = Plan {
                 target: &f.target,
                 hash,
                 policy: f.retry,
                 timeout: f.timeout,
+                trace,
             };
             forward(&self.metrics, plan, out, body).await
         };
@@ -281,6 +285,7 @@ impl Proxy {
         targets: Vec<Target>,
         no_body: bool,
         timeout: Option<Duration>,
+        trace: Option<&TraceHeaders>,
     ) -> BodyCopies {
         let (copies, bodies) = BodyCopies::new(targets.len(), no_body);
         for (target, body) in targets.into_iter().zip(bodies) {
@@ -291,11 +296,13 @@ impl Proxy {
                 headers: out.headers.clone(),
                 downstream_version: out.downstream_version,
                 grpc: out.grpc,
-                trace: out.trace.clone(),
                 copies: None,
             };
             let metrics = self.metrics.clone();
-            tokio::spawn(mirror::send_copy(metrics, target, copy, body, timeout));
+            let trace = trace.copied();
+            tokio::spawn(mirror::send_copy(
+                metrics, target, copy, body, timeout, trace,
+            ));
         }
         copies
     }

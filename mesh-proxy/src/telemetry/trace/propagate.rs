@@ -32,12 +32,6 @@ fn value(bytes: Bytes) -> HeaderValue {
     HeaderValue::from_maybe_shared(bytes).expect("hex and dashes are a valid header value")
 }
 
-fn span_hex(id: SpanId) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    hex_into(&id.0.to_be_bytes(), &mut out);
-    out
-}
-
 // Offsets in the one buffer every W3C and B3 multi value is a slice of:
 // `00-{trace}-{span}-0{flag}{parent}`.
 const TRACE: std::ops::Range<usize> = 3..35;
@@ -67,12 +61,12 @@ impl TraceHeaders {
     pub fn new(incoming: &Incoming, span: &Outgoing) -> Self {
         let mut buf = [b'-'; PARENT.end];
         buf[..2].copy_from_slice(b"00");
-        buf[TRACE].copy_from_slice(&span.trace_id.hex());
-        buf[SPAN].copy_from_slice(&span_hex(span.span_id));
+        hex_into(&span.trace_id.0.to_be_bytes(), &mut buf[TRACE]);
+        hex_into(&span.span_id.0.to_be_bytes(), &mut buf[SPAN]);
         buf[53] = b'0';
         buf[54] = if span.sampled { b'1' } else { b'0' };
         if let Some(p) = span.parent {
-            buf[PARENT].copy_from_slice(&span_hex(p));
+            hex_into(&p.0.to_be_bytes(), &mut buf[PARENT]);
         }
         Self {
             buf,
