@@ -22,6 +22,7 @@ use crate::metrics::{DirectionLabel, Metrics, RateLimitedLabels, RequestLabels};
 use crate::ratelimit;
 use crate::retry::Overrides;
 use crate::telemetry::trace::TraceHeaders;
+use crate::telemetry::trace::context::hex_into;
 use crate::telemetry::{RecordedBody, RequestRecord};
 use crate::upstream::{Cluster, HashInput, Target};
 
@@ -359,20 +360,20 @@ fn authority_of<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     // A version 4 UUID: the version and variant bits are fixed.
     let v = crate::fast_rand::u128();
     let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let raw = v.to_be_bytes();
     let mut out = [b'-'; 36];
-    // The byte offsets of the five groups (8-4-4-4-12 digits) in `out`.
-    let mut at = 0;
-    for (i, byte) in v.to_be_bytes().into_iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
-        out[at] = HEX[usize::from(byte >> 4)];
-        out[at + 1] = HEX[usize::from(byte & 0xf)];
-        at += 2;
+    // The five groups (8-4-4-4-12 digits), each from its bytes.
+    for (bytes, digits) in [
+        (0..4, 0..8),
+        (4..6, 9..13),
+        (6..8, 14..18),
+        (8..10, 19..23),
+        (10..16, 24..36),
+    ] {
+        hex_into(&raw[bytes], &mut out[digits]);
     }
     HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
 }
