@@ -35,6 +35,8 @@ enum Then {
 struct Scripted {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    /// Connections the upstream has closed.
+    closed: Arc<AtomicUsize>,
 }
 
 impl Scripted {
@@ -42,27 +44,47 @@ impl Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (counted, closes) = (connections.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = listener.accept().await else {
                     return;
                 };
                 counted.fetch_add(1, Ordering::SeqCst);
+                let closes = closes.clone();
                 tokio::spawn(async move {
                     while read_request_head(&mut s).await {
                         if s.write_all(response).await.is_err() || then == Then::Close {
-                            return;
+                            break;
                         }
                     }
+                    drop(s);
+                    closes.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        Self { addr, connections }
+        Self {
+            addr,
+            connections,
+            closed,
+        }
     }
 
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the upstream has closed `n` connections.
+    async fn closed(&self, n: usize) {
+        let wait = async {
+            while self.closed.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the upstream closed its connection");
     }
 
     async fn proxy(&self) -> Arc<mesh_proxy::Server> {
@@ -193,8 +215,8 @@ async fn a_connection_the_server_closed_while_idle_is_not_used() {
     for i in 0..5 {
         let r = request(&client, out_addr(&server), "GET").await;
         assert_eq!(r.status, StatusCode::OK, "request {i}");
-        // Time for the server's FIN to arrive.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The next request goes out once the server has closed this connection.
+        up.closed(i + 1).await;
     }
     assert_eq!(up.connections(), 5);
 }
