@@ -181,17 +181,31 @@ impl Connection {
 
     /// Writes out what is buffered in `out`, then flushes.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        ready!(self.poll_write_pending(cx))?;
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes what is buffered in `out` (no flush).
+    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
         while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-            }
-            self.out_pos += n;
+            self.out_pos += ready!(poll_write_some(&mut self.io, cx, &self.out[self.out_pos..]))?;
         }
         self.out.clear();
         self.out_pos = 0;
-        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Writes some of `bytes`: how many, never 0 (a socket that takes nothing is an error).
+fn poll_write_some(
+    io: &mut Upstream,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+) -> Poll<Result<usize, H1Error>> {
+    match ready!(Pin::new(io).poll_write(cx, bytes))? {
+        0 => Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
+        n => Poll::Ready(Ok(n)),
     }
 }
 
@@ -244,11 +258,7 @@ impl Writer {
             ready!(conn.poll_write_pending(cx))?;
             if let Some(large) = &mut self.large {
                 while large.has_remaining() {
-                    let n = ready!(Pin::new(&mut conn.io).poll_write(cx, large))?;
-                    if n == 0 {
-                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-                    }
-                    large.advance(n);
+                    large.advance(ready!(poll_write_some(&mut conn.io, cx, large))?);
                 }
                 self.large = None;
                 if self.framing == RequestFraming::Chunked {
@@ -317,22 +327,6 @@ impl Writer {
             out.extend_from_slice(b"\r\n");
         }
         Ok(())
-    }
-}
-
-impl Connection {
-    /// Writes what is buffered in `out` (no flush).
-    fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
-        while self.out_pos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-            }
-            self.out_pos += n;
-        }
-        self.out.clear();
-        self.out_pos = 0;
-        Poll::Ready(Ok(()))
     }
 }
 
