@@ -87,17 +87,28 @@ pub fn request_framing(method: &Method, headers: &HeaderMap, hint: &SizeHint) ->
 
 /// The one length all `Content-Length` values agree on, if they parse.
 fn single_content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut found = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.to_str().ok()?.split(',') {
-            let n = parse_decimal(part.trim().as_bytes())?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
-        }
+    headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .fold(None, |seen, value| {
+            fold_content_length(seen, value.as_bytes())
+        })?
+        .ok()
+}
+
+/// `seen` (the length of the `Content-Length` values so far: none yet, the one they agree
+/// on, or `Err` when they disagree or do not parse) with one more value, a comma-separated
+/// list of lengths.
+fn fold_content_length(mut seen: Option<Result<u64, ()>>, value: &[u8]) -> Option<Result<u64, ()>> {
+    for part in value.split(|&b| b == b',') {
+        let n = parse_decimal(part.trim_ascii()).ok_or(());
+        seen = Some(match (seen, n) {
+            (None, n) => n,
+            (Some(Ok(before)), Ok(n)) if before == n => Ok(n),
+            _ => Err(()),
+        });
     }
-    found
+    seen
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
@@ -257,14 +268,7 @@ struct FramingFields {
 impl FramingFields {
     fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if *name == CONTENT_LENGTH {
-            for part in value.split(|&b| b == b',') {
-                let n = parse_decimal(part.trim_ascii()).ok_or(());
-                self.content_length = Some(match (self.content_length, n) {
-                    (None, n) => n,
-                    (Some(Ok(seen)), Ok(n)) if seen == n => Ok(n),
-                    _ => Err(()),
-                });
-            }
+            self.content_length = fold_content_length(self.content_length, value);
         } else if *name == TRANSFER_ENCODING {
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
             self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
