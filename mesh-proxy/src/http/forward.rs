@@ -185,13 +185,7 @@ async fn attempts(
                     if let Some(ms) = expected_ms {
                         headers.insert(EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(ms));
                     }
-                    if let Some(v) = peer_metadata {
-                        headers.insert(PEER_METADATA, v);
-                    }
-                    if let Some(trace) = plan.trace {
-                        trace.write_into(&mut headers);
-                    }
-                    let req = build(&out, version, headers, body.next());
+                    let req = out.h2_request(headers, peer_metadata, plan.trace, body.next());
                     pool.send_h2(endpoint.address, transport, req, &mut admission)
                         .await
                 }
@@ -217,14 +211,7 @@ async fn attempts(
                         };
                         n += 1;
                     }
-                    let head = RequestHead {
-                        method: &out.method,
-                        authority: &out.authority,
-                        path_and_query: out.path_and_query.as_str(),
-                        headers: &out.headers,
-                        added: &added[..n],
-                        fields: plan.trace.map(|t| t as &dyn HeadFields),
-                    };
+                    let head = out.h1_head(&added[..n], plan.trace);
                     pool.send_h1(endpoint.address, transport, &head, body.next())
                         .await
                 }
@@ -313,32 +300,54 @@ fn downstream_body_failed<'r>(
     }
 }
 
-pub(super) fn build(
-    out: &Outgoing,
-    version: Version,
-    mut headers: HeaderMap,
-    body: UpstreamBody,
-) -> Request<UpstreamBody> {
-    let uri = if version == Version::HTTP_2 {
+impl Outgoing {
+    /// The request as the HTTP/2 client takes it: `headers` (the request's own, or a copy)
+    /// with the peer metadata and trace context added, the authority in the URI.
+    pub(super) fn h2_request(
+        &self,
+        mut headers: HeaderMap,
+        peer_metadata: Option<HeaderValue>,
+        trace: Option<&TraceHeaders>,
+        body: UpstreamBody,
+    ) -> Request<UpstreamBody> {
+        if let Some(v) = peer_metadata {
+            headers.insert(PEER_METADATA, v);
+        }
+        if let Some(trace) = trace {
+            trace.write_into(&mut headers);
+        }
         headers.remove(header::HOST);
-        Uri::builder()
+        let uri = Uri::builder()
             .scheme("http")
-            .authority(out.authority.as_bytes())
-            .path_and_query(out.path_and_query.clone())
-            .build()
-    } else {
-        headers.insert(header::HOST, out.authority.clone());
-        Uri::builder()
-            .path_and_query(out.path_and_query.clone())
-            .build()
-    };
-    let mut req = Request::new(body);
-    *req.method_mut() = out.method.clone();
-    // The authority was validated as a header value; an invalid URI falls back to the path.
-    *req.uri_mut() = uri.unwrap_or_else(|_| Uri::from(out.path_and_query.clone()));
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    req
+            .authority(self.authority.as_bytes())
+            .path_and_query(self.path_and_query.clone())
+            .build();
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        // The authority was validated as a header value; an invalid URI falls back to the
+        // path.
+        *req.uri_mut() = uri.unwrap_or_else(|_| Uri::from(self.path_and_query.clone()));
+        *req.version_mut() = Version::HTTP_2;
+        *req.headers_mut() = headers;
+        req
+    }
+
+    /// The head the HTTP/1.1 client writes from the request as it is, with `added` and the
+    /// trace context.
+    pub(super) fn h1_head<'a>(
+        &'a self,
+        added: &'a [Added<'a>],
+        trace: Option<&'a TraceHeaders>,
+    ) -> RequestHead<'a> {
+        RequestHead {
+            method: &self.method,
+            authority: &self.authority,
+            path_and_query: self.path_and_query.as_str(),
+            headers: &self.headers,
+            added,
+            fields: trace.map(|t| t as &dyn HeadFields),
+        }
+    }
 }
 
 /// What the response's telemetry learns from the attempt that answered.

@@ -18,12 +18,11 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use tokio::sync::mpsc;
 
 use super::body::{BoxError, UpstreamBody};
-use super::forward::{Outgoing, PEER_METADATA_NAME, build, upstream_version};
+use super::forward::{Outgoing, PEER_METADATA_NAME, upstream_version};
 use crate::metrics::Metrics;
-use crate::telemetry::peer::PEER_METADATA;
 use crate::telemetry::trace::TraceHeaders;
 use crate::upstream::Target;
-use crate::upstream::h1::{Added, AddedValue, HeadFields, RequestHead};
+use crate::upstream::h1::{Added, AddedValue};
 use crate::upstream::pool::Sent;
 
 /// Frames a copy may lag behind the original before it is cut off.
@@ -220,14 +219,8 @@ async fn send(
     let peer_metadata = metrics.istio.announcement(&endpoint.transport);
     let sent = match version {
         http::Version::HTTP_2 => {
-            let mut headers = std::mem::take(&mut out.headers);
-            if let Some(v) = peer_metadata {
-                headers.insert(PEER_METADATA, v);
-            }
-            if let Some(trace) = trace {
-                trace.write_into(&mut headers);
-            }
-            let req = build(out, version, headers, UpstreamBody::Copy(body));
+            let headers = std::mem::take(&mut out.headers);
+            let req = out.h2_request(headers, peer_metadata, trace, UpstreamBody::Copy(body));
             cluster
                 .pool
                 .send_h2(endpoint.address, &endpoint.transport, req, &mut admission)
@@ -238,14 +231,7 @@ async fn send(
                 name: &PEER_METADATA_NAME,
                 value: AddedValue::Value(v),
             });
-            let head = RequestHead {
-                method: &out.method,
-                authority: &out.authority,
-                path_and_query: out.path_and_query.as_str(),
-                headers: &out.headers,
-                added: added.as_slice(),
-                fields: trace.map(|t| t as &dyn HeadFields),
-            };
+            let head = out.h1_head(added.as_slice(), trace);
             cluster
                 .pool
                 .send_h1(
