@@ -28,13 +28,6 @@ impl TraceId {
     pub fn random() -> Self {
         Self(crate::fast_rand::u128().max(1))
     }
-
-    /// The 32 lowercase hex digits W3C and B3 write.
-    pub fn hex(self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        hex_into(&self.0.to_be_bytes(), &mut out);
-        out
-    }
 }
 
 /// Lowercase hex of `bytes` into `out` (twice as long): a byte's two digits at a time.
