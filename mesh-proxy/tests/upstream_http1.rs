@@ -88,15 +88,20 @@ impl Scripted {
     }
 
     async fn proxy(&self) -> Arc<mesh_proxy::Server> {
-        proxy(
-            table(json!([{ "name": "all", "domains": ["*"], "routes": [to("up")] }])),
-            json!([{
-                "name": "up", "lbPolicy": "ROUND_ROBIN", "protocol": "HTTP1",
-                "endpoints": [{ "address": self.addr.to_string() }],
-            }]),
-        )
-        .await
+        proxy_to(self.addr).await
     }
+}
+
+/// A proxy whose every request goes to `upstream` over HTTP/1.1.
+async fn proxy_to(upstream: SocketAddr) -> Arc<mesh_proxy::Server> {
+    proxy(
+        table(json!([{ "name": "all", "domains": ["*"], "routes": [to("up")] }])),
+        json!([{
+            "name": "up", "lbPolicy": "ROUND_ROBIN", "protocol": "HTTP1",
+            "endpoints": [{ "address": upstream.to_string() }],
+        }]),
+    )
+    .await
 }
 
 /// Reads one request head (the tests' requests have no body); false at the end of the stream.
@@ -245,15 +250,7 @@ async fn streaming_echo() -> SocketAddr {
 
 #[tokio::test]
 async fn a_response_streams_while_the_request_body_is_still_sent() {
-    let echo = streaming_echo().await;
-    let server = proxy(
-        table(json!([{ "name": "all", "domains": ["*"], "routes": [to("up")] }])),
-        json!([{
-            "name": "up", "lbPolicy": "ROUND_ROBIN", "protocol": "HTTP1",
-            "endpoints": [{ "address": echo.to_string() }],
-        }]),
-    )
-    .await;
+    let server = proxy_to(streaming_echo().await).await;
     // Far more than the sockets buffer: unless the proxy reads the response while it still
     // sends the request, both ends wait on each other.
     const CHUNKS: usize = 256;
