@@ -178,7 +178,12 @@ impl Pending {
         let request_line = line.len();
         format::text_request_headers(&mut line, &entry);
         let headers = line.len();
-        format::text_downstream(&mut line, &entry);
+        let downstream = conn.log_downstream.get_or_init(|| {
+            let mut part = Vec::new();
+            format::text_downstream(&mut part, &entry);
+            part.into_boxed_slice()
+        });
+        line.extend_from_slice(downstream);
         Captured::Text {
             line,
             request_line,
@@ -321,6 +326,13 @@ impl Pending {
 const LINE_CAPACITY: usize = 320;
 
 fn filter_headers(logs: &[CompiledLog], headers: &HeaderMap) -> Vec<Option<HeaderValue>> {
+    // The usual log has no filter, or one on the response code alone.
+    if logs
+        .iter()
+        .all(|l| l.filter.as_ref().is_none_or(|f| f.headers().is_empty()))
+    {
+        return Vec::new();
+    }
     logs.iter()
         .filter_map(|l| l.filter.as_ref())
         .flat_map(|f| f.headers())

@@ -141,93 +141,57 @@ pub fn text_request_headers(s: &mut Vec<u8>, e: &Entry<'_>) {
 /// ` "UPSTREAM_HOST" UPSTREAM_CLUSTER`
 pub fn text_upstream(s: &mut Vec<u8>, e: &Entry<'_>) {
     let key = (e.upstream_host, e.upstream_cluster);
-    LAST_PARTS.with_borrow_mut(|last| {
-        if !last.upstream.made_from(key.0, key.1, None) {
-            let part = &mut last.upstream;
+    LAST_UPSTREAM.with_borrow_mut(|part| {
+        if !part.made_from(key.0, key.1) {
             part.text.clear();
             part.text.extend_from_slice(b" \"");
             push_addr(&mut part.text, e.upstream_host);
             part.text.extend_from_slice(b"\" ");
             push_or_dash(&mut part.text, e.upstream_cluster.map(str::as_bytes));
-            part.keep(key.0, None, key.1, None);
-        }
-        s.extend_from_slice(&last.upstream.text);
-    });
-}
-
-/// ` - DOWNSTREAM_LOCAL DOWNSTREAM_REMOTE SNI - "DOWNSTREAM_PEER`
-pub fn text_downstream(s: &mut Vec<u8>, e: &Entry<'_>) {
-    LAST_PARTS.with_borrow_mut(|last| {
-        let part = &mut last.downstream;
-        let made = part.made_from(
-            e.downstream_local,
-            e.requested_server_name,
-            e.downstream_peer,
-        ) && part.second == e.downstream_remote;
-        if !made {
-            part.text.clear();
-            let t = &mut part.text;
-            t.extend_from_slice(b" - ");
-            push_addr(t, e.downstream_local);
-            t.push(b' ');
-            push_addr(t, e.downstream_remote);
-            t.push(b' ');
-            push_or_dash(t, e.requested_server_name.map(str::as_bytes));
-            t.extend_from_slice(b" - \"");
-            push_or_dash(t, e.downstream_peer.map(str::as_bytes));
-            part.keep(
-                e.downstream_local,
-                e.downstream_remote,
-                e.requested_server_name,
-                e.downstream_peer,
-            );
+            part.keep(key.0, key.1);
         }
         s.extend_from_slice(&part.text);
     });
 }
 
-thread_local! {
-    /// The downstream and upstream parts of the last line made on this thread, with what
-    /// they were made from: the requests of one connection share them, and comparing the
-    /// inputs costs less than formatting addresses again.
-    static LAST_PARTS: std::cell::RefCell<LastParts> = std::cell::RefCell::default();
+/// ` - DOWNSTREAM_LOCAL DOWNSTREAM_REMOTE SNI - "DOWNSTREAM_PEER`: the same for every line of
+/// a connection (its caller keeps it with the connection).
+pub fn text_downstream(s: &mut Vec<u8>, e: &Entry<'_>) {
+    s.extend_from_slice(b" - ");
+    push_addr(s, e.downstream_local);
+    s.push(b' ');
+    push_addr(s, e.downstream_remote);
+    s.push(b' ');
+    push_or_dash(s, e.requested_server_name.map(str::as_bytes));
+    s.extend_from_slice(b" - \"");
+    push_or_dash(s, e.downstream_peer.map(str::as_bytes));
 }
 
-#[derive(Default)]
-struct LastParts {
-    downstream: MadePart,
-    upstream: MadePart,
+thread_local! {
+    /// The upstream part of the last line made on this thread, with what it was made from:
+    /// the requests to one endpoint share it, and comparing the inputs costs less than
+    /// formatting the address again.
+    static LAST_UPSTREAM: std::cell::RefCell<MadePart> = std::cell::RefCell::default();
 }
 
 /// A part of a line and the values it was made from.
 #[derive(Default)]
 struct MadePart {
     made: bool,
-    first: Option<SocketAddr>,
-    second: Option<SocketAddr>,
-    names: [Option<String>; 2],
+    host: Option<SocketAddr>,
+    cluster: Option<String>,
     text: Vec<u8>,
 }
 
 impl MadePart {
-    fn made_from(&self, first: Option<SocketAddr>, a: Option<&str>, b: Option<&str>) -> bool {
-        self.made
-            && self.first == first
-            && self.names[0].as_deref() == a
-            && self.names[1].as_deref() == b
+    fn made_from(&self, host: Option<SocketAddr>, cluster: Option<&str>) -> bool {
+        self.made && self.host == host && self.cluster.as_deref() == cluster
     }
 
-    fn keep(
-        &mut self,
-        first: Option<SocketAddr>,
-        second: Option<SocketAddr>,
-        a: Option<&str>,
-        b: Option<&str>,
-    ) {
+    fn keep(&mut self, host: Option<SocketAddr>, cluster: Option<&str>) {
         self.made = true;
-        self.first = first;
-        self.second = second;
-        self.names = [a.map(str::to_owned), b.map(str::to_owned)];
+        self.host = host;
+        self.cluster = cluster.map(str::to_owned);
     }
 }
 
@@ -465,8 +429,8 @@ mod tests {
         }
     }
 
-    /// The parts kept from the last line are used only for the very values they were made
-    /// from: lines of different connections and upstreams interleave correctly.
+    /// The upstream part kept from the last line is used only for the very values it was
+    /// made from: lines of different upstreams interleave correctly.
     #[test]
     fn kept_parts_never_stand_in_for_other_values() {
         let first = entry();
@@ -480,7 +444,7 @@ mod tests {
         same_addresses_other_peer.upstream_cluster = Some("outbound|8080|v2|locations");
         let expected = |e: &Entry<'_>| {
             // Made without the kept parts.
-            LAST_PARTS.with_borrow_mut(|last| *last = LastParts::default());
+            LAST_UPSTREAM.with_borrow_mut(|last| *last = MadePart::default());
             line(e)
         };
         let (a, b, c) = (

@@ -19,6 +19,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let present = headers
         .keys()
         .fold(Present::default(), |p, name| p.with(name));
+    remove_present(headers, keep_upgrade, present);
+}
+
+/// [`remove_hop_by_hop`] for a message whose hop-by-hop names were found already (a
+/// request's, by its [`super::scan::RequestScan`]).
+pub fn remove_present(headers: &mut HeaderMap, keep_upgrade: bool, present: Present) {
     if present == Present::default() {
         return;
     }
@@ -79,8 +85,8 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Which hop-by-hop headers a message has, found in one pass over its names.
-#[derive(Default, PartialEq, Clone, Copy)]
-struct Present {
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct Present {
     connection: bool,
     upgrade: bool,
     keep_alive: bool,
@@ -90,8 +96,13 @@ struct Present {
 }
 
 impl Present {
-    fn with(mut self, name: &HeaderName) -> Self {
-        match name.as_str() {
+    fn with(self, name: &HeaderName) -> Self {
+        self.with_str(name.as_str())
+    }
+
+    /// Notes `name` (lowercase, as header names are) when it is hop-by-hop.
+    pub fn with_str(mut self, name: &str) -> Self {
+        match name {
             "connection" => self.connection = true,
             "upgrade" => self.upgrade = true,
             "keep-alive" => self.keep_alive = true,
@@ -102,12 +113,17 @@ impl Present {
         }
         self
     }
+
+    /// Whether an `Upgrade` header was there.
+    pub fn upgrade(&self) -> bool {
+        self.upgrade
+    }
 }
 
-/// The `Upgrade` protocol of an HTTP/1.1 upgrade request.
-pub fn is_upgrade_request(req: &http::Request<hyper::body::Incoming>) -> bool {
+/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (`present`: its hop-by-hop names).
+pub fn is_upgrade_request(req: &http::Request<hyper::body::Incoming>, present: Present) -> bool {
     req.version() <= http::Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && present.upgrade
         && req
             .headers()
             .get(header::CONNECTION)

@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod local;
 pub mod mirror;
 pub mod proxy;
+pub mod scan;
 pub mod upgrade;
 
 pub use proxy::Proxy;

@@ -13,8 +13,9 @@ use mesh_proto::config::v1::Direction;
 use super::body::ResponseBody;
 use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
-use super::headers::{is_upgrade_request, remove_hop_by_hop};
+use super::headers::{is_upgrade_request, remove_present};
 use super::mirror::{self, BodyCopies};
+use super::scan::RequestScan;
 use super::{edge, inbound, local, upgrade};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
@@ -55,9 +56,10 @@ impl Proxy {
         conn: &ConnContext,
         mut req: Request<Incoming>,
     ) -> Response<RecordedBody> {
+        let scan = RequestScan::of(req.headers());
         // Istio's standard metrics, recorded once when the response ends.
-        let mut record = self.metrics.istio.start(conn, &mut req);
-        let resp = self.route(conn, req, &mut record).await;
+        let mut record = self.metrics.istio.start(conn, &mut req, &scan);
+        let resp = self.route(conn, req, &scan, &mut record).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,
             _ => DirectionLabel::Outbound,
@@ -82,9 +84,10 @@ impl Proxy {
         &self,
         conn: &ConnContext,
         mut req: Request<Incoming>,
+        scan: &RequestScan,
         record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
-        let grpc = local::is_grpc(req.headers());
+        let grpc = scan.grpc;
         let Some(authority) = authority_of(&req) else {
             let snapshot = self.state.load();
             let logs = snapshot.access_log.for_direction(conn.listener.direction);
@@ -95,16 +98,20 @@ impl Proxy {
             record.metric_overrides(overrides, &req);
             return local::bad_request("missing host");
         };
-        let upgrade = is_upgrade_request(&req);
+        let upgrade = is_upgrade_request(&req, scan.hop_by_hop);
         let outbound = conn.listener.direction == Direction::Outbound;
-        let overrides = Overrides::take(req.headers_mut(), outbound);
-        remove_hop_by_hop(req.headers_mut(), upgrade);
+        let overrides = if scan.envoy {
+            Overrides::take(req.headers_mut(), outbound)
+        } else {
+            Overrides::default()
+        };
+        remove_present(req.headers_mut(), upgrade, scan.hop_by_hop);
         if conn.listener.is_gateway() {
             edge::sanitize_external(req.headers_mut(), conn.listener.scheme());
         }
         // Every listener makes one when there is none, as Envoy's `generate_request_id`; the
         // gateway has removed the client's.
-        if !req.headers().contains_key(REQUEST_ID) {
+        if !(scan.request_id && req.headers().contains_key(REQUEST_ID)) {
             req.headers_mut().insert(REQUEST_ID, new_request_id());
         }
         // The one read of the config for this request.
@@ -121,7 +128,7 @@ impl Proxy {
             &req,
         );
         let mut trace = None;
-        if let Some(begun) = self.metrics.tracer.begin(conn, &req, tracing) {
+        if let Some(begun) = self.metrics.tracer.begin(conn, &req, scan, tracing) {
             record.trace(begun.span, begun.trace.trace_hex());
             trace = Some(begun.trace);
         }

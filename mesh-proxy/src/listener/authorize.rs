@@ -95,6 +95,7 @@ mod tests {
             original_dst: None,
             peer_identity: None,
             destination_port: port,
+            log_downstream: Default::default(),
         }
     }
 

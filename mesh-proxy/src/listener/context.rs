@@ -4,7 +4,7 @@
 
 use crate::telemetry::overrides::SideOverrides;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mesh_proto::config::v1 as pb;
 use tokio::net::TcpStream;
@@ -69,6 +69,9 @@ pub struct ConnContext {
     pub peer_identity: Option<PeerIdentity>,
     /// The workload port the client connected to (for policy).
     pub destination_port: u16,
+    /// The downstream part of this connection's text access-log lines, made with its first
+    /// logged request: every line of the connection shares it.
+    pub log_downstream: OnceLock<Box<[u8]>>,
 }
 
 impl ConnContext {

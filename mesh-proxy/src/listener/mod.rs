@@ -16,7 +16,7 @@ mod splice;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use mesh_proto::config::v1 as pb;
@@ -314,6 +314,7 @@ impl Listeners {
                     original_dst,
                     peer_identity: None,
                     destination_port,
+                    log_downstream: OnceLock::new(),
                 };
                 accepted.inc();
                 let open = Open::new(&active, slot);

@@ -125,7 +125,11 @@ impl WorkloadMetadata {
 }
 
 fn is_peer_metadata(name: &HeaderName) -> bool {
-    let name = name.as_str();
+    is_peer_metadata_name(name.as_str())
+}
+
+/// Whether a (lowercase) header name is one of the peer metadata headers.
+pub fn is_peer_metadata_name(name: &str) -> bool {
     // The shortest of the three is 20 bytes: most names are ruled out by their length.
     name.len() >= PEER_METADATA.as_str().len()
         && (name == PEER_METADATA.as_str()

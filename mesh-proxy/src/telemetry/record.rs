@@ -30,6 +30,7 @@ use super::{PEER_METADATA, Telemetry, peer};
 use crate::access_log::entry::{Finished, Upstream};
 use crate::access_log::{CompiledLog, Pending, Sink};
 use crate::http::body::{BoxError, ResponseBody};
+use crate::http::scan::RequestScan;
 use crate::listener::ConnContext;
 use crate::upstream::Cluster;
 
@@ -71,15 +72,24 @@ pub struct RequestRecord {
 impl Telemetry {
     /// Starts recording a request that arrived on `conn`, taking the peer metadata header off
     /// it.
-    pub fn start<B>(self: &Arc<Self>, conn: &ConnContext, req: &mut Request<B>) -> RequestRecord {
-        let header = peer::take(req.headers_mut());
+    pub fn start<B>(
+        self: &Arc<Self>,
+        conn: &ConnContext,
+        req: &mut Request<B>,
+        scan: &RequestScan,
+    ) -> RequestRecord {
+        let header = if scan.peer_metadata {
+            peer::take(req.headers_mut())
+        } else {
+            None
+        };
         let enabled = self.is_enabled();
-        let protocol = if crate::http::local::is_grpc(req.headers()) {
+        let protocol = if scan.grpc {
             RequestProtocol::Grpc
         } else {
             RequestProtocol::Http
         };
-        let request_bytes = content_length(req.headers()).unwrap_or(0);
+        let request_bytes = scan.content_length.unwrap_or(0);
         let mut record = RequestRecord {
             telemetry: self.clone(),
             start: Instant::now(),
@@ -464,15 +474,6 @@ impl Drop for RecordedBody {
             self.end();
         }
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {

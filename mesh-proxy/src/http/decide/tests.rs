@@ -46,6 +46,7 @@ fn conn(snap: &Snapshot, original_dst: Option<&str>) -> ConnContext {
         original_dst: original_dst.map(|d| d.parse().unwrap()),
         peer_identity: None,
         destination_port: 8080,
+        log_downstream: Default::default(),
     }
 }
 

@@ -143,7 +143,7 @@ impl Incoming {
 }
 
 /// The headers that carry or steer a trace.
-fn is_trace_header(name: &str) -> bool {
+pub fn is_trace_header(name: &str) -> bool {
     matches!(name, TRACEPARENT | TRACESTATE | B3 | CLIENT_TRACE_ID) || name.starts_with("x-b3-")
 }
 

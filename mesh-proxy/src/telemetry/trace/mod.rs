@@ -31,6 +31,7 @@ pub use export::{ExportError, ExportOptions};
 pub use span::{ActiveSpan, Finish, Kind};
 
 use super::WorkloadMetadata;
+use crate::http::scan::RequestScan;
 use crate::listener::ConnContext;
 use export::{Reporter, SpanCounters};
 use propagate::Outgoing;
@@ -103,10 +104,15 @@ impl Tracer {
         &self,
         conn: &ConnContext,
         req: &Request<B>,
+        scan: &RequestScan,
         cfg: Option<&pb::Tracing>,
     ) -> Option<Begun> {
         let reporter = self.reporter.get()?;
-        let incoming = Incoming::read(req.headers());
+        let incoming = if scan.trace_context {
+            Incoming::read(req.headers())
+        } else {
+            Incoming::default()
+        };
         let span_id = SpanId::random();
         // The span id is random: its top 53 bits are the sampling roll, uniform in [0, 100).
         let roll = (span_id.0 >> 11) as f64 / (1u64 << 53) as f64 * 100.0;
