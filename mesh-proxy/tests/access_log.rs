@@ -268,6 +268,73 @@ async fn a_filter_keeps_503s_and_drops_200s() {
     );
 }
 
+/// A single text log writes a connection's downstream part once and reuses it: lines of
+/// two connections, interleaved, each show their own client address.
+#[tokio::test]
+async fn each_connection_s_lines_show_its_own_downstream_address() {
+    let app = echo("ok", "v1").await;
+    let log = LogFile::new("connections");
+    let server = logging_proxy(
+        None,
+        &log,
+        with_logs(
+            outbound(vec![endpoint(app.addr(), false, &[])], json!({})),
+            json!([{ "name": "envoy", "format": "TEXT" }]),
+        ),
+    )
+    .await;
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        conns.push(
+            tokio::net::TcpStream::connect(out_addr(&server))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut sent = Vec::new();
+    // Interleaved: first, second, first, second.
+    for i in 0..4 {
+        let conn = &mut conns[i % 2];
+        let path = format!("/conn-{i}");
+        let req = format!("GET {path} HTTP/1.1\r\nhost: app\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.unwrap();
+        read_response_head(conn).await;
+        sent.push((path, conn.local_addr().unwrap()));
+    }
+    for (path, client) in sent {
+        let line = log.wait_for(&format!("GET {path} ")).await;
+        assert!(
+            line.contains(&format!(" {client} ")),
+            "{client} missing in {line}"
+        );
+    }
+}
+
+/// Reads one response with a `content-length` body off a keep-alive connection.
+async fn read_response_head(conn: &mut tokio::net::TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            if buf.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn access_logs_turn_on_and_off_with_the_config() {
     let app = echo("app", "v1").await;

@@ -563,3 +563,59 @@ async fn a_request_id_is_made_where_missing_and_kept_across_the_mesh() {
     );
     assert_eq!(untouched.upstream_header("x-b3-spanid"), None);
 }
+
+/// A route whose header edits set trace headers: the proxy's context still goes upstream,
+/// once, as Envoy injects it after the route's edits.
+#[tokio::test]
+async fn a_route_setting_trace_headers_does_not_double_the_context() {
+    let (_collector, addr) = Receiver::start().await;
+    let app = echo("reviews", "v1").await;
+    let route_traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let client = sidecar(
+        None,
+        config(json!({
+            "version": "1",
+            "listeners": [{
+                "name": "out", "address": "127.0.0.1:0", "direction": "OUTBOUND",
+                "protocol": "HTTP", "routeTable": "out"
+            }],
+            "routeTables": [{ "name": "out", "virtualHosts": [{
+                "name": "reviews", "domains": ["*"],
+                "routes": [{
+                    "route": { "clusters": [{ "cluster": "app", "weight": 100 }] },
+                    "requestHeaders": { "set": [
+                        { "name": "traceparent", "value": route_traceparent },
+                        { "name": "x-b3-sampled", "value": "1" },
+                    ] },
+                }]
+            }]}],
+            "clusters": [{ "name": "app", "endpoints": [{ "address": app.addr().to_string() }] }],
+            "telemetry": { "tracing": { "randomSamplingPercentage": 0 } },
+        })),
+    )
+    .await;
+    client
+        .start_tracing(&export_to(
+            addr,
+            "sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local",
+        ))
+        .unwrap();
+    let reply = send_h1(
+        &h1_client(),
+        out_addr(&client),
+        "GET",
+        "reviews:9080",
+        "/",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let traceparent = reply.upstream_header("traceparent").unwrap();
+    assert_ne!(traceparent, route_traceparent);
+    assert!(
+        traceparent.len() == 55 && traceparent.ends_with("-00"),
+        "one context, the proxy's: {traceparent}"
+    );
+    assert_eq!(reply.upstream_header("x-b3-sampled").as_deref(), Some("0"));
+}

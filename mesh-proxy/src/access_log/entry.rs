@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Version, header};
 use mesh_api::telemetry::filter::Attributes;
 use mesh_proto::config::v1::access_log::Format;
 
@@ -83,14 +83,19 @@ impl<'a> Seen<'a> {
         let mut seen = Seen::default();
         // One pass over the request's headers instead of a hashed lookup per field.
         for (name, value) in headers {
-            let slot = match name.as_str() {
-                ORIGINAL_PATH => &mut seen.original_path,
-                FORWARDED_FOR => &mut seen.forwarded_for,
-                "user-agent" => &mut seen.user_agent,
-                REQUEST_ID => &mut seen.request_id,
-                TRACEPARENT => &mut seen.traceparent,
-                "host" => &mut seen.host,
-                _ => continue,
+            // Standard names compare by their tag, without spelling the name out.
+            let slot = if *name == header::HOST {
+                &mut seen.host
+            } else if *name == header::USER_AGENT {
+                &mut seen.user_agent
+            } else {
+                match name.as_str() {
+                    ORIGINAL_PATH => &mut seen.original_path,
+                    FORWARDED_FOR => &mut seen.forwarded_for,
+                    REQUEST_ID => &mut seen.request_id,
+                    TRACEPARENT => &mut seen.traceparent,
+                    _ => continue,
+                }
             };
             // The first value, as `%REQ(...)%` takes it.
             if slot.is_none() {

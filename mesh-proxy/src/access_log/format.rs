@@ -335,15 +335,12 @@ fn push_start_time(s: &mut Vec<u8>, t: Option<SystemTime>) {
     let secs = since.as_secs();
     // Lines of one second share their date and time up to the seconds: made once per
     // second per thread.
-    SECOND.with(|cached| {
-        let (at, prefix) = &mut *cached.borrow_mut();
-        if *at != Some(secs) || prefix.is_empty() {
-            prefix.clear();
-            push_second(prefix, secs);
-            *at = Some(secs);
-        }
-        s.extend_from_slice(prefix);
-    });
+    let (at, mut prefix) = SECOND.get();
+    if at != secs {
+        prefix = second_prefix(secs);
+        SECOND.set((secs, prefix));
+    }
+    s.extend_from_slice(&prefix);
     // Always under 1000.
     let ms = since.subsec_millis();
     s.extend_from_slice(&[
@@ -354,9 +351,20 @@ fn push_start_time(s: &mut Vec<u8>, t: Option<SystemTime>) {
     ]);
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.`: 20 bytes for the years 0 to 9999.
+type SecondPrefix = [u8; 20];
+
 thread_local! {
-    static SECOND: std::cell::RefCell<(Option<u64>, Vec<u8>)> =
-        const { std::cell::RefCell::new((None, Vec::new())) };
+    /// The last second a line started in, and its prefix (`u64::MAX`: none yet).
+    static SECOND: std::cell::Cell<(u64, SecondPrefix)> =
+        const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+}
+
+fn second_prefix(secs: u64) -> SecondPrefix {
+    let mut v = Vec::with_capacity(20);
+    push_second(&mut v, secs);
+    // Years past 9999 do not fit: their lines show the last representable second.
+    v.try_into().unwrap_or(*b"9999-12-31T23:59:59.")
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch.

@@ -23,7 +23,7 @@ use crate::metrics::{DirectionLabel, Metrics, RateLimitedLabels, RequestLabels};
 use crate::ratelimit;
 use crate::retry::Overrides;
 use crate::telemetry::trace::TraceHeaders;
-use crate::telemetry::trace::context::hex_into;
+use crate::telemetry::trace::context::{hex_into, is_trace_header};
 use crate::telemetry::{RecordedBody, RequestRecord};
 use crate::upstream::{Cluster, HashInput, Target};
 
@@ -200,6 +200,21 @@ impl Proxy {
         for ops in f.request_headers.iter().flatten() {
             ops.apply(req.headers_mut());
         }
+        // The trace context was read before the route's edits: one that sets a trace header
+        // makes the attempt look for trace headers by name.
+        let edited;
+        let trace = match trace {
+            Some(t)
+                if f.request_headers
+                    .iter()
+                    .flatten()
+                    .any(|ops| ops.writes_any(is_trace_header)) =>
+            {
+                edited = t.after_header_edits();
+                Some(&edited)
+            }
+            t => t,
+        };
         // Hashed after the route's header edits, so a route may set the key.
         let hash = f.target.cluster.hash_key(&HashInput {
             headers: req.headers(),

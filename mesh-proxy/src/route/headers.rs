@@ -47,8 +47,27 @@ impl HeaderOps {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
 
-    /// Removes first, then sets, then appends, as Envoy evaluates header mutations.
+    /// Whether these edits set or add a header `named` picks out.
+    #[inline]
+    pub fn writes_any(&self, named: impl Fn(&str) -> bool) -> bool {
+        (!self.set.is_empty() || !self.add.is_empty())
+            && self
+                .set
+                .iter()
+                .chain(&self.add)
+                .any(|(name, _)| named(name.as_str()))
+    }
+
+    /// Removes first, then sets, then appends, as Envoy evaluates header mutations. Most
+    /// routes edit nothing: that case is a check where the call is.
+    #[inline]
     pub fn apply(&self, headers: &mut HeaderMap) {
+        if !self.is_empty() {
+            self.apply_edits(headers);
+        }
+    }
+
+    fn apply_edits(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
         }

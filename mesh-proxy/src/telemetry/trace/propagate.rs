@@ -52,7 +52,8 @@ pub struct TraceHeaders {
     keeps_tracestate: bool,
     /// A `b3` single header came in: it is rewritten.
     b3_single: bool,
-    /// Any trace header came in (there is something to replace in a map).
+    /// The request's map may hold trace headers (some came in, or a route's header edits
+    /// set some): only then is there anything to replace or drop.
     had_any: bool,
 }
 
@@ -83,9 +84,21 @@ impl TraceHeaders {
         self.buf[TRACE].try_into().expect("32 hex digits")
     }
 
+    /// These headers for a request whose map a route's header edits may have given trace
+    /// headers after its context was read.
+    pub fn after_header_edits(&self) -> Self {
+        Self {
+            had_any: true,
+            ..*self
+        }
+    }
+
     /// Whether a request header of this name is replaced by these (or dropped: a parent span
     /// or `x-b3-flags` that no longer apply, a `tracestate` of another trace).
     pub fn replaces(&self, name: &str) -> bool {
+        if !self.had_any {
+            return false;
+        }
         match name {
             TRACESTATE => !self.keeps_tracestate,
             TRACEPARENT | B3 | B3_TRACE_ID | B3_SPAN_ID | B3_PARENT_SPAN_ID | B3_SAMPLED
@@ -98,25 +111,42 @@ impl TraceHeaders {
         if self.sampled { b"1" } else { b"0" }
     }
 
-    /// Appends the headers to an HTTP/1.1 head being written.
+    /// Appends the headers to an HTTP/1.1 head being written. Every piece has a length known
+    /// when this is compiled, so each is a few moves rather than a copy call.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let mut field = |name: &str, value: &[u8]| {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        };
-        field(TRACEPARENT, &self.buf[..TRACEPARENT_LEN]);
-        field(B3_TRACE_ID, &self.buf[TRACE]);
-        field(B3_SPAN_ID, &self.buf[SPAN]);
+        out.extend_from_slice(b"traceparent: ");
+        out.extend_from_slice(
+            self.buf
+                .first_chunk::<TRACEPARENT_LEN>()
+                .expect("the buffer starts with it"),
+        );
+        out.extend_from_slice(b"\r\nx-b3-traceid: ");
+        out.extend_from_slice(self.hex::<32>(TRACE));
+        out.extend_from_slice(b"\r\nx-b3-spanid: ");
+        out.extend_from_slice(self.hex::<16>(SPAN));
         if self.has_parent {
-            field(B3_PARENT_SPAN_ID, &self.buf[PARENT]);
+            out.extend_from_slice(b"\r\nx-b3-parentspanid: ");
+            out.extend_from_slice(self.hex::<16>(PARENT));
         }
-        field(B3_SAMPLED, self.sampled_digit());
+        out.extend_from_slice(if self.sampled {
+            b"\r\nx-b3-sampled: 1\r\n"
+        } else {
+            b"\r\nx-b3-sampled: 0\r\n"
+        });
         if self.b3_single {
             let (b3, len) = self.b3_value();
-            field(B3, &b3[..len]);
+            out.extend_from_slice(B3.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&b3[..len]);
+            out.extend_from_slice(b"\r\n");
         }
+    }
+
+    /// The `N` hex digits at `at` in the buffer.
+    fn hex<const N: usize>(&self, at: std::ops::Range<usize>) -> &[u8; N] {
+        self.buf[at]
+            .first_chunk::<N>()
+            .expect("the range holds N digits")
     }
 
     /// `{trace}-{span}-{sampled}[-{parent}]`.
@@ -194,6 +224,15 @@ mod tests {
             parent: parent.map(SpanId),
             sampled,
         }
+    }
+
+    #[test]
+    fn names_are_looked_at_only_when_the_map_may_hold_trace_headers() {
+        let fresh = TraceHeaders::new(&Incoming::default(), &span(None, false));
+        assert!(!fresh.replaces(TRACEPARENT));
+        let edited = fresh.after_header_edits();
+        assert!(edited.replaces(TRACEPARENT) && edited.replaces(B3_SAMPLED));
+        assert!(!edited.replaces("x-app"));
     }
 
     #[test]
