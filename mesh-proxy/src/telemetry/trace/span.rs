@@ -96,9 +96,13 @@ impl ActiveSpan {
         if let Some(g) = f.grpc_status {
             attributes.push(KeyValue::new("grpc.status_code", i64::from(g)));
         }
-        attributes.push(KeyValue::new("response_flags", f.flags.to_string()));
-        peer_attributes(&mut attributes, "source", f.source);
-        peer_attributes(&mut attributes, "destination", f.destination);
+        attributes.push(if f.flags.is_empty() {
+            KeyValue::new("response_flags", "-")
+        } else {
+            KeyValue::new("response_flags", f.flags.to_string())
+        });
+        peer_attributes(&mut attributes, Side::Source, f.source);
+        peer_attributes(&mut attributes, Side::Destination, f.destination);
         let error = f.status == 0 || f.status >= 500;
         if error {
             attributes.push(KeyValue::new("error", true));
@@ -150,27 +154,58 @@ impl ActiveSpan {
         while !self.path.is_char_boundary(cut) {
             cut -= 1;
         }
-        format!("{}://{}{}", self.scheme, authority, &self.path[..cut])
+        let mut url = String::with_capacity(self.scheme.len() + 3 + authority.len() + cut);
+        url.push_str(self.scheme);
+        url.push_str("://");
+        url.push_str(authority);
+        url.push_str(&self.path[..cut]);
+        url
+    }
+}
+
+/// Which side of the call a peer's attributes describe.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+impl Side {
+    /// `istio.{side}.workload`, `.namespace`, `.canonical_service`, `.principal`: names made
+    /// at compile time, not formatted per span.
+    fn keys(self) -> [&'static str; 4] {
+        match self {
+            Side::Source => [
+                "istio.source.workload",
+                "istio.source.namespace",
+                "istio.source.canonical_service",
+                "istio.source.principal",
+            ],
+            Side::Destination => [
+                "istio.destination.workload",
+                "istio.destination.namespace",
+                "istio.destination.canonical_service",
+                "istio.destination.principal",
+            ],
+        }
     }
 }
 
 /// The identities of one side, where the peer metadata exchange or the certificate told us.
-fn peer_attributes(out: &mut Vec<KeyValue>, side: &'static str, peer: &PeerLabels) {
+fn peer_attributes(out: &mut Vec<KeyValue>, side: Side, peer: &PeerLabels) {
     let w = peer.workload();
+    let [workload, namespace, service, principal] = side.keys();
     for (key, value) in [
-        ("workload", &w.name),
-        ("namespace", &w.namespace),
-        ("canonical_service", &w.app),
+        (workload, &w.name),
+        (namespace, &w.namespace),
+        (service, &w.app),
     ] {
         if value != UNKNOWN && !value.is_empty() {
-            out.push(KeyValue::new(format!("istio.{side}.{key}"), value.clone()));
+            out.push(KeyValue::new(key, value.clone()));
         }
     }
     if peer.principal() != UNKNOWN {
-        out.push(KeyValue::new(
-            format!("istio.{side}.principal"),
-            peer.principal().to_owned(),
-        ));
+        out.push(KeyValue::new(principal, peer.principal().to_owned()));
     }
 }
 
