@@ -79,20 +79,37 @@ struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    fn scan(headers: &'a HeaderMap) -> Self {
+    /// Looks through the request's headers for the line's fields that `known` leaves open,
+    /// and stops once it has all of them.
+    fn scan(headers: &'a HeaderMap, known: &Known<'_>) -> Self {
+        let may = known.may_carry.unwrap_or(MayCarry::ANY);
+        let want_host = known.authority.is_none();
+        let want_request_id = may.request_id && known.made_request_id.is_none();
+        let custom = may.forwarded_for || may.original_path || may.traceparent || want_request_id;
+        let mut left = 1
+            + usize::from(want_host)
+            + usize::from(want_request_id)
+            + usize::from(may.forwarded_for)
+            + usize::from(may.original_path)
+            + usize::from(may.traceparent);
         let mut seen = Seen::default();
         // One pass over the request's headers instead of a hashed lookup per field.
         for (name, value) in headers {
             // Standard names compare by their tag, without spelling the name out.
-            let slot = if *name == header::HOST {
-                &mut seen.host
-            } else if *name == header::USER_AGENT {
+            let slot = if *name == header::USER_AGENT {
                 &mut seen.user_agent
+            } else if *name == header::HOST {
+                if !want_host {
+                    continue;
+                }
+                &mut seen.host
+            } else if !custom {
+                continue;
             } else {
                 match name.as_str() {
                     ORIGINAL_PATH => &mut seen.original_path,
                     FORWARDED_FOR => &mut seen.forwarded_for,
-                    REQUEST_ID => &mut seen.request_id,
+                    REQUEST_ID if want_request_id => &mut seen.request_id,
                     TRACEPARENT => &mut seen.traceparent,
                     _ => continue,
                 }
@@ -100,10 +117,45 @@ impl<'a> Seen<'a> {
             // The first value, as `%REQ(...)%` takes it.
             if slot.is_none() {
                 *slot = Some(value);
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
             }
         }
         seen
     }
+}
+
+/// What the request path knows already when a logged request starts, so the capture looks
+/// through its headers only for what may be there. `Known::default()` knows nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Known<'a> {
+    /// The request's authority (its URI's, else Host) as routing read it.
+    pub authority: Option<&'a HeaderValue>,
+    /// The `x-request-id` this proxy made for the request, which came without one.
+    pub made_request_id: Option<&'a [u8]>,
+    /// Which of the line's other headers the request arrived with; `None`: any.
+    pub may_carry: Option<MayCarry>,
+}
+
+/// Which of the line's headers a request may carry (from the pass over its headers when it
+/// arrived: a mark means "look", not "it is there").
+#[derive(Debug, Clone, Copy)]
+pub struct MayCarry {
+    pub forwarded_for: bool,
+    pub original_path: bool,
+    pub traceparent: bool,
+    pub request_id: bool,
+}
+
+impl MayCarry {
+    const ANY: Self = Self {
+        forwarded_for: true,
+        original_path: true,
+        traceparent: true,
+        request_id: true,
+    };
 }
 
 /// What the response says about the upstream that answered.
@@ -130,18 +182,19 @@ impl Pending {
         sink: &Arc<Sink>,
         conn: &ConnContext,
         req: &Request<B>,
+        known: &Known<'_>,
     ) -> Box<Pending> {
         let headers = req.headers();
-        let seen = Seen::scan(headers);
+        let seen = Seen::scan(headers, known);
         let trace_id = seen.traceparent.and_then(|header| {
             let tp = std::str::from_utf8(header.as_bytes()).ok()?;
             self::trace_id(tp)?.as_bytes().try_into().ok()
         });
         let only_text = logs.len() == 1 && logs[0].format == Format::Text;
         let captured = if only_text {
-            Self::text_parts(conn, req, &seen)
+            Self::text_parts(conn, req, &seen, known)
         } else {
-            Self::fields(conn, req, &seen)
+            Self::fields(conn, req, &seen, known)
         };
         Box::new(Pending {
             logs: logs.clone(),
@@ -154,14 +207,19 @@ impl Pending {
     }
 
     /// The text line's request parts, written now from the request as it is.
-    fn text_parts<B>(conn: &ConnContext, req: &Request<B>, seen: &Seen<'_>) -> Captured {
+    fn text_parts<B>(
+        conn: &ConnContext,
+        req: &Request<B>,
+        seen: &Seen<'_>,
+        known: &Known<'_>,
+    ) -> Captured {
         fn bytes(v: Option<&HeaderValue>) -> Option<&[u8]> {
             v.map(HeaderValue::as_bytes)
         }
         let path = req.uri().path_and_query().map(|p| p.as_str().as_bytes());
         let authority = match req.uri().authority() {
             Some(a) => Some(a.as_str().as_bytes()),
-            None => bytes(seen.host),
+            None => bytes(known.authority.or(seen.host)),
         };
         let entry = Entry {
             start: Some(SystemTime::now()),
@@ -170,7 +228,7 @@ impl Pending {
             protocol: protocol(req.version()),
             forwarded_for: bytes(seen.forwarded_for),
             user_agent: bytes(seen.user_agent),
-            request_id: bytes(seen.request_id),
+            request_id: known.made_request_id.or(bytes(seen.request_id)),
             authority,
             downstream_local: conn.original_dst,
             downstream_remote: Some(conn.peer),
@@ -196,10 +254,19 @@ impl Pending {
         }
     }
 
-    fn fields<B>(conn: &ConnContext, req: &Request<B>, seen: &Seen<'_>) -> Captured {
+    fn fields<B>(
+        conn: &ConnContext,
+        req: &Request<B>,
+        seen: &Seen<'_>,
+        known: &Known<'_>,
+    ) -> Captured {
         let authority = match req.uri().authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => seen.host.cloned(),
+            None => known.authority.or(seen.host).cloned(),
+        };
+        let request_id = match known.made_request_id {
+            Some(id) => HeaderValue::from_bytes(id).ok(),
+            None => seen.request_id.cloned(),
         };
         Captured::Fields(Box::new(RequestFields {
             start: SystemTime::now(),
@@ -209,7 +276,7 @@ impl Pending {
             version: req.version(),
             forwarded_for: seen.forwarded_for.cloned(),
             user_agent: seen.user_agent.cloned(),
-            request_id: seen.request_id.cloned(),
+            request_id,
             authority,
             downstream_local: conn.original_dst,
             downstream_remote: conn.peer,
@@ -381,6 +448,68 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("host", "reviews:9080"),
+            ("user-agent", "first"),
+            ("user-agent", "second"),
+            ("x-forwarded-for", "198.18.0.9"),
+            ("x-request-id", "client-id"),
+            ("accept", "*/*"),
+        ] {
+            h.append(
+                http::HeaderName::from_static(n),
+                HeaderValue::from_static(v),
+            );
+        }
+        h
+    }
+
+    fn text(v: Option<&HeaderValue>) -> Option<&str> {
+        v.map(|v| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn the_scan_finds_every_field_it_is_not_told() {
+        let h = request_headers();
+        let seen = Seen::scan(&h, &Known::default());
+        assert_eq!(text(seen.host), Some("reviews:9080"));
+        assert_eq!(text(seen.user_agent), Some("first"));
+        assert_eq!(text(seen.forwarded_for), Some("198.18.0.9"));
+        assert_eq!(text(seen.request_id), Some("client-id"));
+        assert_eq!(seen.traceparent, None);
+    }
+
+    #[test]
+    fn the_scan_skips_what_is_known_and_what_the_request_did_not_carry() {
+        let h = request_headers();
+        let authority = HeaderValue::from_static("reviews:9080");
+        let known = Known {
+            authority: Some(&authority),
+            made_request_id: Some(b"made-here"),
+            may_carry: Some(MayCarry {
+                forwarded_for: true,
+                original_path: false,
+                traceparent: false,
+                request_id: true,
+            }),
+        };
+        let seen = Seen::scan(&h, &known);
+        assert_eq!(seen.host, None, "routing's authority stands in");
+        assert_eq!(seen.request_id, None, "the id made here stands in");
+        assert_eq!(text(seen.user_agent), Some("first"));
+        assert_eq!(text(seen.forwarded_for), Some("198.18.0.9"));
+        let nothing_else = Known {
+            may_carry: Some(MayCarry {
+                forwarded_for: false,
+                ..known.may_carry.unwrap()
+            }),
+            ..known
+        };
+        assert_eq!(Seen::scan(&h, &nothing_else).forwarded_for, None);
+    }
 
     #[test]
     fn trace_ids_come_from_valid_traceparents_only() {

@@ -17,6 +17,7 @@ use super::headers::{is_upgrade_request, remove_present};
 use super::mirror::{self, BodyCopies};
 use super::scan::RequestScan;
 use super::{edge, inbound, local, upgrade};
+use crate::access_log::{Known, MayCarry};
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RateLimitedLabels, RequestLabels};
@@ -91,7 +92,13 @@ impl Proxy {
         let Some(authority) = authority_of(&req) else {
             let snapshot = self.state.load();
             let logs = snapshot.access_log.for_direction(conn.listener.direction);
-            record.access_log(logs, &self.metrics.access_log, conn, &req);
+            record.access_log(
+                logs,
+                &self.metrics.access_log,
+                conn,
+                &req,
+                &Known::default(),
+            );
             let overrides = snapshot
                 .metrics_overrides
                 .for_direction(conn.listener.direction);
@@ -111,8 +118,13 @@ impl Proxy {
         }
         // Every listener makes one when there is none, as Envoy's `generate_request_id`; the
         // gateway has removed the client's.
+        let made_id;
+        let mut made_request_id = None;
         if !(scan.request_id && req.headers().contains_key(REQUEST_ID)) {
-            req.headers_mut().insert(REQUEST_ID, new_request_id());
+            made_id = request_id_digits();
+            req.headers_mut()
+                .insert(REQUEST_ID, request_id_value(&made_id));
+            made_request_id = Some(&made_id[..]);
         }
         // The one read of the config for this request.
         let snapshot = self.state.load_full();
@@ -121,11 +133,23 @@ impl Proxy {
             .telemetry
             .as_ref()
             .and_then(|t| t.tracing.as_ref());
+        // What the log's capture would otherwise look through the headers for.
+        let known = Known {
+            authority: Some(&authority),
+            made_request_id,
+            may_carry: Some(MayCarry {
+                forwarded_for: scan.forwarded_for,
+                original_path: scan.envoy,
+                traceparent: scan.trace_context,
+                request_id: scan.request_id,
+            }),
+        };
         record.access_log(
             snapshot.access_log.for_direction(conn.listener.direction),
             &self.metrics.access_log,
             conn,
             &req,
+            &known,
         );
         let mut trace = None;
         if let Some(begun) = self.metrics.tracer.begin(conn, &req, scan, tracing) {
@@ -381,8 +405,18 @@ fn authority_of<B>(req: &Request<B>) -> Option<HeaderValue> {
         .cloned()
 }
 
+#[cfg(test)]
 fn new_request_id() -> HeaderValue {
-    // A version 4 UUID: the version and variant bits are fixed.
+    request_id_value(&request_id_digits())
+}
+
+fn request_id_value(digits: &[u8; 36]) -> HeaderValue {
+    HeaderValue::from_bytes(digits).expect("hex and dashes are a valid header value")
+}
+
+/// A version 4 UUID's 36 characters.
+fn request_id_digits() -> [u8; 36] {
+    // The version and variant bits are fixed.
     let v = crate::fast_rand::u128();
     let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let raw = v.to_be_bytes();
@@ -397,7 +431,7 @@ fn new_request_id() -> HeaderValue {
     ] {
         hex_into(&raw[bytes], &mut out[digits]);
     }
-    HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
+    out
 }
 
 #[cfg(test)]

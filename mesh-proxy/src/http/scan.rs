@@ -1,6 +1,6 @@
 //! One pass over a request's headers when it arrives, for the steps that read or remove
 //! headers: the metrics (protocol, request size), peer metadata, Envoy's override headers,
-//! hop-by-hop removal, the request id and the trace context. Each of them looks into the map
+//! hop-by-hop removal, the request id, the trace context and the access log's capture. Each of them looks into the map
 //! only when the pass saw its headers: most requests carry none of them, and a hashed lookup
 //! of an absent name costs more than this pass does for all of them.
 //!
@@ -27,6 +27,8 @@ pub struct RequestScan {
     pub peer_metadata: bool,
     /// `x-request-id`.
     pub request_id: bool,
+    /// `x-forwarded-for`.
+    pub forwarded_for: bool,
     /// Some header that carries or steers a trace.
     pub trace_context: bool,
 }
@@ -52,6 +54,7 @@ impl RequestScan {
                 scan.envoy |= rest.starts_with("envoy-");
                 scan.peer_metadata |= crate::telemetry::peer::is_peer_metadata_name(name);
                 scan.request_id |= rest == "request-id";
+                scan.forwarded_for |= rest == "forwarded-for";
             }
             scan.trace_context |= is_trace_header(name);
         }
@@ -93,6 +96,7 @@ mod tests {
         assert!(s.envoy && s.peer_metadata);
         assert!(scan(&[("x-mesh-peer-metadata", "m")]).peer_metadata);
         assert!(scan(&[("x-request-id", "r")]).request_id);
+        assert!(scan(&[("x-forwarded-for", "198.18.0.9")]).forwarded_for);
         for name in [
             "traceparent",
             "tracestate",

@@ -28,7 +28,7 @@ use super::trace::{ActiveSpan, Finish};
 use super::upstream::UpstreamInfo;
 use super::{PEER_METADATA, Telemetry, peer};
 use crate::access_log::entry::{Finished, Upstream};
-use crate::access_log::{CompiledLog, Pending, Sink};
+use crate::access_log::{CompiledLog, Known, Pending, Sink};
 use crate::http::body::{BoxError, ResponseBody};
 use crate::http::scan::RequestScan;
 use crate::listener::ConnContext;
@@ -147,9 +147,10 @@ impl RequestRecord {
         sink: &Arc<Sink>,
         conn: &ConnContext,
         req: &Request<B>,
+        known: &Known<'_>,
     ) {
         if let Some(logs) = logs {
-            self.access = Some(Pending::capture(logs, sink, conn, req));
+            self.access = Some(Pending::capture(logs, sink, conn, req, known));
         }
     }
 
