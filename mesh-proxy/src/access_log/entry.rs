@@ -106,11 +106,12 @@ impl<'a> Seen<'a> {
             } else if !custom {
                 continue;
             } else {
+                // Only the fields counted in `left`.
                 match name.as_str() {
-                    ORIGINAL_PATH => &mut seen.original_path,
-                    FORWARDED_FOR => &mut seen.forwarded_for,
+                    ORIGINAL_PATH if may.original_path => &mut seen.original_path,
+                    FORWARDED_FOR if may.forwarded_for => &mut seen.forwarded_for,
                     REQUEST_ID if want_request_id => &mut seen.request_id,
-                    TRACEPARENT => &mut seen.traceparent,
+                    TRACEPARENT if may.traceparent => &mut seen.traceparent,
                     _ => continue,
                 }
             };
@@ -480,6 +481,41 @@ mod tests {
         assert_eq!(text(seen.forwarded_for), Some("198.18.0.9"));
         assert_eq!(text(seen.request_id), Some("client-id"));
         assert_eq!(seen.traceparent, None);
+    }
+
+    /// A header the request was not marked as carrying neither fills its field nor ends
+    /// the scan before the fields it is looking for.
+    #[test]
+    fn an_unmarked_header_does_not_end_the_scan_early() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("x-forwarded-for", "198.18.0.9"),
+            ("user-agent", "agent"),
+        ] {
+            h.append(
+                http::HeaderName::from_static(n),
+                HeaderValue::from_static(v),
+            );
+        }
+        let authority = HeaderValue::from_static("reviews:9080");
+        let known = Known {
+            authority: Some(&authority),
+            made_request_id: Some(b"made-here"),
+            may_carry: Some(MayCarry {
+                forwarded_for: true,
+                original_path: false,
+                traceparent: false,
+                request_id: false,
+            }),
+        };
+        let seen = Seen::scan(&h, &known);
+        assert_eq!(seen.traceparent, None);
+        assert_eq!(text(seen.forwarded_for), Some("198.18.0.9"));
+        assert_eq!(text(seen.user_agent), Some("agent"));
     }
 
     #[test]
