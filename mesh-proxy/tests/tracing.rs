@@ -571,29 +571,15 @@ async fn a_route_setting_trace_headers_does_not_double_the_context() {
     let (_collector, addr) = Receiver::start().await;
     let app = echo("reviews", "v1").await;
     let route_traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let client = sidecar(
-        None,
-        config(json!({
-            "version": "1",
-            "listeners": [{
-                "name": "out", "address": "127.0.0.1:0", "direction": "OUTBOUND",
-                "protocol": "HTTP", "routeTable": "out"
-            }],
-            "routeTables": [{ "name": "out", "virtualHosts": [{
-                "name": "reviews", "domains": ["*"],
-                "routes": [{
-                    "route": { "clusters": [{ "cluster": "app", "weight": 100 }] },
-                    "requestHeaders": { "set": [
-                        { "name": "traceparent", "value": route_traceparent },
-                        { "name": "x-b3-sampled", "value": "1" },
-                    ] },
-                }]
-            }]}],
-            "clusters": [{ "name": "app", "endpoints": [{ "address": app.addr().to_string() }] }],
-            "telemetry": { "tracing": { "randomSamplingPercentage": 0 } },
-        })),
-    )
-    .await;
+    // The shared outbound config to `app`, with the route's edits and the tracing config.
+    let mut cfg =
+        serde_json::to_value(outbound(vec![endpoint(app.addr(), false, &[])], json!({}))).unwrap();
+    cfg["routeTables"][0]["virtualHosts"][0]["routes"][0]["requestHeaders"] = json!({ "set": [
+        { "name": "traceparent", "value": route_traceparent },
+        { "name": "x-b3-sampled", "value": "1" },
+    ] });
+    cfg["telemetry"] = json!({ "tracing": { "randomSamplingPercentage": 0 } });
+    let client = sidecar(None, config(cfg)).await;
     client
         .start_tracing(&export_to(
             addr,

@@ -13,6 +13,7 @@ use mesh_proto::config::v1::access_log::Format;
 use super::config::CompiledLog;
 use super::format::{self, Entry};
 use super::sink::Sink;
+use crate::http::scan::RequestScan;
 use crate::listener::ConnContext;
 use crate::telemetry::ResponseFlags;
 use crate::upstream::Cluster;
@@ -82,16 +83,23 @@ impl<'a> Seen<'a> {
     /// Looks through the request's headers for the line's fields that `known` leaves open,
     /// and stops once it has all of them.
     fn scan(headers: &'a HeaderMap, known: &Known<'_>) -> Self {
-        let may = known.may_carry.unwrap_or(MayCarry::ANY);
+        // Without the request's scan, any of them may be there.
+        let may = |marked: fn(&RequestScan) -> bool| known.arrived_with.is_none_or(marked);
+        let (forwarded_for, original_path, traceparent) = (
+            may(|s| s.forwarded_for),
+            // `x-envoy-original-path`.
+            may(|s| s.envoy),
+            may(|s| s.trace_context),
+        );
         let want_host = known.authority.is_none();
-        let want_request_id = may.request_id && known.made_request_id.is_none();
-        let custom = may.forwarded_for || may.original_path || may.traceparent || want_request_id;
+        let want_request_id = may(|s| s.request_id) && known.made_request_id.is_none();
+        let custom = forwarded_for || original_path || traceparent || want_request_id;
         let mut left = 1
             + usize::from(want_host)
             + usize::from(want_request_id)
-            + usize::from(may.forwarded_for)
-            + usize::from(may.original_path)
-            + usize::from(may.traceparent);
+            + usize::from(forwarded_for)
+            + usize::from(original_path)
+            + usize::from(traceparent);
         let mut seen = Seen::default();
         // One pass over the request's headers instead of a hashed lookup per field.
         for (name, value) in headers {
@@ -108,10 +116,10 @@ impl<'a> Seen<'a> {
             } else {
                 // Only the fields counted in `left`.
                 match name.as_str() {
-                    ORIGINAL_PATH if may.original_path => &mut seen.original_path,
-                    FORWARDED_FOR if may.forwarded_for => &mut seen.forwarded_for,
+                    ORIGINAL_PATH if original_path => &mut seen.original_path,
+                    FORWARDED_FOR if forwarded_for => &mut seen.forwarded_for,
                     REQUEST_ID if want_request_id => &mut seen.request_id,
-                    TRACEPARENT if may.traceparent => &mut seen.traceparent,
+                    TRACEPARENT if traceparent => &mut seen.traceparent,
                     _ => continue,
                 }
             };
@@ -136,27 +144,9 @@ pub struct Known<'a> {
     pub authority: Option<&'a HeaderValue>,
     /// The `x-request-id` this proxy made for the request, which came without one.
     pub made_request_id: Option<&'a [u8]>,
-    /// Which of the line's other headers the request arrived with; `None`: any.
-    pub may_carry: Option<MayCarry>,
-}
-
-/// Which of the line's headers a request may carry (from the pass over its headers when it
-/// arrived: a mark means "look", not "it is there").
-#[derive(Debug, Clone, Copy)]
-pub struct MayCarry {
-    pub forwarded_for: bool,
-    pub original_path: bool,
-    pub traceparent: bool,
-    pub request_id: bool,
-}
-
-impl MayCarry {
-    const ANY: Self = Self {
-        forwarded_for: true,
-        original_path: true,
-        traceparent: true,
-        request_id: true,
-    };
+    /// The pass over the request's headers when it arrived (which of the line's other
+    /// headers it may carry); `None`: any of them.
+    pub arrived_with: Option<&'a RequestScan>,
 }
 
 /// What the response says about the upstream that answered.
@@ -450,22 +440,26 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn request_headers() -> HeaderMap {
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        for (n, v) in [
-            ("host", "reviews:9080"),
-            ("user-agent", "first"),
-            ("user-agent", "second"),
-            ("x-forwarded-for", "198.18.0.9"),
-            ("x-request-id", "client-id"),
-            ("accept", "*/*"),
-        ] {
+        for &(n, v) in pairs {
             h.append(
                 http::HeaderName::from_static(n),
                 HeaderValue::from_static(v),
             );
         }
         h
+    }
+
+    fn request_headers() -> HeaderMap {
+        headers(&[
+            ("host", "reviews:9080"),
+            ("user-agent", "first"),
+            ("user-agent", "second"),
+            ("x-forwarded-for", "198.18.0.9"),
+            ("x-request-id", "client-id"),
+            ("accept", "*/*"),
+        ])
     }
 
     fn text(v: Option<&HeaderValue>) -> Option<&str> {
@@ -487,30 +481,23 @@ mod tests {
     /// the scan before the fields it is looking for.
     #[test]
     fn an_unmarked_header_does_not_end_the_scan_early() {
-        let mut h = HeaderMap::new();
-        for (n, v) in [
+        let h = headers(&[
             (
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
             ("x-forwarded-for", "198.18.0.9"),
             ("user-agent", "agent"),
-        ] {
-            h.append(
-                http::HeaderName::from_static(n),
-                HeaderValue::from_static(v),
-            );
-        }
+        ]);
         let authority = HeaderValue::from_static("reviews:9080");
+        let scan = RequestScan {
+            forwarded_for: true,
+            ..RequestScan::default()
+        };
         let known = Known {
             authority: Some(&authority),
             made_request_id: Some(b"made-here"),
-            may_carry: Some(MayCarry {
-                forwarded_for: true,
-                original_path: false,
-                traceparent: false,
-                request_id: false,
-            }),
+            arrived_with: Some(&scan),
         };
         let seen = Seen::scan(&h, &known);
         assert_eq!(seen.traceparent, None);
@@ -522,26 +509,27 @@ mod tests {
     fn the_scan_skips_what_is_known_and_what_the_request_did_not_carry() {
         let h = request_headers();
         let authority = HeaderValue::from_static("reviews:9080");
+        let scan = RequestScan {
+            forwarded_for: true,
+            request_id: true,
+            ..RequestScan::default()
+        };
         let known = Known {
             authority: Some(&authority),
             made_request_id: Some(b"made-here"),
-            may_carry: Some(MayCarry {
-                forwarded_for: true,
-                original_path: false,
-                traceparent: false,
-                request_id: true,
-            }),
+            arrived_with: Some(&scan),
         };
         let seen = Seen::scan(&h, &known);
         assert_eq!(seen.host, None, "routing's authority stands in");
         assert_eq!(seen.request_id, None, "the id made here stands in");
         assert_eq!(text(seen.user_agent), Some("first"));
         assert_eq!(text(seen.forwarded_for), Some("198.18.0.9"));
+        let without_forwarded_for = RequestScan {
+            forwarded_for: false,
+            ..scan
+        };
         let nothing_else = Known {
-            may_carry: Some(MayCarry {
-                forwarded_for: false,
-                ..known.may_carry.unwrap()
-            }),
+            arrived_with: Some(&without_forwarded_for),
             ..known
         };
         assert_eq!(Seen::scan(&h, &nothing_else).forwarded_for, None);

@@ -14,6 +14,6 @@ pub mod format;
 pub mod sink;
 
 pub use config::{AccessLogConfig, AccessLogError, CompiledLog};
-pub use entry::{Known, MayCarry, Pending};
+pub use entry::{Known, Pending};
 pub use format::Entry;
 pub use sink::{Output, Sink};

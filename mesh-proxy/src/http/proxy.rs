@@ -17,7 +17,7 @@ use super::headers::{is_upgrade_request, remove_present};
 use super::mirror::{self, BodyCopies};
 use super::scan::RequestScan;
 use super::{edge, inbound, local, upgrade};
-use crate::access_log::{Known, MayCarry};
+use crate::access_log::Known;
 use crate::config::Snapshot;
 use crate::listener::ConnContext;
 use crate::metrics::{DirectionLabel, Metrics, RateLimitedLabels, RequestLabels};
@@ -137,12 +137,7 @@ impl Proxy {
         let known = Known {
             authority: Some(&authority),
             made_request_id,
-            may_carry: Some(MayCarry {
-                forwarded_for: scan.forwarded_for,
-                original_path: scan.envoy,
-                traceparent: scan.trace_context,
-                request_id: scan.request_id,
-            }),
+            arrived_with: Some(scan),
         };
         record.access_log(
             snapshot.access_log.for_direction(conn.listener.direction),

@@ -1,8 +1,9 @@
 //! One pass over a request's headers when it arrives, for the steps that read or remove
 //! headers: the metrics (protocol, request size), peer metadata, Envoy's override headers,
-//! hop-by-hop removal, the request id, the trace context and the access log's capture. Each of them looks into the map
-//! only when the pass saw its headers: most requests carry none of them, and a hashed lookup
-//! of an absent name costs more than this pass does for all of them.
+//! hop-by-hop removal, the request id, the trace context and the access log's capture. Each
+//! of them looks into the map only when the pass saw its headers: most requests carry none
+//! of them, and a hashed lookup of an absent name costs more than this pass does for all of
+//! them.
 //!
 //! What the pass saw is what the request arrived with: a step that removes a header leaves
 //! its mark set, so a mark means "look", never "it is there".
