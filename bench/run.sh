@@ -32,6 +32,8 @@
 #                           mesh-proxy's 1 s park delay and its allocator's 5 s decay time
 #   BENCH_UPDATE_DOCS=1     0 leaves docs/benchmarks.md alone
 #   BENCH_SKIP_BUILD=0      1 uses the release binaries already built
+#   BENCH_PGO=1             mesh-proxy built by bench/pgo.sh (profile-guided: the build the
+#                           sidecar image ships); 0 measures the plain release build instead
 #   BENCH_NICE=-20          nice level of every process of the run (as root; 0 otherwise), so
 #                           that other work on the machine disturbs the measurements less
 #   CARGO_TARGET_DIR        where cargo builds (default: target/ of this checkout)
@@ -61,6 +63,7 @@ CG_LARGE=${BENCH_CG_LARGE:-8000}
 PORT_BASE=${BENCH_PORT_BASE:-28000}
 UPDATE_DOCS=${BENCH_UPDATE_DOCS:-1}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+PGO=${BENCH_PGO:-1}
 if [[ $(id -u) -eq 0 ]]; then
     NICE=${BENCH_NICE:--20}
     RT=${BENCH_RT:-1}
@@ -83,6 +86,8 @@ P_CHAIN_IN=$((PORT_BASE + 16))
 P_CHAIN_IN_ADMIN=$((PORT_BASE + 15))
 P_HAPROXY=$((PORT_BASE + 21))
 P_NGINX=$((PORT_BASE + 31))
+P_NGINX_CHAIN_IN=$((PORT_BASE + 32))
+P_NGINX_CHAIN_OUT=$((PORT_BASE + 33))
 P_CG_MESH=$((PORT_BASE + 41))
 P_CG_MESH_ADMIN=$((PORT_BASE + 40))
 P_CG_HAPROXY=$((PORT_BASE + 42))
@@ -171,8 +176,19 @@ if [[ $SKIP_BUILD != 1 ]]; then
     log "building release binaries into $TARGET_DIR"
     (cd "$REPO_DIR" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p mesh-proxy -p mesh-echo \
         -p mesh-citadel -p mesh-bench >&2) || die "cargo build --release failed"
+    if [[ $PGO == 1 ]]; then
+        log "building mesh-proxy profile-guided (bench/pgo.sh)"
+        CARGO_TARGET_DIR=$TARGET_DIR "$BENCH_DIR/pgo.sh" --out "$TARGET_DIR/pgo/mesh-proxy" ||
+            die "bench/pgo.sh failed"
+    fi
 fi
-MESH_PROXY=$TARGET_DIR/release/mesh-proxy
+if [[ $PGO == 1 ]]; then
+    MESH_PROXY=$TARGET_DIR/pgo/mesh-proxy
+    BUILD_NOTE="mesh-proxy profile-guided (bench/pgo.sh), as the sidecar image builds it"
+else
+    MESH_PROXY=$TARGET_DIR/release/mesh-proxy
+    BUILD_NOTE="mesh-proxy plain release build (BENCH_PGO=0)"
+fi
 MESH_CITADEL=$TARGET_DIR/release/mesh-citadel
 CITADEL_BENCH=$TARGET_DIR/release/citadel-bench
 MTLS_CONNECT=$TARGET_DIR/release/mtls-connect
@@ -302,7 +318,7 @@ http {
 EOF
 }
 
-nginx_conf() { # nginx_conf NAME PORT
+nginx_conf() { # nginx_conf NAME PORT [TARGET_PORT]
     cat >"$WORK/$1.conf" <<EOF
 daemon off;
 master_process off;
@@ -316,7 +332,7 @@ http {
     keepalive_timeout 120s;
     client_body_temp_path $WORK/$1-b; proxy_temp_path $WORK/$1-p; fastcgi_temp_path $WORK/$1-f;
     uwsgi_temp_path $WORK/$1-u; scgi_temp_path $WORK/$1-s;
-    upstream app { server 127.0.0.1:$P_UPSTREAM; keepalive 64; keepalive_requests 1000000; }
+    upstream app { server 127.0.0.1:${3:-$P_UPSTREAM}; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$2;
         location / {
@@ -702,6 +718,13 @@ PID_HAPROXY=$STARTED_PID
 nginx_conf nginx "$P_NGINX"
 start nginx "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx.err" -c "$WORK/nginx.conf"
 PID_NGINX=$STARTED_PID
+# Two nginx in a row: what two proxies in a row add on this machine at best.
+nginx_conf nginx-chain-in "$P_NGINX_CHAIN_IN"
+start nginx-chain-in "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx-chain-in.err" -c "$WORK/nginx-chain-in.conf"
+PID_NGINX_CHAIN_IN=$STARTED_PID
+nginx_conf nginx-chain-out "$P_NGINX_CHAIN_OUT" "$P_NGINX_CHAIN_IN"
+start nginx-chain-out "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx-chain-out.err" -c "$WORK/nginx-chain-out.conf"
+PID_NGINX_CHAIN_OUT=$STARTED_PID
 
 for a in "$P_MESH_ADMIN" "$P_CHAIN_IN_ADMIN" "$P_CHAIN_OUT_ADMIN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT_ADMIN" \
     "$P_GW_ADMIN" "$P_GW_TLS_ADMIN"; do
@@ -721,6 +744,7 @@ wait_ok tls-out "$PID_TLS_OUT" "http://127.0.0.1:$P_TLS_OUT/" 20
 wait_ok gw "$PID_GW" "http://127.0.0.1:$P_GW/" 20
 wait_ok haproxy "$PID_HAPROXY" "http://127.0.0.1:$P_HAPROXY/" 20
 wait_ok nginx "$PID_NGINX" "http://127.0.0.1:$P_NGINX/" 20
+wait_ok nginx-chain-out "$PID_NGINX_CHAIN_OUT" "http://127.0.0.1:$P_NGINX_CHAIN_OUT/" 20
 
 log "full load: wrk, ${LOAD_CONNS} connections, ${DURATION}s per target"
 full_load direct "http://127.0.0.1:$P_UPSTREAM/"
@@ -734,8 +758,9 @@ done
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_CHAIN_OUT/" >/dev/null
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_TLS_OUT/" >/dev/null
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_GW/" >/dev/null
+pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_NGINX_CHAIN_OUT/" >/dev/null
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX"; do
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX" "$PID_NGINX_CHAIN_IN" "$PID_NGINX_CHAIN_OUT"; do
         chrt -a -f -p "$RT_PRIO" "$pid" >/dev/null || die "chrt -f on $pid failed (BENCH_RT=0 skips it)"
     done
 fi
@@ -748,13 +773,14 @@ for round in $(seq "$ROUNDS"); do
     fixed_rate gateway "http://127.0.0.1:$P_GW/" "$PID_GW" "$PID_TLS_IN"
     fixed_rate haproxy "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
     fixed_rate nginx "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
+    fixed_rate nginx-chain "http://127.0.0.1:$P_NGINX_CHAIN_OUT/" "$PID_NGINX_CHAIN_OUT" "$PID_NGINX_CHAIN_IN"
 done
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX"; do
+    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX" "$PID_NGINX_CHAIN_IN" "$PID_NGINX_CHAIN_OUT"; do
         chrt -a -o -p 0 "$pid" >/dev/null || true
     done
 fi
-for k in direct mesh chain chain-mtls gateway haproxy nginx; do
+for k in direct mesh chain chain-mtls gateway haproxy nginx nginx-chain; do
     rate_summary "$k"
     log "  $k: p50/p90/p99 ${P50[$k]}/${P90[$k]}/${P99[$k]} ms (p99 of the rounds:${LAT_P99[$k]} us)"
 done
@@ -777,7 +803,7 @@ for k in mesh haproxy nginx; do
         --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --settle 15) || die "idle-conns against $k failed"
     log "  $k: ${IDLE_LINE[$k]}"
 done
-for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX"; do stop "$pid"; done
+for pid in "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX" "$PID_NGINX_CHAIN_IN" "$PID_NGINX_CHAIN_OUT"; do stop "$pid"; done
 
 # New mTLS connections: handshake with a mesh certificate, one request, close; the inbound
 # proxy alone on its core.
@@ -874,6 +900,7 @@ TABLE=$(
     row gateway "gateway -> sidecar (mTLS) -> app (instructions: the gateway alone, plaintext upstream)"
     row haproxy "haproxy (nbthread 1)"
     row nginx "nginx (1 worker)"
+    row nginx-chain "nginx x2 (in a row)"
 )
 
 # verdict VALUE LIMIT UNIT: "met (X under)" / "missed by X (Y%)"
@@ -884,7 +911,7 @@ verdict() {
 }
 # cost KEY BASE: how many percent more instructions per request KEY takes than BASE.
 cost() { awk -v a="${IR[$1]}" -v b="${IR[$2]}" 'BEGIN { printf "%.1f", (a - b) / b * 100 }'; }
-ADDED_P99=$(awk -v a="${P99[chain]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a - b }')
+added_p99() { awk -v a="${P99[$1]}" -v b="${P99[direct]}" 'BEGIN { printf "%.3f", a - b }'; }
 idle_field() { tr ' ' '\n' <<<"${IDLE_LINE[$1]:-}" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 idle_row() { # KEY LABEL
     printf '| %s | %s | %s | %s | %s |\n' "$2" "$(mb "$(idle_field "$1" before)")" \
@@ -903,13 +930,16 @@ IDLE_LEFT_MB=$(awk -v a="$(idle_field mesh after)" -v b="$(idle_field mesh befor
 TARGETS=$(
     echo "| target | verdict |"
     echo "|---|---|"
+    echo "| CPU per request at or under HAProxy's (full load) | $(verdict "${CPU_FULL[mesh]}" "${CPU_FULL[haproxy]}" us) |"
+    echo "| instructions per request at or under HAProxy's | $(verdict "${IR[mesh]}" "${IR[haproxy]}" instructions) |"
     echo "| CPU per request at or under nginx's (full load) | $(verdict "${CPU_FULL[mesh]}" "${CPU_FULL[nginx]}" us) |"
     echo "| instructions per request at or under nginx's | $(verdict "${IR[mesh]}" "${IR[nginx]}" instructions) |"
     echo "| standard metrics cost under 5 % instructions per request | $(verdict "$(cost mesh mesh-metrics-off)" 5 %) |"
     echo "| tracing at 1 % plus access logs cost under 10 % | $(verdict "$(cost mesh-telemetry mesh)" 10 %) |"
     echo "| connection limits and outlier detection cost under 3 % | $(verdict "$(cost mesh-resilience mesh)" 3 %) |"
-    echo "| added p99 through two proxies under 0.3 ms | $(verdict "$ADDED_P99" 0.3 ms) (p99 ${P99[chain]} ms vs direct ${P99[direct]} ms) |"
-    echo "| resident memory under load under 15 MB | $(verdict "$(mb "${RSS_LOAD[mesh]}")" 15 MB) |"
+    echo "| added p99 through two proxies under 0.3 ms | $(verdict "$(added_p99 chain)" 0.3 ms) (p99 ${P99[chain]} ms vs direct ${P99[direct]} ms; two nginx in a row add $(added_p99 nginx-chain) ms) |"
+    echo "| added p99 through two proxies with mTLS under 0.3 ms | $(verdict "$(added_p99 chain-mtls)" 0.3 ms) (p99 ${P99[chain-mtls]} ms) |"
+    echo "| resident memory under load under 12 MB | $(verdict "$(mb "${RSS_LOAD[mesh]}")" 12 MB) |"
     echo "| resident memory idle under 8 MB | $(verdict "$(mb "${RSS_IDLE[mesh]}")" 8 MB) |"
     echo "| ${IDLE_CONNS} idle keep-alive connections add under 24 MB | $(verdict "$IDLE_GROWTH_MB" 24 MB) |"
     echo "| memory back to within 5 MB of the start after they close | $(verdict "$IDLE_LEFT_MB" 5 MB) |"
@@ -929,6 +959,7 @@ MACHINE=$(
     echo "- nproc: $(nproc); CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); memory: $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "- kernel: $(uname -sr)"
     echo "- load average before/after the run (other work shares the machine): $LOAD_BEFORE / $LOAD_AFTER; run took ${ELAPSED}s"
+    echo "- build: $BUILD_NOTE"
     echo "- tools: $(haproxy -v | head -n 1 | awk '{ print $1, $2, $3 }'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | awk '{ print $1, $2 }'), $("$OHA" --version), $(valgrind --version), $(rustc --version | awk '{ print $1, $2 }')"
 )
 

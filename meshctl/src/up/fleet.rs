@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
 /// One child process and how to start it again.
 pub struct Member {
     pub name: String,
@@ -101,14 +104,39 @@ impl Fleet {
     }
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
+/// How long stopping the mesh waits for its children to exit after SIGTERM before it kills
+/// them: longer than a proxy's default drain (5 s), as Kubernetes' grace period is.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+impl Fleet {
+    /// SIGTERM to every child still running (a proxy drains, flushes its access log and
+    /// spans), then SIGKILL to those still running after `grace`.
+    fn stop(&mut self, grace: Duration) {
+        for m in &mut self.0 {
+            if matches!(m.child.try_wait(), Ok(None)) {
+                let pid = Pid::from_raw(m.child.id() as i32);
+                let _ = signal::kill(pid, Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline
+            && self
+                .0
+                .iter_mut()
+                .any(|m| matches!(m.child.try_wait(), Ok(None)))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for m in &mut self.0 {
             let _ = m.child.kill();
-        }
-        for m in &mut self.0 {
             let _ = m.child.wait();
         }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop(STOP_GRACE);
     }
 }
 
@@ -149,6 +177,51 @@ mod tests {
         assert_eq!(next(RestartPolicy::Never, Some(t0), t0), Next::StopTheMesh);
         assert_eq!(next(always, Some(t0), t0), Next::Wait);
         assert_eq!(next(always, Some(t0), t0 + delay), Next::Restart);
+    }
+
+    #[test]
+    fn stopping_the_mesh_lets_children_exit_on_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("terminated");
+        let script = format!(
+            "trap 'echo term > {}; exit 0' TERM; while :; do sleep 0.05; done",
+            marker.display()
+        );
+        let mut fleet = Fleet::default();
+        fleet
+            .spawn(
+                "graceful".into(),
+                Path::new("/bin/sh"),
+                &["-c".into(), script],
+            )
+            .unwrap();
+        // The shell has installed its trap once it runs its loop's first sleep.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        fleet.stop(Duration::from_secs(10));
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "term\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for the grace period"
+        );
+    }
+
+    #[test]
+    fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+        let mut fleet = Fleet::default();
+        fleet
+            .spawn(
+                "stubborn".into(),
+                Path::new("/bin/sh"),
+                &[
+                    "-c".into(),
+                    "trap '' TERM; while :; do sleep 0.05; done".into(),
+                ],
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        fleet.stop(Duration::from_millis(200));
+        assert!(matches!(fleet.0[0].child.try_wait(), Ok(Some(_))));
     }
 
     #[test]
