@@ -109,28 +109,32 @@ impl Fleet {
 const STOP_GRACE: Duration = Duration::from_secs(8);
 
 impl Fleet {
-    /// SIGTERM to every child still running (a proxy drains, flushes its access log and
-    /// spans), then SIGKILL to those still running after `grace`.
+    /// SIGTERM to each child still running, the last started first, waiting for each to
+    /// exit (a proxy drains, flushes its access log and spans) before the next: the proxies
+    /// and apps go before pilot and citadel, so no proxy sees its control plane vanish while
+    /// it stops. Those still running when `grace` is over are killed.
     fn stop(&mut self, grace: Duration) {
-        for m in &mut self.0 {
-            if matches!(m.child.try_wait(), Ok(None)) {
-                let pid = Pid::from_raw(m.child.id() as i32);
-                let _ = signal::kill(pid, Signal::SIGTERM);
-            }
-        }
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline
-            && self
-                .0
-                .iter_mut()
-                .any(|m| matches!(m.child.try_wait(), Ok(None)))
-        {
-            std::thread::sleep(Duration::from_millis(20));
+        for m in self.0.iter_mut().rev() {
+            if !m.is_running() {
+                continue;
+            }
+            let pid = Pid::from_raw(m.child.id() as i32);
+            let _ = signal::kill(pid, Signal::SIGTERM);
+            while m.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         for m in &mut self.0 {
             let _ = m.child.kill();
             let _ = m.child.wait();
         }
+    }
+}
+
+impl Member {
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
@@ -204,6 +208,33 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "waited for the grace period"
         );
+    }
+
+    #[test]
+    fn children_stop_last_started_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("order");
+        // The first started writes at once on SIGTERM, the second only after a while: the
+        // log reads "second, first" only if the second was stopped, and gone, first.
+        let child = |name: &str, delay: &str| {
+            format!(
+                "trap 'sleep {delay}; echo {name} >> {}; exit 0' TERM; while :; do sleep 0.05; done",
+                log.display()
+            )
+        };
+        let mut fleet = Fleet::default();
+        for (name, delay) in [("first", "0"), ("second", "0.3")] {
+            fleet
+                .spawn(
+                    name.into(),
+                    Path::new("/bin/sh"),
+                    &["-c".into(), child(name, delay)],
+                )
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        fleet.stop(Duration::from_secs(10));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "second\nfirst\n");
     }
 
     #[test]
