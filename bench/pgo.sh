@@ -60,6 +60,9 @@ PROFILES=$PGO_DIR/profiles
 MERGED=$PGO_DIR/merged.profdata
 ORDER=$PGO_DIR/symbol-order.txt
 
+# shellcheck source=bench/local-mesh.sh
+source "$BENCH_DIR/local-mesh.sh"
+
 log() { printf '[pgo %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
     printf '[pgo] error: %s\n' "$*" >&2
@@ -149,49 +152,9 @@ P_GRPC=$((PORT_BASE + 10))
 P_CA=$((PORT_BASE + 12))
 P_HTTP=$((PORT_BASE + 14))
 
-workload() { # NAME NAMESPACE APP VERSION PORT_NAME INBOUND APP_PORT ADMIN [OUTBOUND]
-    local outbound=""
-    [[ -n ${9:-} ]] && outbound="    local.mesh.dev/outbound-port: \"$9\""
-    cat <<EOF
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: $1
-  namespace: $2
-  annotations:
-    local.mesh.dev/app-port: "$7"
-    local.mesh.dev/admin-port: "$8"
-$outbound
-spec:
-  address: 127.0.0.1
-  ports: { $5: $6 }
-  labels: { app: $3, version: $4 }
-  serviceAccount: $3
-EOF
-}
-
 {
+    mesh_services
     cat <<EOF
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: web, namespace: default }
-spec:
-  hosts: [web.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 9080, name: http, protocol: HTTP }]
-  workloadSelector: { labels: { app: web } }
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: grpc-echo, namespace: default }
-spec:
-  hosts: [grpc-echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 9090, name: grpc, protocol: GRPC }]
-  workloadSelector: { labels: { app: grpc-echo } }
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -255,26 +218,24 @@ spec:
   labels: { istio: ingressgateway }
   serviceAccount: istio-ingressgateway
 EOF
-    workload client default client v1 http $((PORT_BASE + 180)) $((PORT_BASE + 80)) $((PORT_BASE + 100)) "$P_OUT"
-    workload web-v1 default web v1 http $((PORT_BASE + 181)) $((PORT_BASE + 81)) $((PORT_BASE + 101))
-    workload web-v2 default web v2 http $((PORT_BASE + 182)) $((PORT_BASE + 82)) $((PORT_BASE + 102))
-    workload grpc-v1 default grpc-echo v1 grpc $((PORT_BASE + 191)) $((PORT_BASE + 91)) $((PORT_BASE + 111))
+    mesh_workload client client v1 http $((PORT_BASE + 180)) $((PORT_BASE + 80)) $((PORT_BASE + 100)) "$P_OUT"
+    mesh_workload web-v1 web v1 http $((PORT_BASE + 181)) $((PORT_BASE + 81)) $((PORT_BASE + 101))
+    mesh_workload web-v2 web v2 http $((PORT_BASE + 182)) $((PORT_BASE + 82)) $((PORT_BASE + 102))
+    mesh_workload grpc-v1 grpc-echo v1 grpc $((PORT_BASE + 191)) $((PORT_BASE + 91)) $((PORT_BASE + 111))
 } >"$CONFIG/mesh.yaml"
 
 "$RELEASE/otlp-sink" --addr "127.0.0.1:$P_OTLP" >/dev/null 2>&1 &
 SINK_PID=$!
 
+# mesh_up: the training mesh, with whatever $BIN/mesh-proxy is at the time.
+mesh_up() {
+    start_local_mesh "$LOG" 90 "$BIN/meshctl" up "$CONFIG" --state-dir "$WORK/state" \
+        --grpc-addr "127.0.0.1:$P_GRPC" --http-addr "127.0.0.1:$P_HTTP" --ca-addr "127.0.0.1:$P_CA" \
+        --tracing-otlp-endpoint "http://127.0.0.1:$P_OTLP"
+}
+
 log "training: a local mesh with the instrumented proxy ($WORK)"
-"$BIN/meshctl" up "$CONFIG" --state-dir "$WORK/state" \
-    --grpc-addr "127.0.0.1:$P_GRPC" --http-addr "127.0.0.1:$P_HTTP" --ca-addr "127.0.0.1:$P_CA" \
-    --tracing-otlp-endpoint "http://127.0.0.1:$P_OTLP" >"$LOG" 2>&1 &
-MESHCTL_PID=$!
-deadline=$((SECONDS + 90))
-until grep -q "local mesh up" "$LOG"; do
-    kill -0 "$MESHCTL_PID" 2>/dev/null || die "meshctl up exited"
-    ((SECONDS < deadline)) || die "the mesh did not come up within 90 s"
-    sleep 0.5
-done
+mesh_up
 # reachable URL [HOST]: until URL answers 200 (with Host: HOST when given).
 reachable() {
     local deadline=$((SECONDS + 30)) host=()
@@ -394,17 +355,7 @@ esac
 exec "$BIN/mesh-proxy.optimized" "\$@"
 EOF
     chmod +x "$BIN/mesh-proxy"
-    : >"$LOG"
-    "$BIN/meshctl" up "$CONFIG" --state-dir "$WORK/state" \
-        --grpc-addr "127.0.0.1:$P_GRPC" --http-addr "127.0.0.1:$P_HTTP" --ca-addr "127.0.0.1:$P_CA" \
-        --tracing-otlp-endpoint "http://127.0.0.1:$P_OTLP" >"$LOG" 2>&1 &
-    MESHCTL_PID=$!
-    deadline=$((SECONDS + 90))
-    until grep -q "local mesh up" "$LOG"; do
-        kill -0 "$MESHCTL_PID" 2>/dev/null || die "meshctl up (start-up run) exited"
-        ((SECONDS < deadline)) || die "the mesh (start-up run) did not come up within 90 s"
-        sleep 0.5
-    done
+    mesh_up
     reachable "http://127.0.0.1:$((PORT_BASE + 100))/ready"
     reachable "http://127.0.0.1:$((PORT_BASE + 120))/ready"
     sleep 1

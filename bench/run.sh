@@ -716,14 +716,14 @@ haproxy_conf haproxy "$P_HAPROXY"
 start haproxy "$PROXY_CORE" haproxy -db -f "$WORK/haproxy.cfg"
 PID_HAPROXY=$STARTED_PID
 nginx_conf nginx "$P_NGINX"
-start nginx "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx.err" -c "$WORK/nginx.conf"
+cg_start_nginx nginx
 PID_NGINX=$STARTED_PID
 # Two nginx in a row: what two proxies in a row add on this machine at best.
 nginx_conf nginx-chain-in "$P_NGINX_CHAIN_IN"
-start nginx-chain-in "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx-chain-in.err" -c "$WORK/nginx-chain-in.conf"
+cg_start_nginx nginx-chain-in
 PID_NGINX_CHAIN_IN=$STARTED_PID
 nginx_conf nginx-chain-out "$P_NGINX_CHAIN_OUT" "$P_NGINX_CHAIN_IN"
-start nginx-chain-out "$PROXY_CORE" nginx -p "$WORK" -e "$WORK/nginx-chain-out.err" -c "$WORK/nginx-chain-out.conf"
+cg_start_nginx nginx-chain-out
 PID_NGINX_CHAIN_OUT=$STARTED_PID
 
 for a in "$P_MESH_ADMIN" "$P_CHAIN_IN_ADMIN" "$P_CHAIN_OUT_ADMIN" "$P_TLS_IN_ADMIN" "$P_TLS_OUT_ADMIN" \
@@ -759,8 +759,10 @@ pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_TLS_OUT/" >/dev/null
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_GW/" >/dev/null
 pinned "$LOAD_CORE" wrk -t1 -c"$RATE_CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_NGINX_CHAIN_OUT/" >/dev/null
+# Every process of the fixed-rate phases (SCHED_FIFO during them when BENCH_RT=1).
+RATE_PIDS=("$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX" "$PID_NGINX_CHAIN_IN" "$PID_NGINX_CHAIN_OUT")
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX" "$PID_NGINX_CHAIN_IN" "$PID_NGINX_CHAIN_OUT"; do
+    for pid in "${RATE_PIDS[@]}"; do
         chrt -a -f -p "$RT_PRIO" "$pid" >/dev/null || die "chrt -f on $pid failed (BENCH_RT=0 skips it)"
     done
 fi
@@ -776,7 +778,7 @@ for round in $(seq "$ROUNDS"); do
     fixed_rate nginx-chain "http://127.0.0.1:$P_NGINX_CHAIN_OUT/" "$PID_NGINX_CHAIN_OUT" "$PID_NGINX_CHAIN_IN"
 done
 if [[ $RT == 1 ]]; then
-    for pid in "$PID_UPSTREAM" "$PID_MESH" "$PID_CHAIN_IN" "$PID_CHAIN_OUT" "$PID_TLS_IN" "$PID_TLS_OUT" "$PID_GW" "$PID_HAPROXY" "$PID_NGINX" "$PID_NGINX_CHAIN_IN" "$PID_NGINX_CHAIN_OUT"; do
+    for pid in "${RATE_PIDS[@]}"; do
         chrt -a -o -p 0 "$pid" >/dev/null || true
     done
 fi

@@ -41,6 +41,8 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 DOC=$REPO_DIR/docs/benchmarks.md
+# shellcheck source=bench/local-mesh.sh
+source "$BENCH_DIR/local-mesh.sh"
 WORK=$(mktemp -d /tmp/mesh-soak.XXXXXX)
 CONFIG=$WORK/config
 LOG=$WORK/meshctl.log
@@ -97,49 +99,9 @@ P_CA=$((PORT_BASE + 12))
 P_OUT=$((PORT_BASE + 1))
 mkdir -p "$CONFIG"
 
-workload() { # NAME APP VERSION PORT_NAME INBOUND APP_PORT ADMIN [OUTBOUND]
-    local outbound=""
-    [[ -n ${8:-} ]] && outbound="    local.mesh.dev/outbound-port: \"$8\""
-    cat <<EOF
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: $1
-  namespace: default
-  annotations:
-    local.mesh.dev/app-port: "$6"
-    local.mesh.dev/admin-port: "$7"
-$outbound
-spec:
-  address: 127.0.0.1
-  ports: { $4: $5 }
-  labels: { app: $2, version: $3 }
-  serviceAccount: $2
-EOF
-}
-
 {
+    mesh_services
     cat <<EOF
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: web, namespace: default }
-spec:
-  hosts: [web.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 9080, name: http, protocol: HTTP }]
-  workloadSelector: { labels: { app: web } }
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: grpc-echo, namespace: default }
-spec:
-  hosts: [grpc-echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{ number: 9090, name: grpc, protocol: GRPC }]
-  workloadSelector: { labels: { app: grpc-echo } }
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -157,12 +119,12 @@ metadata: { name: default, namespace: istio-system }
 spec:
   mtls: { mode: STRICT }
 EOF
-    workload client client v1 http $((PORT_BASE + 180)) $((PORT_BASE + 80)) $((PORT_BASE + 100)) "$P_OUT"
-    workload web-v1 web v1 http $((PORT_BASE + 181)) $((PORT_BASE + 81)) $((PORT_BASE + 101))
-    workload web-v2 web v2 http $((PORT_BASE + 182)) $((PORT_BASE + 82)) $((PORT_BASE + 102))
-    workload web-v3 web v3 http $((PORT_BASE + 183)) $((PORT_BASE + 83)) $((PORT_BASE + 103))
-    workload grpc-v1 grpc-echo v1 grpc $((PORT_BASE + 191)) $((PORT_BASE + 91)) $((PORT_BASE + 111))
-    workload grpc-v2 grpc-echo v2 grpc $((PORT_BASE + 192)) $((PORT_BASE + 92)) $((PORT_BASE + 112))
+    mesh_workload client client v1 http $((PORT_BASE + 180)) $((PORT_BASE + 80)) $((PORT_BASE + 100)) "$P_OUT"
+    mesh_workload web-v1 web v1 http $((PORT_BASE + 181)) $((PORT_BASE + 81)) $((PORT_BASE + 101))
+    mesh_workload web-v2 web v2 http $((PORT_BASE + 182)) $((PORT_BASE + 82)) $((PORT_BASE + 102))
+    mesh_workload web-v3 web v3 http $((PORT_BASE + 183)) $((PORT_BASE + 83)) $((PORT_BASE + 103))
+    mesh_workload grpc-v1 grpc-echo v1 grpc $((PORT_BASE + 191)) $((PORT_BASE + 91)) $((PORT_BASE + 111))
+    mesh_workload grpc-v2 grpc-echo v2 grpc $((PORT_BASE + 192)) $((PORT_BASE + 92)) $((PORT_BASE + 112))
 } >"$CONFIG/mesh.yaml"
 ADMIN_PORTS=($((PORT_BASE + 100)) $((PORT_BASE + 101)) $((PORT_BASE + 102)) $((PORT_BASE + 103)) $((PORT_BASE + 111)) $((PORT_BASE + 112)))
 KILLED_APP="127.0.0.1:$((PORT_BASE + 83))"
@@ -216,16 +178,8 @@ route_weights 50 30 20
 fix_config
 
 log "starting the mesh (meshctl up --restart --cert-ttl 60) in $WORK"
-"$MESHCTL" up "$CONFIG" --restart --cert-ttl 60 --state-dir "$WORK/state" \
-    --grpc-addr "127.0.0.1:$P_GRPC" --http-addr "127.0.0.1:$P_HTTP" --ca-addr "127.0.0.1:$P_CA" \
-    >"$LOG" 2>&1 &
-MESHCTL_PID=$!
-deadline=$((SECONDS + 60))
-until grep -q "local mesh up" "$LOG"; do
-    kill -0 "$MESHCTL_PID" 2>/dev/null || die "meshctl up exited"
-    ((SECONDS < deadline)) || die "the mesh did not come up within 60 s"
-    sleep 0.5
-done
+start_local_mesh "$LOG" 60 "$MESHCTL" up "$CONFIG" --restart --cert-ttl 60 --state-dir "$WORK/state" \
+    --grpc-addr "127.0.0.1:$P_GRPC" --http-addr "127.0.0.1:$P_HTTP" --ca-addr "127.0.0.1:$P_CA"
 # Until the client reaches both services.
 deadline=$((SECONDS + 30))
 until [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: web:9080' "http://127.0.0.1:$P_OUT/" || true) == 200 ]]; do
