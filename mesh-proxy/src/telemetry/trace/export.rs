@@ -5,13 +5,18 @@
 
 use std::time::Duration;
 
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Channel, Endpoint};
+
+use super::otlp::{self, Message, Value};
+
+/// The collector's export method.
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Where and how spans are exported.
 #[derive(Debug, Clone)]
@@ -46,13 +51,7 @@ impl ExportOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("tracing endpoint {endpoint:?}: {source}")]
-    Exporter {
-        endpoint: String,
-        #[source]
-        source: opentelemetry_otlp::ExporterBuildError,
-    },
-    #[error("tracing endpoint {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
+    #[error("tracing endpoint {0:?}: expected http://HOST:PORT (OTLP gRPC in plaintext)")]
     Endpoint(String),
     #[error("span export is already running")]
     AlreadyStarted,
@@ -67,17 +66,38 @@ pub struct SpanCounters {
 
 /// What every span of this proxy carries, and the queue to the export task.
 pub struct Reporter {
-    pub(super) node_id: String,
-    /// Istio's own tags (`istio.canonical_service`, `istio.namespace`, ...).
-    pub(super) local_tags: Vec<KeyValue>,
-    pub(super) scope: InstrumentationScope,
-    queue: mpsc::Sender<SpanData>,
+    /// `node_id`, `component` and Istio's own tags (`istio.canonical_service`, ...),
+    /// encoded once as span attributes.
+    pub(super) common: Message,
+    queue: mpsc::Sender<Message>,
     counters: SpanCounters,
 }
 
 impl Reporter {
+    pub(super) fn new(
+        node_id: &str,
+        local_tags: &[(&str, String)],
+        queue: mpsc::Sender<Message>,
+        counters: SpanCounters,
+    ) -> Self {
+        let mut common = Message::default();
+        let mut attr = |key: &str, value: &str| {
+            common.attribute(otlp::span::ATTRIBUTES, key, Value::Str(value));
+        };
+        attr("node_id", node_id);
+        attr("component", "proxy");
+        for (key, value) in local_tags {
+            attr(key, value);
+        }
+        Self {
+            common,
+            queue,
+            counters,
+        }
+    }
+
     /// Queues a finished span, never waiting: a full queue drops it.
-    pub fn submit(&self, span: SpanData) {
+    pub fn submit(&self, span: Message) {
         if self.queue.try_send(span).is_err() {
             self.counters.dropped.inc();
         }
@@ -85,49 +105,86 @@ impl Reporter {
 }
 
 /// Starts the export task (inside a tokio runtime) and returns the reporter that feeds it.
+/// `local_tags` are attributes every span carries.
 pub fn start(
     opts: &ExportOptions,
-    service_name: String,
-    local_tags: Vec<KeyValue>,
+    service_name: &str,
+    local_tags: &[(&str, String)],
     counters: SpanCounters,
 ) -> Result<Reporter, ExportError> {
-    let uri: http::Uri = opts
-        .endpoint
-        .parse()
-        .map_err(|_| ExportError::Endpoint(opts.endpoint.clone()))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-        return Err(ExportError::Endpoint(opts.endpoint.clone()));
+    let bad_endpoint = || ExportError::Endpoint(opts.endpoint.clone());
+    let uri: http::Uri = opts.endpoint.parse().map_err(|_| bad_endpoint())?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(bad_endpoint());
     }
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(opts.endpoint.clone())
-        .with_timeout(opts.timeout)
-        .build()
-        .map_err(|source| ExportError::Exporter {
-            endpoint: opts.endpoint.clone(),
-            source,
-        })?;
-    exporter.set_resource(
-        &Resource::builder_empty()
-            .with_service_name(service_name)
-            .build(),
-    );
+    let channel = Endpoint::from(uri)
+        .connect_timeout(opts.timeout)
+        .timeout(opts.timeout)
+        .connect_lazy();
+    let collector = Collector {
+        grpc: tonic::client::Grpc::new(channel),
+        resource: resource(service_name),
+        scope: scope(),
+    };
     let (queue, rx) = mpsc::channel(opts.queue.max(1));
-    tokio::spawn(batch_loop(rx, exporter, counters.clone(), opts.batch_delay));
-    Ok(Reporter {
-        node_id: opts.node_id.clone(),
-        local_tags,
-        scope: super::span::scope(),
-        queue,
-        counters,
-    })
+    tokio::spawn(batch_loop(
+        rx,
+        collector,
+        counters.clone(),
+        opts.batch_delay,
+    ));
+    Ok(Reporter::new(&opts.node_id, local_tags, queue, counters))
+}
+
+/// The resource every span is reported under: the service's name.
+fn resource(service_name: &str) -> Message {
+    let mut resource = Message::default();
+    resource.attribute(
+        otlp::RESOURCE_ATTRIBUTES,
+        "service.name",
+        Value::Str(service_name),
+    );
+    resource
+}
+
+/// The instrumentation scope every span is reported under.
+fn scope() -> Message {
+    let mut scope = Message::default();
+    scope.string(otlp::scope::NAME, "mesh-proxy");
+    scope.string(otlp::scope::VERSION, env!("CARGO_PKG_VERSION"));
+    scope
+}
+
+/// The collector's connection and what each batch is wrapped in.
+struct Collector {
+    grpc: tonic::client::Grpc<Channel>,
+    resource: Message,
+    scope: Message,
+}
+
+impl Collector {
+    async fn export(&mut self, spans: &[Message]) -> Result<(), tonic::Status> {
+        let request = otlp::export_request(&self.resource, &self.scope, spans);
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        self.grpc
+            .unary(
+                tonic::Request::new(request),
+                PathAndQuery::from_static(EXPORT),
+                Encoded,
+            )
+            .await
+            .map(drop)
+    }
 }
 
 /// Sends batches until every reporter is gone: a batch leaves when it is full or when its
 /// first span has waited `delay`.
 async fn batch_loop(
-    mut rx: mpsc::Receiver<SpanData>,
-    exporter: opentelemetry_otlp::SpanExporter,
+    mut rx: mpsc::Receiver<Message>,
+    mut collector: Collector,
     counters: SpanCounters,
     delay: Duration,
 ) {
@@ -145,8 +202,7 @@ async fn batch_loop(
             }
         }
         let n = batch.len() as u64;
-        let sent = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        match exporter.export(sent).await {
+        match collector.export(&batch).await {
             Ok(()) => {
                 counters.exported.inc_by(n);
             }
@@ -155,6 +211,47 @@ async fn batch_loop(
                 tracing::debug!(%error, spans = n, "span export failed");
             }
         }
+        batch.clear();
+    }
+}
+
+/// gRPC codec of a request already encoded (see [`otlp`]); the collector's reply (an
+/// `ExportTraceServiceResponse`, whose partial-success details are not acted on) is skipped.
+#[derive(Debug, Clone, Copy)]
+struct Encoded;
+
+impl Codec for Encoded {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = Encoded;
+    type Decoder = Encoded;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Encoded
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Encoded
+    }
+}
+
+impl Encoder for Encoded {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Encoded {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
     }
 }
 
@@ -162,52 +259,34 @@ async fn batch_loop(
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_endpoint_must_be_an_http_url() {
+    #[tokio::test]
+    async fn an_endpoint_must_be_a_plaintext_http_url() {
         for bad in [
             "127.0.0.1:4317",
             "grpc://collector:4317",
+            "https://collector:4317",
             "http://",
             "not a url",
         ] {
             let opts = ExportOptions::new(bad, "node");
-            let err = start(&opts, "svc".into(), Vec::new(), SpanCounters::default());
+            let err = start(&opts, "svc", &[], SpanCounters::default());
             assert!(
                 matches!(err, Err(ExportError::Endpoint(_))),
                 "{bad}: {:?}",
                 err.err()
             );
         }
+        let opts = ExportOptions::new("http://127.0.0.1:4317", "node");
+        assert!(start(&opts, "svc", &[], SpanCounters::default()).is_ok());
     }
 
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_without_waiting() {
         let counters = SpanCounters::default();
         let (queue, _rx) = mpsc::channel(2);
-        let reporter = Reporter {
-            node_id: String::new(),
-            local_tags: Vec::new(),
-            scope: super::super::span::scope(),
-            queue,
-            counters: counters.clone(),
-        };
-        let span = || SpanData {
-            span_context: opentelemetry::trace::SpanContext::empty_context(),
-            parent_span_id: opentelemetry::trace::SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: opentelemetry::trace::SpanKind::Client,
-            name: "s".into(),
-            start_time: std::time::SystemTime::now(),
-            end_time: std::time::SystemTime::now(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: Default::default(),
-            links: Default::default(),
-            status: opentelemetry::trace::Status::Unset,
-            instrumentation_scope: Default::default(),
-        };
+        let reporter = Reporter::new("node", &[], queue, counters.clone());
         for _ in 0..5 {
-            reporter.submit(span());
+            reporter.submit(Message::default());
         }
         assert_eq!(counters.dropped.get(), 3);
     }

@@ -6,6 +6,7 @@
 //! - [`sampling`]: whether a request is traced;
 //! - [`propagate`]: writing this proxy's span into the request passed on;
 //! - [`span`]: a sampled request's span and its attributes;
+//! - [`otlp`]: OTLP's protobuf messages, written directly;
 //! - [`export`]: the bounded queue and the batch export task.
 //!
 //! Without a collector endpoint nothing here runs: trace headers pass through untouched.
@@ -14,6 +15,7 @@
 
 pub mod context;
 pub mod export;
+pub mod otlp;
 pub mod propagate;
 pub mod sampling;
 pub mod span;
@@ -23,12 +25,11 @@ use std::time::SystemTime;
 
 use http::{HeaderName, Request, header};
 use mesh_proto::config::v1 as pb;
-use opentelemetry::KeyValue;
 use prometheus_client::registry::Registry;
 
 pub use context::{Incoming, SpanId, TraceId};
 pub use export::{ExportError, ExportOptions};
-pub use span::{ActiveSpan, Finish, Kind};
+pub use span::{ActiveSpan, Finish, Kind, Tag};
 
 use super::WorkloadMetadata;
 use crate::http::scan::RequestScan;
@@ -74,15 +75,15 @@ impl Tracer {
             Some(w) => (
                 format!("{}.{}", w.app, w.namespace),
                 vec![
-                    KeyValue::new("istio.canonical_service", w.app.clone()),
-                    KeyValue::new("istio.canonical_revision", w.version.clone()),
-                    KeyValue::new("istio.namespace", w.namespace.clone()),
-                    KeyValue::new("istio.cluster_id", w.cluster.clone()),
+                    ("istio.canonical_service", w.app.clone()),
+                    ("istio.canonical_revision", w.version.clone()),
+                    ("istio.namespace", w.namespace.clone()),
+                    ("istio.cluster_id", w.cluster.clone()),
                 ],
             ),
             None => ("mesh-proxy".to_owned(), Vec::new()),
         };
-        let reporter = export::start(opts, service, tags, self.counters.clone())?;
+        let reporter = export::start(opts, &service, &tags, self.counters.clone())?;
         self.reporter
             .set(Arc::new(reporter))
             .map_err(|_| ExportError::AlreadyStarted)
@@ -191,7 +192,7 @@ fn reports(cfg: Option<&pb::Tracing>, kind: Kind) -> bool {
 }
 
 /// The config's custom tags for one request.
-fn custom_tags(cfg: Option<&pb::Tracing>, headers: &http::HeaderMap) -> Vec<KeyValue> {
+fn custom_tags(cfg: Option<&pb::Tracing>, headers: &http::HeaderMap) -> Vec<Tag> {
     use pb::tracing_custom_tag::Type;
     let Some(cfg) = cfg else { return Vec::new() };
     cfg.custom_tags
@@ -207,7 +208,7 @@ fn custom_tags(cfg: Option<&pb::Tracing>, headers: &http::HeaderMap) -> Vec<KeyV
                     .and_then(|v| v.to_str().ok())
                     .map_or_else(|| h.default_value.clone(), str::to_owned),
             };
-            Some(KeyValue::new(tag.name.clone(), value))
+            Some((tag.name.clone(), value))
         })
         .collect()
 }
@@ -275,10 +276,7 @@ mod tests {
         };
         let mut h = http::HeaderMap::new();
         h.insert("x-tenant", "acme".parse().unwrap());
-        let tags: Vec<(String, String)> = custom_tags(Some(&cfg), &h)
-            .into_iter()
-            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
-            .collect();
+        let tags = custom_tags(Some(&cfg), &h);
         let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             pairs,

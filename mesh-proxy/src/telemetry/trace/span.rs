@@ -1,17 +1,14 @@
 //! One sampled request's span: what is known when the request arrives, and the OTLP span it
 //! becomes when the response ends, with Envoy's and Istio's span name and attributes.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method};
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use super::export::Reporter;
+use super::otlp::{self, Message, Value};
 use super::propagate::Outgoing;
 use crate::telemetry::ResponseFlags;
 use crate::telemetry::labels::PeerLabels;
@@ -20,12 +17,18 @@ use crate::telemetry::peer::UNKNOWN;
 /// Envoy's default limit on the `http.url` tag's path (`max_path_tag_length`).
 const MAX_PATH_TAG: usize = 256;
 
+/// The W3C trace flag of a sampled trace.
+const SAMPLED: u32 = 1;
+
 /// The caller's proxy reports a client span, the callee's a server span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Client,
     Server,
 }
+
+/// A custom tag's name and the value this request gave it.
+pub type Tag = (String, String);
 
 /// What a sampled request's span knows when the request arrives.
 pub struct ActiveSpan {
@@ -43,7 +46,7 @@ pub struct ActiveSpan {
     pub(super) protocol: &'static str,
     pub(super) peer: SocketAddr,
     /// Custom tags resolved from the request.
-    pub(super) tags: Vec<KeyValue>,
+    pub(super) tags: Vec<Tag>,
     pub(super) reporter: Arc<Reporter>,
 }
 
@@ -63,88 +66,103 @@ impl ActiveSpan {
     /// Ends the span and hands it to the exporter (dropped and counted if its queue is full).
     pub fn end(self, finish: Finish<'_>) {
         let reporter = self.reporter.clone();
-        reporter.submit(self.into_data(finish, SystemTime::now()));
+        reporter.submit(self.encode(finish, SystemTime::now()));
     }
 
-    fn into_data(self, f: Finish<'_>, end: SystemTime) -> SpanData {
-        let name = operation_name(&self.authority, self.port, f.cluster, self.kind);
-        let mut attributes = Vec::with_capacity(24 + self.tags.len());
-        attributes.push(KeyValue::new("node_id", self.reporter.node_id.clone()));
-        attributes.push(KeyValue::new("component", "proxy"));
-        attributes.extend(self.reporter.local_tags.iter().cloned());
+    /// The OTLP `Span` this becomes, in the protobuf bytes that are exported.
+    fn encode(self, f: Finish<'_>, end: SystemTime) -> Message {
+        use otlp::span::*;
+        let mut span = Message::with_capacity(1024);
+        span.bytes(TRACE_ID, &self.context.trace_id.0.to_be_bytes());
+        span.bytes(SPAN_ID, &self.context.span_id.0.to_be_bytes());
+        if let Some(parent) = self.context.parent {
+            span.bytes(PARENT_SPAN_ID, &parent.0.to_be_bytes());
+        }
+        span.string(
+            NAME,
+            &operation_name(&self.authority, self.port, f.cluster, self.kind),
+        );
+        span.uint(
+            KIND,
+            match self.kind {
+                Kind::Client => KIND_CLIENT,
+                Kind::Server => KIND_SERVER,
+            },
+        );
+        span.fixed64(START_TIME_UNIX_NANO, unix_nanos(self.start));
+        span.fixed64(END_TIME_UNIX_NANO, unix_nanos(end.max(self.start)));
+
+        let attr = |span: &mut Message, key: &str, value: Value<'_>| {
+            span.attribute(ATTRIBUTES, key, value)
+        };
+        span.extend(&self.reporter.common);
         if let Some(id) = self.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            attributes.push(KeyValue::new("guid:x-request-id", id.to_owned()));
+            attr(&mut span, "guid:x-request-id", Value::Str(id));
         }
-        attributes.push(KeyValue::new(
-            "http.method",
-            self.method.as_str().to_owned(),
-        ));
-        attributes.push(KeyValue::new("http.url", self.url()));
-        attributes.push(KeyValue::new("http.protocol", self.protocol));
+        attr(&mut span, "http.method", Value::Str(self.method.as_str()));
+        attr(&mut span, "http.url", Value::Str(&self.url()));
+        attr(&mut span, "http.protocol", Value::Str(self.protocol));
         if let Some(ua) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
-            attributes.push(KeyValue::new("user_agent", ua.to_owned()));
+            attr(&mut span, "user_agent", Value::Str(ua));
         }
-        attributes.push(KeyValue::new("peer.address", self.peer.to_string()));
-        attributes.push(KeyValue::new("downstream_cluster", "-"));
-        attributes.push(KeyValue::new("request_size", f.request_bytes as i64));
-        attributes.push(KeyValue::new("response_size", f.response_bytes as i64));
+        attr(
+            &mut span,
+            "peer.address",
+            Value::Str(&self.peer.to_string()),
+        );
+        attr(&mut span, "downstream_cluster", Value::Str("-"));
+        attr(
+            &mut span,
+            "request_size",
+            Value::Int(f.request_bytes as i64),
+        );
+        attr(
+            &mut span,
+            "response_size",
+            Value::Int(f.response_bytes as i64),
+        );
         if let Some(cluster) = f.cluster {
-            attributes.push(KeyValue::new("upstream_cluster", cluster.to_owned()));
-            attributes.push(KeyValue::new("upstream_cluster.name", cluster.to_owned()));
+            attr(&mut span, "upstream_cluster", Value::Str(cluster));
+            attr(&mut span, "upstream_cluster.name", Value::Str(cluster));
         }
-        attributes.push(KeyValue::new("http.status_code", i64::from(f.status)));
+        attr(
+            &mut span,
+            "http.status_code",
+            Value::Int(i64::from(f.status)),
+        );
         if let Some(g) = f.grpc_status {
-            attributes.push(KeyValue::new("grpc.status_code", i64::from(g)));
+            attr(&mut span, "grpc.status_code", Value::Int(i64::from(g)));
         }
-        attributes.push(if f.flags.is_empty() {
-            KeyValue::new("response_flags", "-")
+        if f.flags.is_empty() {
+            attr(&mut span, "response_flags", Value::Str("-"));
         } else {
-            KeyValue::new("response_flags", f.flags.to_string())
-        });
-        peer_attributes(&mut attributes, Side::Source, f.source);
-        peer_attributes(&mut attributes, Side::Destination, f.destination);
+            attr(
+                &mut span,
+                "response_flags",
+                Value::Str(&f.flags.to_string()),
+            );
+        }
+        peer_attributes(&mut span, Side::Source, f.source);
+        peer_attributes(&mut span, Side::Destination, f.destination);
         let error = f.status == 0 || f.status >= 500;
         if error {
-            attributes.push(KeyValue::new("error", true));
+            attr(&mut span, "error", Value::Bool(true));
+            let mut status = Message::default();
+            status.uint(otlp::status::CODE, otlp::status::CODE_ERROR);
+            span.message(STATUS, &status);
         }
-        attributes.extend(self.tags);
+        for (key, value) in &self.tags {
+            attr(&mut span, key, Value::Str(value));
+        }
 
-        let flags = if self.context.sampled {
-            TraceFlags::SAMPLED
+        let sampled = if self.context.sampled { SAMPLED } else { 0 };
+        let remote = if self.context.parent.is_some() {
+            FLAGS_CONTEXT_IS_REMOTE
         } else {
-            TraceFlags::default()
+            0
         };
-        SpanData {
-            span_context: SpanContext::new(
-                opentelemetry::trace::TraceId::from(self.context.trace_id.0),
-                opentelemetry::trace::SpanId::from(self.context.span_id.0),
-                flags,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: self
-                .context
-                .parent
-                .map_or(opentelemetry::trace::SpanId::INVALID, |p| p.0.into()),
-            parent_span_is_remote: self.context.parent.is_some(),
-            span_kind: match self.kind {
-                Kind::Client => SpanKind::Client,
-                Kind::Server => SpanKind::Server,
-            },
-            name: Cow::Owned(name),
-            start_time: self.start,
-            end_time: end.max(self.start),
-            attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: if error {
-                Status::error("")
-            } else {
-                Status::Unset
-            },
-            instrumentation_scope: self.reporter.scope.clone(),
-        }
+        span.fixed32(FLAGS, sampled | FLAGS_CONTEXT_HAS_IS_REMOTE | remote);
+        span
     }
 
     /// Envoy's `http.url`: scheme, host and path, the path cut at 256 bytes.
@@ -192,7 +210,7 @@ impl Side {
 }
 
 /// The identities of one side, where the peer metadata exchange or the certificate told us.
-fn peer_attributes(out: &mut Vec<KeyValue>, side: Side, peer: &PeerLabels) {
+fn peer_attributes(span: &mut Message, side: Side, peer: &PeerLabels) {
     let w = peer.workload();
     let [workload, namespace, service, principal] = side.keys();
     for (key, value) in [
@@ -201,12 +219,22 @@ fn peer_attributes(out: &mut Vec<KeyValue>, side: Side, peer: &PeerLabels) {
         (service, &w.app),
     ] {
         if value != UNKNOWN && !value.is_empty() {
-            out.push(KeyValue::new(key, value.clone()));
+            span.attribute(otlp::span::ATTRIBUTES, key, Value::Str(value));
         }
     }
     if peer.principal() != UNKNOWN {
-        out.push(KeyValue::new(principal, peer.principal().to_owned()));
+        span.attribute(
+            otlp::span::ATTRIBUTES,
+            principal,
+            Value::Str(peer.principal()),
+        );
     }
+}
+
+/// OTLP's time: nanoseconds since the Unix epoch (0 for a clock set before it).
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Istio's span name (the route decorator's operation): `{host}:{port}/*`. A client span
@@ -251,19 +279,140 @@ pub(super) fn protocol_name(version: http::Version) -> &'static str {
     }
 }
 
-/// The scope every span is reported under.
-pub(super) fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("mesh-proxy")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::ResponseFlag;
+    use crate::telemetry::trace::{SpanId, TraceId};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message as _;
+    use std::time::Duration;
 
     fn hv(s: &str) -> HeaderValue {
         s.parse().unwrap()
+    }
+
+    fn active(parent: Option<SpanId>, tags: Vec<Tag>) -> ActiveSpan {
+        let (queue, _) = tokio::sync::mpsc::channel(1);
+        let reporter = Reporter::new(
+            "sidecar~198.18.0.1~reviews-v1.default~default.svc.cluster.local",
+            &[("istio.namespace", "default".into())],
+            queue,
+            Default::default(),
+        );
+        ActiveSpan {
+            context: Outgoing {
+                trace_id: TraceId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+                span_id: SpanId(0x1112_1314_1516_1718),
+                parent,
+                sampled: true,
+            },
+            kind: Kind::Client,
+            start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
+            method: Method::POST,
+            scheme: "http",
+            authority: hv("reviews:9080"),
+            path: "/r".into(),
+            port: 9080,
+            user_agent: None,
+            request_id: Some(hv("req-1")),
+            protocol: "HTTP/1.1",
+            peer: "198.18.0.2:40000".parse().unwrap(),
+            tags,
+            reporter: Arc::new(reporter),
+        }
+    }
+
+    fn finish<'a>(status: u16, flags: ResponseFlags, unknown: &'a PeerLabels) -> Finish<'a> {
+        Finish {
+            status,
+            grpc_status: Some(14),
+            flags,
+            cluster: Some("outbound|9080||reviews.default.svc.cluster.local"),
+            request_bytes: 3,
+            response_bytes: 19,
+            source: unknown,
+            destination: unknown,
+        }
+    }
+
+    fn attributes(span: &Span) -> Vec<(String, Any)> {
+        span.attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone().unwrap().value.unwrap()))
+            .collect()
+    }
+
+    /// The OTLP span as the collector decodes it: ids in big-endian bytes (the order of the
+    /// trace headers' hex), Unix-nanosecond times, W3C flags with the parent's remoteness,
+    /// an error status and `error` tag on a 5xx, custom tags last.
+    #[test]
+    fn a_failed_calls_span_reads_back_from_its_otlp_bytes() {
+        let unknown = PeerLabels::unknown();
+        let parent = SpanId(0x2122_2324_2526_2728);
+        let tags = vec![("team".to_owned(), "payments".to_owned())];
+        let span = active(Some(parent), tags);
+        let end = span.start + Duration::from_millis(5);
+        let flags = ResponseFlags::of(ResponseFlag::UpstreamConnectionFailure);
+        let bytes = span.encode(finish(503, flags, &unknown), end);
+        let decoded = Span::decode(bytes.as_bytes()).unwrap();
+
+        assert_eq!(decoded.trace_id, (1..=16).collect::<Vec<u8>>());
+        assert_eq!(decoded.span_id, (0x11..=0x18).collect::<Vec<u8>>());
+        assert_eq!(decoded.parent_span_id, (0x21..=0x28).collect::<Vec<u8>>());
+        assert_eq!(decoded.name, "reviews.default.svc.cluster.local:9080/*");
+        assert_eq!(decoded.kind, 3);
+        assert_eq!(decoded.start_time_unix_nano, 1_700_000_000_123_456_789);
+        assert_eq!(decoded.end_time_unix_nano, 1_700_000_000_128_456_789);
+        assert_eq!(decoded.flags, 0x301);
+        assert_eq!(decoded.status.as_ref().unwrap().code, 2);
+        let s = |v: &str| Any::StringValue(v.into());
+        let cluster = "outbound|9080||reviews.default.svc.cluster.local";
+        assert_eq!(
+            attributes(&decoded),
+            [
+                (
+                    "node_id".into(),
+                    s("sidecar~198.18.0.1~reviews-v1.default~default.svc.cluster.local")
+                ),
+                ("component".into(), s("proxy")),
+                ("istio.namespace".into(), s("default")),
+                ("guid:x-request-id".into(), s("req-1")),
+                ("http.method".into(), s("POST")),
+                ("http.url".into(), s("http://reviews:9080/r")),
+                ("http.protocol".into(), s("HTTP/1.1")),
+                ("peer.address".into(), s("198.18.0.2:40000")),
+                ("downstream_cluster".into(), s("-")),
+                ("request_size".into(), Any::IntValue(3)),
+                ("response_size".into(), Any::IntValue(19)),
+                ("upstream_cluster".into(), s(cluster)),
+                ("upstream_cluster.name".into(), s(cluster)),
+                ("http.status_code".into(), Any::IntValue(503)),
+                ("grpc.status_code".into(), Any::IntValue(14)),
+                ("response_flags".into(), s("UF")),
+                ("error".into(), Any::BoolValue(true)),
+                ("team".into(), s("payments")),
+            ]
+        );
+    }
+
+    /// A root span has no parent id and no error status; an end before the start (a clock
+    /// stepped back) is reported as the start.
+    #[test]
+    fn a_root_spans_otlp_bytes_have_no_parent_and_no_status() {
+        let unknown = PeerLabels::unknown();
+        let span = active(None, Vec::new());
+        let end = span.start - Duration::from_secs(1);
+        let bytes = span.encode(finish(200, ResponseFlags::default(), &unknown), end);
+        let decoded = Span::decode(bytes.as_bytes()).unwrap();
+        assert!(decoded.parent_span_id.is_empty());
+        assert_eq!(decoded.flags, 0x101);
+        assert!(decoded.status.is_none());
+        assert_eq!(decoded.end_time_unix_nano, decoded.start_time_unix_nano);
+        let attrs = attributes(&decoded);
+        assert!(attrs.iter().all(|(k, _)| k != "error"), "{attrs:?}");
+        assert!(attrs.contains(&("response_flags".into(), Any::StringValue("-".into()))));
     }
 
     #[test]
