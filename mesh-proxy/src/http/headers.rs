@@ -68,20 +68,28 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     else {
         return;
     };
+    // The common value is one such token (`keep-alive` from most servers): no split, no list.
+    if !conn.contains(',') && names_no_header(conn.trim(), keep_upgrade) {
+        return;
+    }
     let named: Vec<HeaderName> = conn
         .split(',')
         .map(str::trim)
-        .filter(|t| {
-            !(t.eq_ignore_ascii_case("keep-alive")
-                || t.eq_ignore_ascii_case("close")
-                || t.eq_ignore_ascii_case("te")
-                || (keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-        })
+        .filter(|t| !names_no_header(t, keep_upgrade))
         .filter_map(|t| HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
+}
+
+/// A `Connection` token that is an option of the connection, not the name of a header to
+/// remove (`upgrade` too, on an upgrade request, where the `Upgrade` header stays).
+fn names_no_header(token: &str, keep_upgrade: bool) -> bool {
+    token.eq_ignore_ascii_case("keep-alive")
+        || token.eq_ignore_ascii_case("close")
+        || token.eq_ignore_ascii_case("te")
+        || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Which hop-by-hop headers a message has, found in one pass over its names.
@@ -151,6 +159,25 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-app"], "kept");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn a_single_connection_token_is_an_option_or_a_header_named() {
+        for (option, keep_upgrade) in [(" Keep-Alive ", false), ("close", false), ("upgrade", true)]
+        {
+            let mut h = HeaderMap::new();
+            h.insert("connection", option.parse().unwrap());
+            h.insert("x-app", "kept".parse().unwrap());
+            remove_hop_by_hop(&mut h, keep_upgrade);
+            assert_eq!(h["x-app"], "kept", "{option}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("connection", "X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-app", "kept".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-app"], "kept");
     }
 
     #[test]
