@@ -119,11 +119,12 @@ INSTRUMENTED=$PGO_DIR/generate/$TARGET/release/mesh-proxy
 USE_FLAGS="-Cprofile-use=$MERGED"
 if [[ $TARGET == x86_64-unknown-linux-gnu ]]; then
     USE_FLAGS+=" -Clink-arg=-Wl,-z,keep-text-section-prefix"
-    # Relative relocations packed (DT_RELR, glibc 2.36+): the loader reads some 10 KB of them
-    # at start instead of about 0.5 MB, which stayed resident (idle RSS -0.35 to -0.7 MB).
-    if glibc_at_least 2 36; then
-        USE_FLAGS+=" -Clink-arg=-Wl,-z,pack-relative-relocs"
-    fi
+fi
+# Relative relocations packed (DT_RELR): the loader reads some 10 KB of them at start instead
+# of about 0.5 MB, which stayed resident (idle RSS -0.35 to -0.7 MB). Read by glibc 2.36+ and
+# by musl 1.2.4+ (a static musl binary relocates itself; Rust's musl targets ship 1.2.5).
+if [[ $TARGET == *-linux-musl ]] || glibc_at_least 2 36; then
+    USE_FLAGS+=" -Clink-arg=-Wl,-z,pack-relative-relocs"
 fi
 
 # ---------------------------------------------------------------------------------------------
