@@ -16,8 +16,8 @@
 #    and a mirror. Then everything is stopped (SIGTERM), and each proxy writes its profile as
 #    it exits.
 # 4. The profiles merged (llvm-profdata of the toolchain's llvm-tools component).
-# 5. mesh-proxy for TARGET built again with -Cprofile-use and copied to OUT. On
-#    x86_64-unknown-linux-gnu (linked by lld), when valgrind is installed, it is linked once
+# 5. mesh-proxy for TARGET built again with -Cprofile-use and copied to OUT. When the
+#    toolchain's lld links it and valgrind is installed, it is linked once
 #    more with the functions that build runs from start to ready (callgrind's list, std and C
 #    included; a file-configured proxy, a sidecar and a gateway configured by pilot) laid
 #    first in their sections, so an idle proxy touches fewer pages of its binary. (The list
@@ -27,12 +27,14 @@
 # half the resident memory at idle (11.3 -> 6.2 MB) built this way (docs/benchmarks.md): the
 # optimizer inlines and lays out by the paths requests take, and the code no request runs is
 # kept apart from the code they do.
-# An `--target` is always passed, so the profiling flags never reach build scripts. On
-# x86_64-unknown-linux-gnu rustc links with lld, which keeps the hot and the never-run code
-# apart only when told to (`-z keep-text-section-prefix`); GNU ld (the musl target) groups
-# them by default. Code run once (start-up) counts as cold, so it lies among the code never
-# run: the start-up order of step 5 gathers it (idle RSS about 9 -> 6.3 MB, measured). With
-# glibc 2.36 or later the relative relocations are packed (`-z pack-relative-relocs`).
+# An `--target` is always passed, so the profiling flags never reach build scripts. The
+# optimized proxy is linked with the toolchain's lld (rustc's own choice on
+# x86_64-unknown-linux-gnu; for a musl target, which rustc links through `cc` and so GNU ld,
+# `cc` is pointed at it), which keeps the hot and the never-run code apart when told to
+# (`-z keep-text-section-prefix`) and can lay out functions in a given order. Code run once
+# (start-up) counts as cold, so it lies among the code never run: the start-up order of step 5
+# gathers it (idle RSS about 9 -> 6.3 MB, measured). Relative relocations are packed
+# (`-z pack-relative-relocs`) where the C library reads them.
 #
 # Knobs (environment): PGO_SECONDS=25 (training load), PGO_RATE=1500 (req/s through the
 # client; the gateway and the file-configured proxy get a third of it each), PGO_PORT_BASE=25000 (ports base+0 .. base+199, all
@@ -70,10 +72,28 @@ die() {
     exit 1
 }
 
-# lld's symbol ordering (rustc links x86_64-unknown-linux-gnu with rust-lld), from a callgrind
-# run of start-up.
+SYSROOT=$(rustc --print sysroot)
+
+# The linker of the optimized proxy: rustc links x86_64-unknown-linux-gnu with the toolchain's
+# lld itself; a musl target's `cc` is given the same lld (`gcc-ld/ld.lld`, the wrapper rustc
+# uses) in place of GNU ld, which has no symbol ordering.
+LLD_DIR=$SYSROOT/lib/rustlib/$HOST/bin/gcc-ld
+LINK_FLAGS=""
+case $TARGET in
+    x86_64-unknown-linux-gnu) LINKS_WITH_LLD=1 ;;
+    *-linux-musl)
+        if [[ -x $LLD_DIR/ld.lld ]]; then
+            LINK_FLAGS="-Clink-arg=-fuse-ld=lld -Clink-arg=-B$LLD_DIR"
+            LINKS_WITH_LLD=1
+        else
+            LINKS_WITH_LLD=0
+        fi ;;
+    *) LINKS_WITH_LLD=0 ;;
+esac
+
+# lld's symbol ordering, from a callgrind run of start-up.
 ORDERED_LINK=0
-if [[ $TARGET == x86_64-unknown-linux-gnu ]]; then
+if [[ $LINKS_WITH_LLD == 1 ]]; then
     if command -v valgrind >/dev/null; then
         ORDERED_LINK=1
     else
@@ -81,7 +101,6 @@ if [[ $TARGET == x86_64-unknown-linux-gnu ]]; then
     fi
 fi
 
-SYSROOT=$(rustc --print sysroot)
 PROFDATA=$SYSROOT/lib/rustlib/$HOST/bin/llvm-profdata
 if [[ ! -x $PROFDATA ]]; then
     log "adding the llvm-tools component (llvm-profdata)"
@@ -116,8 +135,8 @@ rm -rf "$PROFILES"
 mkdir -p "$PROFILES"
 build_proxy generate "-Cprofile-generate=$PROFILES" || die "instrumented build failed"
 INSTRUMENTED=$PGO_DIR/generate/$TARGET/release/mesh-proxy
-USE_FLAGS="-Cprofile-use=$MERGED"
-if [[ $TARGET == x86_64-unknown-linux-gnu ]]; then
+USE_FLAGS="-Cprofile-use=$MERGED $LINK_FLAGS"
+if [[ $LINKS_WITH_LLD == 1 ]]; then
     USE_FLAGS+=" -Clink-arg=-Wl,-z,keep-text-section-prefix"
 fi
 # Relative relocations packed (DT_RELR): the loader reads some 10 KB of them at start instead
