@@ -5,12 +5,7 @@
 //! attributes, no conversion at export.
 
 use bytes::Bytes;
-
-/// Protobuf wire types.
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
-const FIXED32: u32 = 5;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 /// `Span`'s fields.
 pub mod span {
@@ -93,8 +88,7 @@ impl Message {
     }
 
     pub fn bytes(&mut self, field: u32, value: &[u8]) {
-        self.key(field, LEN);
-        self.varint(value.len() as u64);
+        self.len_prefix(field, value.len());
         self.0.extend_from_slice(value);
     }
 
@@ -104,17 +98,17 @@ impl Message {
 
     /// A varint field: an enum, an unsigned or a two's-complement `int64`.
     pub fn uint(&mut self, field: u32, value: u64) {
-        self.key(field, VARINT);
-        self.varint(value);
+        encode_key(field, WireType::Varint, &mut self.0);
+        encode_varint(value, &mut self.0);
     }
 
     pub fn fixed64(&mut self, field: u32, value: u64) {
-        self.key(field, FIXED64);
+        encode_key(field, WireType::SixtyFourBit, &mut self.0);
         self.0.extend_from_slice(&value.to_le_bytes());
     }
 
     pub fn fixed32(&mut self, field: u32, value: u32) {
-        self.key(field, FIXED32);
+        encode_key(field, WireType::ThirtyTwoBit, &mut self.0);
         self.0.extend_from_slice(&value.to_le_bytes());
     }
 
@@ -132,15 +126,16 @@ impl Message {
     /// the lengths are known from the key and the value.
     pub fn attribute(&mut self, field: u32, key: &str, value: Value<'_>) {
         let any_len = match value {
-            Value::Str(s) => field_len(s.len()),
-            Value::Int(i) => 1 + varint_len(i as u64),
-            Value::Bool(_) => 2,
+            Value::Str(s) => field_len(ANY_STRING, s.len()),
+            Value::Int(i) => key_len(ANY_INT) + encoded_len_varint(i as u64),
+            Value::Bool(_) => key_len(ANY_BOOL) + 1,
         };
-        self.key(field, LEN);
-        self.varint((field_len(key.len()) + field_len(any_len)) as u64);
+        self.len_prefix(
+            field,
+            field_len(KEY_VALUE_KEY, key.len()) + field_len(KEY_VALUE_VALUE, any_len),
+        );
         self.string(KEY_VALUE_KEY, key);
-        self.key(KEY_VALUE_VALUE, LEN);
-        self.varint(any_len as u64);
+        self.len_prefix(KEY_VALUE_VALUE, any_len);
         match value {
             Value::Str(s) => self.string(ANY_STRING, s),
             Value::Int(i) => self.uint(ANY_INT, i as u64),
@@ -148,31 +143,27 @@ impl Message {
         }
     }
 
-    fn key(&mut self, field: u32, wire: u32) {
-        self.varint(u64::from(field << 3 | wire));
-    }
-
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.0.push(value as u8 | 0x80);
-            value >>= 7;
-        }
-        self.0.push(value as u8);
+    /// The key and length of a length-delimited field whose `len` bytes follow.
+    fn len_prefix(&mut self, field: u32, len: usize) {
+        encode_key(field, WireType::LengthDelimited, &mut self.0);
+        encode_varint(len as u64, &mut self.0);
     }
 }
 
 /// `ExportTraceServiceRequest` of one resource and one scope holding `spans` (each an encoded
 /// `Span`). Lengths are summed first so every span's bytes are copied once.
 pub fn export_request(resource: &Message, scope: &Message, spans: &[Message]) -> Bytes {
-    let scope_spans =
-        field_len(scope.len()) + spans.iter().map(|s| field_len(s.len())).sum::<usize>();
-    let resource_spans = field_len(resource.len()) + field_len(scope_spans);
-    let mut out = Message::with_capacity(field_len(resource_spans));
-    out.key(REQUEST_RESOURCE_SPANS, LEN);
-    out.varint(resource_spans as u64);
+    let scope_spans = field_len(SCOPE_SPANS_SCOPE, scope.len())
+        + spans
+            .iter()
+            .map(|s| field_len(SCOPE_SPANS_SPANS, s.len()))
+            .sum::<usize>();
+    let resource_spans = field_len(RESOURCE_SPANS_RESOURCE, resource.len())
+        + field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_spans);
+    let mut out = Message::with_capacity(field_len(REQUEST_RESOURCE_SPANS, resource_spans));
+    out.len_prefix(REQUEST_RESOURCE_SPANS, resource_spans);
     out.message(RESOURCE_SPANS_RESOURCE, resource);
-    out.key(RESOURCE_SPANS_SCOPE_SPANS, LEN);
-    out.varint(scope_spans as u64);
+    out.len_prefix(RESOURCE_SPANS_SCOPE_SPANS, scope_spans);
     out.message(SCOPE_SPANS_SCOPE, scope);
     for span in spans {
         out.message(SCOPE_SPANS_SPANS, span);
@@ -180,13 +171,9 @@ pub fn export_request(resource: &Message, scope: &Message, spans: &[Message]) ->
     Bytes::from(out.0)
 }
 
-/// Bytes of a length-delimited field of `len` bytes (field numbers under 16: a one-byte key).
-fn field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-fn varint_len(value: u64) -> usize {
-    (64 - value.leading_zeros() as usize).div_ceil(7).max(1)
+/// Bytes of a length-delimited field `field` of `len` bytes: key, length, content.
+fn field_len(field: u32, len: usize) -> usize {
+    key_len(field) + encoded_len_varint(len as u64) + len
 }
 
 #[cfg(test)]
@@ -205,20 +192,13 @@ mod tests {
     }
 
     #[test]
-    fn varint_lengths_match_the_bytes_written() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut m = Message::default();
-            m.varint(v);
-            assert_eq!(m.len(), varint_len(v), "{v}");
+    fn field_lengths_match_the_bytes_written() {
+        for field in [1, 9, 15, 16, 2047] {
+            for len in [0, 1, 127, 128, 16_383, 16_384] {
+                let mut m = Message::default();
+                m.bytes(field, &vec![0; len]);
+                assert_eq!(m.len(), field_len(field, len), "field {field}, {len} bytes");
+            }
         }
     }
 
