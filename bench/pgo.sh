@@ -124,10 +124,13 @@ glibc_at_least() {
     ((major > $1 || (major == $1 && minor >= $2)))
 }
 
-# build_proxy TARGET_SUBDIR EXTRA_RUSTFLAGS: mesh-proxy for TARGET into PGO_DIR/TARGET_SUBDIR.
+# build_proxy TARGET_SUBDIR EXTRA_RUSTFLAGS [RUSTC_ARGS...]: mesh-proxy for TARGET into
+# PGO_DIR/TARGET_SUBDIR; RUSTC_ARGS go to the binary crate's compile (and link) alone.
 build_proxy() {
-    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$PGO_DIR/$1 RUSTFLAGS="${RUSTFLAGS:-} $2" \
-        cargo build --release --locked -p mesh-proxy --bin mesh-proxy --target "$TARGET" >&2)
+    local subdir=$1 flags=$2
+    shift 2
+    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$PGO_DIR/$subdir RUSTFLAGS="${RUSTFLAGS:-} $flags" \
+        cargo rustc --release --locked -p mesh-proxy --bin mesh-proxy --target "$TARGET" -- "$@" >&2)
 }
 
 log "building mesh-proxy instrumented ($TARGET)"
@@ -400,10 +403,8 @@ EOF
 
     cat "$WORK"/startup.*.callgrind | sed -n 's/^fn=//p' | awk '!seen[$0]++' >"$ORDER"
     log "linking again with $(wc -l <"$ORDER") start-up functions first"
-    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$PGO_DIR/use RUSTFLAGS="${RUSTFLAGS:-} $USE_FLAGS" \
-        cargo rustc --release --locked -p mesh-proxy --bin mesh-proxy --target "$TARGET" -- \
-        "-Clink-arg=-Wl,--symbol-ordering-file=$ORDER" -Clink-arg=-Wl,--no-warn-symbol-ordering >&2) ||
-        die "ordered link failed"
+    build_proxy use "$USE_FLAGS" "-Clink-arg=-Wl,--symbol-ordering-file=$ORDER" \
+        -Clink-arg=-Wl,--no-warn-symbol-ordering || die "ordered link failed"
 fi
 mkdir -p "$(dirname "$OUT")"
 cp "$OPTIMIZED" "$OUT"
