@@ -610,6 +610,17 @@ async fn watch_config(server: Arc<Server>, path: PathBuf, every: Duration) {
 mod tests {
     use super::*;
 
+    /// The thread cache sizes from the workspace's `.cargo/config.toml` reach the allocator
+    /// the proxy is built with (a build outside the workspace would lose them silently).
+    #[cfg(not(feature = "system-allocator"))]
+    #[test]
+    fn the_allocator_caches_blocks_for_the_requests_in_flight() {
+        use tikv_jemalloc_ctl::{Access, AsName};
+        let slots: u32 = b"opt.tcache_nslots_small_min\0".name().read().unwrap();
+        let sweep: usize = b"opt.tcache_gc_incr_bytes\0".name().read().unwrap();
+        assert_eq!((slots, sweep), (64, 4 << 20));
+    }
+
     #[test]
     fn node_ids_are_istios() {
         let cli = Cli::parse_from([
