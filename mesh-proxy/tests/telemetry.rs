@@ -390,6 +390,42 @@ async fn failures_carry_envoys_response_flags() {
     }
 }
 
+/// A request's duration counts from the first bytes of its head, as Envoy's does: a client
+/// that takes 300 ms to send its headers made a request of at least 300 ms.
+#[tokio::test]
+async fn a_slow_head_is_part_of_the_request_duration() {
+    let dead = format!("127.0.0.1:{}", free_port().await);
+    let server = proxy(
+        table(json!([
+            { "name": "known", "domains": ["known"],
+              "routes": [{ "route": { "clusters": [{ "cluster": "dead", "weight": 100 }] } }] }
+        ])),
+        json!([{ "name": "dead", "endpoints": [{ "address": dead }] }]),
+    )
+    .await;
+    let metrics = metrics_port(&server).await;
+    let mut s = TcpStream::connect(out_addr(&server)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nho").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"st: nowhere\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 404"), "{reply:?}");
+
+    let labels = ["reporter=\"source\"", "response_code=\"404\""];
+    let text = scrape_until(
+        metrics,
+        "istio_request_duration_milliseconds_count",
+        &labels,
+        1.0,
+    )
+    .await;
+    let ms = sample(&text, "istio_request_duration_milliseconds_sum", &labels);
+    assert!((300.0..10_000.0).contains(&ms), "{ms} ms: {text}");
+}
+
 #[tokio::test]
 async fn a_thousand_paths_make_no_more_series_than_one() {
     let pair = mtls_pair(json!({})).await;

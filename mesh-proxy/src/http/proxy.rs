@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::{Body, Incoming};
 use mesh_proto::config::v1::Direction;
+use tokio::time::Instant;
 
 use super::body::ResponseBody;
 use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
@@ -52,14 +53,17 @@ impl Proxy {
         }
     }
 
+    /// Proxies one request; `began` is when its first bytes arrived, when the connection
+    /// knows it (the request's duration counts from there, as Envoy's does).
     pub async fn handle(
         &self,
         conn: &ConnContext,
         mut req: Request<Incoming>,
+        began: Option<Instant>,
     ) -> Response<RecordedBody> {
         let scan = RequestScan::of(req.headers());
         // Istio's standard metrics, recorded once when the response ends.
-        let mut record = self.metrics.istio.start(conn, &mut req, &scan);
+        let mut record = self.metrics.istio.start(conn, &mut req, &scan, began);
         let resp = self.route(conn, req, &scan, &mut record).await;
         let direction = match conn.listener.direction {
             Direction::Inbound => DirectionLabel::Inbound,

@@ -109,11 +109,18 @@ impl Activity {
     }
 
     /// A request head was complete and the request is being handled; `parkable` when the
-    /// connection may be parked once it is idle after it.
-    pub fn on_request(&mut self, parkable: bool) {
+    /// connection may be parked once it is idle after it. Returns when the head's first bytes
+    /// arrived, if they came while nothing was in flight (a pipelined head, or an HTTP/2
+    /// request, has no such time here).
+    pub fn on_request(&mut self, parkable: bool) -> Option<Instant> {
+        let head_began = match self.phase {
+            Phase::ReadingHead { since } => Some(since),
+            Phase::Idle { .. } | Phase::Active => None,
+        };
         self.in_flight += 1;
         self.phase = Phase::Active;
         self.parkable = parkable;
+        head_began
     }
 
     /// The connection was parked: it stays so until a request makes it parkable again.
@@ -164,6 +171,24 @@ mod tests {
             a.deadline(),
             Some((start + Duration::from_secs(3600), Expired::Idle))
         );
+    }
+
+    #[test]
+    fn a_request_began_when_its_head_first_arrived() {
+        let start = Instant::now();
+        let mut a = Activity::new(T, start);
+        let first_bytes = start + Duration::from_secs(2);
+        a.on_read(b"GET / HT", first_bytes);
+        a.on_read(b"TP/1.1\r\n\r\n", first_bytes + Duration::from_secs(1));
+        assert_eq!(a.on_request(false), Some(first_bytes));
+        // Pipelined behind it: its bytes came while a request was in flight.
+        assert_eq!(a.on_request(false), None);
+        a.on_response_done(start);
+        a.on_response_done(start);
+        // HTTP/2: bytes between requests are not the start of a head.
+        let mut h2 = Activity::new(T, start);
+        h2.on_read(b"PRI * HTTP/2.0", first_bytes);
+        assert_eq!(h2.on_request(false), None);
     }
 
     #[test]

@@ -39,12 +39,16 @@ impl Tracker {
     /// response body, or with the handler when the client went away). `parkable` when the
     /// connection may be parked once idle after it.
     pub fn request(&self, parkable: bool) -> InFlight {
-        self.0
+        let head_began = self
+            .0
             .activity
             .lock()
             .expect("activity lock")
             .on_request(parkable);
-        InFlight(self.clone())
+        InFlight {
+            tracker: self.clone(),
+            head_began,
+        }
     }
 
     /// The connection let go of its HTTP state; it is not parked again before a request.
@@ -83,11 +87,22 @@ impl Tracker {
 }
 
 /// A request in flight on a tracked connection.
-pub struct InFlight(Tracker);
+pub struct InFlight {
+    tracker: Tracker,
+    head_began: Option<Instant>,
+}
+
+impl InFlight {
+    /// When the request's first bytes arrived, when the connection saw them arrive (see
+    /// [`Activity::on_request`]).
+    pub fn head_began(&self) -> Option<Instant> {
+        self.head_began
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let shared = &(self.0).0;
+        let shared = &self.tracker.0;
         let late = match shared.activity.lock() {
             Ok(mut a) => a.on_response_done(Instant::now()),
             Err(_) => true,

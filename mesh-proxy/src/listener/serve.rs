@@ -200,11 +200,12 @@ impl Service<Request<Incoming>> for Downstream {
         let proxy = self.proxy.clone();
         let conn = self.conn.clone();
         let in_flight = self.tracker.request(leaves_nothing_unread(&req));
+        let began = in_flight.head_began();
         // Boxed: hyper keeps a slot of the service future's size for every connection, idle
         // or not, and moves the future into it per request. A request's state lives on the
         // heap only while the request does.
         Box::pin(async move {
-            let resp = proxy.handle(&conn, req).await;
+            let resp = proxy.handle(&conn, req, began).await;
             Ok(resp.map(|body| TrackedBody::new(body, in_flight)))
         })
     }

@@ -77,6 +77,7 @@ impl Telemetry {
         conn: &ConnContext,
         req: &mut Request<B>,
         scan: &RequestScan,
+        began: Option<Instant>,
     ) -> RequestRecord {
         let header = if scan.peer_metadata {
             peer::take(req.headers_mut())
@@ -92,7 +93,9 @@ impl Telemetry {
         let request_bytes = scan.content_length.unwrap_or(0);
         let mut record = RequestRecord {
             telemetry: self.clone(),
-            start: Instant::now(),
+            // From the head's first bytes when they are known: a slow head is part of the
+            // request's duration.
+            start: began.unwrap_or_else(Instant::now),
             reporter: Reporter::Source,
             source: self.local_labels(false),
             destination: self.unknown_peer.clone(),
