@@ -93,7 +93,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// When the request's first bytes arrived, when the connection saw them arrive (see
+    /// When the first bytes of the request's head arrived, if the connection knows (see
     /// [`Activity::on_request`]).
     pub fn head_began(&self) -> Option<Instant> {
         self.head_began
