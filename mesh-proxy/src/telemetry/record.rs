@@ -29,6 +29,7 @@ use super::upstream::UpstreamInfo;
 use super::{PEER_METADATA, Telemetry, peer};
 use crate::access_log::entry::{Finished, Upstream};
 use crate::access_log::{CompiledLog, Known, Pending, Sink};
+use crate::clock;
 use crate::http::body::{BoxError, ResponseBody};
 use crate::http::scan::RequestScan;
 use crate::listener::ConnContext;
@@ -95,7 +96,7 @@ impl Telemetry {
             telemetry: self.clone(),
             // From the head's first bytes when they are known: a slow head is part of the
             // request's duration.
-            start: began.unwrap_or_else(Instant::now),
+            start: began.unwrap_or_else(clock::now),
             reporter: Reporter::Source,
             source: self.local_labels(false),
             destination: self.unknown_peer.clone(),
@@ -200,7 +201,7 @@ impl RequestRecord {
                             .map(|p| p.principal())
                             .filter(|p| *p != peer::UNKNOWN)
                             .map(str::to_owned),
-                        service_time: self.start.elapsed(),
+                        service_time: clock::since(self.start),
                     });
                 }
                 self.upstream(info)
@@ -267,7 +268,7 @@ impl RequestRecord {
             return;
         }
         // One clock read for the log's duration and the duration histogram.
-        let elapsed = self.start.elapsed();
+        let elapsed = clock::since(self.start);
         if let Some(access) = self.access.take() {
             access.finish(Finished {
                 response_code: self.response_code,
