@@ -13,7 +13,6 @@ pub mod admin;
 pub mod authz;
 pub mod cert_expiry;
 pub mod cidr;
-pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod dns;

@@ -13,7 +13,6 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::activity::{Activity, Expired, Timeouts};
-use crate::clock;
 
 /// The activity of one connection, shared by its stream, its requests and its watcher.
 #[derive(Clone)]
@@ -105,7 +104,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let shared = &self.tracker.0;
         let late = match shared.activity.lock() {
-            Ok(mut a) => a.on_response_done(clock::now()),
+            Ok(mut a) => a.on_response_done(Instant::now()),
             Err(_) => true,
         };
         if late {
@@ -177,7 +176,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
                 .activity
                 .lock()
                 .expect("activity lock")
-                .on_read(read, clock::now());
+                .on_read(read, Instant::now());
             if moved {
                 shared.changed.notify_one();
             }

@@ -33,7 +33,6 @@ pub use l4::{Forward, HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT};
 pub use original_dst::original_dst;
 pub use secure::{InboundTls, PeerIdentity, Secured};
 
-use crate::clock;
 use crate::config::security::same_socket;
 use crate::config::{ConfigError, ConfigObject, FieldError, Snapshot};
 use crate::http::Proxy;
@@ -327,8 +326,7 @@ impl Listeners {
                 let tls = tls.clone();
                 let termination = termination.clone();
                 let parked = parked.clone();
-                // Every poll of the connection's task shares one clock read.
-                tracker.spawn(clock::scoped(async move {
+                tracker.spawn(async move {
                     // Where the client was going: its original destination, else this
                     // listener's local address it connected to.
                     let dst = original_dst
@@ -401,7 +399,7 @@ impl Listeners {
                             }
                         }
                     }
-                }));
+                });
             }
         }
     }
@@ -428,10 +426,10 @@ fn serve_on_own_task(
     serving: impl Future<Output = ()> + Send + 'static,
     open: Open,
 ) {
-    connections.spawn(clock::scoped(async move {
+    connections.spawn(async move {
         serving.await;
         drop(open);
-    }));
+    });
 }
 
 fn bind(address: &str) -> std::io::Result<TcpListener> {

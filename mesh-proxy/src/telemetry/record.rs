@@ -29,7 +29,6 @@ use super::upstream::UpstreamInfo;
 use super::{PEER_METADATA, Telemetry, peer};
 use crate::access_log::entry::{Finished, Upstream};
 use crate::access_log::{CompiledLog, Known, Pending, Sink};
-use crate::clock;
 use crate::http::body::{BoxError, ResponseBody};
 use crate::http::scan::RequestScan;
 use crate::listener::ConnContext;
@@ -96,7 +95,7 @@ impl Telemetry {
             telemetry: self.clone(),
             // From the head's first bytes when they are known: a slow head is part of the
             // request's duration.
-            start: began.unwrap_or_else(clock::now),
+            start: began.unwrap_or_else(Instant::now),
             reporter: Reporter::Source,
             source: self.local_labels(false),
             destination: self.unknown_peer.clone(),
@@ -201,7 +200,7 @@ impl RequestRecord {
                             .map(|p| p.principal())
                             .filter(|p| *p != peer::UNKNOWN)
                             .map(str::to_owned),
-                        service_time: clock::since(self.start),
+                        service_time: self.start.elapsed(),
                     });
                 }
                 self.upstream(info)
@@ -268,7 +267,7 @@ impl RequestRecord {
             return;
         }
         // One clock read for the log's duration and the duration histogram.
-        let elapsed = clock::since(self.start);
+        let elapsed = self.start.elapsed();
         if let Some(access) = self.access.take() {
             access.finish(Finished {
                 response_code: self.response_code,
