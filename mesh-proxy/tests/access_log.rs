@@ -268,6 +268,46 @@ async fn a_filter_keeps_503s_and_drops_200s() {
     );
 }
 
+/// A client slow to send its head: the request's duration counts from the head's first bytes
+/// (as Envoy's), the upstream service time from when the proxy took the request up.
+#[tokio::test]
+async fn a_slow_head_counts_in_the_duration_not_in_the_upstream_service_time() {
+    let ok = echo("ok", "v1").await;
+    let broken = echo_with("broken", "v1", Some(503)).await;
+    let log = LogFile::new("slow-head");
+    let server = logging_proxy(
+        None,
+        &log,
+        with_logs(
+            ok_and_broken(&ok, &broken),
+            json!([{ "name": "all", "format": "JSON" }]),
+        ),
+    )
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(out_addr(&server))
+        .await
+        .unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nho").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(b"st: app\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).await.unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{reply:?}");
+
+    let line = log.wait_for("\"path\":\"/slow\"").await;
+    let j: Value = serde_json::from_str(&line).unwrap();
+    let duration = j["duration"].as_u64().unwrap();
+    let service: u64 = j["upstream_service_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(duration >= 300, "{line}");
+    assert!(service < 300, "{line}");
+}
+
 /// A single text log writes a connection's downstream part once and reuses it: lines of
 /// two connections, interleaved, each show their own client address.
 #[tokio::test]

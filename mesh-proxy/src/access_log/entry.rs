@@ -9,6 +9,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Version, header};
 use mesh_api::telemetry::filter::Attributes;
 use mesh_proto::config::v1::access_log::Format;
+use tokio::time::Instant;
 
 use super::config::CompiledLog;
 use super::format::{self, Entry};
@@ -36,6 +37,9 @@ pub struct Pending {
     /// The headers the logs' filters read, log after log, in each filter's order.
     filter_headers: Vec<Option<HeaderValue>>,
     upstream: Option<Upstream>,
+    /// When the proxy took the request up: the upstream service time counts from here, the
+    /// request's duration from the head's first bytes.
+    taken_up: Instant,
 }
 
 /// What the line needs of the request, taken when it starts.
@@ -194,6 +198,7 @@ impl Pending {
             trace_id,
             filter_headers: filter_headers(logs, headers),
             upstream: None,
+            taken_up: Instant::now(),
         })
     }
 
@@ -282,6 +287,11 @@ impl Pending {
     /// The tracer's trace id (hex), in place of one read from `traceparent`.
     pub fn trace_id(&mut self, hex: [u8; 32]) {
         self.trace_id = Some(hex);
+    }
+
+    /// How long since the proxy took the request up.
+    pub fn since_taken_up(&self) -> Duration {
+        self.taken_up.elapsed()
     }
 
     pub fn upstream(&mut self, upstream: Upstream) {

@@ -191,6 +191,7 @@ impl RequestRecord {
             // (an upstream proxy's answer, or an app's forgery) already.
             Some(info) => {
                 if let Some(access) = &mut self.access {
+                    let service_time = access.since_taken_up();
                     access.upstream(Upstream {
                         host: info.host,
                         cluster: info.cluster.clone(),
@@ -200,7 +201,7 @@ impl RequestRecord {
                             .map(|p| p.principal())
                             .filter(|p| *p != peer::UNKNOWN)
                             .map(str::to_owned),
-                        service_time: self.start.elapsed(),
+                        service_time,
                     });
                 }
                 self.upstream(info)
