@@ -37,18 +37,16 @@ impl Tracker {
 
     /// Marks a request as started; the returned guard finishes it when dropped (with the
     /// response body, or with the handler when the client went away). `parkable` when the
-    /// connection may be parked once idle after it.
-    pub fn request(&self, parkable: bool) -> InFlight {
+    /// connection may be parked once idle after it. Also returns when the first bytes of the
+    /// request's head arrived, if the connection knows (see [`Activity::on_request`]).
+    pub fn request(&self, parkable: bool) -> (InFlight, Option<Instant>) {
         let head_began = self
             .0
             .activity
             .lock()
             .expect("activity lock")
             .on_request(parkable);
-        InFlight {
-            tracker: self.clone(),
-            head_began,
-        }
+        (InFlight(self.clone()), head_began)
     }
 
     /// The connection let go of its HTTP state; it is not parked again before a request.
@@ -87,22 +85,11 @@ impl Tracker {
 }
 
 /// A request in flight on a tracked connection.
-pub struct InFlight {
-    tracker: Tracker,
-    head_began: Option<Instant>,
-}
-
-impl InFlight {
-    /// When the first bytes of the request's head arrived, if the connection knows (see
-    /// [`Activity::on_request`]).
-    pub fn head_began(&self) -> Option<Instant> {
-        self.head_began
-    }
-}
+pub struct InFlight(Tracker);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let shared = &self.tracker.0;
+        let shared = &(self.0).0;
         let late = match shared.activity.lock() {
             Ok(mut a) => a.on_response_done(Instant::now()),
             Err(_) => true,

@@ -199,8 +199,7 @@ impl Service<Request<Incoming>> for Downstream {
     fn call(&self, req: Request<Incoming>) -> Handled {
         let proxy = self.proxy.clone();
         let conn = self.conn.clone();
-        let in_flight = self.tracker.request(leaves_nothing_unread(&req));
-        let began = in_flight.head_began();
+        let (in_flight, began) = self.tracker.request(leaves_nothing_unread(&req));
         // Boxed: hyper keeps a slot of the service future's size for every connection, idle
         // or not, and moves the future into it per request. A request's state lives on the
         // heap only while the request does.
