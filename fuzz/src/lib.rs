@@ -15,6 +15,7 @@ pub mod iptables_args;
 pub mod istio_yaml;
 pub mod override_headers;
 pub mod proxy_config;
+pub mod request_head;
 pub mod xfcc_spiffe;
 
 /// One fuzz target: its name (the directory of its corpus and regressions) and its entry.
@@ -56,6 +57,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "iptables_args",
         run: iptables_args::run,
+    },
+    Target {
+        name: "request_head",
+        run: request_head::run,
     },
 ];
 

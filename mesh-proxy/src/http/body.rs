@@ -84,11 +84,55 @@ pub fn poll_non_empty<B: Body<Data = Bytes> + Unpin>(
     }
 }
 
+/// A downstream request's body as its connection delivers it: streamed by hyper (HTTP/2,
+/// and HTTP/1.1 requests with a body), or nothing (an HTTP/1.1 request the connection's own
+/// codec read whole, see `listener::h1`).
+#[derive(Debug)]
+pub enum RequestBody {
+    Streamed(Incoming),
+    Empty,
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        Self::Streamed(body)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Streamed(b) => Pin::new(b).poll_frame(cx),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streamed(b) => b.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streamed(b) => b.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// The downstream request body, remembering whether reading it failed (a malformed chunked
 /// encoding, fewer bytes than its Content-Length): such a failure is the client's fault, not
 /// the upstream's, whatever error the upstream send reports for it.
 pub struct DownstreamBody {
-    inner: Incoming,
+    inner: RequestBody,
     failed: Arc<AtomicBool>,
     /// Bytes read so far, for the request size metric.
     received: Arc<AtomicU64>,
@@ -123,12 +167,12 @@ impl BodyFailure {
 }
 
 impl DownstreamBody {
-    pub fn watch(inner: Incoming) -> (Self, BodyFailure) {
+    pub fn watch(inner: RequestBody) -> (Self, BodyFailure) {
         Self::watch_messages(inner, false)
     }
 
     /// As [`Self::watch`]; `grpc`: the body is gRPC, whose messages are counted too.
-    pub fn watch_messages(inner: Incoming, grpc: bool) -> (Self, BodyFailure) {
+    pub fn watch_messages(inner: RequestBody, grpc: bool) -> (Self, BodyFailure) {
         let failed = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
         let messages = grpc.then(|| Arc::new(AtomicU64::new(0)));

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use super::body::RequestBody;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::admitted::AdmittedBody;
@@ -52,7 +52,7 @@ pub async fn forward(
     metrics: &Metrics,
     plan: Plan<'_>,
     out: Outgoing,
-    body: Incoming,
+    body: RequestBody,
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;
     let cluster = plan.target.cluster.clone();
@@ -115,7 +115,7 @@ async fn attempts(
     metrics: &Metrics,
     plan: Plan<'_>,
     mut out: Outgoing,
-    downstream_body: Incoming,
+    downstream_body: RequestBody,
     deadline: Option<Instant>,
 ) -> Response<ResponseBody> {
     let grpc = out.grpc;

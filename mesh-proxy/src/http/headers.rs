@@ -129,7 +129,7 @@ impl Present {
 }
 
 /// The `Upgrade` protocol of an HTTP/1.1 upgrade request (`present`: its hop-by-hop names).
-pub fn is_upgrade_request(req: &http::Request<hyper::body::Incoming>, present: Present) -> bool {
+pub fn is_upgrade_request(req: &http::Request<super::body::RequestBody>, present: Present) -> bool {
     req.version() <= http::Version::HTTP_11
         && present.upgrade
         && req

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use mesh_proto::config::v1::Direction;
 use tokio::time::Instant;
 
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::decide::{Decided, Dice, Forwarding, Reply, RequestView, decide};
 use super::forward::{Outgoing, Plan, forward};
 use super::headers::{is_upgrade_request, remove_present};
@@ -58,7 +58,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         conn: &ConnContext,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         began: Option<Instant>,
     ) -> Response<RecordedBody> {
         let scan = RequestScan::of(req.headers());
@@ -88,7 +88,7 @@ impl Proxy {
     async fn route(
         &self,
         conn: &ConnContext,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         scan: &RequestScan,
         record: &mut RequestRecord,
     ) -> Response<ResponseBody> {
@@ -214,7 +214,7 @@ impl Proxy {
     async fn execute(
         &self,
         conn: &ConnContext,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         f: Forwarding<'_>,
         trace: Option<&TraceHeaders>,
         upgrade: bool,

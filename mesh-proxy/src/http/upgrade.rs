@@ -3,11 +3,11 @@
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
-use super::body::{DownstreamBody, ResponseBody, UpstreamBody};
+use super::body::{DownstreamBody, RequestBody, ResponseBody, UpstreamBody};
+
 use super::local;
 use crate::upstream::{Alpn, Target};
 
@@ -16,7 +16,7 @@ use crate::upstream::{Alpn, Target};
 pub async fn forward(
     target: &Target,
     hash: Option<u64>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     authority: HeaderValue,
     path_and_query: PathAndQuery,
 ) -> Response<ResponseBody> {

@@ -3,6 +3,7 @@
 mod activity;
 mod authorize;
 mod context;
+mod h1;
 pub mod http_sniff;
 mod idle;
 mod l4;
@@ -29,6 +30,8 @@ use tokio_util::task::TaskTracker;
 pub use activity::Timeouts;
 pub use authorize::{Denied, authorize};
 pub use context::{ConnConfig, ConnContext, ListenerSpec, read_config};
+/// How the connection's own HTTP/1.1 codec reads a request head (for the fuzz targets).
+pub use h1::request as http1_head;
 pub use l4::{Forward, HTTP_SNIFF_TIMEOUT, SNI_PEEK_TIMEOUT};
 pub use original_dst::original_dst;
 pub use secure::{InboundTls, PeerIdentity, Secured};

@@ -22,13 +22,14 @@ use tokio_util::sync::CancellationToken;
 use super::activity::{Expired, Timeouts};
 use super::authorize::authorize;
 use super::context::{ConnConfig, ConnContext};
+use super::h1;
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::l4::Forward;
 use super::on_wake::OnWake;
 use super::rewind::Rewind;
 use super::splice::{self, Ended, SpliceLimits};
 use crate::http::Proxy;
-use crate::metrics::Held;
+use crate::http::body::RequestBody;
 use crate::telemetry::RecordedBody;
 use crate::telemetry::overrides::SideOverrides;
 use crate::telemetry::tcp::{CountedStream, DeferredRecord};
@@ -87,12 +88,9 @@ impl Serve {
 }
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(super) const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// What a client speaking HTTP/2 with prior knowledge sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Room for the first bytes read by a parked connection (the rest of the request is read by
-/// its HTTP state, made again).
-const PARKED_READ: usize = 256;
 
 /// The HTTP server settings shared by every downstream connection.
 pub struct HttpServers {
@@ -180,12 +178,12 @@ pub async fn serve_http(stream: impl Io, conn: ConnContext, serving: Serving) {
 type Io1<S> = TokioIo<Rewind<TrackedIo<S>>>;
 type Http1Connection<S> = http1::UpgradeableConnection<Io1<S>, Downstream>;
 type Http2Connection<S> = http2::Connection<Io1<S>, Downstream, TokioExecutor>;
-type Handled =
+pub(super) type Handled =
     Pin<Box<dyn Future<Output = Result<Response<TrackedBody<RecordedBody>>, Infallible>> + Send>>;
 
 /// The requests of one downstream connection, handed to the proxy.
 #[derive(Clone)]
-struct Downstream {
+pub(super) struct Downstream {
     proxy: Arc<Proxy>,
     conn: Arc<ConnContext>,
     tracker: Tracker,
@@ -197,12 +195,21 @@ impl Service<Request<Incoming>> for Downstream {
     type Future = Handled;
 
     fn call(&self, req: Request<Incoming>) -> Handled {
+        let parkable = leaves_nothing_unread(&req);
+        self.begin(req.map(RequestBody::from), parkable)
+    }
+}
+
+impl Downstream {
+    /// Starts handling a request; `parkable` when the connection may be parked once idle
+    /// after it.
+    pub(super) fn begin(&self, req: Request<RequestBody>, parkable: bool) -> Handled {
         let proxy = self.proxy.clone();
         let conn = self.conn.clone();
-        let (in_flight, began) = self.tracker.request(leaves_nothing_unread(&req));
-        // Boxed: hyper keeps a slot of the service future's size for every connection, idle
-        // or not, and moves the future into it per request. A request's state lives on the
-        // heap only while the request does.
+        let (in_flight, began) = self.tracker.request(parkable);
+        // Boxed: a connection keeps a slot of its future's size, idle or not (hyper moves
+        // the future into it per request). A request's state lives on the heap only while
+        // the request does.
         Box::pin(async move {
             let resp = proxy.handle(&conn, req, began).await;
             Ok(resp.map(|body| TrackedBody::new(body, in_flight)))
@@ -237,7 +244,7 @@ async fn sniff(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<(boo
 }
 
 /// Says why a connection is closed for doing nothing.
-fn log_expiry(peer: SocketAddr, why: Expired) {
+pub(super) fn log_expiry(peer: SocketAddr, why: Expired) {
     match why {
         Expired::Idle => tracing::debug!(%peer, "downstream connection idle, closing"),
         Expired::HeaderRead => {
@@ -299,11 +306,13 @@ enum Stretch<S: Io> {
     Parked(TrackedIo<S>, Bytes),
 }
 
-/// Serves HTTP/1.1 requests. A connection idle for
+/// Serves HTTP/1.1 requests: with the connection's own codec ([`h1`]) while they are of the
+/// shape it serves, with hyper's otherwise. A connection idle for
 /// [`PARK_AFTER`](super::activity::PARK_AFTER) after a request that left nothing unread is
-/// parked: hyper's connection (its read and write buffers and state, about 24 KB) is dropped,
-/// and the stream waits for its next bytes with none of it; they start a new one. Pipelined
-/// bytes hyper had read come back with the stream, so nothing is lost.
+/// parked: its HTTP state (hyper's read and write buffers and state, about 24 KB, or the
+/// codec's buffers) is dropped, and the stream waits for its next bytes with none of it;
+/// they start the codec again. Pipelined bytes hyper had read come back with the stream, so
+/// nothing is lost.
 async fn serve_h1<S: Io>(
     mut io: TrackedIo<S>,
     mut first: Bytes,
@@ -317,36 +326,25 @@ async fn serve_h1<S: Io>(
         drain,
         parked,
     } = parking;
+    let serving = h1::Serving {
+        peer,
+        downstream: &service,
+        tracker,
+        drain,
+        parked,
+    };
     loop {
+        match h1::serve(&mut io, first, &serving).await {
+            h1::Ended::Closed => return Ok(()),
+            h1::Ended::Handoff(read) => first = read,
+        }
         let connection = builder
             .serve_connection(TokioIo::new(Rewind::new(io, first)), service.clone())
             .with_upgrades();
         // Boxed, so a parked connection's future does not keep its size.
-        let stretch = run_h1(Box::pin(connection), peer, tracker, drain).await;
-        let (back, read) = match stretch {
+        match run_h1(Box::pin(connection), peer, tracker, drain).await {
             Stretch::Ended(r) => return r,
-            Stretch::Parked(io, read) => (io, read),
-        };
-        io = back;
-        if !read.is_empty() {
-            first = read;
-            continue;
-        }
-        let counted = Held::new(parked);
-        let mut buf = [0u8; PARKED_READ];
-        let woke = tokio::select! {
-            r = io.read(&mut buf) => Some(r),
-            // Idle past the idle timeout: closed, as hyper closes an idle connection.
-            why = tracker.expired() => {
-                log_expiry(peer, why);
-                None
-            }
-            _ = drain.cancelled() => None,
-        };
-        drop(counted);
-        match woke {
-            Some(Ok(n)) if n > 0 => first = Bytes::copy_from_slice(&buf[..n]),
-            _ => return Ok(()),
+            Stretch::Parked(back, read) => (io, first) = (back, read),
         }
     }
 }
@@ -403,7 +401,7 @@ async fn run_h1<S: Io>(
 
 /// The connection's expiry (`Some`) or the proxy's drain (`None`), whichever comes first.
 /// Wrapped in [`OnWake`] beside a connection: polled only when one of them woke it.
-async fn alarm(tracker: &Tracker, drain: &CancellationToken) -> Option<Expired> {
+pub(super) async fn alarm(tracker: &Tracker, drain: &CancellationToken) -> Option<Expired> {
     tokio::select! {
         why = tracker.expired() => Some(why),
         _ = drain.cancelled() => None,
