@@ -128,6 +128,7 @@ async fn serve_awake<S: Io>(io: &mut TrackedIo<S>, first: Bytes, serving: &Servi
             }
             reserve(&mut buf);
             let fired = tokio::select! {
+                biased;
                 read = io.read_buf(&mut buf) => match read {
                     Ok(n) if n > 0 => continue,
                     _ => return Awake::Ended(Ended::Closed),
@@ -262,7 +263,9 @@ async fn write_response<S: Io>(
             Poll::Pending => {
                 // What is ready goes out while the body waits (a streamed response's head
                 // reaches the client before its first chunk).
-                if !out.is_empty() && write_out(io, out).await.is_err() {
+                if !out.is_empty()
+                    && (write_out(io, out).await.is_err() || io.flush().await.is_err())
+                {
                     return false;
                 }
                 next_frame_unless_hung_up(io, buf, &mut body).await
