@@ -1,6 +1,7 @@
-//! The proxy's downstream HTTP/1.1 server, byte for byte from raw TCP clients: bodiless
-//! requests served by the connection's own codec, anything else by hyper, on one connection,
-//! in order; HEAD, streamed (chunked) responses, local replies, and a client hanging up.
+//! The proxy's downstream HTTP/1.1 server, byte for byte from raw TCP clients: requests
+//! without a body or with a declared length served by the connection's own codec, anything else
+//! by hyper, on one connection, in order; bodies read as they are sent on, HEAD, streamed
+//! (chunked) responses, local replies, a body left unread, and a client hanging up.
 
 mod common;
 
@@ -222,23 +223,20 @@ async fn pipelined_requests_are_answered_in_order_across_the_hand_over_to_hyper(
     let (up, _) = upstream().await;
     let server = proxy_to(up).await;
     let mut c = connect(&server).await;
-    // Two bodiless requests (the proxy's own codec), one with a body (hyper's), one more
-    // bodiless, written at once.
+    // Requests of the proxy's own codec (bodiless, a declared length) and one with a chunked
+    // body (hyper's), written at once.
     c.stream
         .write_all(
             b"GET /len/3 HTTP/1.1\r\nhost: svc\r\n\r\n\
-              GET /len/5 HTTP/1.1\r\nhost: svc\r\nconnection: keep-alive\r\n\r\n\
               POST /echo HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\nhello\
+              GET /len/5 HTTP/1.1\r\nhost: svc\r\nconnection: keep-alive\r\n\r\n\
+              POST /echo HTTP/1.1\r\nhost: svc\r\ntransfer-encoding: chunked\r\n\r\n\
+              4\r\nabcd\r\n0\r\n\r\n\
               GET /len/7 HTTP/1.1\r\nhost: svc\r\n\r\n",
         )
         .await
         .unwrap();
-    let bodies = [
-        b"aaa".to_vec(),
-        b"aaaaa".to_vec(),
-        b"5".to_vec(),
-        b"aaaaaaa".to_vec(),
-    ];
+    let bodies = ["aaa", "5", "aaaaa", "4", "aaaaaaa"].map(|b| b.as_bytes().to_vec());
     for want in bodies {
         let got = c.response(false).await;
         assert_eq!(got.status, 200, "{got:?}");
@@ -340,4 +338,60 @@ async fn a_local_reply_is_framed_and_dated_and_keeps_the_connection() {
     let date = refused.header("date").expect("a date");
     assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
     assert_eq!(c.response(false).await.body, b"aa");
+}
+
+#[tokio::test]
+async fn a_large_body_is_read_as_it_is_sent_on() {
+    let (up, _) = upstream().await;
+    let server = proxy_to(up).await;
+    let mut c = connect(&server).await;
+    const LEN: usize = 3 * 1024 * 1024 + 7;
+    let head = format!("POST /echo HTTP/1.1\r\nhost: svc\r\ncontent-length: {LEN}\r\n\r\n");
+    c.stream.write_all(head.as_bytes()).await.unwrap();
+    // Written in pieces while the upstream reads: far more than the proxy would buffer.
+    let piece = vec![b'x'; 64 * 1024];
+    let mut left = LEN;
+    while left > 0 {
+        let n = left.min(piece.len());
+        c.stream.write_all(&piece[..n]).await.unwrap();
+        left -= n;
+    }
+    let echoed = c.response(false).await;
+    assert_eq!(
+        (echoed.status, echoed.body),
+        (200, LEN.to_string().into_bytes())
+    );
+    c.stream
+        .write_all(b"GET /len/2 HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.response(false).await.body,
+        b"aa",
+        "the connection is kept after it"
+    );
+}
+
+#[tokio::test]
+async fn a_body_left_unread_is_never_taken_for_the_next_request() {
+    let (up, _) = upstream().await;
+    let server = proxy_to(up).await;
+    let mut c = connect(&server).await;
+    // The proxy answers 404 (no route) without reading the body, which is itself a request.
+    let smuggled = "GET /len/1 HTTP/1.1\r\nhost: svc\r\n\r\n";
+    let outer = format!(
+        "POST / HTTP/1.1\r\nhost: nowhere\r\ncontent-length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    c.stream.write_all(outer.as_bytes()).await.unwrap();
+    assert_eq!(c.response(false).await.status, 404);
+    // Then the connection closes: no second response.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.stream.read_to_end(&mut rest));
+    closed.await.expect("closed within 5 s").unwrap();
+    assert!(
+        c.buf.is_empty() && rest.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&[&c.buf[..], &rest[..]].concat())
+    );
 }

@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::fed_body::FedBody;
 use super::mirror::{BodyCopies, CopyBody};
 use crate::telemetry::grpc::MessageCounter;
 
@@ -84,12 +85,13 @@ pub fn poll_non_empty<B: Body<Data = Bytes> + Unpin>(
     }
 }
 
-/// A downstream request's body as its connection delivers it: streamed by hyper (HTTP/2,
-/// and HTTP/1.1 requests with a body), or nothing (an HTTP/1.1 request the connection's own
-/// codec read whole, see `listener::h1`).
+/// A downstream request's body as its connection delivers it: streamed by hyper (HTTP/2, and
+/// HTTP/1.1 requests hyper serves), read by the connection's own HTTP/1.1 codec
+/// (`listener::h1`), or nothing.
 #[derive(Debug)]
 pub enum RequestBody {
     Streamed(Incoming),
+    Fed(FedBody),
     Empty,
 }
 
@@ -101,14 +103,15 @@ impl From<Incoming> for RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Streamed(b) => Pin::new(b).poll_frame(cx),
+            Self::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Fed(b) => Pin::new(b).poll_frame(cx),
             Self::Empty => Poll::Ready(None),
         }
     }
@@ -116,6 +119,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Streamed(b) => b.is_end_stream(),
+            Self::Fed(b) => b.is_end_stream(),
             Self::Empty => true,
         }
     }
@@ -123,6 +127,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Streamed(b) => b.size_hint(),
+            Self::Fed(b) => b.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
         }
     }
@@ -203,12 +208,12 @@ impl DownstreamBody {
 
 impl Body for DownstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = ready!(poll_non_empty(Pin::new(&mut this.inner), cx));
         if let Some(copies) = &mut this.copies {
@@ -413,7 +418,7 @@ impl Body for ReplayBody {
                 s.source_done = true;
                 Poll::Ready(None)
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     if !s.overflowed {

@@ -4,6 +4,7 @@ pub mod admitted;
 pub mod body;
 pub mod decide;
 pub mod edge;
+pub mod fed_body;
 pub mod forward;
 pub mod headers;
 pub mod inbound;

@@ -1,6 +1,7 @@
 //! The connection's own HTTP/1.1 server codec, for the requests that are nearly all of a
-//! sidecar's HTTP/1.1 traffic: bodiless origin-form requests on keep-alive connections
-//! ([`request`] says which). It reads heads into one buffer that lives as long as the
+//! sidecar's HTTP/1.1 traffic: origin-form requests on keep-alive connections, without a body
+//! or with one of a declared length ([`request`] says which). A body is read from the socket
+//! as the request's sender asks for it ([`FedBody`]). It reads heads into one buffer that lives as long as the
 //! connection is busy (hyper allocates a new 8 KB one per request: it reads again while the
 //! last request's header values still point into the old one), hands requests to the proxy
 //! from the connection's own task, and writes the head and a short body in one write.
@@ -30,6 +31,8 @@ use super::activity::Expired;
 use super::idle::{TrackedBody, TrackedIo, Tracker};
 use super::on_wake::OnWake;
 use super::serve::{Downstream, Handled, Io, MAX_HEADER_BYTES, alarm, log_expiry};
+use crate::http::body::RequestBody;
+use crate::http::fed_body::{Feeder, Wants, fed};
 use crate::metrics::Held;
 use crate::telemetry::RecordedBody;
 use crate::upstream::h1::codec::{encode_chunk_size, encode_last_chunk};
@@ -39,6 +42,11 @@ use crate::upstream::h1::codec::{encode_chunk_size, encode_last_chunk};
 const READ_RESERVE: usize = 4096;
 /// Room for the first bytes read by a parked connection.
 const PARKED_READ: usize = 256;
+/// How long, and how many bytes of an unread body, a closing connection reads and drops.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+/// Most a request body's read asks room for.
+const BODY_READ: usize = 64 * 1024;
 /// A data frame at least this large is written from its own buffer instead of copied.
 const COPY_UNDER: usize = 16 * 1024;
 /// A write buffer grown past this by one response is not kept for the next.
@@ -114,10 +122,10 @@ async fn serve_awake<S: Io>(io: &mut TrackedIo<S>, first: Bytes, serving: &Servi
     buf.extend_from_slice(&first);
     let mut out = Vec::new();
     loop {
-        let req = loop {
+        let (req, body_len) = loop {
             if !buf.is_empty() {
                 match request::parse(&mut buf) {
-                    Head::Own(req) => break req,
+                    Head::Own(req, body_len) => break (req, body_len),
                     Head::Handoff => return Awake::Ended(Ended::Handoff(buf.freeze())),
                     // hyper answers an oversized head (431).
                     Head::Partial if buf.len() >= MAX_HEADER_BYTES => {
@@ -149,23 +157,57 @@ async fn serve_awake<S: Io>(io: &mut TrackedIo<S>, first: Bytes, serving: &Servi
             head: req.method() == Method::HEAD,
             keep_alive: true,
         };
-        let handled = serving.downstream.begin(req, true);
-        let Some(resp) = respond_unless_hung_up(io, &mut buf, handled).await else {
+        let (req, mut client) = match body_len {
+            0 => (req.map(|()| RequestBody::Empty), Client::new(None)),
+            len => {
+                let (body, feeder) = fed(len);
+                (
+                    req.map(|()| RequestBody::Fed(body)),
+                    Client::new(Some(feeder)),
+                )
+            }
+        };
+        // After a body, the connection is not parked until a request without one (as with
+        // hyper): a body's last bytes could still be unread when it idles.
+        let handled = serving.downstream.begin(req, body_len == 0);
+        let Some(resp) = respond_unless_hung_up(io, &mut buf, &mut client, handled).await else {
             return Awake::Ended(Ended::Closed);
         };
         let answering = Answering {
             keep_alive: !serving.drain.is_cancelled(),
             ..answering
         };
-        let kept = write_response(io, &mut buf, &mut out, resp, answering).await;
-        if !kept {
+        let kept = write_response(io, &mut buf, &mut client, &mut out, resp, answering).await;
+        // A body not read to its end leaves bytes that are not the next head.
+        let body_complete = client.body_complete();
+        if !kept || !body_complete {
             let _ = io.shutdown().await;
+            if !body_complete {
+                linger(io).await;
+            }
             return Awake::Ended(Ended::Closed);
         }
         if out.capacity() > KEEP_OUT_UNDER {
             out = Vec::new();
         }
     }
+}
+
+/// Reads and drops what a client still sends of a body nobody read, for a while, before the
+/// connection is closed: closed with bytes unread, the socket would be reset, and a reset
+/// can discard the response before the client read it (nginx's lingering close).
+async fn linger<S: Io>(io: &mut TrackedIo<S>) {
+    let mut scratch = [0u8; 4096];
+    let drained = async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drained).await;
 }
 
 /// Spare room for a read: the buffer is reused from its start once every head read into it
@@ -177,28 +219,108 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 /// The proxy's response, or `None` when the client closed the connection first (the request
-/// is dropped, cancelling whatever it waited for upstream, as hyper does). Bytes a client
-/// pipelines meanwhile are kept for the next head.
+/// is dropped, cancelling whatever it waited for upstream, as hyper does). Meanwhile the
+/// request's body is read as it is asked for, and bytes a client pipelines are kept for the
+/// next head.
 async fn respond_unless_hung_up<S: Io>(
     io: &mut TrackedIo<S>,
     buf: &mut BytesMut,
+    client: &mut Client,
     mut handled: Handled,
 ) -> Option<Response<TrackedBody<RecordedBody>>> {
-    let mut watching = true;
     poll_fn(|cx| {
         if let Poll::Ready(Ok(resp)) = handled.as_mut().poll(cx) {
             return Poll::Ready(Some(resp));
         }
-        if watching {
+        match client.poll(io, buf, cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The client's side of the connection while a request is served: its body, fed as it is
+/// asked for, then whether it hangs up.
+struct Client {
+    body: Option<Feeder>,
+    /// Still reading to see whether the client hangs up (not once the pipelined bytes kept
+    /// fill the buffer, nor after its body failed).
+    watching: bool,
+}
+
+impl Client {
+    fn new(body: Option<Feeder>) -> Self {
+        Self {
+            body,
+            watching: true,
+        }
+    }
+
+    /// Whether the request had no body or all of it was read.
+    fn body_complete(&self) -> bool {
+        self.body.as_ref().is_none_or(Feeder::is_complete)
+    }
+
+    /// Ready when the client hung up. A client that closes in the middle of its body fails
+    /// the body instead: the proxy still answers (400), then the connection is closed.
+    fn poll<S: Io>(
+        &mut self,
+        io: &mut TrackedIo<S>,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if let Some(feeder) = &self.body {
+            if poll_feed(io, buf, feeder, cx).is_pending() {
+                return Poll::Pending;
+            }
+            if !feeder.is_complete() {
+                self.watching = false;
+            }
+        }
+        if self.watching {
             match poll_hung_up(io, buf, cx) {
-                Poll::Ready(true) => return Poll::Ready(None),
-                Poll::Ready(false) => watching = false,
+                Poll::Ready(true) => return Poll::Ready(()),
+                Poll::Ready(false) => self.watching = false,
                 Poll::Pending => {}
             }
         }
         Poll::Pending
-    })
-    .await
+    }
+}
+
+/// Hands the request's body what its reader asks for, from what was read already, then from
+/// the socket. Ready once the whole body was handed over, or the client closed before its end.
+fn poll_feed<S: Io>(
+    io: &mut TrackedIo<S>,
+    buf: &mut BytesMut,
+    feeder: &Feeder,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    loop {
+        let wanted = match feeder.wants(cx) {
+            Wants::Done => return Poll::Ready(()),
+            Wants::Nothing => return Poll::Pending,
+            Wants::Bytes(n) => n,
+        };
+        if !buf.is_empty() {
+            let take = usize::try_from(wanted).unwrap_or(usize::MAX).min(buf.len());
+            feeder.give(buf.split_to(take).freeze());
+            continue;
+        }
+        if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+            let room = usize::try_from(wanted).unwrap_or(usize::MAX);
+            buf.reserve(room.clamp(READ_RESERVE, BODY_READ));
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                feeder.fail();
+                return Poll::Ready(());
+            }
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => return Poll::Pending,
+        }
+    }
 }
 
 /// Reads what the client sends while its request is served: `true` when it closed (or the
@@ -234,6 +356,7 @@ enum Next {
 async fn write_response<S: Io>(
     io: &mut TrackedIo<S>,
     buf: &mut BytesMut,
+    client: &mut Client,
     out: &mut Vec<u8>,
     resp: Response<TrackedBody<RecordedBody>>,
     answering: Answering,
@@ -268,7 +391,7 @@ async fn write_response<S: Io>(
                 {
                     return false;
                 }
-                next_frame_unless_hung_up(io, buf, &mut body).await
+                next_frame_unless_hung_up(io, buf, client, &mut body).await
             }
         };
         match next {
@@ -319,13 +442,14 @@ async fn write_out<S: Io>(io: &mut TrackedIo<S>, out: &mut Vec<u8>) -> std::io::
     written
 }
 
-/// The body's next frame, or that the client closed the connection while it was awaited.
+/// The body's next frame, or that the client closed the connection while it was awaited (the
+/// request's body is still fed meanwhile: an upstream may answer before reading all of it).
 async fn next_frame_unless_hung_up<S: Io>(
     io: &mut TrackedIo<S>,
     buf: &mut BytesMut,
+    client: &mut Client,
     body: &mut TrackedBody<RecordedBody>,
 ) -> Next {
-    let mut watching = true;
     poll_fn(|cx| {
         match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Next::Frame(frame)),
@@ -333,14 +457,10 @@ async fn next_frame_unless_hung_up<S: Io>(
             Poll::Ready(None) => return Poll::Ready(Next::End),
             Poll::Pending => {}
         }
-        if watching {
-            match poll_hung_up(io, buf, cx) {
-                Poll::Ready(true) => return Poll::Ready(Next::HungUp),
-                Poll::Ready(false) => watching = false,
-                Poll::Pending => {}
-            }
+        match client.poll(io, buf, cx) {
+            Poll::Ready(()) => Poll::Ready(Next::HungUp),
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
     })
     .await
 }

@@ -1,16 +1,15 @@
 //! Which HTTP/1.1 request heads the connection's own codec takes, read apart from I/O.
 //!
 //! The codec serves the request shape that is nearly all of a sidecar's HTTP/1.1 traffic: an
-//! origin-form HTTP/1.1 request without a body, on a keep-alive connection. Everything else
-//! (a body, an upgrade, `Expect`, `Connection: close`, HTTP/1.0, absolute-form and `*`
-//! targets, and every malformed or oversized head) is handed to hyper with the bytes exactly as
-//! they arrived, so its answers to them (400, 431, chunked bodies, upgrades) are unchanged.
+//! origin-form HTTP/1.1 request on a keep-alive connection, without a body or with one of a
+//! declared `Content-Length`. Everything else (a chunked body, an upgrade, `Expect`,
+//! `Connection: close`, HTTP/1.0, absolute-form and `*` targets, and every malformed or
+//! oversized head) is handed to hyper with the bytes exactly as they arrived, so its answers to
+//! them (400, 431, chunked bodies, upgrades) are unchanged.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
-
-use crate::http::body::RequestBody;
 
 /// A head with more header fields than this goes to hyper (which refuses it with 431, its
 /// limit being the same).
@@ -21,8 +20,9 @@ pub const MAX_HEADERS: usize = 100;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Head {
-    /// A whole request this codec serves, taken off the buffer.
-    Own(Request<RequestBody>),
+    /// A request head this codec serves, taken off the buffer, and the length of the body
+    /// that follows it (0: none).
+    Own(Request<()>, u64),
     /// The start of a head: read more.
     Partial,
     /// A request this codec leaves to hyper; the buffer is untouched.
@@ -56,11 +56,19 @@ pub fn parse(buf: &mut BytesMut) -> Head {
     let base = buf.as_ptr() as usize;
     let path_span = span(base, path.as_bytes());
     let mut names = Vec::with_capacity(req.headers.len());
+    let mut content_length = None;
     for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             return Head::Handoff;
         };
-        if !is_own(&name, h.value) {
+        if name == CONTENT_LENGTH {
+            // Every value one plain number, all the same; anything else is hyper's to judge.
+            match (parse_length(h.value), content_length) {
+                (Some(len), None) => content_length = Some(len),
+                (Some(len), Some(seen)) if len == seen => {}
+                _ => return Head::Handoff,
+            }
+        } else if !is_own(&name, h.value) {
             return Head::Handoff;
         }
         names.push((name, span(base, h.value)));
@@ -76,12 +84,23 @@ pub fn parse(buf: &mut BytesMut) -> Head {
         };
         headers.append(name, value);
     }
-    let mut request = Request::new(RequestBody::Empty);
+    let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Head::Own(request)
+    Head::Own(request, content_length.unwrap_or(0))
+}
+
+/// A `Content-Length` value of digits only (hyper takes a list of equal numbers too; such a
+/// request goes to it).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn span(base: usize, part: &[u8]) -> (usize, usize) {
@@ -98,12 +117,10 @@ fn handed_back(buf: &mut BytesMut, head: Bytes) -> Head {
     Head::Handoff
 }
 
-/// Whether a header field keeps the request in this codec's shape: no body, no upgrade, no
-/// interim response asked for, the connection kept alive.
+/// Whether a header field keeps the request in this codec's shape: no chunked body, no
+/// upgrade, no interim response asked for, the connection kept alive.
 fn is_own(name: &HeaderName, value: &[u8]) -> bool {
-    if *name == CONTENT_LENGTH {
-        value == b"0"
-    } else if *name == CONNECTION {
+    if *name == CONNECTION {
         value
             .split(|&b| b == b',')
             .all(|token| !is_close_or_upgrade(token.trim_ascii()))
@@ -118,8 +135,6 @@ fn is_close_or_upgrade(token: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use http_body::Body;
-
     use super::*;
 
     fn parse_str(text: &str) -> (Head, BytesMut) {
@@ -128,9 +143,9 @@ mod tests {
         (head, buf)
     }
 
-    fn own(text: &str) -> (Request<RequestBody>, BytesMut) {
+    fn own(text: &str) -> (Request<()>, u64, BytesMut) {
         match parse_str(text) {
-            (Head::Own(req), rest) => (req, rest),
+            (Head::Own(req, body), rest) => (req, body, rest),
             (other, _) => panic!("{text:?}: {other:?}"),
         }
     }
@@ -147,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_bodiless_keep_alive_request_is_read_and_taken_off_the_buffer() {
-        let (req, rest) = own(
+        let (req, body, rest) = own(
             "GET /a/b?c=d HTTP/1.1\r\nHost: svc\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next HTTP/1.1\r\n",
         );
         assert_eq!(req.method(), Method::GET);
@@ -156,7 +171,7 @@ mod tests {
         assert_eq!(req.headers()["host"], "svc");
         let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
         assert_eq!(twos, ["1", "2"]);
-        assert!(req.body().is_end_stream());
+        assert_eq!(body, 0);
         assert_eq!(
             rest, "GET /next HTTP/1.1\r\n",
             "a pipelined head stays for the next read"
@@ -166,8 +181,22 @@ mod tests {
     #[test]
     fn keep_alive_tokens_and_a_zero_length_stay_in_the_codec() {
         own("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
-        own("DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        let (_, body, _) = own("DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(body, 0);
         own("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-custom\r\nX-Custom: 1\r\n\r\n");
+    }
+
+    #[test]
+    fn a_declared_length_body_stays_in_the_codec_and_on_the_buffer() {
+        let (req, body, rest) = own(
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabcGET",
+        );
+        assert_eq!((req.method(), body), (&Method::POST, 3));
+        assert_eq!(req.headers().get_all(CONTENT_LENGTH).iter().count(), 2);
+        assert_eq!(
+            rest, "abcGET",
+            "the body is read from the buffer by the connection"
+        );
     }
 
     #[test]
@@ -178,10 +207,15 @@ mod tests {
     }
 
     #[test]
-    fn bodies_upgrades_and_closes_go_to_hyper() {
-        handed_off("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+    fn chunked_bodies_odd_lengths_upgrades_and_closes_go_to_hyper() {
         handed_off("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        handed_off(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
         handed_off("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0,0\r\n\r\n");
+        handed_off("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
+        handed_off("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n");
+        handed_off("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n");
         handed_off("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n");
         handed_off(
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
