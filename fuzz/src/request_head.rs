@@ -16,7 +16,10 @@ pub fn run(data: &[u8]) {
             assert!(buf.len() < data.len(), "nothing was taken");
             let head = &data[..data.len() - buf.len()];
             // A head ends with an empty line (httparse takes LF as well as CRLF line ends).
-            assert!(head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n"), "{head:?}");
+            assert!(
+                head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n"),
+                "{head:?}"
+            );
             // Only what the codec can serve alone: a body of a declared length (left on the
             // buffer), no upgrade, kept alive.
             assert_eq!(req.version(), Version::HTTP_11);

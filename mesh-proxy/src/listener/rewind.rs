@@ -35,6 +35,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // The prefix may be a view of a larger buffer: let go of it once read.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

@@ -14,6 +14,7 @@ pub mod request;
 mod response;
 
 use std::future::poll_fn;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
@@ -74,6 +75,9 @@ pub async fn serve<S: Io>(io: &mut TrackedIo<S>, first: Bytes, serving: &Serving
     let mut pending = first;
     loop {
         if pending.is_empty() {
+            // An empty view can still hold a whole buffer (hyper's, or the codec's): let go
+            // of it before idling.
+            drop(std::mem::take(&mut pending));
             match wait_parked(io, serving).await {
                 Some(bytes) => pending = bytes,
                 None => return Ended::Closed,
@@ -146,7 +150,12 @@ async fn serve_awake<S: Io>(io: &mut TrackedIo<S>, first: Bytes, serving: &Servi
             match fired {
                 Some(Expired::Park) => {
                     serving.tracker.parked();
-                    return Awake::Parked(buf.freeze());
+                    let read = if buf.is_empty() {
+                        Bytes::new()
+                    } else {
+                        buf.freeze()
+                    };
+                    return Awake::Parked(read);
                 }
                 Some(why) => log_expiry(serving.peer, why),
                 None => {}
@@ -397,12 +406,11 @@ async fn write_response<S: Io>(
         match next {
             Next::Frame(frame) => match frame.into_data() {
                 Ok(data) => {
-                    match writer.data(out, &data) {
+                    complete = body.is_end_stream();
+                    match writer.data(out, &data, complete) {
                         Placed::Copied => {}
                         Placed::Apart { then } => {
-                            if write_out(io, out).await.is_err()
-                                || io.write_all(&data).await.is_err()
-                            {
+                            if write_with(io, out, &data).await.is_err() {
                                 return false;
                             }
                             out.extend_from_slice(then);
@@ -412,7 +420,6 @@ async fn write_response<S: Io>(
                             return false;
                         }
                     }
-                    complete = body.is_end_stream();
                 }
                 Err(frame) => {
                     writer.trailers = frame.into_trailers().ok();
@@ -438,6 +445,29 @@ async fn write_response<S: Io>(
 
 async fn write_out<S: Io>(io: &mut TrackedIo<S>, out: &mut Vec<u8>) -> std::io::Result<()> {
     let written = io.write_all(out).await;
+    out.clear();
+    written
+}
+
+/// Writes `out` then `data` without copying one into the other (one `writev` when the stream
+/// takes them, as hyper writes a head and its body).
+async fn write_with<S: Io>(
+    io: &mut TrackedIo<S>,
+    out: &mut Vec<u8>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let (mut first, mut second) = (&out[..], data);
+    while !first.is_empty() {
+        let slices = [IoSlice::new(first), IoSlice::new(second)];
+        let n = io.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_first = n.min(first.len());
+        first = &first[from_first..];
+        second = &second[n - from_first..];
+    }
+    let written = io.write_all(second).await;
     out.clear();
     written
 }
@@ -478,8 +508,9 @@ impl BodyWriter {
         self.framing == Framing::Length(0)
     }
 
-    /// Frames `data` into `out`, or only its framing when `data` is large.
-    fn data(&mut self, out: &mut Vec<u8>, data: &Bytes) -> Placed {
+    /// Frames `data` into `out`, or only its framing when `data` is large or, with a known
+    /// length, the body's last (written beside what `out` holds rather than copied into it).
+    fn data(&mut self, out: &mut Vec<u8>, data: &Bytes, last: bool) -> Placed {
         if data.is_empty() {
             return Placed::Copied;
         }
@@ -487,7 +518,7 @@ impl BodyWriter {
         let large = data.len() >= COPY_UNDER;
         match &self.framing {
             Framing::Length(n) if self.sent > *n => Placed::TooLong,
-            Framing::Length(_) if large => Placed::Apart { then: b"" },
+            Framing::Length(_) if large || last => Placed::Apart { then: b"" },
             Framing::Length(_) => {
                 out.extend_from_slice(data);
                 Placed::Copied
