@@ -44,7 +44,7 @@ impl Drop for Cancelled {
 }
 
 /// `/len/N`: N bytes `a`; `/echo`: the number of body bytes read; `/stream`: a chunk, then
-/// another once released; `/slow`: never answers.
+/// another once released; `/gate`: `done` once released; `/slow`: never answers.
 async fn answer(up: Upstream, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     if let Some(n) = path.strip_prefix("/len/") {
@@ -74,6 +74,12 @@ async fn answer(up: Upstream, req: Request<Incoming>) -> Result<Response<Body>, 
                 }
             });
             Ok(Response::new(StreamBody::new(chunks).boxed()))
+        }
+        "/gate" => {
+            up.release.notified().await;
+            Ok(Response::new(
+                Full::new(Bytes::from_static(b"done")).boxed(),
+            ))
         }
         "/slow" => {
             let guard = Cancelled(up.cancelled.clone());
@@ -394,4 +400,51 @@ async fn a_body_left_unread_is_never_taken_for_the_next_request() {
         "{:?}",
         String::from_utf8_lossy(&[&c.buf[..], &rest[..]].concat())
     );
+}
+
+#[tokio::test]
+async fn a_drain_finishes_the_request_in_flight_says_close_and_closes_idle_connections() {
+    let (up, steer) = upstream().await;
+    let server = proxy_to(up).await;
+    let mut busy = connect(&server).await;
+    busy.stream
+        .write_all(b"GET /gate HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    let mut idle = connect(&server).await;
+    idle.stream
+        .write_all(b"GET /len/1 HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(idle.response(false).await.body, b"a");
+    // Let the gated request reach the upstream, then drain.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let draining = tokio::spawn({
+        let server = server.clone();
+        async move { server.drain(Duration::from_secs(10)).await }
+    });
+    // The idle keep-alive connection is closed at once.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.stream.read_to_end(&mut rest));
+    closed
+        .await
+        .expect("the idle connection closed within 2 s")
+        .unwrap();
+    assert!(rest.is_empty());
+    assert!(
+        !draining.is_finished(),
+        "the drain waits for the request in flight"
+    );
+    // The request in flight is answered, told the connection closes, and it does.
+    steer.release.notify_one();
+    let done = busy.response(false).await;
+    assert_eq!((done.status, &done.body[..]), (200, &b"done"[..]));
+    assert_eq!(done.header("connection"), Some("close"), "{done:?}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), busy.stream.read_to_end(&mut rest));
+    closed.await.expect("closed after its response").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), draining)
+        .await
+        .expect("the drain ends once the connections are closed")
+        .unwrap();
 }
