@@ -271,7 +271,7 @@ async fn a_filter_keeps_503s_and_drops_200s() {
 /// A client slow to send its head: the request's duration counts from the head's first bytes
 /// (as Envoy's), the upstream service time from when the proxy took the request up.
 #[tokio::test]
-async fn a_slow_head_counts_in_the_duration_not_in_the_upstream_service_time() {
+async fn a_slow_head_counts_in_the_duration_and_start_time_not_in_the_upstream_service_time() {
     let ok = echo("ok", "v1").await;
     let broken = echo_with("broken", "v1", Some(503)).await;
     let log = LogFile::new("slow-head");
@@ -287,6 +287,7 @@ async fn a_slow_head_counts_in_the_duration_not_in_the_upstream_service_time() {
     let mut conn = tokio::net::TcpStream::connect(out_addr(&server))
         .await
         .unwrap();
+    let first_bytes = std::time::SystemTime::now();
     conn.write_all(b"GET /slow HTTP/1.1\r\nho").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.write_all(b"st: app\r\nconnection: close\r\n\r\n")
@@ -306,6 +307,18 @@ async fn a_slow_head_counts_in_the_duration_not_in_the_upstream_service_time() {
         .unwrap();
     assert!(duration >= 300, "{line}");
     assert!(service < 300, "{line}");
+    // The start is when the head began, not when the proxy took the request up 300 ms later
+    // (the format is fixed-width, so its text orders as time does).
+    let start = j["start_time"].as_str().unwrap();
+    let at = |t: std::time::SystemTime| mesh_proxy::access_log::format::start_time(Some(t));
+    assert!(
+        start <= at(first_bytes + Duration::from_millis(150)).as_str(),
+        "{line}"
+    );
+    assert!(
+        start >= at(first_bytes - Duration::from_millis(50)).as_str(),
+        "{line}"
+    );
 }
 
 /// A single text log writes a connection's downstream part once and reuses it: lines of

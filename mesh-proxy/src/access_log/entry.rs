@@ -178,7 +178,15 @@ impl Pending {
         conn: &ConnContext,
         req: &Request<B>,
         known: &Known<'_>,
+        began: Instant,
     ) -> Box<Pending> {
+        // The line's start is when the request began (its head's first bytes, as Envoy's
+        // START_TIME), on the wall clock: the clocks are read once each, as before.
+        let taken_up = Instant::now();
+        let now = SystemTime::now();
+        let start = now
+            .checked_sub(taken_up.saturating_duration_since(began))
+            .unwrap_or(now);
         let headers = req.headers();
         let seen = Seen::scan(headers, known);
         let trace_id = seen.traceparent.and_then(|header| {
@@ -187,9 +195,9 @@ impl Pending {
         });
         let only_text = logs.len() == 1 && logs[0].format == Format::Text;
         let captured = if only_text {
-            Self::text_parts(conn, req, &seen, known)
+            Self::text_parts(conn, req, &seen, known, start)
         } else {
-            Self::fields(conn, req, &seen, known)
+            Self::fields(conn, req, &seen, known, start)
         };
         Box::new(Pending {
             logs: logs.clone(),
@@ -198,7 +206,7 @@ impl Pending {
             trace_id,
             filter_headers: filter_headers(logs, headers),
             upstream: None,
-            taken_up: Instant::now(),
+            taken_up,
         })
     }
 
@@ -208,6 +216,7 @@ impl Pending {
         req: &Request<B>,
         seen: &Seen<'_>,
         known: &Known<'_>,
+        start: SystemTime,
     ) -> Captured {
         fn bytes(v: Option<&HeaderValue>) -> Option<&[u8]> {
             v.map(HeaderValue::as_bytes)
@@ -218,7 +227,7 @@ impl Pending {
             None => bytes(known.authority.or(seen.host)),
         };
         let entry = Entry {
-            start: Some(SystemTime::now()),
+            start: Some(start),
             method: req.method().as_str(),
             path: bytes(seen.original_path).or(path),
             protocol: protocol(req.version()),
@@ -255,6 +264,7 @@ impl Pending {
         req: &Request<B>,
         seen: &Seen<'_>,
         known: &Known<'_>,
+        start: SystemTime,
     ) -> Captured {
         let authority = match req.uri().authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -265,7 +275,7 @@ impl Pending {
             None => seen.request_id.cloned(),
         };
         Captured::Fields(Box::new(RequestFields {
-            start: SystemTime::now(),
+            start,
             method: req.method().clone(),
             path: req.uri().path_and_query().cloned(),
             original_path: seen.original_path.cloned(),

@@ -153,7 +153,8 @@ impl RequestRecord {
         known: &Known<'_>,
     ) {
         if let Some(logs) = logs {
-            self.access = Some(Pending::capture(logs, sink, conn, req, known));
+            let began = self.start;
+            self.access = Some(Pending::capture(logs, sink, conn, req, known, began));
         }
     }
 
