@@ -48,38 +48,43 @@ pub struct Plan<'a> {
     pub trace: Option<&'a TraceHeaders>,
 }
 
-pub async fn forward(
+// Not `async fn`: its future would keep the arguments twice (as captured and as the
+// body's locals); an `async move` block keeps them once.
+#[allow(clippy::manual_async_fn)]
+pub fn forward(
     metrics: &Metrics,
     plan: Plan<'_>,
     out: Outgoing,
     body: RequestBody,
-) -> Response<ResponseBody> {
-    let grpc = out.grpc;
-    let cluster = plan.target.cluster.clone();
-    let mut resp = match plan.timeout {
-        None => attempts(metrics, plan, out, body, None).await,
-        Some(t) => {
-            let deadline = Instant::now() + t;
-            match tokio::time::timeout_at(
-                deadline,
-                attempts(metrics, plan, out, body, Some(deadline)),
-            )
-            .await
-            {
-                Ok(resp) => resp,
-                Err(_) => {
-                    metrics.timeout(&cluster.name);
-                    local::timeout(grpc)
+) -> impl Future<Output = Response<ResponseBody>> {
+    async move {
+        let grpc = out.grpc;
+        let cluster = plan.target.cluster.clone();
+        let mut resp = match plan.timeout {
+            None => attempts(metrics, plan, out, body, None).await,
+            Some(t) => {
+                let deadline = Instant::now() + t;
+                match tokio::time::timeout_at(
+                    deadline,
+                    attempts(metrics, plan, out, body, Some(deadline)),
+                )
+                .await
+                {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        metrics.timeout(&cluster.name);
+                        local::timeout(grpc)
+                    }
                 }
             }
-        }
-    };
-    let service = metrics.istio.cluster_service(&cluster.name);
-    telemetry::upstream::note(&mut resp, |info| {
-        info.service = Some(service);
-        info.cluster = Some(cluster);
-    });
-    resp
+        };
+        let service = metrics.istio.cluster_service(&cluster.name);
+        telemetry::upstream::note(&mut resp, |info| {
+            info.service = Some(service);
+            info.cluster = Some(cluster);
+        });
+        resp
+    }
 }
 
 // Statics, not consts: the head borrows them.
@@ -111,162 +116,167 @@ impl BodySource {
     }
 }
 
-async fn attempts(
+// Not `async fn`: its future would keep the arguments twice (as captured and as the
+// body's locals); an `async move` block keeps them once.
+#[allow(clippy::manual_async_fn)]
+fn attempts(
     metrics: &Metrics,
     plan: Plan<'_>,
     mut out: Outgoing,
     downstream_body: RequestBody,
     deadline: Option<Instant>,
-) -> Response<ResponseBody> {
-    let grpc = out.grpc;
-    let cluster = &plan.target.cluster;
-    let version = upstream_version(cluster.protocol, out.downstream_version);
-    let max_attempts = 1 + plan.policy.num_retries;
-    let (downstream_body, body_failure) = DownstreamBody::watch_messages(downstream_body, grpc);
-    let downstream_body = downstream_body.with_copies(out.copies.take());
-    let mut body = if max_attempts > 1 {
-        BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
-    } else {
-        BodySource::Once(Some(downstream_body))
-    };
-    // A DNS cluster before its first answer: the only wait for DNS a request ever has,
-    // boxed so the common path's future stays small.
-    if let Some(first_answers) = plan.target.first_answers() {
-        Box::pin(first_answers).await;
-    }
-    // Endpoints already tried, so a retry prefers another one; kept on the stack.
-    let mut tried = [0usize; MAX_REMEMBERED];
-    let mut attempt = 0;
-    // The retry in progress, counted against the cluster's retry limit or budget.
-    let mut _retrying = None;
-    loop {
-        attempt += 1;
-        // Counted by the cluster's circuit breakers until the response ends.
-        let Ok(mut admission) = cluster
-            .pool
-            .limits()
-            .admit(version != Version::HTTP_2)
-            .await
-        else {
-            return local::overflow(grpc);
+) -> impl Future<Output = Response<ResponseBody>> {
+    async move {
+        let grpc = out.grpc;
+        let cluster = &plan.target.cluster;
+        let version = upstream_version(cluster.protocol, out.downstream_version);
+        let max_attempts = 1 + plan.policy.num_retries;
+        let (downstream_body, body_failure) = DownstreamBody::watch_messages(downstream_body, grpc);
+        let downstream_body = downstream_body.with_copies(out.copies.take());
+        let mut body = if max_attempts > 1 {
+            BodySource::Replay(Replay::new(downstream_body, cluster.retry_buffer_bytes))
+        } else {
+            BodySource::Once(Some(downstream_body))
         };
-        let remembered = (attempt as usize - 1).min(MAX_REMEMBERED);
-        // Counted in flight until this attempt ends.
-        let Some(picked) = plan.target.pick(plan.hash, &tried[..remembered]) else {
-            return local::no_healthy_upstream(grpc);
-        };
-        if remembered < MAX_REMEMBERED {
-            tried[remembered] = picked.index;
+        // A DNS cluster before its first answer: the only wait for DNS a request ever has,
+        // boxed so the common path's future stays small.
+        if let Some(first_answers) = plan.target.first_answers() {
+            Box::pin(first_answers).await;
         }
-        let endpoint = picked.endpoint();
-        // TLS origination with automatic SNI names the request's host (a rare case: the
-        // transport is used as it is otherwise).
-        let own_transport = endpoint.transport.for_authority(&out.authority);
-        let transport = own_transport.as_ref().unwrap_or(&endpoint.transport);
-
-        let expected_ms = plan
-            .policy
-            .per_try_timeout
-            .or_else(|| deadline.map(|d| d.saturating_duration_since(Instant::now())))
-            .map(|t| t.as_millis() as u64);
-        let peer_metadata = metrics.istio.announcement(transport);
-
-        let sent = async {
-            let pool = &cluster.pool;
-            match version {
-                Version::HTTP_2 => {
-                    // The last possible attempt takes the headers instead of copying them.
-                    let mut headers = if attempt == max_attempts {
-                        std::mem::take(&mut out.headers)
-                    } else {
-                        out.headers.clone()
-                    };
-                    headers.insert(ATTEMPT_COUNT, HeaderValue::from(attempt));
-                    if let Some(ms) = expected_ms {
-                        headers.insert(EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(ms));
-                    }
-                    let req = out.h2_request(headers, peer_metadata, plan.trace, body.next());
-                    pool.send_h2(endpoint.address, transport, req, &mut admission)
-                        .await
-                }
-                // HTTP/1.1 writes the head from the request as it is, with this attempt's
-                // headers added: no copy of the header map per attempt.
-                _ => {
-                    let mut added = [Added {
-                        name: &ATTEMPT_COUNT_NAME,
-                        value: AddedValue::Number(u64::from(attempt)),
-                    }; 3];
-                    let mut n = 1;
-                    if let Some(ms) = expected_ms {
-                        added[n] = Added {
-                            name: &EXPECTED_RQ_TIMEOUT_MS_NAME,
-                            value: AddedValue::Number(ms),
-                        };
-                        n += 1;
-                    }
-                    if let Some(v) = &peer_metadata {
-                        added[n] = Added {
-                            name: &PEER_METADATA_NAME,
-                            value: AddedValue::Value(v),
-                        };
-                        n += 1;
-                    }
-                    let head = out.h1_head(&added[..n], plan.trace);
-                    pool.send_h1(endpoint.address, transport, &head, body.next())
-                        .await
-                }
-            }
-        };
-        let result = match plan.policy.per_try_timeout {
-            Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| ()),
-            None => Ok(sent.await),
-        };
-        // The client's own body broke the attempt: its fault, not the upstream's, so it is
-        // neither retried nor counted against the upstream.
-        if let Some(bad_body) = downstream_body_failed(&result, &body_failure) {
-            tracing::debug!(cluster = %cluster.name, attempt, error = %bad_body, "malformed downstream request body");
-            return local::bad_request_body(grpc, out.downstream_version);
-        }
-        if matches!(result, Ok(Err(SendError::Overflow(_)))) {
-            return local::overflow(grpc);
-        }
-        let outcome = match &result {
-            Err(()) => Outcome::PerTryTimeout,
-            Ok(Err(SendError::Connect(_) | SendError::Handshake(_))) => Outcome::ConnectFailure,
-            Ok(Err(e)) if e.is_refused_stream() => Outcome::RefusedStream,
-            Ok(Err(e)) if e.is_before_request() => Outcome::ResetBeforeRequest,
-            Ok(Err(_)) => Outcome::Reset,
-            Ok(Ok(sent)) => plan
-                .policy
-                .response_outcome(sent.response.status().as_u16(), sent.response.headers()),
-        };
-        if outcome == Outcome::PerTryTimeout {
-            metrics.timeout(&cluster.name);
-        }
-        plan.target.observe(&picked, outlier_view(outcome));
-        let retriable = plan.policy.retriable(&outcome);
-        let retry = attempt < max_attempts && retriable && body.can_replay();
-        // Past the retry limit or budget the attempt's own answer stands, as in Envoy.
-        let retry_held = retry.then(|| cluster.pool.limits().try_retry()).flatten();
-        let Some(retry_held) = retry_held else {
-            let upstream = Upstream {
-                metrics,
-                address: endpoint.address,
-                transport,
-                body: &body_failure,
+        // Endpoints already tried, so a retry prefers another one; kept on the stack.
+        let mut tried = [0usize; MAX_REMEMBERED];
+        let mut attempt = 0;
+        // The retry in progress, counted against the cluster's retry limit or budget.
+        let mut _retrying = None;
+        loop {
+            attempt += 1;
+            // Counted by the cluster's circuit breakers until the response ends.
+            let Ok(mut admission) = cluster
+                .pool
+                .limits()
+                .admit(version != Version::HTTP_2)
+                .await
+            else {
+                return local::overflow(grpc);
             };
-            let mut resp = finish(result, grpc, admission, upstream);
-            if retriable && attempt > 1 && attempt == max_attempts {
-                flags::mark(&mut resp, ResponseFlag::UpstreamRetryLimitExceeded);
+            let remembered = (attempt as usize - 1).min(MAX_REMEMBERED);
+            // Counted in flight until this attempt ends.
+            let Some(picked) = plan.target.pick(plan.hash, &tried[..remembered]) else {
+                return local::no_healthy_upstream(grpc);
+            };
+            if remembered < MAX_REMEMBERED {
+                tried[remembered] = picked.index;
             }
-            return resp;
-        };
-        _retrying = Some(retry_held);
-        tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
-        metrics.retry(&cluster.name);
-        drop(result);
-        drop(admission);
-        tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
+            let endpoint = picked.endpoint();
+            // TLS origination with automatic SNI names the request's host (a rare case: the
+            // transport is used as it is otherwise).
+            let own_transport = endpoint.transport.for_authority(&out.authority);
+            let transport = own_transport.as_ref().unwrap_or(&endpoint.transport);
+
+            let expected_ms = plan
+                .policy
+                .per_try_timeout
+                .or_else(|| deadline.map(|d| d.saturating_duration_since(Instant::now())))
+                .map(|t| t.as_millis() as u64);
+            let peer_metadata = metrics.istio.announcement(transport);
+
+            let sent = async {
+                let pool = &cluster.pool;
+                match version {
+                    Version::HTTP_2 => {
+                        // The last possible attempt takes the headers instead of copying them.
+                        let mut headers = if attempt == max_attempts {
+                            std::mem::take(&mut out.headers)
+                        } else {
+                            out.headers.clone()
+                        };
+                        headers.insert(ATTEMPT_COUNT, HeaderValue::from(attempt));
+                        if let Some(ms) = expected_ms {
+                            headers.insert(EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(ms));
+                        }
+                        let req = out.h2_request(headers, peer_metadata, plan.trace, body.next());
+                        pool.send_h2(endpoint.address, transport, req, &mut admission)
+                            .await
+                    }
+                    // HTTP/1.1 writes the head from the request as it is, with this attempt's
+                    // headers added: no copy of the header map per attempt.
+                    _ => {
+                        let mut added = [Added {
+                            name: &ATTEMPT_COUNT_NAME,
+                            value: AddedValue::Number(u64::from(attempt)),
+                        }; 3];
+                        let mut n = 1;
+                        if let Some(ms) = expected_ms {
+                            added[n] = Added {
+                                name: &EXPECTED_RQ_TIMEOUT_MS_NAME,
+                                value: AddedValue::Number(ms),
+                            };
+                            n += 1;
+                        }
+                        if let Some(v) = &peer_metadata {
+                            added[n] = Added {
+                                name: &PEER_METADATA_NAME,
+                                value: AddedValue::Value(v),
+                            };
+                            n += 1;
+                        }
+                        let head = out.h1_head(&added[..n], plan.trace);
+                        pool.send_h1(endpoint.address, transport, &head, body.next())
+                            .await
+                    }
+                }
+            };
+            let result = match plan.policy.per_try_timeout {
+                Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| ()),
+                None => Ok(sent.await),
+            };
+            // The client's own body broke the attempt: its fault, not the upstream's, so it is
+            // neither retried nor counted against the upstream.
+            if let Some(bad_body) = downstream_body_failed(&result, &body_failure) {
+                tracing::debug!(cluster = %cluster.name, attempt, error = %bad_body, "malformed downstream request body");
+                return local::bad_request_body(grpc, out.downstream_version);
+            }
+            if matches!(result, Ok(Err(SendError::Overflow(_)))) {
+                return local::overflow(grpc);
+            }
+            let outcome = match &result {
+                Err(()) => Outcome::PerTryTimeout,
+                Ok(Err(SendError::Connect(_) | SendError::Handshake(_))) => Outcome::ConnectFailure,
+                Ok(Err(e)) if e.is_refused_stream() => Outcome::RefusedStream,
+                Ok(Err(e)) if e.is_before_request() => Outcome::ResetBeforeRequest,
+                Ok(Err(_)) => Outcome::Reset,
+                Ok(Ok(sent)) => plan
+                    .policy
+                    .response_outcome(sent.response.status().as_u16(), sent.response.headers()),
+            };
+            if outcome == Outcome::PerTryTimeout {
+                metrics.timeout(&cluster.name);
+            }
+            plan.target.observe(&picked, outlier_view(outcome));
+            let retriable = plan.policy.retriable(&outcome);
+            let retry = attempt < max_attempts && retriable && body.can_replay();
+            // Past the retry limit or budget the attempt's own answer stands, as in Envoy.
+            let retry_held = retry.then(|| cluster.pool.limits().try_retry()).flatten();
+            let Some(retry_held) = retry_held else {
+                let upstream = Upstream {
+                    metrics,
+                    address: endpoint.address,
+                    transport,
+                    body: &body_failure,
+                };
+                let mut resp = finish(result, grpc, admission, upstream);
+                if retriable && attempt > 1 && attempt == max_attempts {
+                    flags::mark(&mut resp, ResponseFlag::UpstreamRetryLimitExceeded);
+                }
+                return resp;
+            };
+            _retrying = Some(retry_held);
+            tracing::debug!(cluster = %cluster.name, attempt, ?outcome, "retrying");
+            metrics.retry(&cluster.name);
+            drop(result);
+            drop(admission);
+            tokio::time::sleep(Backoff::RETRY.delay(attempt, rand::random::<f64>())).await;
+        }
     }
 }
 

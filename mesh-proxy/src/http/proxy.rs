@@ -55,28 +55,33 @@ impl Proxy {
 
     /// Proxies one request; `began` is when its first bytes arrived, when the connection
     /// knows it (the request's duration counts from there, as Envoy's does).
-    pub async fn handle(
+    // Not `async fn`: its future would keep the arguments twice (as captured and as the
+    // body's locals); an `async move` block keeps them once.
+    #[allow(clippy::manual_async_fn)]
+    pub fn handle(
         &self,
         conn: &ConnContext,
         mut req: Request<RequestBody>,
         began: Option<Instant>,
-    ) -> Response<RecordedBody> {
-        let scan = RequestScan::of(req.headers());
-        // Istio's standard metrics, recorded once when the response ends.
-        let mut record = self.metrics.istio.start(conn, &mut req, &scan, began);
-        let resp = self.route(conn, req, &scan, &mut record).await;
-        let direction = match conn.listener.direction {
-            Direction::Inbound => DirectionLabel::Inbound,
-            _ => DirectionLabel::Outbound,
-        };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                direction,
-                response_code: resp.status().as_u16(),
-            })
-            .inc();
-        record.respond(resp)
+    ) -> impl Future<Output = Response<RecordedBody>> {
+        async move {
+            let scan = RequestScan::of(req.headers());
+            // Istio's standard metrics, recorded once when the response ends.
+            let mut record = self.metrics.istio.start(conn, &mut req, &scan, began);
+            let resp = self.route(conn, req, &scan, &mut record).await;
+            let direction = match conn.listener.direction {
+                Direction::Inbound => DirectionLabel::Inbound,
+                _ => DirectionLabel::Outbound,
+            };
+            self.metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    direction,
+                    response_code: resp.status().as_u16(),
+                })
+                .inc();
+            record.respond(resp)
+        }
     }
 
     /// The proxy's metrics, for the TCP path that shares the listener.
@@ -85,133 +90,144 @@ impl Proxy {
     }
 
     /// Prepares the request (the proxy's own header edits), decides, then executes.
-    async fn route(
+    // Not `async fn`: its future would keep the arguments twice (as captured and as the
+    // body's locals); an `async move` block keeps them once.
+    #[allow(clippy::manual_async_fn)]
+    fn route(
         &self,
         conn: &ConnContext,
         mut req: Request<RequestBody>,
         scan: &RequestScan,
         record: &mut RequestRecord,
-    ) -> Response<ResponseBody> {
-        let grpc = scan.grpc;
-        let Some(authority) = authority_of(&req) else {
-            let snapshot = self.state.load();
-            let logs = snapshot.access_log.for_direction(conn.listener.direction);
+    ) -> impl Future<Output = Response<ResponseBody>> {
+        async move {
+            let grpc = scan.grpc;
+            let Some(authority) = authority_of(&req) else {
+                let snapshot = self.state.load();
+                let logs = snapshot.access_log.for_direction(conn.listener.direction);
+                record.access_log(
+                    logs,
+                    &self.metrics.access_log,
+                    conn,
+                    &req,
+                    &Known::default(),
+                );
+                let overrides = snapshot
+                    .metrics_overrides
+                    .for_direction(conn.listener.direction);
+                record.metric_overrides(overrides, &req);
+                return local::bad_request("missing host");
+            };
+            let upgrade = is_upgrade_request(&req, scan.hop_by_hop);
+            let outbound = conn.listener.direction == Direction::Outbound;
+            let overrides = if scan.envoy {
+                Overrides::take(req.headers_mut(), outbound)
+            } else {
+                Overrides::default()
+            };
+            remove_present(req.headers_mut(), upgrade, scan.hop_by_hop);
+            if conn.listener.is_gateway() {
+                edge::sanitize_external(req.headers_mut(), conn.listener.scheme());
+            }
+            // Every listener makes one when there is none, as Envoy's `generate_request_id`; the
+            // gateway has removed the client's.
+            let made_id;
+            let mut made_request_id = None;
+            if !(scan.request_id && req.headers().contains_key(REQUEST_ID)) {
+                made_id = request_id_digits();
+                req.headers_mut()
+                    .insert(REQUEST_ID, request_id_value(&made_id));
+                made_request_id = Some(&made_id[..]);
+            }
+            // The one read of the config for this request.
+            let snapshot = self.state.load_full();
+            let tracing = snapshot
+                .source
+                .telemetry
+                .as_ref()
+                .and_then(|t| t.tracing.as_ref());
+            // What the log's capture would otherwise look through the headers for.
+            let known = Known {
+                authority: Some(&authority),
+                made_request_id,
+                arrived_with: Some(scan),
+            };
             record.access_log(
-                logs,
+                snapshot.access_log.for_direction(conn.listener.direction),
                 &self.metrics.access_log,
                 conn,
                 &req,
-                &Known::default(),
+                &known,
             );
-            let overrides = snapshot
-                .metrics_overrides
-                .for_direction(conn.listener.direction);
-            record.metric_overrides(overrides, &req);
-            return local::bad_request("missing host");
-        };
-        let upgrade = is_upgrade_request(&req, scan.hop_by_hop);
-        let outbound = conn.listener.direction == Direction::Outbound;
-        let overrides = if scan.envoy {
-            Overrides::take(req.headers_mut(), outbound)
-        } else {
-            Overrides::default()
-        };
-        remove_present(req.headers_mut(), upgrade, scan.hop_by_hop);
-        if conn.listener.is_gateway() {
-            edge::sanitize_external(req.headers_mut(), conn.listener.scheme());
-        }
-        // Every listener makes one when there is none, as Envoy's `generate_request_id`; the
-        // gateway has removed the client's.
-        let made_id;
-        let mut made_request_id = None;
-        if !(scan.request_id && req.headers().contains_key(REQUEST_ID)) {
-            made_id = request_id_digits();
-            req.headers_mut()
-                .insert(REQUEST_ID, request_id_value(&made_id));
-            made_request_id = Some(&made_id[..]);
-        }
-        // The one read of the config for this request.
-        let snapshot = self.state.load_full();
-        let tracing = snapshot
-            .source
-            .telemetry
-            .as_ref()
-            .and_then(|t| t.tracing.as_ref());
-        // What the log's capture would otherwise look through the headers for.
-        let known = Known {
-            authority: Some(&authority),
-            made_request_id,
-            arrived_with: Some(scan),
-        };
-        record.access_log(
-            snapshot.access_log.for_direction(conn.listener.direction),
-            &self.metrics.access_log,
-            conn,
-            &req,
-            &known,
-        );
-        let mut trace = None;
-        if let Some(begun) = self.metrics.tracer.begin(conn, &req, scan, tracing) {
-            record.trace(begun.span, begun.trace.trace_hex());
-            trace = Some(begun.trace);
-        }
-        record.metric_overrides(
-            snapshot
-                .metrics_overrides
-                .for_direction(conn.listener.direction),
-            &req,
-        );
-        let mut request_auth = None;
-        if conn.listener.is_inbound() {
-            request_auth =
-                match inbound::authenticate(&snapshot, conn, &mut req, &authority, grpc).await {
+            let mut trace = None;
+            if let Some(begun) = self.metrics.tracer.begin(conn, &req, scan, tracing) {
+                record.trace(begun.span, begun.trace.trace_hex());
+                trace = Some(begun.trace);
+            }
+            record.metric_overrides(
+                snapshot
+                    .metrics_overrides
+                    .for_direction(conn.listener.direction),
+                &req,
+            );
+            let mut request_auth = None;
+            if conn.listener.is_inbound() {
+                request_auth = match inbound::authenticate(
+                    &snapshot, conn, &mut req, &authority, grpc,
+                )
+                .await
+                {
                     Ok(auth) => auth,
                     Err(unauthorized) => return unauthorized,
                 };
-            inbound::set_xfcc(req.headers_mut(), conn);
-        }
-
-        let view = RequestView {
-            method: req.method(),
-            authority: &authority,
-            path_and_query: req.uri().path_and_query(),
-            headers: req.headers(),
-            request_auth: request_auth.as_ref(),
-        };
-        let decision = decide(
-            &view,
-            conn,
-            &snapshot,
-            &self.passthrough,
-            &overrides,
-            Dice::random(),
-        );
-        if let Some(delay) = decision.delay {
-            tokio::time::sleep(delay).await;
-        }
-        // After authorization, before the request goes anywhere: a refused or locally answered
-        // request takes no token.
-        if !snapshot.rate_limits.is_empty()
-            && matches!(decision.action, Decided::Forward(_))
-            && let Some(limited) = self.rate_limit(conn, &snapshot, &req, &authority, grpc)
-        {
-            return limited;
-        }
-        let mut resp = match decision.action {
-            Decided::Reply(reply) => local_reply(reply, grpc),
-            Decided::Forward(f) => {
-                self.execute(conn, req, *f, trace.as_ref(), upgrade, grpc)
-                    .await
+                inbound::set_xfcc(req.headers_mut(), conn);
             }
-        };
-        if let Some((policy, origin)) = decision.cors {
-            policy.apply(origin, resp.headers_mut());
+
+            let view = RequestView {
+                method: req.method(),
+                authority: &authority,
+                path_and_query: req.uri().path_and_query(),
+                headers: req.headers(),
+                request_auth: request_auth.as_ref(),
+            };
+            let decision = decide(
+                &view,
+                conn,
+                &snapshot,
+                &self.passthrough,
+                &overrides,
+                Dice::random(),
+            );
+            if let Some(delay) = decision.delay {
+                tokio::time::sleep(delay).await;
+            }
+            // After authorization, before the request goes anywhere: a refused or locally answered
+            // request takes no token.
+            if !snapshot.rate_limits.is_empty()
+                && matches!(decision.action, Decided::Forward(_))
+                && let Some(limited) = self.rate_limit(conn, &snapshot, &req, &authority, grpc)
+            {
+                return limited;
+            }
+            let mut resp = match decision.action {
+                Decided::Reply(reply) => local_reply(reply, grpc),
+                Decided::Forward(f) => {
+                    self.execute(conn, req, *f, trace.as_ref(), upgrade, grpc)
+                        .await
+                }
+            };
+            if let Some((policy, origin)) = decision.cors {
+                policy.apply(origin, resp.headers_mut());
+            }
+            resp
         }
-        resp
     }
 
     /// Sends a decided request upstream.
-    async fn execute(
+    // Not `async fn`: its future would keep the arguments twice (as captured and as the
+    // body's locals); an `async move` block keeps them once.
+    #[allow(clippy::manual_async_fn)]
+    fn execute(
         &self,
         conn: &ConnContext,
         mut req: Request<RequestBody>,
@@ -219,73 +235,75 @@ impl Proxy {
         trace: Option<&TraceHeaders>,
         upgrade: bool,
         grpc: bool,
-    ) -> Response<ResponseBody> {
-        for ops in f.request_headers.iter().flatten() {
-            ops.apply(req.headers_mut());
-        }
-        // The trace context was read before the route's edits: one that sets a trace header
-        // makes the attempt look for trace headers by name.
-        let edited;
-        let trace = match trace {
-            Some(t)
-                if f.request_headers
-                    .iter()
-                    .flatten()
-                    .any(|ops| ops.writes_any(is_trace_header)) =>
-            {
-                edited = t.after_header_edits();
-                Some(&edited)
+    ) -> impl Future<Output = Response<ResponseBody>> {
+        async move {
+            for ops in f.request_headers.iter().flatten() {
+                ops.apply(req.headers_mut());
             }
-            t => t,
-        };
-        // Hashed after the route's header edits, so a route may set the key.
-        let hash = f.target.cluster.hash_key(&HashInput {
-            headers: req.headers(),
-            query: req.uri().query(),
-            source_ip: conn.peer.ip(),
-        });
-        let mut resp = if upgrade {
-            if let Some(trace) = trace {
-                trace.write_into(req.headers_mut());
-            }
-            // Boxed: upgrades are rare, and inline their state would be part of every
-            // request's future.
-            Box::pin(upgrade::forward(
-                &f.target,
-                hash,
-                req,
-                f.authority,
-                f.path_and_query,
-            ))
-            .await
-        } else {
-            let (parts, body) = req.into_parts();
-            let mut out = Outgoing {
-                method: parts.method,
-                authority: f.authority,
-                path_and_query: f.path_and_query,
-                headers: parts.headers,
-                downstream_version: parts.version,
-                grpc,
-                copies: None,
+            // The trace context was read before the route's edits: one that sets a trace header
+            // makes the attempt look for trace headers by name.
+            let edited;
+            let trace = match trace {
+                Some(t)
+                    if f.request_headers
+                        .iter()
+                        .flatten()
+                        .any(|ops| ops.writes_any(is_trace_header)) =>
+                {
+                    edited = t.after_header_edits();
+                    Some(&edited)
+                }
+                t => t,
             };
-            if !f.mirrors.is_empty() {
-                let no_body = body.is_end_stream();
-                out.copies = Some(self.mirror(&out, f.mirrors, no_body, f.timeout, trace));
-            }
-            let plan = Plan {
-                target: &f.target,
-                hash,
-                policy: f.retry,
-                timeout: f.timeout,
-                trace,
+            // Hashed after the route's header edits, so a route may set the key.
+            let hash = f.target.cluster.hash_key(&HashInput {
+                headers: req.headers(),
+                query: req.uri().query(),
+                source_ip: conn.peer.ip(),
+            });
+            let mut resp = if upgrade {
+                if let Some(trace) = trace {
+                    trace.write_into(req.headers_mut());
+                }
+                // Boxed: upgrades are rare, and inline their state would be part of every
+                // request's future.
+                Box::pin(upgrade::forward(
+                    &f.target,
+                    hash,
+                    req,
+                    f.authority,
+                    f.path_and_query,
+                ))
+                .await
+            } else {
+                let (parts, body) = req.into_parts();
+                let mut out = Outgoing {
+                    method: parts.method,
+                    authority: f.authority,
+                    path_and_query: f.path_and_query,
+                    headers: parts.headers,
+                    downstream_version: parts.version,
+                    grpc,
+                    copies: None,
+                };
+                if !f.mirrors.is_empty() {
+                    let no_body = body.is_end_stream();
+                    out.copies = Some(self.mirror(&out, f.mirrors, no_body, f.timeout, trace));
+                }
+                let plan = Plan {
+                    target: &f.target,
+                    hash,
+                    policy: f.retry,
+                    timeout: f.timeout,
+                    trace,
+                };
+                forward(&self.metrics, plan, out, body).await
             };
-            forward(&self.metrics, plan, out, body).await
-        };
-        for ops in f.response_headers.iter().flatten() {
-            ops.apply(resp.headers_mut());
+            for ops in f.response_headers.iter().flatten() {
+                ops.apply(resp.headers_mut());
+            }
+            resp
         }
-        resp
     }
 }
 
