@@ -162,10 +162,7 @@ async fn serve_awake<S: Io>(io: &mut TrackedIo<S>, first: Bytes, serving: &Servi
             }
             return Awake::Ended(Ended::Closed);
         };
-        let answering = Answering {
-            head: req.method() == Method::HEAD,
-            keep_alive: true,
-        };
+        let head_request = req.method() == Method::HEAD;
         let (req, mut client) = match body_len {
             0 => (req.map(|()| RequestBody::Empty), Client::new(None)),
             len => {
@@ -183,8 +180,8 @@ async fn serve_awake<S: Io>(io: &mut TrackedIo<S>, first: Bytes, serving: &Servi
             return Awake::Ended(Ended::Closed);
         };
         let answering = Answering {
+            head: head_request,
             keep_alive: !serving.drain.is_cancelled(),
-            ..answering
         };
         let kept = write_response(io, &mut buf, &mut client, &mut out, resp, answering).await;
         // A body not read to its end leaves bytes that are not the next head.

@@ -11,6 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
+use crate::upstream::h1::codec::parse_decimal;
+
 /// A head with more header fields than this goes to hyper (which refuses it with 431, its
 /// limit being the same).
 pub const MAX_HEADERS: usize = 100;
@@ -63,7 +65,7 @@ pub fn parse(buf: &mut BytesMut) -> Head {
         };
         if name == CONTENT_LENGTH {
             // Every value one plain number, all the same; anything else is hyper's to judge.
-            match (parse_length(h.value), content_length) {
+            match (parse_decimal(h.value), content_length) {
                 (Some(len), None) => content_length = Some(len),
                 (Some(len), Some(seen)) if len == seen => {}
                 _ => return Head::Handoff,
@@ -90,17 +92,6 @@ pub fn parse(buf: &mut BytesMut) -> Head {
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     Head::Own(request, content_length.unwrap_or(0))
-}
-
-/// A `Content-Length` value of digits only (hyper takes a list of equal numbers too; such a
-/// request goes to it).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
 }
 
 fn span(base: usize, part: &[u8]) -> (usize, usize) {

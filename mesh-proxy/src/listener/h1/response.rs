@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 use http_body::SizeHint;
 
 use super::date;
+use crate::upstream::h1::codec::{parse_decimal, push_field};
 
 /// What the response's body is known to be before it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +118,7 @@ fn encode_fields(
             let len = match body {
                 // The body's own length is trusted over the header's value, as hyper does.
                 BodyLength::Known(n) => n,
-                BodyLength::Unknown => parse_length(bytes).ok_or(HeadError::BadContentLength)?,
+                BodyLength::Unknown => parse_decimal(bytes).ok_or(HeadError::BadContentLength)?,
                 // No body: the header is kept only where it describes one not sent.
                 BodyLength::Empty if !answering.head => continue,
                 BodyLength::Empty => 0,
@@ -158,29 +159,29 @@ fn encode_fields(
                     .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok()),
             );
         }
-        field(out, name.as_str().as_bytes(), bytes);
+        push_field(out, name.as_str().as_bytes(), bytes);
     }
     if encodings > 0 && !chunked_last {
         // The last coding of a response this codec frames is chunked.
-        field(out, b"transfer-encoding", b"chunked");
+        push_field(out, b"transfer-encoding", b"chunked");
     }
     let framing = match framing {
         Some(Framing::Chunked { .. }) => Framing::Chunked { trailers },
         Some(length) => length,
         None => match body {
             BodyLength::Unknown if can_have_body => {
-                field(out, b"transfer-encoding", b"chunked");
+                push_field(out, b"transfer-encoding", b"chunked");
                 Framing::Chunked { trailers }
             }
             BodyLength::Unknown | BodyLength::Empty | BodyLength::Known(0) => {
                 if !no_body_status && !answering.head {
-                    field(out, b"content-length", b"0");
+                    push_field(out, b"content-length", b"0");
                 }
                 Framing::Length(0)
             }
             BodyLength::Known(n) => {
                 if !no_body_status {
-                    field(
+                    push_field(
                         out,
                         b"content-length",
                         itoa::Buffer::new().format(n).as_bytes(),
@@ -196,7 +197,7 @@ fn encode_fields(
         Framing::Length(0)
     };
     if close && !wrote_close {
-        field(out, b"connection", b"close");
+        push_field(out, b"connection", b"close");
     }
     finish(out, wrote_date);
     Ok(Written { framing, close })
@@ -216,13 +217,6 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// The `Date` field unless the response had one, and the end of the head.
 fn finish(out: &mut Vec<u8>, wrote_date: bool) {
     if !wrote_date {
@@ -231,17 +225,6 @@ fn finish(out: &mut Vec<u8>, wrote_date: bool) {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length` value: one decimal number (a list of equal ones is not accepted here;
-/// the upstream codec already refused those).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
 }
 
 #[cfg(test)]

@@ -111,7 +111,9 @@ fn fold_content_length(mut seen: Option<Result<u64, ()>>, value: &[u8]) -> Optio
     seen
 }
 
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+/// A decimal number of at most 19 digits (so it cannot overflow), nothing else: the form a
+/// `Content-Length` value takes.
+pub fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
@@ -210,7 +212,8 @@ pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>, framed: &Framed) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// One header field line.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
